@@ -1,0 +1,33 @@
+"""logstore: a Kafka-style append-only log and stream store, served over gRPC.
+
+``from logstore import Producer, Consumer, Admin`` gives the client; the storage engine can be used
+in-process through ``logstore.storage``. The client is imported lazily so that the storage layers
+never pull in grpc.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_CLIENT_NAMES = {
+    "Producer",
+    "Consumer",
+    "Admin",
+    "ConsumerRecord",
+    "TopicPartition",
+    "AsyncProducer",
+    "AsyncConsumer",
+    "AsyncAdmin",
+    "TaskQueue",
+    "Worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from logstore import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'logstore' has no attribute {name!r}")

@@ -1,0 +1,162 @@
+"""Every error logstore raises, in one short module.
+
+Errors carry the fields a caller needs to act on them, and a stable machine-readable ``reason``
+(UPPER_SNAKE_CASE) that the server maps, in one table (``logstore.server.errors``), to a gRPC status
+code plus a ``google.rpc.ErrorInfo``. The domain layers (records, storage, broker) raise these and
+never know about gRPC.
+"""
+
+from __future__ import annotations
+
+
+class LogstoreError(Exception):
+    """Base class. ``reason`` is stable and machine-readable; ``metadata`` are its string fields."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {key: str(value) for key, value in self.fields.items() if value is not None}
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+class CorruptBatchError(LogstoreError):
+    """A record batch whose length, crc, magic, attributes or record count do not add up."""
+
+    reason = "CORRUPT_BATCH"
+
+    def __init__(self, message: str, *, position: int | None = None, **fields: object) -> None:
+        super().__init__(message, position=position, **fields)
+        self.position = position
+
+
+class BatchTooLargeError(LogstoreError):
+    reason = "BATCH_TOO_LARGE"
+
+    def __init__(self, message: str, *, size: int, limit: int, **fields: object) -> None:
+        super().__init__(message, size=size, limit=limit, **fields)
+        self.size = size
+        self.limit = limit
+
+
+class RecordTooLargeError(BatchTooLargeError):
+    reason = "RECORD_TOO_LARGE"
+
+
+# -- storage -----------------------------------------------------------------------------------
+
+
+class InvalidNameError(LogstoreError):
+    reason = "INVALID_NAME"
+
+    def __init__(self, message: str, *, name: str, kind: str = "topic") -> None:
+        super().__init__(message, name=name, kind=kind)
+        self.name = name
+        self.kind = kind
+
+
+class InvalidConfigError(LogstoreError):
+    reason = "INVALID_CONFIG"
+
+    def __init__(self, message: str, *, key: str, value: object = None) -> None:
+        super().__init__(message, key=key, value=value)
+        self.key = key
+        self.value = value
+
+
+class UnknownTopicError(LogstoreError):
+    reason = "UNKNOWN_TOPIC"
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} does not exist", topic=topic)
+        self.topic = topic
+
+
+class UnknownPartitionError(LogstoreError):
+    reason = "UNKNOWN_PARTITION"
+
+    def __init__(self, topic: str, partition: int, partitions: int) -> None:
+        super().__init__(
+            f"topic {topic!r} has no partition {partition} (it has {partitions})",
+            topic=topic,
+            partition=partition,
+            partitions=partitions,
+        )
+        self.topic = topic
+        self.partition = partition
+        self.partitions = partitions
+
+
+class TopicExistsError(LogstoreError):
+    reason = "TOPIC_EXISTS"
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} already exists", topic=topic)
+        self.topic = topic
+
+
+class OffsetOutOfRangeError(LogstoreError):
+    """A read below log start or past log end."""
+
+    reason = "OFFSET_OUT_OF_RANGE"
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        log_start_offset: int,
+        log_end_offset: int,
+    ) -> None:
+        super().__init__(
+            f"offset {offset} of {topic}/{partition} is out of range "
+            f"[{log_start_offset}, {log_end_offset}]",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            log_start_offset=log_start_offset,
+            log_end_offset=log_end_offset,
+        )
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class StorageError(LogstoreError):
+    """A write or fsync failed (disk full, permission denied, I/O error). Nothing was appended."""
+
+    reason = "STORAGE_ERROR"
+
+    def __init__(self, message: str, *, errno: int | None = None, path: str | None = None) -> None:
+        super().__init__(message, errno=errno, path=path)
+        self.errno = errno
+        self.path = path
+
+
+class DiskFullError(StorageError):
+    reason = "DISK_FULL"
+
+
+class LogClosedError(LogstoreError):
+    reason = "LOG_CLOSED"
+
+
+class LimitExceededError(LogstoreError):
+    """A configured limit (topics, partitions, request bytes, subscriptions, ...) was hit."""
+
+    reason = "LIMIT_EXCEEDED"
+
+    def __init__(self, message: str, *, limit_name: str, limit: int, **fields: object) -> None:
+        super().__init__(message, limit_name=limit_name, limit=limit, **fields)
+        self.limit_name = limit_name
+        self.limit = limit

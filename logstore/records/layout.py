@@ -1,0 +1,119 @@
+"""The record batch byte layout, and the constants built from it.
+
+A batch is the unit a producer sends, the broker appends, a segment stores and a fetch returns.
+Everything is little-endian. The header is 64 bytes::
+
+    position width field              type  notes
+    0        8     base_offset        <i8   assigned by the broker on append
+    8        4     batch_length       <i4   bytes of the whole batch, this header included
+    12       4     leader_epoch       <i4   assigned by the broker (0 until replication)
+    16       4     crc                <u4   crc32c of bytes [CRC_START, batch_length)
+    20       1     magic              u1    format version, MAGIC (= 1)
+    21       1     (reserved)         u1    0
+    22       2     attributes         <u2   bits 0-2 codec, bit 4 transactional, bit 5 control
+    24       4     last_offset_delta  <i4   last record's offset - base_offset
+    28       4     record_count       <i4
+    32       8     base_timestamp     <i8   milliseconds since the epoch
+    40       8     max_timestamp      <i8   largest record timestamp in the batch
+    48       8     producer_id        <i8   -1 when not idempotent
+    56       2     producer_epoch     <i2   -1 when not idempotent
+    58       2     (reserved)         <i2   0
+    60       4     base_sequence      <i4   -1 when not idempotent
+
+The crc covers everything from ``magic`` to the end, so the broker assigns ``base_offset`` and
+``leader_epoch`` by rewriting the first 16 bytes without recomputing it.
+
+The record section follows the header, compressed as a whole when the codec is not NONE. It is laid
+out for vectorised decoding: five fixed-width columns of ``record_count`` ``<i4`` each, then the
+concatenated bytes::
+
+    offset_delta[n]     record offset - base_offset, strictly increasing (gaps after compaction)
+    timestamp_delta[n]  record timestamp - base_timestamp, milliseconds
+    key_length[n]       -1 = null key
+    value_length[n]     -1 = null value (a tombstone)
+    headers_length[n]   0 = no headers
+    keys                every non-null key, concatenated in record order
+    values              every non-null value, concatenated
+    headers             every record's encoded headers (see ``headers.py``), concatenated
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+MAGIC = 1
+
+HEADER_FORMAT = "<qiiIBBHiiqqqhhi"
+HEADER_STRUCT = struct.Struct(HEADER_FORMAT)
+HEADER_SIZE = HEADER_STRUCT.size  # 64
+assert HEADER_SIZE == 64
+
+#: numpy view of one header, field for field.
+HEADER_DTYPE = np.dtype(
+    [
+        ("base_offset", "<i8"),
+        ("batch_length", "<i4"),
+        ("leader_epoch", "<i4"),
+        ("crc", "<u4"),
+        ("magic", "u1"),
+        ("reserved1", "u1"),
+        ("attributes", "<u2"),
+        ("last_offset_delta", "<i4"),
+        ("record_count", "<i4"),
+        ("base_timestamp", "<i8"),
+        ("max_timestamp", "<i8"),
+        ("producer_id", "<i8"),
+        ("producer_epoch", "<i2"),
+        ("reserved2", "<i2"),
+        ("base_sequence", "<i4"),
+    ]
+)
+assert HEADER_DTYPE.itemsize == HEADER_SIZE
+
+BASE_OFFSET_POSITION = 0
+BATCH_LENGTH_POSITION = 8
+LEADER_EPOCH_POSITION = 12
+CRC_POSITION = 16
+CRC_START = 20  # the crc covers [CRC_START, batch_length)
+MAGIC_POSITION = 20
+ATTRIBUTES_POSITION = 22
+LAST_OFFSET_DELTA_POSITION = 24
+RECORD_COUNT_POSITION = 28
+BASE_TIMESTAMP_POSITION = 32
+MAX_TIMESTAMP_POSITION = 40
+PRODUCER_ID_POSITION = 48
+
+#: The broker rewrites exactly these leading bytes on append: base_offset and leader_epoch.
+ASSIGNED_PREFIX = struct.Struct("<qii")  # base_offset, batch_length, leader_epoch
+ASSIGNED_PREFIX_SIZE = 16
+
+#: Reading just enough of a header to walk a segment: base_offset, batch_length.
+WALK_STRUCT = struct.Struct("<qi")
+
+COLUMN_COUNT = 5
+COLUMN_WIDTH = 4
+COLUMN_DTYPE = np.dtype("<i4")
+OFFSET_DELTA, TIMESTAMP_DELTA, KEY_LENGTH, VALUE_LENGTH, HEADERS_LENGTH = range(COLUMN_COUNT)
+RECORD_OVERHEAD = COLUMN_COUNT * COLUMN_WIDTH  # bytes per record besides key, value, headers
+
+# -- attributes ---------------------------------------------------------------------------------
+
+CODEC_MASK = 0x07
+CODEC_NONE = 0
+CODEC_ZSTD = 1
+CODEC_LZ4 = 2
+CODECS = {"none": CODEC_NONE, "zstd": CODEC_ZSTD, "lz4": CODEC_LZ4}
+CODEC_NAMES = {value: name for name, value in CODECS.items()}
+TRANSACTIONAL_FLAG = 0x10
+CONTROL_FLAG = 0x20
+KNOWN_ATTRIBUTES = CODEC_MASK | TRANSACTIONAL_FLAG | CONTROL_FLAG
+
+NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
+NO_SEQUENCE = -1
+
+#: Limits that keep a lying header from making a reader allocate the moon.
+MAX_BATCH_LENGTH = (1 << 31) - 1
+MAX_RECORD_COUNT = (1 << 31) - 1

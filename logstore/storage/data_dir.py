@@ -1,0 +1,611 @@
+"""A data directory: named topics, their partition logs, and the thread that keeps them tidy.
+
+This is the embedded API: open a directory in-process, create topics, append, read, close — no
+server needed. The broker uses exactly this. Layout::
+
+    data/
+      .lock                 flock()ed while a process has the directory open
+      topics.json           every topic: partitions, config overrides (replaced atomically)
+      orders-0/             one partition log per folder: <topic>-<partition>  (log.py)
+      orders-1/
+      old-0.1f3a.deleting/  a deleted topic's folder on its way out
+
+Topic names match ``[A-Za-z0-9._-]{1,249}`` and are not ``.`` or ``..``, so a name can never reach
+outside the directory. A topic is created by making its folders, then listing it in topics.json;
+deleted by unlisting it, then removing its folders — a crash in between leaves folders that the
+next open removes.
+
+Locking: ``_lock`` guards the topic table (create, delete, add partitions, alter config); the
+table is a dict replaced whole, so lookups take no lock. Each partition log has its own writer
+lock (see ``PartitionLog``). The maintenance thread (flush by interval, checkpoints, retention,
+compaction) runs its passes one at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logstore.errors import (
+    InvalidNameError,
+    LimitExceededError,
+    LogClosedError,
+    StorageError,
+    TopicExistsError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
+from logstore.records import BatchHeader
+from logstore.storage.clock import SYSTEM_CLOCK, Clock
+from logstore.storage.compaction import CompactionResult, compact
+from logstore.storage.config import FLUSH_INTERVAL, LogConfig
+from logstore.storage.files import atomic_write_json, read_json
+from logstore.storage.log import AppendResult, PartitionLog, ReadResult
+from logstore.storage.retention import RetentionResult, apply_retention
+
+log = logging.getLogger(__name__)
+
+TOPICS_FILE = "topics.json"
+LOCK_FILE = ".lock"
+DELETING_SUFFIX = ".deleting"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def validate_topic_name(name: object, kind: str = "topic") -> str:
+    """Return ``name`` if it is a legal topic (or group) name, else raise InvalidNameError."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{kind} name must be a string", name=repr(name), kind=kind)
+    if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise InvalidNameError(
+            f"invalid {kind} name {shown!r}: use 1 to 249 of the characters A-Z a-z 0-9 . _ - "
+            f"(and not '.' or '..')",
+            name=shown,
+            kind=kind,
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_topics: int = 10_000
+    max_partitions_per_topic: int = 1_000
+
+
+@dataclass(frozen=True)
+class MaintenanceIntervals:
+    """How often the maintenance thread does each job, in milliseconds."""
+
+    tick_ms: int = 50
+    checkpoint_ms: int = 10_000
+    retention_ms: int = 30_000
+    compaction_ms: int = 15_000
+
+
+@dataclass
+class Topic:
+    name: str
+    config: LogConfig
+    logs: list[PartitionLog]
+    internal: bool = False
+
+    @property
+    def partitions(self) -> int:
+        return len(self.logs)
+
+
+@dataclass(frozen=True)
+class PartitionDescription:
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    size_bytes: int
+    segments: int
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    name: str
+    config: LogConfig
+    internal: bool
+    partitions: list[PartitionDescription] = field(default_factory=list)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.size_bytes for p in self.partitions)
+
+
+class DataDir:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock,
+        defaults: LogConfig,
+        limits: Limits,
+        intervals: MaintenanceIntervals,
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.defaults = defaults
+        self.limits = limits
+        self.intervals = intervals
+        self._lock = threading.RLock()
+        self._topics: dict[str, Topic] = {}
+        self._lock_file: int | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rolled: set[PartitionLog] = set()
+        self._rolled_lock = threading.Lock()
+        self._last_flush: dict[PartitionLog, float] = {}
+        self._last_compacted: dict[PartitionLog, int] = {}
+        self._last_run: dict[str, float] = {}
+        self.closed = False
+
+    # -- opening and closing -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        defaults: LogConfig | None = None,
+        limits: Limits | None = None,
+        intervals: MaintenanceIntervals | None = None,
+        background: bool = True,
+    ) -> DataDir:
+        """Open (creating if needed) the data directory at ``path`` and every topic in it.
+
+        ``background`` starts the maintenance thread (interval flushes, checkpoints, retention,
+        compaction); without it, call ``run_maintenance()`` yourself.
+        """
+        directory = Path(path)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot use data directory {directory}: {exc.strerror or exc}",
+                errno=exc.errno,
+                path=str(directory),
+            ) from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise StorageError(
+                f"data directory {directory} is in use by another process",
+                errno=exc.errno,
+                path=str(directory),
+            ) from exc
+        if not os.access(directory, os.W_OK):
+            os.close(lock_fd)
+            raise StorageError(
+                f"data directory {directory} is not writable", errno=errno.EACCES, path=str(directory)
+            )
+        instance = cls(
+            directory,
+            clock=clock,
+            defaults=defaults or LogConfig(),
+            limits=limits or Limits(),
+            intervals=intervals or MaintenanceIntervals(),
+        )
+        instance._lock_file = lock_fd
+        try:
+            instance._load()
+        except BaseException:
+            instance._close_logs(clean=False)
+            os.close(lock_fd)
+            raise
+        if background:
+            instance.start()
+        return instance
+
+    def _load(self) -> None:
+        table = self._read_table()
+        topics: dict[str, Topic] = {}
+        for name, entry in sorted(table.items()):
+            config = LogConfig.from_dict(entry.get("config") or {}, base=self.defaults)
+            partitions = int(entry.get("partitions", 1))
+            logs = [self._open_log(name, p, config) for p in range(partitions)]
+            topics[name] = Topic(name, config, logs, bool(entry.get("internal", False)))
+        self._topics = topics
+        self._remove_strays()
+
+    def _read_table(self) -> dict[str, Any]:
+        path = self.path / TOPICS_FILE
+        if path.exists():
+            return dict(read_json(path).get("topics", {}))
+        # no table: adopt partition folders found on disk with the default config
+        found: dict[str, int] = {}
+        for entry in os.listdir(self.path):
+            parsed = _parse_partition_dir(entry)
+            if parsed and (self.path / entry).is_dir():
+                found[parsed[0]] = max(found.get(parsed[0], 0), parsed[1] + 1)
+        if found:
+            log.warning("no %s in %s; adopting topics found on disk: %s", TOPICS_FILE, self.path, sorted(found))
+        return {name: {"partitions": count, "config": {}} for name, count in found.items()}
+
+    def _remove_strays(self) -> None:
+        for entry in os.listdir(self.path):
+            full = self.path / entry
+            if entry.endswith(DELETING_SUFFIX) and full.is_dir():
+                shutil.rmtree(full, ignore_errors=True)
+                continue
+            parsed = _parse_partition_dir(entry)
+            if parsed is None or not full.is_dir():
+                continue
+            topic = self._topics.get(parsed[0])
+            if topic is None or parsed[1] >= topic.partitions:
+                log.warning("removing %s: no such topic partition in %s", full, TOPICS_FILE)
+                shutil.rmtree(full, ignore_errors=True)
+        if not (self.path / TOPICS_FILE).exists():
+            self._write_table()
+
+    def _open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
+        return PartitionLog.open(
+            self.path / f"{topic}-{partition}",
+            topic=topic,
+            partition=partition,
+            config=config,
+            clock=self.clock,
+            on_roll=self._on_roll,
+        )
+
+    def _write_table(self) -> None:
+        table = {
+            name: {
+                "partitions": topic.partitions,
+                "config": topic.config.overrides(),
+                "internal": topic.internal,
+            }
+            for name, topic in self._topics.items()
+        }
+        atomic_write_json(self.path / TOPICS_FILE, {"version": 1, "topics": table})
+
+    def close(self) -> None:
+        """Stop maintenance, flush and cleanly close every partition, release the directory."""
+        if self.closed:
+            return
+        self.stop()
+        with self._lock:
+            self._close_logs(clean=True)
+            self.closed = True
+            if self._lock_file is not None:
+                os.close(self._lock_file)
+                self._lock_file = None
+
+    def _close_logs(self, *, clean: bool) -> None:
+        for topic in self._topics.values():
+            for partition_log in topic.logs:
+                try:
+                    if clean:
+                        partition_log.close()
+                    else:
+                        partition_log.abandon()
+                except Exception:
+                    log.exception("closing %s", partition_log)
+
+    def __enter__(self) -> DataDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- topics -------------------------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        config: dict[str, Any] | LogConfig | None = None,
+        *,
+        internal: bool = False,
+    ) -> TopicDescription:
+        validate_topic_name(name)
+        if name.startswith("__") and not internal:
+            raise InvalidNameError(
+                f"topic names starting with '__' are reserved for internal topics: {name!r}",
+                name=name,
+            )
+        if not isinstance(partitions, int) or partitions < 1:
+            raise LimitExceededError(
+                f"a topic needs at least 1 partition, not {partitions}",
+                limit_name="min_partitions",
+                limit=1,
+            )
+        if partitions > self.limits.max_partitions_per_topic:
+            raise LimitExceededError(
+                f"{partitions} partitions exceed max_partitions_per_topic="
+                f"{self.limits.max_partitions_per_topic}",
+                limit_name="max_partitions_per_topic",
+                limit=self.limits.max_partitions_per_topic,
+            )
+        log_config = config if isinstance(config, LogConfig) else LogConfig.from_dict(config, base=self.defaults)
+        with self._lock:
+            self._check_open()
+            if name in self._topics:
+                raise TopicExistsError(name)
+            if len(self._topics) >= self.limits.max_topics:
+                raise LimitExceededError(
+                    f"max_topics={self.limits.max_topics} reached",
+                    limit_name="max_topics",
+                    limit=self.limits.max_topics,
+                )
+            for p in range(partitions):
+                stale = self.path / f"{name}-{p}"
+                if stale.exists():
+                    shutil.rmtree(stale)
+            logs = [self._open_log(name, p, log_config) for p in range(partitions)]
+            topics = dict(self._topics)
+            topics[name] = Topic(name, log_config, logs, internal)
+            self._topics = topics
+            self._write_table()
+        log.info("created topic %s with %d partitions", name, partitions)
+        return self.describe_topic(name)
+
+    def delete_topic(self, name: str) -> None:
+        with self._lock:
+            self._check_open()
+            topic = self._topic(name)
+            topics = dict(self._topics)
+            del topics[name]
+            self._topics = topics
+            self._write_table()
+            for partition_log in topic.logs:
+                partition_log.close()
+                self._forget(partition_log)
+                target = partition_log.directory.with_name(
+                    f"{partition_log.directory.name}.{uuid.uuid4().hex[:8]}{DELETING_SUFFIX}"
+                )
+                os.replace(partition_log.directory, target)
+                shutil.rmtree(target, ignore_errors=True)
+        log.info("deleted topic %s", name)
+
+    def add_partitions(self, name: str, total: int) -> TopicDescription:
+        """Grow ``name`` to ``total`` partitions (partitions are never removed)."""
+        with self._lock:
+            self._check_open()
+            topic = self._topic(name)
+            if total <= topic.partitions:
+                raise LimitExceededError(
+                    f"topic {name!r} already has {topic.partitions} partitions; "
+                    f"the new count must be larger, not {total}",
+                    limit_name="partitions",
+                    limit=topic.partitions,
+                )
+            if total > self.limits.max_partitions_per_topic:
+                raise LimitExceededError(
+                    f"{total} partitions exceed max_partitions_per_topic="
+                    f"{self.limits.max_partitions_per_topic}",
+                    limit_name="max_partitions_per_topic",
+                    limit=self.limits.max_partitions_per_topic,
+                )
+            new_logs = [self._open_log(name, p, topic.config) for p in range(topic.partitions, total)]
+            topics = dict(self._topics)
+            topics[name] = dataclasses.replace(topic, logs=[*topic.logs, *new_logs])
+            self._topics = topics
+            self._write_table()
+        return self.describe_topic(name)
+
+    def alter_config(self, name: str, changes: dict[str, Any]) -> LogConfig:
+        """Change topic config keys; each partition picks the new config up at once."""
+        with self._lock:
+            self._check_open()
+            topic = self._topic(name)
+            config = LogConfig.from_dict(changes, base=topic.config)
+            for partition_log in topic.logs:
+                partition_log.config = config
+            topics = dict(self._topics)
+            topics[name] = dataclasses.replace(topic, config=config)
+            self._topics = topics
+            self._write_table()
+        return config
+
+    def list_topics(self, *, include_internal: bool = True) -> list[str]:
+        return sorted(n for n, t in self._topics.items() if include_internal or not t.internal)
+
+    def has_topic(self, name: str) -> bool:
+        return name in self._topics
+
+    def topic(self, name: str) -> Topic:
+        return self._topic(name)
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        topic = self._topic(name)
+        return TopicDescription(
+            topic.name,
+            topic.config,
+            topic.internal,
+            [
+                PartitionDescription(
+                    p, lg.log_start_offset, lg.log_end_offset, lg.size_bytes, len(lg.segments)
+                )
+                for p, lg in enumerate(topic.logs)
+            ],
+        )
+
+    def _topic(self, name: str) -> Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+                validate_topic_name(name)
+            raise UnknownTopicError(name)
+        return topic
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise LogClosedError(f"data directory {self.path} is closed")
+
+    # -- partitions ---------------------------------------------------------------------------------
+
+    def log(self, topic: str, partition: int) -> PartitionLog:
+        entry = self._topic(topic)
+        if not 0 <= partition < len(entry.logs):
+            raise UnknownPartitionError(topic, partition, len(entry.logs))
+        return entry.logs[partition]
+
+    def logs(self) -> Iterator[PartitionLog]:
+        for topic in list(self._topics.values()):
+            yield from topic.logs
+
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        payload: bytes | bytearray | memoryview,
+        *,
+        headers: list[BatchHeader] | None = None,
+        sync: bool | None = None,
+    ) -> AppendResult:
+        return self.log(topic, partition).append(payload, headers=headers, sync=sync)
+
+    def read(
+        self, topic: str, partition: int, offset: int, max_bytes: int = 1 << 20,
+        *, max_offset: int | None = None,
+    ) -> ReadResult:
+        return self.log(topic, partition).read(offset, max_bytes, max_offset=max_offset)
+
+    def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> int | None:
+        return self.log(topic, partition).offset_for_timestamp(timestamp)
+
+    # -- maintenance --------------------------------------------------------------------------------
+
+    def _on_roll(self, partition_log: PartitionLog) -> None:
+        with self._rolled_lock:
+            self._rolled.add(partition_log)
+        self._wake.set()
+
+    def _forget(self, partition_log: PartitionLog) -> None:
+        with self._rolled_lock:
+            self._rolled.discard(partition_log)
+        self._last_flush.pop(partition_log, None)
+        self._last_compacted.pop(partition_log, None)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="logstore-maintenance", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_maintenance(scheduled=True)
+            except Exception:
+                log.exception("maintenance pass failed")
+            self._wake.wait(self.intervals.tick_ms / 1000)
+            self._wake.clear()
+
+    def _due(self, job: str, interval_ms: int, now: float, scheduled: bool) -> bool:
+        if not scheduled:
+            return True
+        last = self._last_run.get(job)
+        if last is None:
+            self._last_run[job] = now
+            return False
+        if (now - last) * 1000 >= interval_ms:
+            self._last_run[job] = now
+            return True
+        return False
+
+    def run_maintenance(self, *, scheduled: bool = False) -> dict[str, Any]:
+        """One pass of every job; ``scheduled`` = only the jobs whose interval has passed."""
+        now = self.clock.monotonic()
+        report: dict[str, Any] = {"flushed": 0, "retention": [], "compaction": []}
+        with self._rolled_lock:
+            rolled, self._rolled = self._rolled, set()
+        for partition_log in list(self.logs()):
+            if partition_log.closed:
+                continue
+            due = partition_log in rolled
+            if partition_log.config.flush == FLUSH_INTERVAL:
+                last = self._last_flush.get(partition_log, 0.0)
+                due = due or (now - last) * 1000 >= partition_log.config.flush_interval_ms
+            if due and partition_log.recovery_point < partition_log.log_end_offset:
+                self._guard(partition_log.flush, partition_log)
+                report["flushed"] += 1
+            if due:
+                self._last_flush[partition_log] = now
+        if self._due("checkpoint", self.intervals.checkpoint_ms, now, scheduled):
+            for partition_log in list(self.logs()):
+                self._guard(partition_log.checkpoint, partition_log)
+        if self._due("retention", self.intervals.retention_ms, now, scheduled):
+            report["retention"] = self.run_retention()
+        if self._due("compaction", self.intervals.compaction_ms, now, scheduled):
+            report["compaction"] = self.run_compaction()
+        return report
+
+    def _guard(self, job: Any, partition_log: PartitionLog) -> Any:
+        try:
+            return job()
+        except LogClosedError:
+            return None
+        except Exception:
+            log.exception("maintenance of %s failed", partition_log)
+            return None
+
+    def run_retention(self) -> list[RetentionResult]:
+        now_ms = self.clock.now_ms()
+        results = []
+        for partition_log in list(self.logs()):
+            if partition_log.closed:
+                continue
+            result = self._guard(lambda pl=partition_log: apply_retention(pl, now_ms), partition_log)
+            if result is not None and result.deleted_segments:
+                results.append(result)
+        return results
+
+    def run_compaction(self, *, force: bool = False) -> list[CompactionResult]:
+        now_ms = self.clock.now_ms()
+        results = []
+        for partition_log in list(self.logs()):
+            if partition_log.closed or not partition_log.config.compact:
+                continue
+            sealed_end = partition_log.active_segment.base_offset
+            if not force and self._last_compacted.get(partition_log) == sealed_end:
+                continue
+            result = self._guard(lambda pl=partition_log: compact(pl, now_ms), partition_log)
+            if result is not None:
+                self._last_compacted[partition_log] = sealed_end
+                results.append(result)
+        return results
+
+
+def _parse_partition_dir(name: str) -> tuple[str, int] | None:
+    topic, sep, number = name.rpartition("-")
+    if not sep or not number.isdigit() or not NAME_PATTERN.fullmatch(topic) or topic in (".", ".."):
+        return None
+    return topic, int(number)
+
+
+__all__ = [
+    "DataDir",
+    "Limits",
+    "MaintenanceIntervals",
+    "PartitionDescription",
+    "Topic",
+    "TopicDescription",
+    "validate_topic_name",
+]

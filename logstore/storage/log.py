@@ -1,0 +1,492 @@
+"""A partition's log: an ordered run of segments, the last one active.
+
+``append`` validates batches (outside the lock), then, under the partition's writer lock, assigns
+offsets by rewriting each batch's 16-byte prefix, rolls the active segment when it is full or old,
+and writes. ``read`` returns whole batches as a zero-copy view of one segment's mapping.
+
+Files in a partition directory::
+
+    00000000000000000000.log        batches          (segment.py)
+    00000000000000000000.index      offset index     (offset_index.py)
+    00000000000000000000.timeindex  time index       (time_index.py)
+    checkpoint.json                 {"log_start_offset": .., "recovery_point": ..}
+    .clean_shutdown                 present only after a clean close
+
+Locking: ``_lock`` guards every mutation — append, roll, truncate, delete, segment swaps — so there
+is one writer per partition. Readers take no lock: they read ``_segments`` (a tuple replaced
+whole), ``log_start_offset`` and ``log_end_offset`` (published after the bytes are written) and
+the bytes below each segment's published size, which never change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from logstore.errors import (
+    BatchTooLargeError,
+    LogClosedError,
+    OffsetOutOfRangeError,
+)
+from logstore.records import BatchHeader, validate_batches
+from logstore.records.layout import ASSIGNED_PREFIX, ASSIGNED_PREFIX_SIZE
+from logstore.storage.clock import SYSTEM_CLOCK, Clock
+from logstore.storage.config import FLUSH_ALWAYS, LogConfig
+from logstore.storage.files import atomic_write_json, fsync_dir, read_json, remove_quietly
+from logstore.storage.flush import GroupCommit
+from logstore.storage.index_file import CorruptIndexError
+from logstore.storage.recovery import open_segments
+from logstore.storage.segment import LogSegment, PendingBatch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.json"
+CLEAN_SHUTDOWN_FILE = ".clean_shutdown"
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int  # offset of the first appended record
+    last_offset: int  # offset of the last appended record
+    log_end_offset: int  # one past last_offset
+    max_timestamp: int
+    batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    data: memoryview  # whole batches; may start before the requested offset
+    log_start_offset: int
+    log_end_offset: int
+
+
+class PartitionLog:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        segments: list[LogSegment],
+        log_start_offset: int,
+        recovery_point: int,
+        clock: Clock,
+        on_roll: Callable[[PartitionLog], None] | None,
+    ) -> None:
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.clock = clock
+        self._on_roll = on_roll
+        self._lock = threading.RLock()
+        self._segments: tuple[LogSegment, ...] = tuple(segments)
+        self._base_offsets: list[int] = [s.base_offset for s in segments]
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = segments[-1].next_offset
+        self._group_commit = GroupCommit(self._sync_all, recovery_point)
+        self._listeners: list[Callable[[PartitionLog], None]] = []
+        self.closed = False
+
+    # -- opening and closing -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        topic: str = "",
+        partition: int = 0,
+        config: LogConfig | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        on_roll: Callable[[PartitionLog], None] | None = None,
+    ) -> PartitionLog:
+        """Open (or create) the log in ``directory``, recovering it after an unclean stop."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        config = config or LogConfig()
+        marker = path / CLEAN_SHUTDOWN_FILE
+        clean = marker.exists()
+        checkpoint = _read_checkpoint(path)
+        opened = open_segments(
+            path,
+            config=config,
+            clean=clean,
+            log_start_offset=checkpoint.get("log_start_offset", 0),
+            recovery_point=checkpoint.get("recovery_point", 0),
+            now_ms=clock.now_ms(),
+            name=f"{topic}/{partition}" if topic else str(path),
+        )
+        instance = cls(
+            path,
+            topic=topic,
+            partition=partition,
+            config=config,
+            segments=opened.segments,
+            log_start_offset=opened.log_start_offset,
+            recovery_point=opened.recovery_point,
+            clock=clock,
+            on_roll=on_roll,
+        )
+        if clean:
+            os.unlink(marker)
+            fsync_dir(path)
+        instance.checkpoint()
+        return instance
+
+    def close(self) -> None:
+        """Flush everything, write the checkpoint and the clean-shutdown marker."""
+        with self._lock:
+            if self.closed:
+                return
+            self.flush()
+            for segment in self._segments:
+                segment.close()
+            self.closed = True
+            self._write_checkpoint(self.log_end_offset)
+            atomic_write_json(self.directory / CLEAN_SHUTDOWN_FILE, {"clean": True})
+
+    def abandon(self) -> None:
+        """Close the files without flushing or marking a clean shutdown (tests: a crash)."""
+        with self._lock:
+            self.closed = True
+            for segment in self._segments:
+                if not segment.closed:
+                    os.close(segment._fd)
+                    segment.closed = True
+
+    def __enter__(self) -> PartitionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- state --------------------------------------------------------------------------------------
+
+    @property
+    def segments(self) -> tuple[LogSegment, ...]:
+        return self._segments
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def recovery_point(self) -> int:
+        return self._group_commit.durable_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size for segment in self._segments)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The writer lock; cleaners hold it to swap segments."""
+        return self._lock
+
+    def add_listener(self, listener: Callable[[PartitionLog], None]) -> None:
+        """Call ``listener(log)`` after every append (outside the lock): long-poll wake-ups."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[PartitionLog], None]) -> None:
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
+
+    # -- appending ---------------------------------------------------------------------------------
+
+    def append(
+        self,
+        payload: Buffer,
+        *,
+        headers: Sequence[BatchHeader] | None = None,
+        leader_epoch: int = 0,
+        sync: bool | None = None,
+    ) -> AppendResult:
+        """Append one or more batches; assigns their offsets. All or nothing.
+
+        ``headers`` are the already-validated headers of ``payload`` (the broker validates before
+        it takes any lock); without them the payload is validated here. ``sync`` = None follows the
+        flush policy; True or False forces or skips waiting for the fsync.
+        """
+        if headers is None:
+            headers = validate_batches(payload)
+        limit = self.config.max_batch_bytes
+        for header in headers:
+            if header.batch_length > limit:
+                raise BatchTooLargeError(
+                    f"batch of {header.batch_length} bytes exceeds max_batch_bytes={limit} "
+                    f"of {self.topic}/{self.partition}",
+                    size=header.batch_length,
+                    limit=limit,
+                    topic=self.topic,
+                    partition=self.partition,
+                )
+        view = memoryview(payload)
+        with self._lock:
+            if self.closed:
+                raise LogClosedError(f"log {self.topic}/{self.partition} is closed")
+            first_offset = offset = self.log_end_offset
+            max_timestamp = -1
+            group: list[PendingBatch] = []
+            for header in headers:
+                span = header.last_offset_delta + 1
+                start = header.position
+                pending = PendingBatch(
+                    ASSIGNED_PREFIX.pack(offset, header.batch_length, leader_epoch),
+                    view[start + ASSIGNED_PREFIX_SIZE : start + header.batch_length],
+                    offset,
+                    offset + span,
+                    header.max_timestamp,
+                    header.batch_length,
+                )
+                if not self.active_segment.can_hold(
+                    pending.next_offset, sum(b.length for b in group) + pending.length,
+                    self.config.segment_bytes,
+                ) or self._too_old():
+                    if group:
+                        self.active_segment.append(group)
+                        group = []
+                    self._roll(offset)
+                group.append(pending)
+                offset += span
+                max_timestamp = max(max_timestamp, header.max_timestamp)
+            if group:
+                self.active_segment.append(group)
+            self.log_end_offset = offset
+        result = AppendResult(first_offset, offset - 1, offset, max_timestamp, len(headers))
+        if sync or (sync is None and self.config.flush == FLUSH_ALWAYS):
+            self._group_commit.wait_durable(offset)
+        for listener in self._listeners:
+            listener(self)
+        return result
+
+    def _too_old(self) -> bool:
+        active = self.active_segment
+        return active.size > 0 and self.clock.now_ms() - active.created_ms > self.config.segment_ms
+
+    def roll(self) -> None:
+        """Seal the active segment and start a new one at the log end (if it holds anything)."""
+        with self._lock:
+            if self.active_segment.size:
+                self._roll(self.log_end_offset)
+
+    def _roll(self, base_offset: int) -> None:
+        old = self.active_segment
+        if old.size == 0:
+            return  # an empty active segment that cannot hold the batch: batch is too big
+        old.seal()
+        new = _new_segment(self.directory, base_offset, self.config, self.clock.now_ms())
+        self._set_segments((*self._segments, new))
+        log.debug("rolled %s/%s at offset %d", self.topic, self.partition, base_offset)
+        if self._on_roll is not None:
+            self._on_roll(self)
+
+    def _set_segments(self, segments: tuple[LogSegment, ...]) -> None:
+        self._base_offsets = [segment.base_offset for segment in segments]
+        self._segments = segments
+
+    # -- durability ---------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fdatasync everything appended so far; raises the recovery point."""
+        self._group_commit.wait_durable(self.log_end_offset)
+
+    def _sync_all(self) -> int:
+        target = self.log_end_offset
+        recovery_point = self._group_commit.durable_offset
+        for segment in self._segments:
+            if segment.next_offset > recovery_point and not segment.closed:
+                segment.flush()
+                if not segment.writable:
+                    segment.flush_indexes()
+        return target
+
+    def checkpoint(self) -> None:
+        """Persist log start and recovery point (periodically, and when log start moves)."""
+        with self._lock:
+            self._write_checkpoint(self.recovery_point)
+
+    def _write_checkpoint(self, recovery_point: int) -> None:
+        atomic_write_json(
+            self.directory / CHECKPOINT_FILE,
+            {"log_start_offset": self.log_start_offset, "recovery_point": recovery_point},
+        )
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def _check_range(self, offset: int, start: int, end: int) -> None:
+        if offset < start or offset > end:
+            raise OffsetOutOfRangeError(
+                topic=self.topic,
+                partition=self.partition,
+                offset=offset,
+                log_start_offset=start,
+                log_end_offset=end,
+            )
+
+    def read(self, offset: int, max_bytes: int = 1 << 20, *, max_offset: int | None = None) -> ReadResult:
+        """Whole batches from the one holding ``offset``, up to ``max_bytes`` but at least one.
+
+        ``max_offset`` (exclusive) stops before the batch holding it (e.g. the last stable
+        offset). Raises OffsetOutOfRangeError below log start or past log end.
+        """
+        segments, bases = self._segments, self._base_offsets
+        start, end = self.log_start_offset, self.log_end_offset
+        self._check_range(offset, start, end)
+        if self.closed:
+            raise LogClosedError(f"log {self.topic}/{self.partition} is closed")
+        if offset == end or (max_offset is not None and offset >= max_offset):
+            return ReadResult(memoryview(b""), start, end)
+        slot = max(bisect_right(bases, offset) - 1, 0)
+        for segment in segments[slot:]:
+            position = segment.translate(offset)
+            if position is None:
+                continue
+            limit = None
+            if max_offset is not None:
+                limit = segment.translate(max_offset)
+            return ReadResult(segment.read(position, max_bytes, limit), start, end)
+        return ReadResult(memoryview(b""), start, end)
+
+    def offset_for_timestamp(self, timestamp: int) -> int | None:
+        """The first offset whose timestamp is >= ``timestamp``; None if every record is older."""
+        start = self.log_start_offset
+        for segment in self._segments:
+            if segment.next_offset <= start or segment.max_timestamp < timestamp:
+                continue
+            found = segment.find_timestamp(timestamp)
+            if found is not None:
+                return max(found, start)
+        return None
+
+    # -- truncation and deletion ------------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch at or after the one holding ``offset`` (replication, repair)."""
+        with self._lock:
+            if offset >= self.log_end_offset:
+                return
+            if offset < self.log_start_offset:
+                offset = self.log_start_offset
+            keep = [s for s in self._segments if s.base_offset < offset or s is self._segments[0]]
+            for segment in self._segments:
+                if segment not in keep:
+                    segment.delete()
+            last = keep[-1]
+            if last.base_offset >= offset:  # offset at or below the first segment's base
+                for segment in keep:
+                    segment.delete()
+                keep = [_new_segment(self.directory, offset, self.config, self.clock.now_ms())]
+                self.log_start_offset = offset
+            else:
+                last.close()
+                reopened = LogSegment(
+                    self.directory, last.base_offset,
+                    index_bytes=self.config.segment_index_bytes,
+                    index_interval_bytes=self.config.index_interval_bytes,
+                    writable=True, created_ms=self.clock.now_ms(),
+                )
+                reopened.recover()
+                reopened.truncate_to(offset)
+                keep[-1] = reopened
+            self._set_segments(tuple(keep))
+            self.log_end_offset = keep[-1].next_offset
+            self._group_commit.reset(min(self.recovery_point, self.log_end_offset))
+            self._write_checkpoint(self.recovery_point)
+
+    def delete_records_before(self, offset: int) -> int:
+        """Raise log start to ``offset`` (records below it become unreadable); returns log start.
+
+        Whole segments below the new log start are deleted; the checkpoint is written first.
+        """
+        with self._lock:
+            if offset > self.log_end_offset or offset < 0:
+                raise OffsetOutOfRangeError(
+                    topic=self.topic,
+                    partition=self.partition,
+                    offset=offset,
+                    log_start_offset=self.log_start_offset,
+                    log_end_offset=self.log_end_offset,
+                )
+            if offset > self.log_start_offset:
+                self.log_start_offset = offset
+                self._write_checkpoint(self.recovery_point)
+            doomed = [
+                s for s in self._segments[:-1] if s.next_offset <= self.log_start_offset
+            ]
+            if doomed:
+                self.delete_oldest_segments(len(doomed))
+            return self.log_start_offset
+
+    def delete_oldest_segments(self, count: int) -> list[LogSegment]:
+        """Delete the ``count`` oldest segments, never the active one; log start rises first."""
+        with self._lock:
+            count = min(count, len(self._segments) - 1)
+            if count <= 0:
+                return []
+            doomed = self._segments[:count]
+            remaining = self._segments[count:]
+            new_start = max(self.log_start_offset, remaining[0].base_offset)
+            if new_start != self.log_start_offset:
+                self.log_start_offset = new_start
+                self._write_checkpoint(self.recovery_point)
+            self._set_segments(remaining)
+        for segment in doomed:
+            segment.delete()
+        return list(doomed)
+
+    def replace_segments(self, old: Sequence[LogSegment], new: LogSegment) -> None:
+        """Swap sealed ``old`` segments (consecutive) for ``new`` (the cleaner's output)."""
+        with self._lock:
+            segments = list(self._segments)
+            first = segments.index(old[0])
+            if segments[first : first + len(old)] != list(old) or old[-1] is segments[-1]:
+                raise ValueError("can only replace consecutive sealed segments")
+            segments[first : first + len(old)] = [new]
+            self._set_segments(tuple(segments))
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionLog({self.topic!r}, {self.partition}, start={self.log_start_offset}, "
+            f"end={self.log_end_offset}, segments={len(self._segments)})"
+        )
+
+
+def _new_segment(directory: Path, base_offset: int, config: LogConfig, now_ms: int) -> LogSegment:
+    return LogSegment(
+        directory,
+        base_offset,
+        index_bytes=config.segment_index_bytes,
+        index_interval_bytes=config.index_interval_bytes,
+        writable=True,
+        created_ms=now_ms,
+    )
+
+
+def _read_checkpoint(directory: Path) -> dict[str, int]:
+    path = directory / CHECKPOINT_FILE
+    try:
+        value = read_json(path)
+        return {
+            "log_start_offset": int(value.get("log_start_offset", 0)),
+            "recovery_point": int(value.get("recovery_point", 0)),
+        }
+    except FileNotFoundError:
+        return {}
+    except (ValueError, TypeError, AttributeError):
+        log.warning("ignoring unreadable checkpoint %s; recovering every segment", path)
+        remove_quietly(path)
+        return {}
+
+
+__all__ = ["AppendResult", "CorruptIndexError", "PartitionLog", "ReadResult"]

@@ -1,0 +1,455 @@
+"""A log segment: one ``.log`` file of record batches plus its ``.index`` and ``.timeindex``.
+
+Files are named by the segment's base offset, 20 digits: ``00000000000000000000.log``. The ``.log``
+is nothing but batches back to back (layout in ``logstore.records.layout``); its size is exactly
+the bytes of its batches. Writes go through ``os.pwritev`` (so a full disk is an error, not a
+SIGBUS); reads are slices of an ``mmap`` of the file, remapped when the file has grown past the
+current mapping. Bytes below ``size`` never change while the segment lives: compaction replaces a
+whole segment, truncation happens only when nobody reads (recovery) or for replication.
+
+Locking: not thread-safe for writers. Its ``PartitionLog`` appends, seals, truncates and closes it
+under the partition's lock. Readers (``read``, ``translate``, ``find_timestamp``) take no lock:
+they look only at bytes below ``size``, which is raised after the bytes and index entries are
+written.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from logstore.errors import CorruptBatchError, DiskFullError, LogClosedError, StorageError
+from logstore.records import decode_columns, validate_batch
+from logstore.records.layout import HEADER_SIZE
+from logstore.storage.index_file import CorruptIndexError
+from logstore.storage.offset_index import MAX_RELATIVE_OFFSET, OffsetIndex
+from logstore.storage.time_index import TimeIndex
+
+log = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+CLEANED_SUFFIX = ".cleaned"  # a compacted segment being written
+SWAP_SUFFIX = ".swap"  # a compacted segment complete on disk, about to replace the originals
+DELETED_SUFFIX = ".deleted"  # a segment on its way out
+SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+OFFSET_DIGITS = 20
+
+#: The header fields a scan needs: base_offset, batch_length, last_offset_delta, max_timestamp.
+SCAN_STRUCT = struct.Struct("<qi12xi12xq")
+assert SCAN_STRUCT.size <= HEADER_SIZE
+
+_IOV_MAX = 1024
+
+
+def file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:0{OFFSET_DIGITS}d}{suffix}"
+
+
+def parse_base_offset(name: str) -> int | None:
+    stem = name.split(".", 1)[0]
+    if len(stem) != OFFSET_DIGITS or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    """One validated batch about to be appended: the 16-byte assigned prefix and the rest."""
+
+    prefix: bytes
+    rest: memoryview
+    base_offset: int
+    next_offset: int
+    max_timestamp: int
+    length: int
+
+
+@dataclass(slots=True)
+class ScanEntry:
+    position: int
+    base_offset: int
+    length: int
+    last_offset: int
+    max_timestamp: int
+
+
+@dataclass(slots=True)
+class RecoveryResult:
+    valid_bytes: int
+    truncated_bytes: int
+    batches: int
+    reason: str | None
+
+
+class LogSegment:
+    def __init__(
+        self,
+        directory: Path,
+        base_offset: int,
+        *,
+        index_bytes: int,
+        index_interval_bytes: int,
+        writable: bool,
+        created_ms: int,
+        suffix: str = LOG_SUFFIX,
+    ) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.writable = writable
+        self.log_path = directory / (file_name(base_offset, LOG_SUFFIX) + _extra(suffix))
+        self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        #: Bytes of whole batches in the file; published after each append.
+        self.size = os.fstat(self._fd).st_size
+        index_suffix = _extra(suffix)
+        self.index = OffsetIndex(
+            directory / (file_name(base_offset, INDEX_SUFFIX) + index_suffix),
+            base_offset,
+            index_bytes,
+            writable=writable,
+        )
+        self.time_index = TimeIndex(
+            directory / (file_name(base_offset, TIME_INDEX_SUFFIX) + index_suffix),
+            base_offset,
+            index_bytes,
+            writable=writable,
+        )
+        #: One past the last offset in this segment; published after each append.
+        self.next_offset = base_offset
+        #: Largest record timestamp in the segment (-1 when empty).
+        self.max_timestamp = -1
+        #: When this segment was created or opened, by the log's clock (for segment_ms). Record
+        #: timestamps are the producers' and may be anything, so they do not drive rolling.
+        self.created_ms = created_ms
+        self._bytes_since_index_entry = 0
+        self._last_batch_offset = base_offset
+        self._mapping: mmap.mmap | None = None
+        self._mapped_size = 0
+        self.closed = False
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Open cleanly: trust the indexes after a sanity check, find the end from the tail."""
+        self.index.sanity_check(self.size)
+        self.time_index.sanity_check(self.size)
+        offset, position = self.index.last_entry
+        self.max_timestamp = self.time_index.last_timestamp
+        last: ScanEntry | None = None
+        for entry in self.scan(position):
+            last = entry
+            self.max_timestamp = max(self.max_timestamp, entry.max_timestamp)
+        if last is None and self.size:
+            raise CorruptIndexError(
+                f"offset index {self.index.path} does not point at a batch", path=str(self.index.path)
+            )
+        if last is not None:
+            if last.position + last.length != self.size:
+                raise CorruptIndexError(
+                    f"batches of {self.log_path} do not end at its size", path=str(self.index.path)
+                )
+            self.next_offset = last.last_offset + 1
+            self._last_batch_offset = last.base_offset
+            self._bytes_since_index_entry = self.size - position
+
+    def recover(self) -> RecoveryResult:
+        """Check every batch's length and crc32c, rebuild both indexes, cut the first bad batch.
+
+        Returns what was kept and cut. Everything from the first invalid batch on is removed.
+        """
+        self.index.reset()
+        self.time_index.reset()
+        self._bytes_since_index_entry = 0
+        self.max_timestamp = -1
+        self.next_offset = self.base_offset
+        file_size = os.fstat(self._fd).st_size
+        mapping = self._map_file(file_size) if file_size else b""
+        position = 0
+        batches = 0
+        reason: str | None = None
+        while position < file_size:
+            try:
+                header = validate_batch(mapping, position, deep=False)
+            except CorruptBatchError as exc:
+                reason = str(exc)
+                break
+            if header.base_offset < self.next_offset:
+                reason = (
+                    f"batch at position {position} has base_offset {header.base_offset}, "
+                    f"below the expected {self.next_offset}"
+                )
+                break
+            if header.next_offset - 1 - self.base_offset > MAX_RELATIVE_OFFSET:
+                reason = f"batch at position {position} overflows the segment's offsets"
+                break
+            self._index_batch(header.base_offset, position, header.max_timestamp, header.batch_length)
+            position += header.batch_length
+            self.next_offset = header.next_offset
+            batches += 1
+        truncated = file_size - position
+        if truncated:
+            self._mapping = None
+            self._mapped_size = 0
+            os.ftruncate(self._fd, position)
+            os.fsync(self._fd)
+        self.size = position
+        return RecoveryResult(position, truncated, batches, reason)
+
+    # -- appending --------------------------------------------------------------------------------
+
+    def can_hold(self, next_offset: int, length: int, segment_bytes: int) -> bool:
+        """Whether a batch ending before ``next_offset`` and ``length`` bytes long fits here."""
+        if self.size and self.size + length > segment_bytes:
+            return False
+        if next_offset - 1 - self.base_offset > MAX_RELATIVE_OFFSET:
+            return False
+        return not (self.index.is_full or self.time_index.is_full)
+
+    def append(self, batches: Sequence[PendingBatch]) -> None:
+        """Write batches at the end with one ``pwritev``, index them, then publish the new size.
+
+        On a failed write the file is cut back to its old size and StorageError is raised, so no
+        part of these batches is ever visible.
+        """
+        buffers: list[bytes | memoryview] = []
+        for batch in batches:
+            buffers.append(batch.prefix)
+            buffers.append(batch.rest)
+        old_size = self.size
+        total = sum(batch.length for batch in batches)
+        try:
+            self._write_all(buffers, old_size, total)
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, old_size)
+            except OSError:
+                log.exception("could not cut %s back to %d bytes", self.log_path, old_size)
+            kind = DiskFullError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StorageError
+            raise kind(
+                f"cannot append to {self.log_path}: {exc.strerror or exc}",
+                errno=exc.errno,
+                path=str(self.log_path),
+            ) from exc
+        position = old_size
+        for batch in batches:
+            self._index_batch(batch.base_offset, position, batch.max_timestamp, batch.length)
+            position += batch.length
+        self.next_offset = batches[-1].next_offset
+        self.size = position  # publish last: readers never look past it
+
+    def _write_all(self, buffers: list[bytes | memoryview], position: int, total: int) -> None:
+        written_total = 0
+        while buffers:
+            chunk = buffers[:_IOV_MAX]
+            written = os.pwritev(self._fd, chunk, position)
+            chunk_bytes = sum(len(b) for b in chunk)
+            position += written
+            written_total += written
+            if written == chunk_bytes:
+                buffers = buffers[_IOV_MAX:]
+                continue
+            # a short write: drop what went out and retry the rest
+            skip = written
+            remaining: list[bytes | memoryview] = []
+            for buffer in buffers:
+                if skip >= len(buffer):
+                    skip -= len(buffer)
+                    continue
+                remaining.append(memoryview(buffer)[skip:] if skip else buffer)
+                skip = 0
+            if written == 0:
+                raise OSError(errno.EIO, "pwritev wrote nothing")
+            buffers = remaining
+        assert written_total == total
+
+    def _index_batch(self, base_offset: int, position: int, max_timestamp: int, length: int) -> None:
+        """Kafka's rule: an entry for a batch once more than the interval has passed since the last."""
+        if self.max_timestamp < max_timestamp:
+            self.max_timestamp = max_timestamp
+        if self._bytes_since_index_entry > self.index_interval_bytes:
+            self.index.append(base_offset, position)
+            self.time_index.maybe_append(self.max_timestamp, base_offset)
+            self._bytes_since_index_entry = 0
+        self._bytes_since_index_entry += length
+        self._last_batch_offset = base_offset
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _map_file(self, end: int) -> mmap.mmap:
+        mapping = self._mapping
+        if mapping is None or self._mapped_size < end:
+            if self.closed:
+                raise LogClosedError(f"segment {self.log_path} is closed")
+            size = max(end, os.fstat(self._fd).st_size)
+            mapping = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+            self._mapping = mapping
+            self._mapped_size = size
+        return mapping
+
+    def view(self, start: int, end: int) -> memoryview:
+        """Bytes [start, end) of the .log as a zero-copy view of the mapping."""
+        if end <= start:
+            return memoryview(b"")
+        return memoryview(self._map_file(end))[start:end]
+
+    def scan(self, position: int, end: int | None = None) -> Iterator[ScanEntry]:
+        """Walk batch headers from ``position`` (a batch start) up to ``end`` (default: size)."""
+        end = self.size if end is None else end
+        if position + HEADER_SIZE > end:
+            return
+        mapping = self._map_file(end)
+        unpack = SCAN_STRUCT.unpack_from
+        while position + HEADER_SIZE <= end:
+            base_offset, length, last_offset_delta, max_timestamp = unpack(mapping, position)
+            if length < HEADER_SIZE or position + length > end:
+                return
+            yield ScanEntry(position, base_offset, length, base_offset + last_offset_delta, max_timestamp)
+            position += length
+
+    def translate(self, offset: int, end: int | None = None) -> int | None:
+        """Position of the first batch whose last offset is >= ``offset``; None if none is."""
+        _, position = self.index.lookup(offset)
+        end = self.size if end is None else end
+        if position + HEADER_SIZE > end:
+            return None
+        mapping = self._map_file(end)
+        unpack = SCAN_STRUCT.unpack_from
+        while position + HEADER_SIZE <= end:
+            base_offset, length, last_offset_delta, _ = unpack(mapping, position)
+            if length < HEADER_SIZE:
+                return None
+            if base_offset + last_offset_delta >= offset:
+                return position
+            position += length
+        return None
+
+    def read(self, position: int, max_bytes: int, end: int | None = None) -> memoryview:
+        """Whole batches from ``position`` up to ``max_bytes`` — at least one batch."""
+        end = self.size if end is None else min(end, self.size)
+        if position >= end:
+            return memoryview(b"")
+        want = position + max(max_bytes, 0)
+        if want >= end:
+            return self.view(position, end)
+        mapping = self._map_file(end)
+        (first_length,) = struct.unpack_from("<i", mapping, position + 8)
+        stop = position + first_length
+        if stop < want:
+            _, walk_from = self.index.lookup_position(want)
+            walk_from = max(walk_from, stop)
+            for entry in self.scan(walk_from, end):
+                if entry.position + entry.length > want:
+                    break
+                stop = entry.position + entry.length
+        return self.view(position, min(stop, end))
+
+    def find_timestamp(self, timestamp: int) -> int | None:
+        """The first offset whose record timestamp is >= ``timestamp``; None if none here."""
+        if self.max_timestamp < timestamp:
+            return None
+        start_offset = self.time_index.lookup(timestamp)
+        position = self.translate(start_offset)
+        if position is None:
+            return None
+        for entry in self.scan(position):
+            if entry.max_timestamp < timestamp:
+                continue
+            columns = decode_columns(self.view(entry.position, entry.position + entry.length),
+                                     skip_control=False)
+            hits = np.flatnonzero(columns.timestamps >= timestamp)
+            if len(hits):
+                return int(columns.offsets[hits[0]])
+        return None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        os.fdatasync(self._fd)
+
+    def flush_indexes(self) -> None:
+        self.index.flush()
+        self.time_index.flush()
+
+    def seal(self) -> None:
+        """This segment stops being the active one: final time entry, trim the indexes."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self._last_batch_offset)
+        self.index.trim()
+        self.time_index.trim()
+        self.writable = False
+        if self.size:
+            self._map_file(self.size)  # map the final size once: later reads never touch the fd
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove batches at or past the one holding ``offset``; returns the new next offset.
+
+        Only for recovery and replication: a reader holding a view past the cut would fault.
+        """
+        position = self.translate(offset)
+        if position is None:
+            return self.next_offset
+        self.index.truncate_to_offset(offset)
+        self.time_index.truncate_to_offset(offset)
+        self._mapping = None
+        self._mapped_size = 0
+        os.ftruncate(self._fd, position)
+        self.size = position
+        # re-derive the end and the max timestamp from the remaining batches
+        self.max_timestamp = -1
+        self.next_offset = self.base_offset
+        self._bytes_since_index_entry = 0
+        for entry in self.scan(0):
+            self.max_timestamp = max(self.max_timestamp, entry.max_timestamp)
+            self.next_offset = entry.last_offset + 1
+            self._last_batch_offset = entry.base_offset
+        _, last_position = self.index.last_entry
+        self._bytes_since_index_entry = self.size - last_position
+        return self.next_offset
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.writable and self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self._last_batch_offset)
+        self.index.close()
+        self.time_index.close()
+        self.closed = True  # the mapping stays for readers that still hold this segment
+        os.close(self._fd)
+
+    def paths(self) -> list[Path]:
+        return [self.log_path, self.index.path, self.time_index.path]
+
+    def delete(self) -> None:
+        """Rename the files to ``.deleted``, then remove them. Open views stay readable."""
+        self.close()
+        doomed = []
+        for path in self.paths():
+            if path.exists():
+                target = path.with_name(path.name + DELETED_SUFFIX)
+                os.replace(path, target)
+                doomed.append(target)
+        for path in doomed:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def __repr__(self) -> str:
+        return (
+            f"LogSegment(base_offset={self.base_offset}, next_offset={self.next_offset}, "
+            f"size={self.size}, writable={self.writable})"
+        )
+
+
+def _extra(suffix: str) -> str:
+    return "" if suffix == LOG_SUFFIX else suffix
