@@ -23,6 +23,22 @@ class LogstoreError(Exception):
     def metadata(self) -> dict[str, str]:
         return {key: str(value) for key, value in self.fields.items() if value is not None}
 
+    @classmethod
+    def from_wire(cls, message: str, metadata: dict[str, str]) -> LogstoreError:
+        """Rebuild an error received from a server: fields from metadata, ints where they look it."""
+        error = cls.__new__(cls)
+        fields: dict[str, object] = {}
+        for key, value in metadata.items():
+            try:
+                fields[key] = int(value)
+            except ValueError:
+                fields[key] = value
+        LogstoreError.__init__(error, message, **fields)
+        for key, value in fields.items():
+            if key not in ("message", "fields", "reason", "metadata"):
+                setattr(error, key, value)
+        return error
+
 
 # -- records -----------------------------------------------------------------------------------
 
@@ -160,3 +176,41 @@ class LimitExceededError(LogstoreError):
         super().__init__(message, limit_name=limit_name, limit=limit, **fields)
         self.limit_name = limit_name
         self.limit = limit
+
+
+class InvalidRequestError(LogstoreError):
+    """A request field is missing, negative, or otherwise not what the API allows."""
+
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, message: str, *, field: str | None = None, **fields: object) -> None:
+        super().__init__(message, field=field, **fields)
+        self.field = field
+
+
+class ShuttingDownError(LogstoreError):
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self, message: str = "the broker is shutting down") -> None:
+        super().__init__(message)
+
+
+class UnavailableError(LogstoreError):
+    """The client could not reach the broker (connection refused, timed out, shutting down)."""
+
+    reason = "UNAVAILABLE"
+
+
+class RequestTimeoutError(LogstoreError):
+    reason = "TIMEOUT"
+
+
+#: reason -> class, so a client can rebuild the typed error a server raised.
+def error_classes() -> dict[str, type[LogstoreError]]:
+    found: dict[str, type[LogstoreError]] = {}
+    pending: list[type[LogstoreError]] = [LogstoreError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.reason, cls)
+        pending.extend(cls.__subclasses__())
+    return found

@@ -30,7 +30,8 @@ def decompress(codec: int, data: bytes | memoryview, max_size: int) -> bytes:
     try:
         if codec == CODEC_ZSTD:
             params = zstandard.get_frame_parameters(data)
-            if params.content_size > max_size:
+            # a frame without a content size is bounded by max_output_size instead
+            if params.content_size != zstandard.CONTENTSIZE_UNKNOWN and params.content_size > max_size:
                 raise CorruptBatchError(
                     f"zstd record section claims {params.content_size} bytes, over {max_size}"
                 )

@@ -32,7 +32,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,7 @@ class DataDir:
         self._last_flush: dict[PartitionLog, float] = {}
         self._last_compacted: dict[PartitionLog, int] = {}
         self._last_run: dict[str, float] = {}
+        self._append_listeners: list[Callable[[PartitionLog], None]] = []
         self.closed = False
 
     # -- opening and closing -----------------------------------------------------------------------
@@ -256,7 +257,7 @@ class DataDir:
             self._write_table()
 
     def _open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
-        return PartitionLog.open(
+        partition_log = PartitionLog.open(
             self.path / f"{topic}-{partition}",
             topic=topic,
             partition=partition,
@@ -264,6 +265,15 @@ class DataDir:
             clock=self.clock,
             on_roll=self._on_roll,
         )
+        for listener in self._append_listeners:
+            partition_log.add_listener(listener)
+        return partition_log
+
+    def add_append_listener(self, listener: Callable[[PartitionLog], None]) -> None:
+        """Call ``listener(log)`` after every append to any partition, now or created later."""
+        self._append_listeners.append(listener)
+        for partition_log in self.logs():
+            partition_log.add_listener(listener)
 
     def _write_table(self) -> None:
         table = {

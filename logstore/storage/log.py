@@ -65,6 +65,9 @@ class ReadResult:
     data: memoryview  # whole batches; may start before the requested offset
     log_start_offset: int
     log_end_offset: int
+    #: The offset to read next: one past the last batch in ``data`` (the requested offset when
+    #: ``data`` is empty).
+    next_offset: int = -1
 
 
 class PartitionLog:
@@ -301,6 +304,10 @@ class PartitionLog:
         """fdatasync everything appended so far; raises the recovery point."""
         self._group_commit.wait_durable(self.log_end_offset)
 
+    def wait_durable(self, offset: int) -> None:
+        """Return once every offset below ``offset`` is on disk (group commit)."""
+        self._group_commit.wait_durable(offset)
+
     def _sync_all(self) -> int:
         target = self.log_end_offset
         recovery_point = self._group_commit.durable_offset
@@ -346,7 +353,7 @@ class PartitionLog:
         if self.closed:
             raise LogClosedError(f"log {self.topic}/{self.partition} is closed")
         if offset == end or (max_offset is not None and offset >= max_offset):
-            return ReadResult(memoryview(b""), start, end)
+            return ReadResult(memoryview(b""), start, end, offset)
         slot = max(bisect_right(bases, offset) - 1, 0)
         for segment in segments[slot:]:
             position = segment.translate(offset)
@@ -355,8 +362,9 @@ class PartitionLog:
             limit = None
             if max_offset is not None:
                 limit = segment.translate(max_offset)
-            return ReadResult(segment.read(position, max_bytes, limit), start, end)
-        return ReadResult(memoryview(b""), start, end)
+            data, next_offset = segment.read_batches(position, max_bytes, limit)
+            return ReadResult(data, start, end, offset if next_offset is None else next_offset)
+        return ReadResult(memoryview(b""), start, end, offset)
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """The first offset whose timestamp is >= ``timestamp``; None if every record is older."""

@@ -40,9 +40,15 @@ class OffsetIndex(IndexFile):
         self._positions = self._column("position", "I")
 
     def append(self, offset: int, position: int) -> None:
-        """Add an entry for the batch starting at ``offset``; ignores offsets not past the last."""
+        """Add an entry for the batch starting at ``offset``; ignores offsets not past the last.
+
+        A full index takes no more entries (the index is sparse: a lookup scans forward from an
+        earlier entry); the segment rolls before its next append.
+        """
         relative = offset - self.base_offset
         if self.entries and relative <= self._relative_offsets[self.entries - 1]:
+            return
+        if self.is_full:
             return
         self._write(relative, position)
         self._relative_offsets.append(relative)

@@ -47,6 +47,8 @@ OFFSET_DIGITS = 20
 #: The header fields a scan needs: base_offset, batch_length, last_offset_delta, max_timestamp.
 SCAN_STRUCT = struct.Struct("<qi12xi12xq")
 assert SCAN_STRUCT.size <= HEADER_SIZE
+#: batch_length and last_offset_delta, read from a batch's position + 8.
+_LENGTH_AND_DELTA = struct.Struct("<i12xi")
 
 _IOV_MAX = 1024
 
@@ -136,6 +138,9 @@ class LogSegment:
         self._mapping: mmap.mmap | None = None
         self._mapped_size = 0
         self.closed = False
+        #: (size, next_offset) replaced together after each append, so a reader sees a pair
+        #: that belongs together.
+        self.published: tuple[int, int] = (self.size, self.next_offset)
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -147,6 +152,12 @@ class LogSegment:
         self.max_timestamp = self.time_index.last_timestamp
         last: ScanEntry | None = None
         for entry in self.scan(position):
+            if last is None and self.index.entries and entry.base_offset != offset:
+                raise CorruptIndexError(
+                    f"offset index {self.index.path} names offset {offset} for the batch at "
+                    f"position {position}, which starts at {entry.base_offset}",
+                    path=str(self.index.path),
+                )
             last = entry
             self.max_timestamp = max(self.max_timestamp, entry.max_timestamp)
         if last is None and self.size:
@@ -161,6 +172,7 @@ class LogSegment:
             self.next_offset = last.last_offset + 1
             self._last_batch_offset = last.base_offset
             self._bytes_since_index_entry = self.size - position
+        self.published = (self.size, self.next_offset)
 
     def recover(self) -> RecoveryResult:
         """Check every batch's length and crc32c, rebuild both indexes, cut the first bad batch.
@@ -203,6 +215,7 @@ class LogSegment:
             os.ftruncate(self._fd, position)
             os.fsync(self._fd)
         self.size = position
+        self.published = (self.size, self.next_offset)
         return RecoveryResult(position, truncated, batches, reason)
 
     # -- appending --------------------------------------------------------------------------------
@@ -245,7 +258,8 @@ class LogSegment:
             self._index_batch(batch.base_offset, position, batch.max_timestamp, batch.length)
             position += batch.length
         self.next_offset = batches[-1].next_offset
-        self.size = position  # publish last: readers never look past it
+        self.size = position  # readers never look past it
+        self.published = (position, self.next_offset)  # the consistent pair readers snapshot
 
     def _write_all(self, buffers: list[bytes | memoryview], position: int, total: int) -> None:
         written_total = 0
@@ -335,23 +349,43 @@ class LogSegment:
 
     def read(self, position: int, max_bytes: int, end: int | None = None) -> memoryview:
         """Whole batches from ``position`` up to ``max_bytes`` — at least one batch."""
-        end = self.size if end is None else min(end, self.size)
-        if position >= end:
-            return memoryview(b"")
+        return self.read_batches(position, max_bytes, end)[0]
+
+    def read_batches(
+        self, position: int, max_bytes: int, end: int | None = None
+    ) -> tuple[memoryview, int | None]:
+        """Like ``read``, plus the offset after the last batch returned (None if none was).
+
+        ``end`` caps the range at a batch start (e.g. the last stable offset's batch).
+        """
+        size, next_offset = self.published
+        capped = end is not None and end < size
+        if capped:
+            assert end is not None
+            size = end
+        if position >= size:
+            return memoryview(b""), None
+        mapping = self._map_file(size)
         want = position + max(max_bytes, 0)
-        if want >= end:
-            return self.view(position, end)
-        mapping = self._map_file(end)
-        (first_length,) = struct.unpack_from("<i", mapping, position + 8)
+        if want >= size:
+            stop = size
+            if capped:
+                (next_offset,) = struct.unpack_from("<q", mapping, size)
+            return self.view(position, stop), next_offset
+        first_length, last_offset_delta = _LENGTH_AND_DELTA.unpack_from(mapping, position + 8)
         stop = position + first_length
+        (base_offset,) = struct.unpack_from("<q", mapping, position)
+        next_offset = base_offset + last_offset_delta + 1
         if stop < want:
-            _, walk_from = self.index.lookup_position(want)
-            walk_from = max(walk_from, stop)
-            for entry in self.scan(walk_from, end):
+            walk_offset, walk_from = self.index.lookup_position(want)
+            if walk_from > stop:  # every batch before the entry's batch ends by ``want``
+                stop, next_offset = walk_from, walk_offset
+            for entry in self.scan(stop, size):
                 if entry.position + entry.length > want:
                     break
                 stop = entry.position + entry.length
-        return self.view(position, min(stop, end))
+                next_offset = entry.last_offset + 1
+        return self.view(position, stop), next_offset
 
     def find_timestamp(self, timestamp: int) -> int | None:
         """The first offset whose record timestamp is >= ``timestamp``; None if none here."""
@@ -398,8 +432,10 @@ class LogSegment:
         position = self.translate(offset)
         if position is None:
             return self.next_offset
-        self.index.truncate_to_offset(offset)
-        self.time_index.truncate_to_offset(offset)
+        # the cut batch may start below ``offset``: drop its index entries too
+        (cut_offset,) = struct.unpack_from("<q", self._map_file(position + HEADER_SIZE), position)
+        self.index.truncate_to_offset(cut_offset)
+        self.time_index.truncate_to_offset(cut_offset)
         self._mapping = None
         self._mapped_size = 0
         os.ftruncate(self._fd, position)
@@ -414,6 +450,7 @@ class LogSegment:
             self._last_batch_offset = entry.base_offset
         _, last_position = self.index.last_entry
         self._bytes_since_index_entry = self.size - last_position
+        self.published = (self.size, self.next_offset)
         return self.next_offset
 
     def close(self) -> None:

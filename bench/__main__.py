@@ -1,0 +1,103 @@
+"""``python -m bench [SUITE] [options]``: run one benchmark suite, or the default ones.
+
+To add a suite, write ``bench/NAME.py`` with ``add_arguments(parser)`` and
+``run(options, progress) -> list[common.Result]``, and add one line to ``SUITES`` (and to
+``DEFAULT_SUITES`` if a bare ``scripts/bench`` should run it). Suites are imported only when run,
+so one suite's dependencies (grpc, a peer client) never slow down or break another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+
+from bench.common import Progress, Result, print_table, tune_malloc, write_json
+
+
+@dataclass(frozen=True)
+class Suite:
+    module: str
+    help: str
+
+
+SUITES: dict[str, Suite] = {
+    "storage": Suite("bench.storage", "in-process storage engine: encode, decode, append, read, "
+                     "index lookups"),
+}
+
+#: What ``scripts/bench`` with no suite runs, in order.
+DEFAULT_SUITES: tuple[str, ...] = ("storage",)
+
+
+def _usage() -> str:
+    lines = [
+        "usage: bench [SUITE] [--quick] [--json FILE] [--repeats N] [--filter TEXT] ...",
+        "",
+        f"suites (default: {' '.join(DEFAULT_SUITES)}):",
+    ]
+    width = max(len(name) for name in SUITES)
+    lines += [f"  {name.ljust(width)}  {suite.help}" for name, suite in SUITES.items()]
+    lines += ["", "'bench SUITE --help' lists a suite's options."]
+    return "\n".join(lines)
+
+
+def _parser(names: Sequence[str], modules: Sequence[ModuleType]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"bench {' '.join(names)}",
+        description="; ".join(SUITES[name].help for name in names),
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and one timed run per workload: a seconds-long smoke run")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write every result with machine info to FILE "
+                             "(bench/results/ is git-ignored)")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="timed runs per workload after the warm-up (default 3, --quick 1); "
+                             "the table shows their median")
+    parser.add_argument("--filter", action="append", default=[], metavar="TEXT",
+                        help="run only workloads whose name contains TEXT (repeatable)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar, even on a terminal")
+    for module in modules:
+        module.add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if args and not args[0].startswith("-"):
+        name = args.pop(0)
+        if name not in SUITES:
+            print(f"bench: unknown suite {name!r}\n\n{_usage()}", file=sys.stderr)
+            return 2
+        names: tuple[str, ...] = (name,)
+    else:
+        names = DEFAULT_SUITES
+    modules = [importlib.import_module(SUITES[name].module) for name in names]
+    options = _parser(names, modules).parse_args(args)
+    if options.repeats is not None and options.repeats < 1:
+        print("bench: --repeats must be at least 1", file=sys.stderr)
+        return 2
+
+    malloc_tuned = tune_malloc()
+    results: list[Result] = []
+    with Progress(enabled=False if options.no_progress else None) as progress:
+        for module in modules:
+            results += module.run(options, progress)
+    print_table(results)
+    if options.json:
+        write_json(options.json, results, suites=list(names), malloc_tuned=malloc_tuned,
+                   options={key: value for key, value in vars(options).items() if key != "json"})
+        print(f"\nwrote {options.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

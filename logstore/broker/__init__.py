@@ -1,0 +1,34 @@
+"""The broker: topics, partitions, produce, fetch, groups, producer state, transactions.
+
+No gRPC here: ``logstore.server`` is the one place gRPC meets the broker.
+"""
+
+from logstore.broker.broker import Broker
+from logstore.broker.config import BrokerConfig
+from logstore.broker.types import (
+    Acks,
+    FetchItem,
+    FetchOutcome,
+    Isolation,
+    ListedOffset,
+    ListOffsetsItem,
+    OffsetSpec,
+    ProduceItem,
+    ProduceOutcome,
+    StartPosition,
+)
+
+__all__ = [
+    "Acks",
+    "Broker",
+    "BrokerConfig",
+    "FetchItem",
+    "FetchOutcome",
+    "Isolation",
+    "ListOffsetsItem",
+    "ListedOffset",
+    "OffsetSpec",
+    "ProduceItem",
+    "ProduceOutcome",
+    "StartPosition",
+]

@@ -1,0 +1,396 @@
+"""The broker: topics, produce, long-poll fetch, subscriptions and offsets over a ``DataDir``.
+
+One call per layer: the server turns a request into these types and calls one method here; the
+method resolves partition logs in the data directory and calls their ``append`` or ``read``.
+Nothing here knows about gRPC or protobuf.
+
+Threading: every method is called on the server's asyncio event loop thread. Appends run inline
+(validation is one crc32c call and a few numpy reductions per batch, the write one ``pwritev``);
+waiting for an fsync (``flush=always`` with ``acks=all``) runs on a small thread pool so the loop
+keeps serving, and concurrent waits share one fdatasync (group commit). The data directory and
+each partition log have their own locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from logstore.broker.config import BrokerConfig
+from logstore.broker.types import (
+    Acks,
+    FetchItem,
+    FetchOutcome,
+    Isolation,
+    ListedOffset,
+    ListOffsetsItem,
+    OffsetSpec,
+    ProduceItem,
+    ProduceOutcome,
+    StartPosition,
+)
+from logstore.broker.wakeups import Wakeups, wait
+from logstore.errors import (
+    BatchTooLargeError,
+    CorruptBatchError,
+    InvalidRequestError,
+    LogstoreError,
+    OffsetOutOfRangeError,
+    ShuttingDownError,
+)
+from logstore.records import BatchHeader, validate_batches
+from logstore.storage import DataDir, LogConfig, PartitionLog, TopicDescription
+from logstore.storage.config import FLUSH_ALWAYS
+
+log = logging.getLogger(__name__)
+
+#: A subscription with nothing to send re-checks this often even without a wake-up (closing).
+SUBSCRIBE_IDLE_S = 1.0
+
+
+class Broker:
+    def __init__(self, data_dir: DataDir, config: BrokerConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self._loop = loop
+        self._wakeups = Wakeups(loop)
+        data_dir.add_append_listener(self._wakeups.on_append)
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-sync")
+        self.closing = False
+        self.subscriptions = 0
+
+    @classmethod
+    def open(cls, path: str | Path, config: BrokerConfig | None = None, *, background: bool = True) -> Broker:
+        """Open the data directory at ``path`` (recovering it if needed); call on the loop."""
+        config = config or BrokerConfig()
+        data_dir = DataDir.open(
+            path, defaults=config.topic_defaults, limits=config.limits, background=background
+        )
+        return cls(data_dir, config, asyncio.get_running_loop())
+
+    async def close(self) -> None:
+        """Refuse new work, wake every waiter, flush and cleanly close the data directory."""
+        self.closing = True
+        self._wakeups.wake_all()
+        await self._loop.run_in_executor(self._executor, self.data_dir.close)
+        self._executor.shutdown(wait=True)
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise ShuttingDownError()
+
+    # -- topics -------------------------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int, config: dict[str, Any] | None = None) -> TopicDescription:
+        self._check_open()
+        return self.data_dir.create_topic(name, partitions, config)
+
+    def delete_topic(self, name: str) -> None:
+        self._check_open()
+        self.data_dir.delete_topic(name)
+        self._wakeups.wake_all()
+
+    def list_topics(self, include_internal: bool = False) -> list[tuple[str, int, bool]]:
+        self._check_open()
+        result = []
+        for name in self.data_dir.list_topics(include_internal=include_internal):
+            topic = self.data_dir.topic(name)
+            result.append((name, topic.partitions, topic.internal))
+        return result
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        self._check_open()
+        return self.data_dir.describe_topic(name)
+
+    def alter_topic_config(self, name: str, set_keys: dict[str, str], reset_keys: Sequence[str]) -> TopicDescription:
+        self._check_open()
+        changes: dict[str, Any] = dict(set_keys)
+        defaults = self.data_dir.defaults
+        for key in reset_keys:
+            normalized = key.replace(".", "_").replace("-", "_")
+            if normalized not in LogConfig.keys():
+                LogConfig.from_dict({key: ""})  # raises InvalidConfigError naming the key
+            changes[normalized] = getattr(defaults, normalized)
+        self.data_dir.alter_config(name, changes)
+        return self.data_dir.describe_topic(name)
+
+    def add_partitions(self, name: str, total: int) -> TopicDescription:
+        self._check_open()
+        return self.data_dir.add_partitions(name, total)
+
+    def last_stable_offset(self, partition_log: PartitionLog) -> int:
+        return partition_log.log_end_offset
+
+    # -- produce ------------------------------------------------------------------------------------
+
+    def _prepare(self, items: Sequence[ProduceItem]) -> list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]]:
+        """Resolve and validate every partition's batches before anything is appended."""
+        if not items:
+            raise InvalidRequestError("a produce request needs at least one partition", field="partitions")
+        prepared = []
+        for item in items:
+            partition_log = self.data_dir.log(item.topic, item.partition)
+            if not item.records:
+                raise InvalidRequestError(
+                    f"no record batches for {item.topic}/{item.partition}",
+                    field="records", topic=item.topic, partition=item.partition,
+                )
+            try:
+                headers = validate_batches(item.records)
+            except CorruptBatchError as exc:
+                raise CorruptBatchError(
+                    f"{item.topic}/{item.partition}: {exc.message}",
+                    position=exc.position, topic=item.topic, partition=item.partition,
+                ) from exc
+            limit = partition_log.config.max_batch_bytes
+            for header in headers:
+                if header.batch_length > limit:
+                    raise BatchTooLargeError(
+                        f"batch of {header.batch_length} bytes exceeds max_batch_bytes={limit} "
+                        f"of {item.topic}/{item.partition}",
+                        size=header.batch_length, limit=limit,
+                        topic=item.topic, partition=item.partition,
+                    )
+            prepared.append((item, partition_log, headers))
+        return prepared
+
+    async def produce(self, items: Sequence[ProduceItem], acks: Acks = Acks.ALL) -> list[ProduceOutcome]:
+        """Validate every batch (all or nothing), append, and wait as ``acks`` says.
+
+        Whole-request problems (unknown topic, corrupt batch, too large) raise; a failure while
+        appending to one partition (disk full) is that partition's ``error``.
+        """
+        self._check_open()
+        prepared = self._prepare(items)
+        if acks is Acks.NONE:
+            self._loop.call_soon(self._append_all, prepared, False)
+            return [ProduceOutcome(item.topic, item.partition) for item, _, _ in prepared]
+        outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
+        if durable:
+            waits = [
+                self._loop.run_in_executor(self._executor, partition_log.wait_durable, end_offset)
+                for _, partition_log, end_offset in durable
+            ]
+            results = await asyncio.gather(*waits, return_exceptions=True)
+            for (index, _, _), result in zip(durable, results, strict=True):
+                if isinstance(result, LogstoreError):
+                    outcomes[index].error = result
+                elif isinstance(result, BaseException):
+                    raise result
+        return outcomes
+
+    def _append_all(
+        self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]], want_durable: bool
+    ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
+        outcomes: list[ProduceOutcome] = []
+        durable: list[tuple[int, PartitionLog, int]] = []
+        for index, (item, partition_log, headers) in enumerate(prepared):
+            try:
+                result = partition_log.append(item.records, headers=headers, sync=False)
+            except LogstoreError as exc:
+                log.warning("append to %s/%s failed: %s", item.topic, item.partition, exc)
+                outcomes.append(ProduceOutcome(item.topic, item.partition, error=exc))
+                continue
+            outcomes.append(
+                ProduceOutcome(
+                    item.topic, item.partition, result.base_offset, result.last_offset,
+                    partition_log.log_start_offset,
+                )
+            )
+            if want_durable and partition_log.config.flush == FLUSH_ALWAYS:
+                durable.append((index, partition_log, result.log_end_offset))
+        return outcomes, durable
+
+    # -- fetch --------------------------------------------------------------------------------------
+
+    def _read(self, item: FetchItem, max_bytes: int, isolation: Isolation, *, data: bool = True) -> FetchOutcome:
+        try:
+            partition_log = self.data_dir.log(item.topic, item.partition)
+            lso = self.last_stable_offset(partition_log)
+            if not data:
+                return FetchOutcome(
+                    item.topic, item.partition, b"", partition_log.log_end_offset,
+                    partition_log.log_start_offset, lso, item.offset,
+                )
+            max_offset = lso if isolation is Isolation.READ_COMMITTED else None
+            result = partition_log.read(item.offset, max_bytes, max_offset=max_offset)
+        except LogstoreError as exc:
+            return FetchOutcome(item.topic, item.partition, error=exc)
+        return FetchOutcome(
+            item.topic,
+            item.partition,
+            result.data,
+            result.log_end_offset,
+            result.log_start_offset,
+            lso,
+            result.next_offset,
+        )
+
+    def _read_all(self, items: Sequence[FetchItem], max_bytes: int, isolation: Isolation) -> list[FetchOutcome]:
+        """Read partitions in order while the byte budget lasts (each gets at least one batch)."""
+        budget = max_bytes
+        outcomes = []
+        for item in items:
+            if budget <= 0:
+                outcomes.append(self._read(item, 0, isolation, data=False))
+                continue
+            limit = min(item.max_bytes, budget) if item.max_bytes else budget
+            outcome = self._read(item, limit, isolation)
+            budget -= len(outcome.records)
+            outcomes.append(outcome)
+        return outcomes
+
+    async def fetch(
+        self,
+        items: Sequence[FetchItem],
+        *,
+        max_wait_ms: int = 0,
+        min_bytes: int = 1,
+        max_bytes: int = 1 << 20,
+        isolation: Isolation = Isolation.READ_UNCOMMITTED,
+    ) -> list[FetchOutcome]:
+        """Read every partition; if fewer than ``min_bytes`` came back, wait (up to
+        ``max_wait_ms``) for appends and read again. Per-partition problems are the outcome's
+        ``error``; the other partitions are still served."""
+        self._check_open()
+        if not items:
+            raise InvalidRequestError("a fetch request needs at least one partition", field="partitions")
+        for name, value in (("max_wait_ms", max_wait_ms), ("min_bytes", min_bytes), ("max_bytes", max_bytes)):
+            if value < 0:
+                raise InvalidRequestError(f"{name} must not be negative, not {value}", field=name)
+        for item in items:
+            if item.offset < 0 or item.max_bytes < 0:
+                raise InvalidRequestError(
+                    f"offset and max_bytes of {item.topic}/{item.partition} must not be negative",
+                    field="offset",
+                )
+        max_bytes = min(max_bytes or (1 << 20), self.config.max_fetch_bytes)
+        max_wait_ms = min(max_wait_ms, self.config.max_wait_ms)
+        min_bytes = max(min_bytes, 1)
+        deadline = self._loop.time() + max_wait_ms / 1000
+        keys = [(item.topic, item.partition) for item in items]
+        while True:
+            outcomes = self._read_all(items, max_bytes, isolation)
+            available = sum(len(o.records) for o in outcomes)
+            remaining = deadline - self._loop.time()
+            if (
+                available >= min_bytes
+                or remaining <= 0
+                or self.closing
+                or any(o.error is not None for o in outcomes)
+            ):
+                return outcomes
+            future = self._wakeups.register(keys)
+            try:
+                if not self._moved(items, outcomes):
+                    await wait(future, remaining)
+            finally:
+                self._wakeups.unregister(keys, future)
+
+    def _moved(self, items: Sequence[FetchItem], outcomes: list[FetchOutcome]) -> bool:
+        """Whether any partition grew since it was read (an append raced the registration)."""
+        for item, outcome in zip(items, outcomes, strict=True):
+            try:
+                if self.data_dir.log(item.topic, item.partition).log_end_offset != outcome.high_watermark:
+                    return True
+            except LogstoreError:
+                return True
+        return False
+
+    # -- subscribe ----------------------------------------------------------------------------------
+
+    def resolve_start(
+        self, topic: str, partition: int, start: StartPosition, offset: int = 0, timestamp_ms: int = 0
+    ) -> int:
+        partition_log = self.data_dir.log(topic, partition)
+        if start is StartPosition.EARLIEST:
+            return partition_log.log_start_offset
+        if start is StartPosition.LATEST:
+            return partition_log.log_end_offset
+        if start is StartPosition.TIMESTAMP:
+            found = partition_log.offset_for_timestamp(timestamp_ms)
+            return partition_log.log_end_offset if found is None else found
+        if not partition_log.log_start_offset <= offset <= partition_log.log_end_offset:
+            raise OffsetOutOfRangeError(
+                topic=topic, partition=partition, offset=offset,
+                log_start_offset=partition_log.log_start_offset,
+                log_end_offset=partition_log.log_end_offset,
+            )
+        return offset
+
+    async def subscribe(
+        self,
+        topic: str,
+        partition: int,
+        start_offset: int,
+        *,
+        max_bytes: int = 1 << 20,
+        isolation: Isolation = Isolation.READ_UNCOMMITTED,
+    ) -> AsyncIterator[FetchOutcome]:
+        """Yield whole batches from ``start_offset`` on, then new ones as they are appended.
+
+        The caller pulls: nothing is read ahead of what it has taken, so the bytes in flight are
+        one message plus what the transport buffers. Raises OffsetOutOfRangeError if retention
+        deletes records the subscriber has not read yet.
+        """
+        self._check_open()
+        max_bytes = min(max_bytes or (1 << 20), self.config.max_subscribe_bytes)
+        key = [(topic, partition)]
+        item = FetchItem(topic, partition, start_offset)
+        self.subscriptions += 1
+        try:
+            while not self.closing:
+                outcome = self._read(item, max_bytes, isolation)
+                if outcome.error is not None:
+                    raise outcome.error
+                if outcome.records:
+                    item.offset = outcome.next_offset
+                    yield outcome
+                    continue
+                future = self._wakeups.register(key)
+                try:
+                    partition_log = self.data_dir.log(topic, partition)
+                    if partition_log.log_end_offset == outcome.high_watermark:
+                        await wait(future, SUBSCRIBE_IDLE_S)
+                finally:
+                    self._wakeups.unregister(key, future)
+        finally:
+            self.subscriptions -= 1
+
+    # -- offsets ------------------------------------------------------------------------------------
+
+    def list_offsets(self, items: Sequence[ListOffsetsItem], isolation: Isolation = Isolation.READ_UNCOMMITTED) -> list[ListedOffset]:
+        self._check_open()
+        results = []
+        for item in items:
+            try:
+                partition_log = self.data_dir.log(item.topic, item.partition)
+                latest = (
+                    self.last_stable_offset(partition_log)
+                    if isolation is Isolation.READ_COMMITTED
+                    else partition_log.log_end_offset
+                )
+                if item.spec is OffsetSpec.EARLIEST:
+                    offset = partition_log.log_start_offset
+                elif item.spec is OffsetSpec.LATEST:
+                    offset = latest
+                else:
+                    found = partition_log.offset_for_timestamp(item.timestamp_ms)
+                    offset = latest if found is None else min(found, latest)
+                results.append(ListedOffset(item.topic, item.partition, offset))
+            except LogstoreError as exc:
+                results.append(ListedOffset(item.topic, item.partition, error=exc))
+        return results
+
+    # -- introspection (metrics) --------------------------------------------------------------------
+
+    def partition_stats(self) -> list[tuple[str, int, int, int, int]]:
+        """(topic, partition, log start, log end, bytes) of every partition."""
+        return [
+            (lg.topic, lg.partition, lg.log_start_offset, lg.log_end_offset, lg.size_bytes)
+            for lg in self.data_dir.logs()
+        ]

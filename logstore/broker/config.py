@@ -1,0 +1,27 @@
+"""Broker settings: limits and defaults that are not per topic. Documented in the README."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from logstore.storage import LogConfig
+from logstore.storage.data_dir import Limits
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    #: Defaults for topics created without those keys.
+    topic_defaults: LogConfig = field(default_factory=LogConfig)
+    limits: Limits = field(default_factory=Limits)
+    #: Largest request (and so largest produce payload) the server accepts.
+    max_request_bytes: int = 64 * MIB
+    #: Largest Fetch response; also the cap on a request's max_bytes.
+    max_fetch_bytes: int = 64 * MIB
+    #: Largest message a Subscribe stream sends (at least one whole batch anyway).
+    max_subscribe_bytes: int = 4 * MIB
+    #: Longest long poll a Fetch may ask for.
+    max_wait_ms: int = 30_000
+    #: Open Subscribe streams per client connection (peer).
+    max_subscriptions_per_connection: int = 64

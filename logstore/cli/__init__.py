@@ -1,0 +1,1 @@
+"""The ``logstore`` command line: ``serve`` starts a broker; the other commands are clients."""

@@ -1,0 +1,44 @@
+"""``logstore serve``: start a broker."""
+
+from __future__ import annotations
+
+import argparse
+
+from logstore.server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "serve",
+        help="start a broker",
+        description="Start a logstore broker. It serves gRPC on --listen and Prometheus metrics on "
+        "--metrics-listen, and shuts down cleanly on SIGTERM or SIGINT.",
+    )
+    parser.add_argument("--data-dir", help=f"data directory (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--listen", metavar="HOST:PORT", help=f"gRPC address (default {DEFAULT_LISTEN})")
+    parser.add_argument(
+        "--metrics-listen", metavar="HOST:PORT",
+        help=f"Prometheus /metrics address (default {DEFAULT_METRICS_LISTEN}; '' disables)",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (see README: Configuration)")
+    parser.add_argument("--log-format", choices=["json", "text"], help="log format (default json)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    parser.add_argument("--grace-period", type=float, dest="grace_period_s", metavar="SECONDS",
+                        help="time in-flight requests get on shutdown (default 10)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from logstore.server.app import serve
+    from logstore.server.config import ServerConfig
+
+    config = ServerConfig.load(
+        args.config,
+        data_dir=args.data_dir,
+        listen=args.listen,
+        metrics_listen=args.metrics_listen,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        grace_period_s=args.grace_period_s,
+    )
+    return serve(config)

@@ -1,0 +1,123 @@
+"""The client's edge with gRPC: one channel per client object, and error translation in one place.
+
+Every gRPC failure becomes the typed error from ``logstore.errors``, raised ``from`` the original:
+
+- a status carrying a ``google.rpc.ErrorInfo`` -> ``error_classes()[reason].from_wire(...)``;
+- UNAVAILABLE or DEADLINE_EXCEEDED without one -> ``UnavailableError`` (the broker is down,
+  restarting, or too slow);
+- anything else -> a plain ``LogstoreError`` whose reason is the gRPC code's name.
+
+Per-partition errors inside a response (an ``ErrorDetail``) go through ``error_from_detail``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from logstore.api.v1 import logstore_pb2_grpc
+from logstore.client.config import MAX_MESSAGE_BYTES
+from logstore.errors import LogstoreError, UnavailableError, error_classes
+
+#: Large messages both ways; keepalive so a dead broker is noticed on an idle stream.
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),
+]
+
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def open_channel(server: str) -> grpc.Channel:
+    return grpc.insecure_channel(server, options=CHANNEL_OPTIONS)
+
+
+def open_stub(channel: grpc.Channel) -> logstore_pb2_grpc.LogStoreStub:
+    return logstore_pb2_grpc.LogStoreStub(channel)
+
+
+def make_error(reason: str, message: str, metadata: Mapping[str, str]) -> LogstoreError:
+    """The typed error for a wire ``reason``; an unknown reason keeps its name on a base error."""
+    cls = error_classes().get(reason)
+    if cls is None:
+        error = LogstoreError.from_wire(message, dict(metadata))
+        error.reason = reason  # type: ignore[misc]
+        return error
+    return cls.from_wire(message, dict(metadata))
+
+
+def error_from_detail(detail: Any) -> LogstoreError:
+    """A per-partition ``ErrorDetail`` (reason, message, metadata) as a typed error."""
+    return make_error(detail.reason or "INTERNAL", detail.message, detail.metadata)
+
+
+def error_from_rpc(exc: grpc.RpcError, server: str | None = None) -> LogstoreError:
+    """A failed call as a typed error (see the module docstring)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or ""
+    info = _error_info(exc)
+    if info is not None:
+        return make_error(info.reason, details or info.reason, info.metadata)
+    if code in _TRANSIENT:
+        where = f" at {server}" if server else ""
+        return UnavailableError(f"cannot reach the broker{where}: {details or code.name}",
+                                code=code.name)
+    error = LogstoreError(f"{code.name}: {details}" if details else code.name)
+    error.reason = code.name  # type: ignore[misc]
+    return error
+
+
+def is_transient(error: LogstoreError) -> bool:
+    """Worth retrying after a backoff: the broker is unreachable or shutting down."""
+    return error.reason in ("UNAVAILABLE", "SHUTTING_DOWN")
+
+
+@contextmanager
+def translate_errors(server: str | None = None) -> Iterator[None]:
+    """Re-raise ``grpc.RpcError`` inside the block as the typed ``LogstoreError``."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc, server) from exc
+
+
+def translated(method: Callable[P, R]) -> Callable[P, R]:
+    """``translate_errors`` as a decorator for client methods (uses ``self.server``)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except grpc.RpcError as exc:
+            server = getattr(args[0], "server", None) if args else None
+            raise error_from_rpc(exc, server) from exc
+
+    return wrapper
+
+
+def _error_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    try:
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None

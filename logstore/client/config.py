@@ -1,0 +1,157 @@
+"""Client settings: the server address, and the options of producers and consumers.
+
+Options are keyword arguments of ``Producer`` and ``Consumer``, validated once here into frozen
+dataclasses; nothing on the hot path re-reads them. Names follow Kafka's client configs
+(``linger.ms`` -> ``linger_ms``), with byte sizes ending in ``_bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from logstore.api.v1 import common_pb2, records_pb2
+
+#: The address every client (and CLI command) uses unless told otherwise.
+DEFAULT_SERVER = "127.0.0.1:7070"
+#: Environment variable that overrides ``DEFAULT_SERVER``.
+SERVER_ENV = "LOGSTORE_SERVER"
+
+#: gRPC message limit in both directions: requests and fetches of up to 64 MiB.
+MAX_MESSAGE_BYTES = 64 << 20
+
+ACKS = {
+    "0": records_pb2.ACKS_NONE,
+    "1": records_pb2.ACKS_LEADER,
+    "all": records_pb2.ACKS_ALL,
+    "-1": records_pb2.ACKS_ALL,
+}
+CODECS = ("none", "zstd", "lz4")
+OFFSET_RESETS = ("earliest", "latest", "error")
+ISOLATION_LEVELS = {
+    "read_uncommitted": common_pb2.READ_UNCOMMITTED,
+    "read_committed": common_pb2.READ_COMMITTED,
+}
+
+
+def resolve_server(server: str | None = None) -> str:
+    """``server``, else ``$LOGSTORE_SERVER``, else ``DEFAULT_SERVER``."""
+    if server:
+        return server
+    return os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+
+
+def acks_value(acks: int | str) -> int:
+    """0, 1, "all" (or -1) -> the wire ``Acks`` enum."""
+    try:
+        return ACKS[str(acks).lower()]
+    except KeyError:
+        raise ValueError(f"acks must be 0, 1 or 'all', not {acks!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerConfig:
+    #: "all" waits for the topic's flush policy, 1 for the append, 0 for nothing.
+    acks: int | str = "all"
+    #: How long a batch waits for more records before it is sent.
+    linger_ms: float = 5.0
+    #: A partition's batch is sent once it holds this many bytes.
+    batch_bytes: int = 1 << 20
+    #: Batches of several partitions share a request up to this size.
+    max_request_bytes: int = 4 << 20
+    #: Requests sent on the produce stream and not yet answered.
+    max_in_flight: int = 5
+    #: Compression of each batch's record section: none, zstd or lz4.
+    codec: str = "none"
+    #: Attempts to re-send after UNAVAILABLE before the records fail.
+    retries: int = 10
+    retry_backoff_ms: float = 100.0
+    retry_backoff_max_ms: float = 2000.0
+    #: Records waiting to be sent, in bytes; ``send`` blocks above it.
+    buffer_bytes: int = 64 << 20
+    #: Partition counts are re-read this often (and whenever a partition is unknown).
+    metadata_max_age_ms: float = 300_000.0
+    #: Unary calls (metadata) give up after this long.
+    request_timeout_ms: float = 30_000.0
+
+    def __post_init__(self) -> None:
+        acks_value(self.acks)
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, not {self.codec!r}")
+        _positive(self, "batch_bytes", "max_request_bytes", "max_in_flight", "buffer_bytes")
+        _non_negative(self, "linger_ms", "retries", "retry_backoff_ms", "retry_backoff_max_ms")
+
+    @property
+    def acks_wire(self) -> int:
+        return acks_value(self.acks)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    #: Where to start when a partition has no position, or its position fell out of the log:
+    #: "earliest", "latest", or "error" (raise ``OffsetOutOfRangeError``).
+    auto_offset_reset: str = "latest"
+    #: Reserved for consumer groups (a later release); must be None for now.
+    group_id: str | None = None
+    #: Long-poll: the broker answers a fetch after this long even with less than min bytes.
+    fetch_max_wait_ms: int = 500
+    fetch_min_bytes: int = 1
+    #: Bytes per fetch over all partitions (at least one whole batch is returned anyway).
+    fetch_max_bytes: int = 8 << 20
+    #: Bytes per partition per fetch; 0 = ``fetch_max_bytes``.
+    max_partition_fetch_bytes: int = 0
+    #: ``poll()`` returns at most this many records by default.
+    max_poll_records: int = 100_000
+    isolation_level: str = "read_uncommitted"
+    #: Iteration stops after this long without a record; None iterates forever.
+    consumer_timeout_ms: float | None = None
+    #: Consecutive UNAVAILABLE fetches tolerated before ``poll`` raises.
+    retries: int = 10
+    retry_backoff_ms: float = 100.0
+    retry_backoff_max_ms: float = 2000.0
+    request_timeout_ms: float = 30_000.0
+
+    def __post_init__(self) -> None:
+        if self.auto_offset_reset not in OFFSET_RESETS:
+            raise ValueError(
+                f"auto_offset_reset must be one of {OFFSET_RESETS}, not {self.auto_offset_reset!r}"
+            )
+        if self.isolation_level not in ISOLATION_LEVELS:
+            raise ValueError(
+                f"isolation_level must be one of {sorted(ISOLATION_LEVELS)}, "
+                f"not {self.isolation_level!r}"
+            )
+        _positive(self, "fetch_max_bytes", "max_poll_records")
+        _non_negative(self, "fetch_max_wait_ms", "fetch_min_bytes", "max_partition_fetch_bytes",
+                      "retries", "retry_backoff_ms", "retry_backoff_max_ms")
+
+
+def build(cls: type[Any], options: dict[str, Any]) -> Any:
+    """``cls(**options)`` with a helpful message for an unknown option."""
+    known = {field.name for field in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(known))}")
+    return cls(**options)
+
+
+def backoff_seconds(attempt: int, base_ms: float, max_ms: float) -> float:
+    """Exponential backoff for retry ``attempt`` (1, 2, ...), capped, with +-20% jitter."""
+    import random
+
+    delay = min(max_ms, base_ms * (2 ** max(0, attempt - 1)))
+    return delay * random.uniform(0.8, 1.2) / 1000.0
+
+
+def _positive(config: object, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{name} must be positive, not {getattr(config, name)!r}")
+
+
+def _non_negative(config: object, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must not be negative, not {getattr(config, name)!r}")

@@ -1,0 +1,1 @@
+"""The gRPC server: the one place grpc meets the broker."""

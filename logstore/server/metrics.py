@@ -1,0 +1,79 @@
+"""Prometheus metrics, served at ``/metrics`` on ``--metrics-listen``.
+
+Counters and histograms are updated by the service per request; per-partition gauges (log start,
+log end, bytes) are read from the broker when Prometheus scrapes, so appends pay nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from logstore.broker import Broker
+
+LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _PartitionCollector(Collector):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        start = GaugeMetricFamily("logstore_log_start_offset", "First readable offset", labels=["topic", "partition"])
+        end = GaugeMetricFamily("logstore_log_end_offset", "Next offset to be assigned", labels=["topic", "partition"])
+        size = GaugeMetricFamily("logstore_partition_bytes", "Bytes of segments on disk", labels=["topic", "partition"])
+        for topic, partition, log_start, log_end, size_bytes in self.broker.partition_stats():
+            labels = [topic, str(partition)]
+            start.add_metric(labels, log_start)
+            end.add_metric(labels, log_end)
+            size.add_metric(labels, size_bytes)
+        yield start
+        yield end
+        yield size
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("logstore_requests", "RPCs by method and status code", ["method", "code"], registry=r)
+        self.latency = Histogram(
+            "logstore_request_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.produced_records = Counter("logstore_produced_records", "Records appended", ["topic"], registry=r)
+        self.produced_bytes = Counter("logstore_produced_bytes", "Batch bytes appended", ["topic"], registry=r)
+        self.fetched_records = Counter(
+            "logstore_fetched_records", "Offsets delivered by Fetch and Subscribe", ["topic"], registry=r
+        )
+        self.fetched_bytes = Counter("logstore_fetched_bytes", "Batch bytes delivered", ["topic"], registry=r)
+        self.errors = Counter("logstore_errors", "Errors by reason", ["reason"], registry=r)
+        self.subscriptions = Gauge("logstore_subscriptions_open", "Open Subscribe streams", registry=r)
+
+    def attach(self, broker: Broker) -> None:
+        self.registry.register(_PartitionCollector(broker))
+
+    def produced(self, topic: str, records: int, size: int) -> None:
+        self.produced_records.labels(topic=topic).inc(records)
+        self.produced_bytes.labels(topic=topic).inc(size)
+
+    def fetched(self, topic: str, records: int, size: int) -> None:
+        if records > 0:
+            self.fetched_records.labels(topic=topic).inc(records)
+        self.fetched_bytes.labels(topic=topic).inc(size)
+
+    def forget_topic(self, topic: str) -> None:
+        for metric in (self.produced_records, self.produced_bytes, self.fetched_records, self.fetched_bytes):
+            try:
+                metric.remove(topic)
+            except KeyError:
+                pass
+
+    def serve(self, host: str, port: int) -> tuple[object, int]:
+        """Start the /metrics HTTP server on a thread; returns (server, bound port)."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        return server, server.server_port

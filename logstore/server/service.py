@@ -1,0 +1,214 @@
+"""The LogStore gRPC service: protobuf in, one broker call, protobuf out.
+
+Every handler follows the same shape — convert the request (``convert.py``), call one broker
+method, convert the result — inside ``rpc_errors``, which turns any exception into a rich gRPC
+status through the table in ``errors.py``. Record data crosses as raw batch bytes; the only copy
+of a fetched batch is the one into the response at this edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import grpc
+
+from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
+from logstore.broker import Broker
+from logstore.errors import LimitExceededError, LogstoreError
+from logstore.server import convert
+from logstore.server.errors import error_detail, to_status
+from logstore.server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LogStoreService(logstore_pb2_grpc.LogStoreServicer):
+    def __init__(self, broker: Broker, metrics: Metrics) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self._subscriptions_by_peer: dict[str, int] = defaultdict(int)
+
+    @asynccontextmanager
+    async def _rpc(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Time the call, count it, and turn any exception into a rich status."""
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            status = to_status(exc)
+            code = status.code.name
+            self.metrics.errors.labels(reason=_reason(exc)).inc()
+            if status.code is grpc.StatusCode.INTERNAL:
+                log.error("%s failed", method, exc_info=exc)
+            else:
+                log.info("%s refused: %s (%s)", method, status.details, _reason(exc))
+            await context.abort_with_status(status)
+        finally:
+            self.metrics.requests.labels(method=method, code=code).inc()
+            self.metrics.latency.labels(method=method).observe(time.perf_counter() - started)
+
+    async def _unary(self, method: str, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._rpc(method, context):
+            return await call()
+        raise AssertionError("unreachable")  # abort_with_status raises
+
+    # -- topics -------------------------------------------------------------------------------------
+
+    async def CreateTopic(self, request: admin_pb2.CreateTopicRequest, context: Any) -> admin_pb2.TopicDescription:
+        async def call() -> admin_pb2.TopicDescription:
+            description = self.broker.create_topic(request.name, request.partitions, dict(request.config))
+            return convert.topic_description(description, self.broker)
+
+        return await self._unary("CreateTopic", context, call)
+
+    async def DeleteTopic(self, request: admin_pb2.DeleteTopicRequest, context: Any) -> admin_pb2.DeleteTopicResponse:
+        async def call() -> admin_pb2.DeleteTopicResponse:
+            self.broker.delete_topic(request.name)
+            self.metrics.forget_topic(request.name)
+            return admin_pb2.DeleteTopicResponse()
+
+        return await self._unary("DeleteTopic", context, call)
+
+    async def ListTopics(self, request: admin_pb2.ListTopicsRequest, context: Any) -> admin_pb2.ListTopicsResponse:
+        async def call() -> admin_pb2.ListTopicsResponse:
+            topics = self.broker.list_topics(request.include_internal)
+            return admin_pb2.ListTopicsResponse(
+                topics=[admin_pb2.TopicSummary(name=n, partitions=p, internal=i) for n, p, i in topics]
+            )
+
+        return await self._unary("ListTopics", context, call)
+
+    async def DescribeTopic(self, request: admin_pb2.DescribeTopicRequest, context: Any) -> admin_pb2.TopicDescription:
+        async def call() -> admin_pb2.TopicDescription:
+            return convert.topic_description(self.broker.describe_topic(request.name), self.broker)
+
+        return await self._unary("DescribeTopic", context, call)
+
+    async def AlterTopicConfig(self, request: admin_pb2.AlterTopicConfigRequest, context: Any) -> admin_pb2.TopicDescription:
+        async def call() -> admin_pb2.TopicDescription:
+            description = self.broker.alter_topic_config(request.name, dict(request.set), list(request.reset))
+            return convert.topic_description(description, self.broker)
+
+        return await self._unary("AlterTopicConfig", context, call)
+
+    async def AddPartitions(self, request: admin_pb2.AddPartitionsRequest, context: Any) -> admin_pb2.TopicDescription:
+        async def call() -> admin_pb2.TopicDescription:
+            description = self.broker.add_partitions(request.name, request.total)
+            return convert.topic_description(description, self.broker)
+
+        return await self._unary("AddPartitions", context, call)
+
+    # -- records ------------------------------------------------------------------------------------
+
+    async def _produce(self, request: records_pb2.ProduceRequest) -> records_pb2.ProduceResponse:
+        items = convert.produce_items(request)
+        outcomes = await self.broker.produce(items, convert.acks(request.acks))
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.error is None:
+                self.metrics.produced(item.topic, outcome.record_count, len(item.records))
+            else:
+                self.metrics.errors.labels(reason=outcome.error.reason).inc()
+        return records_pb2.ProduceResponse(
+            correlation_id=request.correlation_id,
+            results=[convert.produce_result(outcome) for outcome in outcomes],
+        )
+
+    async def Produce(self, request: records_pb2.ProduceRequest, context: Any) -> records_pb2.ProduceResponse:
+        return await self._unary("Produce", context, lambda: self._produce(request))
+
+    async def ProduceStream(
+        self, request_iterator: AsyncIterator[records_pb2.ProduceRequest], context: Any
+    ) -> AsyncIterator[records_pb2.ProduceResponse]:
+        """Requests are handled one after another, so responses keep request order. A request
+        that fails is answered with ``error`` set; the stream stays open."""
+        async with self._rpc("ProduceStream", context):
+            async for request in request_iterator:
+                started = time.perf_counter()
+                try:
+                    response = await self._produce(request)
+                except LogstoreError as exc:
+                    self.metrics.errors.labels(reason=exc.reason).inc()
+                    response = records_pb2.ProduceResponse(
+                        correlation_id=request.correlation_id, error=error_detail(exc)
+                    )
+                self.metrics.latency.labels(method="ProduceStream.request").observe(
+                    time.perf_counter() - started
+                )
+                yield response
+
+    async def Fetch(self, request: records_pb2.FetchRequest, context: Any) -> records_pb2.FetchResponse:
+        async def call() -> records_pb2.FetchResponse:
+            items = convert.fetch_items(request)
+            outcomes = await self.broker.fetch(
+                items,
+                max_wait_ms=request.max_wait_ms,
+                min_bytes=request.min_bytes,
+                max_bytes=request.max_bytes,
+                isolation=convert.isolation(request.isolation_level),
+            )
+            for item, outcome in zip(items, outcomes, strict=True):
+                if outcome.records:
+                    self.metrics.fetched(item.topic, outcome.next_offset - item.offset, len(outcome.records))
+            return records_pb2.FetchResponse(partitions=[convert.fetched_partition(o) for o in outcomes])
+
+        return await self._unary("Fetch", context, call)
+
+    async def Subscribe(self, request: records_pb2.SubscribeRequest, context: Any) -> AsyncIterator[records_pb2.SubscribeResponse]:
+        peer = context.peer()
+        async with self._rpc("Subscribe", context):
+            limit = self.broker.config.max_subscriptions_per_connection
+            if self._subscriptions_by_peer[peer] >= limit:
+                raise LimitExceededError(
+                    f"this connection already has {limit} open subscriptions "
+                    f"(max_subscriptions_per_connection)",
+                    limit_name="max_subscriptions_per_connection",
+                    limit=limit,
+                )
+            start = self.broker.resolve_start(
+                request.topic, request.partition, convert.start_position(request.start),
+                request.offset, request.timestamp_ms,
+            )
+            self._subscriptions_by_peer[peer] += 1
+            self.metrics.subscriptions.inc()
+            try:
+                async for outcome in self.broker.subscribe(
+                    request.topic, request.partition, start,
+                    max_bytes=request.max_bytes, isolation=convert.isolation(request.isolation_level),
+                ):
+                    self.metrics.fetched(request.topic, 0, len(outcome.records))
+                    yield records_pb2.SubscribeResponse(
+                        records=bytes(outcome.records),
+                        high_watermark=outcome.high_watermark,
+                        log_start_offset=outcome.log_start_offset,
+                        next_offset=outcome.next_offset,
+                    )
+            finally:
+                self.metrics.subscriptions.dec()
+                self._subscriptions_by_peer[peer] -= 1
+                if self._subscriptions_by_peer[peer] <= 0:
+                    del self._subscriptions_by_peer[peer]
+
+    async def ListOffsets(self, request: records_pb2.ListOffsetsRequest, context: Any) -> records_pb2.ListOffsetsResponse:
+        async def call() -> records_pb2.ListOffsetsResponse:
+            listed = self.broker.list_offsets(
+                convert.list_offsets_items(request), convert.isolation(request.isolation_level)
+            )
+            return records_pb2.ListOffsetsResponse(offsets=[convert.listed_offset(item) for item in listed])
+
+        return await self._unary("ListOffsets", context, call)
+
+
+def _reason(error: BaseException) -> str:
+    return error.reason if isinstance(error, LogstoreError) else "INTERNAL"
