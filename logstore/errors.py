@@ -214,3 +214,141 @@ def error_classes() -> dict[str, type[LogstoreError]]:
         found.setdefault(cls.reason, cls)
         pending.extend(cls.__subclasses__())
     return found
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+class UnknownGroupError(LogstoreError):
+    reason = "UNKNOWN_GROUP"
+
+    def __init__(self, group_id: str) -> None:
+        super().__init__(f"group {group_id!r} does not exist", group_id=group_id)
+        self.group_id = group_id
+
+
+class UnknownMemberError(LogstoreError):
+    """The member id is not (or no longer) in the group: rejoin with member_epoch 0."""
+
+    reason = "UNKNOWN_MEMBER"
+
+    def __init__(self, group_id: str, member_id: str) -> None:
+        super().__init__(
+            f"member {member_id!r} is not in group {group_id!r}; rejoin the group",
+            group_id=group_id,
+            member_id=member_id,
+        )
+        self.group_id = group_id
+        self.member_id = member_id
+
+
+class FencedMemberEpochError(LogstoreError):
+    """The member's epoch is stale: it was fenced (e.g. evicted and replaced); rejoin."""
+
+    reason = "FENCED_MEMBER_EPOCH"
+
+    def __init__(self, group_id: str, member_id: str, member_epoch: int, current_epoch: int) -> None:
+        super().__init__(
+            f"member {member_id!r} of group {group_id!r} sent epoch {member_epoch}, "
+            f"current is {current_epoch}; rejoin the group",
+            group_id=group_id,
+            member_id=member_id,
+            member_epoch=member_epoch,
+            current_epoch=current_epoch,
+        )
+        self.group_id = group_id
+        self.member_id = member_id
+        self.member_epoch = member_epoch
+        self.current_epoch = current_epoch
+
+
+class PartitionNotAssignedError(LogstoreError):
+    reason = "PARTITION_NOT_ASSIGNED"
+
+    def __init__(self, group_id: str, member_id: str, topic: str, partition: int) -> None:
+        super().__init__(
+            f"{topic}/{partition} is not assigned to member {member_id!r} of group {group_id!r}",
+            group_id=group_id,
+            member_id=member_id,
+            topic=topic,
+            partition=partition,
+        )
+        self.group_id = group_id
+        self.member_id = member_id
+        self.topic = topic
+        self.partition = partition
+
+
+class GroupNotEmptyError(LogstoreError):
+    reason = "GROUP_NOT_EMPTY"
+
+    def __init__(self, group_id: str, members: int) -> None:
+        super().__init__(
+            f"group {group_id!r} has {members} active members; stop them first",
+            group_id=group_id,
+            members=members,
+        )
+        self.group_id = group_id
+        self.members = members
+
+
+# -- idempotent producers and transactions ------------------------------------------------------
+
+
+class ProducerFencedError(LogstoreError):
+    """A newer instance with the same producer id (or transactional id) has a higher epoch."""
+
+    reason = "PRODUCER_FENCED"
+
+    def __init__(self, producer_id: int, producer_epoch: int, current_epoch: int, **fields: object) -> None:
+        super().__init__(
+            f"producer {producer_id} epoch {producer_epoch} is fenced by epoch {current_epoch}",
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            current_epoch=current_epoch,
+            **fields,
+        )
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.current_epoch = current_epoch
+
+
+class OutOfOrderSequenceError(LogstoreError):
+    reason = "OUT_OF_ORDER_SEQUENCE"
+
+    def __init__(self, producer_id: int, expected: int, received: int, **fields: object) -> None:
+        super().__init__(
+            f"producer {producer_id} sent sequence {received}, expected {expected}",
+            producer_id=producer_id,
+            expected=expected,
+            received=received,
+            **fields,
+        )
+        self.producer_id = producer_id
+        self.expected = expected
+        self.received = received
+
+
+class InvalidTransactionStateError(LogstoreError):
+    reason = "INVALID_TXN_STATE"
+
+
+class TransactionAbortedError(LogstoreError):
+    reason = "TRANSACTION_ABORTED"
+
+
+class UnknownTransactionalIdError(LogstoreError):
+    reason = "UNKNOWN_TRANSACTIONAL_ID"
+
+    def __init__(self, transactional_id: str) -> None:
+        super().__init__(
+            f"transactional id {transactional_id!r} is unknown; call InitProducerId first",
+            transactional_id=transactional_id,
+        )
+        self.transactional_id = transactional_id
+
+
+class UnstableOffsetCommitError(LogstoreError):
+    """An offset commit of the group waits in an open transaction; retry shortly."""
+
+    reason = "UNSTABLE_OFFSET_COMMIT"

@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from logstore.broker.config import BrokerConfig
+from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
+from logstore.broker.groups.offsets import OffsetStore
+from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
+from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
+    AbortedTransaction,
     Acks,
     FetchItem,
     FetchOutcome,
+    GroupInfo,
     Isolation,
     ListedOffset,
     ListOffsetsItem,
+    MemberInfo,
+    OffsetInfo,
     OffsetSpec,
     ProduceItem,
     ProduceOutcome,
@@ -37,13 +45,16 @@ from logstore.broker.wakeups import Wakeups, wait
 from logstore.errors import (
     BatchTooLargeError,
     CorruptBatchError,
+    GroupNotEmptyError,
     InvalidRequestError,
     LogstoreError,
     OffsetOutOfRangeError,
     ShuttingDownError,
+    UnknownGroupError,
+    UnstableOffsetCommitError,
 )
-from logstore.records import BatchHeader, validate_batches
-from logstore.storage import DataDir, LogConfig, PartitionLog, TopicDescription
+from logstore.records import BatchHeader, encode_batch, validate_batches
+from logstore.storage import DataDir, LogConfig, PartitionLog, TopicDescription, validate_topic_name
 from logstore.storage.config import FLUSH_ALWAYS
 
 log = logging.getLogger(__name__)
@@ -62,6 +73,26 @@ class Broker:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-sync")
         self.closing = False
         self.subscriptions = 0
+        clock = data_dir.clock
+        self.offsets = OffsetStore(data_dir, clock, config.offsets_topic_partitions)
+        self.groups = GroupCoordinator(data_dir, clock, config.group_heartbeat_interval_ms)
+        self._producer_states: dict[tuple[str, int], PartitionProducerState] = {}
+        self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the housekeeping task (member expiry, transaction timeouts)."""
+        if self._housekeeping is None:
+            self._housekeeping = self._loop.create_task(self._housekeep())
+
+    async def _housekeep(self) -> None:
+        while not self.closing:
+            try:
+                self.groups.expire()
+                self.transactions.expire()
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(self.config.housekeeping_interval_ms / 1000)
 
     @classmethod
     def open(cls, path: str | Path, config: BrokerConfig | None = None, *, background: bool = True) -> Broker:
@@ -76,6 +107,13 @@ class Broker:
         """Refuse new work, wake every waiter, flush and cleanly close the data directory."""
         self.closing = True
         self._wakeups.wake_all()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        for state in self._producer_states.values():
+            try:
+                state.snapshot()
+            except OSError:
+                log.exception("writing the producer state snapshot of %s", state.log)
         await self._loop.run_in_executor(self._executor, self.data_dir.close)
         self._executor.shutdown(wait=True)
 
@@ -91,7 +129,14 @@ class Broker:
 
     def delete_topic(self, name: str) -> None:
         self._check_open()
+        if name.startswith("__"):
+            self.data_dir.topic(name)  # unknown -> UnknownTopicError
+            raise InvalidRequestError(f"internal topic {name!r} cannot be deleted", field="name")
         self.data_dir.delete_topic(name)
+        for key in [k for k in self._producer_states if k[0] == name]:
+            del self._producer_states[key]
+        self.transactions.topic_deleted(name)
+        self.offsets.delete_topic(name)
         self._wakeups.wake_all()
 
     def list_topics(self, include_internal: bool = False) -> list[tuple[str, int, bool]]:
@@ -122,8 +167,33 @@ class Broker:
         self._check_open()
         return self.data_dir.add_partitions(name, total)
 
+    def producer_state(self, partition_log: PartitionLog) -> PartitionProducerState:
+        """The partition's producer state, rebuilt from its batch headers on first use."""
+        key = (partition_log.topic, partition_log.partition)
+        state = self._producer_states.get(key)
+        if state is None or state.log is not partition_log:
+            state = PartitionProducerState(partition_log)
+            state.load()
+            self._producer_states[key] = state
+        return state
+
     def last_stable_offset(self, partition_log: PartitionLog) -> int:
-        return partition_log.log_end_offset
+        return self.producer_state(partition_log).last_stable_offset()
+
+    def _write_markers(self, producer_id: int, epoch: int, partitions: list[tuple[str, int]], commit: bool) -> None:
+        """Append a COMMIT or ABORT control batch to each partition of a transaction."""
+        marker = COMMIT_MARKER if commit else ABORT_MARKER
+        for topic, partition in partitions:
+            partition_log = self.data_dir.log(topic, partition)
+            state = self.producer_state(partition_log)
+            batch = encode_batch(
+                [b""], keys=[marker], producer_id=producer_id, producer_epoch=epoch,
+                transactional=True, control=True,
+            )
+            (header,) = validate_batches(batch)
+            result = partition_log.append(batch, headers=[header], sync=True)
+            state.update(header, result.base_offset, result.last_offset)
+            state.complete(producer_id, result.base_offset, commit)
 
     # -- produce ------------------------------------------------------------------------------------
 
@@ -148,6 +218,20 @@ class Broker:
                 ) from exc
             limit = partition_log.config.max_batch_bytes
             for header in headers:
+                if header.is_control:
+                    raise InvalidRequestError(
+                        f"{item.topic}/{item.partition}: control batches are written by the broker only",
+                        field="records", topic=item.topic, partition=item.partition,
+                    )
+                if header.is_transactional:
+                    if header.producer_id < 0:
+                        raise InvalidRequestError(
+                            "a transactional batch needs a producer id", field="records",
+                            topic=item.topic, partition=item.partition,
+                        )
+                    self.transactions.check_produce(
+                        header.producer_id, header.producer_epoch, item.topic, item.partition
+                    )
                 if header.batch_length > limit:
                     raise BatchTooLargeError(
                         f"batch of {header.batch_length} bytes exceeds max_batch_bytes={limit} "
@@ -167,7 +251,7 @@ class Broker:
         self._check_open()
         prepared = self._prepare(items)
         if acks is Acks.NONE:
-            self._loop.call_soon(self._append_all, prepared, False)
+            self._loop.call_soon(self._append_quietly, prepared)
             return [ProduceOutcome(item.topic, item.partition) for item, _, _ in prepared]
         outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
         if durable:
@@ -183,14 +267,43 @@ class Broker:
                     raise result
         return outcomes
 
+    def _append_quietly(self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]]) -> None:
+        """acks=0: nobody hears about errors but the log."""
+        try:
+            self._append_all(prepared, False)
+        except Exception:
+            log.exception("acks=0 append failed")
+
     def _append_all(
         self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]], want_durable: bool
     ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
+        """Check producer sequences, append, and update producer state — with no await in
+        between, so nothing else can append to these partitions meanwhile."""
         outcomes: list[ProduceOutcome] = []
         durable: list[tuple[int, PartitionLog, int]] = []
         for index, (item, partition_log, headers) in enumerate(prepared):
+            idempotent = any(header.producer_id >= 0 for header in headers)
             try:
+                if idempotent:
+                    state = self.producer_state(partition_log)
+                    original = state.check(headers)
+                    if original is not None:
+                        outcomes.append(
+                            ProduceOutcome(
+                                item.topic, item.partition, original[0], original[1],
+                                partition_log.log_start_offset, duplicate=True,
+                            )
+                        )
+                        if want_durable and partition_log.config.flush == FLUSH_ALWAYS:
+                            durable.append((index, partition_log, original[1] + 1))
+                        continue
                 result = partition_log.append(item.records, headers=headers, sync=False)
+                if idempotent:
+                    base = result.base_offset
+                    for header in headers:
+                        span = header.last_offset_delta + 1
+                        state.update(header, base, base + span - 1)
+                        base += span
             except LogstoreError as exc:
                 log.warning("append to %s/%s failed: %s", item.topic, item.partition, exc)
                 outcomes.append(ProduceOutcome(item.topic, item.partition, error=exc))
@@ -216,8 +329,14 @@ class Broker:
                     item.topic, item.partition, b"", partition_log.log_end_offset,
                     partition_log.log_start_offset, lso, item.offset,
                 )
-            max_offset = lso if isolation is Isolation.READ_COMMITTED else None
-            result = partition_log.read(item.offset, max_bytes, max_offset=max_offset)
+            committed_only = isolation is Isolation.READ_COMMITTED
+            result = partition_log.read(item.offset, max_bytes, max_offset=lso if committed_only else None)
+            aborted = []
+            if committed_only and result.data:
+                aborted = [
+                    AbortedTransaction(a.producer_id, a.first_offset, a.last_offset)
+                    for a in self.producer_state(partition_log).aborted_between(item.offset, result.next_offset)
+                ]
         except LogstoreError as exc:
             return FetchOutcome(item.topic, item.partition, error=exc)
         return FetchOutcome(
@@ -228,6 +347,7 @@ class Broker:
             result.log_start_offset,
             lso,
             result.next_offset,
+            aborted,
         )
 
     def _read_all(self, items: Sequence[FetchItem], max_bytes: int, isolation: Isolation) -> list[FetchOutcome]:
@@ -252,6 +372,7 @@ class Broker:
         min_bytes: int = 1,
         max_bytes: int = 1 << 20,
         isolation: Isolation = Isolation.READ_UNCOMMITTED,
+        group: tuple[str, str, int] | None = None,
     ) -> list[FetchOutcome]:
         """Read every partition; if fewer than ``min_bytes`` came back, wait (up to
         ``max_wait_ms``) for appends and read again. Per-partition problems are the outcome's
@@ -268,6 +389,11 @@ class Broker:
                     f"offset and max_bytes of {item.topic}/{item.partition} must not be negative",
                     field="offset",
                 )
+        if group is not None and group[1]:
+            group_id, member_id, member_epoch = group
+            self.groups.check_member(
+                group_id, member_id, member_epoch, [(item.topic, item.partition) for item in items]
+            )
         max_bytes = min(max_bytes or (1 << 20), self.config.max_fetch_bytes)
         max_wait_ms = min(max_wait_ms, self.config.max_wait_ms)
         min_bytes = max(min_bytes, 1)
@@ -394,3 +520,197 @@ class Broker:
             (lg.topic, lg.partition, lg.log_start_offset, lg.log_end_offset, lg.size_bytes)
             for lg in self.data_dir.logs()
         ]
+
+    # -- consumer groups ----------------------------------------------------------------------------
+
+    def group_heartbeat(self, group_id: str, member_id: str, member_epoch: int, **options: Any) -> HeartbeatResult:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        return self.groups.heartbeat(group_id, member_id, member_epoch, **options)
+
+    def _offset_info(self, group_id: str, topic: str, partition: int) -> OffsetInfo:
+        committed = self.offsets.get(group_id, topic, partition)
+        try:
+            partition_log = self.data_dir.log(topic, partition)
+        except LogstoreError as exc:
+            return OffsetInfo(topic, partition, error=exc)
+        end = partition_log.log_end_offset
+        if committed is None:
+            return OffsetInfo(topic, partition, -1, "", end, end - partition_log.log_start_offset)
+        return OffsetInfo(
+            topic, partition, committed.offset, committed.metadata, end,
+            max(end - committed.offset, 0), committed.commit_timestamp_ms,
+        )
+
+    def commit_offsets(
+        self, group_id: str, member_id: str, member_epoch: int, offsets: Sequence[tuple[str, int, int, str]]
+    ) -> list[tuple[str, int, LogstoreError | None]]:
+        """Commit (topic, partition, offset, metadata) for a group. A fenced or unknown member
+        is refused whole; a partition not assigned to it, unknown, or an offset outside
+        [log start, log end] is refused for that partition only."""
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        group = self.groups.groups.get(group_id)
+        self.groups.check_member(group_id, member_id, member_epoch, [])
+        results: list[tuple[str, int, LogstoreError | None]] = []
+        accepted = []
+        for topic, partition, offset, metadata in offsets:
+            try:
+                if member_id and group is not None:
+                    self.groups.check_member(group_id, member_id, member_epoch, [(topic, partition)])
+                partition_log = self.data_dir.log(topic, partition)
+                if not 0 <= offset <= partition_log.log_end_offset:
+                    raise OffsetOutOfRangeError(
+                        topic=topic, partition=partition, offset=offset,
+                        log_start_offset=partition_log.log_start_offset,
+                        log_end_offset=partition_log.log_end_offset,
+                    )
+                accepted.append((topic, partition, offset, metadata))
+                results.append((topic, partition, None))
+            except LogstoreError as exc:
+                results.append((topic, partition, exc))
+        self.offsets.commit(group_id, accepted)
+        return results
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Sequence[tuple[str, int]] | None = None, require_stable: bool = False
+    ) -> list[OffsetInfo]:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        wanted = list(partitions) if partitions else sorted(self.offsets.committed(group_id))
+        if require_stable:
+            pending = self.transactions.pending_offsets(group_id) & set(wanted)
+            if pending:
+                topic, partition = sorted(pending)[0]
+                raise UnstableOffsetCommitError(
+                    f"group {group_id!r} has a transactional offset commit pending for {topic}/{partition}",
+                    group_id=group_id, topic=topic, partition=partition,
+                )
+        return [self._offset_info(group_id, topic, partition) for topic, partition in wanted]
+
+    def list_groups(self) -> list[tuple[str, str, int]]:
+        self._check_open()
+        names = set(self.offsets.groups()) | set(self.groups.groups)
+        result = []
+        for name in sorted(names):
+            group = self.groups.groups.get(name)
+            state = group.state if group is not None else "empty"
+            result.append((name, state, len(group.members) if group else 0))
+        return result
+
+    def describe_group(self, group_id: str) -> GroupInfo:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        group = self.groups.groups.get(group_id)
+        committed = self.offsets.committed(group_id)
+        if group is None and not committed:
+            raise UnknownGroupError(group_id)
+        members = []
+        partitions = set(committed)
+        if group is not None:
+            for member in sorted(group.members.values(), key=lambda m: m.member_id):
+                members.append(
+                    MemberInfo(
+                        member.member_id, member.instance_id, member.member_epoch, list(member.topics),
+                        sorted(member.assigned), sorted(member.revoking),
+                    )
+                )
+                partitions |= member.assigned | member.revoking
+        return GroupInfo(
+            group_id,
+            group.state if group is not None else "empty",
+            group.assignor if group is not None else "",
+            group.group_epoch if group is not None else 0,
+            members,
+            [self._offset_info(group_id, t, p) for t, p in sorted(partitions)],
+        )
+
+    def delete_group(self, group_id: str) -> None:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        active = self.groups.active_members(group_id)
+        if active:
+            raise GroupNotEmptyError(group_id, active)
+        if group_id not in self.groups.groups and not self.offsets.committed(group_id):
+            raise UnknownGroupError(group_id)
+        self.offsets.delete_group(group_id)
+        self.groups.forget(group_id)
+
+    def reset_offsets(
+        self, group_id: str, topic: str, partitions: Sequence[int], spec: str,
+        offset: int = 0, timestamp_ms: int = 0, dry_run: bool = False,
+    ) -> list[OffsetInfo]:
+        """Move an inactive group's offsets of ``topic`` to earliest, latest, an offset or a time."""
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        active = self.groups.active_members(group_id)
+        if active:
+            raise GroupNotEmptyError(group_id, active)
+        count = self.data_dir.topic(topic).partitions
+        chosen = list(partitions) or list(range(count))
+        entries = []
+        for partition in chosen:
+            partition_log = self.data_dir.log(topic, partition)
+            if spec == "earliest":
+                target = partition_log.log_start_offset
+            elif spec == "latest":
+                target = partition_log.log_end_offset
+            elif spec == "timestamp":
+                found = partition_log.offset_for_timestamp(timestamp_ms)
+                target = partition_log.log_end_offset if found is None else found
+            elif spec == "offset":
+                if not partition_log.log_start_offset <= offset <= partition_log.log_end_offset:
+                    raise OffsetOutOfRangeError(
+                        topic=topic, partition=partition, offset=offset,
+                        log_start_offset=partition_log.log_start_offset,
+                        log_end_offset=partition_log.log_end_offset,
+                    )
+                target = offset
+            else:
+                raise InvalidRequestError(f"unknown reset spec {spec!r}", field="spec")
+            entries.append((topic, partition, target, ""))
+        if not dry_run:
+            self.offsets.commit(group_id, entries)
+            return [self._offset_info(group_id, t, p) for t, p, _, _ in entries]
+        return [
+            OffsetInfo(t, p, o, "", self.data_dir.log(t, p).log_end_offset,
+                       self.data_dir.log(t, p).log_end_offset - o)
+            for t, p, o, _ in entries
+        ]
+
+    # -- idempotent producers and transactions -----------------------------------------------------
+
+    def init_producer_id(self, transactional_id: str = "", timeout_ms: int = 0) -> tuple[int, int]:
+        self._check_open()
+        if transactional_id:
+            validate_topic_name(transactional_id, kind="transactional id")
+        return self.transactions.init_producer_id(transactional_id, timeout_ms)
+
+    def add_partitions_to_txn(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: Sequence[tuple[str, int]]
+    ) -> None:
+        self._check_open()
+        self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, list(partitions))
+
+    def txn_offset_commit(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str,
+        member_id: str, member_epoch: int, offsets: Sequence[tuple[str, int, int, str]],
+    ) -> None:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        if member_id:
+            self.groups.check_member(group_id, member_id, member_epoch, [(t, p) for t, p, _, _ in offsets])
+        for topic, partition, offset, _ in offsets:
+            partition_log = self.data_dir.log(topic, partition)
+            if not 0 <= offset <= partition_log.log_end_offset:
+                raise OffsetOutOfRangeError(
+                    topic=topic, partition=partition, offset=offset,
+                    log_start_offset=partition_log.log_start_offset,
+                    log_end_offset=partition_log.log_end_offset,
+                )
+        self.transactions.add_offsets(transactional_id, producer_id, producer_epoch, group_id, list(offsets))
+
+    def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> None:
+        self._check_open()
+        self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
+        self._wakeups.wake_all()

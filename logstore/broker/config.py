@@ -25,3 +25,9 @@ class BrokerConfig:
     max_wait_ms: int = 30_000
     #: Open Subscribe streams per client connection (peer).
     max_subscriptions_per_connection: int = 64
+    #: Partitions of the internal __consumer_offsets topic.
+    offsets_topic_partitions: int = 4
+    #: How often group members are told to heartbeat.
+    group_heartbeat_interval_ms: int = 500
+    #: How often the broker checks for expired members and timed-out transactions.
+    housekeeping_interval_ms: int = 100

@@ -53,6 +53,7 @@ class FetchItem:
 class AbortedTransaction:
     producer_id: int
     first_offset: int
+    last_offset: int = -1
 
 
 @dataclass(slots=True)
@@ -95,3 +96,37 @@ class StartPosition(Enum):
     LATEST = "latest"
     OFFSET = "offset"
     TIMESTAMP = "timestamp"
+
+
+@dataclass(slots=True)
+class OffsetInfo:
+    """A group's committed offset of one partition, with the partition's end and the lag."""
+
+    topic: str
+    partition: int
+    offset: int = -1
+    metadata: str = ""
+    log_end_offset: int = -1
+    lag: int = -1
+    commit_timestamp_ms: int = 0
+    error: LogstoreError | None = None
+
+
+@dataclass(slots=True)
+class MemberInfo:
+    member_id: str
+    instance_id: str
+    member_epoch: int
+    topics: list[str]
+    assignment: list[tuple[str, int]]
+    revoking: list[tuple[str, int]]
+
+
+@dataclass(slots=True)
+class GroupInfo:
+    group_id: str
+    state: str
+    assignor: str
+    group_epoch: int
+    members: list[MemberInfo]
+    offsets: list[OffsetInfo]

@@ -192,7 +192,7 @@ class RecordColumns:
         was_enabled = gc.isenabled()
         gc.disable()  # tuples of bytes and ints: nothing for the collector to find
         try:
-            return list(map(tuple.__new__, repeat(cls), zip(*columns)))
+            return list(map(tuple.__new__, repeat(cls), zip(*columns, strict=False)))
         finally:
             if was_enabled:
                 gc.enable()

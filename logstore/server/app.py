@@ -73,6 +73,7 @@ async def run(config: ServerConfig) -> int:
     except StorageError as exc:
         log.error("cannot open data directory: %s", exc.message, extra={"reason": exc.reason})
         return EXIT_STORAGE
+    broker.start()
     metrics = Metrics()
     metrics.attach(broker)
     server = grpc.aio.server(options=grpc_options(config))

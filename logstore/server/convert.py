@@ -1,5 +1,7 @@
 """Protobuf <-> broker types, in one place. Field checks that protobuf cannot express (negative
-partitions, unknown enum values) raise ``InvalidRequestError`` here."""
+partitions or offsets, unknown enum values) raise ``InvalidRequestError`` here; an empty
+``records`` field is a ``CorruptBatchError`` (a payload with no batch in it), as for any other
+payload that is not a run of whole batches."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from logstore.broker import (
     ProduceOutcome,
     StartPosition,
 )
-from logstore.errors import InvalidRequestError
+from logstore.errors import CorruptBatchError, InvalidRequestError
 from logstore.server.errors import error_detail
 from logstore.storage import TopicDescription
 
@@ -69,9 +71,36 @@ def _partition(value: int, topic: str) -> int:
     return value
 
 
+def partition_count(value: int) -> int:
+    """CreateTopic's ``partitions``: at least 1."""
+    if value < 1:
+        raise InvalidRequestError(f"a topic needs at least 1 partition, not {value}", field="partitions")
+    return value
+
+
+def subscribe_start(request: records_pb2.SubscribeRequest) -> StartPosition:
+    """Check a SubscribeRequest's fields; returns its start position."""
+    _partition(request.partition, request.topic)
+    start = start_position(request.start)
+    if start is StartPosition.OFFSET and request.offset < 0:
+        raise InvalidRequestError(f"offset must not be negative, not {request.offset}", field="offset")
+    if request.max_bytes < 0:
+        raise InvalidRequestError(f"max_bytes must not be negative, not {request.max_bytes}", field="max_bytes")
+    return start
+
+
+def _records(p: records_pb2.PartitionRecords) -> bytes:
+    if not p.records:
+        raise CorruptBatchError(
+            f"{p.topic}/{p.partition}: no record batches in the payload",
+            position=0, topic=p.topic, partition=p.partition,
+        )
+    return p.records
+
+
 def produce_items(request: records_pb2.ProduceRequest) -> list[ProduceItem]:
     return [
-        ProduceItem(p.topic, _partition(p.partition, p.topic), p.records) for p in request.partitions
+        ProduceItem(p.topic, _partition(p.partition, p.topic), _records(p)) for p in request.partitions
     ]
 
 
@@ -106,7 +135,9 @@ def fetched_partition(outcome: FetchOutcome) -> records_pb2.FetchedPartition:
         last_stable_offset=outcome.last_stable_offset,
         next_offset=outcome.next_offset,
         aborted_transactions=[
-            records_pb2.AbortedTransaction(producer_id=a.producer_id, first_offset=a.first_offset)
+            records_pb2.AbortedTransaction(
+                producer_id=a.producer_id, first_offset=a.first_offset, last_offset=a.last_offset
+            )
             for a in outcome.aborted
         ],
     )

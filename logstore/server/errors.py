@@ -42,6 +42,17 @@ STATUS_BY_ERROR: dict[type[errors.LogstoreError], grpc.StatusCode] = {
     errors.ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.RequestTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.UnknownGroupError: grpc.StatusCode.NOT_FOUND,
+    errors.UnknownMemberError: grpc.StatusCode.NOT_FOUND,
+    errors.FencedMemberEpochError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PartitionNotAssignedError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.GroupNotEmptyError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ProducerFencedError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.OutOfOrderSequenceError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.InvalidTransactionStateError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.TransactionAbortedError: grpc.StatusCode.ABORTED,
+    errors.UnknownTransactionalIdError: grpc.StatusCode.NOT_FOUND,
+    errors.UnstableOffsetCommitError: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -24,13 +24,14 @@ from logstore.errors import LimitExceededError, LogstoreError
 from logstore.server import convert
 from logstore.server.errors import error_detail, to_status
 from logstore.server.metrics import Metrics
+from logstore.server.service_groups import GroupServiceMixin
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class LogStoreService(logstore_pb2_grpc.LogStoreServicer):
+class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
     def __init__(self, broker: Broker, metrics: Metrics) -> None:
         self.broker = broker
         self.metrics = metrics
@@ -68,7 +69,9 @@ class LogStoreService(logstore_pb2_grpc.LogStoreServicer):
 
     async def CreateTopic(self, request: admin_pb2.CreateTopicRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
-            description = self.broker.create_topic(request.name, request.partitions, dict(request.config))
+            description = self.broker.create_topic(
+                request.name, convert.partition_count(request.partitions), dict(request.config)
+            )
             return convert.topic_description(description, self.broker)
 
         return await self._unary("CreateTopic", context, call)
@@ -157,6 +160,7 @@ class LogStoreService(logstore_pb2_grpc.LogStoreServicer):
                 min_bytes=request.min_bytes,
                 max_bytes=request.max_bytes,
                 isolation=convert.isolation(request.isolation_level),
+                group=(request.group_id, request.member_id, request.member_epoch) if request.group_id else None,
             )
             for item, outcome in zip(items, outcomes, strict=True):
                 if outcome.records:
@@ -177,7 +181,7 @@ class LogStoreService(logstore_pb2_grpc.LogStoreServicer):
                     limit=limit,
                 )
             start = self.broker.resolve_start(
-                request.topic, request.partition, convert.start_position(request.start),
+                request.topic, request.partition, convert.subscribe_start(request),
                 request.offset, request.timestamp_ms,
             )
             self._subscriptions_by_peer[peer] += 1

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from logstore.errors import (
     LogClosedError,
     OffsetOutOfRangeError,
 )
-from logstore.records import BatchHeader, validate_batches
+from logstore.records import BatchHeader, iter_headers, validate_batches
 from logstore.records.layout import ASSIGNED_PREFIX, ASSIGNED_PREFIX_SIZE
 from logstore.storage.clock import SYSTEM_CLOCK, Clock
 from logstore.storage.config import FLUSH_ALWAYS, LogConfig
@@ -252,18 +252,16 @@ class PartitionLog:
                     header.max_timestamp,
                     header.batch_length,
                 )
-                if not self.active_segment.can_hold(
-                    pending.next_offset, sum(b.length for b in group) + pending.length,
-                    self.config.segment_bytes,
-                ) or self._too_old():
-                    if group:
-                        self.active_segment.append(group)
-                        group = []
-                    self._roll(offset)
                 group.append(pending)
                 offset += span
                 max_timestamp = max(max_timestamp, header.max_timestamp)
+            # One segment takes the whole append (Kafka's rule), so a write that fails is cut
+            # back by the segment and leaves nothing appended.
             if group:
+                if not self.active_segment.can_hold(
+                    offset, sum(b.length for b in group), self.config.segment_bytes
+                ) or self._too_old():
+                    self._roll(first_offset)
                 self.active_segment.append(group)
             self.log_end_offset = offset
         result = AppendResult(first_offset, offset - 1, offset, max_timestamp, len(headers))
@@ -366,6 +364,20 @@ class PartitionLog:
             return ReadResult(data, start, end, offset if next_offset is None else next_offset)
         return ReadResult(memoryview(b""), start, end, offset)
 
+    def batches(self, start_offset: int = 0) -> Iterator[tuple[BatchHeader, memoryview]]:
+        """Every batch from the one holding ``start_offset`` on, as (header, bytes) — header
+        walking only, no record decoding. For rebuilding state (producers, transactions)."""
+        for segment in self._segments:
+            if segment.next_offset <= start_offset:
+                continue
+            size = segment.published[0]
+            position = segment.translate(start_offset, size) if start_offset > segment.base_offset else 0
+            if position is None or not size:
+                continue
+            view = segment.view(position, size)
+            for header in iter_headers(view):
+                yield header, view[header.position : header.position + header.batch_length]
+
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """The first offset whose timestamp is >= ``timestamp``; None if every record is older."""
         start = self.log_start_offset
@@ -407,6 +419,13 @@ class PartitionLog:
                 reopened.recover()
                 reopened.truncate_to(offset)
                 keep[-1] = reopened
+                if reopened.next_offset < self.log_start_offset:
+                    # the cut batch held log start: nothing readable is left, so start an empty
+                    # log at log start (as recovery does), never below it
+                    for segment in keep:
+                        segment.delete()
+                    keep = [_new_segment(self.directory, self.log_start_offset, self.config,
+                                         self.clock.now_ms())]
             self._set_segments(tuple(keep))
             self.log_end_offset = keep[-1].next_offset
             self._group_commit.reset(min(self.recovery_point, self.log_end_offset))

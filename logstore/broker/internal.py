@@ -1,0 +1,73 @@
+"""Internal topics: where the broker keeps its own state as records, compacted by key.
+
+``__consumer_offsets`` holds committed offsets; ``__transaction_state`` the transaction
+coordinator's state. Keys and values are small JSON documents; a null value (tombstone) deletes a
+key, and compaction keeps each topic as small as its live keys. Both topics are ``flush=always``:
+what the broker acknowledges from them is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from logstore.records import decode_records, encode_batch
+from logstore.storage import DataDir, PartitionLog
+
+OFFSETS_TOPIC = "__consumer_offsets"
+TRANSACTIONS_TOPIC = "__transaction_state"
+
+INTERNAL_CONFIG: dict[str, Any] = {
+    "cleanup_policy": "compact",
+    "flush": "always",
+    "segment_bytes": 16 << 20,
+    "retention_ms": -1,
+    "delete_retention_ms": 24 * 3600 * 1000,
+}
+
+
+def ensure_topic(data_dir: DataDir, name: str, partitions: int) -> list[PartitionLog]:
+    if not data_dir.has_topic(name):
+        data_dir.create_topic(name, partitions, INTERNAL_CONFIG, internal=True)
+    topic = data_dir.topic(name)
+    return topic.logs
+
+
+def partition_for(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+def encode_key(*parts: Any) -> bytes:
+    return json.dumps(list(parts), separators=(",", ":")).encode()
+
+
+def encode_value(value: dict[str, Any] | None) -> bytes | None:
+    return None if value is None else json.dumps(value, separators=(",", ":")).encode()
+
+
+def append_entries(partition_log: PartitionLog, entries: Sequence[tuple[bytes, bytes | None]]) -> int:
+    """Append (key, value) entries as one batch — all or nothing — and wait until durable."""
+    batch = encode_batch([v for _, v in entries], keys=[k for k, _ in entries])
+    result = partition_log.append(batch, sync=True)
+    return result.last_offset
+
+
+def read_entries(partition_log: PartitionLog) -> Iterator[tuple[int, list[Any], dict[str, Any] | None]]:
+    """Every (offset, key, value) from log start to log end, in order."""
+    offset = partition_log.log_start_offset
+    end = partition_log.log_end_offset
+    while offset < end:
+        result = partition_log.read(offset, 4 << 20)
+        records = decode_records(result.data, min_offset=offset)
+        if not records:
+            offset = result.next_offset if result.next_offset > offset else end
+            continue
+        for record in records:
+            if record.key is None:
+                continue
+            key = json.loads(record.key)
+            value = None if record.value is None else json.loads(record.value)
+            yield record.offset, key, value
+        offset = records[-1].offset + 1

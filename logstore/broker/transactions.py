@@ -1,0 +1,353 @@
+"""The transaction coordinator: producer ids, epochs, and atomic commit or abort.
+
+A transactional producer calls ``init_producer_id(transactional_id)``: it gets the id's producer
+id with a bumped epoch, which fences every older instance (their requests fail with
+PRODUCER_FENCED), and any transaction the old instance left open is aborted first. Then, per
+transaction: ``add_partitions`` before producing to a partition, produce transactional batches,
+``add_offsets`` for a consumer group (consume-transform-produce), and ``end`` to commit or abort:
+
+1. the state becomes PREPARE_COMMIT / PREPARE_ABORT (persisted),
+2. a COMMIT / ABORT marker (a control batch) is appended to every partition of the transaction,
+3. on commit, the group offsets are committed,
+4. the state becomes COMPLETE_COMMIT / COMPLETE_ABORT (persisted).
+
+The state of every transactional id lives in the compacted internal topic
+``__transaction_state``; after a restart a PREPARE_* transaction is finished and an ONGOING one
+is aborted, so nothing is ever left half visible. A transaction open longer than its timeout is
+aborted (and the epoch bumped, fencing the producer that let it time out). Producer ids come from
+blocks recorded in the same topic, so they are never handed out twice.
+
+Threading: event loop thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from logstore.broker.groups.offsets import OffsetStore
+from logstore.broker.internal import (
+    TRANSACTIONS_TOPIC,
+    append_entries,
+    encode_key,
+    encode_value,
+    ensure_topic,
+    read_entries,
+)
+from logstore.errors import (
+    InvalidRequestError,
+    InvalidTransactionStateError,
+    ProducerFencedError,
+    TransactionAbortedError,
+    UnknownTransactionalIdError,
+)
+from logstore.storage import DataDir
+from logstore.storage.clock import Clock
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+
+EMPTY = "empty"
+ONGOING = "ongoing"
+PREPARE_COMMIT = "prepare_commit"
+PREPARE_ABORT = "prepare_abort"
+COMPLETE_COMMIT = "complete_commit"
+COMPLETE_ABORT = "complete_abort"
+
+PRODUCER_ID_BLOCK = 1000
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
+MAX_TRANSACTION_TIMEOUT_MS = 15 * 60_000
+MAX_EPOCH = (1 << 15) - 1
+
+#: (producer id, epoch, partitions, commit) -> writes the markers.
+MarkerWriter = Callable[[int, int, list[TopicPartition], bool], None]
+
+
+@dataclass
+class Transaction:
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    timeout_ms: int
+    state: str = EMPTY
+    partitions: set[TopicPartition] = field(default_factory=set)
+    offsets: dict[str, dict[TopicPartition, tuple[int, str]]] = field(default_factory=dict)
+    started_ms: int = 0
+    #: Set when the broker aborted the transaction on its own (a topic was deleted); the producer
+    #: learns it from its next call.
+    abort_reason: str = ""
+
+    def to_value(self) -> dict:  # type: ignore[type-arg]
+        return {
+            "producer_id": self.producer_id,
+            "producer_epoch": self.producer_epoch,
+            "timeout_ms": self.timeout_ms,
+            "state": self.state,
+            "partitions": sorted([t, p] for t, p in self.partitions),
+            "offsets": {
+                group: [[t, p, o, m] for (t, p), (o, m) in sorted(entries.items())]
+                for group, entries in self.offsets.items()
+            },
+            "started_ms": self.started_ms,
+            "abort_reason": self.abort_reason,
+        }
+
+    @classmethod
+    def from_value(cls, transactional_id: str, value: dict) -> Transaction:  # type: ignore[type-arg]
+        return cls(
+            transactional_id,
+            int(value["producer_id"]),
+            int(value["producer_epoch"]),
+            int(value["timeout_ms"]),
+            str(value["state"]),
+            {(t, int(p)) for t, p in value.get("partitions", [])},
+            {
+                group: {(t, int(p)): (int(o), str(m)) for t, p, o, m in entries}
+                for group, entries in value.get("offsets", {}).items()
+            },
+            int(value.get("started_ms", 0)),
+            str(value.get("abort_reason", "")),
+        )
+
+
+class TransactionCoordinator:
+    def __init__(self, data_dir: DataDir, clock: Clock, offsets: OffsetStore, write_markers: MarkerWriter) -> None:
+        self.data_dir = data_dir
+        self.clock = clock
+        self.offsets = offsets
+        self.write_markers = write_markers
+        (self._log,) = ensure_topic(data_dir, TRANSACTIONS_TOPIC, 1)
+        self.transactions: dict[str, Transaction] = {}
+        self._by_producer: dict[int, Transaction] = {}
+        self._next_producer_id = 0
+        self._block_end = 0
+        self._load()
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for _, key, value in read_entries(self._log):
+            if key == ["producer_id_block"] and value is not None:
+                self._block_end = max(self._block_end, int(value["end"]))
+            elif isinstance(key, list) and len(key) == 2 and key[0] == "txn":
+                if value is None:
+                    self.transactions.pop(key[1], None)
+                else:
+                    self.transactions[key[1]] = Transaction.from_value(key[1], value)
+        self._next_producer_id = self._block_end  # never reuse ids of an unfinished block
+        for transaction in self.transactions.values():
+            self._by_producer[transaction.producer_id] = transaction
+        for transaction in list(self.transactions.values()):
+            if transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                log.info("finishing transaction %s left in %s", transaction.transactional_id, transaction.state)
+                self._complete(transaction, transaction.state == PREPARE_COMMIT)
+            elif transaction.state == ONGOING:
+                log.info("aborting transaction %s left open by a restart", transaction.transactional_id)
+                self._abort(transaction, bump_epoch=True)
+
+    def _persist(self, transaction: Transaction) -> None:
+        append_entries(
+            self._log,
+            [(encode_key("txn", transaction.transactional_id), encode_value(transaction.to_value()))],
+        )
+
+    def allocate_producer_id(self) -> int:
+        if self._next_producer_id >= self._block_end:
+            end = self._block_end + PRODUCER_ID_BLOCK
+            append_entries(self._log, [(encode_key("producer_id_block"), encode_value({"end": end}))])
+            self._next_producer_id = self._block_end
+            self._block_end = end
+        producer_id = self._next_producer_id
+        self._next_producer_id += 1
+        return producer_id
+
+    # -- the API --------------------------------------------------------------------------------
+
+    def init_producer_id(self, transactional_id: str, timeout_ms: int = 0) -> tuple[int, int]:
+        """A new producer id (idempotent producer), or the transactional id's with a new epoch."""
+        if not transactional_id:
+            return self.allocate_producer_id(), 0
+        timeout_ms = timeout_ms or DEFAULT_TRANSACTION_TIMEOUT_MS
+        if not 0 < timeout_ms <= MAX_TRANSACTION_TIMEOUT_MS:
+            raise InvalidRequestError(
+                f"transaction_timeout_ms must be in (0, {MAX_TRANSACTION_TIMEOUT_MS}]",
+                field="transaction_timeout_ms",
+            )
+        transaction = self.transactions.get(transactional_id)
+        if transaction is None:
+            transaction = Transaction(transactional_id, self.allocate_producer_id(), 0, timeout_ms)
+        else:
+            if transaction.state == ONGOING:
+                self._abort(transaction, bump_epoch=False)
+            elif transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
+                self._complete(transaction, transaction.state == PREPARE_COMMIT)
+            if transaction.producer_epoch >= MAX_EPOCH:
+                self._by_producer.pop(transaction.producer_id, None)
+                transaction.producer_id = self.allocate_producer_id()
+                transaction.producer_epoch = 0
+            else:
+                transaction.producer_epoch += 1
+            transaction.timeout_ms = timeout_ms
+            transaction.state = EMPTY
+        self.transactions[transactional_id] = transaction
+        self._by_producer[transaction.producer_id] = transaction
+        self._persist(transaction)
+        return transaction.producer_id, transaction.producer_epoch
+
+    def _current(self, transactional_id: str, producer_id: int, producer_epoch: int) -> Transaction:
+        transaction = self.transactions.get(transactional_id)
+        if transaction is None:
+            raise UnknownTransactionalIdError(transactional_id)
+        if transaction.producer_id != producer_id or transaction.producer_epoch != producer_epoch:
+            raise ProducerFencedError(
+                producer_id, producer_epoch, transaction.producer_epoch, transactional_id=transactional_id
+            )
+        return transaction
+
+    def _raise_if_aborted(self, transaction: Transaction) -> None:
+        if transaction.abort_reason:
+            reason, transaction.abort_reason = transaction.abort_reason, ""
+            self._persist(transaction)
+            raise TransactionAbortedError(
+                f"transaction {transaction.transactional_id!r} was aborted: {reason}",
+                transactional_id=transaction.transactional_id,
+            )
+
+    def _begin(self, transaction: Transaction) -> None:
+        self._raise_if_aborted(transaction)
+        if transaction.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT):
+            transaction.state = ONGOING
+            transaction.started_ms = self.clock.now_ms()
+            transaction.partitions = set()
+            transaction.offsets = {}
+        elif transaction.state != ONGOING:
+            raise InvalidTransactionStateError(
+                f"transaction {transaction.transactional_id!r} is {transaction.state}",
+                transactional_id=transaction.transactional_id,
+                state=transaction.state,
+            )
+
+    def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: list[TopicPartition]) -> None:
+        transaction = self._current(transactional_id, producer_id, producer_epoch)
+        for topic, partition in partitions:
+            self.data_dir.log(topic, partition)  # raises UnknownTopic / UnknownPartition
+        self._begin(transaction)
+        new = set(partitions) - transaction.partitions
+        if new:
+            transaction.partitions |= new
+            self._persist(transaction)
+
+    def add_offsets(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str,
+        offsets: list[tuple[str, int, int, str]],
+    ) -> None:
+        transaction = self._current(transactional_id, producer_id, producer_epoch)
+        self._begin(transaction)
+        entries = transaction.offsets.setdefault(group_id, {})
+        for topic, partition, offset, metadata in offsets:
+            entries[(topic, partition)] = (offset, metadata)
+        self._persist(transaction)
+
+    def end(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> None:
+        transaction = self._current(transactional_id, producer_id, producer_epoch)
+        if transaction.abort_reason:
+            if commit:
+                self._raise_if_aborted(transaction)
+            transaction.abort_reason = ""
+            self._persist(transaction)
+            return
+        if transaction.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT):
+            return  # nothing was sent in this transaction
+        if transaction.state != ONGOING:
+            raise InvalidTransactionStateError(
+                f"transaction {transactional_id!r} is {transaction.state}",
+                transactional_id=transactional_id, state=transaction.state,
+            )
+        gone = sorted(tp for tp in transaction.partitions if not self.data_dir.has_topic(tp[0]))
+        if commit and gone:
+            self._abort(transaction, bump_epoch=False)
+            raise TransactionAbortedError(
+                f"transaction {transactional_id!r} was aborted: topic {gone[0][0]!r} was deleted",
+                transactional_id=transactional_id, topic=gone[0][0],
+            )
+        self._complete(transaction, commit, prepare=True)
+
+    def _complete(self, transaction: Transaction, commit: bool, prepare: bool = False) -> None:
+        if prepare:
+            transaction.state = PREPARE_COMMIT if commit else PREPARE_ABORT
+            self._persist(transaction)
+        partitions = sorted(tp for tp in transaction.partitions if self.data_dir.has_topic(tp[0]))
+        self.write_markers(transaction.producer_id, transaction.producer_epoch, partitions, commit)
+        if commit:
+            for group, entries in transaction.offsets.items():
+                self.offsets.commit(group, [(t, p, o, m) for (t, p), (o, m) in entries.items()])
+        transaction.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
+        transaction.partitions = set()
+        transaction.offsets = {}
+        self._persist(transaction)
+
+    def _abort(self, transaction: Transaction, *, bump_epoch: bool) -> None:
+        if bump_epoch and transaction.producer_epoch < MAX_EPOCH:
+            transaction.producer_epoch += 1  # fence the producer that left it open
+        self._complete(transaction, False, prepare=True)
+
+    # -- checks for produce -------------------------------------------------------------------------
+
+    def check_produce(self, producer_id: int, producer_epoch: int, topic: str, partition: int) -> None:
+        """A transactional batch is accepted only inside an ongoing transaction that added its
+        partition, from the current epoch."""
+        transaction = self._by_producer.get(producer_id)
+        if transaction is None:
+            raise InvalidTransactionStateError(
+                f"producer {producer_id} has no transaction; call InitProducerId with a transactional id",
+                producer_id=producer_id,
+            )
+        if producer_epoch != transaction.producer_epoch:
+            raise ProducerFencedError(
+                producer_id, producer_epoch, transaction.producer_epoch,
+                transactional_id=transaction.transactional_id,
+            )
+        if transaction.state != ONGOING or (topic, partition) not in transaction.partitions:
+            raise InvalidTransactionStateError(
+                f"{topic}/{partition} was not added to transaction {transaction.transactional_id!r} "
+                f"(state {transaction.state}); call AddPartitionsToTxn first",
+                transactional_id=transaction.transactional_id, topic=topic, partition=partition,
+            )
+
+    def current_epoch(self, producer_id: int) -> int | None:
+        transaction = self._by_producer.get(producer_id)
+        return None if transaction is None else transaction.producer_epoch
+
+    def pending_offsets(self, group_id: str) -> set[TopicPartition]:
+        """Partitions of ``group_id`` with an offset commit waiting in an open transaction."""
+        pending: set[TopicPartition] = set()
+        for transaction in self.transactions.values():
+            if transaction.state in (ONGOING, PREPARE_COMMIT):
+                pending |= set(transaction.offsets.get(group_id, {}))
+        return pending
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def expire(self) -> int:
+        """Abort transactions open longer than their timeout; returns how many."""
+        now = self.clock.now_ms()
+        aborted = 0
+        for transaction in list(self.transactions.values()):
+            if transaction.state == ONGOING and now - transaction.started_ms > transaction.timeout_ms:
+                log.warning(
+                    "aborting transaction %s: open for more than %d ms",
+                    transaction.transactional_id, transaction.timeout_ms,
+                )
+                self._abort(transaction, bump_epoch=True)
+                aborted += 1
+        return aborted
+
+    def topic_deleted(self, topic: str) -> None:
+        """Abort every ongoing transaction that wrote to ``topic``."""
+        for transaction in list(self.transactions.values()):
+            if transaction.state == ONGOING and any(t == topic for t, _ in transaction.partitions):
+                log.warning("aborting transaction %s: topic %s was deleted", transaction.transactional_id, topic)
+                transaction.abort_reason = f"topic {topic!r} was deleted"
+                self._abort(transaction, bump_epoch=False)
