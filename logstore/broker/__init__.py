@@ -6,6 +6,7 @@ No gRPC here: ``logstore.server`` is the one place gRPC meets the broker.
 from logstore.broker.broker import Broker
 from logstore.broker.config import BrokerConfig
 from logstore.broker.types import (
+    AbortedTransaction,
     Acks,
     FetchItem,
     FetchOutcome,
@@ -19,6 +20,7 @@ from logstore.broker.types import (
 )
 
 __all__ = [
+    "AbortedTransaction",
     "Acks",
     "Broker",
     "BrokerConfig",

@@ -99,7 +99,8 @@ class Broker:
         """Open the data directory at ``path`` (recovering it if needed); call on the loop."""
         config = config or BrokerConfig()
         data_dir = DataDir.open(
-            path, defaults=config.topic_defaults, limits=config.limits, background=background
+            path, defaults=config.topic_defaults, limits=config.limits,
+            intervals=config.maintenance, background=background,
         )
         return cls(data_dir, config, asyncio.get_running_loop())
 
@@ -205,9 +206,9 @@ class Broker:
         for item in items:
             partition_log = self.data_dir.log(item.topic, item.partition)
             if not item.records:
-                raise InvalidRequestError(
-                    f"no record batches for {item.topic}/{item.partition}",
-                    field="records", topic=item.topic, partition=item.partition,
+                raise CorruptBatchError(
+                    f"{item.topic}/{item.partition}: no record batches in the payload",
+                    position=0, topic=item.topic, partition=item.partition,
                 )
             try:
                 headers = validate_batches(item.records)
@@ -218,6 +219,12 @@ class Broker:
                 ) from exc
             limit = partition_log.config.max_batch_bytes
             for header in headers:
+                if header.record_count < 1:
+                    raise CorruptBatchError(
+                        f"{item.topic}/{item.partition}: batch at position {header.position} "
+                        f"holds no records",
+                        position=header.position, topic=item.topic, partition=item.partition,
+                    )
                 if header.is_control:
                     raise InvalidRequestError(
                         f"{item.topic}/{item.partition}: control batches are written by the broker only",

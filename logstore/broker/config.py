@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from logstore.storage import LogConfig
-from logstore.storage.data_dir import Limits
+from logstore.storage.data_dir import Limits, MaintenanceIntervals
 
 MIB = 1 << 20
 
@@ -15,6 +15,8 @@ class BrokerConfig:
     #: Defaults for topics created without those keys.
     topic_defaults: LogConfig = field(default_factory=LogConfig)
     limits: Limits = field(default_factory=Limits)
+    #: How often the storage maintenance thread checkpoints, applies retention, compacts.
+    maintenance: MaintenanceIntervals = field(default_factory=MaintenanceIntervals)
     #: Largest request (and so largest produce payload) the server accepts.
     max_request_bytes: int = 64 * MIB
     #: Largest Fetch response; also the cap on a request's max_bytes.

@@ -49,7 +49,9 @@ def encode_value(value: dict[str, Any] | None) -> bytes | None:
 
 def append_entries(partition_log: PartitionLog, entries: Sequence[tuple[bytes, bytes | None]]) -> int:
     """Append (key, value) entries as one batch — all or nothing — and wait until durable."""
-    batch = encode_batch([v for _, v in entries], keys=[k for k, _ in entries])
+    batch = encode_batch(
+        [v for _, v in entries], keys=[k for k, _ in entries], timestamps=partition_log.clock.now_ms()
+    )  # the broker's clock, which compaction's tombstone horizon is measured on
     result = partition_log.append(batch, sync=True)
     return result.last_offset
 

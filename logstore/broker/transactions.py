@@ -191,6 +191,7 @@ class TransactionCoordinator:
                 transaction.producer_epoch += 1
             transaction.timeout_ms = timeout_ms
             transaction.state = EMPTY
+            transaction.abort_reason = ""  # told to the fenced instance, never to the new one
         self.transactions[transactional_id] = transaction
         self._by_producer[transaction.producer_id] = transaction
         self._persist(transaction)

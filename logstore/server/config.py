@@ -21,6 +21,11 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     [topic_defaults]                    # defaults for topics created without these keys
     flush = "interval"
     flush_interval_ms = 1000
+
+    [maintenance]                       # how often the storage maintenance thread works
+    checkpoint_interval_ms = 10000
+    retention_check_interval_ms = 30000
+    compaction_interval_ms = 15000
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 from logstore.broker import BrokerConfig
 from logstore.errors import InvalidConfigError
 from logstore.storage import LogConfig
-from logstore.storage.data_dir import Limits
+from logstore.storage.data_dir import Limits, MaintenanceIntervals
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:7071"
@@ -56,6 +61,7 @@ class ServerConfig:
         """Defaults, then the TOML file at ``path``, then ``overrides`` (None values ignored)."""
         values: dict[str, Any] = {}
         limits: dict[str, Any] = {}
+        maintenance: dict[str, Any] = {}
         topic_defaults: dict[str, Any] = {}
         if path is not None:
             try:
@@ -67,6 +73,7 @@ class ServerConfig:
                 raise InvalidConfigError(f"config file {path}: {exc}", key="config") from None
             limits = dict(document.pop("limits", {}))
             topic_defaults = dict(document.pop("topic_defaults", {}))
+            maintenance = dict(document.pop("maintenance", {}))
             values.update(document)
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)} - {"broker"}
@@ -80,8 +87,13 @@ class ServerConfig:
         for key in limits:
             if key not in broker_fields | limit_fields:
                 raise InvalidConfigError(f"unknown limit {key!r}", key=key)
+        maintenance_fields = {f.name for f in dataclasses.fields(MaintenanceIntervals)}
+        for key in maintenance:
+            if key not in maintenance_fields:
+                raise InvalidConfigError(f"unknown maintenance key {key!r}", key=key)
         broker = BrokerConfig(
             topic_defaults=LogConfig.from_dict(topic_defaults),
+            maintenance=MaintenanceIntervals(**{k: int(v) for k, v in maintenance.items()}),
             limits=Limits(**{k: int(v) for k, v in limits.items() if k in limit_fields}),
             **{k: int(v) for k, v in limits.items() if k in broker_fields},
         )

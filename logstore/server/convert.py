@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from logstore.api.v1 import admin_pb2, common_pb2, records_pb2
 from logstore.broker import (
+    AbortedTransaction,
     Acks,
     Broker,
     FetchItem,
@@ -134,16 +135,20 @@ def fetched_partition(outcome: FetchOutcome) -> records_pb2.FetchedPartition:
         log_start_offset=outcome.log_start_offset,
         last_stable_offset=outcome.last_stable_offset,
         next_offset=outcome.next_offset,
-        aborted_transactions=[
-            records_pb2.AbortedTransaction(
-                producer_id=a.producer_id, first_offset=a.first_offset, last_offset=a.last_offset
-            )
-            for a in outcome.aborted
-        ],
+        aborted_transactions=aborted(outcome.aborted),
     )
     if outcome.error is not None:
         result.error.CopyFrom(error_detail(outcome.error))
     return result
+
+
+def aborted(items: list[AbortedTransaction]) -> list[records_pb2.AbortedTransaction]:
+    return [
+        records_pb2.AbortedTransaction(
+            producer_id=a.producer_id, first_offset=a.first_offset, last_offset=a.last_offset
+        )
+        for a in items
+    ]
 
 
 def list_offsets_items(request: records_pb2.ListOffsetsRequest) -> list[ListOffsetsItem]:

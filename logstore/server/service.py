@@ -186,17 +186,21 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
             )
             self._subscriptions_by_peer[peer] += 1
             self.metrics.subscriptions.inc()
+            position = start  # offsets delivered so far end here
             try:
                 async for outcome in self.broker.subscribe(
                     request.topic, request.partition, start,
                     max_bytes=request.max_bytes, isolation=convert.isolation(request.isolation_level),
                 ):
-                    self.metrics.fetched(request.topic, 0, len(outcome.records))
+                    self.metrics.fetched(request.topic, outcome.next_offset - position, len(outcome.records))
+                    position = outcome.next_offset
                     yield records_pb2.SubscribeResponse(
                         records=bytes(outcome.records),
                         high_watermark=outcome.high_watermark,
                         log_start_offset=outcome.log_start_offset,
                         next_offset=outcome.next_offset,
+                        start_offset=start,
+                        aborted_transactions=convert.aborted(outcome.aborted),
                     )
             finally:
                 self.metrics.subscriptions.dec()

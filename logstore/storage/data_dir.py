@@ -39,6 +39,7 @@ from typing import Any
 
 from logstore.errors import (
     InvalidNameError,
+    InvalidRequestError,
     LimitExceededError,
     LogClosedError,
     StorageError,
@@ -88,9 +89,9 @@ class MaintenanceIntervals:
     """How often the maintenance thread does each job, in milliseconds."""
 
     tick_ms: int = 50
-    checkpoint_ms: int = 10_000
-    retention_ms: int = 30_000
-    compaction_ms: int = 15_000
+    checkpoint_interval_ms: int = 10_000
+    retention_check_interval_ms: int = 30_000
+    compaction_interval_ms: int = 15_000
 
 
 @dataclass
@@ -279,7 +280,7 @@ class DataDir:
         table = {
             name: {
                 "partitions": topic.partitions,
-                "config": topic.config.overrides(),
+                "config": topic.config.overrides(self.defaults),  # reopened over self.defaults
                 "internal": topic.internal,
             }
             for name, topic in self._topics.items()
@@ -391,11 +392,11 @@ class DataDir:
             self._check_open()
             topic = self._topic(name)
             if total <= topic.partitions:
-                raise LimitExceededError(
+                raise InvalidRequestError(
                     f"topic {name!r} already has {topic.partitions} partitions; "
                     f"the new count must be larger, not {total}",
-                    limit_name="partitions",
-                    limit=topic.partitions,
+                    field="total",
+                    partitions=topic.partitions,
                 )
             if total > self.limits.max_partitions_per_topic:
                 raise LimitExceededError(
@@ -558,12 +559,12 @@ class DataDir:
                 report["flushed"] += 1
             if due:
                 self._last_flush[partition_log] = now
-        if self._due("checkpoint", self.intervals.checkpoint_ms, now, scheduled):
+        if self._due("checkpoint", self.intervals.checkpoint_interval_ms, now, scheduled):
             for partition_log in list(self.logs()):
                 self._guard(partition_log.checkpoint, partition_log)
-        if self._due("retention", self.intervals.retention_ms, now, scheduled):
+        if self._due("retention", self.intervals.retention_check_interval_ms, now, scheduled):
             report["retention"] = self.run_retention()
-        if self._due("compaction", self.intervals.compaction_ms, now, scheduled):
+        if self._due("compaction", self.intervals.compaction_interval_ms, now, scheduled):
             report["compaction"] = self.run_compaction()
         return report
 
