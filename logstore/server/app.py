@@ -19,10 +19,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from logstore.api.v1 import logstore_pb2, logstore_pb2_grpc
+from logstore.api.v1 import logstore_pb2
 from logstore.broker import Broker
 from logstore.errors import LogstoreError, StorageError
 from logstore.server.config import ServerConfig, split_address
+from logstore.server.handlers import generic_handler
 from logstore.server.logs import configure
 from logstore.server.metrics import Metrics
 from logstore.server.service import LogStoreService
@@ -77,7 +78,7 @@ async def run(config: ServerConfig) -> int:
     metrics = Metrics()
     metrics.attach(broker)
     server = grpc.aio.server(options=grpc_options(config))
-    logstore_pb2_grpc.add_LogStoreServicer_to_server(LogStoreService(broker, metrics), server)
+    server.add_generic_rpc_handlers((generic_handler(LogStoreService(broker, metrics)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

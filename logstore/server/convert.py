@@ -22,6 +22,7 @@ from logstore.broker import (
 )
 from logstore.errors import CorruptBatchError, InvalidRequestError
 from logstore.server.errors import error_detail
+from logstore.server.wire import ProduceRequestView
 from logstore.storage import TopicDescription
 
 _ACKS = {
@@ -99,7 +100,7 @@ def _records(p: records_pb2.PartitionRecords) -> bytes:
     return p.records
 
 
-def produce_items(request: records_pb2.ProduceRequest) -> list[ProduceItem]:
+def produce_items(request: records_pb2.ProduceRequest | ProduceRequestView) -> list[ProduceItem]:
     return [
         ProduceItem(p.topic, _partition(p.partition, p.topic), _records(p)) for p in request.partitions
     ]
@@ -126,11 +127,12 @@ def fetch_items(request: records_pb2.FetchRequest) -> list[FetchItem]:
     ]
 
 
-def fetched_partition(outcome: FetchOutcome) -> records_pb2.FetchedPartition:
+def fetched_partition(outcome: FetchOutcome, *, with_records: bool = True) -> records_pb2.FetchedPartition:
+    """The partition's message; ``with_records=False`` leaves records out for ``wire``."""
     result = records_pb2.FetchedPartition(
         topic=outcome.topic,
         partition=outcome.partition,
-        records=bytes(outcome.records),
+        records=bytes(outcome.records) if with_records else b"",
         high_watermark=outcome.high_watermark,
         log_start_offset=outcome.log_start_offset,
         last_stable_offset=outcome.last_stable_offset,

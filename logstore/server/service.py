@@ -21,7 +21,7 @@ import grpc
 from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
 from logstore.broker import Broker
 from logstore.errors import LimitExceededError, LogstoreError
-from logstore.server import convert
+from logstore.server import convert, wire
 from logstore.server.errors import error_detail, to_status
 from logstore.server.metrics import Metrics
 from logstore.server.service_groups import GroupServiceMixin
@@ -115,7 +115,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     # -- records ------------------------------------------------------------------------------------
 
-    async def _produce(self, request: records_pb2.ProduceRequest) -> records_pb2.ProduceResponse:
+    async def _produce(self, request: wire.ProduceRequestView) -> records_pb2.ProduceResponse:
         items = convert.produce_items(request)
         outcomes = await self.broker.produce(items, convert.acks(request.acks))
         for item, outcome in zip(items, outcomes, strict=True):
@@ -128,31 +128,37 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
             results=[convert.produce_result(outcome) for outcome in outcomes],
         )
 
-    async def Produce(self, request: records_pb2.ProduceRequest, context: Any) -> records_pb2.ProduceResponse:
-        return await self._unary("Produce", context, lambda: self._produce(request))
+    async def Produce(self, request: bytes, context: Any) -> records_pb2.ProduceResponse:
+        """Takes the serialized request: batches stay views of it (see ``handlers.py``)."""
+        return await self._unary("Produce", context, lambda: self._produce(wire.parse_produce_request(request)))
 
     async def ProduceStream(
-        self, request_iterator: AsyncIterator[records_pb2.ProduceRequest], context: Any
+        self, request_iterator: AsyncIterator[bytes], context: Any
     ) -> AsyncIterator[records_pb2.ProduceResponse]:
         """Requests are handled one after another, so responses keep request order. A request
         that fails is answered with ``error`` set; the stream stays open."""
         async with self._rpc("ProduceStream", context):
-            async for request in request_iterator:
+            async for raw in request_iterator:
                 started = time.perf_counter()
+                correlation_id = 0
                 try:
+                    request = wire.parse_produce_request(raw)
+                    correlation_id = request.correlation_id
                     response = await self._produce(request)
                 except LogstoreError as exc:
                     self.metrics.errors.labels(reason=exc.reason).inc()
                     response = records_pb2.ProduceResponse(
-                        correlation_id=request.correlation_id, error=error_detail(exc)
+                        correlation_id=correlation_id, error=error_detail(exc)
                     )
                 self.metrics.latency.labels(method="ProduceStream.request").observe(
                     time.perf_counter() - started
                 )
                 yield response
 
-    async def Fetch(self, request: records_pb2.FetchRequest, context: Any) -> records_pb2.FetchResponse:
-        async def call() -> records_pb2.FetchResponse:
+    async def Fetch(self, request: records_pb2.FetchRequest, context: Any) -> bytes:
+        """Answers a serialized FetchResponse (see ``handlers.py``)."""
+
+        async def call() -> bytes:
             items = convert.fetch_items(request)
             outcomes = await self.broker.fetch(
                 items,
@@ -165,11 +171,18 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
             for item, outcome in zip(items, outcomes, strict=True):
                 if outcome.records:
                     self.metrics.fetched(item.topic, outcome.next_offset - item.offset, len(outcome.records))
-            return records_pb2.FetchResponse(partitions=[convert.fetched_partition(o) for o in outcomes])
+            # serialized here, records straight from the segment mapping: one copy (wire.py)
+            return wire.encode_fetch_response(
+                [
+                    wire.encode_fetched_partition(convert.fetched_partition(o, with_records=False), o.records)
+                    for o in outcomes
+                ]
+            )
 
         return await self._unary("Fetch", context, call)
 
-    async def Subscribe(self, request: records_pb2.SubscribeRequest, context: Any) -> AsyncIterator[records_pb2.SubscribeResponse]:
+    async def Subscribe(self, request: records_pb2.SubscribeRequest, context: Any) -> AsyncIterator[bytes]:
+        """Yields serialized SubscribeResponses (see ``handlers.py``)."""
         peer = context.peer()
         async with self._rpc("Subscribe", context):
             limit = self.broker.config.max_subscriptions_per_connection
@@ -194,13 +207,15 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
                 ):
                     self.metrics.fetched(request.topic, outcome.next_offset - position, len(outcome.records))
                     position = outcome.next_offset
-                    yield records_pb2.SubscribeResponse(
-                        records=bytes(outcome.records),
-                        high_watermark=outcome.high_watermark,
-                        log_start_offset=outcome.log_start_offset,
-                        next_offset=outcome.next_offset,
-                        start_offset=start,
-                        aborted_transactions=convert.aborted(outcome.aborted),
+                    yield wire.encode_subscribe_response(
+                        records_pb2.SubscribeResponse(
+                            high_watermark=outcome.high_watermark,
+                            log_start_offset=outcome.log_start_offset,
+                            next_offset=outcome.next_offset,
+                            start_offset=start,
+                            aborted_transactions=convert.aborted(outcome.aborted),
+                        ),
+                        outcome.records,
                     )
             finally:
                 self.metrics.subscriptions.dec()
