@@ -120,9 +120,9 @@ class LogConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def overrides(self) -> dict[str, Any]:
-        """The keys that differ from the defaults."""
-        default = LogConfig()
+    def overrides(self, base: LogConfig | None = None) -> dict[str, Any]:
+        """The keys that differ from ``base`` (default: the built-in defaults)."""
+        default = base or LogConfig()
         return {k: v for k, v in self.to_dict().items() if getattr(default, k) != v}
 
 

@@ -287,6 +287,7 @@ class PartitionLog:
             return  # an empty active segment that cannot hold the batch: batch is too big
         old.seal()
         new = _new_segment(self.directory, base_offset, self.config, self.clock.now_ms())
+        fsync_dir(self.directory)  # the new segment's directory entry survives a power loss
         self._set_segments((*self._segments, new))
         log.debug("rolled %s/%s at offset %d", self.topic, self.partition, base_offset)
         if self._on_roll is not None:

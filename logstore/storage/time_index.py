@@ -39,7 +39,11 @@ class TimeIndex(IndexFile):
         return self._timestamps[self.entries - 1] if self.entries else -1
 
     def maybe_append(self, timestamp: int, offset: int) -> None:
-        """Add (timestamp, offset) if the timestamp grew and the offset moved forward."""
+        """Add (timestamp, offset) if the timestamp grew and the offset moved forward.
+
+        A full index overwrites its last entry instead, so the last entry always carries the
+        segment's largest timestamp (``load`` relies on it); lookups scan from the entry before.
+        """
         if self.entries:
             if timestamp <= self._timestamps[self.entries - 1]:
                 return
@@ -48,6 +52,13 @@ class TimeIndex(IndexFile):
                 return
         relative = offset - self.base_offset
         if self.is_full:
+            if self._memmap is None or not self.writable:
+                raise CorruptIndexError(f"index {self.path} is read-only", path=str(self.path))
+            last = self.entries - 1
+            self._memmap[last] = (timestamp, relative)
+            # timestamp first: a concurrent reader sees (new, old offset), which is still true
+            self._timestamps[last] = timestamp
+            self._relative_offsets[last] = relative
             return
         self._write(timestamp, relative)
         self._timestamps.append(timestamp)

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from logstore.errors import (
     BatchTooLargeError,
@@ -489,32 +491,28 @@ def test_a_failing_write_leaves_the_log_consistent(open_log, monkeypatch, reopen
     assert read_all(partition_log) == expected(6)
 
 
-def test_a_failing_write_after_a_roll_leaves_offsets_consistent(open_log, monkeypatch):
+def test_a_failing_multi_batch_append_that_rolls_appends_nothing(open_log, monkeypatch):
     partition_log = open_log()
-    fill(partition_log, 20)  # 20 * 184 bytes: the next two batches straddle a roll
+    fill(partition_log, 20)  # 20 * 184 bytes: three more batches do not fit the segment
     payload = value_batch(20) + value_batch(21) + value_batch(22)
-    real = os.pwritev
-    calls = []
-
-    def pwritev(fd, buffers, position):  # the first write (before the roll) works
-        calls.append(1)
-        if len(calls) == 1:
-            return real(fd, buffers, position)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(segment_module.os, "pwritev", pwritev)
+    fail_after(monkeypatch, written=300)
     with pytest.raises(DiskFullError):
         partition_log.append(payload)
     monkeypatch.undo()
-    assert len(partition_log.segments) == 2
-    end = partition_log.log_end_offset
-    assert end == partition_log.active_segment.next_offset
-    records = read_all(partition_log)
-    assert [o for o, _ in records] == list(range(end))
-    partition_log.append(batch(b"after"))
-    assert read_all(partition_log)[-1] == (end, b"after")
+    assert partition_log.log_end_offset == 20 == partition_log.active_segment.next_offset
+    assert read_all(partition_log) == expected(20)
+    assert partition_log.append(payload).base_offset == 20
+    assert read_all(partition_log) == expected(23)
     partition_log.close()
-    assert [o for o, _ in read_all(open_log())] == list(range(end + 1))
+    assert read_all(open_log()) == expected(23)
+
+
+def test_one_append_lands_in_one_segment(open_log):
+    partition_log = open_log()
+    fill(partition_log, 20)
+    partition_log.append(value_batch(20) + value_batch(21) + value_batch(22))
+    assert [s.base_offset for s in partition_log.segments] == [0, 20]
+    assert partition_log.segments[1].next_offset == 23
 
 
 # -- durability --------------------------------------------------------------------------------------
@@ -643,3 +641,101 @@ def test_encode_batch_of_keys_round_trips_through_the_log(open_log):
         (0, b"k", b"v", (("h", b"1"),)),
         (1, b"t", None, ()),
     ]
+
+
+def test_truncate_to_inside_the_batch_holding_log_start_leaves_an_empty_log_at_log_start(open_log):
+    partition_log = open_log()
+    partition_log.append(batch(b"a", b"b", b"c"))
+    partition_log.append(batch(b"d", b"e", b"f"))
+    partition_log.delete_records_before(4)
+    partition_log.truncate_to(5)  # offsets 3..5 are one batch: it goes, and log start is inside it
+    assert (partition_log.log_start_offset, partition_log.log_end_offset) == (4, 4)
+    assert partition_log.append(batch(b"x")).base_offset == 4
+    assert read_all(partition_log) == [(4, b"x")]
+    partition_log.close()
+    reopened = open_log()
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (4, 5)
+
+
+@settings(max_examples=40, deadline=None)
+@example(  # a full time index, then the segment's newest record, then more offset-index entries
+    appends=[[[0], [1], [2], [3], [4], [5], [50], [6], [7]], [[0]]], reopen=True, lookups=[20],
+)
+@given(
+    appends=st.lists(
+        st.lists(st.lists(st.integers(-50, 50), min_size=1, max_size=3), min_size=1, max_size=12),
+        min_size=1, max_size=25,
+    ),
+    reopen=st.booleans(),
+    lookups=st.lists(st.integers(-60, 60), min_size=1, max_size=20),
+)
+def test_offset_for_timestamp_matches_a_brute_force_oracle(tmp_path_factory, appends, reopen, lookups):
+    """Timestamps out of order, several batches per append, indexes small enough to fill."""
+    from logstore.storage import ManualClock, PartitionLog
+
+    config = LogConfig(segment_bytes=4096, index_interval_bytes=0, segment_index_bytes=64)
+    directory = tmp_path_factory.mktemp("times")
+    partition_log = PartitionLog.open(directory, config=config, clock=ManualClock())
+    stamps: list[int] = []
+    for payload in appends:
+        data = b"".join(encode_batch([b"v" * 40] * len(ts), timestamps=[T0 + t for t in ts]) for ts in payload)
+        partition_log.append(data)
+        stamps += [T0 + t for ts in payload for t in ts]
+    if reopen:
+        partition_log.close()
+        partition_log = PartitionLog.open(directory, config=config, clock=ManualClock())
+    try:
+        for t in lookups:
+            want = next((o for o, s in enumerate(stamps) if s >= T0 + t), None)
+            assert partition_log.offset_for_timestamp(T0 + t) == want, t
+    finally:
+        partition_log.close()
+
+
+def test_readers_see_only_whole_batches_while_a_writer_appends_and_rolls(open_log):
+    config = LogConfig(segment_bytes=4096, index_interval_bytes=100, segment_index_bytes=64)
+    partition_log = open_log(config)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0]
+
+    def value(offset: int) -> bytes:
+        return b"%d;" % offset * (1 + offset % 9)
+
+    def writer() -> None:
+        try:
+            for _ in range(250):
+                end = partition_log.log_end_offset
+                count = 1 + end % 3
+                partition_log.append(encode_batch([value(end + i) for i in range(count)], timestamps=T0))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            while not stop.is_set():
+                end = partition_log.log_end_offset
+                if end == 0:
+                    continue
+                offset = int(rng.integers(0, end))
+                result = partition_log.read(offset, max_bytes=int(rng.integers(1, 3000)))
+                records = decode_records(result.data)
+                assert records and records[0].offset <= offset <= records[-1].offset
+                assert [r.offset for r in records] == list(range(records[0].offset, records[-1].offset + 1))
+                assert all(r.value == value(r.offset) for r in records)
+                assert result.next_offset == records[-1].offset + 1
+                reads[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert reads[0] > 50
+    assert len(partition_log.segments) > 5

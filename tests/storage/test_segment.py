@@ -88,7 +88,10 @@ def test_translate_past_the_last_offset_gives_none(tmp_path):
     segment = new_segment(tmp_path)
     fill(segment, 2)
     assert segment.translate(BASE + 4) is None
-    assert new_segment(tmp_path / ".." / tmp_path.name).translate(BASE + 100) is None
+
+
+def test_translate_in_an_empty_segment_gives_none(tmp_path):
+    assert new_segment(tmp_path).translate(BASE) is None
 
 
 @pytest.mark.parametrize("interval", [0, 150, 1 << 20])

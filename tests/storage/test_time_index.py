@@ -37,12 +37,14 @@ def model_lookup(model: list[tuple[int, int]], timestamp: int) -> int:
 def test_lookups_match_a_sorted_list_oracle(appends, lookups, cut):
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "x.timeindex"
-        index = open_index(path)
+        index = open_index(path, max_bytes=12 * 8)  # full after 8 entries
         model: list[tuple[int, int]] = []
         for timestamp, offset in appends:
             index.maybe_append(timestamp, offset)
             grows = not model or (timestamp > model[-1][0] and offset >= model[-1][1])
-            if grows and len(model) < index.max_entries:
+            if grows and len(model) == index.max_entries:
+                model[-1] = (timestamp, offset)  # a full index keeps its last entry current
+            elif grows:
                 model.append((timestamp, offset))
         assert index.entries == len(model)
         assert index.last_timestamp == (model[-1][0] if model else -1)
@@ -87,11 +89,16 @@ def test_entries_are_stored_as_timestamp_and_relative_offset(tmp_path):
     assert np.fromfile(path, dtype=ENTRY_DTYPE).tolist() == [(T0, 7)]
 
 
-def test_a_full_index_ignores_further_entries(tmp_path):
+def test_a_full_index_overwrites_its_last_entry_with_the_larger_timestamp(tmp_path):
     index = open_index(tmp_path / "x.timeindex", max_bytes=2 * ENTRY_SIZE)
     for i in range(5):
         index.maybe_append(T0 + i, BASE + i)
     assert index.is_full and index.entries == 2
+    assert index.last_timestamp == T0 + 4
+    assert index.lookup(T0 + 4) == BASE  # scans from the entry before: still correct
+    assert index.lookup(T0 + 5) == BASE + 4
+    index.close()
+    assert np.fromfile(tmp_path / "x.timeindex", dtype=ENTRY_DTYPE).tolist() == [(T0, 0), (T0 + 4, 4)]
 
 
 def test_sanity_check_detects_timestamps_that_do_not_increase(tmp_path):
