@@ -106,6 +106,8 @@ class Broker:
 
     async def close(self) -> None:
         """Refuse new work, wake every waiter, flush and cleanly close the data directory."""
+        if self.data_dir.closed:
+            return
         self.closing = True
         self._wakeups.wake_all()
         if self._housekeeping is not None:
@@ -188,13 +190,14 @@ class Broker:
             partition_log = self.data_dir.log(topic, partition)
             state = self.producer_state(partition_log)
             batch = encode_batch(
-                [b""], keys=[marker], producer_id=producer_id, producer_epoch=epoch,
-                transactional=True, control=True,
+                [b""], keys=[marker], timestamps=self.data_dir.clock.now_ms(),
+                producer_id=producer_id, producer_epoch=epoch, transactional=True, control=True,
             )
             (header,) = validate_batches(batch)
             result = partition_log.append(batch, headers=[header], sync=True)
             state.update(header, result.base_offset, result.last_offset)
             state.complete(producer_id, result.base_offset, commit)
+            state.prune()
 
     # -- produce ------------------------------------------------------------------------------------
 
@@ -691,7 +694,11 @@ class Broker:
         self._check_open()
         if transactional_id:
             validate_topic_name(transactional_id, kind="transactional id")
-        return self.transactions.init_producer_id(transactional_id, timeout_ms)
+        producer_id, epoch = self.transactions.init_producer_id(transactional_id, timeout_ms)
+        if epoch:
+            for state in self._producer_states.values():
+                state.fence(producer_id, epoch)  # the old instance is refused everywhere
+        return producer_id, epoch
 
     def add_partitions_to_txn(
         self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: Sequence[tuple[str, int]]
