@@ -13,6 +13,7 @@ Per-partition errors inside a response (an ``ErrorDetail``) go through ``error_f
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -22,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from logstore.api.v1 import logstore_pb2_grpc
-from logstore.client.config import MAX_MESSAGE_BYTES
+from logstore.client.config import MAX_MESSAGE_BYTES, backoff_seconds
 from logstore.errors import LogstoreError, UnavailableError, error_classes
 
 #: Large messages both ways; keepalive so a dead broker is noticed on an idle stream.
@@ -121,3 +122,26 @@ def _error_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
             detail.Unpack(info)
             return info
     return None
+
+
+def call_with_retries(
+    call: Callable[[], R],
+    *,
+    server: str,
+    retries: int,
+    retry_backoff_ms: float,
+    retry_backoff_max_ms: float,
+    sleep: Callable[[float], object] | None = None,
+) -> R:
+    """``call()`` with errors translated, re-tried after a backoff while the broker is
+    unreachable (for idempotent calls: metadata, offsets, fetches)."""
+    attempt = 0
+    while True:
+        try:
+            with translate_errors(server):
+                return call()
+        except LogstoreError as exc:
+            attempt += 1
+            if not is_transient(exc) or attempt > retries:
+                raise
+            (sleep or time.sleep)(backoff_seconds(attempt, retry_backoff_ms, retry_backoff_max_ms))

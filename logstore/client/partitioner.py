@@ -10,13 +10,14 @@ Keyless records stick to one partition per topic until its batch is closed (full
 then move to another partition chosen at random, so keyless traffic forms few large batches
 (Kafka's sticky partitioner, KIP-480).
 
-Not thread-safe: the producer calls it under its accumulator lock.
+Thread-safety: ``first_sticky``/``next_sticky`` are called under the accumulator's lock;
+``for_key`` may be called from any thread (its cache holds pure results, and dict operations are
+atomic).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -117,51 +118,30 @@ def partitions_for_keys(
 
 
 class Partitioner:
-    """Per-topic sticky partitions for keyless records and a cache of key hashes."""
+    """Chooses sticky partitions for keyless records and caches key hashes."""
 
-    __slots__ = ("sticky", "_hashes", "_random")
+    __slots__ = ("_hashes", "_random")
 
     def __init__(self, seed: int | None = None) -> None:
-        #: topic -> the partition keyless records go to now. Read directly on the send path.
-        self.sticky: dict[str, int] = {}
         self._hashes: dict[bytes, int] = {}
         self._random = random.Random(seed)
 
     def for_key(self, key: bytes, partitions: int) -> int:
+        """``toPositive(murmur2(key)) % partitions``, from the cache when the key was seen."""
         positive = self._hashes.get(key)
         if positive is None:
             positive = to_positive(murmur2(key))
             if len(self._hashes) >= KEY_CACHE_SIZE:
                 self._hashes.clear()
-            self._hashes[bytes(key)] = positive
+            self._hashes[key] = positive
         return positive % partitions
 
-    def stick(self, topic: str, partitions: int) -> int:
-        """The sticky partition of ``topic``, choosing one when there is none yet."""
-        partition = self.sticky.get(topic)
-        if partition is None or partition >= partitions:
-            partition = self._random.randrange(partitions)
-            self.sticky[topic] = partition
-        return partition
+    def first_sticky(self, partitions: int) -> int:
+        return self._random.randrange(partitions)
 
-    def next_sticky(self, topic: str, partitions: int, closed: int) -> int:
-        """The batch of partition ``closed`` was closed: move keyless records elsewhere."""
-        if self.sticky.get(topic) != closed:
-            return self.sticky.get(topic, closed)
+    def next_sticky(self, partitions: int, current: int) -> int:
+        """Where keyless records go after the batch of ``current`` closed: another partition."""
         if partitions <= 1:
-            partition = 0
-        else:
-            partition = self._random.randrange(partitions - 1)
-            if partition >= closed:
-                partition += 1
-        self.sticky[topic] = partition
-        return partition
-
-    def sticky_sequence(self, topic: str, partitions: int, chunks: int) -> Sequence[int]:
-        """Partitions for ``chunks`` consecutive keyless batches, moving after each one."""
-        out = []
-        current = self.stick(topic, partitions)
-        for _ in range(chunks):
-            out.append(current)
-            current = self.next_sticky(topic, partitions, current)
-        return out
+            return 0
+        partition = self._random.randrange(partitions - 1)
+        return partition + 1 if partition >= current else partition

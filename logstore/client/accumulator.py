@@ -1,0 +1,406 @@
+"""The producer's record accumulator: one open batch per partition, and the queue of closed ones.
+
+``Accumulator.append`` is the whole of ``Producer.send``: under one lock it appends the record to
+its partition's open batch (plain Python lists) and returns a ``RecordFuture`` of two slots. A batch
+closes when it reaches ``batch_bytes`` (``append`` closes it) or is ``linger_ms`` old (the sender
+closes it in ``drain``); closed batches wait in ``ready``, in order, for the sender thread, which
+encodes them (``ProducerBatch.encode``) and sends them. ``send_batch`` puts batches it encoded
+itself on the same queue (``enqueue``), behind the partition's open batch, so per-partition order
+is the order of the calls.
+
+Per record the batch stores only the value; keys, headers and explicit timestamps are kept
+sparsely (index -> item) because most records have none, and records without a timestamp take the
+time their batch was opened (at most ``linger_ms`` before they were sent, while the sender keeps
+up). The batch resolves every record's future at once: a future is (batch, index), and its offset
+is ``base_offset + index``.
+
+Thread-safety: ``lock`` guards every field of the accumulator and of the open batches. The
+partitioner is only used under it, except ``Partitioner.for_key`` (a cache of pure results).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from logstore.client.batch import EMPTY, MIXED, ProducerBatch, RecordFuture
+from logstore.client.bulk import checked_headers
+from logstore.client.partitioner import Partitioner
+from logstore.errors import LogstoreError, UnknownPartitionError
+from logstore.records import RECORD_OVERHEAD
+from logstore.records.headers import encode_headers
+
+__all__ = ["Accumulator", "EMPTY", "MIXED", "ProducerBatch", "RecordFuture", "TopicState"]
+
+
+
+class TopicState:
+    """What the accumulator knows of one topic: partition count, open batches, sticky partition."""
+
+    __slots__ = ("count", "open", "sticky")
+
+    def __init__(self, count: int, sticky: int) -> None:
+        self.count = count
+        self.open: list[ProducerBatch | None] = [None] * count
+        self.sticky = sticky
+
+
+class Accumulator:
+    """Open batches per partition and the ready queue; ``append`` is ``Producer.send``.
+
+    ``describe(topic) -> partition count`` reads metadata (an RPC); it is called outside the lock.
+    """
+
+    __slots__ = (
+        "lock",
+        "batch_bytes",
+        "linger",
+        "buffer_bytes",
+        "partitioner",
+        "topics",
+        "opened",
+        "ready",
+        "ready_bytes",
+        "incomplete",
+        "idle",
+        "wakeup",
+        "space",
+        "closed",
+        "_describe",
+    )
+
+    def __init__(
+        self,
+        *,
+        batch_bytes: int,
+        linger_ms: float,
+        buffer_bytes: int,
+        describe: Callable[[str], int],
+        partitioner: Partitioner | None = None,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.batch_bytes = batch_bytes
+        self.linger = linger_ms / 1000.0
+        self.buffer_bytes = buffer_bytes
+        self.partitioner = partitioner or Partitioner()
+        self.topics: dict[str, TopicState] = {}
+        #: Open batches, oldest first (a dict as an ordered set).
+        self.opened: dict[ProducerBatch, None] = {}
+        #: Closed batches waiting for the sender, in the order they must be sent.
+        self.ready: deque[ProducerBatch] = deque()
+        self.ready_bytes = 0
+        #: Batches not yet acknowledged or failed (flush waits for these).
+        self.incomplete: dict[ProducerBatch, None] = {}
+        #: The sender waits on ``wakeup`` while ``idle``; append sets it only then.
+        self.idle = False
+        self.wakeup = threading.Event()
+        self.space = threading.Condition(self.lock)
+        self.closed = False
+        self._describe = describe
+
+    # -- the send path -------------------------------------------------------------------------
+
+    def append(
+        self,
+        topic: str,
+        value: Any,
+        key: Any = None,
+        headers: Any = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> RecordFuture:
+        if key is not None or headers is not None or timestamp is not None:
+            return self._append_extras(topic, value, key, headers, partition, timestamp)
+        # The common case, kept to the fewest bytecodes: a value, maybe a partition.
+        try:
+            state = self.topics[topic]
+        except KeyError:
+            state = self.learn(topic)
+        if value.__class__ is bytes:
+            length = len(value)
+        else:
+            value, length = _as_value(value)
+        if partition is None:
+            partition = state.sticky
+        elif partition < 0 or partition >= state.count:
+            state = self.learn(topic, partition)
+        lock = self.lock
+        lock.acquire()
+        try:
+            batch = state.open[partition]
+            if batch is None:
+                batch = self._open(state, topic, partition)
+            values = batch.values
+            index = len(values)
+            values.append(value)
+            if length != batch.value_length:
+                if length < 0:
+                    batch.nulls = True
+                batch.value_length = length if index == 0 else MIXED
+            size = batch.size + length + RECORD_OVERHEAD
+            batch.size = size
+            if size >= self.batch_bytes:
+                self._close(state, batch)
+                if self.ready_bytes > self.buffer_bytes:
+                    self._wait_for_space()
+        finally:
+            lock.release()
+        future = RecordFuture()
+        future._batch = batch
+        future._index = index
+        return future
+
+    def _append_extras(
+        self,
+        topic: str,
+        value: Any,
+        key: Any,
+        headers: Any,
+        partition: int | None,
+        timestamp: int | None,
+    ) -> RecordFuture:
+        """``append`` of a record with a key, headers or a timestamp."""
+        try:
+            state = self.topics[topic]
+        except KeyError:
+            state = self.learn(topic)
+        if value.__class__ is bytes:
+            length = len(value)
+        else:
+            value, length = _as_value(value)
+        if key is not None and key.__class__ is not bytes:
+            key = _as_key(key)
+        if partition is None:
+            if key is None:
+                partition = state.sticky
+            else:
+                partition = self.partitioner.for_key(key, state.count)
+        elif partition < 0 or partition >= state.count:
+            state = self.learn(topic, partition)
+        if headers is not None:  # encoded here: bad headers raise now, and nothing under the lock
+            headers = encode_headers(checked_headers(headers)) or None
+        if timestamp is not None:
+            timestamp = int(timestamp)
+        lock = self.lock
+        lock.acquire()
+        try:
+            batch = state.open[partition]
+            if batch is None:
+                batch = self._open(state, topic, partition)
+            values = batch.values
+            index = len(values)
+            values.append(value)
+            if length != batch.value_length:
+                if length < 0:
+                    batch.nulls = True
+                batch.value_length = length if index == 0 else MIXED
+            size = batch.size + length + RECORD_OVERHEAD + self._extras(
+                batch, index, key, headers, timestamp
+            )
+            batch.size = size
+            if size >= self.batch_bytes:
+                self._close(state, batch)
+                if self.ready_bytes > self.buffer_bytes:
+                    self._wait_for_space()
+        finally:
+            lock.release()
+        future = RecordFuture()
+        future._batch = batch
+        future._index = index
+        return future
+
+    def _extras(
+        self, batch: ProducerBatch, index: int, key: Any, headers: Any, timestamp: Any
+    ) -> int:
+        size = 0
+        if key is not None:
+            batch.keys[index] = key
+            size += len(key)
+        if headers is not None:
+            batch.headers[index] = headers
+            size += len(headers)
+        if timestamp is not None:
+            batch.timestamps[index] = timestamp
+        return size
+
+    def _open(self, state: TopicState, topic: str, partition: int) -> ProducerBatch:
+        batch = ProducerBatch(topic, partition, time.monotonic())
+        state.open[partition] = batch
+        self.opened[batch] = None
+        self.incomplete[batch] = None
+        if self.idle:
+            self.idle = False
+            self.wakeup.set()
+        return batch
+
+    def _close(self, state: TopicState, batch: ProducerBatch) -> None:
+        """Move an open batch to the ready queue (under the lock)."""
+        state.open[batch.partition] = None
+        del self.opened[batch]
+        if batch.values:
+            self.ready.append(batch)
+            self.ready_bytes += batch.size
+        else:
+            del self.incomplete[batch]
+            batch.complete(-1)
+        if state.sticky == batch.partition:
+            state.sticky = self.partitioner.next_sticky(state.count, batch.partition)
+        if self.idle:
+            self.idle = False
+            self.wakeup.set()
+
+    def _wait_for_space(self) -> None:
+        """Block the caller (holding the lock, via the condition) while too much is queued."""
+        while self.ready_bytes > self.buffer_bytes and not self.closed:
+            self.space.wait(0.1)
+
+    def enqueue(self, batches: list[ProducerBatch]) -> None:
+        """Queue batches encoded by ``send_batch`` behind their partitions' open batches."""
+        with self.lock:
+            for batch in batches:
+                state = self.topics[batch.topic]
+                current = state.open[batch.partition]
+                if current is not None:
+                    self._close(state, current)
+                self.incomplete[batch] = None
+                self.ready.append(batch)
+                self.ready_bytes += batch.size
+            if self.idle:
+                self.idle = False
+                self.wakeup.set()
+            if self.ready_bytes > self.buffer_bytes:
+                self._wait_for_space()
+
+    def sticky_partitions(self, topic: str, chunks: int) -> list[int]:
+        """Partitions for ``chunks`` keyless batches of ``send_batch``: one each, then move on."""
+        with self.lock:
+            state = self.topics[topic]
+            out = []
+            for _ in range(chunks):
+                out.append(state.sticky)
+                state.sticky = self.partitioner.next_sticky(state.count, state.sticky)
+            return out
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def learn(self, topic: str, partition: int | None = None) -> TopicState:
+        """Read ``topic``'s partition count (an RPC, outside the lock) and record it.
+
+        With ``partition`` given, raise ``UnknownPartitionError`` if it is not one of them.
+        """
+        count = self._describe(topic)
+        with self.lock:
+            state = self.topics.get(topic)
+            if state is None:
+                state = TopicState(count, self.partitioner.first_sticky(count))
+                self.topics[topic] = state
+            elif count > state.count:
+                state.open.extend([None] * (count - state.count))
+                state.count = count
+        if partition is not None and not 0 <= partition < state.count:
+            raise UnknownPartitionError(topic, partition, state.count)
+        return state
+
+    # -- the sender's side ---------------------------------------------------------------------
+
+    def drain(self, max_bytes: int, force: bool = False) -> tuple[list[ProducerBatch], float | None]:
+        """Close lingered batches (every open one if ``force``) and take ready batches up to
+        ``max_bytes`` (at least one). Returns them and how long until the next batch lingers
+        enough (None when no batch is open).
+        """
+        now = time.monotonic()
+        with self.lock:
+            linger = self.linger
+            for batch in list(self.opened):
+                if not force and now - batch.opened < linger:
+                    break
+                self._close(self.topics[batch.topic], batch)
+            taken: list[ProducerBatch] = []
+            total = 0
+            ready = self.ready
+            while ready and (not taken or total + ready[0].size <= max_bytes):
+                batch = ready.popleft()
+                taken.append(batch)
+                total += batch.size
+            if taken:
+                self.ready_bytes -= total
+                self.space.notify_all()
+            wait = None
+            if self.opened:
+                oldest = next(iter(self.opened))
+                wait = max(0.0, oldest.opened + linger - now)
+            return taken, wait
+
+    def pending(self) -> bool:
+        """Anything open or ready (not counting batches already sent)?"""
+        with self.lock:
+            return bool(self.opened or self.ready)
+
+    def sleep(self, timeout: float | None, urgent: Callable[[], bool] = lambda: False) -> None:
+        """The sender waits here for work: until a batch opens or closes, ``wake`` is called, or
+        ``timeout``. ``urgent()`` (a flush or stop requested before ``wake``) skips the wait."""
+        with self.lock:
+            if self.ready:
+                return
+            self.idle = True
+            self.wakeup.clear()
+            if urgent():
+                self.idle = False
+                return
+        self.wakeup.wait(timeout)
+        self.idle = False
+
+    def wake(self) -> None:
+        with self.lock:
+            self.idle = False
+            self.wakeup.set()
+
+    def finished(self, batch: ProducerBatch) -> None:
+        """A batch was acknowledged or failed: it no longer holds up ``flush``."""
+        with self.lock:
+            self.incomplete.pop(batch, None)
+
+    def snapshot(self) -> list[ProducerBatch]:
+        with self.lock:
+            return list(self.incomplete)
+
+    def fail_all(self, error: LogstoreError) -> None:
+        """Fail everything not yet sent (the producer is closing without flushing)."""
+        with self.lock:
+            batches = list(self.opened) + list(self.ready)
+            self.opened.clear()
+            self.ready.clear()
+            self.ready_bytes = 0
+            for state in self.topics.values():
+                state.open = [None] * state.count
+            for batch in batches:
+                self.incomplete.pop(batch, None)
+            self.space.notify_all()
+        for batch in batches:
+            batch.fail(error)
+
+
+def _as_value(value: Any) -> tuple[bytes | None, int]:
+    """A value other than bytes as (bytes or None, length; -1 for None)."""
+    if value is None:
+        return None, -1
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+        return value, len(value)
+    if isinstance(value, str):
+        value = value.encode()
+        return value, len(value)
+    raise TypeError(f"record values are bytes (or str, or None), not {type(value).__name__}")
+
+
+def _as_key(key: Any) -> bytes:
+    if key.__class__ is bytes:
+        return key  # type: ignore[no-any-return]
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, (bytearray, memoryview)):
+        return bytes(key)
+    raise TypeError(f"record keys are bytes (or str, or None), not {type(key).__name__}")

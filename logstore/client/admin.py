@@ -1,0 +1,177 @@
+"""``Admin``: topics (create, delete, list, describe, configure, grow) and offsets.
+
+Every method is one unary call; results are the small dataclasses of ``models``, never protobuf
+messages, and failures are the typed errors of ``logstore.errors`` (see ``channel``).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
+from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
+from logstore.client.config import resolve_server
+from logstore.client.models import PartitionInfo, TopicDescription, TopicInfo, TopicPartition
+
+#: What ``list_offsets`` can look up per partition.
+OffsetQuery = str | int | datetime.datetime  # "earliest", "latest", ms since epoch, datetime
+
+
+class Admin:
+    """Topic administration: ``Admin(server)``, as a context manager or with ``close()``."""
+
+    def __init__(self, server: str | None = None, *, timeout: float = 30.0) -> None:
+        self.server = resolve_server(server)
+        self.timeout = timeout
+        self._channel = open_channel(self.server)
+        self._stub = open_stub(self._channel)
+
+    def create_topic(
+        self, name: str, partitions: int = 1, config: Mapping[str, object] | None = None
+    ) -> TopicDescription:
+        request = admin_pb2.CreateTopicRequest(
+            name=name, partitions=partitions, config=_strings(config or {})
+        )
+        with translate_errors(self.server):
+            return _description(self._stub.CreateTopic(request, timeout=self.timeout))
+
+    def delete_topic(self, name: str) -> None:
+        with translate_errors(self.server):
+            self._stub.DeleteTopic(admin_pb2.DeleteTopicRequest(name=name), timeout=self.timeout)
+
+    def list_topics(self, include_internal: bool = False) -> list[TopicInfo]:
+        request = admin_pb2.ListTopicsRequest(include_internal=include_internal)
+        with translate_errors(self.server):
+            response = self._stub.ListTopics(request, timeout=self.timeout)
+        return [TopicInfo(t.name, t.partitions, t.internal) for t in response.topics]
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        request = admin_pb2.DescribeTopicRequest(name=name)
+        with translate_errors(self.server):
+            return _description(self._stub.DescribeTopic(request, timeout=self.timeout))
+
+    def alter_config(
+        self,
+        name: str,
+        set: Mapping[str, object] | None = None,  # noqa: A002 - the wire field's name
+        reset: Iterable[str] = (),
+    ) -> TopicDescription:
+        """Set some config keys and reset others to the broker default."""
+        request = admin_pb2.AlterTopicConfigRequest(
+            name=name, set=_strings(set or {}), reset=list(reset)
+        )
+        with translate_errors(self.server):
+            return _description(self._stub.AlterTopicConfig(request, timeout=self.timeout))
+
+    def add_partitions(self, name: str, total: int) -> TopicDescription:
+        """Grow the topic to ``total`` partitions (more than it has)."""
+        request = admin_pb2.AddPartitionsRequest(name=name, total=total)
+        with translate_errors(self.server):
+            return _description(self._stub.AddPartitions(request, timeout=self.timeout))
+
+    def list_offsets(
+        self,
+        partitions: Iterable[TopicPartition | tuple[str, int]] | str,
+        spec: OffsetQuery = "latest",
+    ) -> dict[TopicPartition, int]:
+        """The earliest or latest (log end) offset, or the first offset at or after a time
+        (ms since the epoch or a datetime; the log end offset if no record is that new)."""
+        if isinstance(partitions, str):
+            topic = partitions
+            partitions = [
+                TopicPartition(topic, p.partition) for p in self.describe_topic(topic).partitions
+            ]
+        queries = {TopicPartition(*tp): spec for tp in partitions}
+        return list_offsets(self._stub, queries, server=self.server, timeout=self.timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def list_offsets(
+    stub: logstore_pb2_grpc.LogStoreStub,
+    queries: Mapping[TopicPartition, OffsetQuery],
+    *,
+    server: str,
+    timeout: float,
+    isolation_level: int = 0,
+) -> dict[TopicPartition, int]:
+    """One ``ListOffsets`` call; raises the first partition's error, typed."""
+    if not queries:
+        return {}
+    request = records_pb2.ListOffsetsRequest(isolation_level=isolation_level)  # type: ignore[arg-type]
+    for tp, query in queries.items():
+        spec, timestamp_ms = offset_spec(query)
+        request.partitions.add(
+            topic=tp.topic, partition=tp.partition, spec=spec, timestamp_ms=timestamp_ms  # type: ignore[arg-type]
+        )
+    with translate_errors(server):
+        response = stub.ListOffsets(request, timeout=timeout)
+    offsets: dict[TopicPartition, int] = {}
+    for listed in response.offsets:
+        if listed.HasField("error"):
+            raise error_from_detail(listed.error)
+        offsets[TopicPartition(listed.topic, listed.partition)] = listed.offset
+    return offsets
+
+
+def offset_spec(query: OffsetQuery) -> tuple[int, int]:
+    """("earliest" | "latest" | ms | datetime) -> (OffsetSpec, timestamp_ms)."""
+    if query == "earliest":
+        return records_pb2.OFFSET_EARLIEST, 0
+    if query == "latest":
+        return records_pb2.OFFSET_LATEST, 0
+    if isinstance(query, datetime.datetime):
+        return records_pb2.OFFSET_TIMESTAMP, to_epoch_ms(query)
+    if isinstance(query, int) and not isinstance(query, bool):
+        return records_pb2.OFFSET_TIMESTAMP, query
+    raise ValueError(f"an offset query is 'earliest', 'latest', ms or a datetime, not {query!r}")
+
+
+def to_epoch_ms(moment: datetime.datetime) -> int:
+    """A datetime as ms since the epoch; a naive one is local time."""
+    return int(moment.timestamp() * 1000)
+
+
+def _strings(mapping: Mapping[str, object]) -> dict[str, str]:
+    return {str(key): _config_text(value) for key, value in mapping.items()}
+
+
+def _config_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _description(message: Any) -> TopicDescription:
+    return TopicDescription(
+        name=message.name,
+        partition_count=message.partition_count,
+        internal=message.internal,
+        config=dict(message.config),
+        partitions=[
+            PartitionInfo(
+                partition=p.partition,
+                log_start_offset=p.log_start_offset,
+                log_end_offset=p.log_end_offset,
+                last_stable_offset=p.last_stable_offset,
+                size_bytes=p.size_bytes,
+                segments=p.segments,
+            )
+            for p in message.partitions
+        ],
+    )

@@ -1,0 +1,68 @@
+"""The small value types the client hands out: no protobuf message ever leaves the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from logstore.records.headers import Headers
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class ConsumerRecord(NamedTuple):
+    """One record as ``Consumer.poll`` returns it. ``key`` and ``value`` are bytes or None."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # milliseconds since the epoch
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+class RecordMetadata(NamedTuple):
+    """Where ``Producer.send`` put a record. ``offset`` is -1 with acks=0."""
+
+    partition: int
+    offset: int
+
+
+class BatchMetadata(NamedTuple):
+    """Where one batch of ``Producer.send_batch`` went: offsets ``base_offset..last_offset``."""
+
+    partition: int
+    base_offset: int
+    last_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    internal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    partition: int
+    log_start_offset: int
+    #: One past the last offset: the next offset to be assigned.
+    log_end_offset: int
+    last_stable_offset: int
+    size_bytes: int
+    segments: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    name: str
+    partition_count: int
+    internal: bool
+    #: Every config key with its effective value, as strings.
+    config: dict[str, str] = field(default_factory=dict)
+    partitions: list[PartitionInfo] = field(default_factory=list)

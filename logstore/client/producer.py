@@ -1,0 +1,219 @@
+"""``Producer``: batching, pipelined, retrying writes of records to topics.
+
+``send`` appends to its partition's open batch in the accumulator and returns a ``RecordFuture``;
+the sender thread sends closed batches over one ``ProduceStream`` call with up to
+``max_in_flight`` requests unanswered (see ``accumulator``, ``sender``, ``stream``).
+``send_batch`` takes many records in columnar form, cuts them into batches with numpy (see
+``bulk``) and queues them behind the partition's open batch. Per partition, records are appended
+in the order they were sent.
+
+Thread-safety: every method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any
+
+from logstore.api.v1 import admin_pb2, records_pb2
+from logstore.client import bulk
+from logstore.client.accumulator import Accumulator
+from logstore.client.batch import ProducerBatch, RecordFuture, batch_group_future
+from logstore.client.channel import call_with_retries, open_channel, open_stub
+from logstore.client.config import ProducerConfig, build, resolve_server
+from logstore.client.models import BatchMetadata
+from logstore.client.sender import Sender
+from logstore.client.stream import ProduceStream
+from logstore.errors import RequestTimeoutError, UnavailableError
+
+PRODUCE_STREAM = "/logstore.api.v1.LogStore/ProduceStream"
+
+Headers = Sequence[tuple[str, bytes | str | None]] | dict[str, bytes | str | None]
+
+
+class Producer:
+    """Sends records to a logstore broker.
+
+    ``Producer(server, acks="all", linger_ms=5, batch_bytes=1 MiB, codec="none", ...)``; the
+    options are ``ProducerConfig``'s. ``server`` defaults to ``$LOGSTORE_SERVER`` or
+    ``127.0.0.1:7070``. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, server: str | None = None, **options: Any) -> None:
+        self.config: ProducerConfig = build(ProducerConfig, options)
+        self.server = resolve_server(server)
+        self._channel = open_channel(self.server)
+        self._stub = open_stub(self._channel)
+        self._closed = False
+        config = self.config
+        self._accumulator = Accumulator(
+            batch_bytes=config.batch_bytes,
+            linger_ms=config.linger_ms,
+            buffer_bytes=config.buffer_bytes,
+            describe=self._partition_count,
+        )
+        method = self._channel.stream_stream(
+            PRODUCE_STREAM,
+            request_serializer=None,  # requests are serialized by wire.encode_produce_request
+            response_deserializer=records_pb2.ProduceResponse.FromString,
+        )
+        stream_factory = functools.partial(
+            ProduceStream,
+            method,
+            server=self.server,
+            max_in_flight=config.max_in_flight,
+            retries=config.retries,
+            retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+        )
+        self._sender = Sender(self._accumulator, stream_factory, config, self._accumulator.learn)
+        #: ``send`` is the accumulator's append itself: one call less per record.
+        self.send = self._accumulator.append  # type: ignore[method-assign]
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> RecordFuture:
+        """Queue one record; the future resolves to ``RecordMetadata(partition, offset)``.
+
+        Without ``partition``, a keyed record goes to ``murmur2(key)`` (Kafka's partitioner) and a
+        keyless one to the topic's sticky partition. ``timestamp`` is milliseconds since the
+        epoch; without it the record takes the time its batch was opened. ``value`` and ``key``
+        may also be str (UTF-8). Blocks only when ``buffer_bytes`` of batches wait to be sent.
+        """
+        return self._accumulator.append(topic, value, key, headers, partition, timestamp)
+
+    def send_batch(
+        self,
+        topic: str,
+        values: Any,
+        keys: Any = None,
+        partition: int | None = None,
+        timestamps: Any = None,
+        headers: Sequence[Any] | None = None,
+    ) -> Future[list[BatchMetadata]]:
+        """Queue many records at once, without a per-record Python loop.
+
+        ``values`` (and ``keys``) is a list of bytes (None allowed), ``(lengths, blob)`` with a
+        numpy length array (-1 = None) and the non-null bytes back to back, or a 2-D uint8 array
+        of fixed-size records. ``timestamps``: None (now), one int, or one per record.
+        ``headers``: None or one entry (None or (key, value) pairs) per record.
+
+        The records are cut into batches of about ``batch_bytes``: keyless ones go to the given
+        ``partition`` or to sticky partitions batch by batch, keyed ones by murmur2. The future
+        resolves to one ``BatchMetadata(partition, base_offset, last_offset)`` per batch.
+        """
+        self._check_open()
+        state = self._accumulator.topics.get(topic) or self._accumulator.learn(topic)
+        if partition is not None and not 0 <= partition < state.count:
+            state = self._accumulator.learn(topic, partition)
+        value_column = bulk.to_column(values, "values")
+        count = len(value_column[0])
+        key_column = None if keys is None else bulk.to_column(keys, "keys")
+        if key_column is not None and len(key_column[0]) != count:
+            raise ValueError(f"{len(key_column[0])} keys for {count} values")
+        header_column = None if headers is None else bulk.headers_column(headers, count)
+        slices = bulk.plan(
+            values=value_column,
+            keys=key_column,
+            headers=header_column,
+            timestamps=bulk.timestamps_of(timestamps, count),
+            partition=partition,
+            partitions=state.count,
+            batch_bytes=self.config.batch_bytes,
+            sticky=functools.partial(self._accumulator.sticky_partitions, topic),
+        )
+        batches: list[ProducerBatch] = []
+        for piece in slices:
+            encoded = bulk.encode_slice(piece, self.config.codec)
+            batch = ProducerBatch.of_encoded(topic, piece.partition, encoded, len(piece))
+            self._accumulator.enqueue([batch])
+            batches.append(batch)
+        return batch_group_future(batches)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued so far, ignoring ``linger_ms``, and wait for the answers.
+
+        Raises ``RequestTimeoutError`` if some are still unanswered after ``timeout`` seconds.
+        Failed records do not make ``flush`` raise: their futures hold the errors.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        batches = self._accumulator.snapshot()
+        self._sender.begin_flush()
+        try:
+            for batch in batches:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not batch.wait(remaining):
+                    raise RequestTimeoutError(
+                        f"flush: {sum(not b.done for b in batches)} batches unanswered "
+                        f"after {timeout} s"
+                    )
+        finally:
+            self._sender.end_flush()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, stop the sender and close the channel. Records still unsent after ``timeout``
+        seconds fail with ``UnavailableError``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush(timeout)
+        except RequestTimeoutError:
+            pass
+        finally:
+            self._sender.stop(timeout if timeout is not None else 10.0)
+            self._accumulator.closed = True
+            self._accumulator.fail_all(UnavailableError("the producer was closed"))
+            self.send = self._send_closed  # type: ignore[method-assign]
+            self._channel.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def partitions_for(self, topic: str) -> list[int]:
+        """The topic's partition numbers (re-read from the broker)."""
+        return list(range(self._accumulator.learn(topic).count))
+
+    def _partition_count(self, topic: str) -> int:
+        """DescribeTopic, retried on UNAVAILABLE like the records themselves."""
+        config = self.config
+        description = call_with_retries(
+            lambda: self._stub.DescribeTopic(
+                admin_pb2.DescribeTopicRequest(name=topic),
+                timeout=config.request_timeout_ms / 1000.0,
+            ),
+            server=self.server,
+            retries=config.retries,
+            retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+        )
+        return int(description.partition_count)
+
+    def _send_closed(self, *args: Any, **kwargs: Any) -> RecordFuture:
+        raise UnavailableError("the producer is closed")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnavailableError("the producer is closed")

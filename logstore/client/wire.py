@@ -1,0 +1,237 @@
+"""Hand-written protobuf wire format for the two messages that carry record bytes.
+
+A ``ProduceRequest`` or ``FetchResponse`` is mostly one large ``bytes`` field per partition. The
+generated classes copy it on the way in and again on the way out (a 4 MiB request cost ~2.7 ms to
+build and serialize, a 4 MiB fetch ~1.3 ms to parse and read); writing and reading these two
+messages by hand costs one ``b"".join`` and zero copies respectively:
+
+- ``encode_produce_request`` writes the request around the batches with one join, byte for byte
+  what ``ProduceRequest.SerializeToString()`` writes (fields in number order, defaults omitted);
+- ``decode_fetch_response`` reads the response into ``FetchedPartition`` objects whose ``records``
+  is a memoryview of the received bytes.
+
+The layout is ``proto/logstore/api/v1/records.proto``; every other message uses the generated
+classes. Field numbers below are that file's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from logstore.api.v1 import common_pb2, records_pb2
+
+# wire types
+VARINT = 0
+FIXED64 = 1
+LEN = 2
+FIXED32 = 5
+
+# ProduceRequest
+PRODUCE_ACKS = 1
+PRODUCE_PARTITIONS = 2
+PRODUCE_CORRELATION_ID = 3
+PRODUCE_TRANSACTIONAL_ID = 4
+# PartitionRecords
+RECORDS_TOPIC = 1
+RECORDS_PARTITION = 2
+RECORDS_RECORDS = 3
+# FetchResponse
+FETCH_PARTITIONS = 1
+# FetchedPartition
+FETCHED_TOPIC = 1
+FETCHED_PARTITION = 2
+FETCHED_RECORDS = 3
+FETCHED_HIGH_WATERMARK = 4
+FETCHED_LOG_START_OFFSET = 5
+FETCHED_LAST_STABLE_OFFSET = 6
+FETCHED_NEXT_OFFSET = 7
+FETCHED_ABORTED = 8
+FETCHED_ERROR = 9
+
+_U64 = 1 << 64
+_I64_SIGN = 1 << 63
+
+
+def _tag(field: int, wire_type: int) -> bytes:
+    return encode_varint((field << 3) | wire_type)
+
+
+def encode_varint(value: int) -> bytes:
+    """Base-128 varint; a negative int32/int64 is written as its 64-bit two's complement."""
+    if value < 0:
+        value += _U64
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data: Any, position: int) -> tuple[int, int]:
+    """(value, next position); values are unsigned."""
+    result = 0
+    shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _signed(value: int) -> int:
+    return value - _U64 if value & _I64_SIGN else value
+
+
+_PRODUCE_PARTITIONS_TAG = _tag(PRODUCE_PARTITIONS, LEN)
+_RECORDS_TOPIC_TAG = _tag(RECORDS_TOPIC, LEN)
+_RECORDS_PARTITION_TAG = _tag(RECORDS_PARTITION, VARINT)
+_RECORDS_RECORDS_TAG = _tag(RECORDS_RECORDS, LEN)
+_ACKS_TAG = _tag(PRODUCE_ACKS, VARINT)
+_CORRELATION_TAG = _tag(PRODUCE_CORRELATION_ID, VARINT)
+_TRANSACTIONAL_TAG = _tag(PRODUCE_TRANSACTIONAL_ID, LEN)
+
+#: One partition's part of a produce request: topic, partition, its batches back to back.
+PartitionBatches = tuple[str, int, Sequence[bytes]]
+
+
+def encode_produce_request(
+    acks: int,
+    partitions: Sequence[PartitionBatches],
+    correlation_id: int = 0,
+    transactional_id: str = "",
+) -> bytes:
+    """The serialized ``ProduceRequest``; the batches are copied once, by the final join."""
+    parts: list[bytes] = []
+    if acks:
+        parts += (_ACKS_TAG, encode_varint(acks))
+    for topic, partition, batches in partitions:
+        topic_bytes = topic.encode()
+        head = [_RECORDS_TOPIC_TAG, encode_varint(len(topic_bytes)), topic_bytes] if topic_bytes else []
+        if partition:
+            head += (_RECORDS_PARTITION_TAG, encode_varint(partition))
+        records_length = sum(map(len, batches))
+        if records_length:
+            head += (_RECORDS_RECORDS_TAG, encode_varint(records_length))
+        head_bytes = b"".join(head)
+        parts += (_PRODUCE_PARTITIONS_TAG, encode_varint(len(head_bytes) + records_length),
+                  head_bytes)
+        if records_length:
+            parts += batches
+    if correlation_id:
+        parts += (_CORRELATION_TAG, encode_varint(correlation_id))
+    if transactional_id:
+        encoded = transactional_id.encode()
+        parts += (_TRANSACTIONAL_TAG, encode_varint(len(encoded)), encoded)
+    return b"".join(parts)
+
+
+class FetchedPartition:
+    """One partition of a fetch response; ``records`` views the received bytes (no copy)."""
+
+    __slots__ = (
+        "topic",
+        "partition",
+        "records",
+        "high_watermark",
+        "log_start_offset",
+        "last_stable_offset",
+        "next_offset",
+        "aborted_transactions",
+        "error",
+    )
+
+    def __init__(self) -> None:
+        self.topic = ""
+        self.partition = 0
+        self.records: memoryview = memoryview(b"")
+        self.high_watermark = 0
+        self.log_start_offset = 0
+        self.last_stable_offset = 0
+        self.next_offset = 0
+        #: (producer_id, first_offset, last_offset) of transactions aborted in the range.
+        self.aborted_transactions: list[tuple[int, int, int]] = []
+        #: The partition's ``ErrorDetail`` message, or None.
+        self.error: common_pb2.ErrorDetail | None = None
+
+    def __repr__(self) -> str:
+        return (f"FetchedPartition({self.topic!r}, {self.partition}, {len(self.records)} bytes, "
+                f"next_offset={self.next_offset}, high_watermark={self.high_watermark}, "
+                f"error={self.error.reason if self.error else None})")
+
+
+def _skip(data: Any, position: int, wire_type: int) -> int:
+    if wire_type == VARINT:
+        return read_varint(data, position)[1]
+    if wire_type == FIXED64:
+        return position + 8
+    if wire_type == FIXED32:
+        return position + 4
+    if wire_type == LEN:
+        length, position = read_varint(data, position)
+        return position + length
+    raise ValueError(f"unsupported wire type {wire_type}")
+
+
+def _fetched_partition(view: memoryview, position: int, end: int) -> FetchedPartition:
+    fetched = FetchedPartition()
+    while position < end:
+        key, position = read_varint(view, position)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == VARINT:
+            value, position = read_varint(view, position)
+            if field == FETCHED_PARTITION:
+                fetched.partition = _signed(value)
+            elif field == FETCHED_HIGH_WATERMARK:
+                fetched.high_watermark = _signed(value)
+            elif field == FETCHED_LOG_START_OFFSET:
+                fetched.log_start_offset = _signed(value)
+            elif field == FETCHED_LAST_STABLE_OFFSET:
+                fetched.last_stable_offset = _signed(value)
+            elif field == FETCHED_NEXT_OFFSET:
+                fetched.next_offset = _signed(value)
+        elif wire_type == LEN:
+            length, position = read_varint(view, position)
+            stop = position + length
+            if field == FETCHED_RECORDS:
+                fetched.records = view[position:stop]
+            elif field == FETCHED_TOPIC:
+                fetched.topic = bytes(view[position:stop]).decode()
+            elif field == FETCHED_ABORTED:
+                aborted = records_pb2.AbortedTransaction.FromString(bytes(view[position:stop]))
+                fetched.aborted_transactions.append(
+                    (aborted.producer_id, aborted.first_offset, aborted.last_offset)
+                )
+            elif field == FETCHED_ERROR:
+                fetched.error = common_pb2.ErrorDetail.FromString(bytes(view[position:stop]))
+            position = stop
+        else:
+            position = _skip(view, position, wire_type)
+    if position != end:
+        raise ValueError("FetchedPartition runs past its length")
+    return fetched
+
+
+def decode_fetch_response(data: bytes) -> list[FetchedPartition]:
+    """Parse a serialized ``FetchResponse``; unknown fields are skipped."""
+    view = memoryview(data)
+    end = len(view)
+    position = 0
+    partitions: list[FetchedPartition] = []
+    while position < end:
+        key, position = read_varint(view, position)
+        field, wire_type = key >> 3, key & 7
+        if field == FETCH_PARTITIONS and wire_type == LEN:
+            length, position = read_varint(view, position)
+            partitions.append(_fetched_partition(view, position, position + length))
+            position += length
+        else:
+            position = _skip(view, position, wire_type)
+    if position != end:
+        raise ValueError("FetchResponse runs past its end")
+    return partitions

@@ -1,0 +1,200 @@
+"""The record accumulator: batching by size and linger, sticky partitions, lazy futures."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from logstore.client.accumulator import Accumulator
+from logstore.client.batch import ProducerBatch
+from logstore.client.models import RecordMetadata
+from logstore.client.partitioner import Partitioner, partition_for_key
+from logstore.errors import UnknownPartitionError, UnknownTopicError
+from logstore.records import RECORD_OVERHEAD, decode_records, validate_batch
+
+
+def make(partitions: int = 1, *, batch_bytes: int = 1 << 20, linger_ms: float = 10_000,
+         buffer_bytes: int = 1 << 30) -> Accumulator:
+    return Accumulator(batch_bytes=batch_bytes, linger_ms=linger_ms, buffer_bytes=buffer_bytes,
+                       describe=lambda topic: partitions, partitioner=Partitioner(seed=1))
+
+
+def test_batch_closes_when_it_reaches_batch_bytes() -> None:
+    record = 100 + RECORD_OVERHEAD
+    accumulator = make(batch_bytes=10 * record)
+    for _ in range(9):
+        accumulator.append("t", b"x" * 100, partition=0)
+    assert not accumulator.ready
+    accumulator.append("t", b"x" * 100, partition=0)
+    assert [batch.record_count for batch in accumulator.ready] == [10]
+    accumulator.append("t", b"x" * 100, partition=0)  # opens the next batch
+    assert len(accumulator.opened) == 1
+
+
+def test_drain_takes_no_open_batch_before_linger() -> None:
+    accumulator = make(linger_ms=10_000)
+    accumulator.append("t", b"v", partition=0)
+    batches, wait = accumulator.drain(1 << 20)
+    assert batches == []
+    assert wait is not None and 9.0 < wait <= 10.0
+
+
+def test_drain_takes_a_batch_once_it_lingered() -> None:
+    accumulator = make(linger_ms=20)
+    accumulator.append("t", b"v", partition=0)
+    time.sleep(0.03)
+    batches, wait = accumulator.drain(1 << 20)
+    assert [batch.record_count for batch in batches] == [1]
+    assert wait is None
+
+
+def test_forced_drain_takes_every_open_batch() -> None:
+    accumulator = make(partitions=3)
+    for partition in range(3):
+        accumulator.append("t", b"v", partition=partition)
+    batches, _ = accumulator.drain(1 << 20, force=True)
+    assert sorted(batch.partition for batch in batches) == [0, 1, 2]
+
+
+def test_drain_stops_at_max_bytes_but_takes_at_least_one() -> None:
+    record = 1000 + RECORD_OVERHEAD
+    accumulator = make(batch_bytes=record)  # every record closes its batch
+    for _ in range(5):
+        accumulator.append("t", b"x" * 1000, partition=0)
+    first, _ = accumulator.drain(2 * record)
+    assert len(first) == 2
+    single, _ = accumulator.drain(1)
+    assert len(single) == 1
+
+
+def test_keyless_records_stick_to_one_partition_until_its_batch_closes() -> None:
+    record = 10 + RECORD_OVERHEAD
+    accumulator = make(partitions=4, batch_bytes=3 * record)
+    partitions = [accumulator.append("t", b"x" * 10)._batch.partition for _ in range(9)]
+    assert partitions[0:3] == [partitions[0]] * 3
+    assert partitions[3:6] == [partitions[3]] * 3
+    assert partitions[3] != partitions[0]
+    assert partitions[6] != partitions[3]
+
+
+def test_keyed_records_go_to_the_murmur2_partition() -> None:
+    accumulator = make(partitions=5)
+    for key in (b"alice", b"bob", b"carol", b""):
+        future = accumulator.append("t", b"v", key=key)
+        assert future._batch.partition == partition_for_key(key, 5)
+
+
+def test_futures_resolve_from_the_batch_base_offset() -> None:
+    accumulator = make()
+    futures = [accumulator.append("t", b"v%d" % i, partition=0) for i in range(3)]
+    assert not futures[0].done()
+    futures[0]._batch.complete(100)
+    assert [f.result(0) for f in futures] == [RecordMetadata(0, 100), RecordMetadata(0, 101),
+                                              RecordMetadata(0, 102)]
+
+
+def test_a_failed_batch_fails_every_future() -> None:
+    accumulator = make()
+    futures = [accumulator.append("t", b"v", partition=0) for _ in range(2)]
+    futures[0]._batch.fail(UnknownTopicError("t"))
+    for future in futures:
+        assert isinstance(future.exception(0), UnknownTopicError)
+        with pytest.raises(UnknownTopicError):
+            future.result(0)
+
+
+def test_result_times_out_while_pending() -> None:
+    future = make().append("t", b"v", partition=0)
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.01)
+
+
+def test_done_callbacks_run_once_the_batch_completes() -> None:
+    future = make().append("t", b"v", partition=0)
+    seen: list[object] = []
+    future.add_done_callback(lambda f: seen.append(f.result()))
+    future._batch.complete(7)
+    future.add_done_callback(lambda f: seen.append("late"))  # already done: runs at once
+    assert seen == [RecordMetadata(0, 7), "late"]
+
+
+def test_encode_keeps_keys_timestamps_headers_and_nulls_in_place() -> None:
+    accumulator = make()
+    accumulator.append("t", b"plain", partition=0)
+    accumulator.append("t", None, key=b"k", partition=0)
+    accumulator.append("t", b"h", headers=[("a", b"1")], timestamp=1234, partition=0)
+    accumulator.append("t", "text", key="key", partition=0)
+    batch, = accumulator.drain(1 << 20, force=True)[0]
+    encoded = batch.encode("none")
+    validate_batch(encoded)
+    records = decode_records(encoded)
+    assert [(r.key, r.value, r.headers) for r in records] == [
+        (None, b"plain", ()), (b"k", None, ()), (None, b"h", (("a", b"1"),)),
+        (b"key", b"text", ()),
+    ]
+    assert records[2].timestamp == 1234
+    assert records[0].timestamp == records[1].timestamp == batch.timestamp
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd", "lz4"])
+def test_encode_mixed_lengths_with_a_codec(codec: str) -> None:
+    accumulator = make()
+    values = [b"x" * n for n in (0, 1, 50, 3)]
+    for value in values:
+        accumulator.append("t", value, partition=0)
+    batch, = accumulator.drain(1 << 20, force=True)[0]
+    assert [r.value for r in decode_records(batch.encode(codec))] == values
+
+
+def test_an_unknown_partition_is_refused() -> None:
+    accumulator = make(partitions=2)
+    with pytest.raises(UnknownPartitionError):
+        accumulator.append("t", b"v", partition=2)
+    with pytest.raises(UnknownPartitionError):
+        accumulator.append("t", b"v", partition=-1)
+
+
+def test_values_must_be_bytes_str_or_none() -> None:
+    with pytest.raises(TypeError):
+        make().append("t", 12, partition=0)
+
+
+def test_enqueue_sends_the_open_batch_of_the_partition_first() -> None:
+    accumulator = make()
+    accumulator.learn("t")
+    accumulator.append("t", b"first", partition=0)
+    encoded = ProducerBatch.of_encoded("t", 0, b"...", 1)
+    accumulator.enqueue([encoded])
+    batches, _ = accumulator.drain(1 << 20)
+    assert batches[1] is encoded
+    assert batches[0].record_count == 1 and batches[0] is not encoded
+
+
+def test_append_blocks_while_too_much_is_ready() -> None:
+    record = 100 + RECORD_OVERHEAD
+    accumulator = make(batch_bytes=record, buffer_bytes=2 * record)
+    accumulator.append("t", b"x" * 100, partition=0)
+    accumulator.append("t", b"x" * 100, partition=0)
+    done = threading.Event()
+
+    def third() -> None:
+        accumulator.append("t", b"x" * 100, partition=0)
+        done.set()
+
+    thread = threading.Thread(target=third)
+    thread.start()
+    assert not done.wait(0.2)
+    accumulator.drain(1 << 20)
+    assert done.wait(5)
+    thread.join()
+
+
+def test_bad_headers_are_refused_at_send_and_leave_the_batch_alone() -> None:
+    accumulator = make()
+    accumulator.append("t", b"ok", partition=0)
+    with pytest.raises((TypeError, ValueError, AttributeError)):
+        accumulator.append("t", b"bad", headers=[("k", 12)], partition=0)
+    batch, = accumulator.drain(1 << 20, force=True)[0]
+    assert [r.value for r in decode_records(batch.encode("none"))] == [b"ok"]
