@@ -352,3 +352,27 @@ class UnstableOffsetCommitError(LogstoreError):
     """An offset commit of the group waits in an open transaction; retry shortly."""
 
     reason = "UNSTABLE_OFFSET_COMMIT"
+
+
+# -- security ----------------------------------------------------------------------------------
+
+
+class NotAuthenticatedError(LogstoreError):
+    """No credentials, or credentials the broker does not know."""
+
+    reason = "NOT_AUTHENTICATED"
+
+
+class NotAuthorizedError(LogstoreError):
+    """The principal's ACLs do not allow the operation."""
+
+    reason = "NOT_AUTHORIZED"
+
+    def __init__(self, principal: str, operation: str, resource: str, name: str) -> None:
+        super().__init__(
+            f"principal {principal!r} may not {operation} {resource} {name!r}",
+            principal=principal,
+            operation=operation,
+            resource=resource,
+            name=name,
+        )

@@ -76,9 +76,16 @@ class BrokerProcess:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+    def wait_ready(
+        self, timeout: float = START_TIMEOUT_S, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
+        channel = (
+            grpc.insecure_channel(self.address)
+            if credentials is None
+            else grpc.secure_channel(self.address, credentials)
+        )
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:

@@ -25,6 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     parser.add_argument("--grace-period", type=float, dest="grace_period_s", metavar="SECONDS",
                         help="time in-flight requests get on shutdown (default 10)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="server certificate chain (enables TLS)")
+    parser.add_argument("--tls-key", metavar="PEM", help="server private key")
+    parser.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
+    parser.add_argument("--security-file", metavar="TOML", help="tokens and ACLs (README: Security)")
     parser.set_defaults(func=run)
 
 
@@ -40,5 +44,9 @@ def run(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         grace_period_s=args.grace_period_s,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        security_file=args.security_file,
     )
     return serve(config)

@@ -35,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from logstore.errors import InvalidConfigError, LogstoreError
+from logstore.errors import InvalidConfigError, NotAuthenticatedError, NotAuthorizedError
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +45,6 @@ OPERATIONS = ("read", "write", "admin")
 UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)
 
 principal_var: contextvars.ContextVar[str] = contextvars.ContextVar("principal", default=ANONYMOUS)
-
-
-class NotAuthorizedError(LogstoreError):
-    reason = "NOT_AUTHORIZED"
-
-    def __init__(self, principal: str, operation: str, resource: str, name: str) -> None:
-        super().__init__(
-            f"principal {principal!r} may not {operation} {resource} {name!r}",
-            principal=principal, operation=operation, resource=resource, name=name,
-        )
-
-
-class NotAuthenticatedError(LogstoreError):
-    reason = "NOT_AUTHENTICATED"
 
 
 def hash_token(token: str) -> str:

@@ -8,6 +8,10 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     grace_period_s = 10
     log_format = "json"                 # or "text"
     log_level = "info"
+    tls_cert = ""                       # PEM certificate chain; with tls_key enables TLS
+    tls_key = ""
+    tls_client_ca = ""                  # PEM CA: require client certificates (mutual TLS)
+    security_file = ""                  # tokens and ACLs (see README: Security)
 
     [limits]
     max_topics = 10000
@@ -54,6 +58,13 @@ class ServerConfig:
     grace_period_s: float = 10.0
     log_format: str = "json"
     log_level: str = "info"
+    #: TLS: the server's certificate chain and key (PEM files); both or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Mutual TLS: clients must present a certificate signed by this CA (PEM).
+    tls_client_ca: str = ""
+    #: Tokens and ACLs (see ``logstore.server.auth``); empty = no authentication.
+    security_file: str = ""
     broker: BrokerConfig = field(default_factory=BrokerConfig)
 
     @classmethod

@@ -53,6 +53,8 @@ STATUS_BY_ERROR: dict[type[errors.LogstoreError], grpc.StatusCode] = {
     errors.TransactionAbortedError: grpc.StatusCode.ABORTED,
     errors.UnknownTransactionalIdError: grpc.StatusCode.NOT_FOUND,
     errors.UnstableOffsetCommitError: grpc.StatusCode.UNAVAILABLE,
+    errors.NotAuthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.NotAuthorizedError: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

@@ -22,6 +22,7 @@ from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
 from logstore.broker import Broker
 from logstore.errors import LimitExceededError, LogstoreError
 from logstore.server import convert, wire
+from logstore.server.auth import Authorizer, SecurityConfig
 from logstore.server.errors import error_detail, to_status
 from logstore.server.metrics import Metrics
 from logstore.server.service_groups import GroupServiceMixin
@@ -32,9 +33,11 @@ T = TypeVar("T")
 
 
 class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
-    def __init__(self, broker: Broker, metrics: Metrics) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics, authorizer: Authorizer | None = None) -> None:
         self.broker = broker
         self.metrics = metrics
+        #: ACL checks; allows everything when the server runs without a security file.
+        self.authorizer = authorizer or Authorizer(SecurityConfig())
         self._subscriptions_by_peer: dict[str, int] = defaultdict(int)
 
     @asynccontextmanager
@@ -69,6 +72,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def CreateTopic(self, request: admin_pb2.CreateTopicRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
+            self.authorizer.check("topic", request.name, "admin")
             description = self.broker.create_topic(
                 request.name, convert.partition_count(request.partitions), dict(request.config)
             )
@@ -78,6 +82,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def DeleteTopic(self, request: admin_pb2.DeleteTopicRequest, context: Any) -> admin_pb2.DeleteTopicResponse:
         async def call() -> admin_pb2.DeleteTopicResponse:
+            self.authorizer.check("topic", request.name, "admin")
             self.broker.delete_topic(request.name)
             self.metrics.forget_topic(request.name)
             return admin_pb2.DeleteTopicResponse()
@@ -86,7 +91,10 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def ListTopics(self, request: admin_pb2.ListTopicsRequest, context: Any) -> admin_pb2.ListTopicsResponse:
         async def call() -> admin_pb2.ListTopicsResponse:
-            topics = self.broker.list_topics(request.include_internal)
+            topics = [
+                t for t in self.broker.list_topics(request.include_internal)
+                if self.authorizer.can("topic", t[0], "read")
+            ]
             return admin_pb2.ListTopicsResponse(
                 topics=[admin_pb2.TopicSummary(name=n, partitions=p, internal=i) for n, p, i in topics]
             )
@@ -95,12 +103,14 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def DescribeTopic(self, request: admin_pb2.DescribeTopicRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
+            self.authorizer.check("topic", request.name, "read")
             return convert.topic_description(self.broker.describe_topic(request.name), self.broker)
 
         return await self._unary("DescribeTopic", context, call)
 
     async def AlterTopicConfig(self, request: admin_pb2.AlterTopicConfigRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
+            self.authorizer.check("topic", request.name, "admin")
             description = self.broker.alter_topic_config(request.name, dict(request.set), list(request.reset))
             return convert.topic_description(description, self.broker)
 
@@ -108,6 +118,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def AddPartitions(self, request: admin_pb2.AddPartitionsRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
+            self.authorizer.check("topic", request.name, "admin")
             description = self.broker.add_partitions(request.name, request.total)
             return convert.topic_description(description, self.broker)
 
@@ -117,6 +128,8 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def _produce(self, request: wire.ProduceRequestView) -> records_pb2.ProduceResponse:
         items = convert.produce_items(request)
+        for topic in {item.topic for item in items}:
+            self.authorizer.check("topic", topic, "write")
         outcomes = await self.broker.produce(items, convert.acks(request.acks))
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.error is None:
@@ -160,6 +173,10 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
         async def call() -> bytes:
             items = convert.fetch_items(request)
+            for topic in {item.topic for item in items}:
+                self.authorizer.check("topic", topic, "read")
+            if request.group_id:
+                self.authorizer.check("group", request.group_id, "read")
             outcomes = await self.broker.fetch(
                 items,
                 max_wait_ms=request.max_wait_ms,
@@ -193,6 +210,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
                     limit_name="max_subscriptions_per_connection",
                     limit=limit,
                 )
+            self.authorizer.check("topic", request.topic, "read")
             start = self.broker.resolve_start(
                 request.topic, request.partition, convert.subscribe_start(request),
                 request.offset, request.timestamp_ms,
@@ -225,6 +243,8 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def ListOffsets(self, request: records_pb2.ListOffsetsRequest, context: Any) -> records_pb2.ListOffsetsResponse:
         async def call() -> records_pb2.ListOffsetsResponse:
+            for topic in {p.topic for p in request.partitions}:
+                self.authorizer.check("topic", topic, "read")
             listed = self.broker.list_offsets(
                 convert.list_offsets_items(request), convert.isolation(request.isolation_level)
             )

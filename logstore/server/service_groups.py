@@ -9,6 +9,7 @@ from logstore.api.v1 import common_pb2, groups_pb2, transactions_pb2
 from logstore.broker import Broker
 from logstore.broker.types import OffsetInfo
 from logstore.errors import InvalidRequestError
+from logstore.server.auth import Authorizer
 from logstore.server.errors import error_detail
 
 _RESET = {
@@ -53,12 +54,16 @@ def committed_offset(info: OffsetInfo) -> groups_pb2.CommittedOffset:
 
 class GroupServiceMixin:
     broker: Broker
+    authorizer: Authorizer
 
     async def _unary(self, method: str, context: Any, call: Any) -> Any:  # provided by the service
         raise NotImplementedError
 
     async def GroupHeartbeat(self, request: groups_pb2.GroupHeartbeatRequest, context: Any) -> groups_pb2.GroupHeartbeatResponse:
         async def call() -> groups_pb2.GroupHeartbeatResponse:
+            self.authorizer.check("group", request.group_id, "read")
+            for topic in request.topics:
+                self.authorizer.check("topic", topic, "read")
             result = self.broker.group_heartbeat(
                 request.group_id,
                 request.member_id,
@@ -82,6 +87,7 @@ class GroupServiceMixin:
 
     async def CommitOffsets(self, request: groups_pb2.CommitOffsetsRequest, context: Any) -> groups_pb2.CommitOffsetsResponse:
         async def call() -> groups_pb2.CommitOffsetsResponse:
+            self.authorizer.check("group", request.group_id, "read")
             results = self.broker.commit_offsets(
                 request.group_id, request.member_id, request.member_epoch, _offsets(request.offsets)
             )
@@ -96,6 +102,7 @@ class GroupServiceMixin:
 
     async def FetchOffsets(self, request: groups_pb2.FetchOffsetsRequest, context: Any) -> groups_pb2.FetchOffsetsResponse:
         async def call() -> groups_pb2.FetchOffsetsResponse:
+            self.authorizer.check("group", request.group_id, "read")
             infos = self.broker.fetch_offsets(request.group_id, _tps(request.partitions), request.require_stable)
             return groups_pb2.FetchOffsetsResponse(offsets=[committed_offset(i) for i in infos])
 
@@ -107,6 +114,7 @@ class GroupServiceMixin:
                 groups=[
                     groups_pb2.GroupSummary(group_id=g, state=s, members=m)
                     for g, s, m in self.broker.list_groups()
+                    if self.authorizer.can("group", g, "read")
                 ]
             )
 
@@ -114,6 +122,7 @@ class GroupServiceMixin:
 
     async def DescribeGroup(self, request: groups_pb2.DescribeGroupRequest, context: Any) -> groups_pb2.GroupDescription:
         async def call() -> groups_pb2.GroupDescription:
+            self.authorizer.check("group", request.group_id, "read")
             info = self.broker.describe_group(request.group_id)
             return groups_pb2.GroupDescription(
                 group_id=info.group_id,
@@ -138,6 +147,7 @@ class GroupServiceMixin:
 
     async def DeleteGroup(self, request: groups_pb2.DeleteGroupRequest, context: Any) -> groups_pb2.DeleteGroupResponse:
         async def call() -> groups_pb2.DeleteGroupResponse:
+            self.authorizer.check("group", request.group_id, "admin")
             self.broker.delete_group(request.group_id)
             return groups_pb2.DeleteGroupResponse()
 
@@ -148,6 +158,7 @@ class GroupServiceMixin:
             spec = _RESET.get(request.spec)
             if spec is None:
                 raise InvalidRequestError(f"unknown reset spec {request.spec}", field="spec")
+            self.authorizer.check("group", request.group_id, "admin")
             infos = self.broker.reset_offsets(
                 request.group_id, request.topic, list(request.partitions), spec,
                 request.offset, request.timestamp_ms, request.dry_run,
@@ -169,6 +180,8 @@ class GroupServiceMixin:
 
     async def AddPartitionsToTxn(self, request: transactions_pb2.AddPartitionsToTxnRequest, context: Any) -> transactions_pb2.AddPartitionsToTxnResponse:
         async def call() -> transactions_pb2.AddPartitionsToTxnResponse:
+            for topic in {tp.topic for tp in request.partitions}:
+                self.authorizer.check("topic", topic, "write")
             self.broker.add_partitions_to_txn(
                 request.transactional_id, request.producer_id, request.producer_epoch, _tps(request.partitions)
             )
@@ -178,6 +191,7 @@ class GroupServiceMixin:
 
     async def TxnOffsetCommit(self, request: transactions_pb2.TxnOffsetCommitRequest, context: Any) -> transactions_pb2.TxnOffsetCommitResponse:
         async def call() -> transactions_pb2.TxnOffsetCommitResponse:
+            self.authorizer.check("group", request.group_id, "read")
             self.broker.txn_offset_commit(
                 request.transactional_id, request.producer_id, request.producer_epoch,
                 request.group_id, request.member_id, request.member_epoch, _offsets(request.offsets),

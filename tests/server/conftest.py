@@ -2,10 +2,9 @@
 
 - ``stub``: a LogStore stub on the module's shared broker (``module_broker``); use ``topic``.
 - ``topic``: a topic name unique to the test (not created).
-- ``retained``: a broker started when the suite starts, holding a topic with tiny segments and
-  ``retention_bytes``. Retention runs on the broker's maintenance thread every 30 s (not
-  configurable from ``logstore serve``), so tests marked ``late`` wait for that pass and are
-  moved to the end of the session, where the wait has usually already gone by.
+- ``retained``: a broker holding a topic with tiny segments and ``retention_bytes``, started with
+  a config file that runs retention every 200 ms; tests marked ``late`` (run at the end of the
+  session) wait for that pass.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from logstore.api.v1 import logstore_pb2_grpc
 from tests.broker_fixture import BrokerProcess
 from tests.server.helpers import connect, create_topic, describe, produce, unique_topic, values_of
 
-#: The data directory's retention pass runs this long after start (MaintenanceIntervals).
-RETENTION_INTERVAL_S = 30.0
+#: The retained broker's retention pass interval (its config file sets it).
+RETENTION_INTERVAL_S = 0.2
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,15 +60,17 @@ class Retained:
                 start = describe(stub, self.topic).partitions[0].log_start_offset
                 if start > 0:
                     return start
-                assert time.monotonic() < deadline, "retention did not run within 50 s of start"
+                assert time.monotonic() < deadline, "retention did not run within 20 s of start"
                 time.sleep(0.25)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def retained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Retained]:
-    """Started first thing so that the 30 s until the first retention pass overlap the suite."""
-    data_dir: Path = tmp_path_factory.mktemp("retention-broker") / "data"
-    process = BrokerProcess(data_dir).start()
+    """A broker whose retention pass runs every 200 ms."""
+    root: Path = tmp_path_factory.mktemp("retention-broker")
+    config = root / "logstore.toml"
+    config.write_text(f"[maintenance]\nretention_check_interval_ms = {int(RETENTION_INTERVAL_S * 1000)}\n")
+    process = BrokerProcess(root / "data", config=config).start()
     started = time.monotonic()
     name = unique_topic("retained")
     written: list[bytes] = []

@@ -1,0 +1,52 @@
+"""Test certificates made with the openssl command: a CA, a server certificate for 127.0.0.1 and
+localhost, and client certificates whose common name is the principal (mutual TLS)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    directory: Path
+
+    def client(self, common_name: str) -> tuple[Path, Path]:
+        """(certificate, key) of a client certificate signed by the CA."""
+        cert = self.directory / f"{common_name}.crt"
+        key = self.directory / f"{common_name}.key"
+        if not cert.exists():
+            _signed(self.directory, common_name, cert, key, extensions=None)
+        return cert, key
+
+
+def _run(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _signed(directory: Path, common_name: str, cert: Path, key: Path, extensions: str | None) -> None:
+    request = directory / f"{common_name}.csr"
+    _run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(request),
+         "-subj", f"/CN={common_name}", cwd=directory)
+    command = ["x509", "-req", "-in", str(request), "-CA", "ca.crt", "-CAkey", "ca.key",
+               "-CAcreateserial", "-out", str(cert), "-days", "2"]
+    if extensions:
+        ext_file = directory / f"{common_name}.ext"
+        ext_file.write_text(extensions)
+        command += ["-extfile", str(ext_file)]
+    _run(*command, cwd=directory)
+
+
+def make_certificates(directory: Path) -> Certificates:
+    directory.mkdir(parents=True, exist_ok=True)
+    _run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+         "-days", "2", "-subj", "/CN=logstore test CA", cwd=directory)
+    _signed(
+        directory, "server", directory / "server.crt", directory / "server.key",
+        extensions="subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    return Certificates(directory / "ca.crt", directory / "server.crt", directory / "server.key", directory)
