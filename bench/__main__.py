@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,10 +57,11 @@ def _parser(names: Sequence[str], modules: Sequence[ModuleType]) -> argparse.Arg
                         help="also write every result with machine info to FILE "
                              "(bench/results/ is git-ignored)")
     parser.add_argument("--repeats", type=int, metavar="N",
-                        help="timed runs per workload after the warm-up (default 3, --quick 1); "
+                        help="timed runs per workload after the warm-up (default 5, --quick 1); "
                              "the table shows their median")
     parser.add_argument("--filter", action="append", default=[], metavar="TEXT",
-                        help="run only workloads whose name contains TEXT (repeatable)")
+                        help="run only workloads whose group or name contains TEXT, any case "
+                             "(repeatable), e.g. --filter append --filter index")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar, even on a terminal")
     for module in modules:
@@ -87,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     malloc_tuned = tune_malloc()
+    load_at_start = os.getloadavg()
+    if load_at_start[0] >= 0.5:
+        print(f"bench: load average {load_at_start[0]:.2f} at start: other processes are using the "
+              "CPU, so expect noisy numbers", file=sys.stderr)
     results: list[Result] = []
     with Progress(enabled=False if options.no_progress else None) as progress:
         for module in modules:
@@ -94,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(results)
     if options.json:
         write_json(options.json, results, suites=list(names), malloc_tuned=malloc_tuned,
+                   load_average={"start": load_at_start, "end": os.getloadavg()},
                    options={key: value for key, value in vars(options).items() if key != "json"})
         print(f"\nwrote {options.json}")
     return 0
