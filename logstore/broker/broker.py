@@ -104,6 +104,11 @@ class Broker:
         )
         return cls(data_dir, config, asyncio.get_running_loop())
 
+    def begin_shutdown(self) -> None:
+        """Refuse new work (ShuttingDownError) and wake every long poll and subscription."""
+        self.closing = True
+        self._wakeups.wake_all()
+
     async def close(self) -> None:
         """Refuse new work, wake every waiter, flush and cleanly close the data directory."""
         if self.data_dir.closed:

@@ -22,15 +22,27 @@ from logstore.records.layout import (
     CODEC_NONE,
     COLUMN_COUNT,
     COLUMN_DTYPE,
+    COLUMN_WIDTH,
     CONTROL_FLAG,
     CRC_START,
+    DENSE_OFFSETS_FLAG,
     HEADER_SIZE,
     HEADER_STRUCT,
+    HEADERS_LENGTH,
+    KEY_LENGTH,
     KNOWN_ATTRIBUTES,
     MAGIC,
-    RECORD_OVERHEAD,
+    NO_HEADERS_FLAG,
+    NO_KEYS_FLAG,
+    OFFSET_DELTA,
+    OMIT_FLAGS,
+    OMITTED_FILL,
+    SAME_TIMESTAMP_FLAG,
+    TIMESTAMP_DELTA,
     TRANSACTIONAL_FLAG,
+    VALUE_LENGTH,
     WALK_STRUCT,
+    present_columns,
 )
 
 Buffer = bytes | bytearray | memoryview
@@ -194,7 +206,8 @@ def check_header(header: BatchHeader, available: int) -> None:
             header,
         )
     if header.codec == CODEC_NONE and (
-        header.record_count * RECORD_OVERHEAD > header.batch_length - HEADER_SIZE
+        header.record_count * COLUMN_WIDTH * present_columns(header.attributes)
+        > header.batch_length - HEADER_SIZE
     ):
         raise _fail(
             f"record_count {header.record_count} does not fit in {header.batch_length} bytes",
@@ -209,6 +222,41 @@ def check_crc(buffer: Buffer, header: BatchHeader) -> None:
         raise _fail(f"crc32c {actual:#010x} does not match the header's {header.crc:#010x}", header)
 
 
+_DENSE_CACHE: dict[int, np.ndarray] = {}
+
+
+def dense_offset_deltas(count: int) -> np.ndarray:
+    """0..count-1 as <i4 (cached for common sizes; never write to it)."""
+    deltas = _DENSE_CACHE.get(count)
+    if deltas is None:
+        deltas = np.arange(count, dtype=COLUMN_DTYPE)
+        deltas.setflags(write=False)
+        if count <= 1 << 16:
+            _DENSE_CACHE[count] = deltas
+    return deltas
+
+
+def read_columns(section: Buffer, offset: int, count: int, attributes: int) -> np.ndarray:
+    """The (5, count) <i4 column matrix of a record section starting at ``offset``.
+
+    A view of the bytes when every column is present; otherwise a new matrix in which the
+    omitted columns are filled in (``layout.OMIT_FLAGS``)."""
+    present = present_columns(attributes)
+    stored = np.frombuffer(section, dtype=COLUMN_DTYPE, count=present * count, offset=offset)
+    if present == COLUMN_COUNT:
+        return stored.reshape(COLUMN_COUNT, count)
+    stored = stored.reshape(present, count)
+    columns = np.empty((COLUMN_COUNT, count), dtype=COLUMN_DTYPE)
+    row = 0
+    for index, flag in enumerate(OMIT_FLAGS):
+        if flag and attributes & flag:
+            columns[index] = dense_offset_deltas(count) if index == OFFSET_DELTA else OMITTED_FILL[index]
+        else:
+            columns[index] = stored[row]
+            row += 1
+    return columns
+
+
 def check_records(section: Buffer, header: BatchHeader) -> None:
     """Vectorised checks that the columns and the bytes after them add up."""
     count = header.record_count
@@ -216,34 +264,55 @@ def check_records(section: Buffer, header: BatchHeader) -> None:
         if len(section) != 0:
             raise _fail("an empty batch carries record bytes", header)
         return
-    column_bytes = count * RECORD_OVERHEAD
+    attributes = header.attributes
+    column_bytes = count * COLUMN_WIDTH * present_columns(attributes)
     if column_bytes > len(section):
         raise _fail(f"record_count {count} does not fit in the record section", header)
-    columns = np.frombuffer(section, dtype=COLUMN_DTYPE, count=COLUMN_COUNT * count).reshape(
-        COLUMN_COUNT, count
-    )
-    offset_deltas = columns[0]
-    if offset_deltas[0] < 0 or offset_deltas[-1] != header.last_offset_delta:
-        raise _fail("record offset deltas do not match last_offset_delta", header)
-    if count > 1 and not (np.diff(offset_deltas) > 0).all():
-        raise _fail("record offset deltas are not strictly increasing", header)
-    lengths = columns[2:4]
-    if lengths.min() < -1 or columns[4].min() < 0:
-        raise _fail("a key, value or headers length is negative", header)
-    payload = int(np.maximum(lengths, 0).sum()) + int(columns[4].sum())
+    if attributes & DENSE_OFFSETS_FLAG and header.last_offset_delta != count - 1:
+        raise _fail("dense offsets but last_offset_delta is not record_count - 1", header)
+    if attributes & SAME_TIMESTAMP_FLAG and header.max_timestamp != header.base_timestamp:
+        raise _fail("one timestamp for the batch but max_timestamp differs from it", header)
+    columns = read_columns(section, 0, count, attributes)
+    if not attributes & DENSE_OFFSETS_FLAG:
+        offset_deltas = columns[OFFSET_DELTA]
+        if offset_deltas[0] < 0 or offset_deltas[-1] != header.last_offset_delta:
+            raise _fail("record offset deltas do not match last_offset_delta", header)
+        if count > 1 and not (offset_deltas[1:] > offset_deltas[:-1]).all():
+            raise _fail("record offset deltas are not strictly increasing", header)
+    values = columns[VALUE_LENGTH]
+    value_low = int(values.min())
+    if value_low < -1:
+        raise _fail("a value length is negative", header)
+    payload = int(values.sum(dtype=np.int64))
+    if value_low < 0:
+        payload += int(np.count_nonzero(values < 0))  # undo the -1s of null values
+    if not attributes & NO_KEYS_FLAG:
+        keys = columns[KEY_LENGTH]
+        key_low = int(keys.min())
+        if key_low < -1:
+            raise _fail("a key length is negative", header)
+        payload += int(keys.sum(dtype=np.int64))
+        if key_low < 0:
+            payload += int(np.count_nonzero(keys < 0))
+    if not attributes & NO_HEADERS_FLAG:
+        header_lengths = columns[HEADERS_LENGTH]
+        if int(header_lengths.min()) < 0:
+            raise _fail("a headers length is negative", header)
+        payload += int(header_lengths.sum(dtype=np.int64))
     if payload != len(section) - column_bytes:
         raise _fail(
             f"record lengths add up to {payload} bytes but the batch carries "
             f"{len(section) - column_bytes}",
             header,
         )
-    max_delta = int(columns[1].max())
-    if header.base_timestamp + max_delta != header.max_timestamp:
-        raise _fail(
-            f"max_timestamp {header.max_timestamp} is not the records' largest "
-            f"({header.base_timestamp + max_delta})",
-            header,
-        )
+    if not attributes & SAME_TIMESTAMP_FLAG:
+        max_delta = int(columns[TIMESTAMP_DELTA].max())
+        if header.base_timestamp + max_delta != header.max_timestamp:
+            raise _fail(
+                f"max_timestamp {header.max_timestamp} is not the records' largest "
+                f"({header.base_timestamp + max_delta})",
+                header,
+            )
 
 
 def validate_batch(buffer: Buffer, position: int = 0, *, deep: bool = True) -> BatchHeader:

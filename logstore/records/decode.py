@@ -17,14 +17,15 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from logstore.records.batch import BatchHeader, iter_headers, record_section
+from logstore.records.batch import BatchHeader, iter_headers, read_columns, record_section
 from logstore.records.headers import NO_HEADERS, Headers, decode_headers
 from logstore.records.layout import (
     CODEC_NONE,
     COLUMN_COUNT,
     COLUMN_DTYPE,
+    COLUMN_WIDTH,
     HEADER_SIZE,
-    RECORD_OVERHEAD,
+    present_columns,
 )
 
 Buffer = bytes | bytearray | memoryview
@@ -328,16 +329,17 @@ def decode_columns(
         section_starts = [header.position + HEADER_SIZE for header in headers]
     counts_list = [header.record_count for header in headers]
     views = [
-        np.frombuffer(data, dtype=COLUMN_DTYPE, count=COLUMN_COUNT * count, offset=start).reshape(
-            COLUMN_COUNT, count
-        )
-        for count, start in zip(counts_list, section_starts, strict=True)
+        read_columns(data, start, header.record_count, header.attributes)
+        for header, start in zip(headers, section_starts, strict=True)
     ]
     columns = views[0] if len(views) == 1 else np.concatenate(views, axis=1)
     counts = np.array(counts_list, dtype=np.int64)
     firsts = np.zeros(len(counts_list), dtype=np.int64)
     np.cumsum(counts[:-1], out=firsts[1:])
-    keys_starts = np.array(section_starts, dtype=np.int64) + counts * RECORD_OVERHEAD
+    column_bytes = [
+        header.record_count * COLUMN_WIDTH * present_columns(header.attributes) for header in headers
+    ]
+    keys_starts = np.array(section_starts, dtype=np.int64) + np.array(column_bytes, dtype=np.int64)
     result = RecordColumns(
         data,
         columns,

@@ -20,38 +20,31 @@ from logstore.records.headers import encode_headers
 from logstore.records.layout import (
     CODEC_NONE,
     CODECS,
-    COLUMN_COUNT,
     COLUMN_DTYPE,
     CONTROL_FLAG,
     CRC_START,
+    DENSE_OFFSETS_FLAG,
     HEADER_SIZE,
     HEADER_STRUCT,
     MAGIC,
     MAX_BATCH_LENGTH,
+    NO_HEADERS_FLAG,
+    NO_KEYS_FLAG,
     NO_PRODUCER_EPOCH,
     NO_PRODUCER_ID,
     NO_SEQUENCE,
+    SAME_TIMESTAMP_FLAG,
     TRANSACTIONAL_FLAG,
 )
 
 _I4_MIN = -(1 << 31)
 _I4_MAX = (1 << 31) - 1
-_ARANGE_CACHE: dict[int, np.ndarray] = {}
 
 BytesLike = bytes | bytearray | memoryview
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _dense_offset_deltas(count: int) -> np.ndarray:
-    deltas = _ARANGE_CACHE.get(count)
-    if deltas is None:
-        deltas = np.arange(count, dtype=COLUMN_DTYPE)
-        if count <= 1 << 16:
-            _ARANGE_CACHE[count] = deltas
-    return deltas
 
 
 def codec_id(codec: str | int) -> int:
@@ -89,13 +82,28 @@ def encode_columns(
     count = len(value_lengths)
     if count == 0:
         raise ValueError("a batch holds at least one record")
-    columns = np.empty((COLUMN_COUNT, count), dtype=COLUMN_DTYPE)
-    columns[0] = _dense_offset_deltas(count) if offset_deltas is None else offset_deltas
+    codec_value = codec_id(codec)
+    attributes = codec_value
+    if transactional:
+        attributes |= TRANSACTIONAL_FLAG
+    if control:
+        attributes |= CONTROL_FLAG
+    # Only columns that say something are written; an attribute bit marks each one left out.
+    rows: list[Any] = []
+    if offset_deltas is None:
+        attributes |= DENSE_OFFSETS_FLAG
+        last_offset_delta = count - 1
+    else:
+        offset_deltas = np.asarray(offset_deltas, dtype=COLUMN_DTYPE)
+        if len(offset_deltas) != count:
+            raise ValueError(f"{len(offset_deltas)} offset deltas for {count} records")
+        last_offset_delta = int(offset_deltas[-1])
+        rows.append(offset_deltas)
     if timestamps is None:
         timestamps = now_ms()
     if isinstance(timestamps, (int, np.integer)):
         base_timestamp = max_timestamp = int(timestamps)
-        columns[1] = 0
+        attributes |= SAME_TIMESTAMP_FLAG
     else:
         stamps = np.asarray(timestamps, dtype=np.int64)
         if len(stamps) != count:
@@ -105,19 +113,23 @@ def encode_columns(
         low, high = int(deltas.min()), int(deltas.max())
         if low < _I4_MIN or high > _I4_MAX:
             raise ValueError("timestamps in one batch must lie within 2**31 ms of the first")
-        columns[1] = deltas
         max_timestamp = base_timestamp + high
-    columns[2] = -1 if key_lengths is None else key_lengths
-    columns[3] = value_lengths
-    columns[4] = 0 if headers_lengths is None else headers_lengths
-
-    codec_value = codec_id(codec)
-    attributes = codec_value
-    if transactional:
-        attributes |= TRANSACTIONAL_FLAG
-    if control:
-        attributes |= CONTROL_FLAG
-    last_offset_delta = int(columns[0, -1])
+        if low == high == 0:
+            attributes |= SAME_TIMESTAMP_FLAG
+        else:
+            rows.append(deltas.astype(COLUMN_DTYPE))
+    if key_lengths is None or (len(keys) == 0 and int(np.max(key_lengths)) < 0):
+        attributes |= NO_KEYS_FLAG
+        keys = b""
+    else:
+        rows.append(np.asarray(key_lengths, dtype=COLUMN_DTYPE))
+    rows.append(np.asarray(value_lengths, dtype=COLUMN_DTYPE))
+    if headers_lengths is None or (len(headers) == 0 and not np.any(headers_lengths)):
+        attributes |= NO_HEADERS_FLAG
+        headers = b""
+    else:
+        rows.append(np.asarray(headers_lengths, dtype=COLUMN_DTYPE))
+    columns = rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     if codec_value == CODEC_NONE:
         parts: list[Any] = [columns, keys, values, headers]
@@ -160,13 +172,14 @@ def _lengths_and_blob(
         return None, b""
     if len(items) != count:
         raise ValueError(f"{len(items)} keys/values for {count} records")
-    if None in items:  # a C-level scan; the loop below only runs when there are nulls
+    try:
+        return np.fromiter(map(len, items), dtype=np.int32, count=count), b"".join(items)  # type: ignore[arg-type]
+    except TypeError:  # a None among them: only then a Python-level pass
         lengths = np.fromiter(
             (-1 if item is None else len(item) for item in items), dtype=np.int32, count=count
         )
         blob = b"".join([item for item in items if item is not None])
         return lengths, blob
-    return np.fromiter(map(len, items), dtype=np.int32, count=count), b"".join(items)  # type: ignore[arg-type]
 
 
 def encode_batch(

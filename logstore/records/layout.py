@@ -10,7 +10,7 @@ Everything is little-endian. The header is 64 bytes::
     16       4     crc                <u4   crc32c of bytes [CRC_START, batch_length)
     20       1     magic              u1    format version, MAGIC (= 1)
     21       1     (reserved)         u1    0
-    22       2     attributes         <u2   bits 0-2 codec, bit 4 transactional, bit 5 control
+    22       2     attributes         <u2   bits 0-2 codec, 4 transactional, 5 control, 6-9 below
     24       4     last_offset_delta  <i4   last record's offset - base_offset
     28       4     record_count       <i4
     32       8     base_timestamp     <i8   milliseconds since the epoch
@@ -24,8 +24,8 @@ The crc covers everything from ``magic`` to the end, so the broker assigns ``bas
 ``leader_epoch`` by rewriting the first 16 bytes without recomputing it.
 
 The record section follows the header, compressed as a whole when the codec is not NONE. It is laid
-out for vectorised decoding: five fixed-width columns of ``record_count`` ``<i4`` each, then the
-concatenated bytes::
+out for vectorised decoding: up to five fixed-width columns of ``record_count`` ``<i4`` each, in
+this order, then the concatenated bytes::
 
     offset_delta[n]     record offset - base_offset, strictly increasing (gaps after compaction)
     timestamp_delta[n]  record timestamp - base_timestamp, milliseconds
@@ -35,6 +35,11 @@ concatenated bytes::
     keys                every non-null key, concatenated in record order
     values              every non-null value, concatenated
     headers             every record's encoded headers (see ``headers.py``), concatenated
+
+A column that says nothing is left out, and an attribute bit says so (bits 6-9): dense offsets
+(``offset_delta[i] = i``), one timestamp for the whole batch (every delta 0), no keys (every key
+null), no headers (every length 0). ``value_length`` is always present. So a batch of plain values
+costs 4 bytes per record besides the values, and a batch with every column costs 20.
 """
 
 from __future__ import annotations
@@ -96,7 +101,8 @@ COLUMN_COUNT = 5
 COLUMN_WIDTH = 4
 COLUMN_DTYPE = np.dtype("<i4")
 OFFSET_DELTA, TIMESTAMP_DELTA, KEY_LENGTH, VALUE_LENGTH, HEADERS_LENGTH = range(COLUMN_COUNT)
-RECORD_OVERHEAD = COLUMN_COUNT * COLUMN_WIDTH  # bytes per record besides key, value, headers
+#: The most a record costs besides its key, value and headers (every column present).
+RECORD_OVERHEAD = COLUMN_COUNT * COLUMN_WIDTH
 
 # -- attributes ---------------------------------------------------------------------------------
 
@@ -108,7 +114,23 @@ CODECS = {"none": CODEC_NONE, "zstd": CODEC_ZSTD, "lz4": CODEC_LZ4}
 CODEC_NAMES = {value: name for name, value in CODECS.items()}
 TRANSACTIONAL_FLAG = 0x10
 CONTROL_FLAG = 0x20
-KNOWN_ATTRIBUTES = CODEC_MASK | TRANSACTIONAL_FLAG | CONTROL_FLAG
+DENSE_OFFSETS_FLAG = 0x40  # no offset_delta column: offsets are base_offset + 0..n-1
+SAME_TIMESTAMP_FLAG = 0x80  # no timestamp_delta column: every record has base_timestamp
+NO_KEYS_FLAG = 0x100  # no key_length column: every key is null
+NO_HEADERS_FLAG = 0x200  # no headers_length column: no record has headers
+#: The attribute bit that leaves out each column (value_length is never left out).
+OMIT_FLAGS = (DENSE_OFFSETS_FLAG, SAME_TIMESTAMP_FLAG, NO_KEYS_FLAG, 0, NO_HEADERS_FLAG)
+#: What an omitted column holds.
+OMITTED_FILL = (None, 0, -1, None, 0)  # offsets are 0..n-1
+KNOWN_ATTRIBUTES = (
+    CODEC_MASK | TRANSACTIONAL_FLAG | CONTROL_FLAG
+    | DENSE_OFFSETS_FLAG | SAME_TIMESTAMP_FLAG | NO_KEYS_FLAG | NO_HEADERS_FLAG
+)
+
+
+def present_columns(attributes: int) -> int:
+    """How many columns a batch with these attributes carries."""
+    return COLUMN_COUNT - sum(1 for flag in OMIT_FLAGS if flag and attributes & flag)
 
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1

@@ -163,9 +163,13 @@ async def run(config: ServerConfig) -> int:
     await stop.wait()
     log.info("shutting down", extra={"grace_period_s": config.grace_period_s})
     await health_servicer.enter_graceful_shutdown()
-    broker.closing = True
-    broker._wakeups.wake_all()
-    await server.stop(config.grace_period_s)
+    # Drain: new calls are refused (UNAVAILABLE, SHUTTING_DOWN) by the broker, long polls and
+    # subscriptions return at once, and calls in flight get the grace period to finish.
+    broker.begin_shutdown()
+    deadline = loop.time() + config.grace_period_s
+    while service.in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    await server.stop(max(deadline - loop.time(), 0))
     await broker.close()
     log.info("clean shutdown")
     return EXIT_OK

@@ -38,13 +38,20 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
         self.metrics = metrics
         #: ACL checks; allows everything when the server runs without a security file.
         self.authorizer = authorizer or Authorizer(SecurityConfig())
+        #: Calls being served (shutdown waits for them to drain).
+        self.in_flight = 0
         self._subscriptions_by_peer: dict[str, int] = defaultdict(int)
 
     @asynccontextmanager
-    async def _rpc(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        """Time the call, count it, and turn any exception into a rich status."""
+    async def _rpc(
+        self, method: str, context: grpc.aio.ServicerContext, *, in_flight: bool = True
+    ) -> AsyncIterator[None]:
+        """Time the call, count it, and turn any exception into a rich status.
+
+        ``in_flight`` counts the call as work that shutdown waits for (an idle stream is not)."""
         started = time.perf_counter()
         code = "OK"
+        self.in_flight += in_flight
         try:
             yield
         except asyncio.CancelledError:
@@ -60,6 +67,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
                 log.info("%s refused: %s (%s)", method, status.details, _reason(exc))
             await context.abort_with_status(status)
         finally:
+            self.in_flight -= in_flight
             self.metrics.requests.labels(method=method, code=code).inc()
             self.metrics.latency.labels(method=method).observe(time.perf_counter() - started)
 
@@ -150,10 +158,11 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
     ) -> AsyncIterator[records_pb2.ProduceResponse]:
         """Requests are handled one after another, so responses keep request order. A request
         that fails is answered with ``error`` set; the stream stays open."""
-        async with self._rpc("ProduceStream", context):
+        async with self._rpc("ProduceStream", context, in_flight=False):
             async for raw in request_iterator:
                 started = time.perf_counter()
                 correlation_id = 0
+                self.in_flight += 1
                 try:
                     request = wire.parse_produce_request(raw)
                     correlation_id = request.correlation_id
@@ -163,6 +172,8 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
                     response = records_pb2.ProduceResponse(
                         correlation_id=correlation_id, error=error_detail(exc)
                     )
+                finally:
+                    self.in_flight -= 1
                 self.metrics.latency.labels(method="ProduceStream.request").observe(
                     time.perf_counter() - started
                 )

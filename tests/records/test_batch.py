@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
 from crc32c import crc32c
 from hypothesis import given, settings
@@ -13,6 +14,8 @@ from logstore.errors import CorruptBatchError
 from logstore.records import (
     HEADER_SIZE,
     encode_batch,
+    encode_columns,
+    encode_headers,
     iter_headers,
     read_header,
     validate_batch,
@@ -36,10 +39,23 @@ COLUMNS = HEADER_SIZE  # the record columns start right after the header (uncomp
 
 
 def valid_batch(count: int = 3, **options) -> bytearray:
+    """A batch carrying all five columns (explicit offset deltas, keys, timestamps, headers)."""
     values = [b"value-%d" % i for i in range(count)]
     keys = [b"key-%d" % i for i in range(count)]
-    stamps = [NOW + i for i in range(count)]
-    return bytearray(encode_batch(values, keys, stamps, **options))
+    headers = [encode_headers([("h", b"%d" % i)]) for i in range(count)]
+    return bytearray(
+        encode_columns(
+            value_lengths=np.array([len(v) for v in values], dtype=np.int32),
+            values=b"".join(values),
+            key_lengths=np.array([len(k) for k in keys], dtype=np.int32),
+            keys=b"".join(keys),
+            timestamps=np.array([NOW + i for i in range(count)], dtype=np.int64),
+            headers_lengths=np.array([len(h) for h in headers], dtype=np.int32),
+            headers=b"".join(headers),
+            offset_deltas=np.arange(count, dtype=np.int32),
+            **options,
+        )
+    )
 
 
 def reseal(batch: bytearray) -> bytearray:
@@ -150,7 +166,7 @@ def test_unsupported_magic_is_corrupt():
 
 def test_unknown_attribute_bits_are_corrupt():
     with pytest.raises(CorruptBatchError, match="attribute"):
-        validate_batch(put(valid_batch(), "<H", ATTRIBUTES_POSITION, 0x0100))
+        validate_batch(put(valid_batch(), "<H", ATTRIBUTES_POSITION, 0x8000))
 
 
 def test_unknown_codec_is_corrupt():
@@ -292,3 +308,34 @@ def test_flipped_bytes_are_caught_unless_they_are_broker_owned(codec, data):
     except CorruptBatchError:
         return
     assert all(p < ASSIGNED_PREFIX_SIZE for p in positions), positions
+
+
+# -- omitted columns (attribute bits 6-9) ----------------------------------------------------
+
+
+def test_a_batch_of_plain_values_carries_only_the_value_length_column():
+    batch = encode_batch([b"abc", b"de"], timestamps=NOW)
+    header = validate_batch(batch)
+    assert header.attributes & 0x3C0 == 0x3C0  # dense offsets, one timestamp, no keys, no headers
+    assert len(batch) == HEADER_SIZE + 2 * 4 + 5
+
+
+def test_all_five_columns_are_kept_when_each_says_something():
+    assert read_header(valid_batch()).attributes & 0x3C0 == 0
+
+
+def test_dense_offsets_with_a_wrong_last_offset_delta_are_corrupt():
+    batch = bytearray(encode_batch([b"a", b"b"], timestamps=NOW))
+    with pytest.raises(CorruptBatchError, match="dense offsets"):
+        validate_batch(reseal(put_raw(batch, "<i", LAST_OFFSET_DELTA_POSITION, 5)))
+
+
+def test_one_timestamp_flag_with_a_different_max_timestamp_is_corrupt():
+    batch = bytearray(encode_batch([b"a", b"b"], timestamps=NOW))
+    with pytest.raises(CorruptBatchError, match="one timestamp"):
+        validate_batch(reseal(put_raw(batch, "<q", MAX_TIMESTAMP_POSITION, NOW + 1)))
+
+
+def put_raw(batch: bytearray, fmt: str, position: int, value: int) -> bytearray:
+    struct.pack_into(fmt, batch, position, value)
+    return batch

@@ -153,7 +153,8 @@ def test_control_flag_is_set_and_control_batches_are_skipped_by_default():
 def test_uncompressed_batch_length_is_header_plus_columns_plus_bytes():
     batch = encode_batch([b"abc", b"de"], [b"k", None], NOW, [[("h", b"x")], None])
     headers_bytes = 2 + 1 + 4 + 1  # key length, key, value length, value
-    assert len(batch) == HEADER_SIZE + 2 * 20 + 1 + 5 + headers_bytes
+    columns = 3  # key, value and headers lengths; offsets are dense and the timestamp is one
+    assert len(batch) == HEADER_SIZE + 2 * 4 * columns + 1 + 5 + headers_bytes
 
 
 @pytest.mark.parametrize("codec", CODECS)

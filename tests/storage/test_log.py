@@ -509,10 +509,12 @@ def test_a_failing_multi_batch_append_that_rolls_appends_nothing(open_log, monke
 
 def test_one_append_lands_in_one_segment(open_log):
     partition_log = open_log()
-    fill(partition_log, 20)
-    partition_log.append(value_batch(20) + value_batch(21) + value_batch(22))
-    assert [s.base_offset for s in partition_log.segments] == [0, 20]
-    assert partition_log.segments[1].next_offset == 23
+    per_batch = len(value_batch(0))
+    first = TINY.segment_bytes // per_batch - 1  # batches that fit, leaving room for one more only
+    fill(partition_log, first)
+    partition_log.append(value_batch(first) + value_batch(first + 1) + value_batch(first + 2))
+    assert [s.base_offset for s in partition_log.segments] == [0, first]
+    assert partition_log.segments[1].next_offset == first + 3
 
 
 # -- durability --------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_recovery_after_a_cut_anywhere_in_the_active_segment(tmp_path_factory, d
 
 
 def test_a_corrupt_sealed_segment_is_cut_and_later_segments_go(tmp_path, clock):
-    contents = build(tmp_path, clock, batches=70)
+    contents = build(tmp_path, clock, batches=100)
     logs = sorted(tmp_path.glob("*.log"))
     assert len(logs) >= 3
     second = logs[1]
