@@ -175,8 +175,15 @@ class DataDir:
         compaction); without it, call ``run_maintenance()`` yourself.
         """
         directory = Path(path)
+        if not directory.exists() and not directory.parent.is_dir():
+            raise StorageError(
+                f"cannot create data directory {directory}: its parent {directory.parent} does "
+                f"not exist (is the disk mounted?)",
+                errno=errno.ENOENT,
+                path=str(directory),
+            )
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(exist_ok=True)
             lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StorageError(

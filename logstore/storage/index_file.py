@@ -6,6 +6,10 @@ open, a file's size says how many entries it holds; after an unclean stop the ac
 indexes are rebuilt from its log, never trusted. No checksum is kept: an index that fails its
 sanity check is rebuilt from the log.
 
+Entries are written with ``os.pwrite``, not through the mapping: on a full disk a store into a
+mapped page of a sparse file is a SIGBUS, while a write is an error the segment can shrug off (an
+index is sparse anyway; a missing entry only makes a lookup scan a little further).
+
 Not thread-safe for writers: the owning segment appends under its partition's lock. Readers may
 look up concurrently: an entry is written before ``entries`` is raised to include it, and the
 in-memory mirror arrays (``array``) only grow.
@@ -13,6 +17,7 @@ in-memory mirror arrays (``array``) only grow.
 
 from __future__ import annotations
 
+import logging
 import os
 from array import array
 from pathlib import Path
@@ -20,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from logstore.errors import LogstoreError
+
+log = logging.getLogger(__name__)
 
 
 class CorruptIndexError(LogstoreError):
@@ -74,11 +81,27 @@ class IndexFile:
             mirror.frombytes(np.ascontiguousarray(self._memmap[name][: self.entries]).tobytes())
         return mirror
 
-    def _write(self, *values: int) -> None:
+    def _write_at(self, slot: int, *values: int) -> bool:
+        """Write one entry at ``slot``; False (and a warning) if the disk refused it."""
         if self._memmap is None or not self.writable:
             raise CorruptIndexError(f"index {self.path} is read-only", path=str(self.path))
-        self._memmap[self.entries] = values
+        entry = np.array([values], dtype=self.ENTRY_DTYPE).tobytes()
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, entry, slot * self.entry_size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("index %s: entry not written (%s); lookups scan further", self.path, exc)
+            return False
+        return True
+
+    def _write(self, *values: int) -> bool:
+        if not self._write_at(self.entries, *values):
+            return False
         self.entries += 1
+        return True
 
     def reset(self) -> None:
         """Drop every entry (before a rebuild)."""

@@ -50,7 +50,8 @@ class OffsetIndex(IndexFile):
             return
         if self.is_full:
             return
-        self._write(relative, position)
+        if not self._write(relative, position):
+            return
         self._relative_offsets.append(relative)
         self._positions.append(position)
 

@@ -25,6 +25,7 @@ from logstore.storage.files import read_json, remove_quietly
 from logstore.storage.index_file import CorruptIndexError
 from logstore.storage.segment import (
     CLEANED_SUFFIX,
+    CORRUPT_SUFFIX,
     DELETED_SUFFIX,
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -215,11 +216,13 @@ def open_segments(
 
 
 def _delete_from(directory: Path, bases: list[int], result: OpenedSegments) -> None:
+    """Take segments after a cut out of the log; their .log is kept aside as quarantined."""
     for base in bases:
-        log.warning("recovery deletes segment %s", directory / file_name(base, LOG_SUFFIX))
-        for suffix in SEGMENT_SUFFIXES:
-            path = directory / file_name(base, suffix)
-            if path.exists():
-                os.replace(path, path.with_name(path.name + DELETED_SUFFIX))
-                os.unlink(path.with_name(path.name + DELETED_SUFFIX))
+        log_path = directory / file_name(base, LOG_SUFFIX)
+        if log_path.exists():
+            quarantine = log_path.with_name(f"{log_path.name}{CORRUPT_SUFFIX}0")
+            os.replace(log_path, quarantine)
+            log.warning("recovery took segment %s out of the log; kept as %s", log_path, quarantine)
+        for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            remove_quietly(directory / file_name(base, suffix))
         result.deleted_segments.append(base)

@@ -41,6 +41,8 @@ TIME_INDEX_SUFFIX = ".timeindex"
 CLEANED_SUFFIX = ".cleaned"  # a compacted segment being written
 SWAP_SUFFIX = ".swap"  # a compacted segment complete on disk, about to replace the originals
 DELETED_SUFFIX = ".deleted"  # a segment on its way out
+CORRUPT_SUFFIX = ".corrupt-at-"  # bytes recovery cut, kept for the operator: NNN.log.corrupt-at-POS
+MAX_QUARANTINE_BYTES = 64 << 20
 SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
 OFFSET_DIGITS = 20
 
@@ -210,6 +212,12 @@ class LogSegment:
             batches += 1
         truncated = file_size - position
         if truncated:
+            cut = mapping[position : min(file_size, position + MAX_QUARANTINE_BYTES)]
+            if cut.count(0) != len(cut):  # not just zeros past a torn write: keep a copy
+                quarantine = self.log_path.with_name(f"{self.log_path.name}{CORRUPT_SUFFIX}{position}")
+                with open(quarantine, "wb") as file:
+                    file.write(cut)
+                log.warning("kept the %d bytes cut from %s in %s", truncated, self.log_path, quarantine)
             self._mapping = None
             self._mapped_size = 0
             os.ftruncate(self._fd, position)

@@ -52,15 +52,15 @@ class TimeIndex(IndexFile):
                 return
         relative = offset - self.base_offset
         if self.is_full:
-            if self._memmap is None or not self.writable:
-                raise CorruptIndexError(f"index {self.path} is read-only", path=str(self.path))
             last = self.entries - 1
-            self._memmap[last] = (timestamp, relative)
+            if not self._write_at(last, timestamp, relative):
+                return
             # timestamp first: a concurrent reader sees (new, old offset), which is still true
             self._timestamps[last] = timestamp
             self._relative_offsets[last] = relative
             return
-        self._write(timestamp, relative)
+        if not self._write(timestamp, relative):
+            return
         self._timestamps.append(timestamp)
         self._relative_offsets.append(relative)
 
