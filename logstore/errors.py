@@ -33,10 +33,12 @@ class LogstoreError(Exception):
                 fields[key] = int(value)
             except ValueError:
                 fields[key] = value
-        LogstoreError.__init__(error, message, **fields)
-        for key, value in fields.items():
-            if key not in ("message", "fields", "reason", "metadata"):
-                setattr(error, key, value)
+        Exception.__init__(error, message)
+        error.message = message
+        error.fields = fields
+        for name, field in fields.items():
+            if name not in ("message", "fields", "reason", "metadata"):
+                setattr(error, name, field)
         return error
 
 

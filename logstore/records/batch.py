@@ -250,7 +250,8 @@ def read_columns(section: Buffer, offset: int, count: int, attributes: int) -> n
     row = 0
     for index, flag in enumerate(OMIT_FLAGS):
         if flag and attributes & flag:
-            columns[index] = dense_offset_deltas(count) if index == OFFSET_DELTA else OMITTED_FILL[index]
+            fill = OMITTED_FILL[index]
+            columns[index] = dense_offset_deltas(count) if fill is None else fill
         else:
             columns[index] = stored[row]
             row += 1

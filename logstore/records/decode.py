@@ -188,7 +188,7 @@ class RecordColumns:
         if self.headers_lengths.any():
             headers = [self.headers(i) for i in range(count)]
         values = _slices(data, self.value_positions, self.value_lengths)
-        columns = [repeat(item) for item in prefix]
+        columns: list[Any] = [repeat(item) for item in prefix]
         columns += [self.offsets.tolist(), self.timestamps.tolist(), keys, values, headers]
         was_enabled = gc.isenabled()
         gc.disable()  # tuples of bytes and ints: nothing for the collector to find

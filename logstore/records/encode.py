@@ -135,7 +135,7 @@ def encode_columns(
         parts: list[Any] = [columns, keys, values, headers]
         section_length = columns.nbytes + len(keys) + len(values) + len(headers)
     else:
-        section = compress(codec_value, b"".join([columns, keys, values, headers]))
+        section = compress(codec_value, b"".join([columns.tobytes(), keys, values, headers]))
         parts = [section]
         section_length = len(section)
     batch_length = HEADER_SIZE + section_length

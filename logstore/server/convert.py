@@ -5,6 +5,9 @@ payload that is not a run of whole batches."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
 from logstore.api.v1 import admin_pb2, common_pb2, records_pb2
 from logstore.broker import (
     AbortedTransaction,
@@ -22,8 +25,10 @@ from logstore.broker import (
 )
 from logstore.errors import CorruptBatchError, InvalidRequestError
 from logstore.server.errors import error_detail
-from logstore.server.wire import ProduceRequestView
+from logstore.server.wire import PartitionRecordsView, ProduceRequestView
 from logstore.storage import TopicDescription
+
+T = TypeVar("T")
 
 _ACKS = {
     records_pb2.ACKS_UNSPECIFIED: Acks.ALL,
@@ -48,7 +53,7 @@ _OFFSET_SPEC = {
 }
 
 
-def _enum(table: dict[int, object], value: int, field: str) -> object:
+def _enum(table: Mapping[Any, T], value: int, field: str) -> T:
     try:
         return table[value]
     except KeyError:
@@ -56,15 +61,15 @@ def _enum(table: dict[int, object], value: int, field: str) -> object:
 
 
 def acks(value: int) -> Acks:
-    return _enum(_ACKS, value, "acks")  # type: ignore[return-value]
+    return _enum(_ACKS, value, "acks")
 
 
 def isolation(value: int) -> Isolation:
-    return _enum(_ISOLATION, value, "isolation_level")  # type: ignore[return-value]
+    return _enum(_ISOLATION, value, "isolation_level")
 
 
 def start_position(value: int) -> StartPosition:
-    return _enum(_START, value, "start")  # type: ignore[return-value]
+    return _enum(_START, value, "start")
 
 
 def _partition(value: int, topic: str) -> int:
@@ -91,7 +96,7 @@ def subscribe_start(request: records_pb2.SubscribeRequest) -> StartPosition:
     return start
 
 
-def _records(p: records_pb2.PartitionRecords) -> bytes:
+def _records(p: records_pb2.PartitionRecords | PartitionRecordsView) -> bytes | memoryview:
     if not p.records:
         raise CorruptBatchError(
             f"{p.topic}/{p.partition}: no record batches in the payload",

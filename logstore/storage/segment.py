@@ -187,7 +187,7 @@ class LogSegment:
         self.max_timestamp = -1
         self.next_offset = self.base_offset
         file_size = os.fstat(self._fd).st_size
-        mapping = self._map_file(file_size) if file_size else b""
+        mapping = memoryview(self._map_file(file_size) if file_size else b"")
         position = 0
         batches = 0
         reason: str | None = None
@@ -212,7 +212,7 @@ class LogSegment:
             batches += 1
         truncated = file_size - position
         if truncated:
-            cut = mapping[position : min(file_size, position + MAX_QUARANTINE_BYTES)]
+            cut = bytes(mapping[position : min(file_size, position + MAX_QUARANTINE_BYTES)])
             if cut.count(0) != len(cut):  # not just zeros past a torn write: keep a copy
                 quarantine = self.log_path.with_name(f"{self.log_path.name}{CORRUPT_SUFFIX}{position}")
                 with open(quarantine, "wb") as file:
