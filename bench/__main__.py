@@ -3,7 +3,9 @@
 To add a suite, write ``bench/NAME.py`` with ``add_arguments(parser)`` and
 ``run(options, progress) -> list[common.Result]``, and add one line to ``SUITES`` (and to
 ``DEFAULT_SUITES`` if a bare ``scripts/bench`` should run it). Suites are imported only when run,
-so one suite's dependencies (grpc, a peer client) never slow down or break another.
+so one suite's dependencies (grpc, a peer client) never slow down or break another. A suite may
+also define ``print_results(results)`` (its own table instead of ``common.print_table``) and
+``describe(results) -> dict`` (extra top-level keys for the JSON).
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ class Suite:
 SUITES: dict[str, Suite] = {
     "storage": Suite("bench.storage", "in-process storage engine: encode, decode, append, read, "
                      "index lookups"),
+    "groups": Suite("bench.groups", "consumer groups (1/2/4 members), rebalance time, "
+                    "transactional vs idempotent produce, against a spawned broker"),
+    "peers": Suite("bench.peers", "logstore vs Redis Streams vs NATS JetStream on loopback, "
+                   "with a raw gRPC ceiling (starts the servers itself)"),
 }
 
 #: What ``scripts/bench`` with no suite runs, in order.
-DEFAULT_SUITES: tuple[str, ...] = ("storage",)
+DEFAULT_SUITES: tuple[str, ...] = ("peers",)
 
 
 def _usage() -> str:
@@ -94,14 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: load average {load_at_start[0]:.2f} at start: other processes are using the "
               "CPU, so expect noisy numbers", file=sys.stderr)
     results: list[Result] = []
+    per_module: list[tuple[ModuleType, list[Result]]] = []
     with Progress(enabled=False if options.no_progress else None) as progress:
         for module in modules:
-            results += module.run(options, progress)
-    print_table(results)
+            per_module.append((module, module.run(options, progress)))
+            results += per_module[-1][1]
+    extra: dict[str, object] = {}
+    for module, module_results in per_module:
+        getattr(module, "print_results", print_table)(module_results)
+        if hasattr(module, "describe"):
+            extra.update(module.describe(module_results))
     if options.json:
         write_json(options.json, results, suites=list(names), malloc_tuned=malloc_tuned,
                    load_average={"start": load_at_start, "end": os.getloadavg()},
-                   options={key: value for key, value in vars(options).items() if key != "json"})
+                   options={key: value for key, value in vars(options).items() if key != "json"},
+                   **extra)
         print(f"\nwrote {options.json}")
     return 0
 

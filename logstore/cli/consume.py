@@ -8,6 +8,12 @@ base64 and flagged (``"value_encoding": "base64"``).
 ``--from`` is earliest (default), latest, an OFFSET, ``@EPOCH_MS`` or an ISO-8601 time (naive means
 local time). Without ``--follow`` the command stops at the end offsets it saw at start, or after
 ``--max`` records.
+
+``--group G`` consumes as a member of consumer group G: the broker assigns the partitions, each
+starts at the group's committed offset (``--from earliest|latest`` when there is none), and the
+positions are committed after each batch of records is written (at-least-once: a crash may
+print the last batch again). Without ``--follow`` it stops once it holds partitions and has read
+them to the end offsets it saw when it got them.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         help="keep waiting for new records (Ctrl-C to stop)")
     parser.add_argument("--format", choices=["value", "json"], default="value",
                         help="value: the value per line (default); json: one object per record")
+    parser.add_argument("--group", metavar="G",
+                        help="consume as a member of consumer group G, committing as it goes")
     add_server_option(parser)
     parser.set_defaults(func=run)
 
@@ -82,6 +90,8 @@ def parse_start(text: str) -> str | int | datetime.datetime:
 def run(args: argparse.Namespace) -> int:
     from logstore.client import Consumer, TopicPartition
 
+    if args.group is not None:
+        return run_group(args)
     start = args.start
     # An explicit offset outside the log is an error; otherwise fall back to the log start.
     reset = "error" if isinstance(start, int) else "earliest"
@@ -131,6 +141,56 @@ def run(args: argparse.Namespace) -> int:
                 if ends is not None:
                     ends = {tp: end for tp, end in ends.items() if consumer.position(tp) < end}
     return 0
+
+
+def run_group(args: argparse.Namespace) -> int:
+    from logstore.client import Consumer
+
+    if args.partition is not None:
+        return usage_error("--partition and --group do not mix (the group assigns partitions)")
+    if args.start not in ("earliest", "latest"):
+        return usage_error("with --group, --from is earliest or latest (where partitions "
+                           "without a committed offset start)")
+    out = sys.stdout.buffer
+    remaining = args.max
+    ends: dict[Any, int] = {}
+    with Consumer(server_of(args), group_id=args.group, auto_offset_reset=args.start,
+                  enable_auto_commit=False) as consumer:
+
+        def assigned(partitions: list[Any]) -> None:
+            ends.update(consumer.end_offsets(partitions))
+
+        def revoked(partitions: list[Any]) -> None:
+            for tp in partitions:
+                ends.pop(tp, None)
+
+        consumer.subscribe([args.topic], on_assign=assigned, on_revoke=revoked)
+        while remaining is None or remaining > 0:
+            polled = consumer.poll_columns(timeout=POLL_SECONDS)
+            offsets = {}
+            for tp, columns in polled.items():
+                if remaining is not None and len(columns) > remaining:
+                    offsets[tp] = int(columns.offsets[remaining])  # the first not printed
+                    columns = columns.slice(0, remaining)
+                if len(columns):
+                    write(out, tp, columns, args.format)
+                    if remaining is not None:
+                        remaining -= len(columns)
+            out.flush()
+            if polled:
+                positions = consumer.position_offsets()
+                positions.update(offsets)  # --max cut a partition short
+                consumer.commit(positions)
+            if not args.follow and ends and all(
+                consumer.position(tp) >= end for tp, end in ends.items()
+            ):
+                break
+    return 0
+
+
+def usage_error(message: str) -> int:
+    print(f"logstore consume: error: {message}", file=sys.stderr)
+    return 2
 
 
 def write(out: BinaryIO, tp: Any, columns: Any, fmt: str) -> None:

@@ -17,6 +17,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("topic", "topic"),
     ("produce", "produce"),
     ("consume", "consume"),
+    ("group", "group"),
     ("token", "token"),
 ]
 

@@ -28,7 +28,12 @@ from logstore.client.config import DEFAULT_SERVER, ConsumerConfig, ProducerConfi
 from logstore.client.consumer import Consumer  # noqa: E402
 from logstore.client.models import (  # noqa: E402
     BatchMetadata,
+    CommittedOffset,
     ConsumerRecord,
+    GroupDescription,
+    GroupMember,
+    GroupMetadata,
+    GroupSummary,
     PartitionInfo,
     RecordMetadata,
     TopicDescription,
@@ -36,6 +41,7 @@ from logstore.client.models import (  # noqa: E402
     TopicPartition,
 )
 from logstore.client.producer import Producer  # noqa: E402
+from logstore.client.tasks import TaskQueue  # noqa: E402
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -44,14 +50,20 @@ __all__ = [
     "AsyncConsumer",
     "AsyncProducer",
     "BatchMetadata",
+    "CommittedOffset",
     "Consumer",
     "ConsumerConfig",
     "ConsumerRecord",
+    "GroupDescription",
+    "GroupMember",
+    "GroupMetadata",
+    "GroupSummary",
     "PartitionInfo",
     "Producer",
     "ProducerConfig",
     "RecordFuture",
     "RecordMetadata",
+    "TaskQueue",
     "TopicDescription",
     "TopicInfo",
     "TopicPartition",

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from logstore.client.batch import EMPTY, MIXED, ProducerBatch, RecordFuture
-from logstore.client.bulk import checked_headers
+from logstore.client.bulk import SEQUENCE_MASK, checked_headers
 from logstore.client.partitioner import Partitioner
 from logstore.errors import LogstoreError, UnknownPartitionError
 from logstore.records import RECORD_OVERHEAD
@@ -69,6 +69,7 @@ class Accumulator:
         "wakeup",
         "space",
         "closed",
+        "sequences",
         "_describe",
     )
 
@@ -99,6 +100,10 @@ class Accumulator:
         self.wakeup = threading.Event()
         self.space = threading.Condition(self.lock)
         self.closed = False
+        #: Idempotent producers: per partition, the sequence the next closed batch will get if
+        #: everything queued before it is sent in order (``Sequencer`` has the final word);
+        #: None when not idempotent.
+        self.sequences: dict[tuple[str, int], int] | None = None
         self._describe = describe
 
     # -- the send path -------------------------------------------------------------------------
@@ -243,6 +248,10 @@ class Accumulator:
         if batch.values:
             self.ready.append(batch)
             self.ready_bytes += batch.size
+            sequences = self.sequences
+            if sequences is not None:
+                key = (batch.topic, batch.partition)
+                sequences[key] = (sequences.get(key, 0) + len(batch.values)) & SEQUENCE_MASK
         else:
             del self.incomplete[batch]
             batch.complete(-1)
@@ -256,6 +265,31 @@ class Accumulator:
         """Block the caller (holding the lock, via the condition) while too much is queued."""
         while self.ready_bytes > self.buffer_bytes and not self.closed:
             self.space.wait(0.1)
+
+    def reserve(self, topic: str, partition: int, count: int) -> int:
+        """The sequence a batch of ``count`` records encoded now for this partition will most
+        likely get: the partition's open batch is closed first, so it goes ahead."""
+        with self.lock:
+            state = self.topics[topic]
+            current = state.open[partition]
+            if current is not None:
+                self._close(state, current)
+            sequences = self.sequences
+            assert sequences is not None
+            key = (topic, partition)
+            sequence = sequences.get(key, 0)
+            sequences[key] = (sequence + count) & SEQUENCE_MASK
+            return sequence
+
+    def resequence(self, next_sequences: dict[tuple[str, int], int]) -> None:
+        """Predictions from the sequences the sender will use next, plus what is queued."""
+        with self.lock:
+            sequences = dict(next_sequences)
+            for batch in self.ready:
+                key = (batch.topic, batch.partition)
+                count = batch.count if batch.encoded is not None else len(batch.values)
+                sequences[key] = (sequences.get(key, 0) + count) & SEQUENCE_MASK
+            self.sequences = sequences
 
     def enqueue(self, batches: list[ProducerBatch]) -> None:
         """Queue batches encoded by ``send_batch`` behind their partitions' open batches."""
@@ -306,10 +340,14 @@ class Accumulator:
 
     # -- the sender's side ---------------------------------------------------------------------
 
-    def drain(self, max_bytes: int, force: bool = False) -> tuple[list[ProducerBatch], float | None]:
+    def drain(
+        self, max_bytes: int, force: bool = False,
+        room: Callable[[tuple[str, int]], int] | None = None,
+    ) -> tuple[list[ProducerBatch], float | None]:
         """Close lingered batches (every open one if ``force``) and take ready batches up to
-        ``max_bytes`` (at least one). Returns them and how long until the next batch lingers
-        enough (None when no batch is open).
+        ``max_bytes`` (at least one, unless ``room``, the batches a partition may still take,
+        says 0 for the first). Returns them and how long until the next batch lingers enough
+        (None when no batch is open).
         """
         now = time.monotonic()
         with self.lock:
@@ -321,10 +359,21 @@ class Accumulator:
             taken: list[ProducerBatch] = []
             total = 0
             ready = self.ready
-            while ready and (not taken or total + ready[0].size <= max_bytes):
-                batch = ready.popleft()
-                taken.append(batch)
-                total += batch.size
+            if room is not None:
+                counts: dict[tuple[str, int], int] = {}
+                while ready and (not taken or total + ready[0].size <= max_bytes):
+                    key = (ready[0].topic, ready[0].partition)
+                    if counts.get(key, 0) >= room(key):
+                        break  # the partition has enough unanswered: wait for answers
+                    counts[key] = counts.get(key, 0) + 1
+                    batch = ready.popleft()
+                    taken.append(batch)
+                    total += batch.size
+            else:
+                while ready and (not taken or total + ready[0].size <= max_bytes):
+                    batch = ready.popleft()
+                    taken.append(batch)
+                    total += batch.size
             if taken:
                 self.ready_bytes -= total
                 self.space.notify_all()

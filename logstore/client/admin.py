@@ -1,4 +1,5 @@
-"""``Admin``: topics (create, delete, list, describe, configure, grow) and offsets.
+"""``Admin``: topics (create, delete, list, describe, configure, grow), offsets, and consumer
+groups (list, describe, delete, reset offsets, read committed offsets).
 
 Every method is one unary call; results are the small dataclasses of ``models``, never protobuf
 messages, and failures are the typed errors of ``logstore.errors`` (see ``channel``).
@@ -11,10 +12,23 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
+from logstore.api.v1 import admin_pb2, groups_pb2, logstore_pb2_grpc, records_pb2
 from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
 from logstore.client.config import resolve_server
-from logstore.client.models import PartitionInfo, TopicDescription, TopicInfo, TopicPartition
+from logstore.client.models import (
+    CommittedOffset,
+    GroupDescription,
+    GroupMember,
+    GroupSummary,
+    PartitionInfo,
+    TopicDescription,
+    TopicInfo,
+    TopicPartition,
+)
+
+#: Where ``reset_offsets`` moves a group: "earliest", "latest", an offset (int), or a time
+#: (a datetime, or ``("timestamp", ms since the epoch)``).
+ResetTarget = str | int | datetime.datetime | tuple[str, int]
 
 #: What ``list_offsets`` can look up per partition.
 OffsetQuery = str | int | datetime.datetime  # "earliest", "latest", ms since epoch, datetime
@@ -87,6 +101,92 @@ class Admin:
         queries = {TopicPartition(*tp): spec for tp in partitions}
         return list_offsets(self._stub, queries, server=self.server, timeout=self.timeout)
 
+    # -- consumer groups ---------------------------------------------------------------------------
+
+    def list_groups(self) -> list[GroupSummary]:
+        with translate_errors(self.server):
+            response = self._stub.ListGroups(groups_pb2.ListGroupsRequest(), timeout=self.timeout)
+        return [GroupSummary(g.group_id, g.state, g.members) for g in response.groups]
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """Members with their assignments, and per partition the committed offset, log end
+        offset and lag. Raises ``UnknownGroupError`` for a group with no members or offsets."""
+        request = groups_pb2.DescribeGroupRequest(group_id=group_id)
+        with translate_errors(self.server):
+            message = self._stub.DescribeGroup(request, timeout=self.timeout)
+        return GroupDescription(
+            group_id=message.group_id,
+            state=message.state,
+            assignor=message.assignor,
+            group_epoch=message.group_epoch,
+            members=[
+                GroupMember(
+                    member_id=m.member_id,
+                    instance_id=m.instance_id,
+                    member_epoch=m.member_epoch,
+                    topics=list(m.topics),
+                    assignment=[TopicPartition(tp.topic, tp.partition) for tp in m.assignment],
+                    revoking=[TopicPartition(tp.topic, tp.partition) for tp in m.revoking],
+                )
+                for m in message.members
+            ],
+            offsets=[_committed(o) for o in message.offsets],
+        )
+
+    def delete_group(self, group_id: str) -> None:
+        """Forget a group and its committed offsets; ``GroupNotEmptyError`` while it has
+        members."""
+        with translate_errors(self.server):
+            self._stub.DeleteGroup(groups_pb2.DeleteGroupRequest(group_id=group_id),
+                                   timeout=self.timeout)
+
+    def fetch_committed(
+        self, group_id: str, partitions: Iterable[TopicPartition | tuple[str, int]] = ()
+    ) -> list[CommittedOffset]:
+        """The group's committed offsets (of ``partitions``; default every partition it has
+        committed), with log end offsets and lag."""
+        request = groups_pb2.FetchOffsetsRequest(group_id=group_id)
+        for topic, partition in partitions:
+            request.partitions.add(topic=topic, partition=partition)
+        with translate_errors(self.server):
+            response = self._stub.FetchOffsets(request, timeout=self.timeout)
+        return [_committed(o) for o in response.offsets]
+
+    def reset_offsets(
+        self,
+        group_id: str,
+        topic: str,
+        to: ResetTarget,
+        partitions: Iterable[int] = (),
+        dry_run: bool = False,
+    ) -> list[CommittedOffset]:
+        """Move an inactive group's committed offsets of ``topic`` (every partition, or
+        ``partitions``) to "earliest", "latest", an offset, or the first record at or after a
+        time (a datetime or ``("timestamp", ms)``). ``GroupNotEmptyError`` while it has
+        members. Returns the new offsets (not committed with ``dry_run``)."""
+        request = groups_pb2.ResetOffsetsRequest(
+            group_id=group_id, topic=topic, partitions=list(partitions), dry_run=dry_run
+        )
+        if to == "earliest":
+            request.spec = groups_pb2.RESET_EARLIEST
+        elif to == "latest":
+            request.spec = groups_pb2.RESET_LATEST
+        elif isinstance(to, datetime.datetime):
+            request.spec = groups_pb2.RESET_TIMESTAMP
+            request.timestamp_ms = to_epoch_ms(to)
+        elif isinstance(to, tuple) and len(to) == 2 and to[0] == "timestamp":
+            request.spec = groups_pb2.RESET_TIMESTAMP
+            request.timestamp_ms = int(to[1])
+        elif isinstance(to, int) and not isinstance(to, bool):
+            request.spec = groups_pb2.RESET_OFFSET
+            request.offset = to
+        else:
+            raise ValueError(f"reset to 'earliest', 'latest', an offset, a datetime or "
+                             f"('timestamp', ms), not {to!r}")
+        with translate_errors(self.server):
+            response = self._stub.ResetOffsets(request, timeout=self.timeout)
+        return [_committed(o) for o in response.offsets]
+
     def close(self) -> None:
         self._channel.close()
 
@@ -155,6 +255,20 @@ def _config_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _committed(message: Any) -> CommittedOffset:
+    if message.HasField("error") and message.error.reason:
+        raise error_from_detail(message.error)
+    return CommittedOffset(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        log_end_offset=message.log_end_offset,
+        lag=message.lag,
+        metadata=message.metadata,
+        commit_timestamp_ms=message.commit_timestamp_ms,
+    )
 
 
 def _description(message: Any) -> TopicDescription:

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 from logstore.client.admin import Admin
 from logstore.client.batch import RecordFuture
 from logstore.client.consumer import Consumer
-from logstore.client.models import BatchMetadata, ConsumerRecord, RecordMetadata, TopicPartition
+from logstore.client.models import (
+    BatchMetadata,
+    ConsumerRecord,
+    GroupMetadata,
+    RecordMetadata,
+    TopicPartition,
+)
 from logstore.client.producer import Producer
 from logstore.records import RecordColumns
 
@@ -92,6 +98,22 @@ class AsyncProducer(_Wrapper):
     async def flush(self, timeout: float | None = None) -> None:
         await self._run(self._sync.flush, timeout)
 
+    async def init_transactions(self) -> None:
+        await self._run(self._sync.init_transactions)
+
+    def begin_transaction(self) -> None:
+        self._sync.begin_transaction()
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int],
+                                          group: GroupMetadata | str) -> None:
+        await self._run(self._sync.send_offsets_to_transaction, offsets, group)
+
+    async def commit_transaction(self, timeout: float | None = None) -> None:
+        await self._run(self._sync.commit_transaction, timeout)
+
+    async def abort_transaction(self, timeout: float | None = None) -> None:
+        await self._run(self._sync.abort_transaction, timeout)
+
 
 class AsyncConsumer(_Wrapper):
     """``Consumer`` for asyncio; iterate with ``async for``."""
@@ -104,6 +126,26 @@ class AsyncConsumer(_Wrapper):
 
     def assignment(self) -> list[TopicPartition]:
         return self._sync.assignment()
+
+    async def subscribe(self, topics: Any, on_assign: Any = None, on_revoke: Any = None,
+                        on_lost: Any = None) -> None:
+        """As ``Consumer.subscribe``; the callbacks run in the worker thread that polls."""
+        await self._run(self._sync.subscribe, topics, on_assign, on_revoke, on_lost)
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None
+                     ) -> dict[TopicPartition, int]:
+        result = await self._run(self._sync.commit, offsets)
+        assert isinstance(result, dict)
+        return result
+
+    async def committed(self, partitions: Any = ()) -> dict[TopicPartition, int | None]:
+        return await self._run(self._sync.committed, partitions)
+
+    def position_offsets(self) -> dict[TopicPartition, int]:
+        return self._sync.position_offsets()
+
+    def group_metadata(self) -> GroupMetadata:
+        return self._sync.group_metadata()
 
     async def seek(self, partition: Any, offset: int) -> None:
         self._sync.seek(partition, offset)

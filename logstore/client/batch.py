@@ -12,6 +12,7 @@ produce stream's reader thread; ``wait``/``add_callback`` may be called from any
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +20,20 @@ from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
+from crc32c import crc32c
 
 from logstore.client import bulk
 from logstore.client.models import BatchMetadata, RecordMetadata
 from logstore.errors import LogstoreError
+from logstore.records import read_header
 from logstore.records.encode import now_ms
+from logstore.records.layout import (
+    ATTRIBUTES_POSITION,
+    CRC_POSITION,
+    CRC_START,
+    PRODUCER_ID_POSITION,
+    TRANSACTIONAL_FLAG,
+)
 
 log = logging.getLogger("logstore.client")
 
@@ -47,6 +57,7 @@ class ProducerBatch:
         "opened",
         "timestamp",
         "encoded",
+        "stamp",
         "count",
         "base_offset",
         "error",
@@ -73,6 +84,9 @@ class ProducerBatch:
         #: Milliseconds since the epoch when opened: the records' default timestamp.
         self.timestamp = now_ms()
         self.encoded: bytes | None = None
+        #: The producer id, epoch, base sequence and transactional flag ``encoded`` carries
+        #: (None: not idempotent).
+        self.stamp: bulk.Stamp | None = None
         self.count = 0
         self.base_offset = -1
         self.error: LogstoreError | None = None
@@ -81,9 +95,13 @@ class ProducerBatch:
         self._callbacks: list[Callable[[ProducerBatch], object]] = []
 
     @classmethod
-    def of_encoded(cls, topic: str, partition: int, encoded: bytes, count: int) -> ProducerBatch:
+    def of_encoded(
+        cls, topic: str, partition: int, encoded: bytes, count: int,
+        stamp: bulk.Stamp | None = None,
+    ) -> ProducerBatch:
         batch = cls(topic, partition, time.monotonic())
         batch.encoded = encoded
+        batch.stamp = stamp
         batch.count = count
         batch.size = len(encoded)
         return batch
@@ -96,13 +114,18 @@ class ProducerBatch:
     def record_count(self) -> int:
         return self.count if self.encoded is not None and not self.values else len(self.values)
 
-    def encode(self, codec: str) -> bytes:
+    def encode(self, codec: str, stamp: bulk.Stamp | None = None) -> bytes:
         """The batch's bytes (encoding the lists once; the lists are released afterwards).
 
         Usually one record batch; several back to back when explicit timestamps lie weeks apart
         (a batch stores them as <i4 deltas). Either way offsets are dense: base + index.
+        ``stamp`` is the producer id, epoch, first sequence and transactional flag the batch must
+        carry; bytes encoded earlier with another stamp are re-stamped (``restamp``).
         """
         if self.encoded is not None:
+            if stamp is not None and stamp != self.stamp:
+                self.encoded = restamp(self.encoded, stamp)
+                self.stamp = stamp
             return self.encoded
         values = self.values
         count = len(values)
@@ -126,7 +149,8 @@ class ProducerBatch:
             timestamps = np.full(count, self.timestamp, dtype=np.int64)
             timestamps[list(self.timestamps)] = list(self.timestamps.values())
         piece = bulk.Slice(self.partition, value_column, key_column, header_column, timestamps)
-        self.encoded = bulk.encode_slice(piece, codec)
+        self.encoded = bulk.encode_slice(piece, codec, stamp)
+        self.stamp = stamp
         self.count = count
         self.values = []
         self.keys = {}
@@ -171,6 +195,35 @@ class ProducerBatch:
             except ValueError:
                 return
         callback(self)
+
+
+def restamp(encoded: bytes, stamp: bulk.Stamp) -> bytes:
+    """``encoded`` (record batches back to back) with another producer id, epoch, sequence and
+    transactional flag: the header fields are rewritten and each crc recomputed. Only needed
+    when a batch was encoded ahead with a sequence that did not hold (see ``Sequencer``)."""
+    producer_id, producer_epoch, sequence, transactional = stamp
+    data = bytearray(encoded)
+    view = memoryview(data)
+    position = 0
+    while position < len(data):
+        header = read_header(data, position)
+        attributes = header.attributes & ~TRANSACTIONAL_FLAG
+        if transactional:
+            attributes |= TRANSACTIONAL_FLAG
+        _ATTRIBUTES.pack_into(data, position + ATTRIBUTES_POSITION, attributes)
+        _PRODUCER.pack_into(data, position + PRODUCER_ID_POSITION, producer_id, producer_epoch, 0,
+                            sequence)
+        crc = crc32c(view[position + CRC_START: position + header.batch_length])
+        _CRC.pack_into(data, position + CRC_POSITION, crc)
+        position += header.batch_length
+        sequence = (sequence + header.record_count) & bulk.SEQUENCE_MASK
+    view.release()
+    return bytes(data)
+
+
+_ATTRIBUTES = struct.Struct("<H")
+_PRODUCER = struct.Struct("<qhhi")  # producer_id, producer_epoch, reserved, base_sequence
+_CRC = struct.Struct("<I")
 
 
 def _dense(sparse: dict[int, Any], count: int) -> list[Any]:

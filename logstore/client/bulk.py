@@ -237,13 +237,19 @@ def timestamp_runs(stamps: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def encode_slice(piece: Slice, codec: str) -> bytes:
-    """The slice as one batch, or several back to back if its timestamps are weeks apart."""
+#: What an idempotent or transactional producer writes into each batch header:
+#: (producer_id, producer_epoch, base_sequence of the first record, transactional).
+Stamp = tuple[int, int, int, bool]
+
+
+def encode_slice(piece: Slice, codec: str, stamp: Stamp | None = None) -> bytes:
+    """The slice as one batch, or several back to back if its timestamps are weeks apart.
+    With a ``stamp``, each batch's base sequence is the stamp's plus the records before it."""
     if isinstance(piece.timestamps, int):
-        return _encode(piece, codec)
+        return _encode(piece, codec, stamp)
     runs = timestamp_runs(piece.timestamps)
     if len(runs) == 1:
-        return _encode(piece, codec)
+        return _encode(piece, codec, stamp)
     value_starts = _starts(piece.values[0])
     key_starts = None if piece.keys is None else _starts(piece.keys[0])
     header_starts = None if piece.headers is None else _starts(piece.headers[0])
@@ -251,20 +257,39 @@ def encode_slice(piece: Slice, codec: str) -> bytes:
     for lo, hi in runs:
         values = _cut(piece.values, value_starts, lo, hi)
         assert values is not None
+        run_stamp = None
+        if stamp is not None:
+            run_stamp = (stamp[0], stamp[1], (stamp[2] + lo) & SEQUENCE_MASK, stamp[3])
         parts.append(_encode(Slice(
             piece.partition,
             values,
             _cut(piece.keys, key_starts, lo, hi),
             _cut(piece.headers, header_starts, lo, hi),
             piece.timestamps[lo:hi],
-        ), codec))
+        ), codec, run_stamp))
     return b"".join(parts)
 
 
-def _encode(piece: Slice, codec: str) -> bytes:
+#: Sequence numbers wrap at 2**31, as the broker's do.
+SEQUENCE_MASK = 0x7FFFFFFF
+
+
+def _encode(piece: Slice, codec: str, stamp: Stamp | None = None) -> bytes:
     value_lengths, value_data = piece.values
     key_lengths, key_data = piece.keys if piece.keys is not None else (None, _EMPTY)
     headers_lengths, header_data = piece.headers if piece.headers is not None else (None, _EMPTY)
+    if stamp is None:
+        return encode_columns(
+            value_lengths=value_lengths,
+            values=value_data.data,
+            key_lengths=key_lengths,
+            keys=key_data.data,
+            timestamps=piece.timestamps,
+            headers_lengths=headers_lengths,
+            headers=header_data.data,
+            codec=codec,
+        )
+    producer_id, producer_epoch, base_sequence, transactional = stamp
     return encode_columns(
         value_lengths=value_lengths,
         values=value_data.data,
@@ -274,4 +299,8 @@ def _encode(piece: Slice, codec: str) -> bytes:
         headers_lengths=headers_lengths,
         headers=header_data.data,
         codec=codec,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        transactional=transactional,
     )

@@ -20,6 +20,9 @@ SERVER_ENV = "LOGSTORE_SERVER"
 
 #: gRPC message limit in both directions: requests and fetches of up to 64 MiB.
 MAX_MESSAGE_BYTES = 64 << 20
+#: The broker remembers the last 5 batches per producer and partition, so an idempotent producer
+#: keeps at most 5 batches of a partition unanswered.
+MAX_IN_FLIGHT_IDEMPOTENT = 5
 
 ACKS = {
     "0": records_pb2.ACKS_NONE,
@@ -29,6 +32,7 @@ ACKS = {
 }
 CODECS = ("none", "zstd", "lz4")
 OFFSET_RESETS = ("earliest", "latest", "error")
+ASSIGNORS = ("", "sticky", "range", "roundrobin")
 ISOLATION_LEVELS = {
     "read_uncommitted": common_pb2.READ_UNCOMMITTED,
     "read_committed": common_pb2.READ_COMMITTED,
@@ -74,17 +78,46 @@ class ProducerConfig:
     metadata_max_age_ms: float = 300_000.0
     #: Unary calls (metadata) give up after this long.
     request_timeout_ms: float = 30_000.0
+    #: Idempotence: the broker hands out a producer id, batches carry per-partition sequence
+    #: numbers, and a retried batch is never appended twice. None (default) = on when
+    #: ``acks="all"`` and ``max_in_flight <= 5``; True insists on it (and on those settings).
+    enable_idempotence: bool | None = None
+    #: Makes the producer transactional (implies idempotence): a stable id per producer
+    #: instance; a new instance with the same id fences the old one.
+    transactional_id: str | None = None
+    #: The broker aborts a transaction open longer than this.
+    transaction_timeout_ms: int = 60_000
 
     def __post_init__(self) -> None:
         acks_value(self.acks)
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, not {self.codec!r}")
-        _positive(self, "batch_bytes", "max_request_bytes", "max_in_flight", "buffer_bytes")
+        _positive(self, "batch_bytes", "max_request_bytes", "max_in_flight", "buffer_bytes",
+                  "transaction_timeout_ms")
         _non_negative(self, "linger_ms", "retries", "retry_backoff_ms", "retry_backoff_max_ms")
+        if self.enable_idempotence or self.transactional_id:
+            what = "a transactional producer" if self.transactional_id else "idempotence"
+            if self.enable_idempotence is False:
+                raise ValueError("a transactional producer needs enable_idempotence")
+            if self.acks_wire != records_pb2.ACKS_ALL:
+                raise ValueError(f"{what} needs acks='all', not {self.acks!r}")
+            if self.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT:
+                raise ValueError(f"{what} needs max_in_flight <= {MAX_IN_FLIGHT_IDEMPOTENT}, "
+                                 f"not {self.max_in_flight}")
 
     @property
     def acks_wire(self) -> int:
         return acks_value(self.acks)
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether batches carry a producer id and sequence numbers."""
+        if self.transactional_id:
+            return True
+        if self.enable_idempotence is None:
+            return (self.acks_wire == records_pb2.ACKS_ALL
+                    and self.max_in_flight <= MAX_IN_FLIGHT_IDEMPOTENT)
+        return self.enable_idempotence
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +125,24 @@ class ConsumerConfig:
     #: Where to start when a partition has no position, or its position fell out of the log:
     #: "earliest", "latest", or "error" (raise ``OffsetOutOfRangeError``).
     auto_offset_reset: str = "latest"
-    #: Reserved for consumer groups (a later release); must be None for now.
+    #: Join this consumer group with ``subscribe`` (the broker assigns partitions), or commit
+    #: offsets for it with manually ``assign``-ed partitions. None: no group.
     group_id: str | None = None
+    #: Static membership: a stable id per instance (e.g. a pod name). A static member that
+    #: closes keeps its partitions for ``session_timeout_ms``, so a quick restart moves nothing.
+    group_instance_id: str | None = None
+    #: Commit, at the start of a later ``poll()`` (at most every ``auto_commit_interval_ms``),
+    #: before partitions are revoked, and on ``close()``, the positions *after the records that
+    #: earlier polls returned*. See ``Consumer`` for what that guarantees.
+    enable_auto_commit: bool = True
+    auto_commit_interval_ms: float = 5_000.0
+    #: The broker evicts the member when no heartbeat arrives for this long.
+    session_timeout_ms: int = 10_000
+    #: The broker evicts the member when ``poll`` is not called for this long (a stuck
+    #: consumer): the group's rebalance timeout.
+    max_poll_interval_ms: int = 300_000
+    #: "sticky" (the broker's default), "range" or "roundrobin"; "" leaves the group's as is.
+    assignor: str = ""
     #: Long-poll: the broker answers a fetch after this long even with less than min bytes.
     fetch_max_wait_ms: int = 500
     fetch_min_bytes: int = 1
@@ -122,8 +171,13 @@ class ConsumerConfig:
                 f"isolation_level must be one of {sorted(ISOLATION_LEVELS)}, "
                 f"not {self.isolation_level!r}"
             )
-        _positive(self, "fetch_max_bytes", "max_poll_records")
-        _non_negative(self, "fetch_max_wait_ms", "fetch_min_bytes", "max_partition_fetch_bytes",
+        if self.group_id is not None and not self.group_id:
+            raise ValueError("group_id must not be empty")
+        if self.assignor not in ASSIGNORS:
+            raise ValueError(f"assignor must be one of {ASSIGNORS}, not {self.assignor!r}")
+        _positive(self, "fetch_max_bytes", "max_poll_records", "session_timeout_ms",
+                  "max_poll_interval_ms")
+        _non_negative(self, "auto_commit_interval_ms", "fetch_max_wait_ms", "fetch_min_bytes", "max_partition_fetch_bytes",
                       "retries", "retry_backoff_ms", "retry_backoff_max_ms")
 
 

@@ -11,17 +11,26 @@ buffered; a response to a fetch sent before the seek no longer matches ``fetch_o
 ignored. A partition with no position gets one from ``auto_offset_reset`` (earliest or latest via
 ``ListOffsets``, or an error); so does one whose position fell out of the log (OFFSET_OUT_OF_RANGE).
 
-Consumer groups come later: ``group_id``, ``subscribe`` and ``commit`` are reserved, and
-``_initial_positions`` is where committed offsets will be read.
+Groups. With ``group_id`` and ``subscribe(topics)`` the broker assigns the partitions; the
+heartbeat thread (``group.Membership``) learns each new assignment and ``poll`` applies it in the
+caller's thread (``_reconcile``): revoked partitions get ``on_revoke``, then an auto-commit, then
+are dropped; added ones start at the group's committed offset (else ``auto_offset_reset``) and get
+``on_assign``; after an eviction ``on_lost`` runs and nothing is committed. ``commit`` writes
+offsets for the group; with ``assign`` instead of ``subscribe`` a consumer still reads and
+commits the group's offsets (a standalone consumer; the broker accepts that while the group has
+no members).
 
-Thread-safety: none; use a consumer from one thread (as with Kafka's).
+Thread-safety: none; use a consumer from one thread (as with Kafka's). Its heartbeat thread only
+talks to the broker and to ``Membership``.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
@@ -45,13 +54,27 @@ from logstore.client.config import (
     build,
     resolve_server,
 )
-from logstore.client.models import ConsumerRecord, TopicPartition
-from logstore.errors import InvalidRequestError, LogstoreError
+from logstore.client.group import (
+    REJOIN_REASONS,
+    Membership,
+    commit_future,
+    commit_request,
+    commit_result,
+    fetch_committed,
+)
+from logstore.client.models import ConsumerRecord, GroupMetadata, TopicPartition
+from logstore.errors import InvalidRequestError, LogstoreError, UnknownMemberError
 from logstore.records import BatchHeader, RecordColumns, decode_columns
 
 FETCH = "/logstore.api.v1.LogStore/Fetch"
 
 Partition = TopicPartition | tuple[str, int] | int
+#: ``on_assign``, ``on_revoke`` and ``on_lost`` get the partitions, sorted.
+RebalanceCallback = Callable[[list[TopicPartition]], object]
+#: Fetch errors that mean the group moved on: the heartbeat thread sorts it out.
+GROUP_FETCH_REASONS = (*REJOIN_REASONS, "PARTITION_NOT_ASSIGNED")
+
+log = logging.getLogger("logstore.client")
 
 
 class _State:
@@ -108,17 +131,27 @@ class _Fetch:
 
 
 class Consumer:
-    """Reads records from assigned partitions.
+    """Reads records from assigned partitions, alone or as a member of a consumer group.
 
     ``Consumer(server, auto_offset_reset="latest", fetch_max_wait_ms=500, ...)``; the options are
-    ``ConsumerConfig``'s. Assign partitions with ``assign``, move with ``seek*``, read with
-    ``poll`` (records), ``poll_columns`` (numpy columns) or by iterating.
+    ``ConsumerConfig``'s. Assign partitions with ``assign`` (or join a group with ``group_id=``
+    and ``subscribe``), move with ``seek*``, read with ``poll`` (records), ``poll_columns``
+    (numpy columns) or by iterating.
+
+    **Auto-commit** (``enable_auto_commit=True``, the default, with a ``group_id``): at the start
+    of a ``poll()`` at least ``auto_commit_interval_ms`` after the last one, before partitions
+    are revoked, and in ``close()``, the consumer commits its *positions*: for every partition,
+    the offset after the last record that an *earlier* ``poll()`` returned. Records are
+    committed only by the poll (or close) after the one that returned them, so processing every
+    record of a poll before polling again gives at-least-once delivery; a crash re-delivers at
+    most the records of the last ``auto_commit_interval_ms``. For at-most-once, commit right
+    after ``poll`` and before processing; for exactly-once, commit inside a transaction
+    (``Producer.send_offsets_to_transaction(consumer.position_offsets(),
+    consumer.group_metadata())``) with ``enable_auto_commit=False``.
     """
 
     def __init__(self, server: str | None = None, **options: Any) -> None:
         self.config: ConsumerConfig = build(ConsumerConfig, options)
-        if self.config.group_id is not None:
-            raise NotImplementedError("consumer groups are not supported yet: leave group_id unset")
         self.server = resolve_server(server)
         self._channel = open_channel(self.server)
         self._stub = open_stub(self._channel)
@@ -135,12 +168,30 @@ class Consumer:
         self._failures = 0
         self._retry_at = 0.0
         self._closed = False
+        # groups
+        self._group_id = self.config.group_id
+        self._membership: Membership | None = None
+        self._on_assign: RebalanceCallback | None = None
+        self._on_revoke: RebalanceCallback | None = None
+        self._on_lost: RebalanceCallback | None = None
+        self._auto_commit = bool(self._group_id) and self.config.enable_auto_commit
+        self._last_auto_commit = time.monotonic()
+        #: What the consumer last committed per partition (an auto-commit skips unchanged ones).
+        self._committed: dict[TopicPartition, int] = {}
+        #: The membership generation the partitions held belong to, and the member identity
+        #: the last poll saw in it (see ``_identity``).
+        self._generation = 0
+        self._metadata: GroupMetadata | None = None
 
     # -- assignment ------------------------------------------------------------------------------
 
     def assign(self, partitions: str | Iterable[TopicPartition | tuple[str, int] | str]) -> None:
         """Read exactly these partitions: ``TopicPartition`` tuples, or topic names (all their
-        partitions). Replaces the previous assignment; partitions kept keep their position."""
+        partitions). Replaces the previous assignment; partitions kept keep their position.
+        With a ``group_id``, new partitions start at the group's committed offsets."""
+        if self._membership is not None:
+            raise InvalidRequestError("the consumer subscribed to a group: assign() and "
+                                      "subscribe() do not mix")
         items = [partitions] if isinstance(partitions, str) else list(partitions)
         wanted: list[TopicPartition] = []
         for item in items:
@@ -155,13 +206,207 @@ class Consumer:
     def assignment(self) -> list[TopicPartition]:
         return list(self._states)
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        """Group subscription: comes with consumer groups. Use ``assign`` for now."""
-        raise NotImplementedError("consumer groups are not supported yet: use assign()")
+    def subscribe(
+        self,
+        topics: str | Iterable[str],
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        """Join the consumer group ``group_id`` for ``topics``; the broker assigns partitions.
 
-    def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
-        """Committing offsets comes with consumer groups."""
-        raise NotImplementedError("consumer groups are not supported yet")
+        Assignment changes are applied inside ``poll()``, in this thread: ``on_revoke(parts)``
+        runs before partitions go (then, with auto-commit, their positions are committed);
+        ``on_assign(parts)`` after new ones arrive, with their positions set from the group's
+        committed offsets (else ``auto_offset_reset``); ``on_lost(parts)`` when the member was
+        evicted or fenced: the partitions may already be someone else's, so nothing is
+        committed. Each gets only the partitions that changed. Calling ``subscribe`` again
+        changes the topics.
+        """
+        if not self._group_id:
+            raise InvalidRequestError("subscribe() needs a consumer with a group_id",
+                                      field="group_id")
+        names = [topics] if isinstance(topics, str) else list(topics)
+        if not names:
+            raise InvalidRequestError("subscribe() needs at least one topic", field="topics")
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
+        if self._membership is not None:
+            self._membership.subscribe(names)
+            return
+        if self._states:
+            raise InvalidRequestError("the consumer has assigned partitions: assign() and "
+                                      "subscribe() do not mix")
+        self._membership = Membership(self._stub, self.server, self._group_id, self.config, names)
+        self._membership.start()
+
+    def group_metadata(self) -> GroupMetadata:
+        """(group_id, member_id, member_epoch) for ``Producer.send_offsets_to_transaction``."""
+        if not self._group_id:
+            raise InvalidRequestError("the consumer has no group_id", field="group_id")
+        if self._membership is None:
+            return GroupMetadata(self._group_id, "", 0)
+        generation, metadata = self._membership.snapshot()
+        if generation != self._generation and self._metadata is not None:
+            return self._metadata  # lost since the last poll: the broker will refuse it
+        return metadata
+
+    def _identity(self) -> GroupMetadata:
+        """Who commits: the member the partitions held were assigned to. If the membership was
+        lost since (the heartbeat thread may already have rejoined under a new id), committing
+        them is refused here: they may have been someone else's meanwhile."""
+        group_id = self._require_group()
+        if self._membership is None:
+            return GroupMetadata(group_id, "", 0)
+        generation, metadata = self._membership.snapshot()
+        if generation != self._generation:
+            stale = self._metadata or metadata
+            raise UnknownMemberError(group_id, stale.member_id)
+        return metadata
+
+    # -- committing ------------------------------------------------------------------------------
+
+    def commit(
+        self, offsets: Mapping[TopicPartition, int] | None = None, asynchronous: bool = False
+    ) -> dict[TopicPartition, int] | Future[dict[TopicPartition, int]]:
+        """Commit ``offsets`` (``{TopicPartition: next offset to read}``), by default the
+        current positions (after the records ``poll`` returned) of every partition held.
+
+        Returns the committed offsets, or with ``asynchronous=True`` a future of them. A
+        partition the broker refuses raises its typed error (``PartitionNotAssignedError``
+        for one this member does not own, ``OffsetOutOfRangeError``); a member the group no
+        longer knows raises ``UnknownMemberError`` or ``FencedMemberEpochError``.
+        """
+        self._require_group()
+        chosen = dict(offsets) if offsets is not None else self.position_offsets()
+        chosen = {TopicPartition(*tp): int(offset) for tp, offset in chosen.items()}
+        if not chosen:
+            if asynchronous:
+                done: Future[dict[TopicPartition, int]] = Future()
+                done.set_result({})
+                return done
+            return {}
+        request = commit_request(self._identity(), chosen)
+        if asynchronous:
+            future = commit_future(self._stub.CommitOffsets.future(request, timeout=self._timeout),
+                                   chosen, self.server)
+            future.add_done_callback(lambda f: self._note_committed(f, chosen))
+            return future
+        config = self.config
+        response = call_with_retries(
+            lambda: self._stub.CommitOffsets(request, timeout=self._timeout),
+            server=self.server, retries=config.retries, retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+        )
+        committed = commit_result(response, chosen)
+        self._committed.update(committed)
+        return committed
+
+    def _note_committed(self, future: Future[dict[TopicPartition, int]],
+                        offsets: dict[TopicPartition, int]) -> None:
+        if future.exception() is None:
+            self._committed.update(offsets)
+
+    def committed(self, partitions: Iterable[Partition] = ()) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where nothing is committed) of ``partitions``
+        (default: the partitions held)."""
+        group_id = self._require_group()
+        chosen = [TopicPartition(*p) for p in partitions] if partitions else list(self._states)
+        return fetch_committed(self._stub, self.server, group_id, chosen, self.config)
+
+    def position_offsets(self) -> dict[TopicPartition, int]:
+        """``{TopicPartition: position}`` of every partition held that has a position: what
+        ``commit()`` commits by default, and what a transaction should commit
+        (``Producer.send_offsets_to_transaction``)."""
+        return {tp: state.position for tp, state in self._states.items()
+                if state.position is not None}
+
+    def _require_group(self) -> str:
+        if not self._group_id:
+            raise InvalidRequestError("committing needs a consumer with a group_id",
+                                      field="group_id")
+        return self._group_id
+
+    def _auto_commit_now(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the positions that changed (of ``partitions``, default all held); errors are
+        logged, not raised (the records will be delivered again)."""
+        positions = self.position_offsets()
+        if partitions is not None:
+            wanted = set(partitions)
+            positions = {tp: o for tp, o in positions.items() if tp in wanted}
+        changed = {tp: o for tp, o in positions.items() if self._committed.get(tp) != o}
+        self._last_auto_commit = time.monotonic()
+        if not changed:
+            return
+        try:
+            self.commit(changed)
+        except LogstoreError as exc:
+            log.warning("group %s: auto-commit of %d partitions failed: %s", self._group_id,
+                        len(changed), exc.message)
+
+    # -- rebalancing -----------------------------------------------------------------------------
+
+    def _group_poll(self) -> None:
+        """The group's part of every poll: auto-commit when due, then apply assignment changes."""
+        membership = self._membership
+        if self._auto_commit and self._states and (
+            time.monotonic() - self._last_auto_commit >= self.config.auto_commit_interval_ms / 1000
+        ):
+            self._auto_commit_now()
+        if membership is not None:
+            membership.polled()
+            if membership.changed.is_set():
+                self._reconcile(membership)
+            generation, metadata = membership.snapshot()
+            if generation == self._generation:
+                self._metadata = metadata
+
+    def _reconcile(self, membership: Membership) -> None:
+        generation, lost, target, error = membership.take()
+        if error is not None:
+            raise error
+        if lost:
+            partitions = sorted(self._states)
+            self._generation = generation
+            if partitions:
+                log.warning("group %s: lost %d partitions", self._group_id, len(partitions))
+                self._drop(partitions)
+                membership.set_owned(())
+                if self._on_lost is not None:
+                    self._on_lost(partitions)
+        if target is None:
+            return
+        current, metadata = membership.snapshot()
+        if current == self._generation:
+            self._metadata = metadata
+        revoked = sorted(set(self._states) - target)
+        added = sorted(target - set(self._states))
+        if revoked:
+            if self._on_revoke is not None:
+                self._on_revoke(revoked)
+            if self._auto_commit:
+                self._auto_commit_now(revoked)
+            self._drop(revoked)
+            membership.set_owned(self._states)
+            membership.wake()  # tell the broker now: the new owner is waiting
+        if added:
+            for tp in added:
+                self._states[tp] = _State()
+            membership.set_owned(self._states)
+            self._cancel_fetch()
+            if self._on_assign is not None:
+                self._on_assign(added)
+
+    def _drop(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._states.pop(tp, None)
+            self._buffer.pop(tp, None)
+            self._committed.pop(tp, None)
+        self._cancel_fetch()
+
+    def _cancel_fetch(self) -> None:
+        if self._inflight is not None:
+            self._inflight.future.cancel()
+            self._inflight = None
 
     # -- positions -------------------------------------------------------------------------------
 
@@ -221,6 +466,8 @@ class Consumer:
         limit = max_records if max_records is not None else self.config.max_poll_records
         if limit <= 0:
             raise ValueError(f"max_records must be positive, not {limit}")
+        if self._group_id:
+            self._group_poll()
         if not self._buffer:
             self._fill(timeout)
         out: list[ConsumerRecord] = []
@@ -244,6 +491,8 @@ class Consumer:
         """Every buffered record as one ``RecordColumns`` per partition: numpy ``offsets`` and
         ``timestamps``, and ``values()`` as memoryviews of the fetched bytes (no copy).
         Waits up to ``timeout`` seconds (None: until some arrive) when none are buffered."""
+        if self._group_id:
+            self._group_poll()
         if not self._buffer:
             self._fill(timeout)
         out: dict[TopicPartition, RecordColumns] = {}
@@ -267,9 +516,19 @@ class Consumer:
                 return
 
     def close(self) -> None:
+        """In a group: ``on_revoke`` for every partition held, commit their positions (with
+        auto-commit) and leave the group. Then close the channel."""
         if self._closed:
             return
-        self._closed = True
+        try:
+            if self._membership is not None and self._states and self._on_revoke is not None:
+                self._on_revoke(sorted(self._states))
+            if self._auto_commit and self._states:
+                self._auto_commit_now()
+        finally:
+            self._closed = True
+            if self._membership is not None:
+                self._membership.stop()
         if self._inflight is not None:
             self._inflight.future.cancel()
             self._inflight = None
@@ -292,10 +551,20 @@ class Consumer:
         """Wait for a fetch that carries records, buffering them (until ``timeout``)."""
         if self._closed:
             raise InvalidRequestError("the consumer is closed")
-        if not self._states:
+        membership = self._membership
+        if not self._states and membership is None:
             raise InvalidRequestError("no partitions are assigned: call assign() first")
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._buffer:
+            if membership is not None:
+                if membership.changed.is_set():
+                    self._reconcile(membership)
+                if not self._states:  # nothing assigned (yet): wait for the group
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    membership.changed.wait(remaining)
+                    continue
             self._raise_partition_errors()
             self._resolve_positions()
             if self._inflight is None:
@@ -334,6 +603,9 @@ class Consumer:
             max_bytes=config.fetch_max_bytes,
             isolation_level=self._isolation,  # type: ignore[arg-type]
         )
+        if self._membership is not None:
+            group_id, request.member_id, request.member_epoch = self._membership.metadata()
+            request.group_id = group_id
         offsets: dict[TopicPartition, int] = {}
         for tp, state in self._states.items():
             if state.fetch_offset is None or state.error is not None:
@@ -350,6 +622,11 @@ class Consumer:
 
     def _fetch_failed(self, exc: grpc.RpcError) -> None:
         error = error_from_rpc(exc, self.server)
+        if self._membership is not None and error.reason in GROUP_FETCH_REASONS:
+            # the group changed under the fetch: the heartbeat learns how; fetch again shortly
+            self._membership.wake()
+            self._retry_at = time.monotonic() + 0.05
+            return
         self._failures += 1
         if not is_transient(error) or self._failures > self.config.retries:
             self._failures = 0
@@ -411,9 +688,17 @@ class Consumer:
     # -- offsets -----------------------------------------------------------------------------------
 
     def _initial_positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Where partitions without a position start before ``auto_offset_reset`` applies.
-        Consumer groups will return committed offsets here; without a group there are none."""
-        return {}
+        """Where partitions without a position start before ``auto_offset_reset`` applies: the
+        group's committed offsets (read_committed waits for pending transactional commits)."""
+        if not self._group_id:
+            return {}
+        committed = fetch_committed(
+            self._stub, self.server, self._group_id, partitions, self.config,
+            require_stable=self.config.isolation_level == "read_committed",
+        )
+        found = {tp: offset for tp, offset in committed.items() if offset is not None}
+        self._committed.update(found)
+        return found
 
     def _resolve_positions(self) -> None:
         missing = [tp for tp, state in self._states.items() if state.position is None]

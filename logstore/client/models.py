@@ -66,3 +66,56 @@ class TopicDescription:
     #: Every config key with its effective value, as strings.
     config: dict[str, str] = field(default_factory=dict)
     partitions: list[PartitionInfo] = field(default_factory=list)
+
+
+class GroupMetadata(NamedTuple):
+    """Who a consumer is in its group (``Consumer.group_metadata()``), for
+    ``Producer.send_offsets_to_transaction``: the broker refuses offsets from a fenced member."""
+
+    group_id: str
+    member_id: str
+    member_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOffset:
+    """A group's committed offset of one partition, with the partition's end and the lag."""
+
+    topic: str
+    partition: int
+    #: The next offset the group reads; -1 when nothing is committed.
+    offset: int
+    log_end_offset: int
+    #: ``log_end_offset - offset`` (everything from log start when nothing is committed).
+    lag: int
+    metadata: str = ""
+    commit_timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    group_id: str
+    #: "empty", "stable", "reconciling" or "dead".
+    state: str
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    member_id: str
+    instance_id: str
+    member_epoch: int
+    topics: list[str]
+    assignment: list[TopicPartition]
+    #: Partitions the member still has to give up.
+    revoking: list[TopicPartition]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    group_id: str
+    state: str
+    assignor: str
+    group_epoch: int
+    members: list[GroupMember]
+    offsets: list[CommittedOffset]

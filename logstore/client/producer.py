@@ -7,7 +7,14 @@ the sender thread sends closed batches over one ``ProduceStream`` call with up t
 ``bulk``) and queues them behind the partition's open batch. Per partition, records are appended
 in the order they were sent.
 
-Thread-safety: every method may be called from any thread.
+Idempotence (on by default with ``acks="all"``) and transactions: see ``transactions``. A
+transactional producer calls ``init_transactions()`` once, then per transaction
+``begin_transaction()``, ``send``/``send_batch``, optionally
+``send_offsets_to_transaction(offsets, consumer.group_metadata())``, and
+``commit_transaction()`` or ``abort_transaction()``: the records (and offsets) of a transaction
+become visible to ``read_committed`` consumers all at once, or never.
+
+Thread-safety: every method may be called from any thread; the transaction methods from one.
 """
 
 from __future__ import annotations
@@ -25,10 +32,21 @@ from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch, RecordFuture, batch_group_future
 from logstore.client.channel import call_with_retries, open_channel, open_stub
 from logstore.client.config import ProducerConfig, build, resolve_server
-from logstore.client.models import BatchMetadata
+from logstore.client.models import BatchMetadata, GroupMetadata, TopicPartition
 from logstore.client.sender import Sender
 from logstore.client.stream import ProduceStream
-from logstore.errors import RequestTimeoutError, UnavailableError
+from logstore.client.transactions import (
+    IN_TRANSACTION,
+    READY,
+    ProducerIdentity,
+    Transaction,
+)
+from logstore.errors import (
+    InvalidTransactionStateError,
+    RequestTimeoutError,
+    TransactionAbortedError,
+    UnavailableError,
+)
 
 PRODUCE_STREAM = "/logstore.api.v1.LogStore/ProduceStream"
 
@@ -41,6 +59,10 @@ class Producer:
     ``Producer(server, acks="all", linger_ms=5, batch_bytes=1 MiB, codec="none", ...)``; the
     options are ``ProducerConfig``'s. ``server`` defaults to ``$LOGSTORE_SERVER`` or
     ``127.0.0.1:7070``. Use as a context manager, or call ``close()``.
+
+    With ``acks="all"`` the producer is idempotent unless ``enable_idempotence=False``: a batch
+    retried after a lost answer (the broker restarted between appending and answering) is not
+    appended twice. ``transactional_id="..."`` makes it transactional (see the module docs).
     """
 
     def __init__(self, server: str | None = None, **options: Any) -> None:
@@ -70,9 +92,21 @@ class Producer:
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
         )
-        self._sender = Sender(self._accumulator, stream_factory, config, self._accumulator.learn)
-        #: ``send`` is the accumulator's append itself: one call less per record.
-        self.send = self._accumulator.append  # type: ignore[method-assign]
+        self._identity: ProducerIdentity | None = None
+        self._transaction: Transaction | None = None
+        if config.idempotent:
+            self._identity = ProducerIdentity(self._stub, self.server, config)
+            self._accumulator.sequences = {}
+            if config.transactional_id:
+                self._transaction = Transaction(self._stub, self.server, config, self._identity)
+        self._sender = Sender(self._accumulator, stream_factory, config, self._accumulator.learn,
+                              self._identity, self._transaction)
+        #: ``send`` is the accumulator's append itself: one call less per record (a
+        #: transactional producer checks that a transaction is open first).
+        if self._transaction is None:
+            self.send = self._accumulator.append  # type: ignore[method-assign]
+        else:
+            self.send = self._send_in_transaction  # type: ignore[method-assign]
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -124,6 +158,11 @@ class Producer:
         if key_column is not None and len(key_column[0]) != count:
             raise ValueError(f"{len(key_column[0])} keys for {count} values")
         header_column = None if headers is None else bulk.headers_column(headers, count)
+        if self._transaction is not None:
+            self._transaction.require(IN_TRANSACTION, action="send")
+        identity = self._identity
+        if identity is not None:
+            identity.ensure()
         slices = bulk.plan(
             values=value_column,
             keys=key_column,
@@ -135,9 +174,14 @@ class Producer:
             sticky=functools.partial(self._accumulator.sticky_partitions, topic),
         )
         batches: list[ProducerBatch] = []
+        transactional = self._transaction is not None
         for piece in slices:
-            encoded = bulk.encode_slice(piece, self.config.codec)
-            batch = ProducerBatch.of_encoded(topic, piece.partition, encoded, len(piece))
+            stamp = None
+            if identity is not None:  # the sequence the sender will most likely give it
+                sequence = self._accumulator.reserve(topic, piece.partition, len(piece))
+                stamp = identity.predicted_stamp(sequence, transactional)
+            encoded = bulk.encode_slice(piece, self.config.codec, stamp)
+            batch = ProducerBatch.of_encoded(topic, piece.partition, encoded, len(piece), stamp)
             self._accumulator.enqueue([batch])
             batches.append(batch)
         return batch_group_future(batches)
@@ -162,9 +206,93 @@ class Producer:
         finally:
             self._sender.end_flush()
 
+    # -- transactions ----------------------------------------------------------------------------
+
+    def init_transactions(self) -> None:
+        """Register the ``transactional_id`` with the broker: fences every older producer with
+        the same id (their calls fail with ``ProducerFencedError``) and aborts the transaction
+        one of them left open. Call once, before the first transaction."""
+        transaction = self._require_transactional()
+        self.flush()
+        transaction.init()
+        self._accumulator.resequence({})
+
+    def begin_transaction(self) -> None:
+        """Start a transaction: what is sent until ``commit_transaction`` or
+        ``abort_transaction`` becomes visible to read_committed consumers all at once, or never."""
+        self._require_transactional().begin()
+
+    def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group: GroupMetadata | str
+    ) -> None:
+        """Commit a consumer group's offsets (``{TopicPartition: next offset}``, e.g.
+        ``consumer.position_offsets()``) as part of the transaction: they count only if it
+        commits. Pass ``consumer.group_metadata()`` so a fenced group member is refused."""
+        self._require_transactional().send_offsets(offsets, group)
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Send everything, then commit. If a record of the transaction failed, raise its error
+        without committing: the transaction can then only be aborted. ``ProducerFencedError``
+        means a newer instance took over (or the broker aborted the transaction after
+        ``transaction_timeout_ms``): the producer must ``init_transactions()`` again."""
+        transaction = self._require_transactional()
+        transaction.require(IN_TRANSACTION, action="commit")
+        self.flush(timeout)
+        if transaction.error is not None:
+            raise TransactionAbortedError(
+                f"a record of the transaction failed ({transaction.error.reason}: "
+                f"{transaction.error.message}); abort the transaction",
+                transactional_id=transaction.transactional_id,
+            ) from transaction.error
+        transaction.end(commit=True)
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort: records not yet sent fail with ``TransactionAbortedError``, records sent are
+        never shown to read_committed consumers, offsets sent are dropped."""
+        transaction = self._require_transactional()
+        transaction.require(IN_TRANSACTION, action="abort")
+        self._accumulator.fail_all(TransactionAbortedError(
+            "the transaction was aborted", transactional_id=transaction.transactional_id))
+        self.flush(timeout)  # what is in flight is answered (or failed) first
+        identity = self._identity
+        assert identity is not None
+        try:
+            transaction.end(commit=False)
+        finally:
+            if identity.reset_needed and transaction.state == READY:
+                transaction.init()  # a gap in the sequences: a new epoch starts them at 0
+            self._accumulator.resequence(identity.next_sequences)
+
+    def _require_transactional(self) -> Transaction:
+        if self._transaction is None:
+            raise InvalidTransactionStateError(
+                "the producer is not transactional: create it with transactional_id=...")
+        return self._transaction
+
+    def _send_in_transaction(
+        self, topic: str, value: Any, key: Any = None, headers: Any = None,
+        partition: int | None = None, timestamp: int | None = None,
+    ) -> RecordFuture:
+        transaction = self._transaction
+        assert transaction is not None
+        if transaction.state != IN_TRANSACTION:
+            transaction.require(IN_TRANSACTION, action="send")
+        return self._accumulator.append(topic, value, key, headers, partition, timestamp)
+
+    @property
+    def producer_id(self) -> int:
+        """The id the broker handed out (-1 before the first batch, or when not idempotent)."""
+        return self._identity.producer_id if self._identity is not None else -1
+
+    @property
+    def producer_epoch(self) -> int:
+        return self._identity.epoch if self._identity is not None else -1
+
     def close(self, timeout: float | None = None) -> None:
         """Flush, stop the sender and close the channel. Records still unsent after ``timeout``
-        seconds fail with ``UnavailableError``. Idempotent."""
+        seconds fail with ``UnavailableError``. An open transaction is left for the broker to
+        abort (after its timeout, or when the next instance calls ``init_transactions``).
+        Idempotent."""
         if self._closed:
             return
         self._closed = True

@@ -17,6 +17,11 @@ COMMANDS = [
     ["topic", "delete"],
     ["produce"],
     ["consume"],
+    ["group"],
+    ["group", "list"],
+    ["group", "describe"],
+    ["group", "reset-offsets"],
+    ["group", "delete"],
     ["serve"],
 ]
 
@@ -29,7 +34,7 @@ def test_help(cli: Callable[..., Run], command: list[str]) -> None:
 
 
 def test_client_commands_document_server_and_its_default(cli: Callable[..., Run]) -> None:
-    for command in (["topic", "list"], ["produce"], ["consume"]):
+    for command in (["topic", "list"], ["produce"], ["consume"], ["group", "describe"]):
         text = cli(*command, "--help").stdout.decode()
         assert "--server HOST:PORT" in text
         assert "LOGSTORE_SERVER" in text and "127.0.0.1:7070" in text

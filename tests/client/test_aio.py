@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from logstore import AsyncAdmin, AsyncConsumer, AsyncProducer
-from logstore.client import RecordMetadata, TopicInfo
+from logstore.client import RecordMetadata, TopicInfo, TopicPartition
 from logstore.errors import BatchTooLargeError
 
 
@@ -46,3 +46,29 @@ def test_awaiting_a_failed_send_raises(server: str, new_topic: Callable[..., str
                 await producer.send(topic, b"x" * 4000)
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_async_consume_transform_produce_in_a_transaction(server: str,
+                                                          new_topic: Callable[..., str]) -> None:
+    source, sink = new_topic(1), new_topic(1)
+
+    async def main() -> dict[TopicPartition, int | None]:
+        async with AsyncProducer(server) as plain:
+            await plain.send_batch(source, [b"a", b"b"], partition=0)
+        async with AsyncProducer(server, transactional_id=f"aio-{sink}") as producer, \
+                AsyncConsumer(server, group_id=f"aio-{source}", enable_auto_commit=False,
+                              auto_offset_reset="earliest") as consumer:
+            await producer.init_transactions()
+            await consumer.subscribe([source])
+            records = []
+            while len(records) < 2:
+                records += await consumer.poll(timeout=0.5)
+            producer.begin_transaction()
+            for record in records:
+                producer.send(sink, record.value.upper())
+            await producer.send_offsets_to_transaction(consumer.position_offsets(),
+                                                       consumer.group_metadata())
+            await producer.commit_transaction()
+            return await consumer.committed()
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == {TopicPartition(source, 0): 2}

@@ -217,11 +217,11 @@ def _send_one(server: str, topic: str) -> None:
         producer.send(topic, b"wake", partition=0)
 
 
-def test_groups_are_not_there_yet(server: str) -> None:
-    with pytest.raises(NotImplementedError):
-        Consumer(server, group_id="g")
+def test_group_calls_need_a_group_id(server: str) -> None:
     with Consumer(server) as consumer:
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(InvalidRequestError):
             consumer.subscribe(["t"])
-        with pytest.raises(NotImplementedError):
+        with pytest.raises(InvalidRequestError):
             consumer.commit()
+        with pytest.raises(InvalidRequestError):
+            consumer.group_metadata()

@@ -1,0 +1,224 @@
+"""The producer's identity (idempotence) and its transaction state machine.
+
+``ProducerIdentity``: the producer id and epoch ``InitProducerId`` hands out, and the next
+sequence number per partition. The sender stamps every batch just before it goes out
+(``stamp``): producer id, epoch, the partition's next sequence, the transactional flag. A retry
+re-sends the same bytes, so the broker recognizes it (it remembers the last 5 batches per producer
+and partition) and answers with the original offsets instead of appending again. When a stamped
+batch fails for good, the partition's sequences have a gap the broker would refuse forever: an
+idempotent producer then waits for what is in flight and takes a new producer id (``reset``), a
+transactional one does so when the transaction is aborted.
+
+``Transaction``: the client side of a transactional id: ``init`` (fences older instances and
+aborts what they left open), ``begin``, partitions added before their first batch is sent
+(``add_partitions``, from the sender thread), offsets sent with ``send_offsets``, and ``end``.
+
+Thread-safety: ``ProducerIdentity.lock`` guards the identity and sequences (the sender thread
+stamps, a user thread may ``init``); ``Transaction`` state is changed by the user's thread except
+``added`` and ``error``, which the sender thread writes under ``Transaction.lock``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from logstore.api.v1 import groups_pb2, transactions_pb2
+from logstore.client.batch import ProducerBatch
+from logstore.client.bulk import SEQUENCE_MASK, Stamp
+from logstore.client.channel import call_with_retries, translate_errors
+from logstore.client.config import ProducerConfig
+from logstore.client.models import GroupMetadata, TopicPartition
+from logstore.errors import InvalidTransactionStateError, LogstoreError
+
+TopicPartitionKey = tuple[str, int]
+
+
+class ProducerIdentity:
+    def __init__(self, stub: Any, server: str, config: ProducerConfig) -> None:
+        self.lock = threading.Lock()
+        self.producer_id = -1
+        self.epoch = -1
+        self.transactional_id = config.transactional_id or ""
+        #: Per partition, the sequence of the next record the sender stamps.
+        self.next_sequences: dict[TopicPartitionKey, int] = {}
+        #: A stamped batch failed: sequences have a gap until ``init`` runs again.
+        self.reset_needed = False
+        self._stub = stub
+        self._server = server
+        self._config = config
+
+    def ensure(self) -> None:
+        """``init`` unless the broker already handed out an id."""
+        if self.producer_id < 0:
+            with self.lock:
+                if self.producer_id >= 0:
+                    return
+                self._init_locked()
+
+    def init(self) -> None:
+        """``InitProducerId``: a new id (idempotent) or the transactional id's with its epoch
+        bumped, which fences every older instance. Sequences start again at 0."""
+        with self.lock:
+            self._init_locked()
+
+    def _init_locked(self) -> None:
+        config = self._config
+        request = transactions_pb2.InitProducerIdRequest(
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=config.transaction_timeout_ms if self.transactional_id else 0,
+        )
+        response = call_with_retries(
+            lambda: self._stub.InitProducerId(request, timeout=config.request_timeout_ms / 1000.0),
+            server=self._server,
+            retries=config.retries,
+            retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+        )
+        self.producer_id = response.producer_id
+        self.epoch = response.producer_epoch
+        self.next_sequences = {}
+        self.reset_needed = False
+
+    def stamp(self, batch: ProducerBatch, transactional: bool) -> Stamp:
+        """The stamp of the next batch of ``batch``'s partition (sender thread, in send order)."""
+        key = (batch.topic, batch.partition)
+        with self.lock:
+            sequence = self.next_sequences.get(key, 0)
+            self.next_sequences[key] = (sequence + batch.record_count) & SEQUENCE_MASK
+            return (self.producer_id, self.epoch, sequence, transactional)
+
+    def predicted_stamp(self, sequence: int, transactional: bool) -> Stamp:
+        """The stamp a batch encoded ahead (``send_batch``) will most likely need."""
+        return (self.producer_id, self.epoch, sequence, transactional)
+
+
+# transaction states
+UNINITIALIZED = "uninitialized"
+READY = "ready"
+IN_TRANSACTION = "in_transaction"
+FATAL = "fatal"
+
+
+class Transaction:
+    """The client side of one transactional id (see the module docstring)."""
+
+    def __init__(self, stub: Any, server: str, config: ProducerConfig,
+                 identity: ProducerIdentity) -> None:
+        self.lock = threading.Lock()
+        self.state = UNINITIALIZED
+        #: Partitions already added to the open transaction (written by the sender thread).
+        self.added: set[TopicPartitionKey] = set()
+        #: The first failure of a batch of the open transaction: it can only be aborted.
+        self.error: LogstoreError | None = None
+        self._stub = stub
+        self._server = server
+        self._timeout = config.request_timeout_ms / 1000.0
+        self._identity = identity
+
+    @property
+    def transactional_id(self) -> str:
+        return self._identity.transactional_id
+
+    @property
+    def open(self) -> bool:
+        return self.state == IN_TRANSACTION
+
+    def require(self, *states: str, action: str) -> None:
+        if self.state not in states:
+            hint = {
+                UNINITIALIZED: "call init_transactions() first",
+                READY: "call begin_transaction() first",
+                IN_TRANSACTION: "a transaction is open: commit or abort it first",
+                FATAL: "the producer was fenced: create a new one or call init_transactions()",
+            }[self.state]
+            raise InvalidTransactionStateError(
+                f"cannot {action}: the producer is {self.state.replace('_', ' ')}; {hint}",
+                transactional_id=self.transactional_id, state=self.state,
+            )
+
+    # -- the user's calls ----------------------------------------------------------------------
+
+    def init(self) -> None:
+        self._identity.init()
+        with self.lock:
+            self.state = READY
+            self.added = set()
+            self.error = None
+
+    def begin(self) -> None:
+        self.require(READY, action="begin a transaction")
+        with self.lock:
+            self.state = IN_TRANSACTION
+            self.added = set()
+            self.error = None
+
+    def send_offsets(self, offsets: Mapping[TopicPartition, int],
+                     group: GroupMetadata | str) -> None:
+        self.require(IN_TRANSACTION, action="send offsets to a transaction")
+        metadata = group if isinstance(group, GroupMetadata) else GroupMetadata(group, "", 0)
+        identity = self._identity
+        request = transactions_pb2.TxnOffsetCommitRequest(
+            transactional_id=identity.transactional_id,
+            producer_id=identity.producer_id,
+            producer_epoch=identity.epoch,
+            group_id=metadata.group_id,
+            member_id=metadata.member_id,
+            member_epoch=metadata.member_epoch,
+            offsets=[
+                groups_pb2.OffsetCommit(topic=tp[0], partition=tp[1], offset=offset)
+                for tp, offset in offsets.items()
+            ],
+        )
+        self._call("TxnOffsetCommit", request)
+
+    def end(self, commit: bool) -> None:
+        """``EndTxn``; the transaction is over whatever the answer (fenced: for good)."""
+        identity = self._identity
+        request = transactions_pb2.EndTxnRequest(
+            transactional_id=identity.transactional_id,
+            producer_id=identity.producer_id,
+            producer_epoch=identity.epoch,
+            commit=commit,
+        )
+        try:
+            self._call("EndTxn", request)
+        except LogstoreError as exc:
+            with self.lock:
+                self.state = FATAL if exc.reason == "PRODUCER_FENCED" else READY
+            raise
+        with self.lock:
+            self.state = READY
+
+    def fail(self, error: LogstoreError) -> None:
+        """A batch of the open transaction failed (sender or reader thread)."""
+        with self.lock:
+            if self.error is None:
+                self.error = error
+            if error.reason == "PRODUCER_FENCED":
+                self.state = FATAL
+
+    # -- the sender's call ---------------------------------------------------------------------
+
+    def add_partitions(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """``AddPartitionsToTxn`` for those not yet added (sender thread, before sending)."""
+        with self.lock:
+            new = sorted(set(partitions) - self.added)
+        if not new:
+            return
+        identity = self._identity
+        request = transactions_pb2.AddPartitionsToTxnRequest(
+            transactional_id=identity.transactional_id,
+            producer_id=identity.producer_id,
+            producer_epoch=identity.epoch,
+        )
+        for topic, partition in new:
+            request.partitions.add(topic=topic, partition=partition)
+        self._call("AddPartitionsToTxn", request)
+        with self.lock:
+            self.added.update(new)
+
+    def _call(self, method: str, request: Any) -> Any:
+        with translate_errors(self._server):
+            return getattr(self._stub, method)(request, timeout=self._timeout)
