@@ -22,7 +22,6 @@ _CLIENT_NAMES = {
     "AsyncConsumer",
     "AsyncAdmin",
     "TaskQueue",
-    "Worker",
 }
 
 

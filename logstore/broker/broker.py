@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from logstore.broker.backpressure import ByteBudget
 from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
@@ -78,7 +79,10 @@ class Broker:
         self.groups = GroupCoordinator(data_dir, clock, config.group_heartbeat_interval_ms)
         self._producer_states: dict[tuple[str, int], PartitionProducerState] = {}
         self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
+        for state in list(self._producer_states.values()):  # built while the coordinator loaded
+            self._abort_orphans(state)
         self._housekeeping: asyncio.Task[None] | None = None
+        self._backpressure = ByteBudget(config.max_unflushed_bytes, config.backpressure_timeout_ms / 1000)
 
     def start(self) -> None:
         """Start the housekeeping task (member expiry, transaction timeouts)."""
@@ -183,7 +187,23 @@ class Broker:
             state = PartitionProducerState(partition_log)
             state.load()
             self._producer_states[key] = state
+            self._abort_orphans(state)
         return state
+
+    def _abort_orphans(self, state: PartitionProducerState) -> None:
+        """Abort open transactions in this partition that no coordinator state covers (the
+        coordinator's record of the partition was lost in a crash): nothing else would."""
+        if not hasattr(self, "transactions"):
+            return  # the coordinator is still loading; __init__ checks these states afterwards
+        log_ = state.log
+        for producer_id in list(state.open_transactions):
+            if not self.transactions.is_open_in(producer_id, log_.topic, log_.partition):
+                log.warning(
+                    "%s/%s: aborting an open transaction of producer %d that no transaction covers",
+                    log_.topic, log_.partition, producer_id,
+                )
+                epoch = max(self.transactions.epoch_of(producer_id), state.producers[producer_id].epoch)
+                self._write_markers(producer_id, epoch, [(log_.topic, log_.partition)], False)
 
     def last_stable_offset(self, partition_log: PartitionLog) -> int:
         return self.producer_state(partition_log).last_stable_offset()
@@ -191,6 +211,7 @@ class Broker:
     def _write_markers(self, producer_id: int, epoch: int, partitions: list[tuple[str, int]], commit: bool) -> None:
         """Append a COMMIT or ABORT control batch to each partition of a transaction."""
         marker = COMMIT_MARKER if commit else ABORT_MARKER
+        written: list[tuple[PartitionLog, int]] = []
         for topic, partition in partitions:
             partition_log = self.data_dir.log(topic, partition)
             state = self.producer_state(partition_log)
@@ -199,10 +220,13 @@ class Broker:
                 producer_id=producer_id, producer_epoch=epoch, transactional=True, control=True,
             )
             (header,) = validate_batches(batch)
-            result = partition_log.append(batch, headers=[header], sync=True)
+            result = partition_log.append(batch, headers=[header], sync=False)
             state.update(header, result.base_offset, result.last_offset)
             state.complete(producer_id, result.base_offset, commit)
             state.prune()
+            written.append((partition_log, result.log_end_offset))
+        for partition_log, end_offset in written:  # every marker is on disk before COMPLETE
+            partition_log.wait_durable(end_offset)
 
     # -- produce ------------------------------------------------------------------------------------
 
@@ -265,16 +289,21 @@ class Broker:
         """
         self._check_open()
         prepared = self._prepare(items)
+        size = sum(len(item.records) for item in items)
         if acks is Acks.NONE:
             self._loop.call_soon(self._append_quietly, prepared)
             return [ProduceOutcome(item.topic, item.partition) for item, _, _ in prepared]
         outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
         if durable:
-            waits = [
-                self._loop.run_in_executor(self._executor, partition_log.wait_durable, end_offset)
-                for _, partition_log, end_offset in durable
-            ]
-            results = await asyncio.gather(*waits, return_exceptions=True)
+            await self._backpressure.acquire(size)  # bytes waiting for an fsync are bounded
+            try:
+                waits = [
+                    self._loop.run_in_executor(self._executor, partition_log.wait_durable, end_offset)
+                    for _, partition_log, end_offset in durable
+                ]
+                results = await asyncio.gather(*waits, return_exceptions=True)
+            finally:
+                self._backpressure.release(size)
             for (index, _, _), result in zip(durable, results, strict=True):
                 if isinstance(result, LogstoreError):
                     outcomes[index].error = result

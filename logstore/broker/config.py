@@ -33,3 +33,9 @@ class BrokerConfig:
     group_heartbeat_interval_ms: int = 500
     #: How often the broker checks for expired members and timed-out transactions.
     housekeeping_interval_ms: int = 100
+    #: Produce requests waiting for an fsync (acks=all, flush=always) may hold this many bytes;
+    #: more wait (slower acks), and after backpressure_timeout_ms get RESOURCE_EXHAUSTED.
+    max_unflushed_bytes: int = 256 * MIB
+    backpressure_timeout_ms: int = 30_000
+    #: RPCs served at once (streams included); more are refused with RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 4096

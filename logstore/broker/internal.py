@@ -47,12 +47,15 @@ def encode_value(value: dict[str, Any] | None) -> bytes | None:
     return None if value is None else json.dumps(value, separators=(",", ":")).encode()
 
 
-def append_entries(partition_log: PartitionLog, entries: Sequence[tuple[bytes, bytes | None]]) -> int:
-    """Append (key, value) entries as one batch — all or nothing — and wait until durable."""
+def append_entries(
+    partition_log: PartitionLog, entries: Sequence[tuple[bytes, bytes | None]], *, sync: bool = True
+) -> int:
+    """Append (key, value) entries as one batch — all or nothing — and, with ``sync``, wait until
+    it is durable."""
     batch = encode_batch(
         [v for _, v in entries], keys=[k for k, _ in entries], timestamps=partition_log.clock.now_ms()
     )  # the broker's clock, which compaction's tombstone horizon is measured on
-    result = partition_log.append(batch, sync=True)
+    result = partition_log.append(batch, sync=sync)
     return result.last_offset
 
 

@@ -147,10 +147,11 @@ class TransactionCoordinator:
                 log.info("aborting transaction %s left open by a restart", transaction.transactional_id)
                 self._abort(transaction, bump_epoch=True)
 
-    def _persist(self, transaction: Transaction) -> None:
+    def _persist(self, transaction: Transaction, *, sync: bool = True) -> None:
         append_entries(
             self._log,
             [(encode_key("txn", transaction.transactional_id), encode_value(transaction.to_value()))],
+            sync=sync,
         )
 
     def allocate_producer_id(self) -> int:
@@ -238,7 +239,9 @@ class TransactionCoordinator:
         new = set(partitions) - transaction.partitions
         if new:
             transaction.partitions |= new
-            self._persist(transaction)
+            # No fsync: if this is lost, the partition's open transaction is found when its
+            # producer state is rebuilt and aborted there (``is_open_in``).
+            self._persist(transaction, sync=False)
 
     def add_offsets(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str,
@@ -287,7 +290,9 @@ class TransactionCoordinator:
         transaction.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
         transaction.partitions = set()
         transaction.offsets = {}
-        self._persist(transaction)
+        # No fsync needed: if this record is lost, recovery finds PREPARE_* and writes the
+        # markers (and offsets) again, which changes nothing the second time.
+        self._persist(transaction, sync=False)
 
     def _abort(self, transaction: Transaction, *, bump_epoch: bool) -> None:
         if bump_epoch and transaction.producer_epoch < MAX_EPOCH:
@@ -316,6 +321,19 @@ class TransactionCoordinator:
                 f"(state {transaction.state}); call AddPartitionsToTxn first",
                 transactional_id=transaction.transactional_id, topic=topic, partition=partition,
             )
+
+    def is_open_in(self, producer_id: int, topic: str, partition: int) -> bool:
+        """Whether an ongoing transaction of ``producer_id`` covers this partition."""
+        transaction = self._by_producer.get(producer_id)
+        return (
+            transaction is not None
+            and transaction.state in (ONGOING, PREPARE_COMMIT, PREPARE_ABORT)
+            and (topic, partition) in transaction.partitions
+        )
+
+    def epoch_of(self, producer_id: int) -> int:
+        transaction = self._by_producer.get(producer_id)
+        return 0 if transaction is None else transaction.producer_epoch
 
     def current_epoch(self, producer_id: int) -> int | None:
         transaction = self._by_producer.get(producer_id)

@@ -116,7 +116,11 @@ async def run(config: ServerConfig) -> int:
         if security.enabled
         else None
     )
-    server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
+    server = grpc.aio.server(
+        options=grpc_options(config),
+        interceptors=interceptors,
+        maximum_concurrent_rpcs=config.broker.max_concurrent_rpcs,
+    )
     service = LogStoreService(broker, metrics, Authorizer(security))
     server.add_generic_rpc_handlers((generic_handler(service),))
     health_servicer = health.aio.HealthServicer()
