@@ -7,11 +7,20 @@ Errors: a command raises ``LogstoreError`` and ``main`` prints ``logstore: error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TextIO
 
-from logstore.client.config import DEFAULT_SERVER, SERVER_ENV, resolve_server
+from logstore.client.config import (
+    DEFAULT_SERVER,
+    SERVER_ENV,
+    TLS_CA_ENV,
+    TLS_CERT_ENV,
+    TLS_KEY_ENV,
+    TOKEN_ENV,
+    resolve_server,
+)
 from logstore.errors import LogstoreError
 
 
@@ -22,9 +31,24 @@ def add_server_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"broker address (default ${SERVER_ENV} or {DEFAULT_SERVER})",
     )
+    parser.add_argument("--token", default=None, help=f"bearer token (default ${TOKEN_ENV})")
+    parser.add_argument("--tls-ca", metavar="PEM", default=None,
+                        help=f"use TLS, trusting this CA (default ${TLS_CA_ENV})")
+    parser.add_argument("--tls-cert", metavar="PEM", default=None,
+                        help=f"client certificate for mutual TLS (default ${TLS_CERT_ENV})")
+    parser.add_argument("--tls-key", metavar="PEM", default=None,
+                        help=f"client key for mutual TLS (default ${TLS_KEY_ENV})")
 
 
 def server_of(args: argparse.Namespace) -> str:
+    """The broker address; also hands --token/--tls-* to every client the command opens (they
+    read the LOGSTORE_* environment variables when no option is given)."""
+    for option, variable in (
+        ("token", TOKEN_ENV), ("tls_ca", TLS_CA_ENV), ("tls_cert", TLS_CERT_ENV), ("tls_key", TLS_KEY_ENV)
+    ):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[variable] = value
     return resolve_server(args.server)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from logstore.api.v1 import admin_pb2, groups_pb2, logstore_pb2_grpc, records_pb2
 from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
-from logstore.client.config import resolve_server
+from logstore.client.config import Credentials, resolve_server
 from logstore.client.models import (
     CommittedOffset,
     GroupDescription,
@@ -37,10 +37,13 @@ OffsetQuery = str | int | datetime.datetime  # "earliest", "latest", ms since ep
 class Admin:
     """Topic administration: ``Admin(server)``, as a context manager or with ``close()``."""
 
-    def __init__(self, server: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, server: str | None = None, *, timeout: float = 30.0, **credentials: Any) -> None:
+        """``credentials``: ``tls_ca``, ``tls_cert``, ``tls_key``, ``token`` (see ``Credentials``)."""
         self.server = resolve_server(server)
         self.timeout = timeout
-        self._channel = open_channel(self.server)
+        self._channel = open_channel(self.server, Credentials.take(credentials))
+        if credentials:
+            raise TypeError(f"unknown Admin options: {', '.join(sorted(credentials))}")
         self._stub = open_stub(self._channel)
 
     def create_topic(

@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from logstore.api.v1 import logstore_pb2_grpc
-from logstore.client.config import MAX_MESSAGE_BYTES, backoff_seconds
+from logstore.client.config import MAX_MESSAGE_BYTES, Credentials, backoff_seconds
 from logstore.errors import LogstoreError, UnavailableError, error_classes
 
 #: Large messages both ways; keepalive so a dead broker is noticed on an idle stream.
@@ -47,8 +47,71 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def open_channel(server: str) -> grpc.Channel:
-    return grpc.insecure_channel(server, options=CHANNEL_OPTIONS)
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = list(details.metadata or ()) + [self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(
+            details.method, details.timeout, metadata, details.credentials,
+            getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, method: Any, timeout: Any, metadata: Any, credentials: Any,
+                 wait_for_ready: Any, compression: Any) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
+def open_channel(server: str, credentials: Credentials | None = None) -> grpc.Channel:
+    """A channel to ``server``: TLS when ``credentials`` name a CA or a client certificate, and
+    a bearer token on every call when they carry one."""
+    credentials = credentials or Credentials()
+    if credentials.tls:
+        def read(path: str | None) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as file:
+                return file.read()
+
+        channel = grpc.secure_channel(
+            server,
+            grpc.ssl_channel_credentials(
+                read(credentials.tls_ca), read(credentials.tls_key), read(credentials.tls_cert)
+            ),
+            options=CHANNEL_OPTIONS,
+        )
+    else:
+        channel = grpc.insecure_channel(server, options=CHANNEL_OPTIONS)
+    if credentials.token:
+        channel = grpc.intercept_channel(channel, _BearerToken(credentials.token))
+    return channel
 
 
 def open_stub(channel: grpc.Channel) -> logstore_pb2_grpc.LogStoreStub:

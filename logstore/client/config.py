@@ -209,3 +209,37 @@ def _non_negative(config: object, *names: str) -> None:
     for name in names:
         if getattr(config, name) < 0:
             raise ValueError(f"{name} must not be negative, not {getattr(config, name)!r}")
+
+
+#: Environment variables that supply credentials when no option does.
+TOKEN_ENV = "LOGSTORE_TOKEN"
+TLS_CA_ENV = "LOGSTORE_TLS_CA"
+TLS_CERT_ENV = "LOGSTORE_TLS_CERT"
+TLS_KEY_ENV = "LOGSTORE_TLS_KEY"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How a client proves who it is: TLS (``tls_ca``: PEM file of the CA to trust; with
+    ``tls_cert``/``tls_key`` for mutual TLS) and a bearer ``token``. Each falls back to its
+    environment variable (``LOGSTORE_TLS_CA``, ``LOGSTORE_TLS_CERT``, ``LOGSTORE_TLS_KEY``,
+    ``LOGSTORE_TOKEN``)."""
+
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token: str | None = None
+
+    @classmethod
+    def take(cls, options: dict[str, Any]) -> Credentials:
+        """Pop the credential options out of a client's keyword options."""
+        return cls(
+            options.pop("tls_ca", None) or os.environ.get(TLS_CA_ENV) or None,
+            options.pop("tls_cert", None) or os.environ.get(TLS_CERT_ENV) or None,
+            options.pop("tls_key", None) or os.environ.get(TLS_KEY_ENV) or None,
+            options.pop("token", None) or os.environ.get(TOKEN_ENV) or None,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert)

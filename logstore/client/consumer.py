@@ -50,6 +50,7 @@ from logstore.client.channel import (
 from logstore.client.config import (
     ISOLATION_LEVELS,
     ConsumerConfig,
+    Credentials,
     backoff_seconds,
     build,
     resolve_server,
@@ -151,9 +152,10 @@ class Consumer:
     """
 
     def __init__(self, server: str | None = None, **options: Any) -> None:
+        credentials = Credentials.take(options)
         self.config: ConsumerConfig = build(ConsumerConfig, options)
         self.server = resolve_server(server)
-        self._channel = open_channel(self.server)
+        self._channel = open_channel(self.server, credentials)
         self._stub = open_stub(self._channel)
         self._fetch_method = self._channel.unary_unary(
             FETCH,

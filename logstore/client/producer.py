@@ -31,7 +31,7 @@ from logstore.client import bulk
 from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch, RecordFuture, batch_group_future
 from logstore.client.channel import call_with_retries, open_channel, open_stub
-from logstore.client.config import ProducerConfig, build, resolve_server
+from logstore.client.config import Credentials, ProducerConfig, build, resolve_server
 from logstore.client.models import BatchMetadata, GroupMetadata, TopicPartition
 from logstore.client.sender import Sender
 from logstore.client.stream import ProduceStream
@@ -66,9 +66,10 @@ class Producer:
     """
 
     def __init__(self, server: str | None = None, **options: Any) -> None:
+        credentials = Credentials.take(options)
         self.config: ProducerConfig = build(ProducerConfig, options)
         self.server = resolve_server(server)
-        self._channel = open_channel(self.server)
+        self._channel = open_channel(self.server, credentials)
         self._stub = open_stub(self._channel)
         self._closed = False
         config = self.config

@@ -96,7 +96,10 @@ class TaskQueue:
         max_pending: int = 1_000,
         consumer_options: dict[str, Any] | None = None,
         producer_options: dict[str, Any] | None = None,
+        **credentials: Any,
     ) -> None:
+        """``credentials`` (``tls_ca``, ``tls_cert``, ``tls_key``, ``token``) go to the consumer,
+        the dead-letter producer and the admin client alike."""
         if workers < 1 or max_attempts < 1 or max_pending < 1:
             raise ValueError("workers, max_attempts and max_pending must be at least 1")
         self.server = server
@@ -116,8 +119,9 @@ class TaskQueue:
             self._dead_letter = lambda _topic: name
         else:
             self._dead_letter = dead_letter_topic
-        self._consumer_options = dict(consumer_options or {})
-        self._producer_options = dict(producer_options or {})
+        self._credentials = dict(credentials)
+        self._consumer_options = {**credentials, **(consumer_options or {})}
+        self._producer_options = {**credentials, **(producer_options or {})}
         self._lock = threading.Lock()
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._counters = dict.fromkeys(METRICS, 0)
@@ -370,7 +374,7 @@ class TaskQueue:
         return True
 
     def _ensure_dead_letter_topics(self) -> None:
-        with Admin(self.server) as admin:
+        with Admin(self.server, **self._credentials) as admin:
             for topic in self.topics:
                 target = self._dead_letter(topic)
                 try:
