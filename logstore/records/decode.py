@@ -189,7 +189,14 @@ class RecordColumns:
             headers = [self.headers(i) for i in range(count)]
         values = _slices(data, self.value_positions, self.value_lengths)
         columns: list[Any] = [repeat(item) for item in prefix]
-        columns += [self.offsets.tolist(), self.timestamps.tolist(), keys, values, headers]
+        stamps = self.timestamps
+        first_stamp = int(stamps[0])
+        # one int object shared by every record when the batch has one timestamp (common)
+        timestamps: Any = (
+            repeat(first_stamp) if first_stamp == int(stamps[-1]) and (stamps == first_stamp).all()
+            else stamps.tolist()
+        )
+        columns += [self.offsets.tolist(), timestamps, keys, values, headers]
         was_enabled = gc.isenabled()
         gc.disable()  # tuples of bytes and ints: nothing for the collector to find
         try:
