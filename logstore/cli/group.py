@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -94,7 +95,9 @@ def describe_group(args: argparse.Namespace) -> int:
 
     with Admin(server_of(args)) as admin:
         description = admin.describe_group(args.group)
-    owners = {tp: m.member_id for m in description.members for tp in m.assignment}
+    owners: dict[tuple[str, int], str] = {
+        (tp[0], tp[1]): m.member_id for m in description.members for tp in m.assignment
+    }
     if args.format == "json":
         document: dict[str, Any] = asdict(description)
         for offset in document["offsets"]:
@@ -152,7 +155,7 @@ def delete_group(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [cell.ljust(width) if i in (0, len(row) - 1) else cell.rjust(width)

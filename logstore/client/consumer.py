@@ -312,7 +312,7 @@ class Consumer:
         """The group's committed offsets (None where nothing is committed) of ``partitions``
         (default: the partitions held)."""
         group_id = self._require_group()
-        chosen = [TopicPartition(*p) for p in partitions] if partitions else list(self._states)
+        chosen = self._tps(partitions) if partitions else list(self._states)
         return fetch_committed(self._stub, self.server, group_id, chosen, self.config)
 
     def position_offsets(self) -> dict[TopicPartition, int]:

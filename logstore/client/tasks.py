@@ -160,8 +160,8 @@ class TaskQueue:
             install_signal_handlers = threading.current_thread() is threading.main_thread()
         previous: dict[int, Any] = {}
         if install_signal_handlers:
-            for number in (signal.SIGTERM, signal.SIGINT):
-                previous[number] = signal.signal(number, lambda *_: self.stop())
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, lambda *_: self.stop())
         try:
             self._run()
         finally:
