@@ -34,6 +34,10 @@ SUITES: dict[str, Suite] = {
                     "transactional vs idempotent produce, against a spawned broker"),
     "peers": Suite("bench.peers", "logstore vs Redis Streams vs NATS JetStream on loopback, "
                    "with a raw gRPC ceiling (starts the servers itself)"),
+    "recovery": Suite("bench.recovery", "restart time after a SIGKILL with ~1 GB unflushed "
+                      "(flush=never), page cache warm and cold, against a spawned broker"),
+    "overload": Suite("bench.overload", "producers faster than the disk, 1,000+ idle connections "
+                      "and slow consumers: backpressure, progress and the broker's peak RSS"),
 }
 
 #: What ``scripts/bench`` with no suite runs, in order.
@@ -120,4 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the suites have stopped what they started
+        print("\nbench: interrupted", file=sys.stderr)
+        sys.exit(130)

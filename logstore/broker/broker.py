@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from logstore.broker.backpressure import ByteBudget
+from logstore.broker.backpressure import Backpressure
 from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
@@ -82,7 +82,12 @@ class Broker:
         for state in list(self._producer_states.values()):  # built while the coordinator loaded
             self._abort_orphans(state)
         self._housekeeping: asyncio.Task[None] | None = None
-        self._backpressure = ByteBudget(config.max_unflushed_bytes, config.backpressure_timeout_ms / 1000)
+        self.backpressure = Backpressure(
+            per_connection=config.max_inflight_bytes_per_connection,
+            per_partition=config.max_unflushed_bytes_per_partition,
+            total=config.max_unflushed_bytes,
+            timeout_s=config.backpressure_timeout_ms / 1000,
+        )
 
     def start(self) -> None:
         """Start the housekeeping task (member expiry, transaction timeouts)."""
@@ -281,34 +286,48 @@ class Broker:
             prepared.append((item, partition_log, headers))
         return prepared
 
-    async def produce(self, items: Sequence[ProduceItem], acks: Acks = Acks.ALL) -> list[ProduceOutcome]:
+    async def produce(
+        self, items: Sequence[ProduceItem], acks: Acks = Acks.ALL, client: str | None = None
+    ) -> list[ProduceOutcome]:
         """Validate every batch (all or nothing), append, and wait as ``acks`` says.
 
-        Whole-request problems (unknown topic, corrupt batch, too large) raise; a failure while
-        appending to one partition (disk full) is that partition's ``error``.
+        Whole-request problems (unknown topic, corrupt batch, too large, no room under a
+        backpressure budget) raise; a failure while appending to one partition (disk full) is
+        that partition's ``error``. ``client`` names the connection for its byte budget.
         """
         self._check_open()
         prepared = self._prepare(items)
-        size = sum(len(item.records) for item in items)
         if acks is Acks.NONE:
             self._loop.call_soon(self._append_quietly, prepared)
             return [ProduceOutcome(item.topic, item.partition) for item, _, _ in prepared]
-        outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
-        if durable:
-            await self._backpressure.acquire(size)  # bytes waiting for an fsync are bounded
-            try:
+        # Room under the backpressure budgets is taken before appending (slower acks), so a
+        # request refused after backpressure_timeout_ms has appended nothing.
+        size = sum(len(item.records) for item in items)
+        unflushed: dict[tuple[str, int], int] = {}
+        if acks is Acks.ALL:
+            for item, partition_log, _ in prepared:
+                if partition_log.config.flush == FLUSH_ALWAYS:
+                    key = (item.topic, item.partition)
+                    unflushed[key] = unflushed.get(key, 0) + len(item.records)
+        waited = await self.backpressure.hold(client, size, unflushed)
+        try:
+            if waited:  # the loop ran meanwhile: transactions, topics may have changed
+                self._check_open()
+                prepared = self._prepare(items)
+            outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
+            if durable:
                 waits = [
                     self._loop.run_in_executor(self._executor, partition_log.wait_durable, end_offset)
                     for _, partition_log, end_offset in durable
                 ]
                 results = await asyncio.gather(*waits, return_exceptions=True)
-            finally:
-                self._backpressure.release(size)
-            for (index, _, _), result in zip(durable, results, strict=True):
-                if isinstance(result, LogstoreError):
-                    outcomes[index].error = result
-                elif isinstance(result, BaseException):
-                    raise result
+                for (index, _, _), result in zip(durable, results, strict=True):
+                    if isinstance(result, LogstoreError):
+                        outcomes[index].error = result
+                    elif isinstance(result, BaseException):
+                        raise result
+        finally:
+            self.backpressure.release(client, size, unflushed)
         return outcomes
 
     def _append_quietly(self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]]) -> None:
@@ -433,6 +452,8 @@ class Broker:
                     f"offset and max_bytes of {item.topic}/{item.partition} must not be negative",
                     field="offset",
                 )
+        if group is not None:
+            validate_topic_name(group[0], kind="group")
         if group is not None and group[1]:
             group_id, member_id, member_epoch = group
             self.groups.check_member(
@@ -570,6 +591,8 @@ class Broker:
     def group_heartbeat(self, group_id: str, member_id: str, member_epoch: int, **options: Any) -> HeartbeatResult:
         self._check_open()
         validate_topic_name(group_id, kind="group")
+        for topic in options.get("topics") or ():
+            validate_topic_name(topic)
         return self.groups.heartbeat(group_id, member_id, member_epoch, **options)
 
     def _offset_info(self, group_id: str, topic: str, partition: int) -> OffsetInfo:
@@ -687,6 +710,7 @@ class Broker:
         """Move an inactive group's offsets of ``topic`` to earliest, latest, an offset or a time."""
         self._check_open()
         validate_topic_name(group_id, kind="group")
+        validate_topic_name(topic)  # a bad argument is refused whatever the group's state
         active = self.groups.active_members(group_id)
         if active:
             raise GroupNotEmptyError(group_id, active)
@@ -738,6 +762,9 @@ class Broker:
         self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: Sequence[tuple[str, int]]
     ) -> None:
         self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
+        for topic, _ in partitions:  # a bad argument is refused whatever the transaction's state
+            validate_topic_name(topic)
         self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, list(partitions))
 
     def txn_offset_commit(
@@ -745,7 +772,10 @@ class Broker:
         member_id: str, member_epoch: int, offsets: Sequence[tuple[str, int, int, str]],
     ) -> None:
         self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
         validate_topic_name(group_id, kind="group")
+        for topic, _, _, _ in offsets:
+            validate_topic_name(topic)
         if member_id:
             self.groups.check_member(group_id, member_id, member_epoch, [(t, p) for t, p, _, _ in offsets])
         for topic, partition, offset, _ in offsets:
@@ -760,5 +790,6 @@ class Broker:
 
     def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> None:
         self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
         self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
         self._wakeups.wake_all()

@@ -36,6 +36,11 @@ class BrokerConfig:
     #: Produce requests waiting for an fsync (acks=all, flush=always) may hold this many bytes;
     #: more wait (slower acks), and after backpressure_timeout_ms get RESOURCE_EXHAUSTED.
     max_unflushed_bytes: int = 256 * MIB
+    #: The same, per partition (so one hot partition cannot take the whole budget).
+    max_unflushed_bytes_per_partition: int = 64 * MIB
+    #: Produce bytes one client connection may have in the broker at once (being appended or
+    #: waiting for an fsync); more wait, then get RESOURCE_EXHAUSTED like the budgets above.
+    max_inflight_bytes_per_connection: int = 64 * MIB
     backpressure_timeout_ms: int = 30_000
     #: RPCs served at once (streams included); more are refused with RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 4096

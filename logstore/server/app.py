@@ -80,9 +80,12 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     broker = config.broker
+    # A response may exceed max_fetch_bytes / max_subscribe_bytes by one whole batch (at least one
+    # is always returned), and no stored batch is larger than the request it came in.
+    largest_response = max(broker.max_fetch_bytes, broker.max_subscribe_bytes, broker.max_request_bytes)
     return [
         ("grpc.max_receive_message_length", broker.max_request_bytes),
-        ("grpc.max_send_message_length", max(broker.max_fetch_bytes, broker.max_subscribe_bytes) + (1 << 20)),
+        ("grpc.max_send_message_length", largest_response + (1 << 20)),
         ("grpc.so_reuseport", 0),
         # megabyte messages: big HTTP/2 frames and socket reads (measured ~20% more bandwidth)
         ("grpc.http2.max_frame_size", 16 * 1024 * 1024 - 1),
@@ -99,7 +102,7 @@ async def run(config: ServerConfig) -> int:
     try:
         broker = Broker.open(config.data_dir, config.broker)
     except StorageError as exc:
-        log.error("cannot open data directory: %s", exc.message, extra={"reason": exc.reason})
+        log.error("%s", exc.message, extra={"reason": exc.reason, "data_dir": str(config.data_dir)})
         return EXIT_STORAGE
     broker.start()
     metrics = Metrics()

@@ -7,18 +7,22 @@ copied by protobuf (``wire.py``) —
 - ``Produce`` and ``ProduceStream`` receive the raw request bytes (parsed into memoryviews);
 - ``Fetch`` and ``Subscribe`` return the serialized response bytes.
 
-Every other method uses the generated message classes as usual.
+Every other method uses the generated message classes as usual. A request that does not parse as
+its message (protobuf's ``DecodeError``) is answered INVALID_ARGUMENT / INVALID_REQUEST through
+the service's usual error path, not with gRPC's bare UNKNOWN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import message_factory
+from google.protobuf import message, message_factory
 
 from logstore.api.v1 import logstore_pb2
+from logstore.errors import InvalidRequestError
 
 SERVICE = logstore_pb2.DESCRIPTOR.services_by_name["LogStore"]
 RAW_REQUESTS = {"Produce", "ProduceStream"}
@@ -29,18 +33,62 @@ def _identity(data: Any) -> Any:
     return data
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """What a request that does not parse deserializes to; the handler refuses it."""
+
+    message: str
+
+
+def _parser(request_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return request_class.FromString(data)
+        except message.DecodeError as exc:
+            return Malformed(f"malformed {request_class.DESCRIPTOR.name}: {exc}")
+
+    return parse
+
+
+async def _refuse(servicer: Any, name: str, request: Malformed, context: Any) -> None:
+    async with servicer._rpc(name, context):  # counted, logged and answered like any error
+        raise InvalidRequestError(request.message, field="request")
+
+
+def _checked(servicer: Any, name: str, implementation: Any, streaming: bool) -> Any:
+    """``implementation``, refusing a ``Malformed`` request first."""
+    if streaming:
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            if isinstance(request, Malformed):
+                await _refuse(servicer, name, request, context)
+            async for response in implementation(request, context):
+                yield response
+
+        return stream
+
+    async def unary(request: Any, context: Any) -> Any:
+        if isinstance(request, Malformed):
+            await _refuse(servicer, name, request, context)
+        return await implementation(request, context)
+
+    return unary
+
+
 def generic_handler(servicer: Any) -> grpc.GenericRpcHandler:
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
-        deserialize: Callable[[bytes], Any] = (
-            _identity if method.name in RAW_REQUESTS else request_class.FromString
-        )
         serialize: Callable[[Any], bytes] = (
             _identity if method.name in RAW_RESPONSES else response_class.SerializeToString
         )
         implementation = getattr(servicer, method.name)
+        deserialize: Callable[[bytes], Any] = _identity
+        if method.name not in RAW_REQUESTS:
+            assert not method.client_streaming, "a streamed request is parsed by its handler"
+            deserialize = _parser(request_class)
+            implementation = _checked(servicer, method.name, implementation, method.server_streaming)
         if method.client_streaming and method.server_streaming:
             factory = grpc.stream_stream_rpc_method_handler
         elif method.client_streaming:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ class _PartitionCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         start = GaugeMetricFamily("logstore_log_start_offset", "First readable offset", labels=["topic", "partition"])
         end = GaugeMetricFamily("logstore_log_end_offset", "Next offset to be assigned", labels=["topic", "partition"])
         size = GaugeMetricFamily("logstore_partition_bytes", "Bytes of segments on disk", labels=["topic", "partition"])
@@ -35,6 +35,12 @@ class _PartitionCollector(Collector):
         yield start
         yield end
         yield size
+        waits = CounterMetricFamily(
+            "logstore_backpressure_waits", "Produce requests that waited for room, by limit", labels=["limit"]
+        )
+        for limit, count in sorted(self.broker.backpressure.waits.items()):
+            waits.add_metric([limit], count)
+        yield waits
 
 
 class Metrics:

@@ -134,11 +134,12 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     # -- records ------------------------------------------------------------------------------------
 
-    async def _produce(self, request: wire.ProduceRequestView) -> records_pb2.ProduceResponse:
+    async def _produce(self, request: wire.ProduceRequestView, peer: str) -> records_pb2.ProduceResponse:
         items = convert.produce_items(request)
         for topic in {item.topic for item in items}:
             self.authorizer.check("topic", topic, "write")
-        outcomes = await self.broker.produce(items, convert.acks(request.acks))
+        # the peer (client address and port) is the connection: its bytes in flight are bounded
+        outcomes = await self.broker.produce(items, convert.acks(request.acks), client=peer)
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.error is None:
                 self.metrics.produced(item.topic, outcome.record_count, len(item.records))
@@ -151,13 +152,16 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def Produce(self, request: bytes, context: Any) -> records_pb2.ProduceResponse:
         """Takes the serialized request: batches stay views of it (see ``handlers.py``)."""
-        return await self._unary("Produce", context, lambda: self._produce(wire.parse_produce_request(request)))
+        return await self._unary(
+            "Produce", context, lambda: self._produce(wire.parse_produce_request(request), context.peer())
+        )
 
     async def ProduceStream(
         self, request_iterator: AsyncIterator[bytes], context: Any
     ) -> AsyncIterator[records_pb2.ProduceResponse]:
         """Requests are handled one after another, so responses keep request order. A request
         that fails is answered with ``error`` set; the stream stays open."""
+        peer = context.peer()
         async with self._rpc("ProduceStream", context, in_flight=False):
             async for raw in request_iterator:
                 started = time.perf_counter()
@@ -166,7 +170,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
                 try:
                     request = wire.parse_produce_request(raw)
                     correlation_id = request.correlation_id
-                    response = await self._produce(request)
+                    response = await self._produce(request, peer)
                 except LogstoreError as exc:
                     self.metrics.errors.labels(reason=exc.reason).inc()
                     response = records_pb2.ProduceResponse(

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from logstore.errors import (
+    DiskFullError,
     InvalidNameError,
     InvalidRequestError,
     LimitExceededError,
@@ -51,7 +52,7 @@ from logstore.records import BatchHeader
 from logstore.storage.clock import SYSTEM_CLOCK, Clock
 from logstore.storage.compaction import CompactionResult, compact
 from logstore.storage.config import FLUSH_INTERVAL, LogConfig
-from logstore.storage.files import atomic_write_json, read_json
+from logstore.storage.files import atomic_write_json, read_json, storage_error
 from logstore.storage.log import AppendResult, PartitionLog, ReadResult
 from logstore.storage.retention import RetentionResult, apply_retention
 
@@ -215,9 +216,12 @@ class DataDir:
         instance._lock_file = lock_fd
         try:
             instance._load()
-        except BaseException:
+        except BaseException as exc:
             instance._close_logs(clean=False)
             os.close(lock_fd)
+            if isinstance(exc, OSError):  # e.g. a full disk while recovery writes
+                where = f"data directory {directory}" + (f" ({exc.filename})" if exc.filename else "")
+                raise storage_error(exc, f"open {where}", exc.filename or directory) from exc
             raise
         if background:
             instance.start()
@@ -237,7 +241,14 @@ class DataDir:
     def _read_table(self) -> dict[str, Any]:
         path = self.path / TOPICS_FILE
         if path.exists():
-            return dict(read_json(path).get("topics", {}))
+            try:
+                return dict(read_json(path).get("topics", {}))
+            except (ValueError, AttributeError, TypeError) as exc:
+                raise StorageError(
+                    f"{path} is unreadable ({exc}); restore it, or remove it to adopt the topic "
+                    f"folders found in {self.path} with the default config",
+                    path=str(path),
+                ) from exc
         # no table: adopt partition folders found on disk with the default config
         found: dict[str, int] = {}
         for entry in os.listdir(self.path):
@@ -283,16 +294,31 @@ class DataDir:
         for partition_log in self.logs():
             partition_log.add_listener(listener)
 
-    def _write_table(self) -> None:
+    def _write_table(self, topics: dict[str, Topic] | None = None) -> None:
         table = {
             name: {
                 "partitions": topic.partitions,
                 "config": topic.config.overrides(self.defaults),  # reopened over self.defaults
                 "internal": topic.internal,
             }
-            for name, topic in self._topics.items()
+            for name, topic in (self._topics if topics is None else topics).items()
         }
         atomic_write_json(self.path / TOPICS_FILE, {"version": 1, "topics": table})
+
+    def _replace_table(self, topics: dict[str, Topic], action: str) -> None:
+        """Write ``topics`` to topics.json, then make it the table. If the write fails (a full
+        disk: DiskFullError) the table is unchanged, on disk and in memory."""
+        try:
+            self._write_table(topics)
+        except OSError as exc:
+            raise storage_error(exc, action, self.path / TOPICS_FILE) from exc
+        self._topics = topics
+
+    def _discard_logs(self, logs: list[PartitionLog]) -> None:
+        """Close and remove partition logs that never made it into the table."""
+        for partition_log in logs:
+            partition_log.abandon()
+            shutil.rmtree(partition_log.directory, ignore_errors=True)
 
     def close(self) -> None:
         """Stop maintenance, flush and cleanly close every partition, release the directory."""
@@ -345,7 +371,7 @@ class DataDir:
                 limit_name="min_partitions",
                 limit=1,
             )
-        if partitions > self.limits.max_partitions_per_topic:
+        if partitions > self.limits.max_partitions_per_topic and not internal:
             raise LimitExceededError(
                 f"{partitions} partitions exceed max_partitions_per_topic="
                 f"{self.limits.max_partitions_per_topic}",
@@ -357,7 +383,8 @@ class DataDir:
             self._check_open()
             if name in self._topics:
                 raise TopicExistsError(name)
-            if len(self._topics) >= self.limits.max_topics:
+            user_topics = sum(1 for topic in self._topics.values() if not topic.internal)
+            if not internal and user_topics >= self.limits.max_topics:  # internal ones are free
                 raise LimitExceededError(
                     f"max_topics={self.limits.max_topics} reached",
                     limit_name="max_topics",
@@ -367,11 +394,18 @@ class DataDir:
                 stale = self.path / f"{name}-{p}"
                 if stale.exists():
                     shutil.rmtree(stale)
-            logs = [self._open_log(name, p, log_config) for p in range(partitions)]
-            topics = dict(self._topics)
-            topics[name] = Topic(name, log_config, logs, internal)
-            self._topics = topics
-            self._write_table()
+            logs: list[PartitionLog] = []
+            try:
+                for p in range(partitions):
+                    logs.append(self._open_log(name, p, log_config))
+                topics = dict(self._topics)
+                topics[name] = Topic(name, log_config, logs, internal)
+                self._replace_table(topics, f"create topic {name!r}")
+            except (OSError, StorageError) as exc:  # a full disk: the topic is not created
+                self._discard_logs(logs)
+                if isinstance(exc, OSError):
+                    raise storage_error(exc, f"create topic {name!r}", self.path / name) from exc
+                raise
         log.info("created topic %s with %d partitions", name, partitions)
         return self.describe_topic(name)
 
@@ -381,17 +415,35 @@ class DataDir:
             topic = self._topic(name)
             topics = dict(self._topics)
             del topics[name]
-            self._topics = topics
-            self._write_table()
-            for partition_log in topic.logs:
-                partition_log.close()
-                self._forget(partition_log)
-                target = partition_log.directory.with_name(
-                    f"{partition_log.directory.name}.{uuid.uuid4().hex[:8]}{DELETING_SUFFIX}"
-                )
-                os.replace(partition_log.directory, target)
-                shutil.rmtree(target, ignore_errors=True)
+            try:
+                self._replace_table(topics, f"delete topic {name!r}")
+            except DiskFullError:
+                # Not a page left for the new table: free the topic's space first, then write it.
+                # Should that fail too, the next table write drops the topic from topics.json;
+                # until then a restart would bring it back, empty.
+                log.warning("disk full: removing the data of topic %s before unlisting it", name)
+                self._topics = topics
+                self._remove_partitions(topic)
+                try:
+                    self._write_table()
+                except OSError as exc:
+                    log.error("deleted topic %s, but could not rewrite %s: %s", name, TOPICS_FILE, exc)
+            else:
+                self._remove_partitions(topic)
         log.info("deleted topic %s", name)
+
+    def _remove_partitions(self, topic: Topic) -> None:
+        for partition_log in topic.logs:
+            try:
+                partition_log.close()
+            except OSError as exc:  # its checkpoint cannot be written: irrelevant now
+                log.warning("closing %s: %s", partition_log, exc)
+            self._forget(partition_log)
+            target = partition_log.directory.with_name(
+                f"{partition_log.directory.name}.{uuid.uuid4().hex[:8]}{DELETING_SUFFIX}"
+            )
+            os.replace(partition_log.directory, target)
+            shutil.rmtree(target, ignore_errors=True)
 
     def add_partitions(self, name: str, total: int) -> TopicDescription:
         """Grow ``name`` to ``total`` partitions (partitions are never removed)."""
@@ -412,11 +464,18 @@ class DataDir:
                     limit_name="max_partitions_per_topic",
                     limit=self.limits.max_partitions_per_topic,
                 )
-            new_logs = [self._open_log(name, p, topic.config) for p in range(topic.partitions, total)]
-            topics = dict(self._topics)
-            topics[name] = dataclasses.replace(topic, logs=[*topic.logs, *new_logs])
-            self._topics = topics
-            self._write_table()
+            new_logs: list[PartitionLog] = []
+            try:
+                for p in range(topic.partitions, total):
+                    new_logs.append(self._open_log(name, p, topic.config))
+                topics = dict(self._topics)
+                topics[name] = dataclasses.replace(topic, logs=[*topic.logs, *new_logs])
+                self._replace_table(topics, f"add partitions to topic {name!r}")
+            except (OSError, StorageError) as exc:  # a full disk: no partition is added
+                self._discard_logs(new_logs)
+                if isinstance(exc, OSError):
+                    raise storage_error(exc, f"add partitions to topic {name!r}", self.path) from exc
+                raise
         return self.describe_topic(name)
 
     def alter_config(self, name: str, changes: dict[str, Any]) -> LogConfig:
@@ -425,12 +484,11 @@ class DataDir:
             self._check_open()
             topic = self._topic(name)
             config = LogConfig.from_dict(changes, base=topic.config)
-            for partition_log in topic.logs:
-                partition_log.config = config
             topics = dict(self._topics)
             topics[name] = dataclasses.replace(topic, config=config)
-            self._topics = topics
-            self._write_table()
+            self._replace_table(topics, f"alter the config of topic {name!r}")
+            for partition_log in topic.logs:
+                partition_log.config = config
         return config
 
     def list_topics(self, *, include_internal: bool = True) -> list[str]:
@@ -459,8 +517,7 @@ class DataDir:
     def _topic(self, name: str) -> Topic:
         topic = self._topics.get(name)
         if topic is None:
-            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-                validate_topic_name(name)
+            validate_topic_name(name)  # an invalid name is INVALID_NAME, a valid unknown one NOT_FOUND
             raise UnknownTopicError(name)
         return topic
 
@@ -579,6 +636,12 @@ class DataDir:
         try:
             return job()
         except LogClosedError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                log.exception("maintenance of %s failed", partition_log)
+            else:  # expected while the disk is full; retried at the next pass
+                log.warning("maintenance of %s: %s", partition_log, exc)
             return None
         except Exception:
             log.exception("maintenance of %s failed", partition_log)

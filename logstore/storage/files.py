@@ -7,10 +7,19 @@ new content, never a mix.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from logstore.errors import DiskFullError, StorageError
+
+
+def storage_error(exc: OSError, action: str, path: str | os.PathLike[str]) -> StorageError:
+    """The typed error for a failed file operation: DiskFullError when the disk is full."""
+    kind = DiskFullError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StorageError
+    return kind(f"cannot {action}: {exc.strerror or exc}", errno=exc.errno, path=str(path))
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -32,8 +41,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, sync: bool 
             view = view[written:]
         if sync:
             os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        remove_quietly(temporary)  # e.g. a full disk: leave no half-written file behind
+        raise
+    os.close(fd)
     os.replace(temporary, target)
     if sync:
         fsync_dir(target.parent)

@@ -8,7 +8,9 @@ sanity check is rebuilt from the log.
 
 Entries are written with ``os.pwrite``, not through the mapping: on a full disk a store into a
 mapped page of a sparse file is a SIGBUS, while a write is an error the segment can shrug off (an
-index is sparse anyway; a missing entry only makes a lookup scan a little further).
+index is sparse anyway; a missing entry only makes a lookup scan a little further). For the same
+reason they are read back with a plain read, never through the mapping: on a full tmpfs even a
+load from a hole of a shared mapping is a SIGBUS (the page must be allocated to be mapped).
 
 Not thread-safe for writers: the owning segment appends under its partition's lock. Readers may
 look up concurrently: an entry is written before ``entries`` is raised to include it, and the
@@ -51,6 +53,8 @@ class IndexFile:
         existed = path.exists()
         size = path.stat().st_size if existed else 0
         self.entries = size // self.entry_size
+        #: Bytes of a torn last entry (a file cut mid-entry is corrupt: see ``sanity_check``).
+        self.torn_bytes = size % self.entry_size
         if writable:
             self.entries = min(self.entries, self.max_entries)
             with open(path, "ab"):
@@ -71,6 +75,15 @@ class IndexFile:
 
     # -- shared ----------------------------------------------------------------------------------
 
+    def check_whole_entries(self) -> None:
+        """Raise CorruptIndexError if the file does not hold a whole number of entries."""
+        if self.torn_bytes:
+            raise CorruptIndexError(
+                f"index {self.path} ends with {self.torn_bytes} bytes of a torn entry "
+                f"(entries are {self.entry_size} bytes)",
+                path=str(self.path),
+            )
+
     @property
     def is_full(self) -> bool:
         return self.entries >= self.max_entries
@@ -78,7 +91,10 @@ class IndexFile:
     def _column(self, name: str, typecode: str) -> array:
         mirror = array(typecode)
         if self.entries and self._memmap is not None:
-            mirror.frombytes(np.ascontiguousarray(self._memmap[name][: self.entries]).tobytes())
+            with open(self.path, "rb") as file:  # read(), not the mapping: see the module doc
+                data = file.read(self.entries * self.entry_size)
+            entries = np.frombuffer(data, dtype=self.ENTRY_DTYPE, count=len(data) // self.entry_size)
+            mirror.frombytes(np.ascontiguousarray(entries[name]).tobytes())
         return mirror
 
     def _write_at(self, slot: int, *values: int) -> bool:

@@ -20,9 +20,11 @@ the bytes below each segment's published size, which never change.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
+import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -95,7 +97,9 @@ class PartitionLog:
         self._base_offsets: list[int] = [s.base_offset for s in segments]
         self.log_start_offset = log_start_offset
         self.log_end_offset = segments[-1].next_offset
-        self._group_commit = GroupCommit(self._sync_all, recovery_point)
+        # a weak reference, or log and group commit form a cycle that keeps a deleted topic's
+        # segment mappings (and so its disk space) alive until the garbage collector runs
+        self._group_commit = GroupCommit(_weak_method(self._sync_all), recovery_point)
         self._listeners: list[Callable[[PartitionLog], None]] = []
         self.closed = False
 
@@ -142,7 +146,12 @@ class PartitionLog:
         if clean:
             os.unlink(marker)
             fsync_dir(path)
-        instance.checkpoint()
+        try:
+            instance.checkpoint()
+        except OSError as exc:  # a full disk: open anyway, so that the records can be read
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.warning("%s: checkpoint not written (%s); the previous one stays", path, exc.strerror)
         return instance
 
     def close(self) -> None:
@@ -488,6 +497,18 @@ class PartitionLog:
             f"PartitionLog({self.topic!r}, {self.partition}, start={self.log_start_offset}, "
             f"end={self.log_end_offset}, segments={len(self._segments)})"
         )
+
+
+def _weak_method(method: Callable[[], int]) -> Callable[[], int]:
+    ref = weakref.WeakMethod(method)
+
+    def call() -> int:
+        bound = ref()
+        if bound is None:
+            raise LogClosedError("the log is gone")
+        return bound()
+
+    return call
 
 
 def _new_segment(directory: Path, base_offset: int, config: LogConfig, now_ms: int) -> LogSegment:

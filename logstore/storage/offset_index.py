@@ -85,6 +85,7 @@ class OffsetIndex(IndexFile):
         )
 
     def sanity_check(self, log_size: int) -> None:
+        self.check_whole_entries()
         entries = self.entries
         if not entries:
             return

@@ -78,6 +78,7 @@ class TimeIndex(IndexFile):
         self.truncate_entries(keep)
 
     def sanity_check(self, log_size: int) -> None:
+        self.check_whole_entries()
         entries = self.entries
         if entries < 2:
             return

@@ -4,7 +4,8 @@ A commit of (group, topic, partition) -> offset is one record whose key is
 ``["offset", group, topic, partition]`` and whose value is ``{"offset", "metadata", "ts"}``; a
 tombstone deletes it (a deleted group or topic). All offsets of one commit go into one batch, so
 a commit is all or nothing. The topic is compacted, so it stays as small as the live keys, and
-the whole state is read back into memory when the broker starts.
+the whole state is read back into memory when the broker starts; an offset past its
+partition's log end (recovery cut the log below it) is then moved back to the log end.
 
 The committed offset is the next record to read — one past the last record processed.
 
@@ -27,6 +28,7 @@ from logstore.broker.internal import (
     partition_for,
     read_entries,
 )
+from logstore.errors import LogstoreError
 from logstore.storage import DataDir
 from logstore.storage.clock import Clock
 
@@ -49,6 +51,7 @@ class OffsetStore:
         self._logs = ensure_topic(data_dir, OFFSETS_TOPIC, partitions)
         self._offsets: dict[str, dict[TopicPartition, Committed]] = {}
         self._load()
+        self._clamp_to_log_ends()
 
     def _load(self) -> None:
         count = 0
@@ -68,6 +71,28 @@ class OffsetStore:
                     )
                 count += 1
         log.info("loaded committed offsets of %d groups (%d records)", len(self._offsets), count)
+
+    def _clamp_to_log_ends(self) -> None:
+        """Move committed offsets past their partition's log end back to the log end.
+
+        A commit is refused past the log end, so this only happens when recovery cut the log
+        below a committed offset (a power loss took unsynced records a group had read). Left
+        alone, the group would skip the records appended after the restart at the offsets
+        that were cut, once the log grew past its committed offset again.
+        """
+        for group, offsets in list(self._offsets.items()):
+            moved = []
+            for (topic, partition), committed in offsets.items():
+                try:
+                    end = self.data_dir.log(topic, partition).log_end_offset
+                except LogstoreError:  # a deleted topic or partition
+                    continue
+                if committed.offset > end:
+                    log.warning("group %s: committed offset %d of %s/%d is past the log end %d "
+                                "(recovery cut the log); moved back to %d", group,
+                                committed.offset, topic, partition, end, end)
+                    moved.append((topic, partition, end, committed.metadata))
+            self.commit(group, moved)
 
     def _log_for(self, group: str):  # type: ignore[no-untyped-def]
         return self._logs[partition_for(group, len(self._logs))]
