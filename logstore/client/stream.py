@@ -22,6 +22,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ from logstore.client.config import backoff_seconds
 from logstore.errors import LogstoreError, UnavailableError
 
 log = logging.getLogger("logstore.client")
+
+#: A produce stream that stayed up this long starts its next outage with a fresh retry budget.
+STABLE_STREAM_S = 5.0
 
 #: on_response(context, response) and on_failure(context, error), run in the reader thread.
 OnResponse = Callable[[Any, Any], None]
@@ -129,6 +133,7 @@ class ProduceStream:
 
     def _read(self) -> None:
         attempts = 0
+        opened_at = time.monotonic()
         while True:
             with self._lock:
                 call = self._call
@@ -148,6 +153,8 @@ class ProduceStream:
                         self._stop_locked()
                         return
                 error = UnavailableError("the broker ended the produce stream")
+            if time.monotonic() - opened_at > STABLE_STREAM_S:
+                attempts = 0  # the stream was up a while: a new outage, a fresh retry budget
             attempts += 1
             if not self._closing.is_set() and is_transient(error) and attempts <= self._retries:
                 delay = backoff_seconds(attempts, *self._backoff)
@@ -155,6 +162,7 @@ class ProduceStream:
                          self._server, error.message, attempts, delay)
                 if not self._closing.wait(delay):
                     self._reopen()
+                    opened_at = time.monotonic()
                     continue
             log.warning("produce stream to %s failed: %s", self._server, error.message)
             self._stop(error)

@@ -27,7 +27,7 @@ from typing import Any
 from logstore.api.v1 import groups_pb2, transactions_pb2
 from logstore.client.batch import ProducerBatch
 from logstore.client.bulk import SEQUENCE_MASK, Stamp
-from logstore.client.channel import call_with_retries, translate_errors
+from logstore.client.channel import call_with_retries
 from logstore.client.config import ProducerConfig
 from logstore.client.models import GroupMetadata, TopicPartition
 from logstore.errors import InvalidTransactionStateError, LogstoreError
@@ -115,6 +115,7 @@ class Transaction:
         self._stub = stub
         self._server = server
         self._timeout = config.request_timeout_ms / 1000.0
+        self._config = config
         self._identity = identity
 
     @property
@@ -220,5 +221,14 @@ class Transaction:
             self.added.update(new)
 
     def _call(self, method: str, request: Any) -> Any:
-        with translate_errors(self._server):
-            return getattr(self._stub, method)(request, timeout=self._timeout)
+        """One transactional call, retried with backoff while the broker is unreachable. Safe:
+        adding partitions and offsets is idempotent, and ending a transaction that already
+        ended is a no-op on the broker."""
+        config = self._config
+        return call_with_retries(
+            lambda: getattr(self._stub, method)(request, timeout=self._timeout),
+            server=self._server,
+            retries=config.retries,
+            retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+        )
