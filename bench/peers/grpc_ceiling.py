@@ -1,0 +1,132 @@
+"""The ceiling: how fast gRPC alone moves 1 MiB messages over loopback on this machine.
+
+No logstore code on the wire path: a ``grpc.aio`` server with a generic handler (raw ``bytes``,
+no protobuf) and a synchronous client, with the same channel and server options as logstore's
+(``logstore.client.channel.CHANNEL_OPTIONS`` and ``logstore.server.app.grpc_options``), in two
+directions:
+
+- ``upload``: the client streams ``messages`` x 1 MiB to the server (a producer's direction);
+- ``download``: the server streams them to the client (a consumer's direction).
+
+The server runs as ``python -m bench.peers.grpc_ceiling --listen HOST:PORT``; the client roles
+run in an agent process like every other client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import struct
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import grpc
+
+from bench.peers.clock import Timer
+
+SERVICE = "bench.Ceiling"
+UPLOAD = f"/{SERVICE}/Upload"
+DOWNLOAD = f"/{SERVICE}/Download"
+MESSAGE_BYTES = 1 << 20
+COUNT = struct.Struct("<q")
+
+
+def _server_options() -> list[tuple[str, Any]]:
+    from logstore.server.app import grpc_options
+    from logstore.server.config import ServerConfig
+
+    return list(grpc_options(ServerConfig()))
+
+
+def _channel_options() -> list[tuple[str, Any]]:
+    from logstore.client.channel import CHANNEL_OPTIONS
+
+    return list(CHANNEL_OPTIONS)
+
+
+async def _upload(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+    total = 0
+    async for message in requests:
+        total += len(message)
+    return COUNT.pack(total)
+
+
+async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    (count,) = COUNT.unpack(request)
+    payload = bytes(MESSAGE_BYTES)
+    for _ in range(count):
+        yield payload
+
+
+async def serve(listen: str) -> None:
+    server = grpc.aio.server(options=_server_options())
+    handlers = {
+        "Upload": grpc.stream_unary_rpc_method_handler(_upload),
+        "Download": grpc.unary_stream_rpc_method_handler(_download),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    if server.add_insecure_port(listen) == 0:
+        raise SystemExit(f"cannot listen on {listen}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def upload(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
+    count = int(spec["messages"])
+    payload = bytes(MESSAGE_BYTES)
+
+    def messages() -> Iterator[bytes]:
+        for _ in range(count):
+            yield payload
+
+    with grpc.insecure_channel(spec["server"], options=_channel_options()) as channel:
+        call = channel.stream_unary(UPLOAD)
+        call(iter([b"\0" * 16]), timeout=30)  # connect and warm the path before timing
+        timer = Timer()
+        barrier()
+        timer.start()
+        (received,) = COUNT.unpack(call(messages(), timeout=spec["timeout_s"]))
+        timer.stop()
+    if received != count * MESSAGE_BYTES:
+        raise RuntimeError(f"the server received {received} bytes, not {count * MESSAGE_BYTES}")
+    return timer.result(count, bytes=received)
+
+
+def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
+    count = int(spec["messages"])
+    with grpc.insecure_channel(spec["server"], options=_channel_options()) as channel:
+        call = channel.unary_stream(DOWNLOAD)
+        for _ in call(COUNT.pack(1), timeout=30):  # connect before timing
+            pass
+        timer = Timer()
+        barrier()
+        timer.start()
+        received = 0
+        for message in call(COUNT.pack(count), timeout=spec["timeout_s"]):
+            received += len(message)
+        timer.stop()
+    if received != count * MESSAGE_BYTES:
+        raise RuntimeError(f"received {received} bytes, not {count * MESSAGE_BYTES}")
+    return timer.result(count, bytes=received)
+
+
+ROLES = {"upload": upload, "download": download}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="raw gRPC bandwidth server for the ceiling probe")
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT")
+    args = parser.parse_args()
+    asyncio.run(serve(args.listen))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The side-by-side benchmark (``scripts/bench --quick``) runs end to end against real servers
+and reports sane numbers for every system and workload. Never a speed assertion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE_WORKLOADS = {"produce", "produce-4", "consume", "latency", "group-1", "group-2", "group-4"}
+FSYNC_WORKLOADS = {"produce", "produce-4", "latency"}
+
+
+def run_bench(*args: str, tmp_path: Path, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOGSTORE_BENCH_DIR": str(tmp_path / "work")}
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_quick_run_measures_every_system_and_workload_with_positive_numbers(tmp_path: Path) -> None:
+    completed = run_bench("--quick", "--json", "tmp.json", "--no-progress", tmp_path=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    assert "records/s" in completed.stdout
+    assert "Goals" in completed.stdout
+
+    document = json.loads((tmp_path / "tmp.json").read_text())
+    results = [r for r in document["results"] if r["suite"] == "peers"]
+    seen = {(r["params"]["tier"], r["params"]["system"], r["params"]["workload"]) for r in results}
+    for system in ("logstore", "redis", "nats"):
+        for workload in PAGE_WORKLOADS:
+            assert ("page", system, workload) in seen, (system, workload)
+    for system in ("logstore", "redis"):
+        for workload in FSYNC_WORKLOADS:
+            assert ("fsync", system, workload) in seen, (system, workload)
+    assert {r["params"]["workload"] for r in results if r["params"]["system"] == "grpc"} == {
+        "ceiling-upload", "ceiling-download"}
+    apis = {(r["params"]["system"], r["params"]["variant"]) for r in results}
+    assert {("logstore", "send"), ("logstore", "send_batch"), ("logstore", "poll"),
+            ("logstore", "poll_columns")} <= apis
+
+    for result in results:
+        name = result["name"]
+        assert result["records_per_second"] > 0, name
+        assert result["mb_per_second"] > 0, name
+        assert all(sample > 0 for sample in result["samples_seconds_per_op"]), name
+        if result["params"]["kind"] == "latency":
+            for key in ("p50_ms", "p99_ms", "p999_ms"):
+                assert result["params"][key] > 0, (name, key)
+            assert result["params"]["cdf_ms"], name
+        if result["params"]["system"] == "logstore" and result["params"]["kind"] != "latency":
+            ratios = result["params"]["ratios"]
+            assert set(ratios) >= {"grpc"}, name
+            assert all(value > 0 for value in ratios.values()), name
+
+    peers = document["peers"]
+    assert set(peers["systems"]) == {"logstore", "redis", "nats"}
+    assert peers["systems"]["redis"]["server"]["version"]
+    assert peers["systems"]["nats"]["server"]["version"]
+    assert len(peers["goals"]) == 7
+    assert all(goal["value"] is not None and goal["value"] > 0 for goal in peers["goals"])
+    assert list((tmp_path / "work").iterdir()) == []  # every server directory is gone
+
+
+def test_only_refuses_an_unknown_system(tmp_path: Path) -> None:
+    completed = run_bench("--quick", "--only", "logstore,kafka", tmp_path=tmp_path, timeout=60)
+    assert completed.returncode != 0
+    assert "logstore,redis,nats" in completed.stderr
