@@ -155,6 +155,12 @@ class ConsumerConfig:
     isolation_level: str = "read_uncommitted"
     #: Iteration stops after this long without a record; None iterates forever.
     consumer_timeout_ms: float | None = None
+    #: How records arrive without a group: "subscribe" (the broker pushes batches over one
+    #: ``Subscribe`` stream per partition — the fastest), "fetch" (a long-poll ``Fetch`` per
+    #: batch), or "auto" (subscribe for up to ``max_subscribed_partitions`` partitions). Group
+    #: members always fetch: their requests carry the member epoch.
+    fetch_mode: str = "auto"
+    max_subscribed_partitions: int = 32
     #: Consecutive UNAVAILABLE fetches tolerated before ``poll`` raises.
     retries: int = 10
     retry_backoff_ms: float = 100.0
@@ -171,6 +177,8 @@ class ConsumerConfig:
                 f"isolation_level must be one of {sorted(ISOLATION_LEVELS)}, "
                 f"not {self.isolation_level!r}"
             )
+        if self.fetch_mode not in ("auto", "subscribe", "fetch"):
+            raise ValueError(f"fetch_mode must be auto, subscribe or fetch, not {self.fetch_mode!r}")
         if self.group_id is not None and not self.group_id:
             raise ValueError("group_id must not be empty")
         if self.assignor not in ASSIGNORS:

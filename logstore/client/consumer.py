@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import queue
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
@@ -64,6 +65,7 @@ from logstore.client.group import (
     fetch_committed,
 )
 from logstore.client.models import ConsumerRecord, GroupMetadata, TopicPartition
+from logstore.client.subscription import Subscriptions
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownMemberError
 from logstore.records import BatchHeader, RecordColumns, decode_columns
 
@@ -167,6 +169,10 @@ class Consumer:
         self._states: dict[TopicPartition, _State] = {}
         self._buffer: dict[TopicPartition, _Buffered] = {}
         self._inflight: _Fetch | None = None
+        self._subscriptions = Subscriptions(
+            self._channel, self.server, self._isolation,
+            self.config.max_partition_fetch_bytes or min(self.config.fetch_max_bytes, 4 << 20),
+        )
         self._failures = 0
         self._retry_at = 0.0
         self._closed = False
@@ -406,6 +412,7 @@ class Consumer:
         self._cancel_fetch()
 
     def _cancel_fetch(self) -> None:
+        self._subscriptions.close()
         if self._inflight is not None:
             self._inflight.future.cancel()
             self._inflight = None
@@ -531,6 +538,7 @@ class Consumer:
             self._closed = True
             if self._membership is not None:
                 self._membership.stop()
+        self._subscriptions.close()
         if self._inflight is not None:
             self._inflight.future.cancel()
             self._inflight = None
@@ -558,6 +566,10 @@ class Consumer:
             raise InvalidRequestError("no partitions are assigned: call assign() first")
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._buffer:
+            if self._streaming():
+                if not self._fill_from_streams(deadline):
+                    return
+                continue
             if membership is not None:
                 if membership.changed.is_set():
                     self._reconcile(membership)
@@ -596,6 +608,66 @@ class Consumer:
             self._store(accepted)
             if deadline is not None and time.monotonic() >= deadline:
                 return
+
+    def _streaming(self) -> bool:
+        """Whether to read over Subscribe streams (see ``ConsumerConfig.fetch_mode``)."""
+        mode = self.config.fetch_mode
+        if mode == "fetch" or self._membership is not None:
+            self._subscriptions.close()
+            return False
+        if mode == "auto" and len(self._states) > self.config.max_subscribed_partitions:
+            self._subscriptions.close()
+            return False
+        return True
+
+    def _fill_from_streams(self, deadline: float | None) -> bool:
+        """Take one message from the partitions' streams into the buffer; False on timeout."""
+        self._raise_partition_errors()
+        self._resolve_positions()
+        subscriptions = self._subscriptions
+        subscriptions.retain(set(self._states))
+        now = time.monotonic()
+        for tp, state in self._states.items():
+            if state.fetch_offset is not None and state.error is None and now >= self._retry_at:
+                subscriptions.ensure(tp, state.fetch_offset)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if self._retry_at > now:
+            remaining = self._retry_at - now if remaining is None else min(remaining, self._retry_at - now)
+        try:
+            stream, item = subscriptions.queue.get(timeout=remaining)
+        except queue.Empty:
+            return deadline is None or time.monotonic() < deadline
+        if not subscriptions.is_current(stream):
+            return True  # a message of a stream replaced by a seek
+        tp = stream.tp
+        held = self._states.get(tp)
+        if held is None:
+            return True
+        state = held
+        if isinstance(item, LogstoreError):
+            subscriptions.drop(tp)
+            if item.reason == "OFFSET_OUT_OF_RANGE" or not is_transient(item):
+                self._partition_error(tp, state, item)
+                return True
+            self._failures += 1
+            if self._failures > self.config.retries:
+                self._failures = 0
+                raise item
+            config = self.config
+            self._retry_at = time.monotonic() + backoff_seconds(
+                self._failures, config.retry_backoff_ms, config.retry_backoff_max_ms
+            )
+            return True
+        self._failures = 0
+        if state.fetch_offset != stream.next_offset:
+            subscriptions.drop(tp)  # moved by a seek since
+            return True
+        state.high_watermark = item.high_watermark
+        state.log_start_offset = item.log_start_offset
+        if item.next_offset > stream.next_offset:
+            stream.next_offset = state.fetch_offset = item.next_offset
+        self._store([(tp, item)])
+        return True
 
     def _send_fetch(self) -> _Fetch | None:
         config = self.config

@@ -235,3 +235,52 @@ def decode_fetch_response(data: bytes) -> list[FetchedPartition]:
     if position != end:
         raise ValueError("FetchResponse runs past its end")
     return partitions
+
+
+SUBSCRIBE_RECORDS = 1
+SUBSCRIBE_HIGH_WATERMARK = 2
+SUBSCRIBE_LOG_START_OFFSET = 3
+SUBSCRIBE_NEXT_OFFSET = 4
+SUBSCRIBE_ABORTED = 5
+SUBSCRIBE_START_OFFSET = 6
+
+
+def decode_subscribe_response(data: bytes, topic: str, partition: int) -> tuple[FetchedPartition, int]:
+    """Parse a serialized ``SubscribeResponse`` into a ``FetchedPartition`` (records view the
+    bytes) and the subscription's start offset."""
+    view = memoryview(data)
+    fetched = FetchedPartition()
+    fetched.topic = topic
+    fetched.partition = partition
+    start_offset = 0
+    position, end = 0, len(view)
+    while position < end:
+        key, position = read_varint(view, position)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == VARINT:
+            value, position = read_varint(view, position)
+            value = _signed(value)
+            if field == SUBSCRIBE_HIGH_WATERMARK:
+                fetched.high_watermark = fetched.last_stable_offset = value
+            elif field == SUBSCRIBE_LOG_START_OFFSET:
+                fetched.log_start_offset = value
+            elif field == SUBSCRIBE_NEXT_OFFSET:
+                fetched.next_offset = value
+            elif field == SUBSCRIBE_START_OFFSET:
+                start_offset = value
+        elif wire_type == LEN:
+            length, position = read_varint(view, position)
+            stop = position + length
+            if field == SUBSCRIBE_RECORDS:
+                fetched.records = view[position:stop]
+            elif field == SUBSCRIBE_ABORTED:
+                aborted = records_pb2.AbortedTransaction.FromString(bytes(view[position:stop]))
+                fetched.aborted_transactions.append(
+                    (aborted.producer_id, aborted.first_offset, aborted.last_offset)
+                )
+            position = stop
+        else:
+            position = _skip(view, position, wire_type)
+    if position != end:
+        raise ValueError("SubscribeResponse runs past its end")
+    return fetched, start_offset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -25,8 +25,21 @@ def fill(server: str, topic: str, count: int, *, partition: int = 0, start_ms: i
                             timestamps=np.arange(count) * step_ms + start_ms).result(20)
 
 
+FETCH_MODE = "subscribe"
+
+
+@pytest.fixture(autouse=True, params=["subscribe", "fetch"])
+def fetch_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs over Subscribe streams and over long-poll Fetch."""
+    global FETCH_MODE
+    FETCH_MODE = request.param
+    yield request.param
+    FETCH_MODE = "subscribe"
+
+
 def consumer_on(server: str, topic: str, **options: object) -> Consumer:
     options.setdefault("fetch_max_wait_ms", 100)
+    options.setdefault("fetch_mode", FETCH_MODE)
     consumer = Consumer(server, **options)
     consumer.assign([TopicPartition(topic, 0)])
     return consumer

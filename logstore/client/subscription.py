@@ -1,0 +1,120 @@
+"""Reading assigned partitions over ``Subscribe`` streams instead of one ``Fetch`` per batch.
+
+A ``Fetch`` is a request and an answer: while the broker reads and sends, the consumer waits, and
+while the consumer decodes, the broker idles (one fetch is kept ahead, but the next cannot go out
+before the previous answer says where it ended). A ``Subscribe`` stream lets the broker push the
+next batches as soon as the transport has room (HTTP/2 flow control bounds what is in flight), so
+both sides work at once and no call is set up per batch.
+
+Each stream is read by a small thread that hands decoded messages to one queue the consumer
+waits on. A stream is tied to the offset it was opened at; the consumer replaces it after a seek.
+Group members keep using ``Fetch``, whose requests carry the member's epoch for fencing.
+
+Threading: ``Subscriptions`` is used from the consumer's thread only; its reader threads touch
+only the shared queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+import grpc
+
+from logstore.api.v1 import records_pb2
+from logstore.client import wire
+from logstore.client.channel import error_from_rpc
+from logstore.client.models import TopicPartition
+from logstore.errors import LogstoreError, UnavailableError
+
+SUBSCRIBE = "/logstore.api.v1.LogStore/Subscribe"
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class Stream:
+    """One partition's subscription, from ``offset`` on."""
+
+    def __init__(
+        self, method: Any, tp: TopicPartition, offset: int, isolation: int, max_bytes: int,
+        out: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]], server: str,
+    ) -> None:
+        self.tp = tp
+        self.next_offset = offset  # where the consumer expects the next message to continue
+        self.closed = False
+        self._server = server
+        self._out = out
+        request = records_pb2.SubscribeRequest(
+            topic=tp.topic, partition=tp.partition, start=records_pb2.START_OFFSET,
+            offset=offset, max_bytes=max_bytes, isolation_level=isolation,  # type: ignore[arg-type]
+        )
+        self._call = method(request)
+        self._thread = threading.Thread(target=self._read, name=f"logstore-subscribe-{tp.topic}-{tp.partition}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        tp = self.tp
+        try:
+            for message in self._call:
+                fetched, _start = wire.decode_subscribe_response(message, tp.topic, tp.partition)
+                self._out.put((self, fetched))
+            if not self.closed:  # the broker ended it (shutting down): reconnect
+                self._out.put((self, UnavailableError("the broker ended the subscription")))
+        except grpc.RpcError as exc:
+            if not self.closed:
+                self._out.put((self, error_from_rpc(exc, self._server)))
+        except Exception as exc:  # a malformed message: surface it, do not hang the consumer
+            if not self.closed:
+                self._out.put((self, LogstoreError(f"bad Subscribe message: {exc}")))
+
+    def close(self) -> None:
+        self.closed = True
+        self._call.cancel()
+
+
+class Subscriptions:
+    """The consumer's streams, one per partition it reads."""
+
+    def __init__(self, channel: grpc.Channel, server: str, isolation: int, max_bytes: int) -> None:
+        self._method = channel.unary_stream(
+            SUBSCRIBE,
+            request_serializer=records_pb2.SubscribeRequest.SerializeToString,
+            response_deserializer=_identity,
+        )
+        self._server = server
+        self._isolation = isolation
+        self._max_bytes = max_bytes
+        self.queue: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]] = queue.SimpleQueue()
+        self.streams: dict[TopicPartition, Stream] = {}
+
+    def ensure(self, tp: TopicPartition, offset: int) -> None:
+        """A stream of ``tp`` continuing at ``offset`` (a new one if the old went elsewhere)."""
+        stream = self.streams.get(tp)
+        if stream is not None and stream.next_offset == offset and not stream.closed:
+            return
+        if stream is not None:
+            stream.close()
+        self.streams[tp] = Stream(
+            self._method, tp, offset, self._isolation, self._max_bytes, self.queue, self._server
+        )
+
+    def is_current(self, stream: Stream) -> bool:
+        return self.streams.get(stream.tp) is stream and not stream.closed
+
+    def drop(self, tp: TopicPartition) -> None:
+        stream = self.streams.pop(tp, None)
+        if stream is not None:
+            stream.close()
+
+    def retain(self, partitions: set[TopicPartition]) -> None:
+        for tp in list(self.streams):
+            if tp not in partitions:
+                self.drop(tp)
+
+    def close(self) -> None:
+        for tp in list(self.streams):
+            self.drop(tp)
