@@ -41,7 +41,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.experimental.tcp_max_read_chunk_size", 4 << 20),
 ]
 
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+#: Worth retrying: the broker is down, restarting, slow, or cancelled the call as it stopped.
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 P = ParamSpec("P")
 R = TypeVar("R")

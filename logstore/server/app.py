@@ -33,6 +33,10 @@ log = logging.getLogger("logstore.server")
 
 SERVICE_NAME = logstore_pb2.DESCRIPTOR.services_by_name["LogStore"].full_name
 
+#: After SIGTERM, new calls are refused with UNAVAILABLE for at least this long before the
+#: transport stops accepting them.
+REFUSAL_WINDOW_S = 0.25
+
 #: Exit codes of ``logstore serve``.
 EXIT_OK = 0
 EXIT_CONFIG = 2  # bad configuration or address
@@ -173,8 +177,12 @@ async def run(config: ServerConfig) -> int:
     # Drain: new calls are refused (UNAVAILABLE, SHUTTING_DOWN) by the broker, long polls and
     # subscriptions return at once, and calls in flight get the grace period to finish.
     broker.begin_shutdown()
-    deadline = loop.time() + config.grace_period_s
-    while service.in_flight and loop.time() < deadline:
+    started = loop.time()
+    deadline = started + config.grace_period_s
+    # at least a moment of clean refusals, so that calls racing the signal see UNAVAILABLE
+    # (SHUTTING_DOWN) rather than a cancelled stream
+    refusing_until = started + min(REFUSAL_WINDOW_S, config.grace_period_s)
+    while (service.in_flight or loop.time() < refusing_until) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     await server.stop(max(deadline - loop.time(), 0))
     await broker.close()

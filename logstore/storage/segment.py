@@ -137,8 +137,9 @@ class LogSegment:
         self.created_ms = created_ms
         self._bytes_since_index_entry = 0
         self._last_batch_offset = base_offset
-        self._mapping: mmap.mmap | None = None
-        self._mapped_size = 0
+        #: The mapping of the .log and its size, replaced together (one attribute, so a reader
+        #: never pairs an old mapping with a newer size).
+        self._mapped: tuple[mmap.mmap, int] | None = None
         self.closed = False
         #: (size, next_offset) replaced together after each append, so a reader sees a pair
         #: that belongs together.
@@ -218,8 +219,7 @@ class LogSegment:
                 with open(quarantine, "wb") as file:
                     file.write(cut)
                 log.warning("kept the %d bytes cut from %s in %s", truncated, self.log_path, quarantine)
-            self._mapping = None
-            self._mapped_size = 0
+            self._mapped = None
             os.ftruncate(self._fd, position)
             os.fsync(self._fd)
         self.size = position
@@ -308,15 +308,14 @@ class LogSegment:
     # -- reading ----------------------------------------------------------------------------------
 
     def _map_file(self, end: int) -> mmap.mmap:
-        mapping = self._mapping
-        if mapping is None or self._mapped_size < end:
+        mapped = self._mapped
+        if mapped is None or mapped[1] < end:
             if self.closed:
                 raise LogClosedError(f"segment {self.log_path} is closed")
             size = max(end, os.fstat(self._fd).st_size)
-            mapping = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
-            self._mapping = mapping
-            self._mapped_size = size
-        return mapping
+            mapped = (mmap.mmap(self._fd, size, access=mmap.ACCESS_READ), size)
+            self._mapped = mapped
+        return mapped[0]
 
     def view(self, start: int, end: int) -> memoryview:
         """Bytes [start, end) of the .log as a zero-copy view of the mapping."""
@@ -444,8 +443,7 @@ class LogSegment:
         (cut_offset,) = struct.unpack_from("<q", self._map_file(position + HEADER_SIZE), position)
         self.index.truncate_to_offset(cut_offset)
         self.time_index.truncate_to_offset(cut_offset)
-        self._mapping = None
-        self._mapped_size = 0
+        self._mapped = None
         os.ftruncate(self._fd, position)
         self.size = position
         # re-derive the end and the max timestamp from the remaining batches
