@@ -20,6 +20,8 @@ SERVER_ENV = "LOGSTORE_SERVER"
 
 #: gRPC message limit in both directions: requests and fetches of up to 64 MiB.
 MAX_MESSAGE_BYTES = 64 << 20
+#: Room left in a message for the request's own fields around the batches.
+MAX_REQUEST_BYTES = MAX_MESSAGE_BYTES - (64 << 10)
 #: The broker remembers the last 5 batches per producer and partition, so an idempotent producer
 #: keeps at most 5 batches of a partition unanswered.
 MAX_IN_FLIGHT_IDEMPOTENT = 5
@@ -95,6 +97,12 @@ class ProducerConfig:
         _positive(self, "batch_bytes", "max_request_bytes", "max_in_flight", "buffer_bytes",
                   "transaction_timeout_ms")
         _non_negative(self, "linger_ms", "retries", "retry_backoff_ms", "retry_backoff_max_ms")
+        if self.max_request_bytes > MAX_REQUEST_BYTES:
+            raise ValueError(f"max_request_bytes must be at most {MAX_REQUEST_BYTES} (a gRPC "
+                             f"message is at most {MAX_MESSAGE_BYTES}), not {self.max_request_bytes}")
+        if self.batch_bytes > self.max_request_bytes:
+            raise ValueError(f"batch_bytes ({self.batch_bytes}) must not exceed max_request_bytes "
+                             f"({self.max_request_bytes}): a batch travels in one request")
         if self.enable_idempotence or self.transactional_id:
             what = "a transactional producer" if self.transactional_id else "idempotence"
             if self.enable_idempotence is False:

@@ -53,3 +53,17 @@ def test_backoff_grows_exponentially_up_to_the_cap() -> None:
     assert 0.08 <= backoff_seconds(1, 100, 1000) <= 0.12
     assert 0.32 <= backoff_seconds(3, 100, 1000) <= 0.48
     assert 0.8 <= backoff_seconds(10, 100, 1000) <= 1.2
+
+
+@pytest.mark.parametrize("options", [
+    {"batch_bytes": 8 << 20},  # above the default max_request_bytes (4 MiB)
+    {"max_request_bytes": 64 << 20, "batch_bytes": 1 << 20},  # no room for the message's fields
+])
+def test_a_batch_must_fit_in_one_request(options: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="batch_bytes|max_request_bytes"):
+        ProducerConfig(**options)
+
+
+def test_a_large_batch_with_a_matching_request_size_is_accepted() -> None:
+    config = ProducerConfig(batch_bytes=16 << 20, max_request_bytes=16 << 20)
+    assert config.batch_bytes == config.max_request_bytes
