@@ -360,6 +360,10 @@ class Broker:
                         if want_durable and partition_log.config.flush == FLUSH_ALWAYS:
                             durable.append((index, partition_log, original[1] + 1))
                         continue
+                for header in headers:
+                    if header.is_transactional:
+                        self.transactions.add_produced(header.producer_id, item.topic, item.partition)
+                        break
                 result = partition_log.append(item.records, headers=headers, sync=False)
                 if idempotent:
                     base = result.base_offset

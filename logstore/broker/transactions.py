@@ -3,8 +3,11 @@
 A transactional producer calls ``init_producer_id(transactional_id)``: it gets the id's producer
 id with a bumped epoch, which fences every older instance (their requests fail with
 PRODUCER_FENCED), and any transaction the old instance left open is aborted first. Then, per
-transaction: ``add_partitions`` before producing to a partition, produce transactional batches,
-``add_offsets`` for a consumer group (consume-transform-produce), and ``end`` to commit or abort:
+transaction: produce transactional batches — the first batch of the producer's id and epoch to a
+partition adds that partition to its transaction (``add_produced``, as Kafka does since KIP-890;
+``add_partitions`` does it up front for clients that prefer the explicit call) and begins the
+transaction if none is open — ``add_offsets`` for a consumer group (consume-transform-produce),
+and ``end`` to commit or abort:
 
 1. the state becomes PREPARE_COMMIT / PREPARE_ABORT (persisted),
 2. a COMMIT / ABORT marker (a control batch) is appended to every partition of the transaction,
@@ -302,8 +305,8 @@ class TransactionCoordinator:
     # -- checks for produce -------------------------------------------------------------------------
 
     def check_produce(self, producer_id: int, producer_epoch: int, topic: str, partition: int) -> None:
-        """A transactional batch is accepted only inside an ongoing transaction that added its
-        partition, from the current epoch."""
+        """A transactional batch is accepted only from the current epoch of a transactional id,
+        while its transaction is open or none is (the batch begins one: ``add_produced``)."""
         transaction = self._by_producer.get(producer_id)
         if transaction is None:
             raise InvalidTransactionStateError(
@@ -315,12 +318,31 @@ class TransactionCoordinator:
                 producer_id, producer_epoch, transaction.producer_epoch,
                 transactional_id=transaction.transactional_id,
             )
-        if transaction.state != ONGOING or (topic, partition) not in transaction.partitions:
+        if transaction.state not in (ONGOING, EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT):
             raise InvalidTransactionStateError(
-                f"{topic}/{partition} was not added to transaction {transaction.transactional_id!r} "
-                f"(state {transaction.state}); call AddPartitionsToTxn first",
+                f"transaction {transaction.transactional_id!r} is {transaction.state}: "
+                f"it takes no more records",
                 transactional_id=transaction.transactional_id, topic=topic, partition=partition,
+                state=transaction.state,
             )
+        if transaction.abort_reason:  # kept for the EndTxn that follows
+            raise TransactionAbortedError(
+                f"transaction {transaction.transactional_id!r} was aborted: "
+                f"{transaction.abort_reason}",
+                transactional_id=transaction.transactional_id,
+            )
+
+    def add_produced(self, producer_id: int, topic: str, partition: int) -> None:
+        """A transactional batch (``check_produce`` passed) is being appended to ``partition``:
+        begin the transaction if none is open and add the partition to it."""
+        transaction = self._by_producer[producer_id]
+        if transaction.state == ONGOING and (topic, partition) in transaction.partitions:
+            return
+        self._begin(transaction)
+        transaction.partitions.add((topic, partition))
+        # No fsync: if this is lost, the partition's open transaction is found when its
+        # producer state is rebuilt and aborted there (``is_open_in``).
+        self._persist(transaction, sync=False)
 
     def is_open_in(self, producer_id: int, topic: str, partition: int) -> bool:
         """Whether an ongoing transaction of ``producer_id`` covers this partition."""

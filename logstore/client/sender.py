@@ -12,8 +12,8 @@ partition's next sequence just before it is sent, in send order, and no more tha
 partition are ever unanswered (the broker remembers 5 per partition, so any retry is recognized);
 a partition at 5 waits for an answer. A stamped batch that fails for good leaves a gap in its partition's sequences: the
 sender then waits for every answer and takes a new producer id (transactional producers do that
-when the transaction is aborted). Transactions (``transaction``): a partition is added to the
-open transaction (``AddPartitionsToTxn``) before its first batch is sent.
+when the transaction is aborted). Transactions (``transaction``): batches are stamped
+transactional; the broker adds each partition to the open transaction with its first batch.
 
 Also refreshes partition counts every ``metadata_max_age_ms``.
 """
@@ -164,10 +164,7 @@ class Sender:
             for batch in batches:
                 grouped.setdefault((batch.topic, batch.partition), []).append(batch.encode(codec))
         else:
-            transaction = self._transaction
-            if transaction is not None:
-                transaction.add_partitions({(batch.topic, batch.partition) for batch in batches})
-            transactional = transaction is not None
+            transactional = self._transaction is not None
             with self._unanswered_lock:
                 unanswered = self._unanswered
                 for batch in batches:

@@ -10,18 +10,19 @@ idempotent producer then waits for what is in flight and takes a new producer id
 transactional one does so when the transaction is aborted.
 
 ``Transaction``: the client side of a transactional id: ``init`` (fences older instances and
-aborts what they left open), ``begin``, partitions added before their first batch is sent
-(``add_partitions``, from the sender thread), offsets sent with ``send_offsets``, and ``end``.
+aborts what they left open), ``begin``, transactional batches (the broker adds a partition to the
+transaction with its first batch, as Kafka does since KIP-890: no call before sending), offsets
+sent with ``send_offsets``, and ``end``.
 
 Thread-safety: ``ProducerIdentity.lock`` guards the identity and sequences (the sender thread
 stamps, a user thread may ``init``); ``Transaction`` state is changed by the user's thread except
-``added`` and ``error``, which the sender thread writes under ``Transaction.lock``.
+``error``, which the sender thread writes under ``Transaction.lock``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from logstore.api.v1 import groups_pb2, transactions_pb2
@@ -108,8 +109,6 @@ class Transaction:
                  identity: ProducerIdentity) -> None:
         self.lock = threading.Lock()
         self.state = UNINITIALIZED
-        #: Partitions already added to the open transaction (written by the sender thread).
-        self.added: set[TopicPartitionKey] = set()
         #: The first failure of a batch of the open transaction: it can only be aborted.
         self.error: LogstoreError | None = None
         self._stub = stub
@@ -145,14 +144,12 @@ class Transaction:
         self._identity.init()
         with self.lock:
             self.state = READY
-            self.added = set()
             self.error = None
 
     def begin(self) -> None:
         self.require(READY, action="begin a transaction")
         with self.lock:
             self.state = IN_TRANSACTION
-            self.added = set()
             self.error = None
 
     def send_offsets(self, offsets: Mapping[TopicPartition, int],
@@ -200,29 +197,9 @@ class Transaction:
             if error.reason == "PRODUCER_FENCED":
                 self.state = FATAL
 
-    # -- the sender's call ---------------------------------------------------------------------
-
-    def add_partitions(self, partitions: Iterable[TopicPartitionKey]) -> None:
-        """``AddPartitionsToTxn`` for those not yet added (sender thread, before sending)."""
-        with self.lock:
-            new = sorted(set(partitions) - self.added)
-        if not new:
-            return
-        identity = self._identity
-        request = transactions_pb2.AddPartitionsToTxnRequest(
-            transactional_id=identity.transactional_id,
-            producer_id=identity.producer_id,
-            producer_epoch=identity.epoch,
-        )
-        for topic, partition in new:
-            request.partitions.add(topic=topic, partition=partition)
-        self._call("AddPartitionsToTxn", request)
-        with self.lock:
-            self.added.update(new)
-
     def _call(self, method: str, request: Any) -> Any:
         """One transactional call, retried with backoff while the broker is unreachable. Safe:
-        adding partitions and offsets is idempotent, and ending a transaction that already
+        adding offsets is idempotent, and ending a transaction that already
         ended is a no-op on the broker."""
         config = self._config
         return call_with_retries(

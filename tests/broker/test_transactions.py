@@ -280,17 +280,29 @@ def test_a_restarted_producer_can_transact_after_its_topic_was_deleted(tmp_path:
     run(body())
 
 
-def test_a_transactional_batch_needs_its_partition_added_first(tmp_path: Path, clock: ManualClock) -> None:
+def test_a_transactional_batch_adds_its_partition_to_the_transaction(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
             broker.create_topic("t", 2)
             tx = TxProducer(broker)
-            with pytest.raises(InvalidTransactionStateError):
-                await tx.send("t", 0, b"x")
-            tx.add(("t", 1))
-            with pytest.raises(InvalidTransactionStateError):
-                await tx.send("t", 0, b"x")
-            assert log_end(broker, "t", 0) == 0
+            await tx.send("t", 0, b"a")  # no AddPartitionsToTxn: the batch begins the transaction
+            await tx.send("t", 1, b"b")
+            assert lso(broker, "t", 0) == 0 and lso(broker, "t", 1) == 0
+            tx.commit()  # a marker goes to both partitions
+            assert markers(broker, "t", 0) == markers(broker, "t", 1) == [COMMIT_MARKER]
+            assert await visible(broker, "t", 0) == [b"a"] and await visible(broker, "t", 1) == [b"b"]
+            await tx.send("t", 0, b"c")  # the next batch begins the next transaction
+            tx.abort()
+            assert markers(broker, "t", 0) == [COMMIT_MARKER, ABORT_MARKER]
+            assert await visible(broker, "t", 0) == [b"a"]
+
+    run(body())
+
+
+def test_a_transactional_batch_needs_a_transactional_id(tmp_path: Path, clock: ManualClock) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 1)
             pid, epoch = broker.init_producer_id()  # idempotent only: no transactions
             with pytest.raises(InvalidTransactionStateError):
                 await produce(broker, "t", 0, b"x", producer_id=pid, producer_epoch=epoch,

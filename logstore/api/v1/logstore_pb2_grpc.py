@@ -276,7 +276,9 @@ class LogStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddPartitionsToTxn(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Optional: a transactional batch adds its partition to the open transaction (and begins one
+        if none is open) by itself, as in Kafka since KIP-890. This registers partitions up front.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
