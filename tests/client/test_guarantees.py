@@ -35,8 +35,10 @@ PROGRESS_TIMEOUT_S = 30.0
 FINISH_TIMEOUT_S = 90.0
 
 
-def start_copier(server: str, mode: str, group: str) -> tuple[subprocess.Popen[str],
-                                                               queue.Queue[str | None]]:
+def start_copier(server: str, mode: str, group: str, *, pump_lines: bool = True,
+                 ) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+    """The copier, and a queue of its stdout lines (None at the end) unless ``pump_lines`` is
+    False (then the caller reads its output with ``communicate``)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.client.programs.copier", server, mode, "input", "sink",
          group, "--partitions", str(PARTITIONS)],
@@ -50,7 +52,8 @@ def start_copier(server: str, mode: str, group: str) -> tuple[subprocess.Popen[s
             lines.put(line.strip())
         lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    if pump_lines:
+        threading.Thread(target=pump, daemon=True).start()
     return process, lines
 
 
@@ -111,7 +114,7 @@ def copy_with_kills(
         process, lines = start_copier(server, mode, f"copier-{mode}")
         if kill_after_progress(process, lines, rng.randint(1, 8), rng.uniform(0, 0.03)):
             kills += 1
-    process, _ = start_copier(server, mode, f"copier-{mode}")
+    process, _ = start_copier(server, mode, f"copier-{mode}", pump_lines=False)
     try:
         _, stderr = process.communicate(timeout=FINISH_TIMEOUT_S)
     finally:
