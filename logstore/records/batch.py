@@ -236,17 +236,23 @@ def dense_offset_deltas(count: int) -> np.ndarray:
     return deltas
 
 
-def read_columns(section: Buffer, offset: int, count: int, attributes: int) -> np.ndarray:
+def read_columns(
+    section: Buffer, offset: int, count: int, attributes: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """The (5, count) <i4 column matrix of a record section starting at ``offset``.
 
     A view of the bytes when every column is present; otherwise a new matrix in which the
-    omitted columns are filled in (``layout.OMIT_FLAGS``)."""
+    omitted columns are filled in (``layout.OMIT_FLAGS``). With ``out`` (a (5, count) <i4
+    array, e.g. a slice of a larger one) the columns are written there, and it is returned."""
     present = present_columns(attributes)
     stored = np.frombuffer(section, dtype=COLUMN_DTYPE, count=present * count, offset=offset)
     if present == COLUMN_COUNT:
-        return stored.reshape(COLUMN_COUNT, count)
+        if out is None:
+            return stored.reshape(COLUMN_COUNT, count)
+        out[...] = stored.reshape(COLUMN_COUNT, count)
+        return out
     stored = stored.reshape(present, count)
-    columns = np.empty((COLUMN_COUNT, count), dtype=COLUMN_DTYPE)
+    columns = np.empty((COLUMN_COUNT, count), dtype=COLUMN_DTYPE) if out is None else out
     row = 0
     for index, flag in enumerate(OMIT_FLAGS):
         if flag and attributes & flag:

@@ -335,11 +335,15 @@ def decode_columns(
         data = buffer
         section_starts = [header.position + HEADER_SIZE for header in headers]
     counts_list = [header.record_count for header in headers]
-    views = [
-        read_columns(data, start, header.record_count, header.attributes)
-        for header, start in zip(headers, section_starts, strict=True)
-    ]
-    columns = views[0] if len(views) == 1 else np.concatenate(views, axis=1)
+    if len(headers) == 1:
+        columns = read_columns(data, section_starts[0], counts_list[0], headers[0].attributes)
+    else:  # each batch's columns written straight into one matrix (no concatenate)
+        columns = np.empty((COLUMN_COUNT, sum(counts_list)), dtype=COLUMN_DTYPE)
+        first = 0
+        for header, start in zip(headers, section_starts, strict=True):
+            count = header.record_count
+            read_columns(data, start, count, header.attributes, out=columns[:, first:first + count])
+            first += count
     counts = np.array(counts_list, dtype=np.int64)
     firsts = np.zeros(len(counts_list), dtype=np.int64)
     np.cumsum(counts[:-1], out=firsts[1:])
