@@ -30,6 +30,9 @@ class Suite:
 SUITES: dict[str, Suite] = {
     "storage": Suite("bench.storage", "in-process storage engine: encode, decode, append, read, "
                      "index lookups"),
+    "client": Suite("bench.client", "the Python client end to end: produce (send_batch, send, "
+                    "flush=always), consume (poll_columns, poll), 1 KiB, produce latency, against "
+                    "a spawned broker"),
     "groups": Suite("bench.groups", "consumer groups (1/2/4 members), rebalance time, "
                     "transactional vs idempotent produce, against a spawned broker"),
     "peers": Suite("bench.peers", "logstore vs Redis Streams vs NATS JetStream on loopback, "

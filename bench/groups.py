@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -31,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import Goal, Progress, Result
+from bench.spawned import Broker
 
 PARTITIONS = 8
 MEMBERS = (1, 2, 4)
@@ -60,7 +57,7 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
     plan = QUICK if options.quick else FULL
     if options.repeats is not None:
         plan = Plan(plan.consume_records, plan.produce_records, options.repeats)
-    broker = None if options.server else Broker()
+    broker = None if options.server else Broker("logstore-bench-groups-")
     try:
         server = options.server or broker.address  # type: ignore[union-attr]
         bench = GroupBench(server, plan)
@@ -83,40 +80,6 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
     finally:
         if broker is not None:
             broker.stop()
-
-
-class Broker:
-    def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="logstore-bench-groups-")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.address = f"127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "logstore", "serve", "--data-dir", self.directory,
-             "--listen", self.address, "--metrics-listen", "", "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        from logstore.client import Admin
-
-        deadline = time.monotonic() + 30
-        with Admin(self.address, timeout=1.0) as admin:
-            while True:
-                try:
-                    admin.list_topics()
-                    return
-                except Exception:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise RuntimeError("the benchmark broker did not start") from None
-                    time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class GroupBench:

@@ -1,0 +1,275 @@
+"""The Python client end to end against a real broker (``python -m bench client``).
+
+Starts a broker (``logstore serve``) on a free loopback port in a temporary directory and measures,
+through gRPC on loopback with one client and one partition — the numbers the broker/client issue
+sets goals for:
+
+- **produce, 100 B**: ``send_batch()`` of a 2-D uint8 array (columnar) and ``send()`` per record
+  then ``flush()``, both with the producer's defaults (``acks="all"``, idempotent, 1 MiB batches,
+  5 requests in flight), to a ``flush=never`` topic; ``send_batch()`` again to a ``flush=always``
+  topic (every acknowledged batch fdatasynced). Timed from the first call until every record is
+  acknowledged.
+- **consume, 100 B**: a topic written once, read from the beginning by a fresh ``Consumer`` with
+  ``assign()``: ``poll_columns()`` (numpy columns, values as zero-copy views) and ``poll()`` (a
+  ``ConsumerRecord`` per record). Timed from the first poll until the last record arrived.
+- **1 KiB**: ``send_batch()`` and ``poll_columns()`` of 1,024-byte records, in MB/s.
+- **latency**: one 100 B record at a time with ``acks=1`` and ``linger_ms=0`` (``send()`` then
+  ``result()``), one per millisecond (light load); the goal is on the p99 of the round trips.
+
+Each workload runs once to warm up, then ``--repeats`` times (default 3); the table shows the
+median. Produce topics are deleted after each run, so a full run needs ~1 GB of disk at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.common import Goal, Progress, Result
+from bench.spawned import Broker
+
+SMALL = 100
+LARGE = 1024
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    produce_records: int  # 100 B records per produce run (send() runs use half)
+    consume_records: int  # 100 B records read per consume run
+    large_records: int  # 1 KiB records per run
+    latency_samples: int
+    repeats: int
+
+
+QUICK = Plan(produce_records=100_000, consume_records=200_000, large_records=20_000,
+             latency_samples=200, repeats=1)
+FULL = Plan(produce_records=2_000_000, consume_records=4_000_000, large_records=500_000,
+            latency_samples=3_000, repeats=3)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("client")
+    group.add_argument("--server", metavar="HOST:PORT",
+                       help="use this broker instead of starting one (topics it creates are deleted)")
+
+
+def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
+    plan = QUICK if options.quick else FULL
+    if options.repeats is not None:
+        plan = Plan(plan.produce_records, plan.consume_records, plan.large_records,
+                    plan.latency_samples, options.repeats)
+    broker = None if options.server else Broker("logstore-bench-client-")
+    try:
+        bench = ClientBench(options.server or broker.address, plan)  # type: ignore[union-attr]
+        tasks: list[tuple[str, str, Callable[[str, str], Result]]] = [
+            ("produce", "produce 100 B: send_batch(), flush=never", bench.produce_batch),
+            ("produce", "produce 100 B: send() per record, flush=never", bench.produce_send),
+            ("produce", "produce 100 B: send_batch(), flush=always", bench.produce_durable),
+            ("consume", "consume 100 B: poll_columns()", bench.consume_columns),
+            ("consume", "consume 100 B: poll() records", bench.consume_records),
+            ("1 KiB", "produce 1 KiB: send_batch()", bench.produce_large),
+            ("1 KiB", "consume 1 KiB: poll_columns()", bench.consume_large),
+            ("latency", "one 100 B record, acks=1, linger_ms=0: p50 (goal on p99)", bench.latency),
+        ]
+        tasks = [t for t in tasks if not options.filter
+                 or any(f.lower() in f"{t[0]} {t[1]}".lower() for f in options.filter)]
+        progress.add(len(tasks))
+        results = []
+        for group, name, task in tasks:
+            progress.start(name)
+            results.append(task(group, name))
+            progress.done()
+        bench.close()
+        return results
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+class ClientBench:
+    def __init__(self, server: str, plan: Plan) -> None:
+        from logstore.client import Admin
+
+        self.server = server
+        self.plan = plan
+        self.admin = Admin(server)
+        self._filled: dict[int, tuple[str, int]] = {}
+        rng = np.random.default_rng(7)
+        self._pool = {size: rng.integers(0, 256, (65_536, size), dtype=np.uint8)
+                      for size in (SMALL, LARGE)}
+
+    def close(self) -> None:
+        for topic, _ in self._filled.values():
+            self.admin.delete_topic(topic)
+        self.admin.close()
+
+    def _records(self, size: int, count: int) -> np.ndarray:
+        """``count`` rows of ``size`` random bytes (the pool repeated)."""
+        pool = self._pool[size]
+        return np.resize(pool, (count, size)) if count > len(pool) else pool[:count]
+
+    def _topic(self, flush: str = "never") -> str:
+        name = f"bench-client-{uuid.uuid4().hex[:8]}"
+        self.admin.create_topic(name, 1, config={"flush": flush})
+        return name
+
+    def _runs(self, body: Callable[[], float]) -> list[float]:
+        """Seconds of each timed run (the first run warms up and is dropped)."""
+        return [body() for _ in range(self.plan.repeats + 1)][1:]
+
+    # -- produce -----------------------------------------------------------------------------
+
+    def _send_batch(self, size: int, count: int, flush: str) -> Callable[[], float]:
+        from logstore.client import Producer
+
+        rows = self._records(size, count)
+
+        def body() -> float:
+            topic = self._topic(flush)
+            try:
+                with Producer(self.server) as producer:
+                    start = time.perf_counter()
+                    producer.send_batch(topic, rows, partition=0).result()
+                    return time.perf_counter() - start
+            finally:
+                self.admin.delete_topic(topic)
+
+        return body
+
+    def produce_batch(self, group: str, name: str) -> Result:
+        count = self.plan.produce_records
+        samples = self._runs(self._send_batch(SMALL, count, "never"))
+        return Result("client", group, name, "run", count, count * SMALL, samples,
+                      Goal(min_rate=5e6))
+
+    def produce_durable(self, group: str, name: str) -> Result:
+        count = self.plan.produce_records
+        samples = self._runs(self._send_batch(SMALL, count, "always"))
+        return Result("client", group, name, "run", count, count * SMALL, samples,
+                      Goal(min_rate=3e6))
+
+    def produce_large(self, group: str, name: str) -> Result:
+        count = self.plan.large_records
+        samples = self._runs(self._send_batch(LARGE, count, "never"))
+        return Result("client", group, name, "run", count, count * LARGE, samples,
+                      Goal(min_rate=700 * MB / LARGE, label=">= 700 MB/s"))
+
+    def produce_send(self, group: str, name: str) -> Result:
+        from logstore.client import Producer
+
+        count = self.plan.produce_records // 2
+        values = [bytes(row) for row in self._records(SMALL, min(count, 65_536))]
+        values = (values * (count // len(values) + 1))[:count]
+
+        def body() -> float:
+            topic = self._topic()
+            try:
+                with Producer(self.server) as producer:
+                    send = producer.send
+                    start = time.perf_counter()
+                    for value in values:
+                        send(topic, value)
+                    producer.flush()
+                    return time.perf_counter() - start
+            finally:
+                self.admin.delete_topic(topic)
+
+        return Result("client", group, name, "run", count, count * SMALL, self._runs(body),
+                      Goal(min_rate=1.5e6))
+
+    # -- consume -----------------------------------------------------------------------------
+
+    def _filled_topic(self, size: int, count: int) -> str:
+        """A topic holding ``count`` records of ``size`` bytes (written once per size)."""
+        from logstore.client import Producer
+
+        if size not in self._filled:
+            topic = self._topic()
+            with Producer(self.server) as producer:
+                step = 1_000_000 // size * 10  # ~10 MB per call
+                for first in range(0, count, step):
+                    producer.send_batch(topic, self._records(size, min(step, count - first)),
+                                        partition=0)
+                producer.flush()
+            self._filled[size] = (topic, count)
+        return self._filled[size][0]
+
+    def _consume(self, topic: str, count: int, columns: bool) -> Callable[[], float]:
+        from logstore.client import Consumer
+
+        def body() -> float:
+            with Consumer(self.server, auto_offset_reset="earliest") as consumer:
+                consumer.assign([(topic, 0)])
+                consumer.position((topic, 0))  # ListOffsets before the clock starts
+                seen = 0
+                deadline = time.monotonic() + 300
+                start = time.perf_counter()
+                if columns:
+                    while seen < count and time.monotonic() < deadline:
+                        for batch in consumer.poll_columns(timeout=1.0).values():
+                            seen += len(batch)
+                else:
+                    while seen < count and time.monotonic() < deadline:
+                        seen += len(consumer.poll(timeout=1.0))
+                elapsed = time.perf_counter() - start
+            if seen < count:
+                raise RuntimeError(f"read {seen} of {count} records")
+            return elapsed
+
+        return body
+
+    def consume_columns(self, group: str, name: str) -> Result:
+        count = self.plan.consume_records
+        topic = self._filled_topic(SMALL, count)
+        return Result("client", group, name, "run", count, count * SMALL,
+                      self._runs(self._consume(topic, count, True)), Goal(min_rate=10e6))
+
+    def consume_records(self, group: str, name: str) -> Result:
+        count = self.plan.consume_records
+        topic = self._filled_topic(SMALL, count)
+        return Result("client", group, name, "run", count, count * SMALL,
+                      self._runs(self._consume(topic, count, False)), Goal(min_rate=3e6))
+
+    def consume_large(self, group: str, name: str) -> Result:
+        count = self.plan.large_records
+        topic = self._filled_topic(LARGE, count)
+        return Result("client", group, name, "run", count, count * LARGE,
+                      self._runs(self._consume(topic, count, True)),
+                      Goal(min_rate=1200 * MB / LARGE, label=">= 1.2 GB/s"))
+
+    # -- latency -----------------------------------------------------------------------------
+
+    def latency(self, group: str, name: str) -> Result:
+        from logstore.client import Producer
+
+        topic = self._topic()
+        value = bytes(self._records(SMALL, 1)[0])
+        samples: list[float] = []
+        try:
+            with Producer(self.server, acks=1, linger_ms=0) as producer:
+                for _ in range(200):  # warm-up
+                    producer.send(topic, value, partition=0).result()
+                for _ in range(self.plan.latency_samples):
+                    start = time.perf_counter()
+                    producer.send(topic, value, partition=0).result()
+                    samples.append(time.perf_counter() - start)
+                    time.sleep(0.001)
+        finally:
+            self.admin.delete_topic(topic)
+        result = Result("client", group, name, "record", 1, SMALL, samples,
+                        Goal(max_seconds=0.002, percentile=99))
+        result.params.update(_percentiles(result))
+        result.name = (f"{name.split(':')[0]}: p50 {result.median * 1e3:.2f} ms, "
+                       f"p99 {result.percentile(99) * 1e3:.2f} ms")
+        return result
+
+
+def _percentiles(result: Result) -> dict[str, Any]:
+    return {f"p{q:g}_ms": result.percentile(q) * 1e3 for q in (50, 90, 99, 99.9)}
