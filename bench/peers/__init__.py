@@ -18,9 +18,10 @@ Modules, in the order a run uses them:
 - ``profile``: ``python -m bench.peers.profile WORKLOAD VARIANT``, py-spy on the broker and the
   clients of one logstore measurement (where the time goes).
 
-A full run writes the JSON to ``bench/results/peers.json`` unless ``--json`` names another file,
-and the charts to ``bench/results/`` unless ``--charts`` names another directory; ``--quick``
-writes neither unless asked.
+A complete run writes the JSON to ``bench/results/peers.json`` unless ``--json`` names another
+file, and the charts to ``bench/results/`` unless ``--charts`` names another directory; a
+``--quick`` or partial run (``--filter``, ``--only``, ``--size``, ``--tier``) writes neither unless
+asked, so it never replaces the published charts.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where the servers' temporary directories go (default "
                             "$LOGSTORE_BENCH_DIR or bench/.data: a real disk, not tmpfs)")
     group.add_argument("--charts", type=Path, metavar="DIR",
-                       help="write the PNG charts here (default bench/results/ on a full run, "
-                            "none with --quick)")
+                       help="write the PNG charts here (default bench/results/ on a complete run; "
+                            "none with --quick, --filter, --only, --size or --tier)")
 
 
 def plan_of(options: argparse.Namespace) -> Plan:
@@ -149,10 +150,12 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
     _context.clear()
     _context.update(systems=info, versions=_versions(), plan=dataclasses.asdict(plan),
                     tiers=tiers, workloads=[w.key for w in chosen])
-    chart_dir = options.charts or (None if options.quick else RESULTS_DIR)
+    # Only a complete run replaces the published results; a partial one writes where it is told.
+    complete = not (options.quick or options.filter or options.only or options.size or options.tier)
+    chart_dir = options.charts or (RESULTS_DIR if complete else None)
     if chart_dir is not None:
         _context["charts"] = [str(p) for p in charts.draw(results, chart_dir)]
-    if options.json is None and not options.quick:
+    if options.json is None and complete:
         options.json = str(DEFAULT_JSON)  # read by bench.__main__ after run() returns
     return results
 
