@@ -8,8 +8,9 @@
   Retries are the client's own.
 - ``txn-producer``: a transactional producer; per transaction 1-10 values to random partitions,
   then commit (or, one time in four, flush and abort, so that aborted records are in the log);
-  ``send`` events carry ``txn``, and a ``txn`` event
-  says how it ended (``unknown`` when the commit's answer was lost; the producer then calls
+  ``send`` events carry ``txn`` and are written as each record is answered (the nemesis must
+  see acknowledged offsets before it damages unsynced tails), and a ``txn`` event says how it
+  ended (``unknown`` when the commit's answer was lost; the producer then calls
   ``init_transactions()`` again, which finishes or aborts it broker-side).
 - ``consumer``: a group member (``subscribe``), at-least-once: ``poll``, write one ``poll``
   event per partition, then ``commit()`` the positions. Rebalance callbacks write ``assign``,
@@ -35,6 +36,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from logstore.client import Consumer, Producer, TopicPartition
@@ -129,6 +131,18 @@ def run_producer(options: argparse.Namespace, history: History, stop: threading.
         producer.flush(timeout=120)
 
 
+def write_send(history: History, topic: str, txn: int, value: str, partition: int,
+               future: Any) -> None:
+    """The ``send`` event of one transactional record, once its batch was answered."""
+    try:
+        metadata = future.result()
+        history.write("send", topic=topic, partition=metadata.partition, value=value,
+                      offset=metadata.offset, txn=txn)
+    except Exception as exc:
+        history.write("send", topic=topic, partition=partition, value=value,
+                      error=describe(exc), txn=txn)
+
+
 def run_txn_producer(options: argparse.Namespace, history: History, stop: threading.Event) -> None:
     rng = random.Random(options.seed)
     topic = options.topic
@@ -158,8 +172,11 @@ def run_txn_producer(options: argparse.Namespace, history: History, stop: thread
                     value = f"{options.name}-{counter}"
                     counter += 1
                     partition = rng.randrange(partitions)
-                    futures.append((value, partition,
-                                    producer.send(topic, value.encode(), partition=partition)))
+                    future = producer.send(topic, value.encode(), partition=partition)
+                    # written when the batch is answered, not when the transaction ends: the
+                    # nemesis takes acknowledged offsets as fsynced and must see them in time
+                    future.add_done_callback(partial(write_send, history, topic, txn, value, partition))
+                    futures.append(future)
                 if rng.random() < 0.25:
                     state = "abort"
                     producer.flush()  # the records reach the log: read_committed must skip them
@@ -180,14 +197,11 @@ def run_txn_producer(options: argparse.Namespace, history: History, stop: thread
                         need_init = True
                 else:
                     need_init = True
-            for value, partition, future in futures:
+            for future in futures:  # every send event is written before the txn event
                 try:
-                    metadata = future.result(timeout=120)
-                    history.write("send", topic=topic, partition=metadata.partition,
-                                  value=value, offset=metadata.offset, txn=txn)
-                except Exception as exc:
-                    history.write("send", topic=topic, partition=partition, value=value,
-                                  error=describe(exc), txn=txn)
+                    future.result(timeout=120)
+                except Exception:  # noqa: S110 - write_send recorded the error
+                    pass
             history.write("txn", txn=txn, outcome=outcome)
             stop.wait(rng.uniform(0.0, 0.05))
 
