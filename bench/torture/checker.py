@@ -239,7 +239,10 @@ def check(events: Sequence[dict[str, Any]]) -> Report:
         slot = (tp[0], tp[1], offset, cuts.generation(tp, offset, event["t"]))
         txn = (process, event["txn"]) if "txn" in event else None
         acks.append(_Ack(slot, value, event["t"], txn))
-    txn_of_value = {ack.value: ack.txn for ack in acks if ack.txn is not None}
+    # Every transactional send, answered or not: a record whose answer was lost (the broker was
+    # killed after appending it) is still in the log, and still belongs to its transaction.
+    txn_of_value = {event["value"]: (event["process"], event["txn"])
+                    for event in events if event["type"] == "send" and "txn" in event}
 
     # -- reads -----------------------------------------------------------------------------------
     polls = [e for e in events if e["type"] == "poll"]

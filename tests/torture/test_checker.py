@@ -28,9 +28,9 @@ class History:
         self._add("send", process=value.rsplit("-", 1)[0], topic=T, partition=partition,
                   value=value, offset=offset, **fields)
 
-    def fail(self, value: str, partition: int = 0) -> None:
+    def fail(self, value: str, partition: int = 0, **fields: Any) -> None:
         self._add("send", process=value.rsplit("-", 1)[0], topic=T, partition=partition,
-                  value=value, error="UNAVAILABLE: down")
+                  value=value, error="UNAVAILABLE: down", **fields)
 
     def txn(self, process: str, txn: int, outcome: str) -> None:
         self._add("txn", process=process, txn=txn, outcome=outcome)
@@ -189,6 +189,22 @@ def test_read_committed_skipping_a_committed_record_is_caught() -> None:
     history.poll("r0", [(0, "t0-0")], isolation="read_committed", group="rc")
     history.poll("r0", [(4, "t0-2")], isolation="read_committed", group="rc")
     assert history.anomalies() == {"skipped_offsets": 1, "lost_writes": 1}
+
+
+def test_read_committed_skips_a_record_whose_answer_was_lost_with_its_transaction() -> None:
+    # appended, then the broker died before answering; the retry was fenced and the
+    # transaction ended unknown to the producer (the restarted broker aborted it)
+    history = History()
+    history.ack("t0-0", 0, txn=1)
+    history.txn("t0", 1, "commit")
+    history.fail("t0-1", txn=2)
+    history.txn("t0", 2, "unknown")
+    history.ack("t0-2", 3, txn=3)
+    history.txn("t0", 3, "commit")
+    history.poll("c0", [(0, "t0-0"), (1, "t0-1"), (3, "t0-2")])
+    history.poll("r0", [(0, "t0-0")], isolation="read_committed", group="rc")
+    history.poll("r0", [(3, "t0-2")], isolation="read_committed", group="rc")
+    assert history.anomalies() == {}
 
 
 def test_phantom_a_value_nobody_sent() -> None:
