@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from logstore.api.v1 import common_pb2, records_pb2
+from logstore.varint import decode_varint as read_varint
+from logstore.varint import encode_varint
 
 # wire types
 VARINT = 0
@@ -55,33 +57,6 @@ _I64_SIGN = 1 << 63
 
 def _tag(field: int, wire_type: int) -> bytes:
     return encode_varint((field << 3) | wire_type)
-
-
-def encode_varint(value: int) -> bytes:
-    """Base-128 varint; a negative int32/int64 is written as its 64-bit two's complement."""
-    if value < 0:
-        value += _U64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def read_varint(data: Any, position: int) -> tuple[int, int]:
-    """(value, next position); values are unsigned."""
-    result = 0
-    shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, position
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
 
 
 def _signed(value: int) -> int:

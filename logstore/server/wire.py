@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from logstore.api.v1 import records_pb2
 from logstore.errors import InvalidRequestError
+from logstore.varint import decode_varint as decode_unsigned
+from logstore.varint import encode_varint
 
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
@@ -29,35 +31,11 @@ FETCHED_RECORDS_KEY = bytes([(3 << 3) | LENGTH_DELIMITED])
 SUBSCRIBE_RECORDS_KEY = bytes([(1 << 3) | LENGTH_DELIMITED])
 
 
-def encode_varint(value: int) -> bytes:
-    if value < 0:
-        value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
 def decode_varint(data: memoryview, position: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    end = len(data)
-    while True:
-        if position >= end:
-            raise InvalidRequestError("malformed request: a varint runs past the end", field="request")
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, position
-        shift += 7
-        if shift > 63:
-            raise InvalidRequestError("malformed request: a varint is too long", field="request")
+    try:
+        return decode_unsigned(data, position)
+    except ValueError as exc:
+        raise InvalidRequestError(f"malformed request: {exc}", field="request") from None
 
 
 def _as_int64(value: int) -> int:
