@@ -212,13 +212,12 @@ class TransactionCoordinator:
         return transaction
 
     def _raise_if_aborted(self, transaction: Transaction) -> None:
+        """Tell the producer once that the broker aborted its transaction (then forget it)."""
         if transaction.abort_reason:
-            reason, transaction.abort_reason = transaction.abort_reason, ""
+            error = _aborted(transaction)
+            transaction.abort_reason = ""
             self._persist(transaction)
-            raise TransactionAbortedError(
-                f"transaction {transaction.transactional_id!r} was aborted: {reason}",
-                transactional_id=transaction.transactional_id,
-            )
+            raise error
 
     def _begin(self, transaction: Transaction) -> None:
         self._raise_if_aborted(transaction)
@@ -326,11 +325,7 @@ class TransactionCoordinator:
                 state=transaction.state,
             )
         if transaction.abort_reason:  # kept for the EndTxn that follows
-            raise TransactionAbortedError(
-                f"transaction {transaction.transactional_id!r} was aborted: "
-                f"{transaction.abort_reason}",
-                transactional_id=transaction.transactional_id,
-            )
+            raise _aborted(transaction)
 
     def add_produced(self, producer_id: int, topic: str, partition: int) -> None:
         """A transactional batch (``check_produce`` passed) is being appended to ``partition``:
@@ -392,3 +387,10 @@ class TransactionCoordinator:
                 log.warning("aborting transaction %s: topic %s was deleted", transaction.transactional_id, topic)
                 transaction.abort_reason = f"topic {topic!r} was deleted"
                 self._abort(transaction, bump_epoch=False)
+
+
+def _aborted(transaction: Transaction) -> TransactionAbortedError:
+    return TransactionAbortedError(
+        f"transaction {transaction.transactional_id!r} was aborted: {transaction.abort_reason}",
+        transactional_id=transaction.transactional_id,
+    )

@@ -278,18 +278,11 @@ def _encode(piece: Slice, codec: str, stamp: Stamp | None = None) -> bytes:
     value_lengths, value_data = piece.values
     key_lengths, key_data = piece.keys if piece.keys is not None else (None, _EMPTY)
     headers_lengths, header_data = piece.headers if piece.headers is not None else (None, _EMPTY)
-    if stamp is None:
-        return encode_columns(
-            value_lengths=value_lengths,
-            values=value_data.data,
-            key_lengths=key_lengths,
-            keys=key_data.data,
-            timestamps=piece.timestamps,
-            headers_lengths=headers_lengths,
-            headers=header_data.data,
-            codec=codec,
-        )
-    producer_id, producer_epoch, base_sequence, transactional = stamp
+    identity: dict[str, Any] = {}
+    if stamp is not None:
+        producer_id, producer_epoch, base_sequence, transactional = stamp
+        identity = {"producer_id": producer_id, "producer_epoch": producer_epoch,
+                    "base_sequence": base_sequence, "transactional": transactional}
     return encode_columns(
         value_lengths=value_lengths,
         values=value_data.data,
@@ -299,8 +292,5 @@ def _encode(piece: Slice, codec: str, stamp: Stamp | None = None) -> bytes:
         headers_lengths=headers_lengths,
         headers=header_data.data,
         codec=codec,
-        producer_id=producer_id,
-        producer_epoch=producer_epoch,
-        base_sequence=base_sequence,
-        transactional=transactional,
+        **identity,
     )
