@@ -378,3 +378,77 @@ class NotAuthorizedError(LogstoreError):
             resource=resource,
             name=name,
         )
+
+
+# -- cluster -----------------------------------------------------------------------------------
+
+
+class NotLeaderError(LogstoreError):
+    """This broker does not lead the partition (it follows, or holds no copy): refresh metadata
+    and send to ``leader_id`` (-1 when no leader is known right now)."""
+
+    reason = "NOT_LEADER"
+
+    def __init__(self, topic: str, partition: int, leader_id: int = -1, leader_epoch: int = -1) -> None:
+        where = f"broker {leader_id} leads it" if leader_id >= 0 else "it has no leader right now"
+        super().__init__(
+            f"this broker is not the leader of {topic}/{partition}; {where}",
+            topic=topic, partition=partition, leader_id=leader_id, leader_epoch=leader_epoch,
+        )
+        self.topic = topic
+        self.partition = partition
+        self.leader_id = leader_id
+        self.leader_epoch = leader_epoch
+
+
+class NotEnoughReplicasError(LogstoreError):
+    """acks=all needs ``min_insync_replicas`` replicas in sync; fewer are. Nothing was appended."""
+
+    reason = "NOT_ENOUGH_REPLICAS"
+
+    def __init__(self, topic: str, partition: int, isr: int, min_insync_replicas: int) -> None:
+        super().__init__(
+            f"{topic}/{partition} has {isr} in-sync replica(s), fewer than "
+            f"min_insync_replicas={min_insync_replicas}; nothing was appended",
+            topic=topic, partition=partition, isr=isr, min_insync_replicas=min_insync_replicas,
+        )
+        self.topic = topic
+        self.partition = partition
+        self.isr = isr
+        self.min_insync_replicas = min_insync_replicas
+
+
+class FencedLeaderEpochError(LogstoreError):
+    """A replica request carried another leader epoch than the partition's current one."""
+
+    reason = "FENCED_LEADER_EPOCH"
+
+    def __init__(self, topic: str, partition: int, leader_epoch: int, current_epoch: int) -> None:
+        super().__init__(
+            f"{topic}/{partition}: leader epoch {leader_epoch} is not the current {current_epoch}",
+            topic=topic, partition=partition, leader_epoch=leader_epoch, current_epoch=current_epoch,
+        )
+        self.topic = topic
+        self.partition = partition
+        self.leader_epoch = leader_epoch
+        self.current_epoch = current_epoch
+
+
+class NotCoordinatorError(LogstoreError):
+    """Another broker coordinates this group or transactional id: ask FindCoordinator again."""
+
+    reason = "NOT_COORDINATOR"
+
+    def __init__(self, key: str, coordinator_id: int = -1) -> None:
+        super().__init__(
+            f"this broker is not the coordinator of {key!r}", key=key, coordinator_id=coordinator_id
+        )
+        self.key = key
+        self.coordinator_id = coordinator_id
+
+
+class MetadataUnavailableError(LogstoreError):
+    """The cluster's metadata store (etcd) cannot be reached or has no quorum: metadata changes
+    (topic creation, leader elections) wait until it is back; current leaders keep serving."""
+
+    reason = "METADATA_UNAVAILABLE"

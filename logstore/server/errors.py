@@ -55,6 +55,11 @@ STATUS_BY_ERROR: dict[type[errors.LogstoreError], grpc.StatusCode] = {
     errors.UnstableOffsetCommitError: grpc.StatusCode.UNAVAILABLE,
     errors.NotAuthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     errors.NotAuthorizedError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.NotLeaderError: grpc.StatusCode.UNAVAILABLE,
+    errors.NotEnoughReplicasError: grpc.StatusCode.UNAVAILABLE,
+    errors.FencedLeaderEpochError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.NotCoordinatorError: grpc.StatusCode.UNAVAILABLE,
+    errors.MetadataUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -10,6 +10,7 @@ Files in a partition directory::
     00000000000000000000.index      offset index     (offset_index.py)
     00000000000000000000.timeindex  time index       (time_index.py)
     checkpoint.json                 {"log_start_offset": .., "recovery_point": ..}
+    leader-epoch-checkpoint         where each leader epoch starts (leader_epochs.py)
     .clean_shutdown                 present only after a clean close
 
 Locking: ``_lock`` guards every mutation — append, roll, truncate, delete, segment swaps — so there
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from logstore.errors import (
     BatchTooLargeError,
+    CorruptBatchError,
     LogClosedError,
     OffsetOutOfRangeError,
 )
@@ -42,6 +44,7 @@ from logstore.storage.config import FLUSH_ALWAYS, LogConfig
 from logstore.storage.files import atomic_write_json, fsync_dir, read_json, remove_quietly
 from logstore.storage.flush import GroupCommit
 from logstore.storage.index_file import CorruptIndexError
+from logstore.storage.leader_epochs import LeaderEpochCache
 from logstore.storage.recovery import open_segments
 from logstore.storage.segment import LogSegment, PendingBatch
 
@@ -102,6 +105,22 @@ class PartitionLog:
         self._group_commit = GroupCommit(_weak_method(self._sync_all), recovery_point)
         self._listeners: list[Callable[[PartitionLog], None]] = []
         self.closed = False
+        self.epochs = self._load_epochs()
+
+    def _load_epochs(self) -> LeaderEpochCache:
+        """The leader epoch cache from its file (cut to the log end), else rebuilt from headers."""
+        cache = LeaderEpochCache.load(self.directory)
+        if cache is not None:
+            cache.truncate_from_end(self.log_end_offset)
+            return cache
+        cache = LeaderEpochCache(self.directory)
+        if self.log_end_offset > self.log_start_offset:
+            for header, _ in self.batches(self.log_start_offset):
+                if header.leader_epoch > cache.latest_epoch:
+                    cache.assign(header.leader_epoch, header.base_offset)
+        if not cache.entries:
+            cache.write()
+        return cache
 
     # -- opening and closing -----------------------------------------------------------------------
 
@@ -264,18 +283,65 @@ class PartitionLog:
                 group.append(pending)
                 offset += span
                 max_timestamp = max(max_timestamp, header.max_timestamp)
-            # One segment takes the whole append (Kafka's rule), so a write that fails is cut
-            # back by the segment and leaves nothing appended.
-            if group:
-                if not self.active_segment.can_hold(
-                    offset, sum(b.length for b in group), self.config.segment_bytes
-                ) or self._too_old():
-                    self._roll(first_offset)
-                self.active_segment.append(group)
-            self.log_end_offset = offset
-        result = AppendResult(first_offset, offset - 1, offset, max_timestamp, len(headers))
+            if leader_epoch > self.epochs.latest_epoch and group:
+                self.epochs.assign(leader_epoch, first_offset)
+            self._write_group(group, first_offset, offset)
+        return self._appended(first_offset, offset, max_timestamp, len(headers), sync)
+
+    def append_replica(
+        self, payload: Buffer, *, headers: Sequence[BatchHeader] | None = None, sync: bool | None = None
+    ) -> AppendResult:
+        """Append batches copied from the partition's leader as they are: their base offsets and
+        leader epochs stay what the leader assigned (a follower's log is byte-identical to the
+        leader's). The first batch must start at the log end and the batches must be contiguous;
+        otherwise CorruptBatchError and nothing is appended."""
+        if headers is None:
+            headers = validate_batches(payload)
+        view = memoryview(payload)
+        with self._lock:
+            if self.closed:
+                raise LogClosedError(f"log {self.topic}/{self.partition} is closed")
+            first_offset = offset = self.log_end_offset
+            max_timestamp = -1
+            group: list[PendingBatch] = []
+            for header in headers:
+                if header.base_offset != offset:
+                    raise CorruptBatchError(
+                        f"{self.topic}/{self.partition}: replicated batch at offset "
+                        f"{header.base_offset} does not continue the log at {offset}",
+                        position=header.position, topic=self.topic, partition=self.partition,
+                    )
+                start = header.position
+                group.append(PendingBatch(
+                    bytes(view[start : start + ASSIGNED_PREFIX_SIZE]),
+                    view[start + ASSIGNED_PREFIX_SIZE : start + header.batch_length],
+                    offset, header.next_offset, header.max_timestamp, header.batch_length,
+                ))
+                if header.leader_epoch > self.epochs.latest_epoch:
+                    self.epochs.assign(header.leader_epoch, offset)
+                offset = header.next_offset
+                max_timestamp = max(max_timestamp, header.max_timestamp)
+            self._write_group(group, first_offset, offset)
+        return self._appended(first_offset, offset, max_timestamp, len(headers), sync)
+
+    def _write_group(self, group: list[PendingBatch], first_offset: int, end_offset: int) -> None:
+        """Write the batches to the active segment (rolling first if needed); under the lock."""
+        # One segment takes the whole append (Kafka's rule), so a write that fails is cut
+        # back by the segment and leaves nothing appended.
+        if group:
+            if not self.active_segment.can_hold(
+                end_offset, sum(b.length for b in group), self.config.segment_bytes
+            ) or self._too_old():
+                self._roll(first_offset)
+            self.active_segment.append(group)
+        self.log_end_offset = end_offset
+
+    def _appended(
+        self, first_offset: int, end_offset: int, max_timestamp: int, batches: int, sync: bool | None
+    ) -> AppendResult:
+        result = AppendResult(first_offset, end_offset - 1, end_offset, max_timestamp, batches)
         if sync or (sync is None and self.config.flush == FLUSH_ALWAYS):
-            self._group_commit.wait_durable(offset)
+            self._group_commit.wait_durable(end_offset)
         for listener in self._listeners:
             listener(self)
         return result
@@ -438,8 +504,22 @@ class PartitionLog:
                                          self.clock.now_ms())]
             self._set_segments(tuple(keep))
             self.log_end_offset = keep[-1].next_offset
+            self.epochs.truncate_from_end(self.log_end_offset)
             self._group_commit.reset(min(self.recovery_point, self.log_end_offset))
             self._write_checkpoint(self.recovery_point)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every record and start an empty log at ``offset`` (a follower whose whole log
+        is below the leader's log start)."""
+        with self._lock:
+            for segment in self._segments:
+                segment.delete()
+            self._set_segments((_new_segment(self.directory, offset, self.config, self.clock.now_ms()),))
+            fsync_dir(self.directory)
+            self.log_start_offset = self.log_end_offset = offset
+            self.epochs.truncate_from_end(0)
+            self._group_commit.reset(offset)
+            self._write_checkpoint(offset)
 
     def delete_records_before(self, offset: int) -> int:
         """Raise log start to ``offset`` (records below it become unreadable); returns log start.

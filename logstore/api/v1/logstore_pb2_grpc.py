@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from logstore.api.v1 import admin_pb2 as logstore_dot_api_dot_v1_dot_admin__pb2
+from logstore.api.v1 import cluster_pb2 as logstore_dot_api_dot_v1_dot_cluster__pb2
 from logstore.api.v1 import groups_pb2 as logstore_dot_api_dot_v1_dot_groups__pb2
 from logstore.api.v1 import records_pb2 as logstore_dot_api_dot_v1_dot_records__pb2
 from logstore.api.v1 import transactions_pb2 as logstore_dot_api_dot_v1_dot_transactions__pb2
@@ -146,6 +147,26 @@ class LogStoreStub:
                 '/logstore.api.v1.LogStore/EndTxn',
                 request_serializer=logstore_dot_api_dot_v1_dot_transactions__pb2.EndTxnRequest.SerializeToString,
                 response_deserializer=logstore_dot_api_dot_v1_dot_transactions__pb2.EndTxnResponse.FromString,
+                _registered_method=True)
+        self.Metadata = channel.unary_unary(
+                '/logstore.api.v1.LogStore/Metadata',
+                request_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.MetadataRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.MetadataResponse.FromString,
+                _registered_method=True)
+        self.FindCoordinator = channel.unary_unary(
+                '/logstore.api.v1.LogStore/FindCoordinator',
+                request_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.FindCoordinatorRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.FindCoordinatorResponse.FromString,
+                _registered_method=True)
+        self.ReplicaFetch = channel.unary_unary(
+                '/logstore.api.v1.LogStore/ReplicaFetch',
+                request_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.ReplicaFetchRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.ReplicaFetchResponse.FromString,
+                _registered_method=True)
+        self.EpochEndOffset = channel.unary_unary(
+                '/logstore.api.v1.LogStore/EpochEndOffset',
+                request_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.FromString,
                 _registered_method=True)
 
 
@@ -295,6 +316,35 @@ class LogStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Metadata(self, request, context):
+        """-- cluster
+        Brokers, the controller and each partition's leader, epoch, replicas and ISR.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindCoordinator(self, request, context):
+        """The broker coordinating a group or transactional id (the leader of its internal partition).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplicaFetch(self, request, context):
+        """Followers fetch whole batch ranges from the leader (long poll).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EpochEndOffset(self, request, context):
+        """Where an epoch ended on the leader: a follower truncates to it before fetching (KIP-101/279).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -407,6 +457,26 @@ def add_LogStoreServicer_to_server(servicer, server):
                     servicer.EndTxn,
                     request_deserializer=logstore_dot_api_dot_v1_dot_transactions__pb2.EndTxnRequest.FromString,
                     response_serializer=logstore_dot_api_dot_v1_dot_transactions__pb2.EndTxnResponse.SerializeToString,
+            ),
+            'Metadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.Metadata,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.MetadataRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.MetadataResponse.SerializeToString,
+            ),
+            'FindCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCoordinator,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.FindCoordinatorRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.FindCoordinatorResponse.SerializeToString,
+            ),
+            'ReplicaFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaFetch,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.ReplicaFetchRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.ReplicaFetchResponse.SerializeToString,
+            ),
+            'EpochEndOffset': grpc.unary_unary_rpc_method_handler(
+                    servicer.EpochEndOffset,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1003,6 +1073,114 @@ class LogStore:
             '/logstore.api.v1.LogStore/EndTxn',
             logstore_dot_api_dot_v1_dot_transactions__pb2.EndTxnRequest.SerializeToString,
             logstore_dot_api_dot_v1_dot_transactions__pb2.EndTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Metadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/Metadata',
+            logstore_dot_api_dot_v1_dot_cluster__pb2.MetadataRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_cluster__pb2.MetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/FindCoordinator',
+            logstore_dot_api_dot_v1_dot_cluster__pb2.FindCoordinatorRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_cluster__pb2.FindCoordinatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/ReplicaFetch',
+            logstore_dot_api_dot_v1_dot_cluster__pb2.ReplicaFetchRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_cluster__pb2.ReplicaFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EpochEndOffset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/EpochEndOffset',
+            logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.FromString,
             options,
             channel_credentials,
             insecure,
