@@ -149,6 +149,7 @@ async def run(config: ServerConfig) -> int:
         log.error("cannot listen on %s: address in use or not available", config.listen)
         await broker.close()
         return EXIT_CONFIG
+    service.advertised = f"{host}:{bound}"
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -10,7 +10,7 @@ SHA-256 of each secret, in a TOML file::
     principal = "billing"         # or "*" for every authenticated principal
     resource = "topic"            # topic | group | cluster
     name = "invoices"             # exact, or a prefix ending in "*", or "*"
-    operations = ["read", "write"]  # read | write | admin
+    operations = ["read", "write"]  # read | write | admin | replica (brokers: cluster "*")
 
 ``logstore token hash`` prints the SHA-256 of a token read from stdin. With mutual TLS a client
 certificate's common name is the principal when no token is sent.
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 RESOURCES = ("topic", "group", "cluster")
-OPERATIONS = ("read", "write", "admin")
+OPERATIONS = ("read", "write", "admin", "replica")
 UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)
 
 principal_var: contextvars.ContextVar[str] = contextvars.ContextVar("principal", default=ANONYMOUS)

@@ -20,11 +20,12 @@ import grpc
 
 from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
 from logstore.broker import Broker
-from logstore.errors import LimitExceededError, LogstoreError
+from logstore.errors import InvalidConfigError, LimitExceededError, LogstoreError
 from logstore.server import convert, wire
 from logstore.server.auth import Authorizer, SecurityConfig
 from logstore.server.errors import error_detail, to_status
 from logstore.server.metrics import Metrics
+from logstore.server.service_cluster import ClusterServiceMixin
 from logstore.server.service_groups import GroupServiceMixin
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
-    def __init__(self, broker: Broker, metrics: Metrics, authorizer: Authorizer | None = None) -> None:
+class LogStoreService(ClusterServiceMixin, GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
+    def __init__(
+        self, broker: Broker, metrics: Metrics, authorizer: Authorizer | None = None, *,
+        cluster: Any = None, advertised: str = "",
+    ) -> None:
         self.broker = broker
+        self.cluster = cluster
+        self.advertised = advertised
         self.metrics = metrics
         #: ACL checks; allows everything when the server runs without a security file.
         self.authorizer = authorizer or Authorizer(SecurityConfig())
@@ -81,6 +87,17 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
     async def CreateTopic(self, request: admin_pb2.CreateTopicRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
             self.authorizer.check("topic", request.name, "admin")
+            if self.cluster is not None:
+                description = await self.cluster.create_topic(
+                    request.name, convert.partition_count(request.partitions),
+                    request.replication_factor, dict(request.config),
+                )
+                return convert.topic_description(description, self.broker)
+            if request.replication_factor not in (0, 1):
+                raise InvalidConfigError(
+                    f"replication_factor={request.replication_factor} needs a cluster; a single-node "
+                    f"broker keeps one copy", key="replication_factor", value=request.replication_factor,
+                )
             description = self.broker.create_topic(
                 request.name, convert.partition_count(request.partitions), dict(request.config)
             )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blogstore/api/v1/admin.proto\x12\x0flogstore.api.v1\"\xa6\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12?\n\x06\x63onfig\x18\x03 \x03(\x0b\x32/.logstore.api.v1.CreateTopicRequest.ConfigEntry\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"-\n\x11ListTopicsRequest\x12\x18\n\x10include_internal\x18\x01 \x01(\x08\"B\n\x0cTopicSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x10\n\x08internal\x18\x03 \x01(\x08\"C\n\x12ListTopicsResponse\x12-\n\x06topics\x18\x01 \x03(\x0b\x32\x1d.logstore.api.v1.TopicSummary\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9d\x01\n\x14PartitionDescription\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x03 \x01(\x03\x12\x1a\n\x12last_stable_offset\x18\x04 \x01(\x03\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x10\n\x08segments\x18\x06 \x01(\x05\"\xf4\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fpartition_count\x18\x02 \x01(\x05\x12\x10\n\x08internal\x18\x03 \x01(\x08\x12=\n\x06\x63onfig\x18\x04 \x03(\x0b\x32-.logstore.api.v1.TopicDescription.ConfigEntry\x12\x39\n\npartitions\x18\x05 \x03(\x0b\x32%.logstore.api.v1.PartitionDescription\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x01\n\x17\x41lterTopicConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x03set\x18\x02 \x03(\x0b\x32\x31.logstore.api.v1.AlterTopicConfigRequest.SetEntry\x12\r\n\x05reset\x18\x03 \x03(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x14\x41\x64\x64PartitionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blogstore/api/v1/admin.proto\x12\x0flogstore.api.v1\"\xc2\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12?\n\x06\x63onfig\x18\x03 \x03(\x0b\x32/.logstore.api.v1.CreateTopicRequest.ConfigEntry\x12\x1a\n\x12replication_factor\x18\x04 \x01(\x05\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"-\n\x11ListTopicsRequest\x12\x18\n\x10include_internal\x18\x01 \x01(\x08\"B\n\x0cTopicSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x10\n\x08internal\x18\x03 \x01(\x08\"C\n\x12ListTopicsResponse\x12-\n\x06topics\x18\x01 \x03(\x0b\x32\x1d.logstore.api.v1.TopicSummary\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9d\x01\n\x14PartitionDescription\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x02 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x03 \x01(\x03\x12\x1a\n\x12last_stable_offset\x18\x04 \x01(\x03\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x10\n\x08segments\x18\x06 \x01(\x05\"\xf4\x01\n\x10TopicDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fpartition_count\x18\x02 \x01(\x05\x12\x10\n\x08internal\x18\x03 \x01(\x08\x12=\n\x06\x63onfig\x18\x04 \x03(\x0b\x32-.logstore.api.v1.TopicDescription.ConfigEntry\x12\x39\n\npartitions\x18\x05 \x03(\x0b\x32%.logstore.api.v1.PartitionDescription\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x01\n\x17\x41lterTopicConfigRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x03set\x18\x02 \x03(\x0b\x32\x31.logstore.api.v1.AlterTopicConfigRequest.SetEntry\x12\r\n\x05reset\x18\x03 \x03(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x14\x41\x64\x64PartitionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._loaded_options = None
   _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._serialized_options = b'8\001'
   _globals['_CREATETOPICREQUEST']._serialized_start=49
-  _globals['_CREATETOPICREQUEST']._serialized_end=215
-  _globals['_CREATETOPICREQUEST_CONFIGENTRY']._serialized_start=170
-  _globals['_CREATETOPICREQUEST_CONFIGENTRY']._serialized_end=215
-  _globals['_DELETETOPICREQUEST']._serialized_start=217
-  _globals['_DELETETOPICREQUEST']._serialized_end=251
-  _globals['_DELETETOPICRESPONSE']._serialized_start=253
-  _globals['_DELETETOPICRESPONSE']._serialized_end=274
-  _globals['_LISTTOPICSREQUEST']._serialized_start=276
-  _globals['_LISTTOPICSREQUEST']._serialized_end=321
-  _globals['_TOPICSUMMARY']._serialized_start=323
-  _globals['_TOPICSUMMARY']._serialized_end=389
-  _globals['_LISTTOPICSRESPONSE']._serialized_start=391
-  _globals['_LISTTOPICSRESPONSE']._serialized_end=458
-  _globals['_DESCRIBETOPICREQUEST']._serialized_start=460
-  _globals['_DESCRIBETOPICREQUEST']._serialized_end=496
-  _globals['_PARTITIONDESCRIPTION']._serialized_start=499
-  _globals['_PARTITIONDESCRIPTION']._serialized_end=656
-  _globals['_TOPICDESCRIPTION']._serialized_start=659
-  _globals['_TOPICDESCRIPTION']._serialized_end=903
-  _globals['_TOPICDESCRIPTION_CONFIGENTRY']._serialized_start=170
-  _globals['_TOPICDESCRIPTION_CONFIGENTRY']._serialized_end=215
-  _globals['_ALTERTOPICCONFIGREQUEST']._serialized_start=906
-  _globals['_ALTERTOPICCONFIGREQUEST']._serialized_end=1068
-  _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._serialized_start=1026
-  _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._serialized_end=1068
-  _globals['_ADDPARTITIONSREQUEST']._serialized_start=1070
-  _globals['_ADDPARTITIONSREQUEST']._serialized_end=1121
+  _globals['_CREATETOPICREQUEST']._serialized_end=243
+  _globals['_CREATETOPICREQUEST_CONFIGENTRY']._serialized_start=198
+  _globals['_CREATETOPICREQUEST_CONFIGENTRY']._serialized_end=243
+  _globals['_DELETETOPICREQUEST']._serialized_start=245
+  _globals['_DELETETOPICREQUEST']._serialized_end=279
+  _globals['_DELETETOPICRESPONSE']._serialized_start=281
+  _globals['_DELETETOPICRESPONSE']._serialized_end=302
+  _globals['_LISTTOPICSREQUEST']._serialized_start=304
+  _globals['_LISTTOPICSREQUEST']._serialized_end=349
+  _globals['_TOPICSUMMARY']._serialized_start=351
+  _globals['_TOPICSUMMARY']._serialized_end=417
+  _globals['_LISTTOPICSRESPONSE']._serialized_start=419
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=486
+  _globals['_DESCRIBETOPICREQUEST']._serialized_start=488
+  _globals['_DESCRIBETOPICREQUEST']._serialized_end=524
+  _globals['_PARTITIONDESCRIPTION']._serialized_start=527
+  _globals['_PARTITIONDESCRIPTION']._serialized_end=684
+  _globals['_TOPICDESCRIPTION']._serialized_start=687
+  _globals['_TOPICDESCRIPTION']._serialized_end=931
+  _globals['_TOPICDESCRIPTION_CONFIGENTRY']._serialized_start=198
+  _globals['_TOPICDESCRIPTION_CONFIGENTRY']._serialized_end=243
+  _globals['_ALTERTOPICCONFIGREQUEST']._serialized_start=934
+  _globals['_ALTERTOPICCONFIGREQUEST']._serialized_end=1096
+  _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._serialized_start=1054
+  _globals['_ALTERTOPICCONFIGREQUEST_SETENTRY']._serialized_end=1096
+  _globals['_ADDPARTITIONSREQUEST']._serialized_start=1098
+  _globals['_ADDPARTITIONSREQUEST']._serialized_end=1149
 # @@protoc_insertion_point(module_scope)

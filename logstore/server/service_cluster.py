@@ -1,0 +1,138 @@
+"""The cluster RPCs of the LogStore service (a mixin of the service class in ``service.py``):
+Metadata, FindCoordinator, and the replication calls brokers make to each other.
+
+A single-node broker (``cluster is None``) answers Metadata and FindCoordinator as a cluster of
+one: itself, the leader of every partition, epoch 0, ``clustered = false``. So one client works
+against both; a client that sees ``clustered = false`` keeps using the address it bootstrapped
+from. ReplicaFetch and EpochEndOffset on a single node are INVALID_REQUEST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from logstore.api.v1 import cluster_pb2
+from logstore.broker import Broker
+from logstore.broker.internal import partition_for
+from logstore.errors import InvalidRequestError, LogstoreError, UnknownTopicError
+from logstore.server.auth import Authorizer
+from logstore.server.errors import error_detail
+
+#: The broker id a single-node broker reports.
+SINGLE_NODE_ID = 0
+
+
+class ClusterServiceMixin:
+    broker: Broker
+    authorizer: Authorizer
+    #: The cluster node (``logstore.cluster``), or None on a single node.
+    cluster: Any
+    #: host:port this broker tells clients to use (the bound listen address on a single node).
+    advertised: str
+
+    async def _unary(self, method: str, context: Any, call: Any) -> Any:  # provided by the service
+        raise NotImplementedError
+
+    async def Metadata(self, request: cluster_pb2.MetadataRequest, context: Any) -> cluster_pb2.MetadataResponse:
+        async def call() -> cluster_pb2.MetadataResponse:
+            names = list(request.topics)
+            if self.cluster is not None:
+                response: cluster_pb2.MetadataResponse = self.cluster.metadata(names, request.include_internal)
+            else:
+                response = self._single_node_metadata(names, request.include_internal)
+            readable = [
+                t for t in response.topics
+                if t.HasField("error")
+                or self.authorizer.can("topic", t.name, "read")
+                or self.authorizer.can("topic", t.name, "write")
+            ]
+            del response.topics[:]
+            response.topics.extend(readable)
+            return response
+
+        return await self._unary("Metadata", context, call)
+
+    def _single_node_metadata(self, names: list[str], include_internal: bool) -> cluster_pb2.MetadataResponse:
+        response = cluster_pb2.MetadataResponse(
+            clustered=False, broker_id=SINGLE_NODE_ID, controller_id=SINGLE_NODE_ID,
+            brokers=[cluster_pb2.BrokerInfo(broker_id=SINGLE_NODE_ID, address=self.advertised, alive=True)],
+        )
+        listed = {name: (count, internal) for name, count, internal in self.broker.list_topics(True)}
+        wanted = names or [n for n, (_, internal) in listed.items() if include_internal or not internal]
+        for name in wanted:
+            topic = response.topics.add(name=name)
+            if name not in listed:
+                topic.error.CopyFrom(error_detail(UnknownTopicError(name)))
+                continue
+            count, topic.internal = listed[name]
+            topic.replication_factor = 1
+            for partition in range(count):
+                end = self.broker.data_dir.log(name, partition).log_end_offset
+                topic.partitions.add(
+                    partition=partition, leader_id=SINGLE_NODE_ID, leader_epoch=0,
+                    replicas=[SINGLE_NODE_ID], isr=[SINGLE_NODE_ID], high_watermark=end,
+                )
+        return response
+
+    async def FindCoordinator(
+        self, request: cluster_pb2.FindCoordinatorRequest, context: Any
+    ) -> cluster_pb2.FindCoordinatorResponse:
+        async def call() -> cluster_pb2.FindCoordinatorResponse:
+            if not request.key:
+                raise InvalidRequestError("FindCoordinator needs a key", field="key")
+            if self.cluster is not None:
+                broker_id, address = self.cluster.find_coordinator(request.key_type, request.key)
+                return cluster_pb2.FindCoordinatorResponse(broker_id=broker_id, address=address)
+            return cluster_pb2.FindCoordinatorResponse(broker_id=SINGLE_NODE_ID, address=self.advertised)
+
+        return await self._unary("FindCoordinator", context, call)
+
+    async def ReplicaFetch(self, request: cluster_pb2.ReplicaFetchRequest, context: Any) -> cluster_pb2.ReplicaFetchResponse:
+        async def call() -> cluster_pb2.ReplicaFetchResponse:
+            self._check_replica()
+            outcomes = await self.cluster.replicas.serve_fetch(
+                request.replica_id,
+                [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions],
+                max_wait_ms=request.max_wait_ms, max_bytes=request.max_bytes or (8 << 20),
+            )
+            response = cluster_pb2.ReplicaFetchResponse()
+            for o in outcomes:
+                item = response.partitions.add(
+                    topic=o.topic, partition=o.partition, records=bytes(o.records),
+                    high_watermark=o.high_watermark, log_start_offset=o.log_start_offset,
+                    log_end_offset=o.log_end_offset,
+                )
+                if o.error is not None:
+                    item.error.CopyFrom(error_detail(o.error))
+            return response
+
+        return await self._unary("ReplicaFetch", context, call)
+
+    async def EpochEndOffset(
+        self, request: cluster_pb2.EpochEndOffsetRequest, context: Any
+    ) -> cluster_pb2.EpochEndOffsetResponse:
+        async def call() -> cluster_pb2.EpochEndOffsetResponse:
+            self._check_replica()
+            response = cluster_pb2.EpochEndOffsetResponse()
+            for p in request.partitions:
+                item = response.partitions.add(topic=p.topic, partition=p.partition, epoch=-1, end_offset=-1)
+                try:
+                    item.epoch, item.end_offset = self.cluster.replicas.epoch_end_offset(
+                        p.topic, p.partition, p.requested_epoch, p.leader_epoch
+                    )
+                except LogstoreError as exc:
+                    item.error.CopyFrom(error_detail(exc))
+            return response
+
+        return await self._unary("EpochEndOffset", context, call)
+
+    def _check_replica(self) -> None:
+        if self.cluster is None:
+            raise InvalidRequestError("this broker is not part of a cluster", field="replica_id")
+        self.authorizer.check("cluster", "replication", "replica")  # a broker principal
+
+
+def coordinator_partition(key: str, partitions: int) -> int:
+    """The internal-topic partition a group or transactional id hashes to (as the broker's
+    coordinators place it)."""
+    return partition_for(key, partitions)
