@@ -25,6 +25,7 @@ from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
+from logstore.broker.replication import Replication
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
     AbortedTransaction,
@@ -74,6 +75,8 @@ class Broker:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-sync")
         self.closing = False
         self.subscriptions = 0
+        #: Set by the cluster layer on a clustered broker; None on a single node.
+        self.replication: Replication | None = None
         clock = data_dir.clock
         self.offsets = OffsetStore(data_dir, clock, config.offsets_topic_partitions)
         self.groups = GroupCoordinator(data_dir, clock, config.group_heartbeat_interval_ms)
@@ -194,6 +197,24 @@ class Broker:
             self._producer_states[key] = state
             self._abort_orphans(state)
         return state
+
+    def cached_producer_state(self, topic: str, partition: int) -> PartitionProducerState | None:
+        return self._producer_states.get((topic, partition))
+
+    def forget_producer_state(self, topic: str, partition: int) -> None:
+        """The partition's log changed under the state (a follower's truncation): rebuild it."""
+        self._producer_states.pop((topic, partition), None)
+
+    def high_watermark(self, partition_log: PartitionLog) -> int:
+        """The end of what consumers may read: the log end on a single node, the replicated
+        high watermark in a cluster."""
+        if self.replication is None:
+            return partition_log.log_end_offset
+        return self.replication.high_watermark(partition_log.topic, partition_log.partition)
+
+    def notify_readers(self, partition_log: PartitionLog) -> None:
+        """Wake long polls and subscriptions of a partition (its high watermark moved)."""
+        self._wakeups.on_append(partition_log)
 
     def _abort_orphans(self, state: PartitionProducerState) -> None:
         """Abort open transactions in this partition that no coordinator state covers (the
@@ -326,9 +347,25 @@ class Broker:
                         outcomes[index].error = result
                     elif isinstance(result, BaseException):
                         raise result
+            if acks is Acks.ALL and self.replication is not None:
+                await self._wait_replicated(outcomes)
         finally:
             self.backpressure.release(client, size, unflushed)
         return outcomes
+
+    async def _wait_replicated(self, outcomes: list[ProduceOutcome]) -> None:
+        """acks=all in a cluster: each appended partition's answer waits for its high watermark."""
+        assert self.replication is not None
+        pending = [o for o in outcomes if o.error is None and o.last_offset >= 0]
+        results = await asyncio.gather(
+            *(self.replication.wait_replicated(o.topic, o.partition, o.last_offset + 1) for o in pending),
+            return_exceptions=True,
+        )
+        for outcome, result in zip(pending, results, strict=True):
+            if isinstance(result, LogstoreError):
+                outcome.error = result
+            elif isinstance(result, BaseException):
+                raise result
 
     def _append_quietly(self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]]) -> None:
         """acks=0: nobody hears about errors but the log."""
@@ -344,9 +381,15 @@ class Broker:
         between, so nothing else can append to these partitions meanwhile."""
         outcomes: list[ProduceOutcome] = []
         durable: list[tuple[int, PartitionLog, int]] = []
+        replication = self.replication
         for index, (item, partition_log, headers) in enumerate(prepared):
             idempotent = any(header.producer_id >= 0 for header in headers)
             try:
+                leader_epoch = 0
+                if replication is not None:
+                    leader_epoch = replication.leader_epoch(item.topic, item.partition)
+                    if want_durable:
+                        replication.check_min_isr(item.topic, item.partition)
                 if idempotent:
                     state = self.producer_state(partition_log)
                     original = state.check(headers)
@@ -364,7 +407,9 @@ class Broker:
                     if header.is_transactional:
                         self.transactions.add_produced(header.producer_id, item.topic, item.partition)
                         break
-                result = partition_log.append(item.records, headers=headers, sync=False)
+                result = partition_log.append(
+                    item.records, headers=headers, leader_epoch=leader_epoch, sync=False
+                )
                 if idempotent:
                     base = result.base_offset
                     for header in headers:
@@ -391,13 +436,21 @@ class Broker:
         try:
             partition_log = self.data_dir.log(item.topic, item.partition)
             lso = self.last_stable_offset(partition_log)
+            high_watermark = partition_log.log_end_offset
+            if self.replication is not None:
+                self.replication.leader_epoch(item.topic, item.partition)  # NotLeaderError
+                high_watermark = self.replication.high_watermark(item.topic, item.partition)
+                lso = min(lso, high_watermark)
+                if high_watermark <= item.offset <= partition_log.log_end_offset:
+                    data = False  # not replicated yet: nothing to read (not out of range)
             if not data:
                 return FetchOutcome(
-                    item.topic, item.partition, b"", partition_log.log_end_offset,
+                    item.topic, item.partition, b"", high_watermark,
                     partition_log.log_start_offset, lso, item.offset,
                 )
             committed_only = isolation is Isolation.READ_COMMITTED
-            result = partition_log.read(item.offset, max_bytes, max_offset=lso if committed_only else None)
+            limit = lso if committed_only else (high_watermark if self.replication is not None else None)
+            result = partition_log.read(item.offset, max_bytes, max_offset=limit)
             aborted = []
             if committed_only and result.data:
                 aborted = [
@@ -410,7 +463,7 @@ class Broker:
             item.topic,
             item.partition,
             result.data,
-            result.log_end_offset,
+            high_watermark if self.replication is not None else result.log_end_offset,
             result.log_start_offset,
             lso,
             result.next_offset,
@@ -490,7 +543,7 @@ class Broker:
         """Whether any partition grew since it was read (an append raced the registration)."""
         for item, outcome in zip(items, outcomes, strict=True):
             try:
-                if self.data_dir.log(item.topic, item.partition).log_end_offset != outcome.high_watermark:
+                if self.high_watermark(self.data_dir.log(item.topic, item.partition)) != outcome.high_watermark:
                     return True
             except LogstoreError:
                 return True
@@ -505,10 +558,10 @@ class Broker:
         if start is StartPosition.EARLIEST:
             return partition_log.log_start_offset
         if start is StartPosition.LATEST:
-            return partition_log.log_end_offset
+            return self.high_watermark(partition_log)
         if start is StartPosition.TIMESTAMP:
             found = partition_log.offset_for_timestamp(timestamp_ms)
-            return partition_log.log_end_offset if found is None else found
+            return self.high_watermark(partition_log) if found is None else found
         if not partition_log.log_start_offset <= offset <= partition_log.log_end_offset:
             raise OffsetOutOfRangeError(
                 topic=topic, partition=partition, offset=offset,
@@ -549,7 +602,7 @@ class Broker:
                 future = self._wakeups.register(key)
                 try:
                     partition_log = self.data_dir.log(topic, partition)
-                    if partition_log.log_end_offset == outcome.high_watermark:
+                    if self.high_watermark(partition_log) == outcome.high_watermark:
                         await wait(future, SUBSCRIBE_IDLE_S)
                 finally:
                     self._wakeups.unregister(key, future)
@@ -564,10 +617,11 @@ class Broker:
         for item in items:
             try:
                 partition_log = self.data_dir.log(item.topic, item.partition)
+                high_watermark = self.high_watermark(partition_log)
                 latest = (
-                    self.last_stable_offset(partition_log)
+                    min(self.last_stable_offset(partition_log), high_watermark)
                     if isolation is Isolation.READ_COMMITTED
-                    else partition_log.log_end_offset
+                    else high_watermark
                 )
                 if item.spec is OffsetSpec.EARLIEST:
                     offset = partition_log.log_start_offset

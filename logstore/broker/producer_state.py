@@ -198,16 +198,7 @@ class PartitionProducerState:
             if header.next_offset <= start:
                 continue
             batches += 1
-            if header.producer_id < 0:
-                self.applied_offset = header.next_offset
-                continue
-            if header.is_control:
-                records = decode_records(data, skip_control=False)
-                self.update(header, header.base_offset, header.last_offset)
-                if records:
-                    self.complete(header.producer_id, header.base_offset, records[0].key == COMMIT_MARKER)
-            else:
-                self.update(header, header.base_offset, header.last_offset)
+            self.apply_batch(header, data)
         self.prune()
         if batches:
             log.debug("%s/%s: producer state rebuilt from %d batches", self.log.topic, self.log.partition, batches)
@@ -220,6 +211,17 @@ class PartitionProducerState:
             self.producers[entry.producer_id] = entry
         self.open_transactions = {int(k): int(v) for k, v in snapshot.get("open", {}).items()}
         self.aborted = [Aborted(*map(int, item)) for item in snapshot.get("aborted", [])]
+
+    def apply_batch(self, header: BatchHeader, data: memoryview) -> None:
+        """Take in a batch already in the log (rebuilding, or a follower copying its leader)."""
+        if header.producer_id < 0:
+            self.applied_offset = header.next_offset
+            return
+        self.update(header, header.base_offset, header.last_offset)
+        if header.is_control:
+            records = decode_records(data, skip_control=False)
+            if records:
+                self.complete(header.producer_id, header.base_offset, records[0].key == COMMIT_MARKER)
 
     def snapshot(self) -> None:
         """Write the state at the log end (at a clean close)."""
