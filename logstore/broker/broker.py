@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,19 @@ class Broker:
     def notify_readers(self, partition_log: PartitionLog) -> None:
         """Wake long polls and subscriptions of a partition (its high watermark moved)."""
         self._wakeups.on_append(partition_log)
+
+    async def wait_for_append(
+        self, keys: list[tuple[str, int]], timeout_s: float, moved: Callable[[], bool]
+    ) -> bool:
+        """Wait up to ``timeout_s`` for an append to (or a high watermark move of) any of the
+        partitions; ``moved`` is checked after registering, so no append is missed."""
+        future = self._wakeups.register(keys)
+        try:
+            if moved():
+                return True
+            return await wait(future, timeout_s)
+        finally:
+            self._wakeups.unregister(keys, future)
 
     def _abort_orphans(self, state: PartitionProducerState) -> None:
         """Abort open transactions in this partition that no coordinator state covers (the

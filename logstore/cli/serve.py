@@ -29,6 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--tls-key", metavar="PEM", help="server private key")
     parser.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
     parser.add_argument("--security-file", metavar="TOML", help="tokens and ACLs (README: Security)")
+    parser.add_argument("--cluster", metavar="etcd://HOST:PORT,...",
+                        help="join a cluster whose metadata lives in these etcd members (README: Cluster)")
+    parser.add_argument("--broker-id", type=int, metavar="N", help="this broker's id in the cluster (0 or more)")
+    parser.add_argument("--advertise", metavar="HOST:PORT",
+                        help="address other brokers and clients use (default: --listen)")
+    parser.add_argument("--cluster-name", metavar="NAME", help="cluster name in etcd (default 'default')")
     parser.set_defaults(func=run)
 
 
@@ -48,5 +54,9 @@ def run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         security_file=args.security_file,
+        cluster=args.cluster,
+        broker_id=args.broker_id,
+        advertise=args.advertise,
+        cluster_name=args.cluster_name,
     )
     return serve(config)

@@ -150,7 +150,29 @@ async def run(config: ServerConfig) -> int:
         await broker.close()
         return EXIT_CONFIG
     service.advertised = f"{host}:{bound}"
+    cluster = None
+    try:
+        cluster_config = config.cluster_config(service.advertised)
+    except LogstoreError as exc:
+        log.error("bad cluster settings: %s", exc)
+        await broker.close()
+        return EXIT_CONFIG
     await server.start()
+    if cluster_config is not None:
+        from logstore.cluster.node import ClusterNode
+
+        cluster = ClusterNode(broker, cluster_config)
+        try:
+            await cluster.start()
+        except Exception as exc:
+            log.error("cannot join the cluster at %s: %s", cluster_config.etcd_endpoints, exc)
+            await server.stop(0)
+            await cluster.stop()
+            await broker.close()
+            return EXIT_CONFIG
+        service.cluster = cluster
+        service.advertised = cluster_config.advertise
+        metrics.attach_cluster(cluster)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     metrics_address = ""
@@ -174,6 +196,8 @@ async def run(config: ServerConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down", extra={"grace_period_s": config.grace_period_s})
+    if cluster is not None:
+        await cluster.shutdown()  # hand leaderships over while still serving
     await health_servicer.enter_graceful_shutdown()
     # Drain: new calls are refused (UNAVAILABLE, SHUTTING_DOWN) by the broker, long polls and
     # subscriptions return at once, and calls in flight get the grace period to finish.

@@ -30,6 +30,16 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     checkpoint_interval_ms = 10000
     retention_check_interval_ms = 30000
     compaction_interval_ms = 15000
+
+    # a clustered broker (README: Cluster); without `cluster` the broker is a single node
+    cluster = "etcd://127.0.0.1:2379"   # etcd endpoints
+    broker_id = 1
+    advertise = "127.0.0.2:7070"        # the address other brokers and clients use
+    cluster_name = "default"
+
+    [cluster_settings]                  # tunables of a clustered broker (README: Cluster)
+    lease_ttl_ms = 3000
+    replica_lag_time_ms = 10000
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from logstore.broker import BrokerConfig
+from logstore.cluster.config import ClusterConfig
 from logstore.errors import InvalidConfigError
 from logstore.storage import LogConfig
 from logstore.storage.data_dir import Limits, MaintenanceIntervals
@@ -65,7 +76,40 @@ class ServerConfig:
     tls_client_ca: str = ""
     #: Tokens and ACLs (see ``logstore.server.auth``); empty = no authentication.
     security_file: str = ""
+    #: etcd endpoints ("etcd://h1:p1,h2:p2"); empty = a single-node broker.
+    cluster: str = ""
+    broker_id: int = -1
+    #: host:port other brokers and clients reach this broker at (default: the listen address).
+    advertise: str = ""
+    cluster_name: str = "default"
+    #: ClusterConfig tunables (lease_ttl_ms, replica_lag_time_ms, ...).
+    cluster_settings: dict[str, Any] = field(default_factory=dict)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+
+    def cluster_config(self, bound_listen: str) -> ClusterConfig | None:
+        """The cluster settings, or None for a single-node broker."""
+        if not self.cluster:
+            return None
+        if self.broker_id < 0:
+            raise InvalidConfigError("a clustered broker needs --broker-id (0 or more)", key="broker_id")
+        known = {f.name for f in dataclasses.fields(ClusterConfig)}
+        fixed = {"etcd_endpoints", "broker_id", "advertise", "cluster_name"}
+        for key in self.cluster_settings:
+            if key not in known - fixed:
+                raise InvalidConfigError(f"unknown cluster setting {key!r}", key=key)
+        types = {f.name: f.type for f in dataclasses.fields(ClusterConfig)}
+        settings = {
+            k: (str(v) if types[k] in (str, "str") else int(v)) for k, v in self.cluster_settings.items()
+        }
+        advertise = self.advertise or bound_listen
+        if advertise.rpartition(":")[0] in ("0.0.0.0", "", "[::]"):
+            raise InvalidConfigError(
+                f"--advertise must name an address others can reach, not {advertise!r}", key="advertise"
+            )
+        return ClusterConfig(
+            etcd_endpoints=ClusterConfig.parse_endpoints(self.cluster), broker_id=self.broker_id,
+            advertise=advertise, cluster_name=self.cluster_name, **settings,
+        )
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> ServerConfig:
@@ -85,6 +129,8 @@ class ServerConfig:
             limits = dict(document.pop("limits", {}))
             topic_defaults = dict(document.pop("topic_defaults", {}))
             maintenance = dict(document.pop("maintenance", {}))
+            if "cluster_settings" in document:
+                values["cluster_settings"] = dict(document.pop("cluster_settings"))
             values.update(document)
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in dataclasses.fields(cls)} - {"broker"}

@@ -7,7 +7,7 @@ log end, bytes) are read from the broker when Prometheus scrapes, so appends pay
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -43,6 +43,34 @@ class _PartitionCollector(Collector):
         yield waits
 
 
+class _ClusterCollector(Collector):
+    """Replication gauges and counters of a clustered broker, read at scrape time."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        replicas = self.cluster.replicas
+        yield GaugeMetricFamily(
+            "logstore_under_replicated_partitions",
+            "Partitions led here whose ISR is smaller than their replica set",
+            value=replicas.under_replicated(),
+        )
+        yield CounterMetricFamily("logstore_isr_shrinks", "ISR shrinks written by this leader",
+                                  value=replicas.isr_shrinks)
+        yield CounterMetricFamily("logstore_isr_expands", "ISR expands written by this leader",
+                                  value=replicas.isr_expands)
+        yield CounterMetricFamily("logstore_leader_elections",
+                                  "Partitions this broker became the leader of", value=replicas.leader_elections)
+        yield GaugeMetricFamily("logstore_controller_active", "1 while this broker is the controller",
+                                value=1 if self.cluster.controller.active else 0)
+        lag = GaugeMetricFamily("logstore_replica_fetch_lag", "Records a follower is behind this leader",
+                                labels=["topic", "partition", "follower"])
+        for (topic, partition, follower), records in sorted(replicas.follower_lag().items()):
+            lag.add_metric([topic, str(partition), str(follower)], records)
+        yield lag
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -62,6 +90,9 @@ class Metrics:
 
     def attach(self, broker: Broker) -> None:
         self.registry.register(_PartitionCollector(broker))
+
+    def attach_cluster(self, cluster: Any) -> None:
+        self.registry.register(_ClusterCollector(cluster))
 
     def produced(self, topic: str, records: int, size: int) -> None:
         self.produced_records.labels(topic=topic).inc(records)

@@ -20,7 +20,7 @@ import grpc
 
 from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
 from logstore.broker import Broker
-from logstore.errors import InvalidConfigError, LimitExceededError, LogstoreError
+from logstore.errors import InvalidConfigError, InvalidRequestError, LimitExceededError, LogstoreError
 from logstore.server import convert, wire
 from logstore.server.auth import Authorizer, SecurityConfig
 from logstore.server.errors import error_detail, to_status
@@ -108,7 +108,10 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, logstore_pb2_grpc.
     async def DeleteTopic(self, request: admin_pb2.DeleteTopicRequest, context: Any) -> admin_pb2.DeleteTopicResponse:
         async def call() -> admin_pb2.DeleteTopicResponse:
             self.authorizer.check("topic", request.name, "admin")
-            self.broker.delete_topic(request.name)
+            if self.cluster is not None:
+                await self.cluster.delete_topic(request.name)  # every replica deletes its copy
+            else:
+                self.broker.delete_topic(request.name)
             self.metrics.forget_topic(request.name)
             return admin_pb2.DeleteTopicResponse()
 
@@ -136,6 +139,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, logstore_pb2_grpc.
     async def AlterTopicConfig(self, request: admin_pb2.AlterTopicConfigRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
             self.authorizer.check("topic", request.name, "admin")
+            self._refuse_in_cluster("AlterTopicConfig")
             description = self.broker.alter_topic_config(request.name, dict(request.set), list(request.reset))
             return convert.topic_description(description, self.broker)
 
@@ -144,10 +148,15 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, logstore_pb2_grpc.
     async def AddPartitions(self, request: admin_pb2.AddPartitionsRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
             self.authorizer.check("topic", request.name, "admin")
+            self._refuse_in_cluster("AddPartitions")
             description = self.broker.add_partitions(request.name, request.total)
             return convert.topic_description(description, self.broker)
 
         return await self._unary("AddPartitions", context, call)
+
+    def _refuse_in_cluster(self, method: str) -> None:
+        if self.cluster is not None:
+            raise InvalidRequestError(f"{method} is not supported by clustered brokers yet", field="name")
 
     # -- records ------------------------------------------------------------------------------------
 

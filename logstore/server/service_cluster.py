@@ -37,7 +37,9 @@ class ClusterServiceMixin:
         async def call() -> cluster_pb2.MetadataResponse:
             names = list(request.topics)
             if self.cluster is not None:
-                response: cluster_pb2.MetadataResponse = self.cluster.metadata(names, request.include_internal)
+                response, unknown = self.cluster.metadata_response(names)
+                for name in unknown:
+                    response.topics.add(name=name).error.CopyFrom(error_detail(UnknownTopicError(name)))
             else:
                 response = self._single_node_metadata(names, request.include_internal)
             readable = [

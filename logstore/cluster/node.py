@@ -1,0 +1,297 @@
+"""One broker's part in a cluster: its membership, the metadata it follows, the controller it may
+become, and its replicas — wired to the broker through its replication hooks.
+
+Start (after the gRPC server listens, so that others can fetch from it at once):
+
+1. grant a lease (``lease_ttl_ms``) and register ``brokers/<id>`` under it, created anew (an old
+   key of an earlier incarnation is deleted first), kept alive every TTL/3;
+2. load the metadata and watch it; every change reconciles the replicas (leader or follower);
+3. campaign for the controller.
+
+A lost lease (etcd unreachable for a TTL, or the process paused) fences the broker at once — it
+answers NOT_LEADER for everything it led — and it registers again when etcd is back. When etcd has
+no quorum nothing changes: leaders keep leading and serving, and metadata changes (topic creation,
+elections) wait, failing with METADATA_UNAVAILABLE.
+
+Controlled shutdown (SIGTERM): the broker marks itself ``shutting_down``; the controller moves its
+leaderships to other ISR members and takes it out of the ISRs; once it leads nothing (or after
+``controlled_shutdown_timeout_ms``) it revokes its lease and stops.
+
+Threading: event loop thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from logstore.api.v1 import cluster_pb2
+from logstore.broker import Broker
+from logstore.broker.internal import partition_for
+from logstore.cluster.config import ClusterConfig
+from logstore.cluster.controller import Controller
+from logstore.cluster.etcd import Compare, EtcdClient, EtcdError, Op
+from logstore.cluster.fetcher import FetcherManager
+from logstore.cluster.metadata import MetadataCache
+from logstore.cluster.placement import assign_replicas
+from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
+from logstore.cluster.replicas import ReplicaManager, Role, split_topic_config
+from logstore.errors import (
+    InvalidConfigError,
+    InvalidRequestError,
+    LimitExceededError,
+    MetadataUnavailableError,
+    RequestTimeoutError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from logstore.storage import TopicDescription, validate_topic_name
+
+log = logging.getLogger(__name__)
+
+#: CreateTopic waits this long for every partition to have a leader known here.
+CREATE_WAIT_S = 15.0
+
+
+class ClusterNode:
+    def __init__(self, broker: Broker, config: ClusterConfig) -> None:
+        self.broker = broker
+        self.config = config
+        self.broker_id = config.broker_id
+        self.keys = Keys(config.cluster_name)
+        self.etcd = EtcdClient(config.etcd_endpoints)
+        self.metadata = MetadataCache(self.etcd, self.keys)
+        self.replicas = ReplicaManager(broker, config.broker_id, self, config.replica_lag_time_ms)
+        self.fetchers = FetcherManager(
+            broker, config.broker_id, self.replicas, self.metadata.address,
+            max_wait_ms=config.replica_fetch_max_wait_ms, max_bytes=config.replica_fetch_max_bytes,
+            token=config.inter_broker_token, tls_ca=config.inter_broker_tls_ca,
+        )
+        self.replicas.fetchers = self.fetchers
+        self.controller = Controller(self.etcd, self.keys, self.metadata, config.broker_id)
+        self.lease_id = 0
+        self._keepalive: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._shutting_down = False
+        self._reregistering: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.broker.replication = self.replicas
+        await self._register()
+        await self.metadata.start()
+        self.metadata.listeners.append(self._reconcile)
+        self._reconcile()
+        self.controller.start(self.lease_id)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._housekeep()))
+        log.info("joined the cluster", extra={
+            "cluster": self.config.cluster_name, "broker_id": self.broker_id,
+            "advertise": self.config.advertise, "etcd": self.config.etcd_endpoints,
+        })
+
+    async def _register(self) -> None:
+        ttl_s = max(1, round(self.config.lease_ttl_ms / 1000))
+        record = BrokerRecord(self.broker_id, self.config.advertise, self._shutting_down)
+        key = self.keys.broker(self.broker_id)
+        self.lease_id = await self.etcd.grant(ttl_s)
+        await self.etcd.delete(key)  # an earlier incarnation's key: register anew
+        result = await self.etcd.txn(
+            [Compare.create_revision(key) == 0], [Op.put(key, record.encode(), lease_id=self.lease_id)], []
+        )
+        if not result.succeeded:
+            raise InvalidConfigError(
+                f"broker id {self.broker_id} is registered by another live broker",
+                key="broker_id", value=self.broker_id,
+            )
+        self.replicas.registered_revision = int(result.revision)
+        self._keepalive = self.etcd.keep_alive(self.lease_id, ttl_s, self._lease_lost)
+
+    def _lease_lost(self) -> None:
+        if self._shutting_down:
+            return
+        log.error("lost the membership lease: leading nothing until registered again")
+        self.replicas.fence()
+        self.controller.epoch = 0
+        if self._reregistering is None or self._reregistering.done():
+            self._reregistering = asyncio.get_running_loop().create_task(self._register_again())
+
+    async def _register_again(self) -> None:
+        delay = 0.1
+        while not self._shutting_down:
+            try:
+                if self._keepalive is not None:
+                    await self._keepalive.stop()
+                await self._register()
+                self.replicas.unfence()
+                self.controller.new_lease(self.lease_id)
+                log.info("registered again", extra={"lease": self.lease_id})
+                self._reconcile()
+                return
+            except Exception as exc:
+                log.warning("registering again failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _reconcile(self) -> None:
+        self.replicas.reconcile(self.metadata.topics, self.metadata.partitions, self.metadata.live_brokers())
+
+    async def _housekeep(self) -> None:
+        interval_s = max(self.config.replica_lag_time_ms / 4000, 0.05)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.replicas.shrink_lagging()
+            except Exception:
+                log.exception("ISR maintenance failed")
+
+    async def shutdown(self) -> None:
+        """Controlled shutdown: hand leaderships over, then leave the cluster."""
+        self._shutting_down = True
+        if self.lease_id and not self.replicas.fenced:
+            try:
+                record = BrokerRecord(self.broker_id, self.config.advertise, True)
+                await self.etcd.put(self.keys.broker(self.broker_id), record.encode(), lease_id=self.lease_id)
+                deadline = asyncio.get_running_loop().time() + self.config.controlled_shutdown_timeout_ms / 1000
+                while self.replicas.leads() and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                if self.replicas.leads():
+                    log.warning("still leading %d partition(s) at shutdown", len(self.replicas.leads()))
+            except Exception as exc:
+                log.warning("controlled shutdown could not hand over leaderships: %s", exc)
+        await self.stop()
+
+    async def stop(self) -> None:
+        self._shutting_down = True
+        for task in self._tasks:
+            task.cancel()
+        if self._reregistering is not None:
+            self._reregistering.cancel()
+        await self.controller.stop()
+        await self.fetchers.stop()
+        await self.metadata.stop()
+        if self._keepalive is not None:
+            await self._keepalive.stop()
+        if self.lease_id:
+            try:
+                await self.etcd.revoke(self.lease_id)
+            except Exception as exc:
+                log.warning("revoking the lease failed (it expires by itself): %s", exc)
+        await self.etcd.close()
+
+    # -- metadata writes -------------------------------------------------------------------------
+
+    async def write_isr(self, topic: str, partition: int, state: PartitionState, mod_revision: int) -> int | None:
+        """The leader's ISR change, if the partition's key is still at ``mod_revision``; returns
+        the new revision, or None when it moved (the leader re-reads)."""
+        key = self.keys.partition(topic, partition)
+        restarted = {
+            b for b, record in self.metadata.brokers.items()
+            if record.registered_revision > mod_revision and b != self.broker_id
+        }
+        isr = tuple(b for b in state.isr if b not in restarted)
+        current = self.metadata.state(topic, partition)
+        controller_epoch = current.controller_epoch if current else 0
+        new = PartitionState(state.leader, state.leader_epoch, isr, controller_epoch)
+        result = await self.etcd.txn(
+            [Compare.mod_revision(key) == mod_revision], [Op.put(key, new.encode())], []
+        )
+        return int(result.revision) if result.succeeded else None
+
+    async def create_topic(self, name: str, partitions: int, replication_factor: int,
+                           config: dict[str, str]) -> TopicDescription:
+        validate_topic_name(name)
+        if name.startswith("__"):
+            raise InvalidRequestError(f"topic names starting with __ are internal: {name!r}", field="name")
+        live = sorted(b for b, r in self.metadata.brokers.items() if not r.shutting_down)
+        factor = replication_factor or min(self.config.default_replication_factor, len(live))
+        storage, min_isr, unclean = split_topic_config(config, factor)
+        limits = self.broker.data_dir.limits
+        if partitions > limits.max_partitions_per_topic:
+            raise LimitExceededError(
+                f"{partitions} partitions exceed max_partitions_per_topic={limits.max_partitions_per_topic}",
+                limit_name="max_partitions_per_topic", limit=limits.max_partitions_per_topic,
+            )
+        if len(self.metadata.topics) >= limits.max_topics:
+            raise LimitExceededError(
+                f"max_topics={limits.max_topics} reached", limit_name="max_topics", limit=limits.max_topics
+            )
+        assignment = assign_replicas(name, partitions, factor, live)
+        record = TopicRecord(name, partitions, factor, assignment, storage, min_isr, unclean)
+        key = self.keys.topic(name)
+        try:
+            result = await self.etcd.txn([Compare.create_revision(key) == 0], [Op.put(key, record.encode())], [])
+        except EtcdError as exc:
+            raise MetadataUnavailableError(f"cannot create topic {name!r}: the metadata store is unavailable ({exc})") from exc
+        if not result.succeeded:
+            raise TopicExistsError(name)
+        await self._wait_for_leaders(name, partitions)
+        return self.broker.data_dir.describe_topic(name)
+
+    async def _wait_for_leaders(self, name: str, partitions: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CREATE_WAIT_S
+        while loop.time() < deadline:
+            states = [self.metadata.state(name, p) for p in range(partitions)]
+            if all(s is not None and s.leader >= 0 for s in states) and self.broker.data_dir.has_topic(name):
+                return
+            await asyncio.sleep(0.02)
+        raise RequestTimeoutError(
+            f"topic {name!r} was created, but not every partition had a leader within "
+            f"{CREATE_WAIT_S:.0f} s (is a controller elected?)", topic=name,
+        )
+
+    async def delete_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        if name not in self.metadata.topics:
+            raise UnknownTopicError(name)
+        try:
+            await self.etcd.delete(self.keys.topic(name))
+            await self.etcd.delete_prefix(self.keys.partitions + name + "/")
+        except EtcdError as exc:
+            raise MetadataUnavailableError(f"cannot delete topic {name!r}: the metadata store is unavailable ({exc})") from exc
+
+    # -- metadata reads --------------------------------------------------------------------------
+
+    def find_coordinator(self, key_type: int, key: str) -> tuple[int, str]:
+        """Group and transaction state is not replicated yet: it lives on one broker, the live
+        broker with the lowest id, for every group and transactional id."""
+        live = sorted(self.metadata.brokers)
+        if not live:
+            raise MetadataUnavailableError("no live broker is known")
+        broker_id = live[partition_for(key, 1)]
+        return broker_id, self.metadata.brokers[broker_id].address
+
+    def metadata_response(self, names: list[str]) -> tuple[cluster_pb2.MetadataResponse, list[str]]:
+        """The cluster's metadata for ``names`` (every topic when empty), and the names asked for
+        that do not exist (the server answers those with UNKNOWN_TOPIC entries)."""
+        metadata = self.metadata
+        unknown = []
+        controller = metadata.controller or (-1, 0)
+        response = cluster_pb2.MetadataResponse(
+            clustered=True, cluster_name=self.config.cluster_name, broker_id=self.broker_id,
+            controller_id=controller[0], controller_epoch=controller[1],
+        )
+        for broker_id, record in sorted(metadata.brokers.items()):
+            response.brokers.add(broker_id=broker_id, address=record.address, alive=True)
+        wanted = names or sorted(metadata.topics)
+        for name in wanted:
+            record = metadata.topics.get(name)
+            if record is None:
+                unknown.append(name)
+                continue
+            topic = response.topics.add(name=name)
+            topic.replication_factor = record.replication_factor
+            for partition, assigned in enumerate(record.assignment):
+                state = metadata.state(name, partition)
+                item = topic.partitions.add(partition=partition, replicas=assigned, leader_id=-1)
+                if state is not None:
+                    item.leader_id = state.leader
+                    item.leader_epoch = state.leader_epoch
+                    item.isr.extend(state.isr)
+                replica = self.replicas.partitions.get((name, partition))
+                if replica is not None and replica.role is Role.LEADER:
+                    item.high_watermark = replica.high_watermark
+        return response, unknown
