@@ -52,6 +52,11 @@ class Watch:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint of the current (or last) stream; empty before the first ``__anext__``."""
+        return self._endpoint
+
     def __aiter__(self) -> Watch:
         return self
 
