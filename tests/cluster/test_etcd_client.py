@@ -124,6 +124,23 @@ def test_keep_alive_keeps_a_key_past_its_ttl(etcd: EtcdCluster) -> None:
     run(main())
 
 
+def test_keep_alive_survives_killing_the_member_it_renews_through(etcd3: EtcdCluster) -> None:
+    async def main() -> None:
+        async with EtcdClient(etcd3.endpoints, timeout_s=3) as client:
+            lease_id = await client.grant(2)
+            await client.put("/brokers/3", "addr", lease_id)
+            lost: list[bool] = []
+            keepalive = client.keep_alive(lease_id, 2, lambda: lost.append(True))
+            await wait_until(lambda: _true([keepalive.renewals]), timeout_s=2)
+            renewed = keepalive.renewals
+            etcd3.members[[m.address for m in etcd3.members].index(client.current_endpoint)].kill()
+            await asyncio.sleep(3.0)
+            assert not lost and keepalive.renewals > renewed
+            assert await client.get("/brokers/3") is not None
+
+    run(main(), timeout_s=30)
+
+
 def test_campaign_elects_one_leader_and_a_new_one_with_a_larger_epoch(etcd: EtcdCluster) -> None:
     async def main() -> None:
         async with EtcdClient(etcd.endpoints) as client:

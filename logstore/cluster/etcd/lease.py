@@ -8,8 +8,8 @@ with a short backoff. It gives up, and calls ``on_lost`` exactly once, when:
 - etcd answers that the lease is gone (TTL <= 0: it expired or was revoked), or
 - no renewal was answered before the lease's expiry time passed (etcd may have expired it).
 
-``on_lost`` runs in the task, with no argument; it may be a coroutine function. ``lost_reason``
-then says why. The first renewal is sent at once, so start keeping a lease alive right after
+``on_lost`` runs in the task, with no argument; it may be a coroutine function (an exception
+it raises is logged, not raised). ``lost_reason`` then says why. ``stop()`` never calls it. The first renewal is sent at once, so start keeping a lease alive right after
 granting it: the initial expiry estimate is "now + ttl_s".
 
 Not thread-safe: create and stop it on the event loop it runs on.
@@ -87,7 +87,7 @@ class KeepAlive:
             try:
                 await self._renew_on(stream, endpoint)
                 return  # lost
-            except (_Restart, grpc.aio.AioRpcError, TimeoutError) as error:
+            except (_Restart, grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError) as error:
                 log.info("lease %x: keepalive via %s failed: %r", self.lease_id, endpoint, error)
                 self._pool.failed(endpoint)
             finally:
@@ -127,6 +127,9 @@ class KeepAlive:
             return
         self.lost_reason = reason
         log.warning("lease %x lost: %s", self.lease_id, reason)
-        result = self._on_lost()
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result = self._on_lost()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("lease %x: on_lost failed", self.lease_id)
