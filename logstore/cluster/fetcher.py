@@ -128,9 +128,10 @@ class ReplicaFetcher:
             )
         response = await self._stub.EpochEndOffset(request, timeout=10, metadata=self._metadata())
         for result in response.partitions:
-            f = self.partitions.get((result.topic, result.partition))
-            if f is None or f not in followed:
+            found = self.partitions.get((result.topic, result.partition))
+            if found is None or found not in followed:
                 continue
+            f = found
             if result.error.reason:
                 self._refused(f, result.error.reason)
                 continue
@@ -170,9 +171,10 @@ class ReplicaFetcher:
         )
         for result in response.partitions:
             key = (result.topic, result.partition)
-            f = self.partitions.get(key)
-            if f is None or f.leader_epoch != epochs.get(key):
+            current = self.partitions.get(key)
+            if current is None or current.leader_epoch != epochs.get(key):
                 continue  # moved to another leader or epoch while the fetch was out
+            f = current
             if result.error.reason:
                 self._fetch_error(f, result)
                 continue

@@ -268,14 +268,14 @@ class ClusterNode:
         """The cluster's metadata for ``names`` (every topic when empty), and the names asked for
         that do not exist (the server answers those with UNKNOWN_TOPIC entries)."""
         metadata = self.metadata
-        unknown = []
+        unknown: list[str] = []
         controller = metadata.controller or (-1, 0)
         response = cluster_pb2.MetadataResponse(
             clustered=True, cluster_name=self.config.cluster_name, broker_id=self.broker_id,
             controller_id=controller[0], controller_epoch=controller[1],
         )
-        for broker_id, record in sorted(metadata.brokers.items()):
-            response.brokers.add(broker_id=broker_id, address=record.address, alive=True)
+        for broker_id, broker in sorted(metadata.brokers.items()):
+            response.brokers.add(broker_id=broker_id, address=broker.address, alive=True)
         wanted = names or sorted(metadata.topics)
         for name in wanted:
             record = metadata.topics.get(name)

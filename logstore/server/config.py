@@ -98,7 +98,7 @@ class ServerConfig:
             if key not in known - fixed:
                 raise InvalidConfigError(f"unknown cluster setting {key!r}", key=key)
         types = {f.name: f.type for f in dataclasses.fields(ClusterConfig)}
-        settings = {
+        settings: dict[str, Any] = {
             k: (str(v) if types[k] in (str, "str") else int(v)) for k, v in self.cluster_settings.items()
         }
         advertise = self.advertise or bound_listen

@@ -20,7 +20,12 @@ import grpc
 
 from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
 from logstore.broker import Broker
-from logstore.errors import InvalidConfigError, InvalidRequestError, LimitExceededError, LogstoreError
+from logstore.errors import (
+    InvalidConfigError,
+    InvalidRequestError,
+    LimitExceededError,
+    LogstoreError,
+)
 from logstore.server import convert, wire
 from logstore.server.auth import Authorizer, SecurityConfig
 from logstore.server.errors import error_detail, to_status
