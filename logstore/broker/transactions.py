@@ -126,6 +126,9 @@ class TransactionCoordinator:
         self._by_producer: dict[int, Transaction] = {}
         self._next_producer_id = 0
         self._block_end = 0
+        #: Added to every allocated id: a clustered broker sets ``broker_id << 32`` so that ids
+        #: allocated by different brokers never collide (0 on a single node).
+        self.producer_id_base = 0
         self._load()
 
     # -- persistence ----------------------------------------------------------------------------
@@ -163,7 +166,7 @@ class TransactionCoordinator:
             append_entries(self._log, [(encode_key("producer_id_block"), encode_value({"end": end}))])
             self._next_producer_id = self._block_end
             self._block_end = end
-        producer_id = self._next_producer_id
+        producer_id = self.producer_id_base + self._next_producer_id
         self._next_producer_id += 1
         return producer_id
 

@@ -106,7 +106,7 @@ class ReplicaFetcher:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                log.debug("fetch from broker %d failed: %s", self.leader_id, exc.code().name)
+                log.debug("fetch from broker %d failed: %s %s", self.leader_id, exc.code().name, exc.details())
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
             except Exception:

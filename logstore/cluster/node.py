@@ -8,10 +8,13 @@ Start (after the gRPC server listens, so that others can fetch from it at once):
 2. load the metadata and watch it; every change reconciles the replicas (leader or follower);
 3. campaign for the controller.
 
-A lost lease (etcd unreachable for a TTL, or the process paused) fences the broker at once — it
-answers NOT_LEADER for everything it led — and it registers again when etcd is back. When etcd has
-no quorum nothing changes: leaders keep leading and serving, and metadata changes (topic creation,
-elections) wait, failing with METADATA_UNAVAILABLE.
+A lease etcd says is gone (it expired while the broker was paused or cut off) fences the broker
+at once — it answers NOT_LEADER for everything it led — and it registers again, anew. Renewals
+that merely go unanswered (etcd unreachable or without quorum, where etcd expires nothing) change
+nothing: leaders keep leading and serving, the broker keeps renewing, and metadata changes (topic
+creation, elections) wait, failing with METADATA_UNAVAILABLE. A leader cut off from everyone is
+deposed by the others' controller; it cannot acknowledge acks=all any more (its followers fetch
+from the new leader, so its high watermark stands still) and its acks=all requests time out.
 
 Controlled shutdown (SIGTERM): the broker marks itself ``shutting_down``; the controller moves its
 leaderships to other ISR members and takes it out of the ISRs; once it leads nothing (or after
@@ -80,6 +83,7 @@ class ClusterNode:
 
     async def start(self) -> None:
         self.broker.replication = self.replicas
+        self.broker.transactions.producer_id_base = self.broker_id << 32
         await self._register()
         await self.metadata.start()
         self.metadata.listeners.append(self._reconcile)
@@ -112,9 +116,17 @@ class ClusterNode:
     def _lease_lost(self) -> None:
         if self._shutting_down:
             return
+        self.controller.epoch = 0  # campaign again: etcd recognises our own key if we still hold it
+        if not getattr(self._keepalive, "confirmed_lost", True):
+            # renewals went unanswered (etcd unreachable or without quorum): etcd expires no lease
+            # without a leader, so keep leading — followers still fetch, acks=all still needs
+            # them — and keep renewing the same lease
+            log.warning("cannot renew the membership lease (etcd unreachable or without quorum); retrying")
+            ttl_s = max(1, round(self.config.lease_ttl_ms / 1000))
+            self._keepalive = self.etcd.keep_alive(self.lease_id, ttl_s, self._lease_lost)
+            return
         log.error("lost the membership lease: leading nothing until registered again")
         self.replicas.fence()
-        self.controller.epoch = 0
         if self._reregistering is None or self._reregistering.done():
             self._reregistering = asyncio.get_running_loop().create_task(self._register_again())
 
@@ -187,12 +199,15 @@ class ClusterNode:
         """The leader's ISR change, if the partition's key is still at ``mod_revision``; returns
         the new revision, or None when it moved (the leader re-reads)."""
         key = self.keys.partition(topic, partition)
+        current = self.metadata.state(topic, partition)
+        # a member that restarted since the state was written keeps no stale place in the ISR
+        # (it rejoins by catching up, which the leader adds here like any other)
         restarted = {
             b for b, record in self.metadata.brokers.items()
             if record.registered_revision > mod_revision and b != self.broker_id
+            and current is not None and b in current.isr
         }
         isr = tuple(b for b in state.isr if b not in restarted)
-        current = self.metadata.state(topic, partition)
         controller_epoch = current.controller_epoch if current else 0
         new = PartitionState(state.leader, state.leader_epoch, isr, controller_epoch)
         result = await self.etcd.txn(

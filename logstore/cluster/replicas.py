@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: acks=all gives up waiting for the followers after this long (the client retries).
+#: acks=all gives up waiting for the followers after this long at most (the client retries);
+#: a broker waits 2 x replica_lag_time_ms + 1 s, by which time a slow follower has left the ISR.
 REPLICATION_TIMEOUT_S = 30.0
 
 #: Topic config keys kept in etcd, not in the storage layer's LogConfig.
@@ -165,12 +166,13 @@ class ReplicaManager:
             return
         future: asyncio.Future[None] = self._loop.create_future()
         replica.waiters.append((end_offset, future))
+        timeout_s = min(REPLICATION_TIMEOUT_S, 2 * self.replica_lag_time_ms / 1000 + 1)
         try:
-            await asyncio.wait_for(asyncio.shield(future), REPLICATION_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
             raise RequestTimeoutError(
                 f"{topic}/{partition}: the in-sync replicas did not confirm offset {end_offset - 1} "
-                f"within {REPLICATION_TIMEOUT_S:.0f} s", topic=topic, partition=partition,
+                f"within {timeout_s:.1f} s", topic=topic, partition=partition,
             ) from None
         finally:
             if not future.done():

@@ -90,8 +90,11 @@ class ServerConfig:
         """The cluster settings, or None for a single-node broker."""
         if not self.cluster:
             return None
-        if self.broker_id < 0:
-            raise InvalidConfigError("a clustered broker needs --broker-id (0 or more)", key="broker_id")
+        if not 0 <= self.broker_id < 1 << 20:
+            raise InvalidConfigError(
+                "a clustered broker needs --broker-id between 0 and 1048575", key="broker_id",
+                value=self.broker_id,
+            )
         known = {f.name for f in dataclasses.fields(ClusterConfig)}
         fixed = {"etcd_endpoints", "broker_id", "advertise", "cluster_name"}
         for key in self.cluster_settings:

@@ -10,6 +10,7 @@ Fixture ``cluster_factory(brokers=3, etcd_members=1, **settings)`` returns a sta
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ from tests.broker_fixture import BrokerProcess, free_port
 LEASE_TTL_MS = 2000
 REPLICA_LAG_TIME_MS = 1500
 TIMEOUT_S = 10.0
+#: LOGSTORE_TEST_BROKER_LOG=debug shows the brokers' debug logs in their log files.
+LOG_LEVEL = f'log_level = "{os.environ.get("LOGSTORE_TEST_BROKER_LOG", "info")}"\n'
 
 
 class ClusterBroker(BrokerProcess):
@@ -133,7 +136,7 @@ def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[...,
         values = {"lease_ttl_ms": LEASE_TTL_MS, "replica_lag_time_ms": REPLICA_LAG_TIME_MS, **settings}
         index = len(started)
         config = tmp_path / f"cluster{index}.toml"
-        config.write_text("[cluster_settings]\n" + "".join(
+        config.write_text(LOG_LEVEL + "[cluster_settings]\n" + "".join(
             f"{k} = {v!r}\n" if isinstance(v, str) else f"{k} = {v}\n" for k, v in values.items()
         ))
         members = []
