@@ -43,7 +43,7 @@ class EtcdClient:
     ``endpoints``: ``"h1:p1,h2:p2"`` (an ``etcd://`` prefix is accepted) or a list of ``host:port``.
     ``timeout_s``: default budget of one call, failover included (each method takes
     ``timeout_s=`` to override it). ``attempt_timeout_s``: the most one endpoint may take
-    (default ``timeout_s`` / number of endpoints). Creating it connects nothing.
+    (default: the call's timeout / number of endpoints). Creating it connects nothing.
     """
 
     def __init__(
