@@ -10,7 +10,7 @@ Each member has its own data directory under the test's tmp_path and test-speed 
 Every member still running at teardown is SIGKILLed and its data directory removed, also when
 the test failed. An ``EtcdCluster`` has ``endpoints`` ("h:p,h:p,h:p", for ``EtcdClient``),
 ``members[i]`` with ``stop()`` (SIGTERM), ``kill()`` (SIGKILL), ``pause()``/``resume()``
-(SIGSTOP/SIGCONT) and ``start()`` again on the same data directory, and ``leader_index()``: the
+(SIGSTOP/SIGCONT), ``start()`` again on the same data directory and ``restart()``, and ``leader_index()``: the
 member raft elected, by each member's Maintenance Status.
 """
 
@@ -106,6 +106,12 @@ class EtcdMember:
             self._signal(signal.SIGKILL)
             self.process.wait()
         self.process = None
+
+    def restart(self) -> EtcdMember:
+        """SIGTERM, then start again on the same data directory and ports; does not wait (use
+        ``EtcdCluster.wait_healthy`` once enough members run for a quorum)."""
+        self.stop()
+        return self.start()
 
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)

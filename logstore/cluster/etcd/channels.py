@@ -3,9 +3,9 @@
 ``ChannelPool.unary`` sends one request to the current endpoint; on UNAVAILABLE or
 DEADLINE_EXCEEDED (member down, cut off, without a raft leader, or too slow) it moves to the
 next endpoint and tries again, pass after pass with a short backoff, until the call's
-``timeout_s`` is spent; then it raises ``EtcdUnavailableError``. Each attempt gets
-``attempt_timeout_s`` (default: ``timeout_s`` / number of endpoints), so one stopped member cannot
-eat the whole budget. Any other error is raised at once as ``EtcdError``.
+``timeout_s`` is spent; then it raises ``EtcdUnavailableError``. Each attempt gets at most
+``attempt_timeout_s`` (default: the call's ``timeout_s`` / number of endpoints), so one stopped
+member cannot eat the whole budget. Any other error is raised at once as ``EtcdError``.
 
 Every call carries etcd's "require leader" metadata: a member that has lost its raft leader
 answers UNAVAILABLE at once instead of waiting, and cancels streams it serves.
@@ -96,7 +96,7 @@ class ChannelPool:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
         self.endpoints = parse_endpoints(endpoints)
         self.timeout_s = timeout_s
-        self.attempt_timeout_s = attempt_timeout_s or timeout_s / len(self.endpoints)
+        self.attempt_timeout_s = attempt_timeout_s
         self.clock = clock
         self._current = 0
         self._stubs: dict[str, Stubs] = {}
@@ -132,6 +132,7 @@ class ChannelPool:
         """``method(stubs)(request)`` with failover (see the module doc). With ``endpoint``: that
         endpoint only, still retried until the timeout."""
         budget_s = timeout_s or self.timeout_s
+        attempt_s = self.attempt_timeout_s or budget_s / len(self.endpoints)
         deadline = self.clock() + budget_s
         failures: dict[str, str] = {}
         backoff_s = BACKOFF_FIRST_S
@@ -144,7 +145,7 @@ class ChannelPool:
                 try:
                     return await method(self.stubs(target))(
                         request,
-                        timeout=min(remaining_s, self.attempt_timeout_s),
+                        timeout=min(remaining_s, attempt_s),
                         metadata=REQUIRE_LEADER,
                     )
                 except grpc.aio.AioRpcError as error:

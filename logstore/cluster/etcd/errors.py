@@ -1,15 +1,17 @@
 """The errors of the etcd client, each carrying the fields a caller acts on.
 
 They are ``LogstoreError`` subclasses with a stable ``reason``, so the server edge maps them in its
-one table (``logstore.server.errors``): ``EtcdUnavailableError`` to gRPC UNAVAILABLE. ``translate``
-turns a gRPC error from etcd into one of them, once, at the client's boundary.
+one table (``logstore.server.errors``): ``EtcdUnavailableError`` is an ``UnavailableError``, so it
+leaves as gRPC UNAVAILABLE with reason ETCD_UNAVAILABLE; the others need rows there when a
+server path can raise them. ``translate`` turns a gRPC error from etcd into one of them, once, at
+the client's boundary.
 """
 
 from __future__ import annotations
 
 import grpc
 
-from logstore.errors import LogstoreError
+from logstore.errors import LogstoreError, UnavailableError
 
 #: gRPC codes after which the client tries the next endpoint: the member is down, cut off, has no
 #: raft leader ("etcdserver: no leader"), or did not answer in time.
@@ -29,9 +31,10 @@ class EtcdError(LogstoreError):
         self.endpoint = endpoint
 
 
-class EtcdUnavailableError(EtcdError):
+class EtcdUnavailableError(EtcdError, UnavailableError):
     """No endpoint answered within the call's timeout (all down, or etcd has lost its quorum).
 
+    An ``UnavailableError`` too, so the server's table already maps it to gRPC UNAVAILABLE.
     ``endpoints`` is every endpoint tried; the message ends with the last error of each. A write
     that ended with this error may still have been applied: make writes idempotent (guarded
     transactions) and retry them.

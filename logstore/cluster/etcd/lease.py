@@ -8,9 +8,15 @@ with a short backoff. It gives up, and calls ``on_lost`` exactly once, when:
 - etcd answers that the lease is gone (TTL <= 0: it expired or was revoked), or
 - no renewal was answered before the lease's expiry time passed (etcd may have expired it).
 
+``confirmed_lost`` tells the two apart: True when etcd said the lease is gone; False when it
+could not be renewed in time, e.g. while etcd has no quorum (etcd then does not expire leases
+either, and extends them all when a new raft leader is elected, so the lease may well survive).
+
 ``on_lost`` runs in the task, with no argument; it may be a coroutine function (an exception
-it raises is logged, not raised). ``lost_reason`` then says why. ``stop()`` never calls it. The first renewal is sent at once, so start keeping a lease alive right after
-granting it: the initial expiry estimate is "now + ttl_s".
+it raises is logged, not raised). ``lost_reason`` then says why. ``stop()`` never calls it.
+
+The first renewal is sent at once, so start keeping a lease alive right after granting it: the
+initial expiry estimate is "now + ttl_s".
 
 Not thread-safe: create and stop it on the event loop it runs on.
 """
@@ -50,6 +56,7 @@ class KeepAlive:
         self._clock = pool.clock
         self._expires_at = self._clock() + ttl_s
         self.lost_reason: str | None = None
+        self.confirmed_lost = False
         self.renewals = 0
         self._stopped = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
@@ -113,6 +120,7 @@ class KeepAlive:
             if answer is grpc.aio.EOF:
                 raise _Restart(f"{endpoint} ended the keepalive stream")
             if answer.ttl_s <= 0:
+                self.confirmed_lost = not self._stopped.is_set()
                 await self._lose("etcd says the lease expired or does not exist")
                 return
             self._expires_at = sent_at + answer.ttl_s
