@@ -30,6 +30,11 @@ TIMEOUT_S = 10.0
 LOG_LEVEL = f'log_level = "{os.environ.get("LOGSTORE_TEST_BROKER_LOG", "info")}"\n'
 
 
+def etcd_alias(broker_id: int) -> str:
+    """The loopback address broker ``broker_id`` reaches etcd at."""
+    return f"127.0.0.{30 + broker_id}"
+
+
 class ClusterBroker(BrokerProcess):
     def __init__(self, data_dir: Path, host: str, broker_id: int, args: list[str], config: Path) -> None:
         super().__init__(data_dir, args=args, config=config)
@@ -132,7 +137,9 @@ def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[...,
     started: list[LogstoreCluster] = []
 
     def factory(brokers: int = 3, etcd_members: int = 1, **settings: Any) -> LogstoreCluster:
-        etcd = etcd_factory(size=etcd_members)
+        # broker i reaches etcd at 127.0.0.(30+i) and listens at 127.0.0.(10+i): nftables rules
+        # on those two addresses cut one broker off from everything
+        etcd = etcd_factory(size=etcd_members, client_aliases=[etcd_alias(b) for b in range(1, brokers + 1)])
         values = {"lease_ttl_ms": LEASE_TTL_MS, "replica_lag_time_ms": REPLICA_LAG_TIME_MS, **settings}
         index = len(started)
         config = tmp_path / f"cluster{index}.toml"
@@ -144,7 +151,7 @@ def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[...,
             host = f"127.0.0.{10 + broker_id}"
             member = ClusterBroker(
                 tmp_path / f"c{index}-broker{broker_id}", host, broker_id,
-                ["--cluster", f"etcd://{etcd.endpoints}", "--broker-id", str(broker_id),
+                ["--cluster", f"etcd://{etcd.endpoints_via(etcd_alias(broker_id))}", "--broker-id", str(broker_id),
                  "--cluster-name", f"test{index}"],
                 config,
             )

@@ -23,7 +23,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,9 @@ class EtcdMember:
         self.peer_port = free_port()
         self.log_path = data_dir.parent / f"{name}.log"
         self.initial_cluster = ""
+        #: More loopback addresses the client API also listens on (one per broker in cluster
+        #: tests, so that one broker's etcd traffic can be cut with nftables).
+        self.client_aliases: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,11 +61,12 @@ class EtcdMember:
 
     def command(self) -> list[str]:
         client_url = f"http://{self.address}"
+        listen = ",".join([client_url] + [f"http://{h}:{self.client_port}" for h in self.client_aliases])
         return [
             "etcd",
             "--name", self.name,
             "--data-dir", str(self.data_dir),
-            "--listen-client-urls", client_url,
+            "--listen-client-urls", listen,
             "--advertise-client-urls", client_url,
             "--listen-peer-urls", self.peer_url,
             "--initial-advertise-peer-urls", self.peer_url,
@@ -160,6 +164,10 @@ class EtcdCluster:
         """Every member's client address, comma-separated: ``EtcdClient(cluster.endpoints)``."""
         return ",".join(member.address for member in self.members)
 
+    def endpoints_via(self, alias: str) -> str:
+        """The same members at one of their client aliases."""
+        return ",".join(f"{alias}:{member.client_port}" for member in self.members)
+
     def start(self) -> EtcdCluster:
         for member in self.members:
             member.start()
@@ -206,8 +214,10 @@ class EtcdCluster:
 def etcd_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
     started: list[EtcdCluster] = []
 
-    def factory(size: int = 1, host: str = "127.0.0.1") -> EtcdCluster:
+    def factory(size: int = 1, host: str = "127.0.0.1", client_aliases: Sequence[str] = ()) -> EtcdCluster:
         cluster = EtcdCluster(tmp_path / f"etcd{len(started)}", size, host)
+        for member in cluster.members:
+            member.client_aliases = list(client_aliases)
         started.append(cluster)
         return cluster.start()
 
