@@ -389,14 +389,16 @@ class PartitionLog:
                 yield header, view[header.position : header.position + header.batch_length]
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
-        """The first offset whose timestamp is >= ``timestamp``; None if every record is older."""
+        """The first offset at or past log start whose timestamp is >= ``timestamp``; None if
+        every such record is older. Records below log start are never an answer, even when log
+        start lies inside a batch: the search starts there."""
         start = self.log_start_offset
         for segment in self._segments:
             if segment.next_offset <= start or segment.max_timestamp < timestamp:
                 continue
-            found = segment.find_timestamp(timestamp)
+            found = segment.find_timestamp(timestamp, min_offset=start)
             if found is not None:
-                return max(found, start)
+                return found
         return None
 
     # -- truncation and deletion ------------------------------------------------------------------
