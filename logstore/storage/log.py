@@ -269,7 +269,7 @@ class PartitionLog:
             if group:
                 if not self.active_segment.can_hold(
                     offset, sum(b.length for b in group), self.config.segment_bytes
-                ) or self._too_old():
+                ) or self._too_old(max_timestamp):
                     self._roll(first_offset)
                 self.active_segment.append(group)
             self.log_end_offset = offset
@@ -280,9 +280,18 @@ class PartitionLog:
             listener(self)
         return result
 
-    def _too_old(self) -> bool:
+    def _too_old(self, incoming_max_timestamp: int) -> bool:
+        """Kafka's segment_ms rule: roll when the appended records' newest timestamp is more than
+        segment_ms past the active segment's first batch timestamp (record time, kept in the
+        .log, so a reopen does not restart the age). A first batch without a timestamp (< 0)
+        falls back to the clock since the segment was created or opened."""
         active = self.active_segment
-        return active.size > 0 and self.clock.now_ms() - active.created_ms > self.config.segment_ms
+        if not active.size:
+            return False
+        first_ms = active.first_batch_timestamp
+        if first_ms >= 0:
+            return incoming_max_timestamp - first_ms > self.config.segment_ms
+        return self.clock.now_ms() - active.created_ms > self.config.segment_ms
 
     def roll(self) -> None:
         """Seal the active segment and start a new one at the log end (if it holds anything)."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from logstore.errors import CorruptBatchError, DiskFullError, LogClosedError, StorageError
 from logstore.records import decode_columns, validate_batch
-from logstore.records.layout import HEADER_SIZE
+from logstore.records.layout import HEADER_SIZE, MAX_TIMESTAMP_POSITION
 from logstore.storage.index_file import CorruptIndexError
 from logstore.storage.offset_index import MAX_RELATIVE_OFFSET, OffsetIndex
 from logstore.storage.time_index import TimeIndex
@@ -51,6 +51,7 @@ SCAN_STRUCT = struct.Struct("<qi12xi12xq")
 assert SCAN_STRUCT.size <= HEADER_SIZE
 #: batch_length and last_offset_delta, read from a batch's position + 8.
 _LENGTH_AND_DELTA = struct.Struct("<i12xi")
+_TIMESTAMP = struct.Struct("<q")
 
 _IOV_MAX = 1024
 
@@ -132,8 +133,8 @@ class LogSegment:
         self.next_offset = base_offset
         #: Largest record timestamp in the segment (-1 when empty).
         self.max_timestamp = -1
-        #: When this segment was created or opened, by the log's clock (for segment_ms). Record
-        #: timestamps are the producers' and may be anything, so they do not drive rolling.
+        #: When this segment was created or opened, by the log's clock: segment_ms counts from it
+        #: only while the first batch has no timestamp (see ``first_batch_timestamp``).
         self.created_ms = created_ms
         self._bytes_since_index_entry = 0
         self._last_batch_offset = base_offset
@@ -350,6 +351,15 @@ class LogSegment:
             self._bytes_since_index_entry = 0
         self._bytes_since_index_entry += length
         self._last_batch_offset = base_offset
+
+    @property
+    def first_batch_timestamp(self) -> int:
+        """The max timestamp of the first batch (-1 when empty): segment_ms counts from it, as
+        in Kafka, so a segment's age survives a reopen (it lives in the .log, not in memory)."""
+        if self.published[0] < HEADER_SIZE:
+            return -1
+        (timestamp,) = _TIMESTAMP.unpack_from(self._map_file(HEADER_SIZE), MAX_TIMESTAMP_POSITION)
+        return int(timestamp)
 
     # -- reading ----------------------------------------------------------------------------------
 

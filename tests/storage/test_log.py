@@ -101,15 +101,41 @@ def test_the_active_segment_rolls_when_full(open_log, log_dir):
     assert file_name(segments[1].base_offset, ".log") in names
 
 
-def test_the_active_segment_rolls_when_old(open_log, clock):
+def test_the_active_segment_rolls_when_a_record_is_segment_ms_past_its_first_batch(open_log):
     partition_log = open_log(LogConfig(segment_ms=1000))
-    fill(partition_log, 2)
-    clock.advance(999)
-    fill(partition_log, 1)
+    for ms in (0, 500, 1000):  # 1000 ms past the first batch: not more than segment_ms
+        partition_log.append(batch(b"x", timestamp=T0 + ms))
     assert len(partition_log.segments) == 1
-    clock.advance(2)
-    partition_log.append(batch(b"late"))
+    partition_log.append(batch(b"late", timestamp=T0 + 1001))
     assert [s.base_offset for s in partition_log.segments] == [0, 3]
+
+
+def test_segment_age_survives_a_reopen(open_log, clock):
+    """Age is record time from the first batch, which lives in the .log: neither a reopen nor
+    the clock alone restarts or advances it."""
+    config = LogConfig(segment_ms=1000)
+    partition_log = open_log(config)
+    partition_log.append(batch(b"first", timestamp=T0))
+    partition_log.close()
+    clock.advance(10 * 24 * 3600 * 1000)
+    partition_log = open_log(config)
+    partition_log.append(batch(b"same second", timestamp=T0 + 999))
+    assert len(partition_log.segments) == 1
+    partition_log.close()
+    partition_log = open_log(config)
+    partition_log.append(batch(b"past it", timestamp=T0 + 1001))
+    assert [s.base_offset for s in partition_log.segments] == [0, 2]
+
+
+def test_a_first_batch_without_a_timestamp_ages_by_the_clock(open_log, clock):
+    partition_log = open_log(LogConfig(segment_ms=1000))
+    partition_log.append(batch(b"no time", timestamp=-1))
+    clock.advance(1000)
+    partition_log.append(batch(b"x", timestamp=-1))
+    assert len(partition_log.segments) == 1
+    clock.advance(1)
+    partition_log.append(batch(b"y", timestamp=-1))
+    assert [s.base_offset for s in partition_log.segments] == [0, 2]
 
 
 def test_a_batch_larger_than_a_segment_gets_a_segment_of_its_own(open_log):
