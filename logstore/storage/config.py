@@ -31,7 +31,8 @@ DAY_MS = 24 * 3600 * 1000
 class LogConfig:
     #: Roll the active segment when it would grow past this many bytes.
     segment_bytes: int = 1 << 30
-    #: Roll the active segment when its first record is older than this (milliseconds).
+    #: Roll the active segment when an append's newest record timestamp is more than this past
+    #: the segment's first batch timestamp (milliseconds of record time, as Kafka does).
     segment_ms: int = 7 * DAY_MS
     #: Bytes preallocated for each segment's offset index (and time index); full index = roll.
     segment_index_bytes: int = 10 << 20

@@ -331,7 +331,7 @@ class PartitionLog:
         if group:
             if not self.active_segment.can_hold(
                 end_offset, sum(b.length for b in group), self.config.segment_bytes
-            ) or self._too_old():
+            ) or self._too_old(max(batch.max_timestamp for batch in group)):
                 self._roll(first_offset)
             self.active_segment.append(group)
         self.log_end_offset = end_offset
@@ -346,9 +346,18 @@ class PartitionLog:
             listener(self)
         return result
 
-    def _too_old(self) -> bool:
+    def _too_old(self, incoming_max_timestamp: int) -> bool:
+        """Kafka's segment_ms rule: roll when the appended records' newest timestamp is more than
+        segment_ms past the active segment's first batch timestamp (record time, kept in the
+        .log, so a reopen does not restart the age). A first batch without a timestamp (< 0)
+        falls back to the clock since the segment was created or opened."""
         active = self.active_segment
-        return active.size > 0 and self.clock.now_ms() - active.created_ms > self.config.segment_ms
+        if not active.size:
+            return False
+        first_ms = active.first_batch_timestamp
+        if first_ms >= 0:
+            return incoming_max_timestamp - first_ms > self.config.segment_ms
+        return self.clock.now_ms() - active.created_ms > self.config.segment_ms
 
     def roll(self) -> None:
         """Seal the active segment and start a new one at the log end (if it holds anything)."""
@@ -455,14 +464,16 @@ class PartitionLog:
                 yield header, view[header.position : header.position + header.batch_length]
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
-        """The first offset whose timestamp is >= ``timestamp``; None if every record is older."""
+        """The first offset at or past log start whose timestamp is >= ``timestamp``; None if
+        every such record is older. Records below log start are never an answer, even when log
+        start lies inside a batch: the search starts there."""
         start = self.log_start_offset
         for segment in self._segments:
             if segment.next_offset <= start or segment.max_timestamp < timestamp:
                 continue
-            found = segment.find_timestamp(timestamp)
+            found = segment.find_timestamp(timestamp, min_offset=start)
             if found is not None:
-                return max(found, start)
+                return found
         return None
 
     # -- truncation and deletion ------------------------------------------------------------------

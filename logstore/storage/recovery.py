@@ -6,7 +6,9 @@ In order:
    files are removed; a ``*.swap`` segment (a compacted segment that was completely written) is
    put in place of the segments it replaces, which its ``.swap.json`` sidecar names.
 2. After a clean shutdown every segment is loaded: its indexes are sanity-checked, never trusted
-   over the log — a missing or corrupt index is rebuilt from the log.
+   over the log — a missing or corrupt index, or one naming a batch past the last whole batch of
+   the ``.log`` (a tail lost at a batch boundary after the close), is rebuilt from the log, and
+   the segment's max timestamp comes from what the log holds.
 3. After an unclean stop, every segment from the one holding the recovery point onward is
    recovered: each batch's length and crc32c are checked, the indexes are rebuilt, and the first
    invalid batch and everything after it — the rest of that segment and all later segments — is

@@ -28,7 +28,7 @@ import numpy as np
 
 from logstore.errors import CorruptBatchError, DiskFullError, LogClosedError, StorageError
 from logstore.records import decode_columns, validate_batch
-from logstore.records.layout import HEADER_SIZE
+from logstore.records.layout import HEADER_SIZE, MAX_TIMESTAMP_POSITION
 from logstore.storage.index_file import CorruptIndexError
 from logstore.storage.offset_index import MAX_RELATIVE_OFFSET, OffsetIndex
 from logstore.storage.time_index import TimeIndex
@@ -51,6 +51,7 @@ SCAN_STRUCT = struct.Struct("<qi12xi12xq")
 assert SCAN_STRUCT.size <= HEADER_SIZE
 #: batch_length and last_offset_delta, read from a batch's position + 8.
 _LENGTH_AND_DELTA = struct.Struct("<i12xi")
+_TIMESTAMP = struct.Struct("<q")
 
 _IOV_MAX = 1024
 
@@ -132,8 +133,8 @@ class LogSegment:
         self.next_offset = base_offset
         #: Largest record timestamp in the segment (-1 when empty).
         self.max_timestamp = -1
-        #: When this segment was created or opened, by the log's clock (for segment_ms). Record
-        #: timestamps are the producers' and may be anything, so they do not drive rolling.
+        #: When this segment was created or opened, by the log's clock: segment_ms counts from it
+        #: only while the first batch has no timestamp (see ``first_batch_timestamp``).
         self.created_ms = created_ms
         self._bytes_since_index_entry = 0
         self._last_batch_offset = base_offset
@@ -148,11 +149,21 @@ class LogSegment:
     # -- opening ----------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Open cleanly: trust the indexes after a sanity check, find the end from the tail."""
+        """Open cleanly: sanity-check the indexes, then find the end from the log's tail.
+
+        The indexes are derived data and are checked against the log, never trusted over it: the
+        tail is walked from the last offset-index entry, and an index naming a batch the ``.log``
+        no longer holds (its tail was lost at a batch boundary after the close: a copy, a
+        restore, a disk that lied) is a CorruptIndexError, so the caller rebuilds both indexes
+        from the log. The max timestamp is the time index's last entry, checked against the batch
+        it names, raised by every batch of the tail.
+        """
         self.index.sanity_check(self.size)
         self.time_index.sanity_check(self.size)
         offset, position = self.index.last_entry
+        time_offset = self.time_index.last_offset
         self.max_timestamp = self.time_index.last_timestamp
+        time_batch: ScanEntry | None = None
         last: ScanEntry | None = None
         for entry in self.scan(position):
             if last is None and self.index.entries and entry.base_offset != offset:
@@ -161,21 +172,57 @@ class LogSegment:
                     f"position {position}, which starts at {entry.base_offset}",
                     path=str(self.index.path),
                 )
+            if entry.base_offset == time_offset:
+                time_batch = entry
             last = entry
             self.max_timestamp = max(self.max_timestamp, entry.max_timestamp)
-        if last is None and self.size:
-            raise CorruptIndexError(
-                f"offset index {self.index.path} does not point at a batch", path=str(self.index.path)
-            )
-        if last is not None:
+        if last is None:
+            if self.size:
+                raise CorruptIndexError(
+                    f"offset index {self.index.path} does not point at a batch",
+                    path=str(self.index.path),
+                )
+            if self.index.entries or self.time_index.entries:
+                raise CorruptIndexError(
+                    f"the indexes of {self.log_path} name batches, but it holds none",
+                    path=str(self.index.path),
+                )
+        else:
             if last.position + last.length != self.size:
                 raise CorruptIndexError(
                     f"batches of {self.log_path} do not end at its size", path=str(self.index.path)
                 )
+            self._check_time_index_tail(time_offset, offset, time_batch, last)
             self.next_offset = last.last_offset + 1
             self._last_batch_offset = last.base_offset
             self._bytes_since_index_entry = self.size - position
         self.published = (self.size, self.next_offset)
+
+    def _check_time_index_tail(
+        self, time_offset: int, index_offset: int, time_batch: ScanEntry | None, last: ScanEntry
+    ) -> None:
+        """Raise CorruptIndexError unless the time index's last entry names a batch of the log.
+
+        An entry past the last batch describes batches that are gone; an entry inside the walked
+        tail must name a batch start and carry at least that batch's max timestamp.
+        """
+        if not self.time_index.entries:
+            return
+        path = str(self.time_index.path)
+        if time_offset > last.base_offset:
+            raise CorruptIndexError(
+                f"time index {path} names offset {time_offset}, past the last batch of "
+                f"{self.log_path} (at offset {last.base_offset})",
+                path=path,
+            )
+        if time_offset >= index_offset and (
+            time_batch is None or time_batch.max_timestamp > self.time_index.last_timestamp
+        ):
+            raise CorruptIndexError(
+                f"time index {path} names offset {time_offset} with timestamp "
+                f"{self.time_index.last_timestamp}, which no batch of {self.log_path} matches",
+                path=path,
+            )
 
     def recover(self) -> RecoveryResult:
         """Check every batch's length and crc32c, rebuild both indexes, cut the first bad batch.
@@ -305,6 +352,15 @@ class LogSegment:
         self._bytes_since_index_entry += length
         self._last_batch_offset = base_offset
 
+    @property
+    def first_batch_timestamp(self) -> int:
+        """The max timestamp of the first batch (-1 when empty): segment_ms counts from it, as
+        in Kafka, so a segment's age survives a reopen (it lives in the .log, not in memory)."""
+        if self.published[0] < HEADER_SIZE:
+            return -1
+        (timestamp,) = _TIMESTAMP.unpack_from(self._map_file(HEADER_SIZE), MAX_TIMESTAMP_POSITION)
+        return int(timestamp)
+
     # -- reading ----------------------------------------------------------------------------------
 
     def _map_file(self, end: int) -> mmap.mmap:
@@ -394,11 +450,17 @@ class LogSegment:
                 next_offset = entry.last_offset + 1
         return self.view(position, stop), next_offset
 
-    def find_timestamp(self, timestamp: int) -> int | None:
-        """The first offset whose record timestamp is >= ``timestamp``; None if none here."""
+    def find_timestamp(self, timestamp: int, min_offset: int = 0) -> int | None:
+        """The first offset >= ``min_offset`` whose record timestamp is >= ``timestamp``; None if
+        no record here is both.
+
+        Records below ``min_offset`` (the log start, which may lie inside a batch) are skipped by
+        the search, never answered: timestamps need not grow inside a batch, so the first match
+        past ``min_offset`` can be anywhere in the rest of the segment.
+        """
         if self.max_timestamp < timestamp:
             return None
-        start_offset = self.time_index.lookup(timestamp)
+        start_offset = max(self.time_index.lookup(timestamp), min_offset)
         position = self.translate(start_offset)
         if position is None:
             return None
@@ -407,7 +469,7 @@ class LogSegment:
                 continue
             columns = decode_columns(self.view(entry.position, entry.position + entry.length),
                                      skip_control=False)
-            hits = np.flatnonzero(columns.timestamps >= timestamp)
+            hits = np.flatnonzero((columns.timestamps >= timestamp) & (columns.offsets >= min_offset))
             if len(hits):
                 return int(columns.offsets[hits[0]])
         return None

@@ -38,6 +38,11 @@ class TimeIndex(IndexFile):
     def last_timestamp(self) -> int:
         return self._timestamps[self.entries - 1] if self.entries else -1
 
+    @property
+    def last_offset(self) -> int:
+        """The offset the last entry names (the base offset when there is none)."""
+        return self.base_offset + self._relative_offsets[self.entries - 1] if self.entries else self.base_offset
+
     def maybe_append(self, timestamp: int, offset: int) -> None:
         """Add (timestamp, offset) if the timestamp grew and the offset moved forward.
 

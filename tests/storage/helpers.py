@@ -48,3 +48,12 @@ def read_all(partition_log: PartitionLog, start: int | None = None) -> list[tupl
         out += [(r.offset, r.value) for r in records]
         offset = records[-1].offset + 1
     return out
+
+
+def fill(partition_log, count: int, records: int = 1, size: int = 100, step_ms: int = 10):
+    """Append ``count`` batches; batch i's records have timestamp T0 + step_ms * i."""
+    results = []
+    for i in range(count):
+        data = value_batch(i, size=size, records=records, timestamp=T0 + step_ms * i)
+        results.append(partition_log.append(data))
+    return results

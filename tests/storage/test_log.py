@@ -11,8 +11,6 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from logstore.errors import (
     BatchTooLargeError,
@@ -28,16 +26,7 @@ from logstore.storage.log import CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE
 from logstore.storage.segment import file_name
 
 from ..conftest import TINY
-from .helpers import T0, batch, read_all, value_batch
-
-
-def fill(partition_log, count: int, records: int = 1, size: int = 100, step_ms: int = 10):
-    """Append ``count`` batches; batch i's records have timestamp T0 + step_ms * i."""
-    results = []
-    for i in range(count):
-        data = value_batch(i, size=size, records=records, timestamp=T0 + step_ms * i)
-        results.append(partition_log.append(data))
-    return results
+from .helpers import T0, batch, fill, read_all, value_batch
 
 
 def expected(count: int, records: int = 1, size: int = 100) -> list[tuple[int, bytes]]:
@@ -112,15 +101,41 @@ def test_the_active_segment_rolls_when_full(open_log, log_dir):
     assert file_name(segments[1].base_offset, ".log") in names
 
 
-def test_the_active_segment_rolls_when_old(open_log, clock):
+def test_the_active_segment_rolls_when_a_record_is_segment_ms_past_its_first_batch(open_log):
     partition_log = open_log(LogConfig(segment_ms=1000))
-    fill(partition_log, 2)
-    clock.advance(999)
-    fill(partition_log, 1)
+    for ms in (0, 500, 1000):  # 1000 ms past the first batch: not more than segment_ms
+        partition_log.append(batch(b"x", timestamp=T0 + ms))
     assert len(partition_log.segments) == 1
-    clock.advance(2)
-    partition_log.append(batch(b"late"))
+    partition_log.append(batch(b"late", timestamp=T0 + 1001))
     assert [s.base_offset for s in partition_log.segments] == [0, 3]
+
+
+def test_segment_age_survives_a_reopen(open_log, clock):
+    """Age is record time from the first batch, which lives in the .log: neither a reopen nor
+    the clock alone restarts or advances it."""
+    config = LogConfig(segment_ms=1000)
+    partition_log = open_log(config)
+    partition_log.append(batch(b"first", timestamp=T0))
+    partition_log.close()
+    clock.advance(10 * 24 * 3600 * 1000)
+    partition_log = open_log(config)
+    partition_log.append(batch(b"same second", timestamp=T0 + 999))
+    assert len(partition_log.segments) == 1
+    partition_log.close()
+    partition_log = open_log(config)
+    partition_log.append(batch(b"past it", timestamp=T0 + 1001))
+    assert [s.base_offset for s in partition_log.segments] == [0, 2]
+
+
+def test_a_first_batch_without_a_timestamp_ages_by_the_clock(open_log, clock):
+    partition_log = open_log(LogConfig(segment_ms=1000))
+    partition_log.append(batch(b"no time", timestamp=-1))
+    clock.advance(1000)
+    partition_log.append(batch(b"x", timestamp=-1))
+    assert len(partition_log.segments) == 1
+    clock.advance(1)
+    partition_log.append(batch(b"y", timestamp=-1))
+    assert [s.base_offset for s in partition_log.segments] == [0, 2]
 
 
 def test_a_batch_larger_than_a_segment_gets_a_segment_of_its_own(open_log):
@@ -254,34 +269,6 @@ def test_read_with_max_offset_stops_before_the_batch_holding_it(open_log):
     data = partition_log.read(0, max_offset=5).data
     assert [r.offset for r in decode_records(data)] == [0, 1, 2, 3]
     assert len(partition_log.read(6, max_offset=6).data) == 0
-
-
-def test_offset_for_timestamp_finds_the_first_record_at_or_after_it(open_log):
-    partition_log = open_log()
-    fill(partition_log, 60, step_ms=10)  # offset i has timestamp T0 + 10 i, over several segments
-    assert len(partition_log.segments) >= 3
-    assert partition_log.offset_for_timestamp(0) == 0
-    assert partition_log.offset_for_timestamp(T0) == 0
-    for offset in (1, 17, 25, 44, 59):
-        assert partition_log.offset_for_timestamp(T0 + 10 * offset) == offset
-        assert partition_log.offset_for_timestamp(T0 + 10 * offset - 5) == offset
-    assert partition_log.offset_for_timestamp(T0 + 591) is None
-
-
-def test_offset_for_timestamp_never_answers_below_log_start(open_log):
-    partition_log = open_log()
-    fill(partition_log, 10)
-    partition_log.delete_records_before(5)
-    assert partition_log.offset_for_timestamp(T0) == 5
-    assert partition_log.offset_for_timestamp(T0 + 70) == 7
-
-
-def test_offset_for_timestamp_after_reopen(open_log):
-    partition_log = open_log()
-    fill(partition_log, 60)
-    partition_log.close()
-    reopened = open_log()
-    assert reopened.offset_for_timestamp(T0 + 333) == 34
 
 
 # -- indexes are rebuilt, never trusted ---------------------------------------------------------------
@@ -657,41 +644,6 @@ def test_truncate_to_inside_the_batch_holding_log_start_leaves_an_empty_log_at_l
     partition_log.close()
     reopened = open_log()
     assert (reopened.log_start_offset, reopened.log_end_offset) == (4, 5)
-
-
-@settings(max_examples=40, deadline=None)
-@example(  # a full time index, then the segment's newest record, then more offset-index entries
-    appends=[[[0], [1], [2], [3], [4], [5], [50], [6], [7]], [[0]]], reopen=True, lookups=[20],
-)
-@given(
-    appends=st.lists(
-        st.lists(st.lists(st.integers(-50, 50), min_size=1, max_size=3), min_size=1, max_size=12),
-        min_size=1, max_size=25,
-    ),
-    reopen=st.booleans(),
-    lookups=st.lists(st.integers(-60, 60), min_size=1, max_size=20),
-)
-def test_offset_for_timestamp_matches_a_brute_force_oracle(tmp_path_factory, appends, reopen, lookups):
-    """Timestamps out of order, several batches per append, indexes small enough to fill."""
-    from logstore.storage import ManualClock, PartitionLog
-
-    config = LogConfig(segment_bytes=4096, index_interval_bytes=0, segment_index_bytes=64)
-    directory = tmp_path_factory.mktemp("times")
-    partition_log = PartitionLog.open(directory, config=config, clock=ManualClock())
-    stamps: list[int] = []
-    for payload in appends:
-        data = b"".join(encode_batch([b"v" * 40] * len(ts), timestamps=[T0 + t for t in ts]) for ts in payload)
-        partition_log.append(data)
-        stamps += [T0 + t for ts in payload for t in ts]
-    if reopen:
-        partition_log.close()
-        partition_log = PartitionLog.open(directory, config=config, clock=ManualClock())
-    try:
-        for t in lookups:
-            want = next((o for o, s in enumerate(stamps) if s >= T0 + t), None)
-            assert partition_log.offset_for_timestamp(T0 + t) == want, t
-    finally:
-        partition_log.close()
 
 
 def test_readers_see_only_whole_batches_while_a_writer_appends_and_rolls(open_log):

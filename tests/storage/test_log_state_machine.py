@@ -1,5 +1,7 @@
-"""A PartitionLog driven by random appends, reads, rolls, reopenings, truncations and crashes
-(with the active .log cut at a random byte), checked after every step against a list model."""
+"""A PartitionLog driven by random appends (timestamps out of order), reads, time lookups, rolls,
+reopenings, truncations, crashes (with the active .log cut at a random byte) and clean closes
+after which the active .log loses its tail at a batch boundary, checked after every step against
+a list model."""
 
 from __future__ import annotations
 
@@ -21,11 +23,13 @@ from .helpers import T0, read_all
 CONFIG = LogConfig(segment_bytes=4096, index_interval_bytes=256, segment_index_bytes=64)
 
 values = st.binary(min_size=0, max_size=300)
-batches = st.lists(st.lists(values, min_size=1, max_size=4), min_size=1, max_size=3)
+records = st.tuples(values, st.integers(-50, 50))  # a value and its timestamp - T0
+batches = st.lists(st.lists(records, min_size=1, max_size=4), min_size=1, max_size=3)
 
 
 class PartitionLogMachine(RuleBasedStateMachine):
-    """Model: the records as (offset, value), every batch as (base_offset, next_offset), log start."""
+    """Model: the records as (offset, value), their timestamps, every batch as (base_offset,
+    next_offset), log start."""
 
     @initialize()
     def open(self) -> None:
@@ -33,6 +37,7 @@ class PartitionLogMachine(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.log = PartitionLog.open(self.directory, config=CONFIG, clock=self.clock)
         self.records: list[tuple[int, bytes]] = []
+        self.timestamps: dict[int, int] = {}
         self.batches: list[tuple[int, int]] = []
         self.start = 0
         self.end = 0
@@ -52,14 +57,18 @@ class PartitionLogMachine(RuleBasedStateMachine):
         self.end = end
 
     @rule(payload=batches)
-    def append(self, payload: list[list[bytes]]) -> None:
-        data = b"".join(encode_batch(vs, timestamps=T0 + self.end) for vs in payload)
+    def append(self, payload: list[list[tuple[bytes, int]]]) -> None:
+        data = b"".join(
+            encode_batch([v for v, _ in batch], timestamps=[T0 + t for _, t in batch]) for batch in payload
+        )
         result = self.log.append(data)
         assert result.base_offset == self.end
-        for vs in payload:
-            self.batches.append((self.end, self.end + len(vs)))
-            self.records += [(self.end + i, v) for i, v in enumerate(vs)]
-            self.end += len(vs)
+        for batch in payload:
+            self.batches.append((self.end, self.end + len(batch)))
+            for i, (value, t) in enumerate(batch):
+                self.records.append((self.end + i, value))
+                self.timestamps[self.end + i] = T0 + t
+            self.end += len(batch)
         assert result.log_end_offset == self.end
 
     @precondition(lambda self: self.end > self.start)
@@ -85,6 +94,13 @@ class PartitionLogMachine(RuleBasedStateMachine):
         else:
             raise AssertionError(f"read({offset}) outside [{self.start}, {self.end}] succeeded")
 
+    @rule(t=st.integers(-55, 55))
+    def offset_for_timestamp(self, t: int) -> None:
+        want = next(
+            (o for o, _ in self.records if o >= self.start and self.timestamps[o] >= T0 + t), None
+        )
+        assert self.log.offset_for_timestamp(T0 + t) == want
+
     @rule()
     def roll(self) -> None:
         self.log.roll()
@@ -105,6 +121,18 @@ class PartitionLogMachine(RuleBasedStateMachine):
         whole = [h.next_offset for h in iter_headers(raw) if h.end_position <= cut]
         recovered_end = whole[-1] if whole else base
         self._keep_below(max(recovered_end, self.start))
+        self._reopen()
+
+    @rule(data=st.data())
+    def close_and_lose_the_active_tail_at_a_batch_boundary(self, data) -> None:
+        """A copy, a restore, a disk that lied: the indexes still name the lost batches."""
+        self.log.close()
+        active = max(self.directory.glob("*.log"))
+        base = int(active.name.split(".")[0])
+        headers = list(iter_headers(active.read_bytes()))
+        keep = data.draw(st.integers(0, len(headers)), label="batches kept")
+        os.truncate(active, headers[keep - 1].end_position if keep else 0)
+        self._keep_below(max(headers[keep - 1].next_offset if keep else base, self.start))
         self._reopen()
 
     @precondition(lambda self: self.end > self.start)

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from logstore.storage import LogConfig, PartitionLog
 from logstore.storage.log import CHECKPOINT_FILE
 from logstore.storage.recovery import open_segments
 from logstore.storage.segment import file_name
+from logstore.storage.time_index import ENTRY_DTYPE as TIME_ENTRY_DTYPE
 
 from ..conftest import TINY
 from .helpers import T0, read_all, value_batch
@@ -232,3 +234,104 @@ def test_compressed_batches_survive_recovery(tmp_path, clock, codec):
     contents = read_all(partition_log)
     partition_log.abandon()
     assert read_all(reopen(tmp_path, clock)) == contents
+
+
+# -- indexes are derived data: after a clean close too, never trusted past the log ---------------
+
+
+def one_record_batches(partition_log: PartitionLog, first_ms: int, count: int) -> list[int]:
+    """Append ``count`` one-record batches at first_ms, first_ms + 1, ...; the .log size after each."""
+    sizes = []
+    for i in range(count):
+        partition_log.append(encode_batch([b"v%d" % i], timestamps=first_ms + i))
+        sizes.append(partition_log.active_segment.size)
+    return sizes
+
+
+def test_a_time_index_naming_batches_a_clean_log_lost_is_rebuilt(tmp_path, clock):
+    """Ten batches at T..T+9, closed cleanly, the .log cut after offset 4 (a batch boundary): the
+    .timeindex still names offset 9. Reopened, it must not be trusted: offset 5 is the first
+    record at T+50 once ten records at T+105.. are appended, before and after more reopens."""
+    config = LogConfig()  # no offset-index entry for small batches: only the time index is stale
+    partition_log = reopen(tmp_path, clock, config)
+    sizes = one_record_batches(partition_log, T0, 10)
+    partition_log.close()
+    os.truncate(tmp_path / file_name(0, ".log"), sizes[4])
+    partition_log = reopen(tmp_path, clock, config)
+    assert partition_log.log_end_offset == 5
+    assert partition_log.active_segment.max_timestamp == T0 + 4  # from the log, not the index
+    assert partition_log.offset_for_timestamp(T0 + 5) is None
+    one_record_batches(partition_log, T0 + 105, 10)
+    assert partition_log.offset_for_timestamp(T0 + 50) == 5
+    for _ in range(2):
+        partition_log.close()
+        partition_log = reopen(tmp_path, clock, config)
+        assert partition_log.offset_for_timestamp(T0 + 50) == 5
+        assert partition_log.offset_for_timestamp(T0 + 4) == 4
+    partition_log.close()
+
+
+def test_an_offset_index_naming_batches_a_clean_log_lost_is_rebuilt(tmp_path, clock):
+    partition_log = reopen(tmp_path, clock)  # TINY: an offset-index entry per batch
+    sizes = one_record_batches(partition_log, T0, 5)
+    partition_log.close()
+    os.truncate(tmp_path / file_name(0, ".log"), sizes[2])
+    partition_log = reopen(tmp_path, clock)
+    assert partition_log.log_end_offset == 3
+    assert partition_log.active_segment.index.last_entry[0] <= 2
+    assert partition_log.append(encode_batch([b"new"], timestamps=T0 + 9)).base_offset == 3
+    assert [offset for offset, _ in read_all(partition_log)] == [0, 1, 2, 3]
+    assert partition_log.offset_for_timestamp(T0 + 3) == 3
+    partition_log.close()
+
+
+#: An offset-index entry per batch, and none at all (the time index then has only its seal entry).
+INDEX_DENSITIES = [TINY, LogConfig(segment_bytes=4096)]
+
+
+@pytest.mark.parametrize("config", INDEX_DENSITIES, ids=["dense", "sparse"])
+def test_a_sealed_segment_cut_at_a_batch_boundary_answers_from_what_it_holds(tmp_path, clock, config):
+    partition_log = reopen(tmp_path, clock, config)
+    one_record_batches(partition_log, T0, 60)
+    first = partition_log.segments[0]
+    assert len(partition_log.segments) >= 2 and first.next_offset >= 3
+    cut_at = first.next_offset - 2  # its last two batches are lost
+    position = first.translate(cut_at)
+    partition_log.close()
+    os.truncate(tmp_path / file_name(0, ".log"), position)
+    partition_log = reopen(tmp_path, clock, config)
+    assert partition_log.segments[0].next_offset == cut_at
+    assert partition_log.segments[0].max_timestamp == T0 + cut_at - 1
+    assert partition_log.offset_for_timestamp(T0 + cut_at - 1) == cut_at - 1
+    assert partition_log.offset_for_timestamp(T0 + cut_at) == cut_at + 2  # the lost ones skipped
+    partition_log.close()
+
+
+@pytest.mark.parametrize("config", INDEX_DENSITIES, ids=["dense", "sparse"])
+def test_indexes_of_an_emptied_clean_log_are_rebuilt(tmp_path, clock, config):
+    partition_log = reopen(tmp_path, clock, config)
+    one_record_batches(partition_log, T0, 3)
+    partition_log.close()
+    os.truncate(tmp_path / file_name(0, ".log"), 0)
+    partition_log = reopen(tmp_path, clock, config)
+    segment = partition_log.active_segment
+    assert (partition_log.log_end_offset, segment.max_timestamp) == (0, -1)
+    assert (segment.index.entries, segment.time_index.entries) == (0, 0)
+    partition_log.append(encode_batch([b"again"], timestamps=T0 + 7))
+    assert partition_log.offset_for_timestamp(T0) == 0
+    partition_log.close()
+
+
+def test_a_time_index_entry_below_its_batch_timestamp_is_rebuilt(tmp_path, clock):
+    """The last entry names batch 9 but claims T+3: a lookup for T+5 would start at 9."""
+    config = LogConfig()
+    partition_log = reopen(tmp_path, clock, config)
+    one_record_batches(partition_log, T0, 10)
+    partition_log.close()
+    (tmp_path / file_name(0, ".timeindex")).write_bytes(
+        np.array([(T0 + 3, 9)], dtype=TIME_ENTRY_DTYPE).tobytes()
+    )
+    partition_log = reopen(tmp_path, clock, config)
+    assert partition_log.offset_for_timestamp(T0 + 5) == 5
+    assert partition_log.active_segment.max_timestamp == T0 + 9
+    partition_log.close()
