@@ -56,12 +56,16 @@ def etcd_healthy(address: str) -> bool:
         return False
 
 
-def port_open(address: str) -> bool:
-    host, _, port = address.rpartition(":")
+def serving(address: str) -> bool:
+    """The broker's gRPC health check says SERVING (it has joined the cluster)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return True
-    except OSError:
+        with grpc.insecure_channel(address) as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
         return False
 
 
@@ -102,7 +106,7 @@ def up(args: argparse.Namespace) -> int:
         state["brokers"].append({"broker_id": broker_id, "address": address, "pid": pid})
         (directory / "cluster.json").write_text(json.dumps(state, indent=2))
     for broker in state["brokers"]:
-        wait(lambda b=broker: port_open(b["address"]), f"broker {broker['broker_id']}")
+        wait(lambda b=broker: serving(b["address"]), f"broker {broker['broker_id']}")
     bootstrap = ",".join(b["address"] for b in state["brokers"])
     print(f"cluster up in {directory}")
     print(f"  etcd:    {endpoints}")

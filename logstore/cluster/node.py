@@ -283,6 +283,8 @@ class ClusterNode:
         """The cluster's metadata for ``names`` (every topic when empty), and the names asked for
         that do not exist (the server answers those with UNKNOWN_TOPIC entries)."""
         metadata = self.metadata
+        if not metadata.loaded.is_set():
+            raise MetadataUnavailableError("this broker is still joining the cluster")
         unknown: list[str] = []
         controller = metadata.controller or (-1, 0)
         response = cluster_pb2.MetadataResponse(

@@ -162,6 +162,7 @@ async def run(config: ServerConfig) -> int:
         from logstore.cluster.node import ClusterNode
 
         cluster = ClusterNode(broker, cluster_config)
+        service.cluster = cluster  # answers UNAVAILABLE until it has joined
         try:
             await cluster.start()
         except Exception as exc:
@@ -170,7 +171,6 @@ async def run(config: ServerConfig) -> int:
             await cluster.stop()
             await broker.close()
             return EXIT_CONFIG
-        service.cluster = cluster
         service.advertised = cluster_config.advertise
         metrics.attach_cluster(cluster)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,46 @@
+"""scripts/cluster (scripts/local_cluster.py): up starts real etcd and brokers, down stops them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from logstore.api.v1 import cluster_pb2, logstore_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "local_cluster.py"), *args],
+        capture_output=True, text=True, timeout=90, cwd=ROOT,
+    )
+
+
+def test_up_starts_a_cluster_and_down_stops_it(tmp_path):
+    directory = tmp_path / "local"
+    started = run("up", "--brokers", "1", "--etcd", "1", "--dir", str(directory))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "cluster up in" in started.stdout
+        state = json.loads((directory / "cluster.json").read_text())
+        (broker,) = state["brokers"]
+        with grpc.insecure_channel(broker["address"]) as channel:
+            stub = logstore_pb2_grpc.LogStoreStub(channel)
+            answer = stub.Metadata(cluster_pb2.MetadataRequest(), timeout=20, wait_for_ready=True)
+        assert answer.clustered and [b.broker_id for b in answer.brokers] == [1]
+        assert "running" in run("status", "--dir", str(directory)).stdout
+    finally:
+        stopped = run("down", "--dir", str(directory))
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (directory / "cluster.json").exists()
+
+
+def test_down_without_a_cluster_says_so(tmp_path):
+    result = run("down", "--dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "no cluster found" in result.stderr
