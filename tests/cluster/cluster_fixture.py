@@ -50,10 +50,25 @@ class ClusterBroker(BrokerProcess):
         return f"{self.host}:{self.metrics_port}"
 
 
+class _Token(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.token}")]
+        return continuation(details._replace(metadata=metadata), request)
+
+
 class LogstoreCluster:
-    def __init__(self, etcd: Any, brokers: list[ClusterBroker]) -> None:
+    def __init__(self, etcd: Any, brokers: list[ClusterBroker], token: str = "") -> None:
         self.etcd = etcd
         self.brokers = brokers
+        #: Sent with every call the helpers below make (clusters started with a security file).
+        self.token = token
+
+    def channel(self, address: str) -> grpc.Channel:
+        channel = grpc.insecure_channel(address)
+        return grpc.intercept_channel(channel, _Token(self.token)) if self.token else channel
 
     @property
     def bootstrap(self) -> str:
@@ -66,14 +81,13 @@ class LogstoreCluster:
         return [b for b in self.brokers if b.running]
 
     def stub(self, broker: ClusterBroker) -> logstore_pb2_grpc.LogStoreStub:
-        channel = grpc.insecure_channel(broker.address)
-        return logstore_pb2_grpc.LogStoreStub(channel)
+        return logstore_pb2_grpc.LogStoreStub(self.channel(broker.address))
 
     def metadata(self, topics: list[str] | None = None, via: ClusterBroker | None = None) -> cluster_pb2.MetadataResponse:
         last: Exception | None = None
         for broker in [via] if via else self.running():
             try:
-                with grpc.insecure_channel(broker.address) as channel:
+                with self.channel(broker.address) as channel:
                     stub = logstore_pb2_grpc.LogStoreStub(channel)
                     return stub.Metadata(cluster_pb2.MetadataRequest(topics=topics or []), timeout=TIMEOUT_S)
             except grpc.RpcError as exc:
@@ -118,7 +132,7 @@ class LogstoreCluster:
         return self.wait_for(isr, timeout_s, f"an ISR of {size} for {topic}/{partition}")
 
     def create_topic(self, name: str, partitions: int = 1, replication_factor: int = 3, **config: str) -> None:
-        with grpc.insecure_channel(self.running()[0].address) as channel:
+        with self.channel(self.running()[0].address) as channel:
             stub = logstore_pb2_grpc.LogStoreStub(channel)
             stub.CreateTopic(
                 admin_pb2.CreateTopicRequest(
@@ -136,7 +150,8 @@ class LogstoreCluster:
 def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..., LogstoreCluster]]:
     started: list[LogstoreCluster] = []
 
-    def factory(brokers: int = 3, etcd_members: int = 1, **settings: Any) -> LogstoreCluster:
+    def factory(brokers: int = 3, etcd_members: int = 1, security_file: Path | None = None,
+                token: str = "", **settings: Any) -> LogstoreCluster:
         # broker i reaches etcd at 127.0.0.(30+i) and listens at 127.0.0.(10+i): nftables rules
         # on those two addresses cut one broker off from everything
         etcd = etcd_factory(size=etcd_members, client_aliases=[etcd_alias(b) for b in range(1, brokers + 1)])
@@ -152,7 +167,8 @@ def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[...,
             member = ClusterBroker(
                 tmp_path / f"c{index}-broker{broker_id}", host, broker_id,
                 ["--cluster", f"etcd://{etcd.endpoints_via(etcd_alias(broker_id))}", "--broker-id", str(broker_id),
-                 "--cluster-name", f"test{index}"],
+                 "--cluster-name", f"test{index}"]
+                + (["--security-file", str(security_file)] if security_file else []),
                 config,
             )
             member.port = free_port()
@@ -161,7 +177,7 @@ def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[...,
             member.start(wait=False)
         for member in members:
             member.wait_ready()
-        cluster = LogstoreCluster(etcd, members)
+        cluster = LogstoreCluster(etcd, members, token)
         started.append(cluster)
         cluster.wait_for(lambda: cluster.metadata().controller_id > 0, what="a controller")
         return cluster

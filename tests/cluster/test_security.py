@@ -1,0 +1,64 @@
+"""Brokers of a secured cluster call each other with a token of their own: a principal with the
+`replica` right on `cluster` copies partitions; a client principal without it cannot fetch as a
+replica."""
+
+from __future__ import annotations
+
+import grpc
+
+from logstore.api.v1 import cluster_pb2
+from logstore.records import encode_batch
+from logstore.server.auth import hash_token
+from tests.server.helpers import failure, produce_request, read_all, unique_topic
+
+from .cluster_fixture import TIMEOUT_S
+
+BROKER_TOKEN = "broker-secret"
+CLIENT_TOKEN = "client-secret"
+
+
+def security_file(path):
+    path.write_text(f"""
+[principals.brokers]
+token_sha256 = "{hash_token(BROKER_TOKEN)}"
+
+[principals.app]
+token_sha256 = "{hash_token(CLIENT_TOKEN)}"
+
+[[acl]]
+principal = "brokers"
+resource = "cluster"
+name = "*"
+operations = ["replica"]
+
+[[acl]]
+principal = "app"
+resource = "topic"
+name = "*"
+operations = ["admin"]
+""")
+    return path
+
+
+def test_a_secured_cluster_replicates_with_the_broker_token_only(cluster_factory, tmp_path):
+    cluster = cluster_factory(
+        brokers=3, security_file=security_file(tmp_path / "security.toml"), token=CLIENT_TOKEN,
+        inter_broker_token=BROKER_TOKEN,
+    )
+    topic = unique_topic("secured")
+    cluster.create_topic(topic, partitions=1)
+    leader = cluster.leader_of(topic)
+    result = cluster.stub(leader).Produce(produce_request(topic, encode_batch([b"a", b"b"])), timeout=TIMEOUT_S)
+    assert not result.results[0].error.reason  # acks=all: both followers fetched with the token
+    leader.kill()
+    new = cluster.wait_for_leader(topic, 0, not_in=(leader.broker_id,))
+    assert [r.value for r in read_all(cluster.stub(new), topic, 0)] == [b"a", b"b"]
+    request = cluster_pb2.ReplicaFetchRequest(
+        replica_id=9, partitions=[cluster_pb2.ReplicaFetchPartition(topic=topic, partition=0)]
+    )
+    try:
+        cluster.stub(new).ReplicaFetch(request, timeout=TIMEOUT_S)
+        raise AssertionError("a client principal fetched as a replica")
+    except grpc.RpcError as err:
+        got = failure(err)
+        assert (got.code, got.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_AUTHORIZED")
