@@ -171,6 +171,11 @@ class GroupServiceMixin:
 
     async def InitProducerId(self, request: transactions_pb2.InitProducerIdRequest, context: Any) -> transactions_pb2.InitProducerIdResponse:
         async def call() -> transactions_pb2.InitProducerIdResponse:
+            if request.transactional_id and getattr(self, "cluster", None) is not None:
+                raise InvalidRequestError(
+                    "transactions are not supported by clustered brokers yet (their coordinator "
+                    "state is not replicated); idempotent producers are", field="transactional_id",
+                )
             producer_id, epoch = self.broker.init_producer_id(
                 request.transactional_id, request.transaction_timeout_ms
             )
