@@ -1,6 +1,6 @@
 """Real clusters for tests: real etcd members plus real ``logstore serve --cluster`` processes,
 each broker on its own loopback address (127.0.0.11, .12, ...), with test-speed settings
-(1 s etcd election, 2 s membership lease, 1.5 s replica lag).
+(1 s etcd election, 2 s membership lease, 3 s replica lag).
 
 Fixture ``cluster_factory(brokers=3, etcd_members=1, **settings)`` returns a started
 ``LogstoreCluster``: ``brokers[i]`` (``BrokerProcess`` with ``broker_id``), ``etcd``
@@ -24,7 +24,7 @@ from tests.broker_fixture import BrokerProcess, free_port
 
 #: Test-speed cluster settings (the production defaults are 3 s and 10 s).
 LEASE_TTL_MS = 2000
-REPLICA_LAG_TIME_MS = 1500
+REPLICA_LAG_TIME_MS = 3000
 TIMEOUT_S = 10.0
 #: LOGSTORE_TEST_BROKER_LOG=debug shows the brokers' debug logs in their log files.
 LOG_LEVEL = f'log_level = "{os.environ.get("LOGSTORE_TEST_BROKER_LOG", "info")}"\n'
