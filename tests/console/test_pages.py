@@ -17,6 +17,7 @@ expect.set_options(timeout=10_000)
 
 #: Partition 0's records have timestamps T0, T0 + 1 s, ... (browse by time).
 T0 = 1_767_000_000_000
+LONG_JSON = {"table": 12, "dishes": ["soup", "salad", "bread"], "note": "no onions, extra pepper please"}
 
 
 def ordered(records: int, start: int = 0) -> tuple[list[bytes], list[bytes], list[int]]:
@@ -32,7 +33,7 @@ def topic(stub):
     create_topic(stub, name, partitions=3)
     values, keys, stamps = ordered(20)
     produce(stub, name, values, 0, keys=keys, timestamps=stamps)
-    produce(stub, name, [b"\x00\x01\xfe\xff", b"plain text"], 1)
+    produce(stub, name, [b"\x00\x01\xfe\xff", b"plain text", json.dumps(LONG_JSON).encode()], 1)
     return name
 
 
@@ -102,12 +103,14 @@ def test_the_browse_form_is_used_with_the_keyboard(page, console_broker, topic):
 
 def test_json_values_are_pretty_printed_and_binary_shown_as_hex(page, console_broker, topic):
     page.goto(url(console_broker, f"/topics/{topic}/messages?partition=0&from=offset&offset=0&limit=1"))
-    value = page.locator("#records tbody tr").first.locator("pre.k-json")
-    expect(value).to_have_text(json.dumps({"dish": "soup", "n": 0}, indent=2))
+    short = page.locator("#records tbody tr").first.locator("pre.k-json")
+    expect(short).to_have_text(json.dumps({"dish": "soup", "n": 0}))  # short JSON stays on one line
 
     page.goto(url(console_broker, f"/topics/{topic}/messages?partition=1&from=offset&offset=0"))
-    expect(page.locator("#records tbody tr").nth(0).locator("pre.k-hex")).to_have_text("00 01 fe ff")
-    expect(page.locator("#records tbody tr").nth(1).locator("pre.k-text")).to_have_text("plain text")
+    rows = page.locator("#records tbody tr")
+    expect(rows.nth(0).locator("pre.k-hex")).to_have_text("00 01 fe ff")
+    expect(rows.nth(1).locator("pre.k-text")).to_have_text("plain text")
+    expect(rows.nth(2).locator("pre.k-json")).to_have_text(json.dumps(LONG_JSON, indent=2))
 
     page.goto(url(console_broker, f"/topics/{topic}/messages?partition=1&from=offset&offset=1&format=hex"))
     expect(page.locator("#records tbody tr").first.locator("td").nth(3)).to_have_text(b"plain text".hex(" "))

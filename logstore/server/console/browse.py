@@ -9,7 +9,8 @@ most ``SCAN_BUDGET_RECORDS`` records and says where it stopped, so a miss costs 
 Transaction markers are not records and are skipped; aborted records are shown (read
 uncommitted), like ``logstore consume`` does.
 
-Shown bytes: ``auto`` picks pretty JSON if the bytes parse as a JSON object or array, text if
+Shown bytes: ``auto`` picks JSON if the bytes parse as a JSON object or array (indented when its
+one-line form is longer than ``PRETTY_ABOVE_CHARS``), text if
 they are UTF-8, else hex; ``text``, ``json`` and ``hex`` force one (JSON falls back to text when
 the bytes do not parse). At most ``MAX_SHOWN_BYTES`` of each are shown.
 """
@@ -34,6 +35,8 @@ DEFAULT_LIMIT = 50
 SCAN_BUDGET_RECORDS = 50_000
 READ_CHUNK_BYTES = 1 << 20
 MAX_SHOWN_BYTES = 4096
+#: JSON whose one-line form is longer than this is shown indented; shorter stays on one line.
+PRETTY_ABOVE_CHARS = 60
 MODES = ("tail", "offset", "time")
 FORMATS = ("auto", "text", "json", "hex")
 #: A filter text longer than this is refused.
@@ -195,7 +198,9 @@ def show(data: bytes | None, fmt: str = "auto") -> tuple[str, str]:
         try:
             parsed = json.loads(data)
             if fmt == "json" or isinstance(parsed, dict | list):
-                text = json.dumps(parsed, indent=2, ensure_ascii=False)
+                text = json.dumps(parsed, ensure_ascii=False)  # the C encoder: fast
+                if len(text) > PRETTY_ABOVE_CHARS:  # indenting takes the pure-Python encoder
+                    text = json.dumps(parsed, indent=2, ensure_ascii=False)
                 return "json", text[:MAX_SHOWN_BYTES * 2] + extra
         except (ValueError, RecursionError):
             pass
