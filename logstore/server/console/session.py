@@ -112,8 +112,9 @@ class Sessions:
         if session is not None:
             return Identity(session.principal, session)
         if self.security.enabled:
-            if request.certificate_name:
-                return Identity(request.certificate_name, None, by_header=True)
+            if request.certificate_name:  # a session, so that forms still need their csrf field
+                session = self.create(request.certificate_name, authenticated=True)
+                return Identity(request.certificate_name, session, new_session=True)
             raise NotAuthenticatedError("this broker needs credentials: log in with a token")
         return Identity(ANONYMOUS, self.create(ANONYMOUS, authenticated=False), new_session=True)
 
