@@ -8,6 +8,7 @@ to regenerate the PNGs the README shows; in the normal suite they go to a tempor
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -63,7 +64,8 @@ def test_screenshots_of_every_page(chromium, console_broker, stub, tmp_path):
         "group": "/groups/kitchen",
     }
     try:
-        time.sleep(5)  # some history for the charts
+        # some history for the charts: longer when the PNGs are being regenerated for the README
+        time.sleep(6 if os.environ.get("LOGSTORE_CONSOLE_SCREENSHOTS") else 2)
         context = chromium.new_context(viewport={"width": 1280, "height": 860})
         page = context.new_page()
         for name, path in shots.items():

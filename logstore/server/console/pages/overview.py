@@ -30,6 +30,7 @@ from logstore.server.console.render import (
     table,
 )
 from logstore.server.console.routes import Context
+from logstore.server.console.sampler import Rates
 
 if TYPE_CHECKING:
     from logstore.server.console.app import Console
@@ -53,6 +54,31 @@ class ClusterView:
 
 #: Set by the cluster layer when the broker runs clustered; None means a single node.
 ClusterProvider = Callable[[], ClusterView]
+
+
+RATE_STATS = (
+    ("Records/s in", "records_in"), ("Bytes/s in", "bytes_in"),
+    ("Records/s out", "records_out"), ("Bytes/s out", "bytes_out"),
+)
+
+
+def rate_values(rates: Rates) -> dict[str, str]:
+    """The live values of a rate strip (the keys of RATE_STATS)."""
+    return {
+        "records_in": count(round(rates.records_in, 1)),
+        "bytes_in": size(rates.bytes_in) + "/s",
+        "records_out": count(round(rates.records_out, 1)),
+        "bytes_out": size(rates.bytes_out) + "/s",
+    }
+
+
+def rate_stats(values: dict[str, str]) -> list[str]:
+    return [stat(label, values[key], key) for label, key in RATE_STATS]
+
+
+def throughput_chart(ctx: Context, topic: str | None = None) -> str:
+    history = ctx.console.sampler.rate_history(topic)
+    return chart("throughput", "Records per second", ("in", "out"), history, "records/s")
 
 
 def topic_url(name: str, suffix: str = "") -> str:
@@ -100,7 +126,6 @@ TOPIC_HEADERS = ("Topic", "Partitions", "Records", "Size", "Records/s in", "Reco
 
 
 def _live_values(ctx: Context) -> dict[str, Any]:
-    rates = ctx.console.sampler.rates()
     used, free = _disk(ctx)
     topics = visible_topics(ctx)
     values = {
@@ -108,10 +133,7 @@ def _live_values(ctx: Context) -> dict[str, Any]:
         "uptime": duration(time.time() - ctx.console.started_s),
         "topics": count(len(topics)),
         "partitions": count(sum(p for _, p in topics)),
-        "records_in": count(round(rates.records_in, 1)),
-        "bytes_in": size(rates.bytes_in) + "/s",
-        "records_out": count(round(rates.records_out, 1)),
-        "bytes_out": size(rates.bytes_out) + "/s",
+        **rate_values(ctx.console.sampler.rates()),
         "disk_used": size(used),
         "disk_free": size(free),
         "clock": time.strftime("%H:%M:%S UTC", time.gmtime()),
@@ -147,15 +169,12 @@ async def overview(ctx: Context) -> Response:
             stat("Uptime", esc(values["uptime"]), "uptime"),
             stat("Topics", values["topics"], "topics"),
             stat("Partitions", values["partitions"], "partitions"),
-            stat("Records/s in", values["records_in"], "records_in"),
-            stat("Bytes/s in", values["bytes_in"], "bytes_in"),
-            stat("Records/s out", values["records_out"], "records_out"),
-            stat("Bytes/s out", values["bytes_out"], "bytes_out"),
+            *rate_stats(values),
             stat("Disk used", values["disk_used"], "disk_used"),
             stat("Disk free", values["disk_free"], "disk_free"),
         )
         + f'<p class="hint">Broker pid {os.getpid()}, data directory <code>{esc(ctx.broker.data_dir.path)}</code>.</p>'
-        + chart("throughput", "Records per second", ("in", "out"), ctx.console.sampler.rate_history(), "records/s")
+        + throughput_chart(ctx)
         + _cluster(ctx.console)
         + f'<section><h2>Topics</h2>{table(TOPIC_HEADERS, rows, empty="no topics yet")}</section>'
     )

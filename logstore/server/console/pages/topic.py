@@ -9,8 +9,13 @@ from logstore.broker.types import Acks, ProduceItem
 from logstore.errors import InvalidRequestError
 from logstore.records import encode_batch
 from logstore.server.console.http import Response
-from logstore.server.console.pages.overview import topic_url
-from logstore.server.console.render import attr, chart, count, esc, row, size, stat, stats, table
+from logstore.server.console.pages.overview import (
+    rate_stats,
+    rate_values,
+    throughput_chart,
+    topic_url,
+)
+from logstore.server.console.render import attr, count, esc, row, size, stat, stats, table
 from logstore.server.console.routes import Context
 from logstore.storage import LogConfig, TopicDescription
 
@@ -48,15 +53,11 @@ def _describe(ctx: Context, name: str) -> TopicDescription:
 
 
 def _values(ctx: Context, description: TopicDescription) -> dict[str, Any]:
-    rates = ctx.console.sampler.rates(description.name)
     values: dict[str, Any] = {
         "records": count(sum(p.log_end_offset - p.log_start_offset for p in description.partitions)),
         "size": size(description.size_bytes),
         "segments": count(sum(p.segments for p in description.partitions)),
-        "records_in": count(round(rates.records_in, 1)),
-        "bytes_in": size(rates.bytes_in) + "/s",
-        "records_out": count(round(rates.records_out, 1)),
-        "bytes_out": size(rates.bytes_out) + "/s",
+        **rate_values(ctx.console.sampler.rates(description.name)),
     }
     for p in description.partitions:
         values[f"p{p.partition}.start"] = count(p.log_start_offset)
@@ -115,13 +116,10 @@ async def topic_page(ctx: Context, topic: str) -> Response:
             stat("Records", values["records"], "records"),
             stat("Size", values["size"], "size"),
             stat("Segments", values["segments"], "segments"),
-            stat("Records/s in", values["records_in"], "records_in"),
-            stat("Bytes/s in", values["bytes_in"], "bytes_in"),
-            stat("Records/s out", values["records_out"], "records_out"),
-            stat("Bytes/s out", values["bytes_out"], "bytes_out"),
+            *rate_stats(values),
         )
         + f'<p><a class="button" href={attr(topic_url(topic, "/messages"))}>Browse messages</a></p>'
-        + chart("throughput", "Records per second", ("in", "out"), ctx.console.sampler.rate_history(topic), "records/s")
+        + throughput_chart(ctx, topic)
         + "<section><h2>Partitions</h2>"
         + table(
             ("Partition", "Log start", "Log end", "Records", "Size", "Segments", "Leader", "ISR", ""),
