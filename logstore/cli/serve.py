@@ -11,15 +11,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser = subparsers.add_parser(
         "serve",
         help="start a broker",
-        description="Start a logstore broker. It serves gRPC on --listen and Prometheus metrics on "
-        "--metrics-listen, and shuts down cleanly on SIGTERM or SIGINT.",
+        description="Start a logstore broker. It serves gRPC on --listen and Prometheus metrics and "
+        "the web console on --metrics-listen, and shuts down cleanly on SIGTERM or SIGINT.",
     )
     parser.add_argument("--data-dir", help=f"data directory (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--listen", metavar="HOST:PORT", help=f"gRPC address (default {DEFAULT_LISTEN})")
     parser.add_argument(
         "--metrics-listen", metavar="HOST:PORT",
-        help=f"Prometheus /metrics address (default {DEFAULT_METRICS_LISTEN}; '' disables)",
+        help=f"HTTP address of /metrics and the web console (default {DEFAULT_METRICS_LISTEN}; '' disables)",
     )
+    parser.add_argument("--no-console", dest="console", action="store_false", default=None,
+                        help="serve only /metrics on --metrics-listen, not the web console")
+    parser.add_argument("--console-writes", dest="console_writes", action="store_true", default=None,
+                        help="without --security-file: let the console create/delete topics, reset "
+                        "offsets and produce test records (default read-only)")
     parser.add_argument("--config", metavar="FILE", help="TOML config file (see README: Configuration)")
     parser.add_argument("--log-format", choices=["json", "text"], help="log format (default json)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
@@ -47,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         listen=args.listen,
         metrics_listen=args.metrics_listen,
+        console=args.console,
+        console_writes=args.console_writes,
         log_format=args.log_format,
         log_level=args.log_level,
         grace_period_s=args.grace_period_s,

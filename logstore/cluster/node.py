@@ -270,6 +270,15 @@ class ClusterNode:
 
     # -- metadata reads --------------------------------------------------------------------------
 
+    def under_replicated_partitions(self) -> int:
+        """Partitions of the whole cluster whose ISR is smaller than their replica set."""
+        count = 0
+        for (name, partition), (state, _) in self.metadata.partitions.items():
+            topic = self.metadata.topics.get(name)
+            if topic is not None and partition < len(topic.assignment):
+                count += len(state.isr) < len(topic.assignment[partition]) or state.leader < 0
+        return count
+
     def find_coordinator(self, key_type: int, key: str) -> tuple[int, str]:
         """Group and transaction state is not replicated yet: it lives on one broker, the live
         broker with the lowest id, for every group and transactional id."""

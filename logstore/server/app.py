@@ -1,5 +1,5 @@
-"""Running the server: open the broker, bind gRPC (with health and reflection) and /metrics,
-and shut down cleanly on SIGTERM or SIGINT.
+"""Running the server: open the broker, bind gRPC (with health and reflection) and the HTTP
+listener (/metrics and the web console), and shut down cleanly on SIGTERM or SIGINT.
 
 Shutdown: stop accepting new calls; long polls and subscriptions are woken and end; in-flight
 requests get ``grace_period_s`` to finish; then every partition is flushed and fsynced, the
@@ -14,6 +14,9 @@ import ctypes.util
 import logging
 import os
 import signal
+import ssl
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +27,8 @@ from logstore.broker import Broker
 from logstore.errors import InvalidConfigError, LogstoreError, StorageError
 from logstore.server.auth import AuthInterceptor, Authorizer, SecurityConfig
 from logstore.server.config import ServerConfig, split_address
+from logstore.server.console import Console, HttpServer
+from logstore.server.console.pages.overview import BrokerRow, ClusterView
 from logstore.server.handlers import generic_handler
 from logstore.server.logs import configure
 from logstore.server.metrics import Metrics
@@ -61,6 +66,21 @@ def tune_malloc() -> None:
     mallopt(m_trim_threshold, 256 << 20)
 
 
+def cluster_view(cluster: Any) -> Callable[[], ClusterView]:
+    """The console overview's cluster card, read from the broker's metadata when drawn."""
+
+    def view() -> ClusterView:
+        metadata = cluster.metadata
+        controller = metadata.controller[0] if metadata.controller else -1
+        brokers = [
+            BrokerRow(str(b), record.address, "shutting down" if record.shutting_down else "alive", b == controller)
+            for b, record in sorted(metadata.brokers.items())
+        ]
+        return ClusterView(brokers, cluster.under_replicated_partitions())
+
+    return view
+
+
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     """TLS credentials from the config's PEM files, or None for plaintext."""
     if not config.tls_cert and not config.tls_key:
@@ -80,6 +100,18 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def http_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The same TLS for the metrics and console listener as for gRPC (None: plain HTTP)."""
+    if not config.tls_cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca:
+        context.load_verify_locations(config.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -176,10 +208,24 @@ async def run(config: ServerConfig) -> int:
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     metrics_address = ""
+    console = Console(
+        broker, metrics, security, enabled=config.console, writes=config.console_writes,
+    )
+    if cluster is not None:
+        console.cluster_view = cluster_view(cluster)
+    http: HttpServer | None = None
     if config.metrics_listen:
-        metrics_host, metrics_port = split_address(config.metrics_listen)
-        _, metrics_bound = metrics.serve(metrics_host, metrics_port)
+        try:
+            metrics_host, metrics_port = split_address(config.metrics_listen)
+            http = HttpServer(console.handle, http_ssl_context(config))
+            metrics_bound = await http.start(metrics_host, metrics_port)
+        except (LogstoreError, OSError, ssl.SSLError) as exc:
+            log.error("cannot listen on %s: %s", config.metrics_listen, exc)
+            await server.stop(0)
+            await broker.close()
+            return EXIT_CONFIG
         metrics_address = f"{metrics_host}:{metrics_bound}"
+        await console.start()
     log.info(
         "logstore serving",
         extra={
@@ -191,6 +237,9 @@ async def run(config: ServerConfig) -> int:
             "pid": os.getpid(),
         },
     )
+    if http is not None and config.console:
+        scheme = "https" if http.ssl_context is not None else "http"
+        log.info("web console at %s://%s/", scheme, metrics_address, extra={"console": metrics_address})
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -210,6 +259,9 @@ async def run(config: ServerConfig) -> int:
     while (service.in_flight or loop.time() < refusing_until) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     await server.stop(max(deadline - loop.time(), 0))
+    if http is not None:
+        await http.close()
+    await console.close()
     await broker.close()
     log.info("clean shutdown")
     return EXIT_OK

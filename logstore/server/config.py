@@ -4,7 +4,9 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
 
     data_dir = "./data"
     listen = "127.0.0.1:7070"
-    metrics_listen = "127.0.0.1:7071"   # "" to disable
+    metrics_listen = "127.0.0.1:7071"   # "" to disable (/metrics and the web console)
+    console = true                      # the web console beside /metrics (--no-console)
+    console_writes = false              # without security_file: allow the console's write actions
     grace_period_s = 10
     log_format = "json"                 # or "text"
     log_level = "info"
@@ -66,6 +68,11 @@ class ServerConfig:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     listen: str = DEFAULT_LISTEN
     metrics_listen: str = DEFAULT_METRICS_LISTEN
+    #: The web console on the metrics listener (docs/console.md).
+    console: bool = True
+    #: Without a security file: whether the console offers write actions (create/delete topic,
+    #: reset offsets, produce a test record). With one, admin rights decide.
+    console_writes: bool = False
     grace_period_s: float = 10.0
     log_format: str = "json"
     log_level: str = "info"
@@ -140,6 +147,9 @@ class ServerConfig:
         for key in values:
             if key not in known:
                 raise InvalidConfigError(f"unknown server config key {key!r}", key=key)
+        for key in ("console", "console_writes"):
+            if key in values and not isinstance(values[key], bool):
+                raise InvalidConfigError(f"{key} must be true or false, not {values[key]!r}", key=key)
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
         broker_fields = {f.name for f in dataclasses.fields(BrokerConfig)} - {"topic_defaults", "limits"}

@@ -1,4 +1,5 @@
-"""Prometheus metrics, served at ``/metrics`` on ``--metrics-listen``.
+"""Prometheus metrics, served at ``/metrics`` on ``--metrics-listen`` (by the console's HTTP
+server, ``logstore.server.console``, on the event loop).
 
 Counters and histograms are updated by the service per request; per-partition gauges (log start,
 log end, bytes) are read from the broker when Prometheus scrapes, so appends pay nothing for them.
@@ -9,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -87,6 +89,9 @@ class Metrics:
         self.fetched_bytes = Counter("logstore_fetched_bytes", "Batch bytes delivered", ["topic"], registry=r)
         self.errors = Counter("logstore_errors", "Errors by reason", ["reason"], registry=r)
         self.subscriptions = Gauge("logstore_subscriptions_open", "Open Subscribe streams", registry=r)
+        #: Per topic: [records in, bytes in, records out, bytes out] since start, for the
+        #: console's rates (plain ints: reading them costs nothing).
+        self.topic_totals: dict[str, list[int]] = {}
 
     def attach(self, broker: Broker) -> None:
         self.registry.register(_PartitionCollector(broker))
@@ -94,23 +99,38 @@ class Metrics:
     def attach_cluster(self, cluster: Any) -> None:
         self.registry.register(_ClusterCollector(cluster))
 
+    def _totals(self, topic: str) -> list[int]:
+        totals = self.topic_totals.get(topic)
+        if totals is None:
+            totals = self.topic_totals[topic] = [0, 0, 0, 0]
+        return totals
+
     def produced(self, topic: str, records: int, size: int) -> None:
         self.produced_records.labels(topic=topic).inc(records)
         self.produced_bytes.labels(topic=topic).inc(size)
+        totals = self._totals(topic)
+        totals[0] += records
+        totals[1] += size
 
     def fetched(self, topic: str, records: int, size: int) -> None:
         if records > 0:
             self.fetched_records.labels(topic=topic).inc(records)
         self.fetched_bytes.labels(topic=topic).inc(size)
+        totals = self._totals(topic)
+        totals[2] += records
+        totals[3] += size
 
     def forget_topic(self, topic: str) -> None:
+        self.topic_totals.pop(topic, None)
         for metric in (self.produced_records, self.produced_bytes, self.fetched_records, self.fetched_bytes):
             try:
                 metric.remove(topic)
             except KeyError:
                 pass
 
-    def serve(self, host: str, port: int) -> tuple[object, int]:
-        """Start the /metrics HTTP server on a thread; returns (server, bound port)."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        return server, server.server_port
+    def exposition(self, accept: str = "", names: list[str] | None = None) -> tuple[bytes, str]:
+        """The scrape answer for an ``Accept`` header: (body, content type). Prometheus text
+        format unless OpenMetrics is asked for; ``names`` restricts it (``?name[]=``)."""
+        encoder, content_type = choose_encoder(accept)
+        registry = self.registry.restricted_registry(names) if names else self.registry
+        return encoder(registry), content_type

@@ -62,6 +62,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, logstore_pb2_grpc.
         ``in_flight`` counts the call as work that shutdown waits for (an idle stream is not)."""
         started = time.perf_counter()
         code = "OK"
+        counted = False
         self.in_flight += in_flight
         try:
             yield
@@ -76,11 +77,19 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, logstore_pb2_grpc.
                 log.error("%s failed", method, exc_info=exc)
             else:
                 log.info("%s refused: %s (%s)", method, status.details, _reason(exc))
+            # Counted before the status leaves: the loop may serve a /metrics scrape while
+            # abort_with_status awaits, and the caller may already have seen the status.
+            self._count(method, code, started)
+            counted = True
             await context.abort_with_status(status)
         finally:
             self.in_flight -= in_flight
-            self.metrics.requests.labels(method=method, code=code).inc()
-            self.metrics.latency.labels(method=method).observe(time.perf_counter() - started)
+            if not counted:
+                self._count(method, code, started)
+
+    def _count(self, method: str, code: str, started: float) -> None:
+        self.metrics.requests.labels(method=method, code=code).inc()
+        self.metrics.latency.labels(method=method).observe(time.perf_counter() - started)
 
     async def _unary(self, method: str, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
         async with self._rpc(method, context):

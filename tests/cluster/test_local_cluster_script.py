@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -34,6 +35,10 @@ def test_up_starts_a_cluster_and_down_stops_it(tmp_path):
             answer = stub.Metadata(cluster_pb2.MetadataRequest(), timeout=20, wait_for_ready=True)
         assert answer.clustered and [b.broker_id for b in answer.brokers] == [1]
         assert "running" in run("status", "--dir", str(directory)).stdout
+        host = broker["address"].rpartition(":")[0]
+        with urllib.request.urlopen(f"http://{host}:7071/", timeout=10) as page:
+            overview = page.read().decode()
+        assert "Under-replicated partitions" in overview and broker["address"] in overview
     finally:
         stopped = run("down", "--dir", str(directory))
     assert stopped.returncode == 0, stopped.stderr
