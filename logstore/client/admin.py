@@ -270,8 +270,8 @@ def list_offsets_routed(
         current = metadata.address()
         return list_offsets(metadata.channels.stub(current), queries, server=current,
                             timeout=timeout, isolation_level=isolation_level)
-    groups = metadata.view().group_by_leader(queries.items(), lambda item: item[0],
-                                             metadata.address())
+    view = metadata.view_for({tp.topic for tp in queries})
+    groups = view.group_by_leader(queries.items(), lambda item: item[0], metadata.address())
     offsets: dict[TopicPartition, int] = {}
     for address, items in groups.items():
         if address is None:

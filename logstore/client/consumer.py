@@ -63,18 +63,19 @@ from logstore.client.group import (
     commit_result,
     fetch_committed,
 )
-from logstore.client.metadata import STALE_REASONS, Metadata
+from logstore.client.metadata import Metadata
 from logstore.client.models import ConsumerRecord, GroupMetadata, TopicPartition
-from logstore.client.routing import FanOutFuture, any_broker, group_coordinator
+from logstore.client.routing import Fetches, any_broker, group_coordinator
 from logstore.client.subscription import Subscriptions
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownMemberError
 from logstore.records import BatchHeader, RecordColumns, decode_columns
 
-FETCH = "/logstore.api.v1.LogStore/Fetch"
-
 Partition = TopicPartition | tuple[str, int] | int
 #: ``on_assign``, ``on_revoke`` and ``on_lost`` get the partitions, sorted.
 RebalanceCallback = Callable[[list[TopicPartition]], object]
+#: Per-partition fetch errors that mean the partition's leader moved: fetched again from the
+#: same offset, from the new leader, after a backoff.
+MOVED_REASONS = ("NOT_LEADER", "FENCED_LEADER_EPOCH")
 #: Fetch errors that mean the group moved on: the heartbeat thread sorts it out.
 GROUP_FETCH_REASONS = (*REJOIN_REASONS, "PARTITION_NOT_ASSIGNED")
 
@@ -170,7 +171,7 @@ class Consumer:
         self._stub: Any = any_broker(self._cluster)
         self._group_stub: Any = (group_coordinator(self._cluster, config.group_id)
                                  if config.group_id else self._stub)
-        self._fetch_methods: dict[str, Any] = {}
+        self._fetches = Fetches(self._cluster)
         self._isolation = ISOLATION_LEVELS[self.config.isolation_level]
         self._timeout = self.config.request_timeout_ms / 1000.0
         self._states: dict[TopicPartition, _State] = {}
@@ -714,52 +715,17 @@ class Consumer:
         if not offsets:
             return None
         timeout = config.fetch_max_wait_ms / 1000.0 + self._timeout
-        metadata = self._cluster
-        if not metadata.routes_by_leader():
-            address = metadata.address()
-            return _Fetch(self._fetch_method(address).future(request, timeout=timeout), offsets)
-        return self._send_fetches(request, offsets, timeout)
-
-    def _send_fetches(self, request: records_pb2.FetchRequest, offsets: dict[TopicPartition, int],
-                      timeout: float) -> _Fetch | None:
-        """In a cluster: the fetch split per leader broker, one call each, waited for together.
-        Partitions without a leader now sit this fetch out (after a backoff, metadata is read
-        again)."""
-        metadata = self._cluster
         try:
-            view = metadata.view()
-        except LogstoreError:
+            future, leaderless = self._fetches.send(request, timeout)
+        except LogstoreError:  # no broker answers metadata right now
             self._failures += 1
             self._back_off()
             return None
-        entries = list(request.partitions)
-        groups = view.group_by_leader(entries, lambda p: (p.topic, p.partition), metadata.address())
-        futures = []
-        for address, group in groups.items():
-            if address is None:
-                for entry in group:
-                    offsets.pop(TopicPartition(entry.topic, entry.partition), None)
-                metadata.invalidate()
-                self._back_off()
-                continue
-            part = records_pb2.FetchRequest()
-            part.CopyFrom(request)
-            del part.partitions[:]
-            part.partitions.extend(group)
-            futures.append(self._fetch_method(address).future(part, timeout=timeout))
-        if not futures:
-            return None
-        return _Fetch(FanOutFuture(futures), offsets)
-
-    def _fetch_method(self, address: str) -> Any:
-        method = self._fetch_methods.get(address)
-        if method is None:
-            method = self._fetch_methods[address] = self._channels.channel(address).unary_unary(
-                FETCH,
-                request_serializer=records_pb2.FetchRequest.SerializeToString,
-                response_deserializer=wire.decode_fetch_response,  # zero-copy records
-            )
-        return method
+        if leaderless:  # these sit this fetch out; metadata is read again after a backoff
+            for tp in leaderless:
+                offsets.pop(tp, None)
+            self._back_off()
+        return None if future is None else _Fetch(future, offsets)
 
     def _fetch_failed(self, exc: grpc.RpcError) -> None:
         error = error_from_rpc(exc, self.server)
@@ -790,7 +756,7 @@ class Consumer:
                 continue  # unassigned or moved by seek since the fetch went out
             if fetched.error is not None and fetched.error.reason:
                 error = error_from_detail(fetched.error)
-                if error.reason in STALE_REASONS:  # not the leader any more: ask again, later
+                if error.reason in MOVED_REASONS:  # not the leader any more: ask again, later
                     self._cluster.observe(error)
                     self._failures += 1
                     self._back_off()

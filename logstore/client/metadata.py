@@ -200,6 +200,18 @@ class Metadata:
             return self.refresh()
         return current
 
+    def view_for(self, topics: Iterable[str]) -> ClusterMap:
+        """``view()``, read again at once if it does not cover ``topics`` yet (a consumer
+        assigned partitions by number: the map knows only topics it was asked about)."""
+        missing = [topic for topic in topics if topic not in self._topics]
+        if missing:
+            current = self._map
+            if current is None or not all(t in current.topics for t in missing):
+                return self.refresh(missing)
+            with self._lock:  # listed by an answer about every topic: ask about them from now on
+                self._topics.update(dict.fromkeys(missing))
+        return self.view()
+
     def topic(self, name: str) -> TopicRoute:
         """``name``'s partitions, read fresh from the cluster (a producer learning a topic, or
         a partition number it does not know). Raises the topic's error (UNKNOWN_TOPIC)."""
@@ -233,7 +245,7 @@ class Metadata:
         the leader's in a cluster; ``NotLeaderError`` (retriable) when it has no leader now."""
         if not self.routes_by_leader():
             return self._current
-        address = self.view().leader_address(topic, partition)
+        address = self.view_for((topic,)).leader_address(topic, partition)
         if address is None:
             self.invalidate()
             raise NotLeaderError(topic, partition)

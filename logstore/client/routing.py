@@ -7,9 +7,10 @@ the group's coordinator, ...) and goes to that broker's channel; a failure is sh
 unchanged, for the caller's own retry loop. On a single node ``route()`` is the bootstrap
 address: one Python call more per unary call, nothing else.
 
-``FanOutFuture`` is one fetch made of several: a consumer in a cluster sends one ``Fetch`` per
-leader broker and waits for all of them (the answers concatenated); if one fails, the whole fetch
-fails and is sent again from the same offsets, so no record is skipped or repeated.
+``Fetches`` sends the consumer's ``Fetch`` calls: to the current address on a single node, split
+per leader broker in a cluster, one call each, waited for together as a ``FanOutFuture`` (the
+answers concatenated); if one fails, the whole fetch fails and is sent again from the same
+offsets, so no record is skipped or repeated.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from typing import Any
 
 import grpc
 
+from logstore.api.v1 import records_pb2
+from logstore.client import wire
 from logstore.client.channel import error_from_rpc
 from logstore.client.metadata import GROUP, TRANSACTION, Metadata
+from logstore.client.models import TopicPartition
+
+FETCH = "/logstore.api.v1.LogStore/Fetch"
 
 
 class RoutedStub:
@@ -113,3 +119,45 @@ class FanOutFuture:
 
     def cancel(self) -> bool:
         return all([future.cancel() for future in self._futures])
+
+
+class Fetches:
+    """The consumer's ``Fetch`` calls, one unary method per broker address (consumer thread)."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self._metadata = metadata
+        self._methods: dict[str, Any] = {}
+
+    def send(self, request: records_pb2.FetchRequest,
+             timeout: float) -> tuple[Any | None, list[TopicPartition]]:
+        """(a future of the fetched partitions, or None; the partitions left out because they
+        have no leader right now). Raises when no broker answers metadata."""
+        metadata = self._metadata
+        if not metadata.routes_by_leader():
+            return self._method(metadata.address()).future(request, timeout=timeout), []
+        view = metadata.view_for({p.topic for p in request.partitions})
+        groups = view.group_by_leader(list(request.partitions), lambda p: (p.topic, p.partition),
+                                      metadata.address())
+        futures = []
+        leaderless: list[TopicPartition] = []
+        for address, group in groups.items():
+            if address is None:
+                leaderless += [TopicPartition(p.topic, p.partition) for p in group]
+                metadata.invalidate()
+                continue
+            part = records_pb2.FetchRequest()
+            part.CopyFrom(request)
+            del part.partitions[:]
+            part.partitions.extend(group)
+            futures.append(self._method(address).future(part, timeout=timeout))
+        return (FanOutFuture(futures) if futures else None), leaderless
+
+    def _method(self, address: str) -> Any:
+        method = self._methods.get(address)
+        if method is None:
+            method = self._methods[address] = self._metadata.channels.channel(address).unary_unary(
+                FETCH,
+                request_serializer=records_pb2.FetchRequest.SerializeToString,
+                response_deserializer=wire.decode_fetch_response,  # zero-copy records
+            )
+        return method

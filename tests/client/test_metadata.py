@@ -145,3 +145,13 @@ def test_a_single_node_routes_to_the_address_that_answered_without_asking_again(
     metadata.observe(NotLeaderError("t", 2), "live:1")
     assert metadata.leader("t", 2) == "live:1"
     assert cluster.metadata_calls == ["dead:1", "live:1"]
+
+
+def test_a_partition_of_a_topic_never_asked_about_makes_the_map_cover_it() -> None:
+    cluster = ScriptedCluster(LEADERS)
+    metadata = cache(cluster)
+    metadata.refresh()  # asks about no topic in particular
+    cluster.leaders[("u", 0)] = 3
+    assert metadata.view_for({"u"}).leader_address("u", 0) == BROKERS[3]
+    assert metadata.view_for({"u", "t"}).leader_address("t", 1) == BROKERS[2]
+    assert len(cluster.metadata_calls) == 2
