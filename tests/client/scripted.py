@@ -5,7 +5,6 @@ and are answered by the test. Integration tests use real brokers instead."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,10 +111,3 @@ class RecordingStream:
                 result.base_offset = outcome
         self.on_response(batches, response)
 
-
-def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)

@@ -14,7 +14,8 @@ from logstore.client.metadata import Metadata
 from logstore.client.sender import Sender
 from logstore.client.transactions import ProducerIdentity
 from logstore.errors import NotLeaderError, UnavailableError
-from tests.client.scripted import BROKERS, RecordingStream, ScriptedCluster, wait_until
+from tests.client.helpers import wait_until
+from tests.client.scripted import BROKERS, RecordingStream, ScriptedCluster
 
 
 class Harness:
