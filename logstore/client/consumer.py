@@ -139,7 +139,10 @@ class Consumer:
     """Reads records from assigned partitions, alone or as a member of a consumer group.
 
     ``Consumer(server, auto_offset_reset="latest", fetch_max_wait_ms=500, ...)``; the options are
-    ``ConsumerConfig``'s. Assign partitions with ``assign`` (or join a group with ``group_id=``
+    ``ConsumerConfig``'s. ``server`` may list several bootstrap addresses
+    (``"h1:7070,h2:7070"``); in a cluster each partition is read from its leader (after
+    NOT_LEADER or a broken connection: from the new leader, at the same position) and group
+    calls go to the group's coordinator. Assign partitions with ``assign`` (or join a group with ``group_id=``
     and ``subscribe``), move with ``seek*``, read with ``poll`` (records), ``poll_columns``
     (numpy columns) or by iterating.
 

@@ -255,7 +255,7 @@ class Metadata:
         """The address of the group's (``GROUP``) or transactional id's (``TRANSACTION``)
         coordinator: the current address on a single node; in a cluster the broker
         ``FindCoordinator`` names, cached until a call to it fails (``observe``)."""
-        if not self.view().clustered:
+        if not self.routes_by_leader():
             return self._current
         cached = self._coordinators.get((key_type, key))
         if cached is not None:
