@@ -145,6 +145,7 @@ class Sender:
         max_bytes = self._config.max_request_bytes
         idempotent = self._identity is not None
         while True:
+            self._maybe_refresh_metadata()  # also under constant load: new partitions, leaders
             if self._held:
                 self._release_held()
             room = self._room if idempotent else (self._room_held if self._held else None)
@@ -173,7 +174,6 @@ class Sender:
                 continue
             if self._stopping.is_set() and not accumulator.pending() and not self._held:
                 return
-            self._maybe_refresh_metadata()
             timeout = IDLE_WAIT if wait is None else wait
             accumulator.sleep(min(timeout, HELD_POLL_S) if self._held else timeout, self._urgent)
 
