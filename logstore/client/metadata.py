@@ -190,14 +190,15 @@ class Metadata:
             self.refresh()
         return self._current
 
-    def view(self) -> ClusterMap:
+    def view(self, *, retries: int | None = None) -> ClusterMap:
         """The map, read first if there is none yet; in a cluster also when it is stale or
-        older than ``max_age_ms`` (a single node's routing never depends on it)."""
+        older than ``max_age_ms`` (a single node's routing never depends on it). ``retries``:
+        rounds of the rotation to try again (default: the client's)."""
         current = self._map
         if current is None:
-            return self.refresh()
+            return self.refresh(retries=retries)
         if current.clustered and (self._stale or self._clock() - self._fetched_at > self._max_age):
-            return self.refresh()
+            return self.refresh(retries=retries)
         return current
 
     def view_for(self, topics: Iterable[str]) -> ClusterMap:

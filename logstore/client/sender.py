@@ -217,7 +217,7 @@ class Sender:
             self._send_to(address, batches)
             return
         try:
-            view = metadata.view()
+            view = metadata.view(retries=0)  # the sender thread does not wait: batches do
         except LogstoreError as exc:  # no broker answers metadata right now
             for batch in batches:
                 self._retry(batch, exc)

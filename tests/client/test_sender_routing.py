@@ -133,3 +133,16 @@ def test_without_idempotence_not_enough_replicas_is_retried_too(harness: Harness
     assert harness.records(1, 0)[0] == harness.records(1, 0)[1]
     harness.streams[BROKERS[1]].answer(1, {("t", 0): 3})
     assert future.result(5).offset == 3
+
+
+def test_batches_wait_while_no_broker_answers_metadata(harness: Harness) -> None:
+    future = harness.send(0, b"v", requests=1, broker=1)
+    harness.cluster.unreachable = set(BROKERS.values())
+    harness.streams[BROKERS[1]].answer(0, {("t", 0): "NOT_LEADER"})
+    wait_until(lambda: len(harness.cluster.metadata_calls) >= 4)  # tried, held again, tried
+    assert not future.done()
+    harness.cluster.leaders[("t", 0)] = 3
+    harness.cluster.unreachable = set()
+    wait_until(lambda: harness.records(3, 0))
+    harness.streams[BROKERS[3]].answer(0, {("t", 0): 8})
+    assert future.result(5).offset == 8
