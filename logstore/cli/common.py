@@ -27,9 +27,10 @@ from logstore.errors import LogstoreError
 def add_server_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT[,HOST:PORT...]",
         default=None,
-        help=f"broker address (default ${SERVER_ENV} or {DEFAULT_SERVER})",
+        help=f"broker address, or several bootstrap addresses of a cluster, comma-separated "
+             f"(default ${SERVER_ENV} or {DEFAULT_SERVER})",
     )
     parser.add_argument("--token", default=None, help=f"bearer token (default ${TOKEN_ENV})")
     parser.add_argument("--tls-ca", metavar="PEM", default=None,

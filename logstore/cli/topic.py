@@ -21,11 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
     create = commands.add_parser(
         "create", help="create a topic", description="Create a topic.",
-        epilog="example: logstore topic create orders --partitions 3 --config retention_ms=86400000",
+        epilog="example: logstore topic create orders --partitions 6 --replication-factor 3 "
+               "--config retention_ms=86400000",
     )
     create.add_argument("name", help="topic name: letters, digits, '.', '_', '-'")
     create.add_argument("--partitions", type=positive_int, default=1, metavar="N",
                         help="number of partitions (default 1)")
+    create.add_argument("--replication-factor", type=positive_int, default=None, metavar="N",
+                        help="copies of each partition on different brokers (a cluster only; "
+                             "default: the cluster's default_replication_factor)")
     create.add_argument("--config", type=key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="a topic config key (repeatable)")
     add_server_option(create)
@@ -63,7 +67,8 @@ def create_topic(args: argparse.Namespace) -> int:
     from logstore.client import Admin
 
     with Admin(server_of(args)) as admin:
-        description = admin.create_topic(args.name, args.partitions, dict(args.config))
+        description = admin.create_topic(args.name, args.partitions, dict(args.config),
+                                         replication_factor=args.replication_factor)
     print(f"created topic {description.name} with {description.partition_count} partitions")
     return 0
 

@@ -28,6 +28,8 @@ from logstore.client.config import DEFAULT_SERVER, ConsumerConfig, ProducerConfi
 from logstore.client.consumer import Consumer  # noqa: E402
 from logstore.client.models import (  # noqa: E402
     BatchMetadata,
+    BrokerInfo,
+    ClusterDescription,
     CommittedOffset,
     ConsumerRecord,
     GroupDescription,
@@ -35,6 +37,7 @@ from logstore.client.models import (  # noqa: E402
     GroupMetadata,
     GroupSummary,
     PartitionInfo,
+    PartitionPlacement,
     RecordMetadata,
     TopicDescription,
     TopicInfo,
@@ -50,6 +53,8 @@ __all__ = [
     "AsyncConsumer",
     "AsyncProducer",
     "BatchMetadata",
+    "BrokerInfo",
+    "ClusterDescription",
     "CommittedOffset",
     "Consumer",
     "ConsumerConfig",
@@ -59,6 +64,7 @@ __all__ = [
     "GroupMetadata",
     "GroupSummary",
     "PartitionInfo",
+    "PartitionPlacement",
     "Producer",
     "ProducerConfig",
     "RecordFuture",

@@ -308,6 +308,16 @@ class Accumulator:
             if self.ready_bytes > self.buffer_bytes:
                 self._wait_for_space()
 
+    def requeue(self, batches: list[ProducerBatch]) -> None:
+        """Put batches the sender holds for a retry back at the front of the queue, in the
+        given order: they go before every newer batch."""
+        with self.lock:
+            self.ready.extendleft(reversed(batches))
+            self.ready_bytes += sum(batch.size for batch in batches)
+            if self.idle:
+                self.idle = False
+                self.wakeup.set()
+
     def sticky_partitions(self, topic: str, chunks: int) -> list[int]:
         """Partitions for ``chunks`` keyless batches of ``send_batch``: one each, then move on."""
         with self.lock:
@@ -325,7 +335,13 @@ class Accumulator:
 
         With ``partition`` given, raise ``UnknownPartitionError`` if it is not one of them.
         """
-        count = self._describe(topic)
+        state = self.grow(topic, self._describe(topic))
+        if partition is not None and not 0 <= partition < state.count:
+            raise UnknownPartitionError(topic, partition, state.count)
+        return state
+
+    def grow(self, topic: str, count: int) -> TopicState:
+        """Record that ``topic`` has ``count`` partitions (a count never shrinks)."""
         with self.lock:
             state = self.topics.get(topic)
             if state is None:
@@ -334,9 +350,7 @@ class Accumulator:
             elif count > state.count:
                 state.open.extend([None] * (count - state.count))
                 state.count = count
-        if partition is not None and not 0 <= partition < state.count:
-            raise UnknownPartitionError(topic, partition, state.count)
-        return state
+            return state
 
     # -- the sender's side ---------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""``Admin``: topics (create, delete, list, describe, configure, grow), offsets, and consumer
-groups (list, describe, delete, reset offsets, read committed offsets).
+"""``Admin``: topics (create, delete, list, describe, configure, grow), offsets, consumer
+groups (list, describe, delete, reset offsets, read committed offsets), and the cluster
+(``describe_cluster``).
 
 Every method is one unary call; results are the small dataclasses of ``models``, never protobuf
 messages, and failures are the typed errors of ``logstore.errors`` (see ``channel``).
@@ -13,9 +14,11 @@ from types import TracebackType
 from typing import Any
 
 from logstore.api.v1 import admin_pb2, groups_pb2, logstore_pb2_grpc, records_pb2
-from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
+from logstore.client.channel import Channels, error_from_detail, translate_errors
 from logstore.client.config import Credentials, resolve_server
+from logstore.client.metadata import Metadata
 from logstore.client.models import (
+    ClusterDescription,
     CommittedOffset,
     GroupDescription,
     GroupMember,
@@ -25,6 +28,8 @@ from logstore.client.models import (
     TopicInfo,
     TopicPartition,
 )
+from logstore.client.routing import any_broker
+from logstore.errors import LogstoreError, NotLeaderError
 
 #: Where ``reset_offsets`` moves a group: "earliest", "latest", an offset (int), or a time
 #: (a datetime, or ``("timestamp", ms since the epoch)``).
@@ -35,22 +40,32 @@ OffsetQuery = str | int | datetime.datetime  # "earliest", "latest", ms since ep
 
 
 class Admin:
-    """Topic administration: ``Admin(server)``, as a context manager or with ``close()``."""
+    """Topic administration: ``Admin(server)``, as a context manager or with ``close()``.
+
+    ``server`` may list several bootstrap addresses (``"h1:7070,h2:7070"``): the first call asks
+    them in turn for metadata and talks to the first that answers; a broker that stops answering
+    is left for the next one on the following call."""
 
     def __init__(self, server: str | None = None, *, timeout: float = 30.0, **credentials: Any) -> None:
         """``credentials``: ``tls_ca``, ``tls_cert``, ``tls_key``, ``token`` (see ``Credentials``)."""
         self.server = resolve_server(server)
         self.timeout = timeout
-        self._channel = open_channel(self.server, Credentials.take(credentials))
+        self._channels = Channels(Credentials.take(credentials))
         if credentials:
             raise TypeError(f"unknown Admin options: {', '.join(sorted(credentials))}")
-        self._stub = open_stub(self._channel)
+        self._metadata = Metadata(self.server, self._channels, retries=0, retry_backoff_ms=100.0,
+                                  retry_backoff_max_ms=1000.0, timeout_s=timeout)
+        self._stub: Any = any_broker(self._metadata)
 
     def create_topic(
-        self, name: str, partitions: int = 1, config: Mapping[str, object] | None = None
+        self, name: str, partitions: int = 1, config: Mapping[str, object] | None = None,
+        replication_factor: int | None = None,
     ) -> TopicDescription:
+        """Create a topic. ``replication_factor``: copies of each partition on different brokers
+        (a cluster only; None or 0 = the cluster's default; a single node accepts only 1)."""
         request = admin_pb2.CreateTopicRequest(
-            name=name, partitions=partitions, config=_strings(config or {})
+            name=name, partitions=partitions, config=_strings(config or {}),
+            replication_factor=replication_factor or 0,
         )
         with translate_errors(self.server):
             return _description(self._stub.CreateTopic(request, timeout=self.timeout))
@@ -102,7 +117,7 @@ class Admin:
                 TopicPartition(topic, p.partition) for p in self.describe_topic(topic).partitions
             ]
         queries = {TopicPartition(*tp): spec for tp in partitions}
-        return list_offsets(self._stub, queries, server=self.server, timeout=self.timeout)
+        return list_offsets_routed(self._metadata, queries, timeout=self.timeout)
 
     # -- consumer groups ---------------------------------------------------------------------------
 
@@ -190,8 +205,17 @@ class Admin:
             response = self._stub.ResetOffsets(request, timeout=self.timeout)
         return [_committed(o) for o in response.offsets]
 
+    # -- the cluster -------------------------------------------------------------------------------
+
+    def describe_cluster(self) -> ClusterDescription:
+        """The brokers (id, address, alive), the controller (id, epoch) and every partition's
+        leader, leader epoch, replicas and ISR, internal topics included;
+        ``under_replicated_partitions`` counts those whose ISR is shorter than their replicas.
+        A single node describes itself as a cluster of one (``clustered`` False)."""
+        return self._metadata.describe()
+
     def close(self) -> None:
-        self._channel.close()
+        self._channels.close()
 
     def __enter__(self) -> Admin:
         return self
@@ -229,6 +253,37 @@ def list_offsets(
         if listed.HasField("error"):
             raise error_from_detail(listed.error)
         offsets[TopicPartition(listed.topic, listed.partition)] = listed.offset
+    return offsets
+
+
+def list_offsets_routed(
+    metadata: Metadata,
+    queries: Mapping[TopicPartition, OffsetQuery],
+    *,
+    timeout: float,
+    isolation_level: int = 0,
+) -> dict[TopicPartition, int]:
+    """``list_offsets`` sent to each partition's leader (one call per leader broker; one call
+    to the current address on a single node). A partition without a leader right now raises
+    the retriable ``NotLeaderError``."""
+    if not metadata.routes_by_leader():
+        current = metadata.address()
+        return list_offsets(metadata.channels.stub(current), queries, server=current,
+                            timeout=timeout, isolation_level=isolation_level)
+    view = metadata.view_for({tp.topic for tp in queries})
+    groups = view.group_by_leader(queries.items(), lambda item: item[0], metadata.address())
+    offsets: dict[TopicPartition, int] = {}
+    for address, items in groups.items():
+        if address is None:
+            metadata.invalidate()
+            raise NotLeaderError(*items[0][0])
+        try:
+            offsets.update(list_offsets(metadata.channels.stub(address), dict(items),
+                                        server=address, timeout=timeout,
+                                        isolation_level=isolation_level))
+        except LogstoreError as exc:
+            metadata.observe(exc, address)
+            raise
     return offsets
 
 

@@ -62,6 +62,7 @@ class ProducerBatch:
         "base_offset",
         "error",
         "done",
+        "attempts",
         "_event",
         "_callbacks",
     )
@@ -91,6 +92,9 @@ class ProducerBatch:
         self.base_offset = -1
         self.error: LogstoreError | None = None
         self.done = False
+        #: Times the batch was sent again after a retriable answer (NOT_LEADER, ...); once
+        #: above 0 its bytes, and the sequence they carry, never change.
+        self.attempts = 0
         self._event = threading.Event()
         self._callbacks: list[Callable[[ProducerBatch], object]] = []
 

@@ -1,4 +1,5 @@
-"""The client's edge with gRPC: one channel per client object, and error translation in one place.
+"""The client's edge with gRPC: one channel per broker address (``Channels``), and error
+translation in one place.
 
 Every gRPC failure becomes the typed error from ``logstore.errors``, raised ``from`` the original:
 
@@ -13,6 +14,7 @@ Per-partition errors inside a response (an ``ErrorDetail``) go through ``error_f
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -150,9 +152,18 @@ def error_from_rpc(exc: grpc.RpcError, server: str | None = None) -> LogstoreErr
     return error
 
 
+#: Reasons worth retrying after a backoff. The cluster ones also mean the client's metadata is
+#: stale: it asks again where the partition's leader or the coordinator is (see ``metadata``).
+TRANSIENT_REASONS = frozenset((
+    "UNAVAILABLE", "SHUTTING_DOWN",
+    "NOT_LEADER", "NOT_COORDINATOR", "METADATA_UNAVAILABLE",
+))
+
+
 def is_transient(error: LogstoreError) -> bool:
-    """Worth retrying after a backoff: the broker is unreachable or shutting down."""
-    return error.reason in ("UNAVAILABLE", "SHUTTING_DOWN")
+    """Worth retrying after a backoff: the broker is unreachable or shutting down, or (in a
+    cluster) no longer leads the partition or coordinates the group."""
+    return error.reason in TRANSIENT_REASONS
 
 
 @contextmanager
@@ -214,3 +225,40 @@ def call_with_retries(
             if not is_transient(exc) or attempt > retries:
                 raise
             (sleep or time.sleep)(backoff_seconds(attempt, retry_backoff_ms, retry_backoff_max_ms))
+
+
+# -- one channel per broker ----------------------------------------------------------------------
+
+
+class Channels:
+    """The channels of one client object: one per broker address, opened on first use with the
+    client's credentials, closed together. Thread-safe (``_lock`` guards the maps)."""
+
+    def __init__(self, credentials: Credentials | None = None) -> None:
+        self._credentials = credentials
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[str, logstore_pb2_grpc.LogStoreStub] = {}
+
+    def channel(self, address: str) -> grpc.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            with self._lock:
+                channel = self._channels.get(address)
+                if channel is None:
+                    channel = self._channels[address] = open_channel(address, self._credentials)
+        return channel
+
+    def stub(self, address: str) -> logstore_pb2_grpc.LogStoreStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            stub = self._stubs[address] = open_stub(self.channel(address))
+        return stub
+
+    def close(self) -> None:
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+            self._stubs.clear()
+        for channel in channels:
+            channel.close()

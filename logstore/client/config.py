@@ -42,10 +42,20 @@ ISOLATION_LEVELS = {
 
 
 def resolve_server(server: str | None = None) -> str:
-    """``server``, else ``$LOGSTORE_SERVER``, else ``DEFAULT_SERVER``."""
+    """``server``, else ``$LOGSTORE_SERVER``, else ``DEFAULT_SERVER``. Either may list several
+    bootstrap addresses, comma-separated (see ``bootstrap_addresses``)."""
     if server:
         return server
     return os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+
+
+def bootstrap_addresses(server: str) -> list[str]:
+    """``"h1:7070,h2:7070"`` -> ``["h1:7070", "h2:7070"]`` (blanks and repeats dropped); the
+    client tries them in order, then round again, until one answers."""
+    addresses = list(dict.fromkeys(part.strip() for part in server.split(",") if part.strip()))
+    if not addresses:
+        raise ValueError(f"no broker address in {server!r}: expected HOST:PORT[,HOST:PORT...]")
+    return addresses
 
 
 def acks_value(acks: int | str) -> int:
@@ -76,7 +86,8 @@ class ProducerConfig:
     retry_backoff_max_ms: float = 2000.0
     #: Records waiting to be sent, in bytes; ``send`` blocks above it.
     buffer_bytes: int = 64 << 20
-    #: Partition counts are re-read this often (and whenever a partition is unknown).
+    #: Metadata (partition counts and leaders) is re-read this often, and at once when a
+    #: partition is unknown or a broker answers NOT_LEADER or cannot be reached.
     metadata_max_age_ms: float = 300_000.0
     #: Unary calls (metadata) give up after this long.
     request_timeout_ms: float = 30_000.0
@@ -174,6 +185,9 @@ class ConsumerConfig:
     retry_backoff_ms: float = 100.0
     retry_backoff_max_ms: float = 2000.0
     request_timeout_ms: float = 30_000.0
+    #: In a cluster, partition leaders are re-read this often (and at once after NOT_LEADER or
+    #: a broken connection).
+    metadata_max_age_ms: float = 300_000.0
 
     def __post_init__(self) -> None:
         if self.auto_offset_reset not in OFFSET_RESETS:

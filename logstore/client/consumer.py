@@ -37,16 +37,15 @@ from typing import Any
 
 import grpc
 
-from logstore.api.v1 import admin_pb2, records_pb2
+from logstore.api.v1 import records_pb2
 from logstore.client import wire
-from logstore.client.admin import OffsetQuery, list_offsets
+from logstore.client.admin import OffsetQuery, list_offsets_routed
 from logstore.client.channel import (
+    Channels,
     call_with_retries,
     error_from_detail,
     error_from_rpc,
     is_transient,
-    open_channel,
-    open_stub,
 )
 from logstore.client.config import (
     ISOLATION_LEVELS,
@@ -64,16 +63,19 @@ from logstore.client.group import (
     commit_result,
     fetch_committed,
 )
+from logstore.client.metadata import Metadata
 from logstore.client.models import ConsumerRecord, GroupMetadata, TopicPartition
+from logstore.client.routing import Fetches, any_broker, group_coordinator
 from logstore.client.subscription import Subscriptions
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownMemberError
 from logstore.records import BatchHeader, RecordColumns, decode_columns
 
-FETCH = "/logstore.api.v1.LogStore/Fetch"
-
 Partition = TopicPartition | tuple[str, int] | int
 #: ``on_assign``, ``on_revoke`` and ``on_lost`` get the partitions, sorted.
 RebalanceCallback = Callable[[list[TopicPartition]], object]
+#: Per-partition fetch errors that mean the partition's leader moved: fetched again from the
+#: same offset, from the new leader, after a backoff.
+MOVED_REASONS = ("NOT_LEADER", "FENCED_LEADER_EPOCH")
 #: Fetch errors that mean the group moved on: the heartbeat thread sorts it out.
 GROUP_FETCH_REASONS = (*REJOIN_REASONS, "PARTITION_NOT_ASSIGNED")
 
@@ -137,7 +139,10 @@ class Consumer:
     """Reads records from assigned partitions, alone or as a member of a consumer group.
 
     ``Consumer(server, auto_offset_reset="latest", fetch_max_wait_ms=500, ...)``; the options are
-    ``ConsumerConfig``'s. Assign partitions with ``assign`` (or join a group with ``group_id=``
+    ``ConsumerConfig``'s. ``server`` may list several bootstrap addresses
+    (``"h1:7070,h2:7070"``); in a cluster each partition is read from its leader (after
+    NOT_LEADER or a broken connection: from the new leader, at the same position) and group
+    calls go to the group's coordinator. Assign partitions with ``assign`` (or join a group with ``group_id=``
     and ``subscribe``), move with ``seek*``, read with ``poll`` (records), ``poll_columns``
     (numpy columns) or by iterating.
 
@@ -157,20 +162,26 @@ class Consumer:
         credentials = Credentials.take(options)
         self.config: ConsumerConfig = build(ConsumerConfig, options)
         self.server = resolve_server(server)
-        self._channel = open_channel(self.server, credentials)
-        self._stub = open_stub(self._channel)
-        self._fetch_method = self._channel.unary_unary(
-            FETCH,
-            request_serializer=records_pb2.FetchRequest.SerializeToString,
-            response_deserializer=wire.decode_fetch_response,  # zero-copy records
+        config = self.config
+        self._channels = Channels(credentials)
+        self._cluster = Metadata(
+            self.server, self._channels, retries=config.retries,
+            retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+            timeout_s=config.request_timeout_ms / 1000.0, max_age_ms=config.metadata_max_age_ms,
         )
+        #: Calls any broker answers; group calls go to the group's coordinator.
+        self._stub: Any = any_broker(self._cluster)
+        self._group_stub: Any = (group_coordinator(self._cluster, config.group_id)
+                                 if config.group_id else self._stub)
+        self._fetches = Fetches(self._cluster)
         self._isolation = ISOLATION_LEVELS[self.config.isolation_level]
         self._timeout = self.config.request_timeout_ms / 1000.0
         self._states: dict[TopicPartition, _State] = {}
         self._buffer: dict[TopicPartition, _Buffered] = {}
         self._inflight: _Fetch | None = None
         self._subscriptions = Subscriptions(
-            self._channel, self.server, self._isolation,
+            self._channels, lambda tp: self._cluster.leader(*tp), self._isolation,
             self.config.max_partition_fetch_bytes or min(self.config.fetch_max_bytes, 4 << 20),
         )
         self._failures = 0
@@ -244,7 +255,8 @@ class Consumer:
         if self._states:
             raise InvalidRequestError("the consumer has assigned partitions: assign() and "
                                       "subscribe() do not mix")
-        self._membership = Membership(self._stub, self.server, self._group_id, self.config, names)
+        self._membership = Membership(self._group_stub, self.server, self._group_id, self.config,
+                                      names)
         self._membership.start()
 
     def group_metadata(self) -> GroupMetadata:
@@ -295,13 +307,14 @@ class Consumer:
             return {}
         request = commit_request(self._identity(), chosen)
         if asynchronous:
-            future = commit_future(self._stub.CommitOffsets.future(request, timeout=self._timeout),
-                                   chosen, self.server)
+            future = commit_future(
+                self._group_stub.CommitOffsets.future(request, timeout=self._timeout),
+                chosen, self.server)
             future.add_done_callback(lambda f: self._note_committed(f, chosen))
             return future
         config = self.config
         response = call_with_retries(
-            lambda: self._stub.CommitOffsets(request, timeout=self._timeout),
+            lambda: self._group_stub.CommitOffsets(request, timeout=self._timeout),
             server=self.server, retries=config.retries, retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
         )
@@ -319,7 +332,7 @@ class Consumer:
         (default: the partitions held)."""
         group_id = self._require_group()
         chosen = self._tps(partitions) if partitions else list(self._states)
-        return fetch_committed(self._stub, self.server, group_id, chosen, self.config)
+        return fetch_committed(self._group_stub, self.server, group_id, chosen, self.config)
 
     def position_offsets(self) -> dict[TopicPartition, int]:
         """``{TopicPartition: position}`` of every partition held that has a position: what
@@ -542,7 +555,7 @@ class Consumer:
         if self._inflight is not None:
             self._inflight.future.cancel()
             self._inflight = None
-        self._channel.close()
+        self._channels.close()
 
     def __enter__(self) -> Consumer:
         return self
@@ -629,7 +642,11 @@ class Consumer:
         now = time.monotonic()
         for tp, state in self._states.items():
             if state.fetch_offset is not None and state.error is None and now >= self._retry_at:
-                subscriptions.ensure(tp, state.fetch_offset)
+                try:
+                    subscriptions.ensure(tp, state.fetch_offset)
+                except LogstoreError as exc:  # no leader now, or no broker answers metadata
+                    self._stream_failed(tp, state, exc)
+                    return True
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         if self._retry_at > now:
             remaining = self._retry_at - now if remaining is None else min(remaining, self._retry_at - now)
@@ -646,17 +663,8 @@ class Consumer:
         state = held
         if isinstance(item, LogstoreError):
             subscriptions.drop(tp)
-            if item.reason == "OFFSET_OUT_OF_RANGE" or not is_transient(item):
-                self._partition_error(tp, state, item)
-                return True
-            self._failures += 1
-            if self._failures > self.config.retries:
-                self._failures = 0
-                raise item
-            config = self.config
-            self._retry_at = time.monotonic() + backoff_seconds(
-                self._failures, config.retry_backoff_ms, config.retry_backoff_max_ms
-            )
+            self._cluster.observe(item, stream.server)
+            self._stream_failed(tp, state, item)
             return True
         self._failures = 0
         if state.fetch_offset != stream.next_offset:
@@ -668,6 +676,24 @@ class Consumer:
             stream.next_offset = state.fetch_offset = item.next_offset
         self._store([(tp, item)])
         return True
+
+    def _stream_failed(self, tp: TopicPartition, state: _State, error: LogstoreError) -> None:
+        """A partition's stream ended with ``error``: retriable ones (the broker is down, or no
+        longer leads it) reopen it after a backoff, from where the consumer is."""
+        if error.reason == "OFFSET_OUT_OF_RANGE" or not is_transient(error):
+            self._partition_error(tp, state, error)
+            return
+        self._failures += 1
+        if self._failures > self.config.retries:
+            self._failures = 0
+            raise error
+        self._back_off()
+
+    def _back_off(self) -> None:
+        config = self.config
+        self._retry_at = time.monotonic() + backoff_seconds(
+            self._failures, config.retry_backoff_ms, config.retry_backoff_max_ms
+        )
 
     def _send_fetch(self) -> _Fetch | None:
         config = self.config
@@ -692,10 +718,21 @@ class Consumer:
         if not offsets:
             return None
         timeout = config.fetch_max_wait_ms / 1000.0 + self._timeout
-        return _Fetch(self._fetch_method.future(request, timeout=timeout), offsets)
+        try:
+            future, leaderless = self._fetches.send(request, timeout)
+        except LogstoreError:  # no broker answers metadata right now
+            self._failures += 1
+            self._back_off()
+            return None
+        if leaderless:  # these sit this fetch out; metadata is read again after a backoff
+            for tp in leaderless:
+                offsets.pop(tp, None)
+            self._back_off()
+        return None if future is None else _Fetch(future, offsets)
 
     def _fetch_failed(self, exc: grpc.RpcError) -> None:
         error = error_from_rpc(exc, self.server)
+        self._cluster.observe(error, None if self._cluster.clustered else self._cluster.address())
         if self._membership is not None and error.reason in GROUP_FETCH_REASONS:
             # the group changed under the fetch: the heartbeat learns how; fetch again shortly
             self._membership.wake()
@@ -721,7 +758,13 @@ class Consumer:
             if state is None or fetch.offsets.get(tp) != state.fetch_offset:
                 continue  # unassigned or moved by seek since the fetch went out
             if fetched.error is not None and fetched.error.reason:
-                self._partition_error(tp, state, error_from_detail(fetched.error))
+                error = error_from_detail(fetched.error)
+                if error.reason in MOVED_REASONS:  # not the leader any more: ask again, later
+                    self._cluster.observe(error)
+                    self._failures += 1
+                    self._back_off()
+                    continue
+                self._partition_error(tp, state, error)
                 continue
             state.high_watermark = fetched.high_watermark
             state.log_start_offset = fetched.log_start_offset
@@ -767,7 +810,7 @@ class Consumer:
         if not self._group_id:
             return {}
         committed = fetch_committed(
-            self._stub, self.server, self._group_id, partitions, self.config,
+            self._group_stub, self.server, self._group_id, partitions, self.config,
             require_stable=self.config.isolation_level == "read_committed",
         )
         found = {tp: offset for tp, offset in committed.items() if offset is not None}
@@ -805,8 +848,8 @@ class Consumer:
     def _list(self, queries: dict[TopicPartition, OffsetQuery]) -> dict[TopicPartition, int]:
         config = self.config
         return call_with_retries(
-            lambda: list_offsets(self._stub, queries, server=self.server, timeout=self._timeout,
-                                 isolation_level=self._isolation),
+            lambda: list_offsets_routed(self._cluster, queries, timeout=self._timeout,
+                                        isolation_level=self._isolation),
             server=self.server,
             retries=config.retries,
             retry_backoff_ms=config.retry_backoff_ms,
@@ -814,16 +857,7 @@ class Consumer:
         )
 
     def _partition_count(self, topic: str) -> int:
-        config = self.config
-        description = call_with_retries(
-            lambda: self._stub.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic),
-                                             timeout=self._timeout),
-            server=self.server,
-            retries=config.retries,
-            retry_backoff_ms=config.retry_backoff_ms,
-            retry_backoff_max_ms=config.retry_backoff_max_ms,
-        )
-        return int(description.partition_count)
+        return self._cluster.topic(topic).partition_count
 
     def _tp(self, partition: Partition) -> TopicPartition:
         """A TopicPartition, a (topic, partition) tuple, or a bare number when one topic is

@@ -33,7 +33,12 @@ from typing import Any
 import grpc
 
 from logstore.api.v1 import groups_pb2
-from logstore.client.channel import call_with_retries, error_from_detail, error_from_rpc
+from logstore.client.channel import (
+    call_with_retries,
+    error_from_detail,
+    error_from_rpc,
+    is_transient,
+)
 from logstore.client.config import ConsumerConfig, backoff_seconds
 from logstore.client.models import GroupMetadata, TopicPartition
 from logstore.errors import LogstoreError
@@ -144,6 +149,8 @@ class Membership:
         except grpc.RpcError as exc:
             log.info("group %s: leaving failed: %s", self.group_id,
                      error_from_rpc(exc, self._server).message)
+        except LogstoreError as exc:  # no coordinator found
+            log.info("group %s: leaving failed: %s", self.group_id, exc.message)
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -154,8 +161,9 @@ class Membership:
             try:
                 self._heartbeat()
                 failures = 0
-            except grpc.RpcError as exc:
-                error = error_from_rpc(exc, self._server)
+            except (grpc.RpcError, LogstoreError) as exc:
+                # a LogstoreError: the coordinator could not be found (see routing)
+                error = exc if isinstance(exc, LogstoreError) else error_from_rpc(exc, self._server)
                 if error.reason in REJOIN_REASONS:
                     self._rejoin(error)
                     wait = 0.0
@@ -164,7 +172,7 @@ class Membership:
                     config = self._config
                     wait = backoff_seconds(failures, config.retry_backoff_ms,
                                            config.retry_backoff_max_ms)
-                    if error.reason not in ("UNAVAILABLE", "SHUTTING_DOWN"):
+                    if not is_transient(error):  # down, or the coordinator moved: retry
                         log.warning("group %s: heartbeat failed: %s", self.group_id,
                                     error.message)
                         with self.lock:

@@ -119,3 +119,52 @@ class GroupDescription:
     group_epoch: int
     members: list[GroupMember]
     offsets: list[CommittedOffset]
+
+
+# -- the cluster (``Admin.describe_cluster``) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    broker_id: int
+    #: host:port clients use (the broker's ``--advertise`` address).
+    address: str
+    #: Holds a live membership lease (always True on a single node).
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionPlacement:
+    """Where one partition lives: its leader (-1: none right now), the leader epoch (bumped by
+    every leader change), every replica (the preferred leader first) and the in-sync ones."""
+
+    topic: str
+    partition: int
+    leader_id: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+    @property
+    def under_replicated(self) -> bool:
+        """Fewer replicas in sync than the partition has."""
+        return len(self.isr) < len(self.replicas)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDescription:
+    """``Admin.describe_cluster()``: the brokers, the controller, and every partition's
+    placement (internal topics included). A single-node broker is a cluster of one:
+    ``clustered`` False, broker 0, controller 0 with epoch 0, every partition led by it."""
+
+    clustered: bool
+    cluster_name: str
+    controller_id: int
+    controller_epoch: int
+    brokers: list[BrokerInfo]
+    partitions: list[PartitionPlacement]
+
+    @property
+    def under_replicated_partitions(self) -> int:
+        """How many partitions have an ISR shorter than their replica list."""
+        return sum(p.under_replicated for p in self.partitions)

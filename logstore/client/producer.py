@@ -26,15 +26,17 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
-from logstore.api.v1 import admin_pb2, records_pb2
+from logstore.api.v1 import records_pb2
 from logstore.client import bulk
 from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch, RecordFuture, batch_group_future
-from logstore.client.channel import call_with_retries, open_channel, open_stub
+from logstore.client.channel import Channels
 from logstore.client.config import Credentials, ProducerConfig, build, resolve_server
+from logstore.client.metadata import Metadata
 from logstore.client.models import BatchMetadata, GroupMetadata, TopicPartition
+from logstore.client.routing import transaction_coordinator
 from logstore.client.sender import Sender
-from logstore.client.stream import ProduceStream
+from logstore.client.stream import OnFailure, OnResponse, ProduceStream
 from logstore.client.transactions import (
     IN_TRANSACTION,
     READY,
@@ -58,7 +60,10 @@ class Producer:
 
     ``Producer(server, acks="all", linger_ms=5, batch_bytes=1 MiB, codec="none", ...)``; the
     options are ``ProducerConfig``'s. ``server`` defaults to ``$LOGSTORE_SERVER`` or
-    ``127.0.0.1:7070``. Use as a context manager, or call ``close()``.
+    ``127.0.0.1:7070``; it may list several bootstrap addresses (``"h1:7070,h2:7070"``), tried
+    in turn until one answers. In a cluster each partition's batches go to its leader, and a
+    batch answered NOT_LEADER, NOT_ENOUGH_REPLICAS or UNAVAILABLE is sent again to the new
+    leader (see ``sender``). Use as a context manager, or call ``close()``.
 
     With ``acks="all"`` the producer is idempotent unless ``enable_idempotence=False``: a batch
     retried after a lost answer (the broker restarted between appending and answering) is not
@@ -69,39 +74,33 @@ class Producer:
         credentials = Credentials.take(options)
         self.config: ProducerConfig = build(ProducerConfig, options)
         self.server = resolve_server(server)
-        self._channel = open_channel(self.server, credentials)
-        self._stub = open_stub(self._channel)
-        self._closed = False
         config = self.config
+        self._channels = Channels(credentials)
+        self._metadata = Metadata(
+            self.server, self._channels,
+            retries=config.retries,
+            retry_backoff_ms=config.retry_backoff_ms,
+            retry_backoff_max_ms=config.retry_backoff_max_ms,
+            timeout_s=config.request_timeout_ms / 1000.0,
+            max_age_ms=config.metadata_max_age_ms,
+        )
+        self._closed = False
         self._accumulator = Accumulator(
             batch_bytes=config.batch_bytes,
             linger_ms=config.linger_ms,
             buffer_bytes=config.buffer_bytes,
             describe=self._partition_count,
         )
-        method = self._channel.stream_stream(
-            PRODUCE_STREAM,
-            request_serializer=None,  # requests are serialized by wire.encode_produce_request
-            response_deserializer=records_pb2.ProduceResponse.FromString,
-        )
-        stream_factory = functools.partial(
-            ProduceStream,
-            method,
-            server=self.server,
-            max_in_flight=config.max_in_flight,
-            retries=config.retries,
-            retry_backoff_ms=config.retry_backoff_ms,
-            retry_backoff_max_ms=config.retry_backoff_max_ms,
-        )
         self._identity: ProducerIdentity | None = None
         self._transaction: Transaction | None = None
         if config.idempotent:
-            self._identity = ProducerIdentity(self._stub, self.server, config)
+            stub = transaction_coordinator(self._metadata, config.transactional_id or "")
+            self._identity = ProducerIdentity(stub, self.server, config)
             self._accumulator.sequences = {}
             if config.transactional_id:
-                self._transaction = Transaction(self._stub, self.server, config, self._identity)
-        self._sender = Sender(self._accumulator, stream_factory, config, self._accumulator.learn,
-                              self._identity, self._transaction)
+                self._transaction = Transaction(stub, self.server, config, self._identity)
+        self._sender = Sender(self._accumulator, self._open_stream, config, self._refresh,
+                              self._metadata, self._identity, self._transaction)
         #: ``send`` is the accumulator's append itself: one call less per record (a
         #: transactional producer checks that a transaction is open first).
         if self._transaction is None:
@@ -306,7 +305,7 @@ class Producer:
             self._accumulator.closed = True
             self._accumulator.fail_all(UnavailableError("the producer was closed"))
             self.send = self._send_closed  # type: ignore[method-assign]
-            self._channel.close()
+            self._channels.close()
 
     def __enter__(self) -> Producer:
         return self
@@ -326,19 +325,38 @@ class Producer:
         return list(range(self._accumulator.learn(topic).count))
 
     def _partition_count(self, topic: str) -> int:
-        """DescribeTopic, retried on UNAVAILABLE like the records themselves."""
+        """The topic's metadata read fresh (retried on UNAVAILABLE like the records)."""
+        return self._metadata.topic(topic).partition_count
+
+    def _refresh(self, topics: list[str]) -> None:
+        """One metadata call for every topic the producer sends to (the sender thread, every
+        ``metadata_max_age_ms`` and before a retry): new partitions and leaders."""
+        view = self._metadata.refresh(topics, retries=0)
+        for topic in topics:
+            route = view.topics.get(topic)
+            if route is not None:
+                self._accumulator.grow(topic, route.partition_count)
+
+    def _open_stream(self, address: str, on_response: OnResponse,
+                     on_failure: OnFailure) -> ProduceStream:
+        """The produce stream to one broker. A single node's stream reconnects by itself (it is
+        the only broker); a cluster's hands failed requests back, to be routed again."""
         config = self.config
-        description = call_with_retries(
-            lambda: self._stub.DescribeTopic(
-                admin_pb2.DescribeTopicRequest(name=topic),
-                timeout=config.request_timeout_ms / 1000.0,
-            ),
-            server=self.server,
-            retries=config.retries,
+        method = self._channels.channel(address).stream_stream(
+            PRODUCE_STREAM,
+            request_serializer=None,  # requests are serialized by wire.encode_produce_request
+            response_deserializer=records_pb2.ProduceResponse.FromString,
+        )
+        return ProduceStream(
+            method,
+            server=address,
+            max_in_flight=config.max_in_flight,
+            retries=0 if self._metadata.clustered else config.retries,
             retry_backoff_ms=config.retry_backoff_ms,
             retry_backoff_max_ms=config.retry_backoff_max_ms,
+            on_response=on_response,
+            on_failure=on_failure,
         )
-        return int(description.partition_count)
 
     def _send_closed(self, *args: Any, **kwargs: Any) -> RecordFuture:
         raise UnavailableError("the producer is closed")

@@ -6,7 +6,8 @@ before the previous answer says where it ended). A ``Subscribe`` stream lets the
 next batches as soon as the transport has room (HTTP/2 flow control bounds what is in flight), so
 both sides work at once and no call is set up per batch.
 
-Each stream is read by a small thread that hands decoded messages to one queue the consumer
+Each stream goes to its partition's leader (one channel per broker; on a single node all go to
+the bootstrap address). Each stream is read by a small thread that hands decoded messages to one queue the consumer
 waits on. A stream is tied to the offset it was opened at; the consumer replaces it after a seek.
 Group members keep using ``Fetch``, whose requests carry the member's epoch for fencing.
 
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from logstore.api.v1 import records_pb2
 from logstore.client import wire
-from logstore.client.channel import error_from_rpc
+from logstore.client.channel import Channels, error_from_rpc
 from logstore.client.models import TopicPartition
 from logstore.errors import LogstoreError, UnavailableError
 
@@ -43,6 +45,8 @@ class Stream:
         out: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]], server: str,
     ) -> None:
         self.tp = tp
+        #: The broker it reads from.
+        self.server = server
         self.next_offset = offset  # where the consumer expects the next message to continue
         self.closed = False
         self._server = server
@@ -77,15 +81,14 @@ class Stream:
 
 
 class Subscriptions:
-    """The consumer's streams, one per partition it reads."""
+    """The consumer's streams, one per partition it reads, each to the broker ``route(tp)``
+    names (the partition's leader; ``route`` may raise a retriable ``NotLeaderError``)."""
 
-    def __init__(self, channel: grpc.Channel, server: str, isolation: int, max_bytes: int) -> None:
-        self._method = channel.unary_stream(
-            SUBSCRIBE,
-            request_serializer=records_pb2.SubscribeRequest.SerializeToString,
-            response_deserializer=_identity,
-        )
-        self._server = server
+    def __init__(self, channels: Channels, route: Callable[[TopicPartition], str], isolation: int,
+                 max_bytes: int) -> None:
+        self._channels = channels
+        self._route = route
+        self._methods: dict[str, Any] = {}
         self._isolation = isolation
         self._max_bytes = max_bytes
         self.queue: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]] = queue.SimpleQueue()
@@ -98,8 +101,17 @@ class Subscriptions:
             return
         if stream is not None:
             stream.close()
+            del self.streams[tp]
+        address = self._route(tp)
+        method = self._methods.get(address)
+        if method is None:
+            method = self._methods[address] = self._channels.channel(address).unary_stream(
+                SUBSCRIBE,
+                request_serializer=records_pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=_identity,
+            )
         self.streams[tp] = Stream(
-            self._method, tp, offset, self._isolation, self._max_bytes, self.queue, self._server
+            method, tp, offset, self._isolation, self._max_bytes, self.queue, address
         )
 
     def is_current(self, stream: Stream) -> bool:

@@ -1,8 +1,10 @@
-"""Reading a topic back in tests: every record from the start, with a bounded wait."""
+"""Test helpers: reading a topic back (every record from the start, with a bounded wait), and
+waiting for a condition (``wait_until``)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from logstore.client import Consumer, ConsumerRecord, TopicPartition
 
@@ -25,3 +27,12 @@ def by_partition(records: list[ConsumerRecord]) -> dict[int, list[ConsumerRecord
     for record in records:
         out.setdefault(record.partition, []).append(record)
     return out
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0, interval: float = 0.005) -> None:
+    """Poll ``condition`` until it is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
