@@ -19,7 +19,7 @@ Routing (see ``metadata``). On a single node every request goes over one stream 
 address, as it always did. In a cluster the batches of a request are grouped per leader broker
 and each group goes over that broker's own ``ProduceStream``.
 
-Retries. A partition answered NOT_LEADER, NOT_ENOUGH_REPLICAS or UNAVAILABLE (or, in a cluster,
+Retries. A partition answered NOT_LEADER, NOT_ENOUGH_REPLICAS, UNAVAILABLE or TIMEOUT (or, in a cluster,
 a broken stream, or a partition with no leader right now) does not fail its batches: they are
 *held* for a backoff, the metadata is read again, and they go back to the front of the queue,
 to the new leader, up to ``retries`` times. Held batches keep their bytes, so an idempotent
@@ -58,7 +58,7 @@ IDLE_WAIT = 1.0
 #: While batches are held for a retry, the sender looks at them at least this often.
 HELD_POLL_S = 0.05
 #: Partition answers after which the batch is sent again (after a metadata refresh).
-RETRY_REASONS = frozenset(("NOT_LEADER", "NOT_ENOUGH_REPLICAS", "UNAVAILABLE"))
+RETRY_REASONS = frozenset(("NOT_LEADER", "NOT_ENOUGH_REPLICAS", "UNAVAILABLE", "TIMEOUT"))
 
 Key = tuple[str, int]
 #: open_stream(address, on_response, on_failure): a produce stream to one broker.
