@@ -25,6 +25,14 @@ from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
+from logstore.broker.share import (
+    AckRange,
+    AcquiredPartition,
+    ShareCoordinator,
+    ShareGroupConfig,
+    ShareGroupInfo,
+)
+from logstore.broker.share.types import AckResult, SharePartitionInfo
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
     AbortedTransaction,
@@ -81,6 +89,9 @@ class Broker:
         self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
         for state in list(self._producer_states.values()):  # built while the coordinator loaded
             self._abort_orphans(state)
+        self.shares = ShareCoordinator(
+            data_dir, clock, config.offsets_topic_partitions, self._wakeups, self._executor, loop
+        )
         self._housekeeping: asyncio.Task[None] | None = None
         self.backpressure = Backpressure(
             per_connection=config.max_inflight_bytes_per_connection,
@@ -99,6 +110,7 @@ class Broker:
             try:
                 self.groups.expire()
                 self.transactions.expire()
+                self.shares.expire()
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(self.config.housekeeping_interval_ms / 1000)
@@ -154,6 +166,7 @@ class Broker:
             del self._producer_states[key]
         self.transactions.topic_deleted(name)
         self.offsets.delete_topic(name)
+        self.shares.topic_deleted(name)
         self._wakeups.wake_all()
 
     def list_topics(self, include_internal: bool = False) -> list[tuple[str, int, bool]]:
@@ -797,3 +810,39 @@ class Broker:
         validate_topic_name(transactional_id, kind="transactional id")
         self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
         self._wakeups.wake_all()
+
+    # -- share groups (the logic is in broker/share/) -----------------------------------------------
+
+    async def share_fetch(
+        self, group_id: str, member_id: str, topics: Sequence[str], **options: Any
+    ) -> tuple[list[AckResult], list[AcquiredPartition]]:
+        self._check_open()
+        options["max_wait_ms"] = min(options.get("max_wait_ms", 0), self.config.max_wait_ms)
+        options["max_bytes"] = min(options.get("max_bytes") or (1 << 20), self.config.max_fetch_bytes)
+        return await self.shares.fetch(group_id, member_id, topics, closing=lambda: self.closing, **options)
+
+    async def share_acknowledge(
+        self, group_id: str, member_id: str, acks: Sequence[AckRange], **options: Any
+    ) -> list[AckResult]:
+        self._check_open()
+        return await self.shares.acknowledge(group_id, member_id, acks, **options)
+
+    def list_share_groups(self) -> list[tuple[str, int, int]]:
+        self._check_open()
+        return self.shares.list_groups()
+
+    def describe_share_group(self, group_id: str) -> ShareGroupInfo:
+        self._check_open()
+        return self.shares.describe(group_id)
+
+    async def alter_share_group_config(
+        self, group_id: str, set_keys: dict[str, Any], reset_keys: Sequence[str]
+    ) -> ShareGroupConfig:
+        self._check_open()
+        return await self.shares.alter_config(group_id, set_keys, reset_keys)
+
+    async def reset_share_group(
+        self, group_id: str, topic: str, partitions: Sequence[int], spec: str, offset: int = 0
+    ) -> list[SharePartitionInfo]:
+        self._check_open()
+        return await self.shares.reset(group_id, topic, partitions, spec, offset)
