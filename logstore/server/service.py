@@ -26,13 +26,14 @@ from logstore.server.auth import Authorizer, SecurityConfig
 from logstore.server.errors import error_detail, to_status
 from logstore.server.metrics import Metrics
 from logstore.server.service_groups import GroupServiceMixin
+from logstore.server.service_share import ShareServiceMixin
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
+class LogStoreService(GroupServiceMixin, ShareServiceMixin, logstore_pb2_grpc.LogStoreServicer):
     def __init__(self, broker: Broker, metrics: Metrics, authorizer: Authorizer | None = None) -> None:
         self.broker = broker
         self.metrics = metrics
