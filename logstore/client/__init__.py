@@ -41,6 +41,7 @@ from logstore.client.models import (  # noqa: E402
     TopicPartition,
 )
 from logstore.client.producer import Producer  # noqa: E402
+from logstore.client.share import AsyncShareConsumer, ShareConsumer, ShareRecord  # noqa: E402
 from logstore.client.tasks import TaskQueue  # noqa: E402
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncAdmin",
     "AsyncConsumer",
     "AsyncProducer",
+    "AsyncShareConsumer",
     "BatchMetadata",
     "CommittedOffset",
     "Consumer",
@@ -63,6 +65,8 @@ __all__ = [
     "ProducerConfig",
     "RecordFuture",
     "RecordMetadata",
+    "ShareConsumer",
+    "ShareRecord",
     "TaskQueue",
     "TopicDescription",
     "TopicInfo",

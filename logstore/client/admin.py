@@ -1,5 +1,6 @@
-"""``Admin``: topics (create, delete, list, describe, configure, grow), offsets, and consumer
-groups (list, describe, delete, reset offsets, read committed offsets).
+"""``Admin``: topics (create, delete, list, describe, configure, grow), offsets, consumer
+groups (list, describe, delete, reset offsets, read committed offsets), and share groups (list,
+describe, configure, reset: ``share_admin.py``).
 
 Every method is one unary call; results are the small dataclasses of ``models``, never protobuf
 messages, and failures are the typed errors of ``logstore.errors`` (see ``channel``).
@@ -25,6 +26,7 @@ from logstore.client.models import (
     TopicInfo,
     TopicPartition,
 )
+from logstore.client.share_admin import ShareAdminMixin
 
 #: Where ``reset_offsets`` moves a group: "earliest", "latest", an offset (int), or a time
 #: (a datetime, or ``("timestamp", ms since the epoch)``).
@@ -34,7 +36,7 @@ ResetTarget = str | int | datetime.datetime | tuple[str, int]
 OffsetQuery = str | int | datetime.datetime  # "earliest", "latest", ms since epoch, datetime
 
 
-class Admin:
+class Admin(ShareAdminMixin):
     """Topic administration: ``Admin(server)``, as a context manager or with ``close()``."""
 
     def __init__(self, server: str | None = None, *, timeout: float = 30.0, **credentials: Any) -> None:

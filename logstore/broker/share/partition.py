@@ -33,7 +33,7 @@ from logstore.broker.share.window import (
     ranges,
 )
 from logstore.errors import RecordNotAcquiredError
-from logstore.records import iter_headers
+from logstore.records import iter_headers, read_header
 from logstore.storage import PartitionLog
 
 #: Bytes asked of the log per read while acquiring.
@@ -187,8 +187,9 @@ class SharePartition:
                     room = 0
                     break
                 upto = min(header.next_offset, lo + room)
-                out.records.append(result.data[header.position:header.end_position])
-                budget[0] -= header.batch_length
+                if not (out.records and read_header(out.records[-1]).base_offset == header.base_offset):
+                    out.records.append(result.data[header.position:header.end_position])
+                    budget[0] -= header.batch_length  # (else: sent already for its redeliveries)
                 room -= upto - lo
                 must = False
                 taken_until = upto
