@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("produce", "produce"),
     ("consume", "consume"),
     ("group", "group"),
+    ("queue", "queue"),
     ("token", "token"),
 ]
 
