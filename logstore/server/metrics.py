@@ -72,8 +72,8 @@ class _ShareCollector(Collector):
             for i, value in enumerate((int(counts[0]), int(counts[1]), sp.redeliveries,
                                        sp.lock_expiries, sp.dead_lettered)):
                 row[i] += value
-            for kind, count in sp.acks.items():
-                key = (group, kind.name.lower())
+            for ack_kind, count in sp.acks.items():
+                key = (group, ack_kind.name.lower())
                 kinds[key] = kinds.get(key, 0) + count
         for group, (avail, held, redelivered, expired, dead) in sorted(totals.items()):
             available.add_metric([group], avail)
@@ -81,8 +81,8 @@ class _ShareCollector(Collector):
             events["redeliveries"].add_metric([group], redelivered)
             events["lock_expiries"].add_metric([group], expired)
             events["dead_lettered_records"].add_metric([group], dead)
-        for (group, kind), count in sorted(kinds.items()):
-            acks.add_metric([group, kind], count)
+        for (group, kind_name), count in sorted(kinds.items()):
+            acks.add_metric([group, kind_name], count)
         yield available
         yield acquired
         yield acks
