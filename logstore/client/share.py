@@ -26,7 +26,9 @@ Refusals. An acknowledgement of a record this member no longer holds (its lock e
 went to another member, it was acknowledged already) is refused by the broker with
 ``RecordNotAcquiredError`` (reason ``RECORD_NOT_ACQUIRED``); the others are applied. ``commit()``
 raises the first refusal collected since the last commit (from its own call or from the
-piggybacked acknowledgements of earlier polls); ``refused`` lists them all.
+piggybacked acknowledgements of earlier polls); ``refused`` lists them all, and
+``commit(raise_refused=False)`` returns them instead. A call that fails (the broker is
+unreachable) queues its acknowledgements again; they go with the next call.
 
 ``close()`` sends what is queued and leaves the group: the records it still holds become
 available to the other members at once. Thread-safety: ``ack``/``release``/``reject`` and
@@ -181,7 +183,10 @@ class ShareConsumer:
 
     def _collect(self, refused: Iterable[share_pb2.ShareAcknowledgementResult]) -> None:
         for item in refused:
-            self.refused.append(error_from_detail(item.error))
+            error = error_from_detail(item.error)
+            error.first_offset = item.first_offset  # type: ignore[attr-defined]
+            error.last_offset = item.last_offset  # type: ignore[attr-defined]
+            self.refused.append(error)
 
     @property
     def pending(self) -> int:
@@ -189,9 +194,11 @@ class ShareConsumer:
         with self._lock:
             return sum(len(offsets) for offsets in self._pending.values())
 
-    def commit(self) -> None:
+    def commit(self, *, raise_refused: bool = True) -> list[LogstoreError]:
         """Send the queued acknowledgements now (durable when this returns); raise the first
-        refusal collected since the last commit."""
+        refusal collected since the last commit, or with ``raise_refused=False`` return them
+        all (each has ``first_offset`` and ``last_offset``: the range refused, of its
+        ``topic``/``partition``)."""
         messages = self._take_pending()
         if messages:
             request = share_pb2.ShareAcknowledgeRequest(
@@ -205,8 +212,9 @@ class ShareConsumer:
                 raise
             self._collect(response.refused)
         refused, self.refused = self.refused, []
-        if refused:
+        if refused and raise_refused:
             raise refused[0]
+        return refused
 
     # -- fetching -------------------------------------------------------------------------------
 
