@@ -89,3 +89,19 @@ def test_delayed_release_survives_a_restart(tmp_path: Path) -> None:
             assert len(await fetch(broker, "w")) == 1
 
     run(body())
+
+
+def test_a_fetch_with_acknowledgements_writes_one_state_record(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, ManualClock(), LIGHT) as broker:
+            broker.create_topic("tasks", 1)
+            await produce(broker, "tasks", 0, b"a", b"b")
+            await produce(broker, "tasks", 0, b"c", b"d")
+            await fetch(broker, "w", max_records=2)
+            state = broker.data_dir.log(SHARE_STATE_TOPIC, 0)
+            before = state.log_end_offset
+            records = await fetch(broker, "w", acks=[ack("tasks", 0, 0, 1)], max_records=2)
+            assert [r[2] for r in records] == [2, 3]
+            assert state.log_end_offset == before + 1  # the acks and the acquisition: one delta
+
+    run(body())

@@ -52,6 +52,8 @@ from logstore.storage.config import FLUSH_ALWAYS
 log = logging.getLogger(__name__)
 
 Writes = list[tuple[PartitionLog, int]]
+#: Changes of share-partitions not written yet, by (topic, partition).
+Pending = dict[tuple[str, int], tuple[SharePartition, Change]]
 #: Most records one fetch may ask for.
 MAX_RECORDS_LIMIT = 100_000
 
@@ -169,9 +171,11 @@ class ShareCoordinator:
             validate_topic_name(ack.topic)
 
     def _acknowledge(self, group: ShareGroup, owner: int, acks: Sequence[AckRange], lock_ms: int,
-                     now_ms: int, writes: Writes) -> list[AckResult]:
+                     now_ms: int, writes: Writes, pending: Pending | None = None) -> list[AckResult]:
+        """Apply ``acks``; their changes are written now, or left in ``pending`` for the
+        acquisition that follows to write in the same delta."""
         results = []
-        changes: dict[tuple[str, int], tuple[SharePartition, Change]] = {}
+        changes: Pending = {} if pending is None else pending
         for key in {(a.topic, a.partition) for a in acks}:
             sp = group.partitions.get(key)
             if sp is not None:
@@ -190,8 +194,9 @@ class ShareCoordinator:
                     _, change = changes.setdefault((ack.topic, ack.partition), (sp, Change()))
                     sp.apply(ack, now_ms, lock_ms or group.config.lock_ms, group.config, change)
             results.append(AckResult(ack.topic, ack.partition, ack.first_offset, ack.last_offset, error))
-        for sp, change in changes.values():
-            self._persist(group, sp, change, writes)
+        if pending is None:
+            for sp, change in changes.values():
+                self._persist(group, sp, change, writes)
         return results
 
     async def acknowledge(self, group_id: str, member_id: str, acks: Sequence[AckRange], *,
@@ -233,7 +238,9 @@ class ShareCoordinator:
         return logs
 
     def _acquire(self, group: ShareGroup, owner: int, logs: list[PartitionLog], max_records: int,
-                 max_bytes: int, lock_ms: int, writes: Writes) -> list[AcquiredPartition]:
+                 max_bytes: int, lock_ms: int, writes: Writes, pending: Pending) -> list[AcquiredPartition]:
+        """Acquire over ``logs``; each share-partition's changes (with those ``pending`` from the
+        acknowledgements of the same fetch) are one delta."""
         now_ms = self.clock.now_ms()
         outcomes = []
         turn = group.turn % len(logs)
@@ -243,7 +250,9 @@ class ShareCoordinator:
             if left_records <= 0 or left_bytes <= 0:
                 break
             sp = self._share_partition(group, partition_log)
-            change = Change()
+            _, change = pending.pop((sp.topic, sp.partition), (sp, Change()))
+            if change.indices and sp.window.start_offset < partition_log.log_start_offset:
+                self._persist(group, sp, change, writes)  # retention moves the start: indices change
             sp.expire(now_ms, group.config, change)
             out = sp.acquire(partition_log, owner, now_ms, lock_ms, group.config, left_records, left_bytes, change)
             if change.indices or change.archived or sp.sequence == 0:
@@ -252,6 +261,9 @@ class ShareCoordinator:
                 outcomes.append(out)
                 left_records -= out.record_count
                 left_bytes -= sum(len(r) for r in out.records)
+        for sp, change in pending.values():
+            self._persist(group, sp, change, writes)
+        pending.clear()
         return outcomes
 
     def _next_change_s(self, group: ShareGroup, logs: list[PartitionLog]) -> float | None:
@@ -291,11 +303,12 @@ class ShareCoordinator:
         owner = group.owner(member_id, now_ms)
         lock = lock_ms or group.config.lock_ms
         writes: Writes = []
-        results = self._acknowledge(group, owner, acks, lock_ms, now_ms, writes) if acks else []
+        pending: Pending = {}
+        results = self._acknowledge(group, owner, acks, lock_ms, now_ms, writes, pending) if acks else []
         deadline = self._loop.time() + max_wait_ms / 1000
         keys = [(lg.topic, lg.partition) for lg in logs]
         while True:
-            outcomes = self._acquire(group, owner, logs, max_records, max_bytes or (1 << 20), lock, writes)
+            outcomes = self._acquire(group, owner, logs, max_records, max_bytes or (1 << 20), lock, writes, pending)
             remaining = deadline - self._loop.time()
             if outcomes or remaining <= 0 or closing():
                 break
