@@ -24,6 +24,7 @@ from logstore.broker.backpressure import Backpressure
 from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
+from logstore.broker.positions import reset_target
 from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
 from logstore.broker.share import (
     AckRange,
@@ -735,24 +736,7 @@ class Broker:
         chosen = list(partitions) or list(range(count))
         entries = []
         for partition in chosen:
-            partition_log = self.data_dir.log(topic, partition)
-            if spec == "earliest":
-                target = partition_log.log_start_offset
-            elif spec == "latest":
-                target = partition_log.log_end_offset
-            elif spec == "timestamp":
-                found = partition_log.offset_for_timestamp(timestamp_ms)
-                target = partition_log.log_end_offset if found is None else found
-            elif spec == "offset":
-                if not partition_log.log_start_offset <= offset <= partition_log.log_end_offset:
-                    raise OffsetOutOfRangeError(
-                        topic=topic, partition=partition, offset=offset,
-                        log_start_offset=partition_log.log_start_offset,
-                        log_end_offset=partition_log.log_end_offset,
-                    )
-                target = offset
-            else:
-                raise InvalidRequestError(f"unknown reset spec {spec!r}", field="spec")
+            target = reset_target(self.data_dir.log(topic, partition), spec, offset, timestamp_ms)
             entries.append((topic, partition, target, ""))
         if not dry_run:
             self.offsets.commit(group_id, entries)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from logstore.broker.positions import reset_target
 from logstore.broker.share.config import ShareGroupConfig
 from logstore.broker.share.dead_letter import dead_letter
 from logstore.broker.share.group import ShareGroup
@@ -41,7 +42,6 @@ from logstore.errors import (
     GroupNotEmptyError,
     InvalidRequestError,
     LogstoreError,
-    OffsetOutOfRangeError,
     RecordNotAcquiredError,
     UnknownGroupError,
 )
@@ -402,20 +402,10 @@ class ShareCoordinator:
                                                    if now_ms - seen <= group.config.lock_ms) or 1)
         targets = []
         for partition in chosen:
-            partition_log = self.data_dir.log(topic, partition)
-            if spec == "earliest":
-                target = partition_log.log_start_offset
-            elif spec == "latest":
-                target = partition_log.log_end_offset
-            elif spec == "offset":
-                if not partition_log.log_start_offset <= offset <= partition_log.log_end_offset:
-                    raise OffsetOutOfRangeError(
-                        topic=topic, partition=partition, offset=offset,
-                        log_start_offset=partition_log.log_start_offset,
-                        log_end_offset=partition_log.log_end_offset)
-                target = offset
-            else:
+            if spec not in ("earliest", "latest", "offset"):
                 raise InvalidRequestError(f"unknown reset spec {spec!r} (earliest, latest, offset)", field="spec")
+            partition_log = self.data_dir.log(topic, partition)
+            target = reset_target(partition_log, spec, offset)
             targets.append((partition_log, target))
         writes: Writes = []
         for partition_log, target in targets:
