@@ -107,7 +107,7 @@ def run_nats(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             try:
                 messages = await subscription.fetch(batch=args.batch, timeout=0.2)
-            except NatsTimeout:
+            except (TimeoutError, NatsTimeout):
                 messages = []
             if messages:
                 polls.append(time.perf_counter() - started)
