@@ -39,6 +39,8 @@ SUITES: dict[str, Suite] = {
                    "with a raw gRPC ceiling (starts the servers itself)"),
     "recovery": Suite("bench.recovery", "restart time after a SIGKILL with ~1 GB unflushed "
                       "(flush=never), page cache warm and cold, against a spawned broker"),
+    "queue": Suite("bench.queue", "queue mode: tasks/s with per-task acks, 1/4/16 worker processes, "
+                   "logstore share groups vs Redis Streams vs JetStream; redelivery after SIGKILL"),
     "overload": Suite("bench.overload", "producers faster than the disk, 1,000+ idle connections "
                       "and slow consumers: backpressure, progress and the broker's peak RSS"),
 }

@@ -22,6 +22,8 @@ _CLIENT_NAMES = {
     "AsyncConsumer",
     "AsyncAdmin",
     "TaskQueue",
+    "ShareConsumer",
+    "AsyncShareConsumer",
 }
 
 

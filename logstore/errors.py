@@ -452,3 +452,21 @@ class MetadataUnavailableError(LogstoreError):
     (topic creation, leader elections) wait until it is back; current leaders keep serving."""
 
     reason = "METADATA_UNAVAILABLE"
+# -- share groups ------------------------------------------------------------------------------
+
+
+class RecordNotAcquiredError(LogstoreError):
+    """An acknowledgement for records the member does not hold: its lock expired (the record
+    is available again or another member has it), it was never delivered, or it is done."""
+
+    reason = "RECORD_NOT_ACQUIRED"
+
+    def __init__(self, message: str, *, group_id: str, topic: str, partition: int, offset: int,
+                 state: str) -> None:
+        super().__init__(message, group_id=group_id, topic=topic, partition=partition,
+                         offset=offset, state=state)
+        self.group_id = group_id
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.state = state

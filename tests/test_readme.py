@@ -64,3 +64,11 @@ def test_embedded_storage_example_runs(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "b'first'" in result.stdout
+
+
+def test_queue_mode_example_runs(broker):
+    code = blocks(section("Queue mode (share groups)"), "python")[0].replace(DEFAULT, broker.address)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = sorted(result.stdout.splitlines())
+    assert lines == ["did b'job-0' delivery 1", "did b'job-1' delivery 2", "did b'job-2' delivery 1"]

@@ -24,8 +24,17 @@ from logstore.broker.backpressure import Backpressure
 from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
+from logstore.broker.positions import reset_target
 from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
 from logstore.broker.replication import Replication
+from logstore.broker.share import (
+    AckRange,
+    AcquiredPartition,
+    ShareCoordinator,
+    ShareGroupConfig,
+    ShareGroupInfo,
+)
+from logstore.broker.share.types import AckResult, SharePartitionInfo
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
     AbortedTransaction,
@@ -84,6 +93,9 @@ class Broker:
         self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
         for state in list(self._producer_states.values()):  # built while the coordinator loaded
             self._abort_orphans(state)
+        self.shares = ShareCoordinator(
+            data_dir, clock, config.offsets_topic_partitions, self._wakeups, self._executor, loop
+        )
         self._housekeeping: asyncio.Task[None] | None = None
         self.backpressure = Backpressure(
             per_connection=config.max_inflight_bytes_per_connection,
@@ -102,6 +114,7 @@ class Broker:
             try:
                 self.groups.expire()
                 self.transactions.expire()
+                self.shares.expire()
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(self.config.housekeeping_interval_ms / 1000)
@@ -157,6 +170,7 @@ class Broker:
             del self._producer_states[key]
         self.transactions.topic_deleted(name)
         self.offsets.delete_topic(name)
+        self.shares.topic_deleted(name)
         self._wakeups.wake_all()
 
     def list_topics(self, include_internal: bool = False) -> list[tuple[str, int, bool]]:
@@ -789,24 +803,7 @@ class Broker:
         chosen = list(partitions) or list(range(count))
         entries = []
         for partition in chosen:
-            partition_log = self.data_dir.log(topic, partition)
-            if spec == "earliest":
-                target = partition_log.log_start_offset
-            elif spec == "latest":
-                target = partition_log.log_end_offset
-            elif spec == "timestamp":
-                found = partition_log.offset_for_timestamp(timestamp_ms)
-                target = partition_log.log_end_offset if found is None else found
-            elif spec == "offset":
-                if not partition_log.log_start_offset <= offset <= partition_log.log_end_offset:
-                    raise OffsetOutOfRangeError(
-                        topic=topic, partition=partition, offset=offset,
-                        log_start_offset=partition_log.log_start_offset,
-                        log_end_offset=partition_log.log_end_offset,
-                    )
-                target = offset
-            else:
-                raise InvalidRequestError(f"unknown reset spec {spec!r}", field="spec")
+            target = reset_target(self.data_dir.log(topic, partition), spec, offset, timestamp_ms)
             entries.append((topic, partition, target, ""))
         if not dry_run:
             self.offsets.commit(group_id, entries)
@@ -864,3 +861,39 @@ class Broker:
         validate_topic_name(transactional_id, kind="transactional id")
         self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
         self._wakeups.wake_all()
+
+    # -- share groups (the logic is in broker/share/) -----------------------------------------------
+
+    async def share_fetch(
+        self, group_id: str, member_id: str, topics: Sequence[str], **options: Any
+    ) -> tuple[list[AckResult], list[AcquiredPartition]]:
+        self._check_open()
+        options["max_wait_ms"] = min(options.get("max_wait_ms", 0), self.config.max_wait_ms)
+        options["max_bytes"] = min(options.get("max_bytes") or (1 << 20), self.config.max_fetch_bytes)
+        return await self.shares.fetch(group_id, member_id, topics, closing=lambda: self.closing, **options)
+
+    async def share_acknowledge(
+        self, group_id: str, member_id: str, acks: Sequence[AckRange], **options: Any
+    ) -> list[AckResult]:
+        self._check_open()
+        return await self.shares.acknowledge(group_id, member_id, acks, **options)
+
+    def list_share_groups(self) -> list[tuple[str, int, int]]:
+        self._check_open()
+        return self.shares.list_groups()
+
+    def describe_share_group(self, group_id: str) -> ShareGroupInfo:
+        self._check_open()
+        return self.shares.describe(group_id)
+
+    async def alter_share_group_config(
+        self, group_id: str, set_keys: dict[str, Any], reset_keys: Sequence[str]
+    ) -> ShareGroupConfig:
+        self._check_open()
+        return await self.shares.alter_config(group_id, set_keys, reset_keys)
+
+    async def reset_share_group(
+        self, group_id: str, topic: str, partitions: Sequence[int], spec: str, offset: int = 0
+    ) -> list[SharePartitionInfo]:
+        self._check_open()
+        return await self.shares.reset(group_id, topic, partitions, spec, offset)

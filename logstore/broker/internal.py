@@ -1,7 +1,8 @@
 """Internal topics: where the broker keeps its own state as records, compacted by key.
 
 ``__consumer_offsets`` holds committed offsets; ``__transaction_state`` the transaction
-coordinator's state. Keys and values are small JSON documents; a null value (tombstone) deletes a
+coordinator's state; ``__share_group_state`` the share groups' windows (binary values, see
+``share/state_log.py``). Keys and values are small JSON documents; a null value (tombstone) deletes a
 key, and compaction keeps each topic as small as its live keys. Both topics are ``flush=always``:
 what the broker acknowledges from them is on disk.
 """
@@ -18,6 +19,7 @@ from logstore.storage import DataDir, PartitionLog
 
 OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTIONS_TOPIC = "__transaction_state"
+SHARE_STATE_TOPIC = "__share_group_state"
 
 INTERNAL_CONFIG: dict[str, Any] = {
     "cleanup_policy": "compact",
@@ -59,8 +61,9 @@ def append_entries(
     return result.last_offset
 
 
-def read_entries(partition_log: PartitionLog) -> Iterator[tuple[int, list[Any], dict[str, Any] | None]]:
-    """Every (offset, key, value) from log start to log end, in order."""
+def read_entries(partition_log: PartitionLog, *, raw_values: bool = False) -> Iterator[tuple[int, list[Any], Any]]:
+    """Every (offset, key, value) from log start to log end, in order; values are JSON documents
+    (None for a tombstone), or the bytes as stored with ``raw_values``."""
     offset = partition_log.log_start_offset
     end = partition_log.log_end_offset
     while offset < end:
@@ -73,6 +76,6 @@ def read_entries(partition_log: PartitionLog) -> Iterator[tuple[int, list[Any], 
             if record.key is None:
                 continue
             key = json.loads(record.key)
-            value = None if record.value is None else json.loads(record.value)
+            value = record.value if raw_values or record.value is None else json.loads(record.value)
             yield record.offset, key, value
         offset = records[-1].offset + 1

@@ -40,6 +40,13 @@ class Wakeups:
             if not future.done():
                 future.set_result(None)
 
+    def wake(self, keys: Iterable[Key]) -> None:
+        """Wake the waiters of these partitions (records became available without an append).
+        Loop thread only."""
+        for key in keys:
+            if key in self._waiters:
+                self._wake(key)
+
     def wake_all(self) -> None:
         """Shutting down: let every waiter return now."""
         for key in list(self._waiters):

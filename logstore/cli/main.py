@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("consume", "consume"),
     ("group", "group"),
     ("cluster", "cluster"),
+    ("queue", "queue"),
     ("token", "token"),
 ]
 

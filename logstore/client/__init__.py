@@ -44,6 +44,7 @@ from logstore.client.models import (  # noqa: E402
     TopicPartition,
 )
 from logstore.client.producer import Producer  # noqa: E402
+from logstore.client.share import AsyncShareConsumer, ShareConsumer, ShareRecord  # noqa: E402
 from logstore.client.tasks import TaskQueue  # noqa: E402
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "AsyncAdmin",
     "AsyncConsumer",
     "AsyncProducer",
+    "AsyncShareConsumer",
     "BatchMetadata",
     "BrokerInfo",
     "ClusterDescription",
@@ -69,6 +71,8 @@ __all__ = [
     "ProducerConfig",
     "RecordFuture",
     "RecordMetadata",
+    "ShareConsumer",
+    "ShareRecord",
     "TaskQueue",
     "TopicDescription",
     "TopicInfo",

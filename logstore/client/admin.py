@@ -1,6 +1,6 @@
 """``Admin``: topics (create, delete, list, describe, configure, grow), offsets, consumer
-groups (list, describe, delete, reset offsets, read committed offsets), and the cluster
-(``describe_cluster``).
+groups (list, describe, delete, reset offsets, read committed offsets), share groups (list,
+describe, configure, reset: ``share_admin.py``) and the cluster (``describe_cluster``).
 
 Every method is one unary call; results are the small dataclasses of ``models``, never protobuf
 messages, and failures are the typed errors of ``logstore.errors`` (see ``channel``).
@@ -29,6 +29,7 @@ from logstore.client.models import (
     TopicPartition,
 )
 from logstore.client.routing import any_broker
+from logstore.client.share_admin import ShareAdminMixin
 from logstore.errors import LogstoreError, NotLeaderError
 
 #: Where ``reset_offsets`` moves a group: "earliest", "latest", an offset (int), or a time
@@ -39,7 +40,7 @@ ResetTarget = str | int | datetime.datetime | tuple[str, int]
 OffsetQuery = str | int | datetime.datetime  # "earliest", "latest", ms since epoch, datetime
 
 
-class Admin:
+class Admin(ShareAdminMixin):
     """Topic administration: ``Admin(server)``, as a context manager or with ``close()``.
 
     ``server`` may list several bootstrap addresses (``"h1:7070,h2:7070"``): the first call asks

@@ -1,5 +1,5 @@
-"""``TaskQueue``: run a handler over a consumer group's records with N workers, retries, a
-dead-letter topic, commits only after success, and a graceful stop.
+"""``TaskQueue``: run a handler over a share group's records with N workers, retries with
+backoff, a dead-letter topic, and a graceful stop.
 
 ::
 
@@ -10,32 +10,36 @@ dead-letter topic, commits only after success, and a graceful stop.
                       max_attempts=5, backoff_ms=200)
     queue.run()                         # until SIGTERM / SIGINT / queue.stop()
 
-How it works. The thread calling ``run`` owns the ``Consumer`` (group ``group_id``, auto-commit
-off): it polls, hands each partition's records to a pool of ``workers`` threads, and commits.
-A partition's records are processed one at a time, in offset order (a partition is the unit of
-ordering and of parallelism, so use at least as many partitions as workers). A record that
-raises is retried after ``backoff_ms``, doubling up to ``backoff_max_ms``; after
-``max_attempts`` it is written to the dead-letter topic (``<topic>.dlq`` by default, created on
-start with the source's partition count) with its key, value and headers plus the headers
-``error`` (the exception), ``attempts``, ``topic``, ``partition`` and ``offset``; that write is
-acknowledged before the record counts as done.
-
-Commits. Per partition a *watermark* is the offset after the longest run of done records from
-where the partition started; only it is committed (every ``commit_interval_ms``, before a
-partition is revoked, and on stop), so a record is never committed before it succeeded or was
-dead-lettered: at-least-once. Records are fetched only while fewer than ``max_pending`` wait.
+How it works. The queue is a share group (queue mode, see ``share.py``): each of the ``workers``
+threads is its own ``ShareConsumer`` and acquires records from any partition, so workers may
+outnumber partitions and a slow record holds up nobody else. Records are processed in no
+guaranteed order. A record the handler finishes is accepted. One that raises is released with a
+delay of ``backoff_ms`` doubling per delivery up to ``backoff_max_ms`` (the broker holds it back;
+any worker may take it next); on its ``max_attempts``-th delivery it is rejected instead, and the
+broker writes it to the group's dead-letter topic (``<first topic>.dlq`` by default, created on
+start with the source's partition count) with its key, value and headers plus ``topic``,
+``partition``, ``offset``, ``delivery_count`` and ``last_error`` (the exception). A worker that
+dies leaves its records locked for ``lock_ms``; then they come back to the others (a record
+whose lock expired ``max_attempts`` times is dead-lettered with ``last_error`` = ``lock
+expired``). On start the queue sets the group's ``dead_letter_topic``, ``max_deliveries`` (=
+``max_attempts``) and ``lock_ms``.
 
 Stopping (``stop()``, or SIGTERM/SIGINT while ``run`` runs in the main thread): no new record is
-started, handlers already running finish (a record waiting to be retried is not retried: it will be
-delivered again), the watermarks are committed, and the consumer leaves the group at once.
+started, handlers already running finish and are acknowledged, and every worker leaves the group:
+records it held and did not start are available to other members at once.
 
 Metrics (``metrics()``, ``prometheus()``): ``processed`` (records handled successfully),
-``failed`` (handler calls that raised), ``retried`` (calls after the first of a record),
-``dead_lettered`` (records sent to the dead-letter topic), ``lag`` (records not done behind the
-newest fetched high watermarks of the partitions held).
+``failed`` (handler calls that raised), ``retried`` (handler calls on a record delivered before),
+``dead_lettered`` (records rejected to the dead-letter topic), ``lag`` (records of the group not
+done yet: available, delayed or being worked on; refreshed every ``commit_interval_ms``).
 
-Thread-safety: ``stop`` and ``metrics`` may be called from any thread; ``_lock`` guards the
-per-partition state shared between the polling thread and the workers.
+Changes from the consumer-group TaskQueue: no per-partition order; the dead-letter headers are
+``delivery_count`` and ``last_error`` (were ``attempts`` and ``error``); one dead-letter topic
+per group (a callable ``dead_letter_topic`` is called with the first topic); progress is the
+share group's (``Admin.describe_share_group``), not committed offsets. ``max_pending`` bounds
+the records all workers hold at once; ``producer_options`` is accepted and unused.
+
+Thread-safety: ``stop`` and ``metrics`` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -45,38 +49,17 @@ import signal
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from logstore.client.admin import Admin
-from logstore.client.consumer import Consumer
-from logstore.client.models import ConsumerRecord, TopicPartition
-from logstore.client.producer import Producer
+from logstore.client.share import ShareConsumer, ShareRecord
 from logstore.errors import LogstoreError, TopicExistsError
 
 log = logging.getLogger("logstore.client.tasks")
 
-Handler = Callable[[ConsumerRecord], object]
+Handler = Callable[[ShareRecord], object]
 METRICS = ("processed", "failed", "retried", "dead_lettered", "lag")
-
-
-class _Partition:
-    """One partition held: records waiting, whether a worker is on it, and the watermark."""
-
-    __slots__ = ("queue", "busy", "watermark", "committed", "revoked", "idle")
-
-    def __init__(self) -> None:
-        self.queue: deque[ConsumerRecord] = deque()
-        self.busy = False
-        #: Offset after the last record done in order (None until the first is done).
-        self.watermark: int | None = None
-        self.committed: int | None = None
-        #: Set when the partition is revoked or lost: workers stop taking its records.
-        self.revoked = False
-        self.idle = threading.Event()
-        self.idle.set()
 
 
 class TaskQueue:
@@ -94,12 +77,13 @@ class TaskQueue:
         dead_letter_topic: str | Callable[[str], str] | None = None,
         commit_interval_ms: float = 1_000.0,
         max_pending: int = 1_000,
+        lock_ms: int = 30_000,
         consumer_options: dict[str, Any] | None = None,
         producer_options: dict[str, Any] | None = None,
         **credentials: Any,
     ) -> None:
-        """``credentials`` (``tls_ca``, ``tls_cert``, ``tls_key``, ``token``) go to the consumer,
-        the dead-letter producer and the admin client alike."""
+        """``credentials`` (``tls_ca``, ``tls_cert``, ``tls_key``, ``token``) go to the share
+        consumers and the admin client alike; ``consumer_options`` to the share consumers."""
         if workers < 1 or max_attempts < 1 or max_pending < 1:
             raise ValueError("workers, max_attempts and max_pending must be at least 1")
         self.server = server
@@ -112,28 +96,25 @@ class TaskQueue:
         self.backoff_max_ms = backoff_max_ms
         self.commit_interval_ms = commit_interval_ms
         self.max_pending = max_pending
+        self.lock_ms = lock_ms
         if dead_letter_topic is None:
-            self._dead_letter: Callable[[str], str] = lambda topic: f"{topic}.dlq"
+            self.dead_letter_topic = f"{self.topics[0]}.dlq"
         elif isinstance(dead_letter_topic, str):
-            name = dead_letter_topic
-            self._dead_letter = lambda _topic: name
+            self.dead_letter_topic = dead_letter_topic
         else:
-            self._dead_letter = dead_letter_topic
+            self.dead_letter_topic = dead_letter_topic(self.topics[0])
         self._credentials = dict(credentials)
         self._consumer_options = {**credentials, **(consumer_options or {})}
-        self._producer_options = {**credentials, **(producer_options or {})}
+        del producer_options  # the broker writes the dead letters
         self._lock = threading.Lock()
-        self._partitions: dict[TopicPartition, _Partition] = {}
         self._counters = dict.fromkeys(METRICS, 0)
         self._stopping = threading.Event()
         self._running = threading.Event()
-        self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
 
     # -- control -----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Finish what is running, commit, leave the group; ``run`` then returns."""
+        """Finish what is running, acknowledge it, leave the group; ``run`` then returns."""
         self._stopping.set()
 
     @property
@@ -154,8 +135,8 @@ class TaskQueue:
         return "\n".join(lines) + "\n"
 
     def run(self, install_signal_handlers: bool | None = None) -> None:
-        """Consume and process until ``stop()`` (or SIGTERM/SIGINT when signal handlers are
-        installed: by default when called from the main thread)."""
+        """Process until ``stop()`` (or SIGTERM/SIGINT when signal handlers are installed: by
+        default when called from the main thread)."""
         if install_signal_handlers is None:
             install_signal_handlers = threading.current_thread() is threading.main_thread()
         previous: dict[int, Any] = {}
@@ -168,217 +149,102 @@ class TaskQueue:
             for number, handler in previous.items():
                 signal.signal(number, handler)
 
-    # -- the polling thread ---------------------------------------------------------------------
-
     def _run(self) -> None:
-        self._ensure_dead_letter_topics()
-        options = {"auto_offset_reset": "earliest", "fetch_max_wait_ms": 200,
-                   **self._consumer_options, "group_id": self.group_id,
-                   "enable_auto_commit": False}
-        consumer = Consumer(self.server, **options)
-        producer = Producer(self.server, **self._producer_options)
-        self._consumer, self._producer = consumer, producer
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="logstore-task")
-        self._running.set()
+        admin = Admin(self.server, **self._credentials)
         try:
-            consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_lost)
-            last_commit = time.monotonic()
-            while not self._stopping.is_set():
-                if self._pending() < self.max_pending:
-                    records = consumer.poll(max_records=self.max_pending, timeout=0.2)
-                    self._dispatch(records, pool)
-                else:
-                    self._stopping.wait(0.05)
-                if time.monotonic() - last_commit >= self.commit_interval_ms / 1000.0:
-                    self._commit()
-                    self._update_lag()
-                    last_commit = time.monotonic()
+            self._configure(admin)
+            threads = [threading.Thread(target=self._work, name=f"logstore-task-{i}", daemon=True)
+                       for i in range(self.workers)]
+            self._running.set()
+            for thread in threads:
+                thread.start()
+            while not self._stopping.wait(self.commit_interval_ms / 1000.0):
+                self._update_lag(admin)
             log.info("task queue %s: stopping: finishing in-flight work", self.group_id)
-            with self._lock:
-                for state in self._partitions.values():
-                    state.queue.clear()  # not started: delivered again to the next owner
-            pool.shutdown(wait=True)
-            self._commit()
+            for thread in threads:
+                thread.join()
+            self._update_lag(admin)
         finally:
             self._running.clear()
-            pool.shutdown(wait=True)
-            try:
-                consumer.close()  # auto-commit is off: leaving commits nothing more
-            finally:
-                producer.close()
-            self._consumer = self._producer = None
+            admin.close()
 
-    def _pending(self) -> int:
-        with self._lock:
-            return sum(len(state.queue) + state.busy for state in self._partitions.values())
-
-    def _dispatch(self, records: list[ConsumerRecord], pool: ThreadPoolExecutor) -> None:
-        start: list[TopicPartition] = []
-        with self._lock:
-            for record in records:
-                tp = TopicPartition(record.topic, record.partition)
-                state = self._partitions.get(tp)
-                if state is None:
-                    state = self._partitions[tp] = _Partition()
-                state.queue.append(record)
-            for tp, state in self._partitions.items():
-                if state.queue and not state.busy:
-                    state.busy = True
-                    state.idle.clear()
-                    start.append(tp)
-        for tp in start:
-            pool.submit(self._work, tp)
-
-    def _commit(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        with self._lock:
-            chosen = self._partitions if partitions is None else {
-                tp: self._partitions[tp] for tp in partitions if tp in self._partitions
-            }
-            offsets = {tp: s.watermark for tp, s in chosen.items()
-                       if s.watermark is not None and s.watermark != s.committed}
-        if not offsets:
-            return
+    def _configure(self, admin: Admin) -> None:
         try:
-            consumer.commit(offsets)  # type: ignore[arg-type]
+            partitions = admin.describe_topic(self.topics[0]).partition_count
+            admin.create_topic(self.dead_letter_topic, partitions)
+        except TopicExistsError:
+            pass
+        admin.alter_share_group_config(self.group_id, {
+            "dead_letter_topic": self.dead_letter_topic, "max_deliveries": self.max_attempts,
+            "lock_ms": self.lock_ms,
+        })
+
+    def _update_lag(self, admin: Admin) -> None:
+        try:
+            states = admin.describe_share_group(self.group_id).partitions
         except LogstoreError as exc:
-            log.warning("task queue %s: commit failed: %s", self.group_id, exc.message)
+            log.warning("task queue %s: describing the group failed: %s", self.group_id, exc.message)
             return
         with self._lock:
-            for tp, offset in offsets.items():
-                state = self._partitions.get(tp)
-                if state is not None:
-                    state.committed = offset
-
-    def _update_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        lag = 0
-        with self._lock:
-            partitions = list(self._partitions.items())
-        for tp, state in partitions:
-            try:
-                high = consumer.highwater(tp)
-            except ValueError:  # revoked meanwhile
-                continue
-            done = state.watermark
-            if done is None:
-                done = state.queue[0].offset if state.queue else high
-            lag += max(0, high - done)
-        with self._lock:
-            self._counters["lag"] = lag
-
-    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Let running records of the revoked partitions finish, commit them, forget them."""
-        states = self._release(partitions)
-        for state in states:
-            state.idle.wait()
-        self._commit(partitions)
-        with self._lock:
-            for tp in partitions:
-                self._partitions.pop(tp, None)
-
-    def _on_lost(self, partitions: list[TopicPartition]) -> None:
-        """The partitions may be someone else's already: stop, commit nothing."""
-        self._release(partitions)
-        with self._lock:
-            for tp in partitions:
-                self._partitions.pop(tp, None)
-
-    def _release(self, partitions: list[TopicPartition]) -> list[_Partition]:
-        with self._lock:
-            states = [self._partitions[tp] for tp in partitions if tp in self._partitions]
-            for state in states:
-                state.revoked = True
-                state.queue.clear()
-        return states
+            self._counters["lag"] = sum(s.available + s.acquired for s in states)
 
     # -- the workers ----------------------------------------------------------------------------
 
-    def _work(self, tp: TopicPartition) -> None:
-        """Process ``tp``'s queued records in order until none are left (a worker thread)."""
-        while True:
-            with self._lock:
-                state = self._partitions.get(tp)
-                if state is None:
-                    return
-                if state.revoked or self._stopping.is_set() or not state.queue:
-                    state.busy = False
-                    state.idle.set()
-                    return
-                record = state.queue.popleft()
-            done = self._process(record)
-            with self._lock:
-                if done and not state.revoked:
-                    state.watermark = record.offset + 1
-                elif not done:
-                    state.queue.clear()  # stopping mid-retry: this and later records come again
-
-    def _process(self, record: ConsumerRecord) -> bool:
-        """Run the handler with retries; dead-letter the record after ``max_attempts``. True
-        when the record is done (succeeded or dead-lettered)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                self.handler(record)
-            except Exception as exc:
-                with self._lock:
-                    self._counters["failed"] += 1
-                if attempt >= self.max_attempts:
-                    return self._dead_letter_record(record, exc, attempt)
-                delay = min(self.backoff_max_ms, self.backoff_ms * 2 ** (attempt - 1)) / 1000.0
-                log.info("task %s/%d@%d failed (attempt %d): %s; retrying in %.2fs",
-                         record.topic, record.partition, record.offset, attempt, exc, delay)
-                if self._stopping.wait(delay):
-                    return False
-                with self._lock:
-                    self._counters["retried"] += 1
-                continue
-            with self._lock:
-                self._counters["processed"] += 1
-            return True
-
-    def _dead_letter_record(self, record: ConsumerRecord, error: BaseException,
-                            attempts: int) -> bool:
-        producer = self._producer
-        assert producer is not None
-        headers = list(record.headers) + [
-            ("error", "".join(traceback.format_exception_only(type(error), error)).strip()),
-            ("attempts", str(attempts)),
-            ("topic", record.topic),
-            ("partition", str(record.partition)),
-            ("offset", str(record.offset)),
-        ]
-        target = self._dead_letter(record.topic)
-        failures = 0
-        while True:  # the record is done only once the dead-letter topic has it
-            try:
-                producer.send(target, record.value, key=record.key, headers=headers).result()
-                break
-            except LogstoreError as exc:
-                failures += 1
-                delay = min(self.backoff_max_ms, self.backoff_ms * 2 ** (failures - 1)) / 1000
-                log.error("task %s/%d@%d: writing it to %s failed: %s; retrying in %.2fs",
-                          record.topic, record.partition, record.offset, target, exc.message,
-                          delay)
-                if self._stopping.wait(delay):
-                    return False
-        log.warning("task %s/%d@%d dead-lettered to %s after %d attempts: %s", record.topic,
-                    record.partition, record.offset, target, attempts, error)
-        with self._lock:
-            self._counters["dead_lettered"] += 1
-        return True
-
-    def _ensure_dead_letter_topics(self) -> None:
-        with Admin(self.server, **self._credentials) as admin:
-            for topic in self.topics:
-                target = self._dead_letter(topic)
+    def _work(self) -> None:
+        """One worker: its own share-group member, until stopping (a worker thread)."""
+        prefetch = max(1, min(16, self.max_pending // self.workers))
+        consumer = ShareConsumer(self.server, self.group_id, self.topics, max_records=prefetch,
+                                 **self._consumer_options)
+        last_commit = time.monotonic()
+        try:
+            while not self._stopping.is_set():
                 try:
-                    partitions = admin.describe_topic(topic).partition_count
-                    admin.create_topic(target, partitions)
-                except TopicExistsError:
-                    pass
+                    records = consumer.poll(timeout=0.2)
+                except LogstoreError as exc:
+                    log.warning("task queue %s: poll failed: %s", self.group_id, exc.message)
+                    self._stopping.wait(0.2)
+                    continue
+                for record in records:
+                    if self._stopping.is_set():
+                        break  # not started: leaving gives it back at once
+                    self._process(record)
+                if time.monotonic() - last_commit >= self.commit_interval_ms / 1000.0:
+                    self._commit(consumer)
+                    last_commit = time.monotonic()
+        finally:
+            try:
+                consumer.close()
+            except LogstoreError as exc:
+                log.warning("task queue %s: leaving failed: %s", self.group_id, exc.message)
+
+    def _commit(self, consumer: ShareConsumer) -> None:
+        try:
+            consumer.commit()
+        except LogstoreError as exc:
+            log.warning("task queue %s: an acknowledgement was refused: %s", self.group_id, exc.message)
+
+    def _process(self, record: ShareRecord) -> None:
+        if record.delivery_count > 1:
+            self._count("retried")
+        try:
+            self.handler(record)
+        except Exception as exc:
+            self._count("failed")
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            if record.delivery_count >= self.max_attempts:
+                log.warning("task %s/%d@%d dead-lettered after %d attempts: %s", record.topic,
+                            record.partition, record.offset, record.delivery_count, error)
+                record.reject(error=error)
+                self._count("dead_lettered")
+                return
+            delay = min(self.backoff_max_ms, self.backoff_ms * 2 ** (record.delivery_count - 1))
+            log.info("task %s/%d@%d failed (attempt %d): %s; retrying in %.0f ms", record.topic,
+                     record.partition, record.offset, record.delivery_count, error, delay)
+            record.release(delay_ms=int(delay), error=error)
+            return
+        record.ack()
+        self._count("processed")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counters[name] += 1

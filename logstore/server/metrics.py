@@ -71,6 +71,50 @@ class _ClusterCollector(Collector):
         for (topic, partition, follower), records in sorted(replicas.follower_lag().items()):
             lag.add_metric([topic, str(partition), str(follower)], records)
         yield lag
+class _ShareCollector(Collector):
+    """Per share group, summed over its partitions: available and acquired records (gauges);
+    acknowledgements by kind, redeliveries, lock expiries and dead-lettered records (counters
+    since the broker started). Read at scrape time on the metrics thread: a value may be one
+    event old."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        available = GaugeMetricFamily("logstore_share_available_records",
+                                      "Records a share group may acquire now (in its windows)", labels=["group"])
+        acquired = GaugeMetricFamily("logstore_share_acquired_records", "Records locked to members", labels=["group"])
+        acks = CounterMetricFamily("logstore_share_acknowledged_records", "Records acknowledged, by kind",
+                                   labels=["group", "kind"])
+        events = {
+            name: CounterMetricFamily(f"logstore_share_{name}", help_text, labels=["group"])
+            for name, help_text in (("redeliveries", "Deliveries after the first"),
+                                    ("lock_expiries", "Locks that ran out"),
+                                    ("dead_lettered_records", "Records archived by reject or max_deliveries"))
+        }
+        totals: dict[str, list[int]] = {}
+        kinds: dict[tuple[str, str], int] = {}
+        for group, sp in self.broker.shares.stats():
+            counts = sp.window.counts()
+            row = totals.setdefault(group, [0, 0, 0, 0, 0])
+            for i, value in enumerate((int(counts[0]), int(counts[1]), sp.redeliveries,
+                                       sp.lock_expiries, sp.dead_lettered)):
+                row[i] += value
+            for ack_kind, count in sp.acks.items():
+                key = (group, ack_kind.name.lower())
+                kinds[key] = kinds.get(key, 0) + count
+        for group, (avail, held, redelivered, expired, dead) in sorted(totals.items()):
+            available.add_metric([group], avail)
+            acquired.add_metric([group], held)
+            events["redeliveries"].add_metric([group], redelivered)
+            events["lock_expiries"].add_metric([group], expired)
+            events["dead_lettered_records"].add_metric([group], dead)
+        for (group, kind_name), count in sorted(kinds.items()):
+            acks.add_metric([group, kind_name], count)
+        yield available
+        yield acquired
+        yield acks
+        yield from events.values()
 
 
 class Metrics:
@@ -95,6 +139,7 @@ class Metrics:
 
     def attach(self, broker: Broker) -> None:
         self.registry.register(_PartitionCollector(broker))
+        self.registry.register(_ShareCollector(broker))
 
     def attach_cluster(self, cluster: Any) -> None:
         self.registry.register(_ClusterCollector(cluster))

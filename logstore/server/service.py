@@ -32,13 +32,14 @@ from logstore.server.errors import error_detail, to_status
 from logstore.server.metrics import Metrics
 from logstore.server.service_cluster import ClusterServiceMixin
 from logstore.server.service_groups import GroupServiceMixin
+from logstore.server.service_share import ShareServiceMixin
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class LogStoreService(ClusterServiceMixin, GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
+class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin, logstore_pb2_grpc.LogStoreServicer):
     def __init__(
         self, broker: Broker, metrics: Metrics, authorizer: Authorizer | None = None, *,
         cluster: Any = None, advertised: str = "",

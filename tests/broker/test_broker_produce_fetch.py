@@ -398,7 +398,7 @@ def test_internal_topics_are_hidden_and_cannot_be_deleted(tmp_path: Path, clock:
             broker.create_topic("t", 1)
             assert broker.list_topics() == [("t", 1, False)]
             internal = {name for name, _, flag in broker.list_topics(include_internal=True) if flag}
-            assert internal == {"__consumer_offsets", "__transaction_state"}
+            assert internal == {"__consumer_offsets", "__transaction_state", "__share_group_state"}
             with pytest.raises(InvalidRequestError):
                 broker.delete_topic("__consumer_offsets")
             with pytest.raises(UnknownTopicError):

@@ -92,3 +92,13 @@ def test_transactional_producers_are_refused_until_transactions_are_replicated(c
     assert "not supported by clustered brokers yet" in error.message
     plain = stub.InitProducerId(transactions_pb2.InitProducerIdRequest(), timeout=TIMEOUT_S)
     assert plain.producer_id >> 32 == cluster.brokers[0].broker_id  # ids never collide across brokers
+
+
+def test_share_groups_are_refused_until_their_state_is_replicated(cluster):
+    from logstore.api.v1 import share_pb2
+
+    error = expect_failure(
+        cluster.stub(cluster.brokers[0]).ListShareGroups, share_pb2.ListShareGroupsRequest(),
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST",
+    )
+    assert "share groups are not supported by clustered brokers yet" in error.message

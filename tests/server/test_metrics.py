@@ -8,7 +8,7 @@ import urllib.request
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from logstore.api.v1 import admin_pb2, records_pb2
+from logstore.api.v1 import admin_pb2, records_pb2, share_pb2
 from tests.server.helpers import (
     TIMEOUT_S,
     create_topic,
@@ -150,3 +150,24 @@ def test_records_delivered_by_fetch_and_subscribe_are_counted_per_topic(stub, mo
 
     assert sample(samples, "logstore_fetched_records_total", topic=topic) == 6
     assert sample(samples, "logstore_fetched_bytes_total", topic=topic) > 0
+
+
+def test_share_groups_report_counts_and_acknowledgements(stub, module_broker, topic):
+    create_topic(stub, topic)
+    produce(stub, topic, values_of("task", 3))
+    group = f"metrics-{topic}"
+    stub.ShareFetch(share_pb2.ShareFetchRequest(group_id=group, member_id="m", topics=[topic], max_records=2),
+                    timeout=TIMEOUT_S)
+    stub.ShareAcknowledge(share_pb2.ShareAcknowledgeRequest(group_id=group, member_id="m", acknowledgements=[
+        share_pb2.ShareAcknowledgement(topic=topic, partition=0, first_offset=0, last_offset=0,
+                                       kind=share_pb2.ACKNOWLEDGE_ACCEPT),
+        share_pb2.ShareAcknowledgement(topic=topic, partition=0, first_offset=1, last_offset=1,
+                                       kind=share_pb2.ACKNOWLEDGE_RELEASE, delay_ms=0)]), timeout=TIMEOUT_S)
+
+    samples = scrape(module_broker)
+
+    assert sample(samples, "logstore_share_acquired_records", group=group) == 0
+    assert sample(samples, "logstore_share_available_records", group=group) == 1  # the released one
+    assert sample(samples, "logstore_share_acknowledged_records_total", group=group, kind="accept") == 1
+    assert sample(samples, "logstore_share_acknowledged_records_total", group=group, kind="release") == 1
+    assert sample(samples, "logstore_share_lock_expiries_total", group=group) == 0

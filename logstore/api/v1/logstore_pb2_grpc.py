@@ -7,6 +7,7 @@ from logstore.api.v1 import admin_pb2 as logstore_dot_api_dot_v1_dot_admin__pb2
 from logstore.api.v1 import cluster_pb2 as logstore_dot_api_dot_v1_dot_cluster__pb2
 from logstore.api.v1 import groups_pb2 as logstore_dot_api_dot_v1_dot_groups__pb2
 from logstore.api.v1 import records_pb2 as logstore_dot_api_dot_v1_dot_records__pb2
+from logstore.api.v1 import share_pb2 as logstore_dot_api_dot_v1_dot_share__pb2
 from logstore.api.v1 import transactions_pb2 as logstore_dot_api_dot_v1_dot_transactions__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -167,6 +168,36 @@ class LogStoreStub:
                 '/logstore.api.v1.LogStore/EpochEndOffset',
                 request_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.SerializeToString,
                 response_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.FromString,
+                _registered_method=True)
+        self.ShareFetch = channel.unary_unary(
+                '/logstore.api.v1.LogStore/ShareFetch',
+                request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchResponse.FromString,
+                _registered_method=True)
+        self.ShareAcknowledge = channel.unary_unary(
+                '/logstore.api.v1.LogStore/ShareAcknowledge',
+                request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeResponse.FromString,
+                _registered_method=True)
+        self.ListShareGroups = channel.unary_unary(
+                '/logstore.api.v1.LogStore/ListShareGroups',
+                request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ListShareGroupsRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ListShareGroupsResponse.FromString,
+                _registered_method=True)
+        self.DescribeShareGroup = channel.unary_unary(
+                '/logstore.api.v1.LogStore/DescribeShareGroup',
+                request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.DescribeShareGroupRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareGroupDescription.FromString,
+                _registered_method=True)
+        self.AlterShareGroupConfig = channel.unary_unary(
+                '/logstore.api.v1.LogStore/AlterShareGroupConfig',
+                request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.AlterShareGroupConfigRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareGroupDescription.FromString,
+                _registered_method=True)
+        self.ResetShareGroup = channel.unary_unary(
+                '/logstore.api.v1.LogStore/ResetShareGroup',
+                request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ResetShareGroupRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ResetShareGroupResponse.FromString,
                 _registered_method=True)
 
 
@@ -345,6 +376,45 @@ class LogStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareFetch(self, request, context):
+        """-- share groups
+        Acquire records for a share group member (long poll), applying piggybacked acknowledgements.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareAcknowledge(self, request, context):
+        """Accept, release, reject or renew acquired records; answered once the change is durable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListShareGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeShareGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterShareGroupConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetShareGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -477,6 +547,36 @@ def add_LogStoreServicer_to_server(servicer, server):
                     servicer.EpochEndOffset,
                     request_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.FromString,
                     response_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.SerializeToString,
+            ),
+            'ShareFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareFetch,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchResponse.SerializeToString,
+            ),
+            'ShareAcknowledge': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareAcknowledge,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeResponse.SerializeToString,
+            ),
+            'ListShareGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShareGroups,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ListShareGroupsRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ListShareGroupsResponse.SerializeToString,
+            ),
+            'DescribeShareGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeShareGroup,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.DescribeShareGroupRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareGroupDescription.SerializeToString,
+            ),
+            'AlterShareGroupConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterShareGroupConfig,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.AlterShareGroupConfigRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareGroupDescription.SerializeToString,
+            ),
+            'ResetShareGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetShareGroup,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ResetShareGroupRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ResetShareGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1181,6 +1281,168 @@ class LogStore:
             '/logstore.api.v1.LogStore/EpochEndOffset',
             logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.SerializeToString,
             logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/ShareFetch',
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareAcknowledge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/ShareAcknowledge',
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShareGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/ListShareGroups',
+            logstore_dot_api_dot_v1_dot_share__pb2.ListShareGroupsRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_share__pb2.ListShareGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeShareGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/DescribeShareGroup',
+            logstore_dot_api_dot_v1_dot_share__pb2.DescribeShareGroupRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareGroupDescription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterShareGroupConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/AlterShareGroupConfig',
+            logstore_dot_api_dot_v1_dot_share__pb2.AlterShareGroupConfigRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareGroupDescription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetShareGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/ResetShareGroup',
+            logstore_dot_api_dot_v1_dot_share__pb2.ResetShareGroupRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_share__pb2.ResetShareGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,8 +1,8 @@
 """A ``TaskQueue`` worker pool whose handler takes ``--work-ms`` per record and appends
-``partition offset`` to ``DONE_FILE`` once a record is done; run (and sent SIGTERM) by
+``partition offset`` to ``DONE_FILE`` once a record is done; run (and sent SIGTERM or SIGKILL) by
 ``tests/client/test_tasks.py``.
 
-    python -m tests.client.programs.worker SERVER GROUP TOPIC DONE_FILE [--workers N]
+    python -m tests.client.programs.worker SERVER GROUP TOPIC DONE_FILE [--workers N] [--lock-ms MS]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from logstore.client import ConsumerRecord, TaskQueue
+from logstore.client import ShareRecord, TaskQueue
 
 
 def main() -> int:
@@ -23,18 +23,19 @@ def main() -> int:
     parser.add_argument("done_file")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-ms", type=float, default=100.0)
+    parser.add_argument("--lock-ms", type=int, default=30_000)
     args = parser.parse_args()
     lock = threading.Lock()
     done = open(args.done_file, "a", buffering=1)  # noqa: SIM115 - open for the whole run
 
-    def handle(record: ConsumerRecord) -> None:
+    def handle(record: ShareRecord) -> None:
         time.sleep(args.work_ms / 1000)
         with lock:
             done.write(f"{record.partition} {record.offset}\n")
 
     queue = TaskQueue(args.server, args.group, [args.topic], handle, workers=args.workers,
-                      commit_interval_ms=100, consumer_options={"session_timeout_ms": 30_000})
-    queue.run()  # SIGTERM: finish what runs, commit, leave the group
+                      commit_interval_ms=100, lock_ms=args.lock_ms, max_pending=args.workers)
+    queue.run()  # SIGTERM: finish what runs, acknowledge it, leave the group
     done.close()
     print("stopped", queue.metrics(), flush=True)
     return 0

@@ -1,0 +1,237 @@
+"""Queue mode (``python -m bench queue``): tasks per second with per-task acknowledgement, in
+logstore share groups, Redis Streams and NATS JetStream, and the redelivery delay after a
+worker's SIGKILL.
+
+- **tasks/s, W workers** (W = 1, 4, 16 processes): ``--tasks`` tasks of 100 B, preloaded (untimed)
+  into 2 partitions (logstore: a topic of 2 partitions, batches of 50; Redis: streams NAME-0 and
+  NAME-1 with one consumer group; JetStream: a work-queue stream with subjects NAME.0 and NAME.1
+  and one durable pull consumer, explicit ack). The workers start together and take batches of
+  up to 100 (logstore ``ShareConsumer.poll`` with every record ``ack()``-ed, the acks riding on
+  the next poll; Redis ``XREADGROUP`` then one ``XACK`` per task in a pipeline; JetStream
+  ``fetch`` then ``ack()`` per message). Timed from the start until the last acknowledgement was
+  answered. Durability as shipped: logstore fsyncs its share-group state before answering each
+  fetch and acknowledgement; Redis runs with ``appendfsync everysec``; JetStream as shipped.
+- **fetch round trip**: p99 of the logstore polls (fetch + the previous batch's acks) in the
+  4-worker run (or the first logstore run without one).
+- **redelivery after SIGKILL**: a worker acquires a task with a 1 s lock and is SIGKILLed; a
+  second member long-polls; measured from the acquisition to the redelivery, minus the lock.
+
+Goals (from the issue): logstore >= 10x Redis and >= 50x JetStream in tasks/s at 16 workers;
+redelivery <= lock + 200 ms; p99 fetch round trip <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Goal, Progress, Result
+from bench.peers.servers import Server, Servers, child_env, ensure_installed
+
+VALUE_BYTES = 100
+PARTITIONS = 2
+WORKERS = (1, 4, 16)
+BATCH = 100
+PRELOAD_BATCH = 50
+LOCK_MS = 1000
+SYSTEMS = ("redis", "nats", "logstore")
+
+
+@dataclass(frozen=True)
+class Plan:
+    tasks: int
+    repeats: int
+
+
+QUICK = Plan(tasks=5_000, repeats=1)
+FULL = Plan(tasks=50_000, repeats=1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("queue")
+    group.add_argument("--tasks", type=int, help="tasks per run (default 50,000; --quick 5,000)")
+    group.add_argument("--systems", default=",".join(SYSTEMS),
+                       help=f"which systems, comma-separated (default {','.join(SYSTEMS)})")
+    group.add_argument("--workers", default=",".join(map(str, WORKERS)),
+                       help="worker process counts (default 1,4,16)")
+
+
+def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
+    plan = QUICK if options.quick else FULL
+    tasks = options.tasks or plan.tasks
+    systems = [s.strip() for s in options.systems.split(",") if s.strip()]
+    counts = [int(w) for w in options.workers.split(",")]
+    ensure_installed([b for s, b in (("redis", "redis-server"), ("nats", "nats-server")) if s in systems])
+    env = child_env()
+    root = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    results: list[Result] = []
+    rates: dict[tuple[str, int], float] = {}
+    polls: list[float] = []
+    polls_workers = 0
+    with Servers(root, env) as servers:
+        started = {"logstore": servers.start_logstore} if "logstore" in systems else {}
+        if "redis" in systems:
+            started["redis"] = servers.start_redis
+        if "nats" in systems:
+            started["nats"] = servers.start_nats
+        running = {name: start() for name, start in started.items()}
+        progress.add(len(systems) * len(counts) + ("logstore" in systems))
+        for system in [s for s in SYSTEMS if s in systems]:
+            for workers in counts:
+                progress.start(f"{system}, {workers} workers")
+                seconds, poll_s = _run_once(system, running[system], workers, tasks, env)
+                rates[(system, workers)] = tasks / seconds
+                if system == "logstore" and (workers == 4 or not polls):
+                    polls, polls_workers = poll_s, workers
+                goal = None
+                if system == "logstore" and workers == 16:
+                    floors = [10 * rates[("redis", 16)]] if ("redis", 16) in rates else []
+                    floors += [50 * rates[("nats", 16)]] if ("nats", 16) in rates else []
+                    if floors:
+                        goal = Goal(min_rate=max(floors), label=f">= {max(floors):,.0f}/s (10x Redis, 50x JetStream)")
+                results.append(Result("queue", system, f"{system}: {workers} worker{'s' if workers > 1 else ''}",
+                                      "run", tasks, tasks * VALUE_BYTES, [seconds], goal,
+                                      params={"workers": workers, "partitions": PARTITIONS, "batch": BATCH}))
+                progress.done()
+        if "logstore" in systems:
+            progress.start("logstore: redelivery after SIGKILL")
+            if polls:
+                results.append(Result("queue", "latency", f"logstore: fetch round trip ({polls_workers} workers)", "poll",
+                                      1, None, polls, Goal(max_seconds=0.005, percentile=99, label="p99 <= 5 ms")))
+            delays = [_redelivery(running["logstore"], env) for _ in range(3)]
+            results.append(Result("queue", "latency", f"logstore: redelivery after SIGKILL, past the {LOCK_MS} ms lock",
+                                  "task", 1, None, delays, Goal(max_seconds=0.2, label="<= 200 ms")))
+            progress.done()
+    return results
+
+
+def print_results(results: list[Result]) -> None:
+    from bench.common import print_table
+
+    print_table(results)
+    for result in results:
+        if result.group == "latency" and result.op == "poll":
+            print(f"\nlogstore fetch round trip: p50 {statistics.median(result.samples) * 1000:.2f} ms, "
+                  f"p99 {result.percentile(99) * 1000:.2f} ms over {len(result.samples)} polls")
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[str, str]) -> tuple[float, list[float]]:
+    name = f"q{uuid.uuid4().hex[:8]}"
+    {"logstore": _preload_logstore, "redis": _preload_redis, "nats": _preload_nats}[system](server, name, tasks)
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "bench.queue_worker", system, server.address, name,
+                          "--batch", str(BATCH)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        for _ in range(workers)
+    ]
+    for process in processes:  # every worker imported and connected
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a {system} worker did not start")
+    start_at = time.time()
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    reports = []
+    for process in processes:
+        out, _ = process.communicate(timeout=900)
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    acked = sum(r["acked"] for r in reports)
+    if acked < tasks:
+        raise RuntimeError(f"{system}: {acked} of {tasks} tasks acknowledged")
+    last = max(r["last"] for r in reports)
+    return last - start_at, [s for r in reports for s in r["poll_s"]]
+
+
+def _rows(tasks: int) -> np.ndarray:
+    rows = np.zeros((tasks, VALUE_BYTES), np.uint8)
+    rows[:, :8] = np.arange(tasks, dtype=np.uint64).view(np.uint8).reshape(tasks, 8)
+    return rows
+
+
+def _preload_logstore(server: Server, name: str, tasks: int) -> None:
+    from logstore.client import Admin, Producer
+
+    with Admin(server.address) as admin:
+        admin.create_topic(name, PARTITIONS)
+    rows = _rows(tasks)
+    with Producer(server.address) as producer:
+        futures = [producer.send_batch(name, rows[i:i + PRELOAD_BATCH], partition=(i // PRELOAD_BATCH) % PARTITIONS)
+                   for i in range(0, tasks, PRELOAD_BATCH)]
+        for future in futures:
+            future.result(60)
+
+
+def _preload_redis(server: Server, name: str, tasks: int) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    rows = _rows(tasks)
+    for p in range(PARTITIONS):
+        client.xgroup_create(f"{name}-{p}", "workers", id="0", mkstream=True)
+    pipe = client.pipeline(transaction=False)
+    for i in range(tasks):
+        pipe.xadd(f"{name}-{i % PARTITIONS}", {"v": rows[i].tobytes()})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+
+
+def _preload_nats(server: Server, name: str, tasks: int) -> None:
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+    rows = _rows(tasks)
+
+    async def body() -> None:
+        connection = await nats.connect(f"nats://{server.address}")
+        js = connection.jetstream()
+        await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.*"], retention=RetentionPolicy.WORK_QUEUE))
+        await js.add_consumer(name, ConsumerConfig(durable_name="workers", ack_policy=AckPolicy.EXPLICIT,
+                                                   max_ack_pending=100_000, ack_wait=30))
+        for start in range(0, tasks, 500):
+            await asyncio.gather(*(js.publish(f"{name}.{i % PARTITIONS}", rows[i].tobytes())
+                                   for i in range(start, min(tasks, start + 500))))
+        await connection.close()
+
+    asyncio.run(body())
+
+
+def _redelivery(server: Server, env: dict[str, str]) -> float:
+    """Seconds from a killed worker's acquisition to the redelivery, minus the lock."""
+    from logstore.client import Admin, Producer, ShareConsumer
+
+    name = f"r{uuid.uuid4().hex[:8]}"
+    with Admin(server.address) as admin:
+        admin.create_topic(name, 1)
+    with Producer(server.address) as producer:
+        producer.send(name, b"task", partition=0).result(10)
+    holder = subprocess.Popen([sys.executable, "-m", "bench.queue_worker", "hold", server.address, name,
+                               "--lock-ms", str(LOCK_MS)], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert holder.stdout is not None
+        held = json.loads(holder.stdout.readline())["held"]
+        holder.kill()
+        holder.wait()
+        with ShareConsumer(server.address, name, [name]) as other:
+            while not other.poll(timeout=5.0):
+                pass
+            return max(0.0, time.time() - held - LOCK_MS / 1000)
+    finally:
+        holder.kill()

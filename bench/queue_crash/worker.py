@@ -1,0 +1,106 @@
+"""One queue worker process: ``python -m bench.queue_crash.worker SERVER GROUP TOPIC HISTORY ID``.
+
+Each task's value is ``task-<n>``: ``n % POISON_EVERY == POISON_AT`` is poison (always rejected),
+``n % FLAKY_EVERY == FLAKY_AT`` fails its first delivery (released with a delay), the rest are
+accepted after ``--work-ms``. The history is JSON lines, flushed one by one (a SIGKILL loses at
+most the line being written)::
+
+    {"ev": "deliver", "w": ID, "p": partition, "o": offset, "dc": delivery count, "t": wall s}
+    {"ev": "sent", "w": ID, "p", "o", "kind": "accept"|"release"|"reject", "t"}   before the call
+    {"ev": "ok", ...same}        the broker answered and applied it
+    {"ev": "refused", ..., "state": why}   the broker answered and refused it
+
+SIGTERM: finish the batch, acknowledge, leave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from logstore.client import ShareConsumer, ShareRecord
+from logstore.errors import LogstoreError
+
+POISON_EVERY, POISON_AT = 50, 7
+FLAKY_EVERY, FLAKY_AT = 20, 3
+RELEASE_DELAY_MS = 100
+
+
+def kind_for(record: ShareRecord) -> str:
+    n = int((record.value or b"task-0").split(b"-")[1])
+    if n % POISON_EVERY == POISON_AT:
+        return "reject"
+    if n % FLAKY_EVERY == FLAKY_AT and record.delivery_count == 1:
+        return "release"
+    return "accept"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    for name in ("server", "group", "topic", "history", "id"):
+        parser.add_argument(name)
+    parser.add_argument("--work-ms", type=float, default=2.0)
+    parser.add_argument("--max-records", type=int, default=5)
+    args = parser.parse_args()
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    history = open(args.history, "a", buffering=1)  # noqa: SIM115 - open for the whole run
+
+    def write(ev: str, p: int, o: int, **fields: Any) -> None:
+        history.write(json.dumps({"ev": ev, "w": args.id, "p": p, "o": o, "t": time.time(), **fields}) + "\n")
+
+    consumer = ShareConsumer(args.server, args.group, args.topic, max_records=args.max_records, timeout=5)
+    while not stopping:
+        try:
+            records = consumer.poll(timeout=0.5)
+        except LogstoreError:
+            time.sleep(0.1)
+            continue
+        sent = []
+        for record in records:
+            write("deliver", record.partition, record.offset, dc=record.delivery_count)
+        for record in records:
+            time.sleep(args.work_ms / 1000)
+            kind = kind_for(record)
+            delay = RELEASE_DELAY_MS if kind == "release" else None
+            write("sent", record.partition, record.offset, kind=kind)
+            consumer.acknowledge([record], kind, delay_ms=delay, error=kind)
+            sent.append((record, kind))
+        while sent:
+            try:
+                refused = consumer.commit(raise_refused=False)
+            except LogstoreError:
+                if stopping:
+                    break
+                time.sleep(0.1)
+                continue  # queued again by the client: sent with the next try
+            bad = {}
+            for error in refused:
+                for offset in range(error.first_offset, error.last_offset + 1):  # type: ignore[attr-defined]
+                    bad[(error.fields.get("partition"), offset)] = str(error.fields.get("state"))
+            for record, kind in sent:
+                state = bad.get((record.partition, record.offset))
+                if state is None:
+                    write("ok", record.partition, record.offset, kind=kind)
+                else:
+                    write("refused", record.partition, record.offset, kind=kind, state=state)
+            sent = []
+    try:
+        consumer.close()
+    except LogstoreError:
+        pass
+    history.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""One worker process of ``bench queue``: takes tasks from logstore, Redis Streams or JetStream
+and acknowledges each, from the harness's "go" (after this worker printed "ready") until nothing
+came for ``--idle-s``; then
+prints one JSON line: {"acked": n, "last": wall time of the last acknowledgement answered,
+"poll_s": [seconds of each fetch that returned tasks]}.
+
+    python -m bench.queue_worker logstore|redis|nats ADDRESS NAME --start-at T [--batch N]
+    python -m bench.queue_worker hold ADDRESS NAME      (acquire one task, say so, wait to be killed)
+
+NAME is the share group (logstore), the stream-name prefix (Redis: NAME-0, NAME-1, group
+"workers") or the stream (JetStream: durable pull consumer "workers").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from bench.common import tune_malloc
+
+PARTITIONS = 2
+
+
+def wait_for(start_at: float) -> None:
+    """Say "ready" (connected, imported), then wait for the harness's "go" line on stdin."""
+    del start_at
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
+def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
+    from logstore.client import ShareConsumer
+
+    consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch)
+    wait_for(args.start_at)
+    acked, last, idle_since, polls, got = 0, time.time(), time.monotonic(), [], args.batch
+    while True:
+        carried = consumer.pending
+        if carried and got < args.batch:  # draining: send the acks now, not after a long poll
+            consumer.commit(raise_refused=False)
+            acked += carried
+            last = time.time()
+            carried = 0
+        started = time.perf_counter()
+        records = consumer.poll(timeout=0.2)
+        elapsed = time.perf_counter() - started
+        if carried:
+            acked += carried
+            last = time.time()
+        got = len(records)
+        if records:
+            polls.append(elapsed)
+            idle_since = time.monotonic()
+            for record in records:
+                record.ack()  # per record; sent with the next poll
+        elif time.monotonic() - idle_since > args.idle_s:
+            break
+    consumer.close()
+    return {"acked": acked, "last": last, "poll_s": polls}
+
+
+def run_redis(args: argparse.Namespace) -> dict[str, Any]:
+    import redis
+
+    host, port = args.address.rsplit(":", 1)
+    client = redis.Redis(host=host, port=int(port))
+    streams = {f"{args.name}-{p}": ">" for p in range(PARTITIONS)}
+    consumer = f"c-{time.monotonic_ns()}"
+    wait_for(args.start_at)
+    acked, last, idle_since, polls = 0, time.time(), time.monotonic(), []
+    while True:
+        started = time.perf_counter()
+        reply = client.xreadgroup("workers", consumer, streams, count=args.batch, block=200)
+        if reply:
+            polls.append(time.perf_counter() - started)
+            idle_since = time.monotonic()
+            pipe = client.pipeline(transaction=False)
+            count = 0
+            for stream, entries in reply:
+                for entry_id, _fields in entries:
+                    pipe.xack(stream, "workers", entry_id)  # one XACK per task, pipelined
+                    count += 1
+            pipe.execute()
+            acked += count
+            last = time.time()
+        elif time.monotonic() - idle_since > args.idle_s:
+            break
+    client.close()
+    return {"acked": acked, "last": last, "poll_s": polls}
+
+
+def run_nats(args: argparse.Namespace) -> dict[str, Any]:
+    import nats
+    from nats.errors import TimeoutError as NatsTimeout
+
+    async def body() -> dict[str, Any]:
+        connection = await nats.connect(f"nats://{args.address}")
+        js = connection.jetstream()
+        subscription = await js.pull_subscribe(f"{args.name}.*", durable="workers", stream=args.name)
+        wait_for(args.start_at)
+        acked, last, idle_since, polls = 0, time.time(), time.monotonic(), []
+        while True:
+            started = time.perf_counter()
+            try:
+                messages = await subscription.fetch(batch=args.batch, timeout=0.2)
+            except (TimeoutError, NatsTimeout):
+                messages = []
+            if messages:
+                polls.append(time.perf_counter() - started)
+                idle_since = time.monotonic()
+                for message in messages:
+                    await message.ack()  # explicit ack, one per task
+                await connection.flush()
+                acked += len(messages)
+                last = time.time()
+            elif time.monotonic() - idle_since > args.idle_s:
+                break
+        await connection.close()
+        return {"acked": acked, "last": last, "poll_s": polls}
+
+    return asyncio.run(body())
+
+
+def hold(args: argparse.Namespace) -> None:
+    from logstore.client import ShareConsumer
+
+    consumer = ShareConsumer(args.address, args.name, [args.name], max_records=1, lock_ms=args.lock_ms)
+    while not consumer.poll(timeout=1.0):
+        pass
+    print(json.dumps({"held": time.time()}), flush=True)
+    time.sleep(3600)  # until SIGKILLed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("system", choices=["logstore", "redis", "nats", "hold"])
+    parser.add_argument("address")
+    parser.add_argument("name")
+    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--idle-s", type=float, default=1.0)
+    parser.add_argument("--lock-ms", type=int, default=1000)
+    args = parser.parse_args()
+    tune_malloc()
+    if args.system == "hold":
+        hold(args)
+        return 0
+    runner = {"logstore": run_logstore, "redis": run_redis, "nats": run_nats}[args.system]
+    print(json.dumps(runner(args)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

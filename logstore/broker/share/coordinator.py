@@ -1,0 +1,429 @@
+"""Every share group of the broker: share fetch (long poll), acknowledgements, admin calls.
+
+A fetch first applies the acknowledgements it carries, then returns expired locks to Available,
+then acquires up to ``max_records`` records over the partitions of the topics it names
+(starting at a rotating partition so members spread), waiting up to ``max_wait_ms`` for records
+to become available (an append, a release, a lock expiry or the end of a delay). Every change is
+one delta in ``__share_group_state``; the answer waits until those deltas (and any dead-letter
+copies) are durable as that topic's flush policy says (``flush=always``: an fsync, shared by
+concurrent calls). A group exists once a member fetched for it or its config was set.
+
+Threading: event loop thread only; the fsync waits run on the broker's executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from logstore.broker.positions import reset_target
+from logstore.broker.share.config import ShareGroupConfig
+from logstore.broker.share.dead_letter import dead_letter
+from logstore.broker.share.group import ShareGroup
+from logstore.broker.share.partition import Change, SharePartition
+from logstore.broker.share.state_log import DELTA, DELTAS_PER_SNAPSHOT, SNAPSHOT, ShareStateLog
+from logstore.broker.share.types import (
+    AckKind,
+    AckRange,
+    AckResult,
+    AcquiredPartition,
+    ShareGroupInfo,
+    ShareMemberInfo,
+    SharePartitionInfo,
+)
+from logstore.broker.share.window import ACKNOWLEDGED, ACQUIRED, ARCHIVED, AVAILABLE, InFlightWindow
+from logstore.broker.wakeups import Wakeups, wait
+from logstore.errors import (
+    GroupNotEmptyError,
+    InvalidRequestError,
+    LogstoreError,
+    RecordNotAcquiredError,
+    UnknownGroupError,
+)
+from logstore.storage import DataDir, PartitionLog, validate_topic_name
+from logstore.storage.clock import Clock
+from logstore.storage.config import FLUSH_ALWAYS
+
+log = logging.getLogger(__name__)
+
+Writes = list[tuple[PartitionLog, int]]
+#: Changes of share-partitions not written yet, by (topic, partition).
+Pending = dict[tuple[str, int], tuple[SharePartition, Change]]
+#: Most records one fetch may ask for.
+MAX_RECORDS_LIMIT = 100_000
+
+
+class ShareCoordinator:
+    def __init__(self, data_dir: DataDir, clock: Clock, partitions: int, wakeups: Wakeups,
+                 executor: Executor, loop: asyncio.AbstractEventLoop) -> None:
+        self.data_dir = data_dir
+        self.clock = clock
+        self._wakeups = wakeups
+        self._executor = executor
+        self._loop = loop
+        self.state_log = ShareStateLog(data_dir, partitions)
+        self.groups: dict[str, ShareGroup] = {}
+        loaded = self.state_log.load()
+        for group_id, config in loaded.configs.items():
+            self.groups[group_id] = ShareGroup(group_id, ShareGroupConfig.from_dict(config))
+        for (group_id, topic, partition), (window, generation, sequence) in loaded.windows.items():
+            group = self.groups.get(group_id) or self.groups.setdefault(group_id, ShareGroup(group_id))
+            group.partitions[(topic, partition)] = SharePartition(
+                group_id, topic, partition, window, generation, sequence)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def group(self, group_id: str) -> ShareGroup:
+        validate_topic_name(group_id, kind="group")
+        group = self.groups.get(group_id)
+        if group is None:
+            raise UnknownGroupError(group_id)
+        return group
+
+    def _share_partition(self, group: ShareGroup, partition_log: PartitionLog) -> SharePartition:
+        key = (partition_log.topic, partition_log.partition)
+        sp = group.partitions.get(key)
+        if sp is None:
+            start = (partition_log.log_start_offset if group.config.auto_offset_reset == "earliest"
+                     else partition_log.log_end_offset)
+            sp = group.partitions[key] = SharePartition(group.group_id, key[0], key[1], InFlightWindow(start))
+        return sp
+
+    def _persist(self, group: ShareGroup, sp: SharePartition, change: Change, writes: Writes,
+                 *, snapshot: bool = False) -> None:
+        """Write the change (a delta, or a snapshot when due) and its dead-letter copies."""
+        indices = change.merged()
+        if not len(indices) and not snapshot and sp.sequence:
+            return
+        source = self.data_dir.log(sp.topic, sp.partition)
+        topic = group.config.dead_letter_topic
+        for archived in change.archived:
+            if topic:
+                written = dead_letter(self.data_dir, topic, source, archived.offsets, archived.counts, archived.error)
+                if written is not None:
+                    writes.append(written)
+        change.archived.clear()
+        key = (group.group_id, sp.topic, sp.partition)
+        window = sp.window
+        if snapshot or sp.sequence == 0 or sp.sequence > DELTAS_PER_SNAPSHOT:
+            window.advance()
+            sp.generation += 1
+            sp.sequence = 1
+            writes.append(self.state_log.write_state(key, SNAPSHOT, sp.generation, 0, window, window.runs()))
+        else:
+            writes.append(self.state_log.write_state(
+                key, DELTA, sp.generation, sp.sequence, window, window.runs(indices)))
+            sp.sequence += 1
+            window.advance()
+        change.indices.clear()
+        self._wakeups.wake([(sp.topic, sp.partition)])
+
+    async def durable(self, writes: Writes) -> None:
+        """Wait until every write is on disk as its topic's flush policy says."""
+        ends: dict[int, tuple[PartitionLog, int]] = {}
+        for partition_log, end in writes:
+            if partition_log.config.flush == FLUSH_ALWAYS:
+                seen = ends.get(id(partition_log))
+                if seen is None or seen[1] < end:
+                    ends[id(partition_log)] = (partition_log, end)
+        if ends:
+            await asyncio.gather(*(
+                self._loop.run_in_executor(self._executor, partition_log.wait_durable, end)
+                for partition_log, end in ends.values()
+            ))
+
+    def _expire(self, group: ShareGroup, sps: Iterable[SharePartition], now_ms: int, writes: Writes) -> None:
+        for sp in sps:
+            change = Change()
+            if sp.expire(now_ms, group.config, change):
+                self._persist(group, sp, change, writes)
+
+    def expire(self) -> None:
+        """Housekeeping: return expired locks everywhere (their deltas are written unsynced)."""
+        now_ms = self.clock.now_ms()
+        for group in self.groups.values():
+            self._expire(group, list(group.partitions.values()), now_ms, [])
+
+    # -- acknowledging ------------------------------------------------------------------------
+
+    @staticmethod
+    def validate_acks(acks: Sequence[AckRange]) -> None:
+        for ack in acks:
+            where = f"{ack.topic}/{ack.partition}@{ack.first_offset}..{ack.last_offset}"
+            if ack.partition < 0 or ack.first_offset < 0 or ack.last_offset < ack.first_offset:
+                raise InvalidRequestError(
+                    f"acknowledgement {where}: needs 0 <= first_offset <= last_offset and a "
+                    f"partition >= 0", field="acknowledgements")
+            if not isinstance(ack.kind, AckKind):
+                raise InvalidRequestError(f"acknowledgement {where}: unknown kind {ack.kind!r}", field="kind")
+            if ack.delay_ms is not None and ack.delay_ms < 0:
+                raise InvalidRequestError(
+                    f"acknowledgement {where}: delay_ms must not be negative, not {ack.delay_ms}",
+                    field="delay_ms")
+            if ack.delay_ms is not None and ack.kind is not AckKind.RELEASE:
+                raise InvalidRequestError(f"acknowledgement {where}: delay_ms is for RELEASE only",
+                                          field="delay_ms")
+            validate_topic_name(ack.topic)
+
+    def _acknowledge(self, group: ShareGroup, owner: int, acks: Sequence[AckRange], lock_ms: int,
+                     now_ms: int, writes: Writes, pending: Pending | None = None) -> list[AckResult]:
+        """Apply ``acks``; their changes are written now, or left in ``pending`` for the
+        acquisition that follows to write in the same delta."""
+        results = []
+        changes: Pending = {} if pending is None else pending
+        for key in {(a.topic, a.partition) for a in acks}:
+            sp = group.partitions.get(key)
+            if sp is not None:
+                self._expire(group, [sp], now_ms, writes)
+        for ack in acks:
+            sp = group.partitions.get((ack.topic, ack.partition))
+            error: LogstoreError | None
+            if sp is None:
+                error = RecordNotAcquiredError(
+                    f"group {group.group_id!r} never delivered {ack.topic}/{ack.partition}",
+                    group_id=group.group_id, topic=ack.topic, partition=ack.partition,
+                    offset=ack.first_offset, state="never delivered")
+            else:
+                error = sp.check(ack, owner, now_ms)
+                if error is None:
+                    _, change = changes.setdefault((ack.topic, ack.partition), (sp, Change()))
+                    sp.apply(ack, now_ms, lock_ms or group.config.lock_ms, group.config, change)
+            results.append(AckResult(ack.topic, ack.partition, ack.first_offset, ack.last_offset, error))
+        if pending is None:
+            for sp, change in changes.values():
+                self._persist(group, sp, change, writes)
+        return results
+
+    async def acknowledge(self, group_id: str, member_id: str, acks: Sequence[AckRange], *,
+                          lock_ms: int = 0, leave: bool = False) -> list[AckResult]:
+        """Apply ``acks`` (each range all or nothing: a range with a record the member does not
+        hold is refused whole, with RecordNotAcquiredError as its result); with ``leave`` the
+        member's remaining records become Available at once. Answered once durable."""
+        self._check_member(member_id, lock_ms)
+        self.validate_acks(acks)
+        group = self.group(group_id)
+        now_ms = self.clock.now_ms()
+        owner = group.owner(member_id, now_ms)
+        writes: Writes = []
+        results = self._acknowledge(group, owner, acks, lock_ms, now_ms, writes)
+        if leave:
+            for sp in group.partitions.values():
+                change = Change()
+                if sp.release_member(owner, change):
+                    self._persist(group, sp, change, writes)
+            group.forget(member_id)
+        await self.durable(writes)
+        return results
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_member(member_id: str, lock_ms: int) -> None:
+        if not member_id:
+            raise InvalidRequestError("a share group member needs a member_id (any unique string)",
+                                      field="member_id")
+        if lock_ms < 0:
+            raise InvalidRequestError(f"lock_ms must not be negative, not {lock_ms}", field="lock_ms")
+
+    def _logs(self, topics: Sequence[str]) -> list[PartitionLog]:
+        logs = []
+        for topic in dict.fromkeys(topics):
+            validate_topic_name(topic)
+            logs += self.data_dir.topic(topic).logs
+        return logs
+
+    def _acquire(self, group: ShareGroup, owner: int, logs: list[PartitionLog], max_records: int,
+                 max_bytes: int, lock_ms: int, writes: Writes, pending: Pending) -> list[AcquiredPartition]:
+        """Acquire over ``logs``; each share-partition's changes (with those ``pending`` from the
+        acknowledgements of the same fetch) are one delta."""
+        now_ms = self.clock.now_ms()
+        outcomes = []
+        turn = group.turn % len(logs)
+        group.turn += 1
+        left_records, left_bytes = max_records, max_bytes
+        for partition_log in logs[turn:] + logs[:turn]:
+            if left_records <= 0 or left_bytes <= 0:
+                break
+            sp = self._share_partition(group, partition_log)
+            _, change = pending.pop((sp.topic, sp.partition), (sp, Change()))
+            if change.indices and sp.window.start_offset < partition_log.log_start_offset:
+                self._persist(group, sp, change, writes)  # retention moves the start: indices change
+            sp.expire(now_ms, group.config, change)
+            out = sp.acquire(partition_log, owner, now_ms, lock_ms, group.config, left_records, left_bytes, change)
+            if change.indices or change.archived or sp.sequence == 0:
+                self._persist(group, sp, change, writes)
+            if len(out.first_offsets):
+                outcomes.append(out)
+                left_records -= out.record_count
+                left_bytes -= sum(len(r) for r in out.records)
+        for sp, change in pending.values():
+            self._persist(group, sp, change, writes)
+        pending.clear()
+        return outcomes
+
+    def _next_change_s(self, group: ShareGroup, logs: list[PartitionLog]) -> float | None:
+        times = []
+        for partition_log in logs:
+            sp = group.partitions.get((partition_log.topic, partition_log.partition))
+            if sp is not None:
+                when = sp.window.next_deadline_ms()
+                if when is not None:
+                    times.append(when)
+        if not times:
+            return None
+        return max(0.0, (min(times) - self.clock.now_ms()) / 1000)
+
+    async def fetch(
+        self, group_id: str, member_id: str, topics: Sequence[str], *,
+        acks: Sequence[AckRange] = (), max_records: int = 500, max_bytes: int = 1 << 20,
+        max_wait_ms: int = 0, lock_ms: int = 0, closing: Callable[[], bool] = lambda: False,
+    ) -> tuple[list[AckResult], list[AcquiredPartition]]:
+        """Apply ``acks``, then acquire records (waiting up to ``max_wait_ms`` for some)."""
+        self._check_member(member_id, lock_ms)
+        if not topics:
+            raise InvalidRequestError("a share fetch needs at least one topic", field="topics")
+        if not 1 <= max_records <= MAX_RECORDS_LIMIT:
+            raise InvalidRequestError(f"max_records must be within 1..{MAX_RECORDS_LIMIT}, not {max_records}",
+                                      field="max_records")
+        if max_bytes < 0 or max_wait_ms < 0:
+            raise InvalidRequestError("max_bytes and max_wait_ms must not be negative", field="max_wait_ms")
+        validate_topic_name(group_id, kind="group")
+        self.validate_acks(acks)
+        logs = self._logs(topics)
+        group = self.groups.get(group_id)
+        if group is None:
+            group = self.groups[group_id] = ShareGroup(group_id)
+            log.info("share group %s created", group_id)
+        now_ms = self.clock.now_ms()
+        owner = group.owner(member_id, now_ms)
+        lock = lock_ms or group.config.lock_ms
+        writes: Writes = []
+        pending: Pending = {}
+        results = self._acknowledge(group, owner, acks, lock_ms, now_ms, writes, pending) if acks else []
+        deadline = self._loop.time() + max_wait_ms / 1000
+        keys = [(lg.topic, lg.partition) for lg in logs]
+        while True:
+            outcomes = self._acquire(group, owner, logs, max_records, max_bytes or (1 << 20), lock, writes, pending)
+            remaining = deadline - self._loop.time()
+            if outcomes or remaining <= 0 or closing():
+                break
+            future = self._wakeups.register(keys)
+            try:
+                change_s = self._next_change_s(group, logs)
+                await wait(future, remaining if change_s is None else min(remaining, change_s + 0.001))
+            finally:
+                self._wakeups.unregister(keys, future)
+        group.last_seen_ms[member_id] = self.clock.now_ms()
+        await self.durable(writes)
+        return results, outcomes
+
+    # -- admin ---------------------------------------------------------------------------------
+
+    def list_groups(self) -> list[tuple[str, int, int]]:
+        """(group, members seen within a lock, records acquired) of every share group."""
+        now_ms = self.clock.now_ms()
+        result = []
+        for name in sorted(self.groups):
+            group = self.groups[name]
+            active = sum(1 for seen in group.last_seen_ms.values() if now_ms - seen <= group.config.lock_ms)
+            result.append((name, active, sum(sp.acquired for sp in group.partitions.values())))
+        return result
+
+    def describe(self, group_id: str) -> ShareGroupInfo:
+        group = self.group(group_id)
+        now_ms = self.clock.now_ms()
+        self._expire(group, list(group.partitions.values()), now_ms, [])
+        partitions = []
+        for (topic, partition), sp in sorted(group.partitions.items()):
+            window = sp.window
+            try:
+                end = self.data_dir.log(topic, partition).log_end_offset
+            except LogstoreError:
+                continue
+            counts = window.counts()
+            pending = window.state < ACKNOWLEDGED
+            delivered = window.since_ms[pending & (window.count > 0)]
+            partitions.append(SharePartitionInfo(
+                topic, partition, window.start_offset, window.end_offset, end,
+                int(counts[AVAILABLE]) + max(0, end - window.end_offset), int(counts[ACQUIRED]),
+                int(counts[ACKNOWLEDGED]), int(counts[ARCHIVED]),
+                int(np.count_nonzero((window.state == AVAILABLE) & (window.after_ms > now_ms))),
+                int(now_ms - delivered.min()) if len(delivered) else -1,
+                sp.redeliveries, sp.dead_lettered, sp.lock_expiries,
+            ))
+        members = [
+            ShareMemberInfo(member_id, group.last_seen_ms.get(member_id, 0), group.acquired_by(owner))
+            for member_id, owner in sorted(group.members.items())
+            if now_ms - group.last_seen_ms.get(member_id, 0) <= group.config.lock_ms or group.acquired_by(owner)
+        ]
+        return ShareGroupInfo(group_id, group.config.describe(), members, partitions)
+
+    async def alter_config(self, group_id: str, set_keys: dict[str, Any], reset_keys: Sequence[str]) -> ShareGroupConfig:
+        """Change a group's config (creating the group); durable when this returns."""
+        validate_topic_name(group_id, kind="group")
+        group = self.groups.get(group_id) or ShareGroup(group_id)
+        defaults = ShareGroupConfig()
+        changes = dict(set_keys)
+        for key in reset_keys:
+            normalized = key.replace("-", "_").replace(".", "_")
+            if normalized == "backoff":
+                normalized = "backoff_ms"
+            if normalized not in ShareGroupConfig.keys():
+                ShareGroupConfig().with_changes({key: ""})  # raises InvalidConfigError naming it
+            value = getattr(defaults, normalized)
+            changes[normalized] = list(value) if isinstance(value, tuple) else value
+        config = group.config.with_changes(changes)
+        if config.dead_letter_topic:
+            validate_topic_name(config.dead_letter_topic)
+        writes = [self.state_log.write_config(group_id, config.to_dict())]
+        group.config = config
+        self.groups[group_id] = group
+        await self.durable(writes)
+        return config
+
+    async def reset(self, group_id: str, topic: str, partitions: Sequence[int], spec: str,
+                    offset: int = 0) -> list[SharePartitionInfo]:
+        """Move the start offset of the group's share-partitions of ``topic`` to earliest,
+        latest or ``offset``, forgetting their windows. Refused while records are acquired."""
+        group = self.group(group_id)
+        validate_topic_name(topic)
+        count = self.data_dir.topic(topic).partitions
+        chosen = list(partitions) or list(range(count))
+        now_ms = self.clock.now_ms()
+        self._expire(group, list(group.partitions.values()), now_ms, [])
+        held = sum(sp.acquired for (t, _), sp in group.partitions.items() if t == topic)
+        if held:
+            raise GroupNotEmptyError(group_id, sum(1 for seen in group.last_seen_ms.values()
+                                                   if now_ms - seen <= group.config.lock_ms) or 1)
+        targets = []
+        for partition in chosen:
+            if spec not in ("earliest", "latest", "offset"):
+                raise InvalidRequestError(f"unknown reset spec {spec!r} (earliest, latest, offset)", field="spec")
+            partition_log = self.data_dir.log(topic, partition)
+            target = reset_target(partition_log, spec, offset)
+            targets.append((partition_log, target))
+        writes: Writes = []
+        for partition_log, target in targets:
+            sp = self._share_partition(group, partition_log)
+            sp.window.reset(target)
+            self._persist(group, sp, Change(), writes, snapshot=True)
+        await self.durable(writes)
+        return [p for p in self.describe(group_id).partitions if p.topic == topic and p.partition in chosen]
+
+    def topic_deleted(self, topic: str) -> None:
+        """Forget the share-partitions of a deleted topic (their keys are tombstoned)."""
+        for group in self.groups.values():
+            gone = [key for key in group.partitions if key[0] == topic]
+            for key in gone:
+                del group.partitions[key]
+            if gone:
+                self.state_log.delete_partitions(group.group_id, gone)
+
+    def stats(self) -> list[tuple[str, SharePartition]]:
+        """(group, share-partition) of every share-partition (metrics)."""
+        return [(g.group_id, sp) for g in self.groups.values() for sp in g.partitions.values()]

@@ -1,0 +1,177 @@
+"""The durable form of share groups: the internal compacted topic ``__share_group_state``.
+
+Keys are JSON lists (as in every internal topic):
+
+- ``["share-config", group]`` -> the group's config, a JSON document (``config.py``),
+- ``["share-snap", group, topic, partition]`` -> a snapshot of the share-partition's window,
+- ``["share-delta", group, topic, partition, slot]`` -> a change since that snapshot.
+
+A snapshot and a delta have the same binary value layout (little-endian)::
+
+    magic      u1   1
+    kind       u1   0 = snapshot, 1 = delta
+    generation u4   snapshot number; a delta belongs to the snapshot of its generation
+    sequence   u4   the delta's number within its generation (0 for a snapshot)
+    start      i8   share-partition start offset after the change
+    end        i8   window end offset after the change
+    run_count  u4
+    runs       run_count x RUN_DTYPE (first i8, last i8, after_ms i8, count u4, state u1)
+
+A snapshot's runs cover its whole window; a delta's runs are the records it changed. Deltas use
+slots ``0 .. DELTAS_PER_SNAPSHOT-1`` in turn; when they are used up a new snapshot (the next
+generation) is written and the slots are reused. So compaction, which keeps the newest value of
+each key, never loses a delta that counts, and a share-partition costs at most
+``1 + DELTAS_PER_SNAPSHOT`` live keys. Rebuilding: the newest snapshot, then its generation's
+deltas in sequence order; acquired records become Available again (their delivery counts kept).
+
+Everything a share-partition needs is under its own keys, so a future cluster can rebuild it on
+whichever broker leads the partition. Threading: event loop thread only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from logstore.broker.internal import (
+    SHARE_STATE_TOPIC,
+    append_entries,
+    encode_key,
+    encode_value,
+    ensure_topic,
+    partition_for,
+    read_entries,
+)
+from logstore.broker.share.window import ACQUIRED, AVAILABLE, RUN_DTYPE, InFlightWindow
+from logstore.storage import DataDir, PartitionLog
+
+log = logging.getLogger(__name__)
+
+MAGIC = 1
+SNAPSHOT = 0
+DELTA = 1
+HEADER = struct.Struct("<BBIIqqI")
+#: Deltas written after a snapshot before the next snapshot.
+DELTAS_PER_SNAPSHOT = 64
+
+PartitionKey = tuple[str, str, int]  # (group, topic, partition)
+
+
+def encode_state(kind: int, generation: int, sequence: int, start: int, end: int, runs: np.ndarray) -> bytes:
+    return HEADER.pack(MAGIC, kind, generation, sequence, start, end, len(runs)) + runs.astype(RUN_DTYPE).tobytes()
+
+
+def decode_state(value: bytes | memoryview) -> tuple[int, int, int, int, int, np.ndarray]:
+    magic, kind, generation, sequence, start, end, count = HEADER.unpack_from(value, 0)
+    if magic != MAGIC:
+        raise ValueError(f"share state value with magic {magic}")
+    runs = np.frombuffer(value, RUN_DTYPE, count, HEADER.size)
+    return kind, generation, sequence, start, end, runs
+
+
+@dataclass
+class _Loaded:
+    snapshot: tuple[int, int, int, int, int, np.ndarray] | None = None
+    deltas: dict[int, tuple[int, int, int, int, int, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedState:
+    configs: dict[str, dict[str, object]]
+    windows: dict[PartitionKey, tuple[InFlightWindow, int, int]]  # window, generation, next sequence
+
+
+class ShareStateLog:
+    def __init__(self, data_dir: DataDir, partitions: int) -> None:
+        self._logs = ensure_topic(data_dir, SHARE_STATE_TOPIC, partitions)
+
+    def log_for(self, group: str, topic: str | None = None, partition: int = 0) -> PartitionLog:
+        name = group if topic is None else f"{group}\x00{topic}\x00{partition}"
+        return self._logs[partition_for(name, len(self._logs))]
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write_config(self, group: str, config: dict[str, object] | None) -> tuple[PartitionLog, int]:
+        partition_log = self.log_for(group)
+        last = append_entries(partition_log, [(encode_key("share-config", group), encode_value(config))], sync=False)
+        return partition_log, last + 1
+
+    def write_state(self, key: PartitionKey, kind: int, generation: int, sequence: int,
+                    window: InFlightWindow, runs: np.ndarray) -> tuple[PartitionLog, int]:
+        group, topic, partition = key
+        if kind == SNAPSHOT:
+            record_key = encode_key("share-snap", group, topic, partition)
+        else:
+            record_key = encode_key("share-delta", group, topic, partition, sequence % DELTAS_PER_SNAPSHOT)
+        value = encode_state(kind, generation, sequence, window.start_offset, window.end_offset, runs)
+        partition_log = self.log_for(*key)
+        last = append_entries(partition_log, [(record_key, value)], sync=False)
+        return partition_log, last + 1
+
+    def delete_partitions(self, group: str, partitions: Sequence[tuple[str, int]]) -> list[tuple[PartitionLog, int]]:
+        """Tombstones for every key of these share-partitions (unsynced)."""
+        written = []
+        for topic, partition in partitions:
+            entries: list[tuple[bytes, bytes | None]] = [(encode_key("share-snap", group, topic, partition), None)]
+            entries += [(encode_key("share-delta", group, topic, partition, slot), None)
+                        for slot in range(DELTAS_PER_SNAPSHOT)]
+            partition_log = self.log_for(group, topic, partition)
+            written.append((partition_log, append_entries(partition_log, entries, sync=False) + 1))
+        return written
+
+    # -- rebuilding ---------------------------------------------------------------------------
+
+    def load(self) -> LoadedState:
+        configs: dict[str, dict[str, object]] = {}
+        found: dict[PartitionKey, _Loaded] = {}
+        for partition_log in self._logs:
+            for _, key, value in read_entries(partition_log, raw_values=True):
+                if not isinstance(key, list) or not key:
+                    continue
+                if key[0] == "share-config" and len(key) == 2:
+                    if value is None:
+                        configs.pop(key[1], None)
+                        for pk in [pk for pk in found if pk[0] == key[1]]:
+                            del found[pk]
+                    else:
+                        configs[key[1]] = json.loads(value)
+                elif key[0] == "share-snap" and len(key) == 4:
+                    pk = (key[1], key[2], int(key[3]))
+                    if value is None:
+                        found.pop(pk, None)
+                    else:
+                        found.setdefault(pk, _Loaded()).snapshot = decode_state(bytes(value))
+                elif key[0] == "share-delta" and len(key) == 5 and value is not None:
+                    pk = (key[1], key[2], int(key[3]))
+                    found.setdefault(pk, _Loaded()).deltas[int(key[4])] = decode_state(bytes(value))
+        windows = {}
+        for pk, loaded in found.items():
+            if loaded.snapshot is None:
+                continue
+            windows[pk] = self._rebuild(loaded)
+        log.info("loaded %d share groups, %d share-partitions", len(configs), len(windows))
+        return LoadedState(configs, windows)
+
+    @staticmethod
+    def _rebuild(loaded: _Loaded) -> tuple[InFlightWindow, int, int]:
+        assert loaded.snapshot is not None
+        _, generation, _, start, end, runs = loaded.snapshot
+        window = InFlightWindow(start)
+        window.extend(end)
+        window.apply_runs(runs)
+        deltas = sorted((d for d in loaded.deltas.values() if d[1] == generation), key=lambda d: d[2])
+        sequence = 1
+        for _, _, seq, delta_start, delta_end, delta_runs in deltas:
+            window.extend(delta_end)
+            window.apply_runs(delta_runs)
+            window.skip_to(delta_start)
+            sequence = seq + 1
+        held = np.flatnonzero(window.state == ACQUIRED)
+        window.state[held] = AVAILABLE  # their members are gone with the old broker
+        window.advance()
+        return window, generation, sequence

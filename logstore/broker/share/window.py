@@ -1,0 +1,214 @@
+"""One share-partition's in-flight window: per-record state kept in numpy arrays.
+
+The window covers offsets ``start_offset`` (inclusive; every record before it is done) to
+``end_offset`` (exclusive; no record from there on was ever fetched: they are Available with
+no delivery). Each record in it has:
+
+- ``state``: AVAILABLE, ACQUIRED (by ``owner`` until ``deadline_ms``), ACKNOWLEDGED or ARCHIVED,
+- ``count``: how many times it was delivered (acquired),
+- ``after_ms``: an Available record is not handed out before this time (delayed release),
+- ``since_ms``: when it was first delivered (the oldest unacknowledged age).
+
+Records are addressed by index ``offset - start_offset``; every operation is a numpy slice or
+mask, never a Python loop over records. ``advance`` moves ``start_offset`` past the leading
+records that are done and drops them. The durable form (runs of equal state) is in
+``state_log.py``.
+
+Not thread-safe: the share coordinator calls it on the event loop thread only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+AVAILABLE = 0
+ACQUIRED = 1
+ACKNOWLEDGED = 2
+ARCHIVED = 3
+STATE_NAMES = ("available", "acquired", "acknowledged", "archived")
+
+#: A run of records with equal state, count and available-after time (the durable form).
+RUN_DTYPE = np.dtype([("first", "<i8"), ("last", "<i8"), ("after_ms", "<i8"),
+                      ("count", "<u4"), ("state", "u1")])
+
+_FIELDS = (("state", np.uint8), ("count", np.uint32), ("after_ms", np.int64),
+           ("deadline_ms", np.int64), ("owner", np.int32), ("since_ms", np.int64))
+
+
+class InFlightWindow:
+    __slots__ = ("start_offset", "_n", "_head", "state", "count", "after_ms", "deadline_ms",
+                 "owner", "since_ms", "_buffers")
+
+    def __init__(self, start_offset: int) -> None:
+        self.start_offset = start_offset
+        self._n = 0
+        self._head = 0
+        self._buffers: dict[str, np.ndarray] = {name: np.zeros(64, dtype) for name, dtype in _FIELDS}
+        self._views()
+
+    def _views(self) -> None:
+        lo, hi = self._head, self._head + self._n
+        b = self._buffers
+        self.state = b["state"][lo:hi]
+        self.count = b["count"][lo:hi]
+        self.after_ms = b["after_ms"][lo:hi]
+        self.deadline_ms = b["deadline_ms"][lo:hi]
+        self.owner = b["owner"][lo:hi]
+        self.since_ms = b["since_ms"][lo:hi]
+
+    @property
+    def end_offset(self) -> int:
+        return self.start_offset + self._n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, end_offset: int) -> None:
+        """Take records up to ``end_offset`` (exclusive) into the window, Available, undelivered."""
+        grow = end_offset - self.end_offset
+        if grow <= 0:
+            return
+        capacity = len(self._buffers["state"])
+        if self._head + self._n + grow > capacity:
+            size = max(64, 1 << int(self._n + grow).bit_length())
+            for name, dtype in _FIELDS:
+                fresh = np.zeros(size, dtype)
+                fresh[:self._n] = self._buffers[name][self._head:self._head + self._n]
+                self._buffers[name] = fresh
+            self._head = 0
+        lo = self._head + self._n
+        for name, _ in _FIELDS:
+            self._buffers[name][lo:lo + grow] = 0
+        self._n += grow
+        self._views()
+
+    def advance(self) -> int:
+        """Drop the leading records that are done (Acknowledged or Archived); the new start."""
+        if self._n:
+            pending = np.flatnonzero(self.state < ACKNOWLEDGED)
+            done = int(pending[0]) if len(pending) else self._n
+            if done:
+                self._head += done
+                self._n -= done
+                self.start_offset += done
+                self._views()
+        return self.start_offset
+
+    def reset(self, start_offset: int) -> None:
+        """Forget everything: the window starts empty at ``start_offset``."""
+        self.start_offset = start_offset
+        self._head = 0
+        self._n = 0
+        self._views()
+
+    def skip_to(self, offset: int) -> None:
+        """Records below ``offset`` are gone from the log (retention): drop them."""
+        if offset <= self.start_offset:
+            return
+        if offset >= self.end_offset:
+            self.reset(offset)
+            return
+        drop = offset - self.start_offset
+        self._head += drop
+        self._n -= drop
+        self.start_offset = offset
+        self._views()
+
+    # -- questions ----------------------------------------------------------------------------
+
+    def index(self, offset: int) -> int:
+        return offset - self.start_offset
+
+    def handable(self, now_ms: int) -> np.ndarray:
+        """Indices of the records that may be acquired now."""
+        return np.flatnonzero((self.state == AVAILABLE) & (self.after_ms <= np.int64(now_ms)))
+
+    def expired(self, now_ms: int) -> np.ndarray:
+        """Indices of acquired records whose lock has run out."""
+        return np.flatnonzero((self.state == ACQUIRED) & (self.deadline_ms <= np.int64(now_ms)))
+
+    def next_deadline_ms(self) -> int | None:
+        """The earliest moment something changes by itself (a lock expiry or a delay ending)."""
+        acquired = self.state == ACQUIRED
+        delayed = self.state == AVAILABLE
+        times = []
+        if acquired.any():
+            times.append(int(self.deadline_ms[acquired].min()))
+        if delayed.any():
+            later = self.after_ms[delayed]
+            if later.max() > 0:
+                times.append(int(later.min()))
+        return min(times) if times else None
+
+    def counts(self) -> np.ndarray:
+        """Records per state (indexed by state)."""
+        return np.bincount(self.state, minlength=4)
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def acquire(self, indices: np.ndarray, owner: int, now_ms: int, lock_ms: int) -> None:
+        self.state[indices] = ACQUIRED
+        self.count[indices] += 1
+        self.owner[indices] = owner
+        self.deadline_ms[indices] = now_ms + lock_ms
+        first = indices[self.since_ms[indices] == 0]
+        self.since_ms[first] = now_ms
+
+    def set_state(self, indices: np.ndarray | slice, state: int, after_ms: int | np.ndarray = 0) -> None:
+        self.state[indices] = state
+        self.after_ms[indices] = after_ms
+        self.deadline_ms[indices] = 0
+        self.owner[indices] = -1
+
+    def apply_runs(self, runs: np.ndarray) -> None:
+        """Set state, count and available-after time from durable runs (the window is extended
+        to cover them; runs below the start are ignored)."""
+        if not len(runs):
+            return
+        self.extend(int(runs["last"].max()) + 1)
+        lo = np.maximum(runs["first"] - self.start_offset, 0)
+        hi = runs["last"] - self.start_offset + 1
+        keep = hi > lo
+        lo, hi, runs = lo[keep], hi[keep], runs[keep]
+        lengths = hi - lo
+        if not len(lengths):
+            return
+        index = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        self.state[index] = np.repeat(runs["state"], lengths)
+        self.count[index] = np.repeat(runs["count"], lengths)
+        self.after_ms[index] = np.repeat(runs["after_ms"], lengths)
+
+    # -- the durable form ---------------------------------------------------------------------
+
+    def runs(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """Runs of equal (state, count, after_ms) over ``indices`` (sorted; default: the whole
+        window) — consecutive offsets only."""
+        if indices is None:
+            indices = np.arange(self._n)
+        if not len(indices):
+            return np.empty(0, RUN_DTYPE)
+        state, count, after = self.state[indices], self.count[indices], self.after_ms[indices]
+        breaks = np.flatnonzero(
+            (np.diff(indices) != 1) | (np.diff(state) != 0) | (np.diff(count) != 0) | (np.diff(after) != 0)
+        ) + 1
+        starts = np.concatenate(([0], breaks))
+        ends = np.concatenate((breaks, [len(indices)])) - 1
+        runs = np.empty(len(starts), RUN_DTYPE)
+        runs["first"] = indices[starts] + self.start_offset
+        runs["last"] = indices[ends] + self.start_offset
+        runs["state"] = state[starts]
+        runs["count"] = count[starts]
+        runs["after_ms"] = after[starts]
+        return runs
+
+
+def ranges(offsets: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(firsts, lasts, counts) of the runs of consecutive ``offsets`` with equal ``counts``."""
+    if not len(offsets):
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, np.int32)
+    breaks = np.flatnonzero((np.diff(offsets) != 1) | (np.diff(counts) != 0)) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(offsets)])) - 1
+    return (offsets[starts].astype(np.int64), offsets[ends].astype(np.int64),
+            counts[starts].astype(np.int32))

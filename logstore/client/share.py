@@ -1,0 +1,323 @@
+"""``ShareConsumer``: a member of a share group (queue mode). Records come one by one from the
+same partitions to any number of members; each is acknowledged on its own.
+
+::
+
+    with ShareConsumer("127.0.0.1:7070", "mailer", ["emails"], lock_ms=60_000) as consumer:
+        for record in consumer:                 # or consumer.poll(timeout=1.0)
+            try:
+                send_email(record.value)
+                record.ack()                    # done
+            except TemporaryError as exc:
+                record.release(delay_ms=5_000, error=str(exc))   # again in 5 s (any member)
+            except Exception as exc:
+                record.reject(error=repr(exc))  # poison: archived, to the dead-letter topic
+
+A record returned by ``poll`` is locked to this member for ``lock_ms`` (default: the group's,
+30 s): no other member gets it meanwhile. ``ack()``, ``release(delay_ms=None, error="")``,
+``reject(error="")`` queue the acknowledgement; queued acknowledgements go with the next
+``poll`` (one call does both), or with ``commit()`` / ``close()``. ``release`` without a delay
+follows the group's backoff list. ``renew()`` extends the lock by ``lock_ms`` and is sent at
+once (with whatever else is queued). A record not acknowledged before its lock expires becomes
+available again, to any member, with its delivery count (``record.delivery_count``) one higher.
+``acknowledge(records, kind)`` does the same for many records at once.
+
+Refusals. An acknowledgement of a record this member no longer holds (its lock expired and it
+went to another member, it was acknowledged already) is refused by the broker with
+``RecordNotAcquiredError`` (reason ``RECORD_NOT_ACQUIRED``); the others are applied. ``commit()``
+raises the first refusal collected since the last commit (from its own call or from the
+piggybacked acknowledgements of earlier polls); ``refused`` lists them all, and
+``commit(raise_refused=False)`` returns them instead. A call that fails (the broker is
+unreachable) queues its acknowledgements again; they go with the next call.
+
+``close()`` sends what is queued and leaves the group: the records it still holds become
+available to the other members at once. Thread-safety: ``ack``/``release``/``reject`` and
+``acknowledge`` may be called from any thread; ``poll``, ``commit`` and ``close`` from one
+thread at a time. ``AsyncShareConsumer`` is the asyncio twin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from logstore.api.v1 import share_pb2
+from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
+from logstore.client.config import Credentials, resolve_server
+from logstore.errors import LogstoreError, RecordNotAcquiredError
+from logstore.records import decode_columns
+from logstore.records.headers import Headers
+
+#: Acknowledgement kinds by name (``acknowledge(records, kind)``).
+KINDS = {
+    "accept": share_pb2.ACKNOWLEDGE_ACCEPT,
+    "release": share_pb2.ACKNOWLEDGE_RELEASE,
+    "reject": share_pb2.ACKNOWLEDGE_REJECT,
+    "renew": share_pb2.ACKNOWLEDGE_RENEW,
+}
+
+
+class ShareRecord(NamedTuple):
+    """One acquired record. ``delivery_count`` is 1 on its first delivery."""
+
+    consumer: ShareConsumer
+    topic: str
+    partition: int
+    delivery_count: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+    def __repr__(self) -> str:
+        return (f"ShareRecord(topic={self.topic!r}, partition={self.partition}, offset={self.offset}, "
+                f"delivery_count={self.delivery_count}, key={self.key!r}, value={self.value!r})")
+
+    def ack(self) -> None:
+        """Done: it is never delivered again."""
+        self.consumer.acknowledge([self], "accept")
+
+    def release(self, delay_ms: int | None = None, error: str = "") -> None:
+        """Give it back: available again now (``delay_ms=0``), after ``delay_ms``, or (None)
+        after the group's backoff step for its delivery count."""
+        self.consumer.acknowledge([self], "release", delay_ms=delay_ms, error=error)
+
+    def reject(self, error: str = "") -> None:
+        """Poison: archived at once and copied to the group's dead-letter topic."""
+        self.consumer.acknowledge([self], "reject", error=error)
+
+    def renew(self) -> None:
+        """Still working on it: the lock runs ``lock_ms`` from now again (sent at once)."""
+        self.consumer.acknowledge([self], "renew")
+        self.consumer.commit()
+
+
+_Key = tuple[str, int, int, int, str]  # topic, partition, kind, delay (-1 = backoff), error
+
+
+class ShareConsumer:
+    def __init__(
+        self,
+        server: str | None,
+        group_id: str,
+        topics: str | Iterable[str],
+        *,
+        lock_ms: int = 0,
+        max_records: int = 500,
+        max_bytes: int = 0,
+        member_id: str | None = None,
+        timeout: float = 30.0,
+        **credentials: Any,
+    ) -> None:
+        """``lock_ms``: 0 = the group's (30 s unless configured). ``max_records``: most records
+        one ``poll`` acquires. ``credentials``: ``tls_ca``, ``tls_cert``, ``tls_key``, ``token``."""
+        if max_records < 1:
+            raise ValueError(f"max_records must be at least 1, not {max_records}")
+        if lock_ms < 0:
+            raise ValueError(f"lock_ms must not be negative, not {lock_ms}")
+        self.server = resolve_server(server)
+        self.group_id = group_id
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.lock_ms = lock_ms
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.member_id = member_id or uuid.uuid4().hex
+        self.timeout = timeout
+        self._channel = open_channel(self.server, Credentials.take(credentials))
+        if credentials:
+            raise TypeError(f"unknown ShareConsumer options: {', '.join(sorted(credentials))}")
+        self._stub = open_stub(self._channel)
+        self._lock = threading.Lock()
+        self._pending: dict[_Key, list[int]] = {}
+        #: Refusals since the last ``commit()``.
+        self.refused: list[RecordNotAcquiredError | LogstoreError] = []
+        self._closed = False
+
+    # -- acknowledgements ---------------------------------------------------------------------
+
+    def acknowledge(self, records: Iterable[ShareRecord], kind: str = "accept", *,
+                    delay_ms: int | None = None, error: str = "") -> None:
+        """Queue ``kind`` ("accept", "release", "reject", "renew") for every record."""
+        number = KINDS.get(kind)
+        if number is None:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if delay_ms is not None and (delay_ms < 0 or kind != "release"):
+            raise ValueError("delay_ms is for release only and must not be negative")
+        delay = -1 if delay_ms is None else int(delay_ms)
+        with self._lock:
+            for record in records:
+                self._pending.setdefault((record.topic, record.partition, number, delay, error), []).append(record.offset)
+
+    def _take_pending(self) -> list[share_pb2.ShareAcknowledgement]:
+        """The queued acknowledgements as ranges of consecutive offsets (numpy)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        messages = []
+        for (topic, partition, kind, delay, error), offsets in pending.items():
+            ordered = np.unique(np.asarray(offsets, dtype=np.int64))
+            breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+            firsts = ordered[np.concatenate(([0], breaks))].tolist()
+            lasts = ordered[np.concatenate((breaks - 1, [len(ordered) - 1]))].tolist()
+            for first, last in zip(firsts, lasts, strict=True):
+                message = share_pb2.ShareAcknowledgement(
+                    topic=topic, partition=partition, first_offset=first, last_offset=last,
+                    kind=kind, error=error)  # type: ignore[arg-type]
+                if delay >= 0:
+                    message.delay_ms = delay
+                messages.append(message)
+        return messages
+
+    def _restore(self, messages: Sequence[share_pb2.ShareAcknowledgement]) -> None:
+        """A call failed before the broker answered: queue its acknowledgements again."""
+        with self._lock:
+            for m in messages:
+                key = (m.topic, m.partition, int(m.kind), m.delay_ms if m.HasField("delay_ms") else -1, m.error)
+                self._pending.setdefault(key, []).extend(range(m.first_offset, m.last_offset + 1))
+
+    def _collect(self, refused: Iterable[share_pb2.ShareAcknowledgementResult]) -> None:
+        for item in refused:
+            error = error_from_detail(item.error)
+            error.first_offset = item.first_offset  # type: ignore[attr-defined]
+            error.last_offset = item.last_offset  # type: ignore[attr-defined]
+            self.refused.append(error)
+
+    @property
+    def pending(self) -> int:
+        """Records whose acknowledgement is queued, not sent yet."""
+        with self._lock:
+            return sum(len(offsets) for offsets in self._pending.values())
+
+    def commit(self, *, raise_refused: bool = True) -> list[LogstoreError]:
+        """Send the queued acknowledgements now (durable when this returns); raise the first
+        refusal collected since the last commit, or with ``raise_refused=False`` return them
+        all (each has ``first_offset`` and ``last_offset``: the range refused, of its
+        ``topic``/``partition``)."""
+        messages = self._take_pending()
+        if messages:
+            request = share_pb2.ShareAcknowledgeRequest(
+                group_id=self.group_id, member_id=self.member_id, acknowledgements=messages,
+                lock_ms=self.lock_ms)
+            try:
+                with translate_errors(self.server):
+                    response = self._stub.ShareAcknowledge(request, timeout=self.timeout)
+            except LogstoreError:
+                self._restore(messages)
+                raise
+            self._collect(response.refused)
+        refused, self.refused = self.refused, []
+        if refused and raise_refused:
+            raise refused[0]
+        return refused
+
+    # -- fetching -------------------------------------------------------------------------------
+
+    def poll(self, timeout: float | None = 1.0, max_records: int | None = None) -> list[ShareRecord]:
+        """Acquire up to ``max_records`` records, waiting up to ``timeout`` seconds for some;
+        the queued acknowledgements go in the same call."""
+        if self._closed:
+            raise ValueError("the share consumer is closed")
+        limit = max_records or self.max_records
+        wait_ms = 30_000 if timeout is None else max(0, int(timeout * 1000))
+        messages = self._take_pending()
+        request = share_pb2.ShareFetchRequest(
+            group_id=self.group_id, member_id=self.member_id, topics=self.topics,
+            max_records=limit, max_bytes=self.max_bytes, max_wait_ms=wait_ms, lock_ms=self.lock_ms,
+            acknowledgements=messages)
+        try:
+            with translate_errors(self.server):
+                response = self._stub.ShareFetch(request, timeout=self.timeout + wait_ms / 1000)
+        except LogstoreError:
+            self._restore(messages)
+            raise
+        self._collect(response.refused)
+        records: list[ShareRecord] = []
+        for part in response.partitions:
+            records += self._records(part)
+        return records
+
+    def _records(self, part: share_pb2.AcquiredRecords) -> list[ShareRecord]:
+        columns = decode_columns(part.records)
+        firsts = np.asarray(part.first_offsets, dtype=np.int64)
+        lasts = np.asarray(part.last_offsets, dtype=np.int64)
+        out: list[ShareRecord] = []
+        for first, last, count in zip(firsts.tolist(), lasts.tolist(), list(part.delivery_counts), strict=True):
+            lo = int(np.searchsorted(columns.offsets, np.int64(first)))
+            hi = int(np.searchsorted(columns.offsets, np.int64(last), side="right"))
+            if hi > lo:
+                out += columns.slice(lo, hi).records(ShareRecord, self, part.topic, part.partition, count)
+        return out
+
+    def __iter__(self) -> Iterator[ShareRecord]:
+        """Records as they come (poll after poll) until ``close()``."""
+        while not self._closed:
+            yield from self.poll(timeout=1.0)
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Send the queued acknowledgements and leave: held records go back at once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            request = share_pb2.ShareAcknowledgeRequest(
+                group_id=self.group_id, member_id=self.member_id,
+                acknowledgements=self._take_pending(), lock_ms=self.lock_ms, leave=True)
+            with translate_errors(self.server):
+                response = self._stub.ShareAcknowledge(request, timeout=self.timeout)
+            self._collect(response.refused)
+        except LogstoreError as exc:
+            if exc.reason != "UNKNOWN_GROUP":  # never fetched: nothing to leave
+                raise
+        finally:
+            self._channel.close()
+
+    def __enter__(self) -> ShareConsumer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+class AsyncShareConsumer:
+    """``ShareConsumer`` for asyncio: ``poll``, ``commit`` and ``close`` are coroutines (run in a
+    worker thread); records' ``ack``/``release``/``reject`` only queue, so they do not block."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._sync = ShareConsumer(*args, **kwargs)
+
+    @property
+    def member_id(self) -> str:
+        return self._sync.member_id
+
+    async def poll(self, timeout: float | None = 1.0, max_records: int | None = None) -> list[ShareRecord]:
+        return await asyncio.to_thread(self._sync.poll, timeout, max_records)
+
+    def acknowledge(self, records: Iterable[ShareRecord], kind: str = "accept", **options: Any) -> None:
+        self._sync.acknowledge(records, kind, **options)
+
+    async def commit(self) -> None:
+        await asyncio.to_thread(self._sync.commit)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._sync.close)
+
+    async def __aiter__(self) -> AsyncIterator[ShareRecord]:
+        while not self._sync._closed:
+            for record in await self.poll(timeout=1.0):
+                yield record
+
+    async def __aenter__(self) -> AsyncShareConsumer:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.close()

@@ -1,0 +1,164 @@
+"""The share-group RPCs of the LogStore service (a mixin of the service class in ``service.py``):
+protobuf in, one broker call, protobuf out.
+
+Rights: fetching and acknowledging need ``read`` on the group and on every topic (as a consumer
+group does); describing and listing need ``read`` on the group; changing the config or the start
+offset needs ``admin`` on the group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from logstore.api.v1 import share_pb2
+from logstore.broker import Broker
+from logstore.broker.share import AckKind, AckRange, ShareGroupInfo, SharePartitionInfo
+from logstore.broker.share.types import AckResult
+from logstore.errors import InvalidRequestError
+from logstore.server.auth import Authorizer
+from logstore.server.errors import error_detail
+
+_RESET = {
+    share_pb2.SHARE_RESET_EARLIEST: "earliest",
+    share_pb2.SHARE_RESET_LATEST: "latest",
+    share_pb2.SHARE_RESET_OFFSET: "offset",
+}
+
+
+def _acks(items: Any) -> list[AckRange]:
+    acks = []
+    for a in items:
+        try:
+            kind = AckKind(a.kind)
+        except ValueError:
+            raise InvalidRequestError(
+                f"acknowledgement of {a.topic}/{a.partition}: kind must be ACCEPT, RELEASE, REJECT or "
+                f"RENEW, not {a.kind}", field="kind") from None
+        delay = a.delay_ms if a.HasField("delay_ms") else None
+        acks.append(AckRange(a.topic, a.partition, a.first_offset, a.last_offset, kind, delay, a.error))
+    return acks
+
+
+def _refused(results: list[AckResult]) -> list[share_pb2.ShareAcknowledgementResult]:
+    return [
+        share_pb2.ShareAcknowledgementResult(
+            topic=r.topic, partition=r.partition, first_offset=r.first_offset,
+            last_offset=r.last_offset, error=error_detail(r.error),
+        )
+        for r in results if r.error is not None
+    ]
+
+
+def _partition_state(p: SharePartitionInfo) -> share_pb2.SharePartitionState:
+    return share_pb2.SharePartitionState(
+        topic=p.topic, partition=p.partition, start_offset=p.start_offset, end_offset=p.end_offset,
+        log_end_offset=p.log_end_offset, available=p.available, acquired=p.acquired,
+        acknowledged=p.acknowledged, archived=p.archived, delayed=p.delayed,
+        oldest_unacknowledged_age_ms=p.oldest_unacknowledged_age_ms, redeliveries=p.redeliveries,
+        dead_lettered=p.dead_lettered, lock_expiries=p.lock_expiries,
+    )
+
+
+def _description(info: ShareGroupInfo) -> share_pb2.ShareGroupDescription:
+    return share_pb2.ShareGroupDescription(
+        group_id=info.group_id, config=info.config,
+        members=[share_pb2.ShareMember(member_id=m.member_id, last_seen_ms=m.last_seen_ms, acquired=m.acquired)
+                 for m in info.members],
+        partitions=[_partition_state(p) for p in info.partitions],
+    )
+
+
+class ShareServiceMixin:
+    broker: Broker
+    authorizer: Authorizer
+
+    async def _unary(self, method: str, context: Any, call: Any) -> Any:  # provided by the service
+        raise NotImplementedError
+
+    def _refuse_share_in_cluster(self) -> None:
+        if getattr(self, "cluster", None) is not None:
+            raise InvalidRequestError(
+                "share groups are not supported by clustered brokers yet (their state is not "
+                "replicated)", field="group_id",
+            )
+
+    def _check_read(self, group_id: str, topics: Any) -> None:
+        self.authorizer.check("group", group_id, "read")
+        for topic in topics:
+            self.authorizer.check("topic", topic, "read")
+
+    async def ShareFetch(self, request: share_pb2.ShareFetchRequest, context: Any) -> share_pb2.ShareFetchResponse:
+        async def call() -> share_pb2.ShareFetchResponse:
+            self._refuse_share_in_cluster()
+            acks = _acks(request.acknowledgements)
+            self._check_read(request.group_id, {*request.topics, *(a.topic for a in acks)})
+            results, outcomes = await self.broker.share_fetch(
+                request.group_id, request.member_id, list(request.topics), acks=acks,
+                max_records=request.max_records or 500, max_bytes=request.max_bytes,
+                max_wait_ms=request.max_wait_ms, lock_ms=request.lock_ms,
+            )
+            response = share_pb2.ShareFetchResponse(refused=_refused(results))
+            for out in outcomes:
+                response.partitions.append(share_pb2.AcquiredRecords(
+                    topic=out.topic, partition=out.partition,
+                    records=b"".join(out.records),  # the one copy, at this edge
+                    first_offsets=out.first_offsets.tolist(), last_offsets=out.last_offsets.tolist(),
+                    delivery_counts=np.asarray(out.delivery_counts).tolist(),
+                ))
+            return response
+
+        return await self._unary("ShareFetch", context, call)
+
+    async def ShareAcknowledge(self, request: share_pb2.ShareAcknowledgeRequest, context: Any) -> share_pb2.ShareAcknowledgeResponse:
+        async def call() -> share_pb2.ShareAcknowledgeResponse:
+            self._refuse_share_in_cluster()
+            acks = _acks(request.acknowledgements)
+            self._check_read(request.group_id, {a.topic for a in acks})
+            results = await self.broker.share_acknowledge(
+                request.group_id, request.member_id, acks, lock_ms=request.lock_ms, leave=request.leave)
+            return share_pb2.ShareAcknowledgeResponse(refused=_refused(results))
+
+        return await self._unary("ShareAcknowledge", context, call)
+
+    async def ListShareGroups(self, request: share_pb2.ListShareGroupsRequest, context: Any) -> share_pb2.ListShareGroupsResponse:
+        async def call() -> share_pb2.ListShareGroupsResponse:
+            self._refuse_share_in_cluster()
+            return share_pb2.ListShareGroupsResponse(groups=[
+                share_pb2.ShareGroupSummary(group_id=g, members=m, acquired=a)
+                for g, m, a in self.broker.list_share_groups()
+                if self.authorizer.can("group", g, "read")
+            ])
+
+        return await self._unary("ListShareGroups", context, call)
+
+    async def DescribeShareGroup(self, request: share_pb2.DescribeShareGroupRequest, context: Any) -> share_pb2.ShareGroupDescription:
+        async def call() -> share_pb2.ShareGroupDescription:
+            self._refuse_share_in_cluster()
+            self.authorizer.check("group", request.group_id, "read")
+            return _description(self.broker.describe_share_group(request.group_id))
+
+        return await self._unary("DescribeShareGroup", context, call)
+
+    async def AlterShareGroupConfig(self, request: share_pb2.AlterShareGroupConfigRequest, context: Any) -> share_pb2.ShareGroupDescription:
+        async def call() -> share_pb2.ShareGroupDescription:
+            self._refuse_share_in_cluster()
+            self.authorizer.check("group", request.group_id, "admin")
+            await self.broker.alter_share_group_config(request.group_id, dict(request.set), list(request.reset))
+            return _description(self.broker.describe_share_group(request.group_id))
+
+        return await self._unary("AlterShareGroupConfig", context, call)
+
+    async def ResetShareGroup(self, request: share_pb2.ResetShareGroupRequest, context: Any) -> share_pb2.ResetShareGroupResponse:
+        async def call() -> share_pb2.ResetShareGroupResponse:
+            self._refuse_share_in_cluster()
+            spec = _RESET.get(request.spec)
+            if spec is None:
+                raise InvalidRequestError(f"unknown reset spec {request.spec} (EARLIEST, LATEST, OFFSET)", field="spec")
+            self.authorizer.check("group", request.group_id, "admin")
+            infos = await self.broker.reset_share_group(
+                request.group_id, request.topic, list(request.partitions), spec, request.offset)
+            return share_pb2.ResetShareGroupResponse(partitions=[_partition_state(p) for p in infos])
+
+        return await self._unary("ResetShareGroup", context, call)
