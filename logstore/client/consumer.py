@@ -47,6 +47,7 @@ from logstore.client.channel import (
     is_transient,
     open_channel,
     open_stub,
+    refused_as,
 )
 from logstore.client.config import (
     ISOLATION_LEVELS,
@@ -815,14 +816,15 @@ class Consumer:
 
     def _partition_count(self, topic: str) -> int:
         config = self.config
-        description = call_with_retries(
-            lambda: self._stub.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic),
-                                             timeout=self._timeout),
-            server=self.server,
-            retries=config.retries,
-            retry_backoff_ms=config.retry_backoff_ms,
-            retry_backoff_max_ms=config.retry_backoff_max_ms,
-        )
+        with refused_as("read", topic):  # a refused describe is reported as the read it is for
+            description = call_with_retries(
+                lambda: self._stub.DescribeTopic(admin_pb2.DescribeTopicRequest(name=topic),
+                                                 timeout=self._timeout),
+                server=self.server,
+                retries=config.retries,
+                retry_backoff_ms=config.retry_backoff_ms,
+                retry_backoff_max_ms=config.retry_backoff_max_ms,
+            )
         return int(description.partition_count)
 
     def _tp(self, partition: Partition) -> TopicPartition:

@@ -30,7 +30,7 @@ from logstore.api.v1 import admin_pb2, records_pb2
 from logstore.client import bulk
 from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch, RecordFuture, batch_group_future
-from logstore.client.channel import call_with_retries, open_channel, open_stub
+from logstore.client.channel import call_with_retries, open_channel, open_stub, refused_as
 from logstore.client.config import Credentials, ProducerConfig, build, resolve_server
 from logstore.client.models import BatchMetadata, GroupMetadata, TopicPartition
 from logstore.client.sender import Sender
@@ -326,18 +326,20 @@ class Producer:
         return list(range(self._accumulator.learn(topic).count))
 
     def _partition_count(self, topic: str) -> int:
-        """DescribeTopic, retried on UNAVAILABLE like the records themselves."""
+        """DescribeTopic, retried on UNAVAILABLE like the records themselves; refused, it is
+        reported as the write the records need."""
         config = self.config
-        description = call_with_retries(
-            lambda: self._stub.DescribeTopic(
-                admin_pb2.DescribeTopicRequest(name=topic),
-                timeout=config.request_timeout_ms / 1000.0,
-            ),
-            server=self.server,
-            retries=config.retries,
-            retry_backoff_ms=config.retry_backoff_ms,
-            retry_backoff_max_ms=config.retry_backoff_max_ms,
-        )
+        with refused_as("write", topic):
+            description = call_with_retries(
+                lambda: self._stub.DescribeTopic(
+                    admin_pb2.DescribeTopicRequest(name=topic),
+                    timeout=config.request_timeout_ms / 1000.0,
+                ),
+                server=self.server,
+                retries=config.retries,
+                retry_backoff_ms=config.retry_backoff_ms,
+                retry_backoff_max_ms=config.retry_backoff_max_ms,
+            )
         return int(description.partition_count)
 
     def _send_closed(self, *args: Any, **kwargs: Any) -> RecordFuture:

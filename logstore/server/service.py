@@ -101,7 +101,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
         async def call() -> admin_pb2.ListTopicsResponse:
             topics = [
                 t for t in self.broker.list_topics(request.include_internal)
-                if self.authorizer.can("topic", t[0], "read")
+                if self.authorizer.can("topic", t[0], "describe")
             ]
             return admin_pb2.ListTopicsResponse(
                 topics=[admin_pb2.TopicSummary(name=n, partitions=p, internal=i) for n, p, i in topics]
@@ -111,7 +111,7 @@ class LogStoreService(GroupServiceMixin, logstore_pb2_grpc.LogStoreServicer):
 
     async def DescribeTopic(self, request: admin_pb2.DescribeTopicRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
-            self.authorizer.check("topic", request.name, "read")
+            self.authorizer.check("topic", request.name, "describe")
             return convert.topic_description(self.broker.describe_topic(request.name), self.broker)
 
         return await self._unary("DescribeTopic", context, call)
