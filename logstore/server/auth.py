@@ -92,7 +92,9 @@ class SecurityConfig:
         try:
             with open(path, "rb") as file:
                 document = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except OSError as exc:
+            raise InvalidConfigError(f"security file {path}: {exc.strerror}", key="security_file") from None
+        except tomllib.TOMLDecodeError as exc:
             raise InvalidConfigError(f"security file {path}: {exc}", key="security_file") from None
         hashes: dict[str, str] = {}
         for principal, entry in document.get("principals", {}).items():

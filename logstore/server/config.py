@@ -80,6 +80,8 @@ class ServerConfig:
                     document = tomllib.load(file)
             except FileNotFoundError:
                 raise InvalidConfigError(f"config file {path} does not exist", key="config") from None
+            except OSError as exc:
+                raise InvalidConfigError(f"config file {path}: {exc.strerror}", key="config") from None
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidConfigError(f"config file {path}: {exc}", key="config") from None
             limits = dict(document.pop("limits", {}))
