@@ -103,6 +103,9 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.experimental.tcp_max_read_chunk_size", 4 << 20),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        # no BDP probing: a stream's window grows only while its handler reads, so requests the
+        # broker does not read yet (max_queued_request_bytes) stay with the client
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 

@@ -21,6 +21,7 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     max_subscribe_bytes = 4194304
     max_wait_ms = 30000
     max_subscriptions_per_connection = 64
+    max_queued_request_bytes = 268435456  # produce bytes read and not yet answered, in total
 
     [topic_defaults]                    # defaults for topics created without these keys
     flush = "interval"
