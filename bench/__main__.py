@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from bench.common import Progress, Result, print_table, tune_malloc, write_json
+from bench.paths import output_file
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def _parser(names: Sequence[str], modules: Sequence[ModuleType]) -> argparse.Arg
     )
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and one timed run per workload: a seconds-long smoke run")
-    parser.add_argument("--json", metavar="FILE",
+    parser.add_argument("--json", metavar="FILE", type=output_file,
                         help="also write every result with machine info to FILE "
                              "(bench/results/ is git-ignored)")
     parser.add_argument("--repeats", type=int, metavar="N",

@@ -425,10 +425,17 @@ QUICK = Plan(producers=4, in_flight=4, batch_bytes=1 * MIB, flood_seconds=3, idl
 FULL = Plan(producers=16, in_flight=8, batch_bytes=4 * MIB, flood_seconds=20, idle=2000, slow=32, pair_batches=1000)
 
 
+#: The broker's memory while flooded may pass its idle size by at most the queued request cap
+#: plus this (gRPC's buffers per connection that sends, the copy of each request being read,
+#: heap not yet reused); README "Memory under overload" states it.
+FLOOD_OVERHEAD_BYTES = 128 * MIB
+
+
 def flood_limits(batch_bytes: int) -> dict[str, int]:
     """Budgets small next to what the producers offer (several batches per connection), so that
-    they wait."""
+    they wait; ``max_queued_request_bytes`` keeps the rest of their requests unread."""
     return {
+        "max_queued_request_bytes": 8 * batch_bytes,
         "max_request_bytes": 2 * batch_bytes,
         "max_inflight_bytes_per_connection": 2 * batch_bytes,
         "max_unflushed_bytes_per_partition": 4 * batch_bytes,
@@ -559,6 +566,10 @@ def print_results(results: list[Result]) -> None:
         print(f"  refused                {json.dumps(flood_report['refused'])}")
         print(f"  broker RSS             baseline {_mib(flood_report['baseline']['VmRSS'])}, peak "
               f"{_mib(flood_report['peak'].get('VmRSS', 0))} (heap peak {_mib(flood_report['peak'].get('RssAnon', 0))})")
+        cap = flood_report["limits"]["max_queued_request_bytes"]
+        grown = flood_report["peak"].get("VmRSS", 0) - flood_report["baseline"]["VmRSS"]
+        print(f"  queued request cap     {_mib(cap)}: peak - baseline {_mib(grown)} = cap + "
+              f"{_mib(grown - cap)} (stated overhead {_mib(FLOOD_OVERHEAD_BYTES)})")
     if crowd:
         print(f"crowd ({crowd['idle_connections']:,} idle connections, {crowd['slow_consumers']} slow consumers)")
         print(f"  broker sockets         {crowd['broker_sockets']:,}")

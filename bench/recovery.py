@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Progress, Result, format_seconds
+from bench.paths import folder
 
 RECORD_BYTES = 1000
 CHUNK_RECORDS = 32_768  # records per send_batch call (~32 MB)
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="data written before the kill (default 1, --quick 0.1)")
     group.add_argument("--recovery-partitions", type=int, default=4, metavar="N",
                        help="partitions of the topic (default 4)")
-    group.add_argument("--recovery-dir", metavar="DIR",
+    group.add_argument("--recovery-dir", metavar="DIR", type=folder,
                        help="where the data directory goes (default: a temporary directory; "
                             "use a real disk, not tmpfs)")
 

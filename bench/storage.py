@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import REPO_ROOT, Goal, Progress, Result, time_calls, time_runs
+from bench.paths import folder
 from logstore.records import (
     RECORD_OVERHEAD,
     decode_columns,
@@ -124,7 +125,7 @@ class Task:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("storage")
-    group.add_argument("--data-dir", type=Path, metavar="DIR",
+    group.add_argument("--data-dir", type=folder, metavar="DIR",
                        default=Path(os.environ.get("LOGSTORE_BENCH_DIR", DEFAULT_DATA_DIR)),
                        help="where the temporary data directories go (default: $LOGSTORE_BENCH_DIR "
                             "or bench/.data); keep it on the disk you mean to measure")

@@ -370,14 +370,26 @@ class NotAuthorizedError(LogstoreError):
 
     reason = "NOT_AUTHORIZED"
 
-    def __init__(self, principal: str, operation: str, resource: str, name: str) -> None:
+    def __init__(
+        self, principal: str, operation: str, resource: str, name: str,
+        allowed_by: list[str] | None = None,
+    ) -> None:
+        # allowed_by: the rights any of which would allow it, named in the message
+        rights = ""
+        if allowed_by:
+            listed = ", ".join(allowed_by[:-1]) + " or " if len(allowed_by) > 1 else ""
+            rights = f" (that needs {listed}{allowed_by[-1]} on it)"
         super().__init__(
-            f"principal {principal!r} may not {operation} {resource} {name!r}",
+            f"principal {principal!r} may not {operation} {resource} {name!r}{rights}",
             principal=principal,
             operation=operation,
             resource=resource,
             name=name,
         )
+        self.principal = principal
+        self.operation = operation
+        self.resource = resource
+        self.name = name
 
 
 # -- cluster -----------------------------------------------------------------------------------
@@ -452,6 +464,8 @@ class MetadataUnavailableError(LogstoreError):
     (topic creation, leader elections) wait until it is back; current leaders keep serving."""
 
     reason = "METADATA_UNAVAILABLE"
+
+
 # -- share groups ------------------------------------------------------------------------------
 
 

@@ -46,15 +46,23 @@ def test_quickstart_commands_run(broker):
         assert result.returncode == 0, (command, result.stderr.decode())
 
 
-def test_quickstart_python_runs(broker):
+def test_quickstart_python_runs_and_prints_every_record_of_every_partition(broker):
+    from logstore import Producer
+
     subprocess.run(
         [sys.executable, "-m", "logstore", "topic", "create", "orders", "--partitions", "3",
          "--server", broker.address], check=True, capture_output=True, timeout=60,
     )
+    with Producer(broker.address) as producer:  # what the quickstart's shell lines left there
+        for partition in range(3):
+            for number in range(50):
+                producer.send("orders", f"order {partition}/{number}".encode(), partition=partition)
     code = blocks(section("Quickstart"), "python")[0].replace(DEFAULT, broker.address)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "1 soup" in result.stdout
+    printed = [line for line in result.stdout.splitlines() if "b'order " in line]
+    assert len(printed) == 150  # not only what one poll (one fetch) brought
 
 
 def test_embedded_storage_example_runs(tmp_path):

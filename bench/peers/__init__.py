@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Progress, Result
+from bench.paths import folder
 from bench.peers.plan import FULL, QUICK, SYSTEMS, TIERS, Plan, System, workloads
 
 SUITE = "peers"
@@ -66,11 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--latency-rate", type=int, metavar="N",
                        help=f"records/s of the latency workload (default {FULL.latency_rate:,}; "
                             f"--quick {QUICK.latency_rate:,})")
-    group.add_argument("--work-dir", type=Path, metavar="DIR",
+    group.add_argument("--work-dir", type=folder, metavar="DIR",
                        default=Path(os.environ.get("LOGSTORE_BENCH_DIR", DEFAULT_WORK_DIR)),
                        help="where the servers' temporary directories go (default "
                             "$LOGSTORE_BENCH_DIR or bench/.data: a real disk, not tmpfs)")
-    group.add_argument("--charts", type=Path, metavar="DIR",
+    group.add_argument("--charts", type=folder, metavar="DIR",
                        help="write the PNG charts here (default bench/results/ on a complete run; "
                             "none with --quick, --filter, --only, --size or --tier)")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT
+from bench.paths import folder
 from bench.peers.harness import summarize
 from bench.peers.plan import FULL, Context, Variant, Workload, workloads
 from bench.peers.pool import Pool
@@ -117,7 +118,7 @@ def main() -> int:
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks in this directory")
+    parser.add_argument("--raw", type=folder, help="keep py-spy's collapsed stacks in this directory")
     args = parser.parse_args()
 
     plan = dataclasses.replace(FULL, records=args.records)

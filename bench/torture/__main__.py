@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.paths import folder, output_file
 from bench.torture.broker import REPO_ROOT, Broker, recovery_reports
 from bench.torture.checker import Report, check, read_history
 from bench.torture.nemesis import AcknowledgedEnds, damage_partition, partition_dirs
@@ -74,10 +75,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the topics' segment_bytes (default 256 KiB: segments roll)")
     parser.add_argument("--drain-seconds", type=float, default=90.0,
                         help="how long the consumers get to read to the end (90)")
-    parser.add_argument("--history", metavar="FILE",
+    parser.add_argument("--history", metavar="FILE", type=output_file,
                         help="write the merged history here (default: WORK_DIR/history.jsonl)")
-    parser.add_argument("--json", metavar="FILE", help="write the summary as JSON")
-    parser.add_argument("--work-dir", metavar="DIR",
+    parser.add_argument("--json", metavar="FILE", type=output_file, help="write the summary as JSON")
+    parser.add_argument("--work-dir", metavar="DIR", type=folder,
                         help="data, logs and histories (default: a new temporary directory, "
                              "removed after a clean run)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -387,7 +388,7 @@ class Run:
             self.figures.worker_problems.append(
                 f"{crash['process']} crashed: {crash['error'].strip().splitlines()[-1]}")
         summary = {
-            "options": {k: v for k, v in vars(self.options).items()},
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.options).items()},
             "nemesis": self.figures.to_json(),
             "crashes": len(crashes),
             **report.to_json(),

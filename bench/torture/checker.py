@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.paths import input_file
+
 TopicPartition = tuple[str, int]
 Slot = tuple[str, int, int, int]  # topic, partition, offset, generation
 
@@ -456,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.torture.checker",
         description="Check a torture history (JSON lines) for anomalies; exit 1 if any.")
-    parser.add_argument("history", nargs="+", help="history files, or directories of *.jsonl")
+    parser.add_argument("history", nargs="+", type=input_file, help="history files, or directories of *.jsonl")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     options = parser.parse_args(argv)
     report = check(read_history(list(history_files(options.history))))

@@ -13,6 +13,21 @@ and dropped once idle, so a thousand connections that come and go leave nothing 
 (every produce request), then in the budget of each partition where it will wait for an fsync (in
 key order, so two requests never wait for each other), then in the total of such bytes.
 
+Before all of that, ``QueuedRequests`` caps the bytes of produce requests the broker has *read
+from the network* and not yet answered, all connections together (Kafka's
+``queued.max.request.bytes``): while they reach ``max_queued_request_bytes`` the server reads no
+more produce requests, so the rest stay in the clients' and the kernel's buffers instead of the
+broker's heap. gRPC hands a request over whole and says its size only then, so:
+
+- a ``Produce`` call *reserves* ``min(max_request_bytes, cap)`` before its request is read, and
+  keeps its real size once read (``reserve`` / ``resize``): strict, the total never passes the
+  cap (or one request alone); a call that finds no room for ``backpressure_timeout_ms`` is refused
+  with ``LimitExceededError`` and its request is never read;
+- a ``ProduceStream`` reads its next request only while the total is below the cap
+  (``wait_below``, no timeout: room comes back as held requests are answered), then counts it
+  (``take``); so the total may pass the cap by one request per stream that was waiting for its
+  next request when the cap was reached (an idle stream waits in its read, holding nothing).
+
 Threading: event loop thread only.
 """
 
@@ -64,6 +79,21 @@ class ByteBudget:
             self.waiting -= 1
         return True
 
+    def take(self, size: int) -> None:
+        """Take ``size`` bytes without waiting, even past the limit."""
+        self.used += size
+
+    async def wait_below(self) -> None:
+        """Return once ``used`` is below the limit (at once if it is)."""
+        if self.used < self.limit:
+            return
+        self.waiting += 1
+        try:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.used < self.limit)
+        finally:
+            self.waiting -= 1
+
     def release(self, size: int) -> None:
         self.used -= size
         asyncio.get_running_loop().create_task(self._notify())
@@ -105,15 +135,59 @@ class ByteBudgets:
             del self._budgets[key]
 
 
+class QueuedRequests:
+    """Bytes of produce requests read and not yet answered, capped (see the module docstring)."""
+
+    LIMIT_NAME = "max_queued_request_bytes"
+
+    def __init__(self, limit: int, max_request_bytes: int, timeout_s: float, waits: Counter[str]) -> None:
+        self.budget = ByteBudget(limit, timeout_s, self.LIMIT_NAME)
+        #: What a Produce call reserves while its request is read.
+        self.reservation = min(max_request_bytes, limit)
+        self._waits = waits
+
+    @property
+    def used(self) -> int:
+        return self.budget.used
+
+    async def reserve(self) -> int:
+        """Room to read one request (a Produce call); returns the bytes reserved."""
+        if await self.budget.acquire(self.reservation):
+            self._waits[self.LIMIT_NAME] += 1
+        return self.reservation
+
+    def resize(self, reserved: int, size: int) -> int:
+        """The request read is ``size`` bytes: keep that much of ``reserved``; returns ``size``."""
+        self.budget.release(reserved - size)
+        return size
+
+    async def wait_below(self) -> None:
+        """Wait until a stream may read its next request."""
+        if self.budget.used >= self.budget.limit:
+            self._waits[self.LIMIT_NAME] += 1
+            await self.budget.wait_below()
+
+    def take(self, size: int) -> int:
+        """Count a request a stream has read; returns ``size``."""
+        self.budget.take(size)
+        return size
+
+    def release(self, size: int) -> None:
+        self.budget.release(size)
+
+
 class Backpressure:
     def __init__(
-        self, *, per_connection: int, per_partition: int, total: int, timeout_s: float
+        self, *, per_connection: int, per_partition: int, total: int, timeout_s: float,
+        queued: int, max_request_bytes: int,
     ) -> None:
         self.connections = ByteBudgets(per_connection, timeout_s, "max_inflight_bytes_per_connection")
         self.partitions = ByteBudgets(per_partition, timeout_s, "max_unflushed_bytes_per_partition")
         self.total = ByteBudget(total, timeout_s, "max_unflushed_bytes")
         #: Produce requests that had to wait for room, by limit name (a metric).
         self.waits: Counter[str] = Counter()
+        #: The cap on produce request bytes read and not yet answered (the server uses it).
+        self.queued = QueuedRequests(queued, max_request_bytes, timeout_s, self.waits)
 
     async def hold(self, client: str | None, size: int, unflushed: dict[tuple[str, int], int]) -> bool:
         """Take room for a request of ``size`` bytes from ``client`` (None: no connection budget)

@@ -102,6 +102,8 @@ class Broker:
             per_partition=config.max_unflushed_bytes_per_partition,
             total=config.max_unflushed_bytes,
             timeout_s=config.backpressure_timeout_ms / 1000,
+            queued=config.max_queued_request_bytes,
+            max_request_bytes=config.max_request_bytes,
         )
 
     def start(self) -> None:

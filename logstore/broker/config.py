@@ -41,6 +41,10 @@ class BrokerConfig:
     #: Produce bytes one client connection may have in the broker at once (being appended or
     #: waiting for an fsync); more wait, then get RESOURCE_EXHAUSTED like the budgets above.
     max_inflight_bytes_per_connection: int = 64 * MIB
+    #: Produce request bytes read from the network and not yet answered, all connections
+    #: together (Kafka's queued.max.request.bytes): at the cap no more produce requests are read
+    #: (see backpressure.QueuedRequests), so the broker's memory follows this, not what clients send.
+    max_queued_request_bytes: int = 256 * MIB
     backpressure_timeout_ms: int = 30_000
     #: RPCs served at once (streams included); more are refused with RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 4096

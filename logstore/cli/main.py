@@ -1,13 +1,15 @@
 """``logstore``: the command-line entry point. Each command lives in its own module and registers
 itself in ``COMMANDS`` as (name, module); a module provides ``add_parser(subparsers)`` which sets
 ``func`` on its parser. Errors print ``logstore: error: <message> (<REASON>)`` on stderr and exit 1;
-argument errors exit 2.
+argument errors exit 2. gRPC's own log lines below ERROR (a failed TLS handshake is logged at INFO)
+are off unless ``GRPC_VERBOSITY`` says otherwise, so that an error is the one line above.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +24,10 @@ COMMANDS: list[tuple[str, str]] = [
     ("queue", "queue"),
     ("token", "token"),
 ]
+
+
+# before grpc is imported: its C core reads this once
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from logstore.server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN
+from logstore.server.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN,
+    DEFAULT_METRICS_LISTEN,
+    ServerConfig,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,10 +49,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def run(args: argparse.Namespace) -> int:
-    from logstore.server.app import serve
-    from logstore.server.config import ServerConfig
+    """Exit codes as the README says: 2 for a bad configuration (a --config file that is missing
+    or wrong included), 3 for an unusable data directory."""
+    from logstore.cli.common import print_error
+    from logstore.errors import InvalidConfigError
+    from logstore.server.app import EXIT_CONFIG, serve
 
-    config = ServerConfig.load(
+    try:
+        config = load(args)
+    except InvalidConfigError as exc:
+        print_error(exc)
+        return EXIT_CONFIG
+    return serve(config)
+
+
+def load(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig.load(
         args.config,
         data_dir=args.data_dir,
         listen=args.listen,
@@ -66,4 +83,3 @@ def run(args: argparse.Namespace) -> int:
         advertise=args.advertise,
         cluster_name=args.cluster_name,
     )
-    return serve(config)

@@ -5,7 +5,9 @@ Every gRPC failure becomes the typed error from ``logstore.errors``, raised ``fr
 
 - a status carrying a ``google.rpc.ErrorInfo`` -> ``error_classes()[reason].from_wire(...)``;
 - UNAVAILABLE or DEADLINE_EXCEEDED without one -> ``UnavailableError`` (the broker is down,
-  restarting, or too slow);
+  restarting, or too slow), its message ending with what is likely wrong when the transport's
+  words tell (plaintext against a TLS broker, a certificate that does not verify: see
+  ``connect_hints``);
 - anything else -> a plain ``LogstoreError`` whose reason is the gRPC code's name.
 
 Per-partition errors inside a response (an ``ErrorDetail``) go through ``error_from_detail``.
@@ -25,8 +27,22 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from logstore.api.v1 import logstore_pb2_grpc
-from logstore.client.config import MAX_MESSAGE_BYTES, Credentials, backoff_seconds
-from logstore.errors import LogstoreError, UnavailableError, error_classes
+from logstore.client.config import (
+    MAX_MESSAGE_BYTES,
+    TLS_CA_ENV,
+    TLS_CERT_ENV,
+    TLS_KEY_ENV,
+    Credentials,
+    backoff_seconds,
+)
+from logstore.client.connect_hints import connection_hint, remember
+from logstore.errors import (
+    InvalidConfigError,
+    LogstoreError,
+    NotAuthorizedError,
+    UnavailableError,
+    error_classes,
+)
 
 #: Large messages both ways; keepalive so a dead broker is noticed on an idle stream.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -94,19 +110,17 @@ class _Details(grpc.ClientCallDetails):
 
 def open_channel(server: str, credentials: Credentials | None = None) -> grpc.Channel:
     """A channel to ``server``: TLS when ``credentials`` name a CA or a client certificate, and
-    a bearer token on every call when they carry one."""
+    a bearer token on every call when they carry one. A PEM file that cannot be read raises
+    ``InvalidConfigError`` naming the file and the option (``key``: tls_ca, tls_cert, tls_key)."""
     credentials = credentials or Credentials()
+    remember(server, credentials)
     if credentials.tls:
-        def read(path: str | None) -> bytes | None:
-            if not path:
-                return None
-            with open(path, "rb") as file:
-                return file.read()
-
         channel = grpc.secure_channel(
             server,
             grpc.ssl_channel_credentials(
-                read(credentials.tls_ca), read(credentials.tls_key), read(credentials.tls_cert)
+                _read_pem(credentials.tls_ca, "tls_ca", f"--tls-ca / ${TLS_CA_ENV}"),
+                _read_pem(credentials.tls_key, "tls_key", f"--tls-key / ${TLS_KEY_ENV}"),
+                _read_pem(credentials.tls_cert, "tls_cert", f"--tls-cert / ${TLS_CERT_ENV}"),
             ),
             options=CHANNEL_OPTIONS,
         )
@@ -115,6 +129,19 @@ def open_channel(server: str, credentials: Credentials | None = None) -> grpc.Ch
     if credentials.token:
         channel = grpc.intercept_channel(channel, _BearerToken(credentials.token))
     return channel
+
+
+def _read_pem(path: str | None, key: str, options: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise InvalidConfigError(
+            f"cannot read the {key} file {path!r} ({key}=, {options}): {exc.strerror}",
+            key=key, value=path,
+        ) from None
 
 
 def open_stub(channel: grpc.Channel) -> logstore_pb2_grpc.LogStoreStub:
@@ -145,8 +172,10 @@ def error_from_rpc(exc: grpc.RpcError, server: str | None = None) -> LogstoreErr
         return make_error(info.reason, details or info.reason, info.metadata)
     if code in _TRANSIENT:
         where = f" at {server}" if server else ""
-        return UnavailableError(f"cannot reach the broker{where}: {details or code.name}",
-                                code=code.name)
+        said = details or code.name
+        hint = connection_hint(said, server)
+        message = f"{hint} [gRPC: {said}]" if hint else said
+        return UnavailableError(f"cannot reach the broker{where}: {message}", code=code.name)
     error = LogstoreError(f"{code.name}: {details}" if details else code.name)
     error.reason = code.name  # type: ignore[misc]
     return error
@@ -173,6 +202,22 @@ def translate_errors(server: str | None = None) -> Iterator[None]:
         yield
     except grpc.RpcError as exc:
         raise error_from_rpc(exc, server) from exc
+
+
+@contextmanager
+def refused_as(operation: str, topic: str) -> Iterator[None]:
+    """Re-raise a refused ``describe`` of ``topic`` (the metadata call a producer or consumer
+    makes first) as the right the caller is about to use: the broker grants describe with read
+    and write, so a principal refused it lacks that right too, and that is what it should be
+    told it needs."""
+    try:
+        yield
+    except NotAuthorizedError as exc:
+        if exc.fields.get("operation") != "describe":
+            raise
+        principal = str(exc.fields.get("principal", "?"))
+        raise NotAuthorizedError(principal, operation, "topic", topic,
+                                 allowed_by=[operation, "admin"]) from exc
 
 
 def translated(method: Callable[P, R]) -> Callable[P, R]:

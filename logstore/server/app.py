@@ -89,14 +89,9 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
         return None
     if not (config.tls_cert and config.tls_key):
         raise InvalidConfigError("TLS needs both tls_cert and tls_key", key="tls_cert")
-    with open(config.tls_cert, "rb") as file:
-        chain = file.read()
-    with open(config.tls_key, "rb") as file:
-        key = file.read()
-    client_ca = None
-    if config.tls_client_ca:
-        with open(config.tls_client_ca, "rb") as file:
-            client_ca = file.read()
+    chain = _read_pem(config.tls_cert, "tls_cert")
+    key = _read_pem(config.tls_key, "tls_key")
+    client_ca = _read_pem(config.tls_client_ca, "tls_client_ca") if config.tls_client_ca else None
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
@@ -112,6 +107,16 @@ def http_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
         context.load_verify_locations(config.tls_client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def _read_pem(path: str, key: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        option = "--" + key.replace("_", "-")
+        raise InvalidConfigError(f"cannot read the {key} file {path!r} ({option}): {exc.strerror}",
+                                 key=key, value=path) from None
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -130,11 +135,20 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.experimental.tcp_max_read_chunk_size", 4 << 20),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        # no BDP probing: a stream's window grows only while its handler reads, so requests the
+        # broker does not read yet (max_queued_request_bytes) stay with the client
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 
 async def run(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
+    try:  # before the data directory is touched: a bad setting changes nothing on disk
+        security = SecurityConfig.load(config.security_file or None)
+        credentials = server_credentials(config)
+    except (LogstoreError, OSError) as exc:
+        log.error("bad security settings: %s", exc)
+        return EXIT_CONFIG
     try:
         broker = Broker.open(config.data_dir, config.broker)
     except StorageError as exc:
@@ -143,13 +157,6 @@ async def run(config: ServerConfig) -> int:
     broker.start()
     metrics = Metrics()
     metrics.attach(broker)
-    try:
-        security = SecurityConfig.load(config.security_file or None)
-        credentials = server_credentials(config)
-    except (LogstoreError, OSError) as exc:
-        log.error("bad security settings: %s", exc)
-        await broker.close()
-        return EXIT_CONFIG
     interceptors = (
         [AuthInterceptor(security, lambda reason: metrics.errors.labels(reason=reason).inc())]
         if security.enabled

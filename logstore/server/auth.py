@@ -10,7 +10,11 @@ SHA-256 of each secret, in a TOML file::
     principal = "billing"         # or "*" for every authenticated principal
     resource = "topic"            # topic | group | cluster
     name = "invoices"             # exact, or a prefix ending in "*", or "*"
-    operations = ["read", "write"]  # read | write | admin | replica (brokers: cluster "*")
+    operations = ["read", "write"]  # describe | read | write | admin | replica (brokers: cluster "*")
+
+Rights imply others as in Kafka: ``admin`` implies every right, and ``read`` or ``write`` implies
+``describe`` (DescribeTopic and listings need only ``describe``, so a producer that may write a
+topic may also learn its partition count).
 
 ``logstore token hash`` prints the SHA-256 of a token read from stdin. With mutual TLS a client
 certificate's common name is the principal when no token is sent.
@@ -41,7 +45,15 @@ log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 RESOURCES = ("topic", "group", "cluster")
-OPERATIONS = ("read", "write", "admin", "replica")
+OPERATIONS = ("describe", "read", "write", "admin", "replica")
+#: operation -> the rights that allow it (besides itself).
+IMPLIED_BY: dict[str, frozenset[str]] = {
+    "describe": frozenset({"read", "write", "admin"}),
+    "read": frozenset({"admin"}),
+    "write": frozenset({"admin"}),
+    "replica": frozenset({"admin"}),
+    "admin": frozenset(),
+}
 UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)
 
 principal_var: contextvars.ContextVar[str] = contextvars.ContextVar("principal", default=ANONYMOUS)
@@ -61,7 +73,7 @@ class AclRule:
     def matches(self, principal: str, resource: str, name: str, operation: str) -> bool:
         if self.principal not in ("*", principal) or self.resource != resource:
             return False
-        if operation not in self.operations and "admin" not in self.operations:
+        if operation not in self.operations and not self.operations & IMPLIED_BY[operation]:
             return False
         if self.name == "*" or self.name == name:
             return True
@@ -81,7 +93,9 @@ class SecurityConfig:
         try:
             with open(path, "rb") as file:
                 document = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except OSError as exc:
+            raise InvalidConfigError(f"security file {path}: {exc.strerror}", key="security_file") from None
+        except tomllib.TOMLDecodeError as exc:
             raise InvalidConfigError(f"security file {path}: {exc}", key="security_file") from None
         hashes: dict[str, str] = {}
         for principal, entry in document.get("principals", {}).items():
@@ -119,6 +133,12 @@ class SecurityConfig:
         return any(rule.matches(principal, resource, name, operation) for rule in self.acl)
 
 
+def allowing(operation: str) -> list[str]:
+    """The rights any of which allows ``operation``, itself first: describe -> describe, read,
+    write, admin."""
+    return [operation, *(right for right in OPERATIONS if right in IMPLIED_BY[operation])]
+
+
 class Authorizer:
     def __init__(self, config: SecurityConfig) -> None:
         self.config = config
@@ -127,7 +147,8 @@ class Authorizer:
         principal = principal_var.get()
         if not self.config.allowed(principal, resource, name, operation):
             log.warning("denied: %s may not %s %s %s", principal, operation, resource, name)
-            raise NotAuthorizedError(principal, operation, resource, name)
+            raise NotAuthorizedError(principal, operation, resource, name,
+                                     allowed_by=allowing(operation))
 
     def can(self, resource: str, name: str, operation: str) -> bool:
         return self.config.allowed(principal_var.get(), resource, name, operation)

@@ -23,6 +23,7 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     max_subscribe_bytes = 4194304
     max_wait_ms = 30000
     max_subscriptions_per_connection = 64
+    max_queued_request_bytes = 268435456  # produce bytes read and not yet answered, in total
 
     [topic_defaults]                    # defaults for topics created without these keys
     flush = "interval"
@@ -134,6 +135,8 @@ class ServerConfig:
                     document = tomllib.load(file)
             except FileNotFoundError:
                 raise InvalidConfigError(f"config file {path} does not exist", key="config") from None
+            except OSError as exc:
+                raise InvalidConfigError(f"config file {path}: {exc.strerror}", key="config") from None
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidConfigError(f"config file {path}: {exc}", key="config") from None
             limits = dict(document.pop("limits", {}))

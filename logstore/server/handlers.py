@@ -5,6 +5,8 @@ bytes: their servicer methods take or return *serialized* messages so that batch
 copied by protobuf (``wire.py``) —
 
 - ``Produce`` and ``ProduceStream`` receive the raw request bytes (parsed into memoryviews);
+  ``Produce`` is served as a client stream (of one request: the same bytes on the wire) so that
+  its handler decides when the request is read (``max_queued_request_bytes``);
 - ``Fetch`` and ``Subscribe`` return the serialized response bytes.
 
 Every other method uses the generated message classes as usual. A request that does not parse as
@@ -26,6 +28,8 @@ from logstore.errors import InvalidRequestError
 
 SERVICE = logstore_pb2.DESCRIPTOR.services_by_name["LogStore"]
 RAW_REQUESTS = {"Produce", "ProduceStream"}
+#: Unary in the proto, read by the handler as a stream of one request.
+READ_BY_HANDLER = {"Produce"}
 RAW_RESPONSES = {"Fetch", "Subscribe"}
 
 
@@ -89,9 +93,10 @@ def generic_handler(servicer: Any) -> grpc.GenericRpcHandler:
             assert not method.client_streaming, "a streamed request is parsed by its handler"
             deserialize = _parser(request_class)
             implementation = _checked(servicer, method.name, implementation, method.server_streaming)
-        if method.client_streaming and method.server_streaming:
+        client_streaming = method.client_streaming or method.name in READ_BY_HANDLER
+        if client_streaming and method.server_streaming:
             factory = grpc.stream_stream_rpc_method_handler
-        elif method.client_streaming:
+        elif client_streaming:
             factory = grpc.stream_unary_rpc_method_handler
         elif method.server_streaming:
             factory = grpc.unary_stream_rpc_method_handler

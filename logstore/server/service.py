@@ -9,6 +9,7 @@ of a fetched batch is the one into the response at this edge.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -39,6 +40,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: gRPC's server leaves a reference cycle behind every call, and the cycle keeps the call's
+#: buffers (about its request's size) until Python's cyclic collector runs, which on its own
+#: schedule can be hundreds of MiB of requests later. So the service collects after every quarter
+#: of ``max_queued_request_bytes`` (at least this much) of produce requests answered: measured,
+#: 16 connections flooding 1 MiB requests peaked at 140 instead of 430 MiB of heap.
+MIN_COLLECT_BYTES = 8 << 20
+
+
 class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin, logstore_pb2_grpc.LogStoreServicer):
     def __init__(
         self, broker: Broker, metrics: Metrics, authorizer: Authorizer | None = None, *,
@@ -53,6 +62,9 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
         #: Calls being served (shutdown waits for them to drain).
         self.in_flight = 0
         self._subscriptions_by_peer: dict[str, int] = defaultdict(int)
+        #: Produce bytes answered since the last garbage collection (see ``_release``).
+        self._released_bytes = 0
+        self._collect_every_bytes = max(broker.backpressure.queued.budget.limit // 4, MIN_COLLECT_BYTES)
 
     @asynccontextmanager
     async def _rpc(
@@ -97,6 +109,15 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
             return await call()
         raise AssertionError("unreachable")  # abort_with_status raises
 
+    def _release(self, size: int) -> None:
+        """A produce request of ``size`` bytes is answered: free its room, and collect the
+        garbage gRPC's calls left when enough bytes went by."""
+        self.broker.backpressure.queued.release(size)
+        self._released_bytes += size
+        if self._released_bytes >= self._collect_every_bytes:
+            self._released_bytes = 0
+            gc.collect()
+
     # -- topics -------------------------------------------------------------------------------------
 
     async def CreateTopic(self, request: admin_pb2.CreateTopicRequest, context: Any) -> admin_pb2.TopicDescription:
@@ -136,7 +157,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
         async def call() -> admin_pb2.ListTopicsResponse:
             topics = [
                 t for t in self.broker.list_topics(request.include_internal)
-                if self.authorizer.can("topic", t[0], "read")
+                if self.authorizer.can("topic", t[0], "describe")
             ]
             return admin_pb2.ListTopicsResponse(
                 topics=[admin_pb2.TopicSummary(name=n, partitions=p, internal=i) for n, p, i in topics]
@@ -146,7 +167,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
 
     async def DescribeTopic(self, request: admin_pb2.DescribeTopicRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
-            self.authorizer.check("topic", request.name, "read")
+            self.authorizer.check("topic", request.name, "describe")
             return convert.topic_description(self.broker.describe_topic(request.name), self.broker)
 
         return await self._unary("DescribeTopic", context, call)
@@ -191,20 +212,39 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
             results=[convert.produce_result(outcome) for outcome in outcomes],
         )
 
-    async def Produce(self, request: bytes, context: Any) -> records_pb2.ProduceResponse:
-        """Takes the serialized request: batches stay views of it (see ``handlers.py``)."""
-        return await self._unary(
-            "Produce", context, lambda: self._produce(wire.parse_produce_request(request), context.peer())
-        )
+    async def Produce(self, requests: AsyncIterator[bytes], context: Any) -> records_pb2.ProduceResponse:
+        """Takes the serialized request: batches stay views of it (see ``handlers.py``). gRPC
+        hands it over as a stream of one, so that it is read only once there is room under
+        ``max_queued_request_bytes`` (a call refused for want of room was never read)."""
+        queued = self.broker.backpressure.queued
+        async with self._rpc("Produce", context):
+            held = await queued.reserve()
+            try:
+                raw = await anext(aiter(requests), None)
+                if raw is None:
+                    raise InvalidRequestError("a Produce call without a request", field="request")
+                held = queued.resize(held, len(raw))
+                return await self._produce(wire.parse_produce_request(raw), context.peer())
+            finally:
+                self._release(held)
+        raise AssertionError("unreachable")  # abort_with_status raises
 
     async def ProduceStream(
         self, request_iterator: AsyncIterator[bytes], context: Any
     ) -> AsyncIterator[records_pb2.ProduceResponse]:
         """Requests are handled one after another, so responses keep request order. A request
-        that fails is answered with ``error`` set; the stream stays open."""
+        that fails is answered with ``error`` set; the stream stays open. The next request is
+        read only while ``max_queued_request_bytes`` has room."""
         peer = context.peer()
+        queued = self.broker.backpressure.queued
+        requests = aiter(request_iterator)
         async with self._rpc("ProduceStream", context, in_flight=False):
-            async for raw in request_iterator:
+            while True:
+                await queued.wait_below()
+                raw = await anext(requests, None)
+                if raw is None:
+                    break
+                held = queued.take(len(raw))
                 started = time.perf_counter()
                 correlation_id = 0
                 self.in_flight += 1
@@ -219,6 +259,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
                     )
                 finally:
                     self.in_flight -= 1
+                    self._release(held)
                 self.metrics.latency.labels(method="ProduceStream.request").observe(
                     time.perf_counter() - started
                 )

@@ -44,9 +44,7 @@ class ClusterServiceMixin:
                 response = self._single_node_metadata(names, request.include_internal)
             readable = [
                 t for t in response.topics
-                if t.HasField("error")
-                or self.authorizer.can("topic", t.name, "read")
-                or self.authorizer.can("topic", t.name, "write")
+                if t.HasField("error") or self.authorizer.can("topic", t.name, "describe")
             ]
             del response.topics[:]
             response.topics.extend(readable)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_recovery_run_restarts_and_fetches_the_end(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "recovery", "--quick", "--recovery-gb", "0.02",
-         "--recovery-dir", str(tmp_path), "--json", "out.json", "--no-progress"],
+         "--recovery-dir", str(tmp_path / "not" / "yet"), "--json", "out.json", "--no-progress"],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=240,
     )
@@ -25,4 +25,4 @@ def test_quick_recovery_run_restarts_and_fetches_the_end(tmp_path: Path) -> None
     for result in results:
         assert result["median_seconds_per_op"] > 0
     assert results[1]["params"]["records"] == 20_000
-    assert not list(tmp_path.glob("logstore-bench-recovery-*"))  # cleaned up
+    assert not list((tmp_path / "not" / "yet").glob("logstore-bench-recovery-*"))  # cleaned up

@@ -356,13 +356,15 @@ def _hammer(address: str, topic: str, partitions: int, *, own_connections: bool,
         ("max_unflushed_bytes", 4, True),
         ("max_unflushed_bytes_per_partition", 1, True),
         ("max_inflight_bytes_per_connection", 4, False),  # the threads share one connection
+        ("max_queued_request_bytes", 4, True),  # refused before its request is read
     ],
 )
 def test_backpressure_refuses_after_the_timeout_and_a_refused_batch_is_not_appended(
     tmp_path, limit_name, partitions, own_connections
 ):
     limits = {"max_unflushed_bytes": 1 << 30, "max_unflushed_bytes_per_partition": 1 << 30,
-              "max_inflight_bytes_per_connection": 1 << 30, "backpressure_timeout_ms": 1}
+              "max_inflight_bytes_per_connection": 1 << 30, "max_queued_request_bytes": 1 << 40,
+              "backpressure_timeout_ms": 1}
     limits[limit_name] = 1  # one request at a time; the others wait 1 ms, then are refused
     broker = _broker(tmp_path, limits)
     try:

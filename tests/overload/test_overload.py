@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.overload import (
+    FLOOD_OVERHEAD_BYTES,
     Broker,
     MemorySampler,
     create_topic,
@@ -37,16 +38,18 @@ PRODUCERS = 6
 IN_FLIGHT = 8  # calls per producer
 BATCH_BYTES = 1 * MIB
 OFFERED = PRODUCERS * IN_FLIGHT * BATCH_BYTES  # 48 MiB in flight, against budgets of 2-8 MiB
+QUEUED_CAP = 8 * MIB
 FLOOD_LIMITS = {
+    "max_queued_request_bytes": QUEUED_CAP,
     "max_request_bytes": 2 * MIB,
     "max_inflight_bytes_per_connection": 2 * MIB,
     "max_unflushed_bytes_per_partition": 4 * MIB,
     "max_unflushed_bytes": 8 * MIB,
     "backpressure_timeout_ms": 3000,
 }
-#: The broker may grow by at most this much over its idle size while flooded: the bytes in flight
-#: a few times over (gRPC's buffers, the request objects), never more with time.
-FLOOD_BOUND = 4 * OFFERED + 64 * MIB
+#: The broker may grow by at most this much over its idle size while flooded: the cap on queued
+#: request bytes plus the overhead the README states, whatever the producers keep in flight.
+FLOOD_BOUND = QUEUED_CAP + FLOOD_OVERHEAD_BYTES
 #: The second half of the flood may peak at most this much above the first half.
 GROWTH_ALLOWANCE = 64 * MIB
 IDLE_CONNECTIONS = 1000
@@ -91,7 +94,8 @@ def test_producers_faster_than_the_disk_meet_backpressure_and_memory_stays_bound
     waits = broker.metric("logstore_backpressure_waits_total")
     assert broker.process.poll() is None, broker.log()
     assert outcome.acked_batches > 0
-    limit_names = {"max_inflight_bytes_per_connection", "max_unflushed_bytes_per_partition", "max_unflushed_bytes"}
+    limit_names = {"max_inflight_bytes_per_connection", "max_unflushed_bytes_per_partition", "max_unflushed_bytes",
+                   "max_queued_request_bytes"}
     for refusal in outcome.refused:  # anything refused is refused by a budget, as documented
         code, reason, limit_name = refusal.split("/", 2)
         assert (code, reason) == ("RESOURCE_EXHAUSTED", "LIMIT_EXCEEDED") and limit_name in limit_names, refusal

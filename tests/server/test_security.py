@@ -11,7 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
-from logstore.server.auth import hash_token
+from logstore.errors import NotAuthorizedError
+from logstore.server.auth import AclRule, Authorizer, SecurityConfig, hash_token, principal_var
 from tests.broker_fixture import BrokerProcess
 from tests.certs import Certificates, make_certificates
 from tests.server.helpers import TIMEOUT_S, batch, failure
@@ -127,6 +128,30 @@ def test_reader_sees_only_the_topics_it_may_read(stub):
     names = {t.name for t in _call(stub.ListTopics, admin_pb2.ListTopicsRequest(), READER_TOKEN).topics}
     assert "public.listed" in names
     assert "private.ledger" not in names
+
+
+def test_describe_comes_with_read_write_and_admin_but_grants_neither():
+    def rule(*operations: str) -> AclRule:
+        return AclRule("p", "topic", "t", frozenset(operations))
+
+    for right in ("describe", "read", "write", "admin"):
+        assert rule(right).matches("p", "topic", "t", "describe")
+    assert not rule("describe").matches("p", "topic", "t", "read")
+    assert not rule("describe").matches("p", "topic", "t", "write")
+    assert not rule("write").matches("p", "topic", "t", "read")
+    assert rule("admin").matches("p", "topic", "t", "write")
+
+
+def test_a_refusal_names_the_rights_that_would_allow_it():
+    authorizer = Authorizer(SecurityConfig(enabled=True))
+    token = principal_var.set("billing")
+    try:
+        with pytest.raises(NotAuthorizedError) as caught:
+            authorizer.check("topic", "secrets", "describe")
+    finally:
+        principal_var.reset(token)
+    assert caught.value.message == ("principal 'billing' may not describe topic 'secrets' "
+                                    "(that needs describe, read, write or admin on it)")
 
 
 def test_token_hash_command_matches_the_server_hash():
