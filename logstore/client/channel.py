@@ -281,6 +281,11 @@ class Channels:
 
     def __init__(self, credentials: Credentials | None = None) -> None:
         self._credentials = credentials
+        if credentials is not None:  # an unreadable PEM file is refused now, not at first use
+            for path, key, option in ((credentials.tls_ca, "tls_ca", TLS_CA_ENV),
+                                      (credentials.tls_key, "tls_key", TLS_KEY_ENV),
+                                      (credentials.tls_cert, "tls_cert", TLS_CERT_ENV)):
+                _read_pem(path, key, f"--{key.replace('_', '-')} / ${option}")
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, logstore_pb2_grpc.LogStoreStub] = {}

@@ -46,6 +46,7 @@ from logstore.client.channel import (
     error_from_detail,
     error_from_rpc,
     is_transient,
+    refused_as,
 )
 from logstore.client.config import (
     ISOLATION_LEVELS,
@@ -857,7 +858,8 @@ class Consumer:
         )
 
     def _partition_count(self, topic: str) -> int:
-        return self._cluster.topic(topic).partition_count
+        with refused_as("read", topic):  # a refused describe is reported as the read it is for
+            return self._cluster.topic(topic).partition_count
 
     def _tp(self, partition: Partition) -> TopicPartition:
         """A TopicPartition, a (topic, partition) tuple, or a bare number when one topic is

@@ -30,7 +30,7 @@ from logstore.api.v1 import records_pb2
 from logstore.client import bulk
 from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch, RecordFuture, batch_group_future
-from logstore.client.channel import Channels
+from logstore.client.channel import Channels, refused_as
 from logstore.client.config import Credentials, ProducerConfig, build, resolve_server
 from logstore.client.metadata import Metadata
 from logstore.client.models import BatchMetadata, GroupMetadata, TopicPartition
@@ -326,7 +326,8 @@ class Producer:
 
     def _partition_count(self, topic: str) -> int:
         """The topic's metadata read fresh (retried on UNAVAILABLE like the records)."""
-        return self._metadata.topic(topic).partition_count
+        with refused_as("write", topic):  # a refused describe is reported as the write it is for
+            return self._metadata.topic(topic).partition_count
 
     def _refresh(self, topics: list[str]) -> None:
         """One metadata call for every topic the producer sends to (the sender thread, every
