@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -30,6 +30,12 @@ from logstore.errors import LogstoreError, UnavailableError
 
 SUBSCRIBE = "/logstore.api.v1.LogStore/Subscribe"
 
+#: Where the streams' reader threads put (stream, message or error).
+Outbox: TypeAlias = (
+    "queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]]"
+    " | queue.Queue[tuple[Stream, wire.FetchedPartition | LogstoreError]]"
+)
+
 
 def _identity(data: bytes) -> bytes:
     return data
@@ -40,7 +46,7 @@ class Stream:
 
     def __init__(
         self, method: Any, tp: TopicPartition, offset: int, isolation: int, max_bytes: int,
-        out: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]], server: str,
+        out: Outbox, server: str,
     ) -> None:
         self.tp = tp
         self.next_offset = offset  # where the consumer expects the next message to continue
@@ -79,7 +85,10 @@ class Stream:
 class Subscriptions:
     """The consumer's streams, one per partition it reads."""
 
-    def __init__(self, channel: grpc.Channel, server: str, isolation: int, max_bytes: int) -> None:
+    def __init__(self, channel: grpc.Channel, server: str, isolation: int, max_bytes: int,
+                 queue_size: int = 0) -> None:
+        """``queue_size`` > 0 bounds the messages waiting to be taken: a reader thread then
+        blocks, and HTTP/2 flow control stops the broker (``close`` releases them)."""
         self._method = channel.unary_stream(
             SUBSCRIBE,
             request_serializer=records_pb2.SubscribeRequest.SerializeToString,
@@ -88,7 +97,7 @@ class Subscriptions:
         self._server = server
         self._isolation = isolation
         self._max_bytes = max_bytes
-        self.queue: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]] = queue.SimpleQueue()
+        self.queue: Outbox = queue.Queue(queue_size) if queue_size > 0 else queue.SimpleQueue()
         self.streams: dict[TopicPartition, Stream] = {}
 
     def ensure(self, tp: TopicPartition, offset: int) -> None:
@@ -118,3 +127,8 @@ class Subscriptions:
     def close(self) -> None:
         for tp in list(self.streams):
             self.drop(tp)
+        while True:  # a reader blocked on a full queue puts its message and sees it is closed
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return

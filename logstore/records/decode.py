@@ -365,6 +365,26 @@ def decode_columns(
     return result
 
 
+def skip_aborted(
+    aborted: list[tuple[int, int, int]],
+) -> Callable[[BatchHeader], bool] | None:
+    """An ``include`` for ``decode_columns`` that drops the batches of aborted transactions
+    (``(producer_id, first_offset, last_offset)`` each, as a read_committed fetch lists them);
+    None when nothing was aborted."""
+    if not aborted:
+        return None
+
+    def committed(header: BatchHeader) -> bool:
+        if not header.is_transactional:
+            return True
+        return not any(
+            producer_id == header.producer_id and first <= header.base_offset <= last
+            for producer_id, first, last in aborted
+        )
+
+    return committed
+
+
 def decode_records(buffer: Buffer, **options: Any) -> list[Record]:
     """Every record in ``buffer`` as a ``Record`` (offset, timestamp, key, value, headers)."""
     return decode_columns(buffer, **options).records()
