@@ -57,9 +57,11 @@ def iter_arrow(
     schema: Any = None, errors: str = "raise",
 ) -> Iterator[Any]:
     formatter = value_formats.Formatter(value_format, schema, errors)
+    names = frame_columns.check_columns(columns)
+    inner = _with(names, formatter.needs)
     for _partition, batch in iter_binary(link, topic, partitions, start, end, isolation_level,
-                                         columns):
-        yield formatter.batch(batch)
+                                         inner):
+        yield _select(formatter.batch(batch), names)
 
 
 def read_arrow(
@@ -71,13 +73,24 @@ def read_arrow(
     pa = pyarrow("read_arrow")
     formatter = value_formats.Formatter(value_format, schema, errors)
     names = frame_columns.check_columns(columns)
+    inner = _with(names, formatter.needs)
     by_partition: dict[int, list[Any]] = {}
     for partition, batch in iter_binary(link, topic, partitions, start, end, isolation_level,
-                                        names):
+                                        inner):
         by_partition.setdefault(partition, []).append(batch)
     ordered = [batch for p in sorted(by_partition) for batch in by_partition[p]]
-    table = pa.Table.from_batches(ordered, schema=frame_columns.schema(names))
-    return formatter.table(widen(table))
+    table = pa.Table.from_batches(ordered, schema=frame_columns.schema(inner))
+    return _select(widen(formatter.table(table)), names)
+
+
+def _with(names: tuple[str, ...], needed: tuple[str, ...]) -> tuple[str, ...]:
+    return names + tuple(name for name in needed if name not in names)
+
+
+def _select(frame: Any, names: tuple[str, ...]) -> Any:
+    """Only ``names`` (and the error column), when the formatter needed more."""
+    keep = [name for name in frame.schema.names if name in names or name == value_formats.ERROR_COLUMN]
+    return frame if keep == frame.schema.names else frame.select(keep)
 
 
 def widen(table: Any) -> Any:
