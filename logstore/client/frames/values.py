@@ -8,10 +8,10 @@
   the first batch by ``iter_arrow``, whose later batches keep that schema and drop other
   fields). The values are joined as JSON lines (one copy); a raw line break inside a value is
   read as a space. ``table.flatten()`` turns the struct into ``value.<field>`` columns.
-- ``"arrow"``: every value is an Arrow IPC stream (``pyarrow.ipc.new_stream``; ``Producer.send_arrow``
-  with ``value="arrow"`` writes each row so); each row of every value becomes a row, ``value`` a struct of the stream's columns,
-  with its record's partition, offset, timestamp, key and headers repeated. All values must have
-  one schema. (One IPC read per record: meant for values that hold many rows each.)
+- ``"arrow"``: every value is an Arrow IPC stream (written with ``pyarrow.ipc.new_stream``);
+  each row of every value becomes a row, ``value`` a struct of the stream's columns, with its
+  record's partition, offset, timestamp, key and headers repeated. All values must have one
+  schema. (One IPC read per record: meant for values that hold many rows each.)
 
 A null value (a tombstone) stays a null row. A value that does not parse raises
 ``ValueFormatError`` naming its partition and offset; with ``errors="null"`` its ``value`` is
