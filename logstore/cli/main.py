@@ -19,6 +19,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("consume", "consume"),
     ("group", "group"),
     ("token", "token"),
+    ("export", "export"),
+    ("import", "load"),
 ]
 
 

@@ -83,6 +83,16 @@ def read_arrow(
     return _select(widen(formatter.table(table)), names)
 
 
+def spans(consumer: Any, topic: str, partitions: Iterable[int] | None = None,
+          start: Bound = "earliest", end: Bound = "latest",
+          isolation_level: str | None = None) -> dict[int, tuple[int, int]]:
+    """``{partition: (first offset, stop offset)}`` of a range, as ``read_arrow`` resolves it
+    (for a progress bar's total, or to read the same snapshot twice)."""
+    link = consumer._link()
+    level = _isolation(link, isolation_level)
+    return resolve(link, topic, partitions, start, end, ISOLATION_LEVELS[level])
+
+
 def _with(names: tuple[str, ...], needed: tuple[str, ...]) -> tuple[str, ...]:
     return names + tuple(name for name in needed if name not in names)
 
