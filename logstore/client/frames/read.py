@@ -103,8 +103,9 @@ def _select(frame: Any, names: tuple[str, ...]) -> Any:
     return frame if keep == frame.schema.names else frame.select(keep)
 
 
-def widen(table: Any) -> Any:
-    """``key``/``value`` as large_binary when the column holds >= LARGE_BINARY_BYTES."""
+def widen(table: Any, threshold_bytes: int = LARGE_BINARY_BYTES) -> Any:
+    """``key``/``value`` as large_binary when the column holds ``threshold_bytes`` or more
+    (the cast writes int64 offsets and keeps each chunk's data buffer)."""
     pa = pyarrow()
     for name in ("key", "value"):
         if name not in table.column_names:
@@ -113,7 +114,7 @@ def widen(table: Any) -> Any:
         if column.type != pa.binary():
             continue
         size = sum(chunk.buffers()[2].size for chunk in column.chunks if chunk.buffers()[2] is not None)
-        if size >= LARGE_BINARY_BYTES:
+        if size >= threshold_bytes:
             index = table.column_names.index(name)
             field = table.schema.field(index).with_type(pa.large_binary())
             table = table.set_column(index, field, column.cast(pa.large_binary()))
