@@ -92,7 +92,7 @@ class Formatter:
             schema = self.schema
             if streaming and schema is None:
                 schema = self._streaming_schema
-            parsed, problems = _json(pa, values, schema, ignore_others=streaming and schema is not None)
+            parsed, problems = _json(pa, values, schema, ignore_others=schema is not None)
             if streaming and self._streaming_schema is None and self.schema is None:
                 self._streaming_schema = pa.schema(list(parsed.type))
         else:
