@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from logstore.client.config import ISOLATION_LEVELS
 from logstore.client.frames import columns as frame_columns
 from logstore.client.frames import values as value_formats
 from logstore.client.frames.extras import pyarrow, require
 from logstore.client.frames.fetch import iter_messages
 from logstore.client.frames.span import Bound, Link, resolve
-from logstore.client.config import ISOLATION_LEVELS
 
 #: A table column of binary data this large or larger becomes large_binary.
 LARGE_BINARY_BYTES = 1 << 31

@@ -87,8 +87,9 @@ def resolve(
     latest = link.list_offsets(queries, isolation_level)
     found: dict[tuple[str, int], int] = {}
     for kind, bounds in (("first", firsts), ("stop", stops)):
-        asked = {TopicPartition(topic, p): q for p, q in bounds.items()
-                 if not isinstance(q, int) and q != "latest"}
+        asked: dict[TopicPartition, OffsetQuery] = {
+            TopicPartition(topic, p): q for p, q in bounds.items()
+            if not isinstance(q, int) and q != "latest"}
         for tp, offset in link.list_offsets(asked, isolation_level).items():
             found[(kind, tp.partition)] = offset
     spans: dict[int, tuple[int, int]] = {}

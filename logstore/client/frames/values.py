@@ -106,7 +106,7 @@ class Formatter:
         index = table.column_names.index("value")
         table = table.set_column(index, pa.field("value", parsed.type), parsed)
         if self.errors == "null":
-            messages = [None] * table.num_rows
+            messages: list[str | None] = [None] * table.num_rows
             for row, message in problems.items():
                 messages[row] = message
             table = table.append_column(ERROR_COLUMN, pa.array(messages, pa.string()))
