@@ -39,6 +39,8 @@ SUITES: dict[str, Suite] = {
                    "with a raw gRPC ceiling (starts the servers itself)"),
     "recovery": Suite("bench.recovery", "restart time after a SIGKILL with ~1 GB unflushed "
                       "(flush=never), page cache warm and cold, against a spawned broker"),
+    "frames": Suite("bench.frames", "streams as tables: a range into Arrow, pandas, polars, "
+                    "Parquet, beside poll_columns, poll() and Redis/JetStream into DataFrames"),
     "overload": Suite("bench.overload", "producers faster than the disk, 1,000+ idle connections "
                       "and slow consumers: backpressure, progress and the broker's peak RSS"),
 }

@@ -110,6 +110,14 @@ class RecordColumns:
         return self._columns[4][self._lo : self._hi]
 
     @property
+    def batch_starts(self) -> np.ndarray:
+        """Where each batch begins among these records (0 first): within a batch every key,
+        value and header lies right after the one before it."""
+        firsts = self._firsts - self._lo
+        inside = firsts[(firsts > 0) & (firsts < self._hi - self._lo)]
+        return np.concatenate(([0], inside)).astype(np.int64)
+
+    @property
     def key_positions(self) -> np.ndarray:
         if self._key_positions is None:
             self._key_positions = _positions(

@@ -10,10 +10,11 @@ bitmap (bit i = 0 for a null). So one Arrow binary array is::
     data      a memoryview of the fetched message              no copy
 
 Within one log batch the values are contiguous; between batches lie the next batch's header and
-columns. A message of several batches therefore becomes one Arrow record batch per *run* of
-contiguous records (a log batch, usually thousands of records), every buffer a view. Only when
-the runs are short (fewer than ``MIN_RUN_RECORDS`` records on average, e.g. a topic written one
-record per batch) are their bytes gathered into one buffer (one ``b"".join``, no Python step per
+columns. A message of several batches therefore becomes one Arrow record batch per log batch
+(usually thousands of records; ``RecordColumns.batch_starts``), every buffer a view; the offsets
+are the value positions numpy already computed, less the first. Only when
+the batches are short (fewer than ``MIN_RUN_RECORDS`` records on average, e.g. a topic written
+one record per batch) are their bytes gathered into one buffer (one ``b"".join``, no Python step per
 record): thousands of one-row Arrow batches would cost far more than the copy.
 
 A compressed batch is decompressed first (``decode_columns``); its arrays view that copy.
@@ -37,7 +38,7 @@ from logstore.records.decode import skip_aborted
 
 COLUMNS = ("partition", "offset", "timestamp", "key", "value", "headers")
 
-#: Below this many records per contiguous run (on average), a message's runs are gathered.
+#: Below this many records per log batch (on average), a message's batches are gathered.
 MIN_RUN_RECORDS = 256
 
 
@@ -75,33 +76,26 @@ def decode(records: Any, first: int, stop: int, aborted: list[tuple[int, int, in
     return columns
 
 
-def _breaks(positions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices where a record's bytes do not follow the previous record's."""
-    ends = positions + np.maximum(lengths, 0)
-    return np.flatnonzero(positions[1:] != ends[:-1]) + 1
-
-
 def _binary(
-    pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray, gather: bool
+    pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray, runs: np.ndarray | None
 ) -> Any:
-    """One binary array: a view of ``buffer`` (contiguous records) or, with ``gather``, a copy
-    of the runs joined."""
+    """One binary array: a view of ``buffer`` when the records are contiguous (``runs`` None),
+    else a copy of the runs (each starting at an index of ``runs``) joined."""
     count = len(lengths)
-    clipped = np.maximum(lengths, 0)
     offsets = np.empty(count + 1, dtype=np.int32)
-    offsets[0] = 0
-    np.cumsum(clipped, out=offsets[1:])
-    total = int(offsets[-1])
     view = memoryview(buffer)
-    if not gather:
+    last_length = max(int(lengths[-1]), 0) if count else 0
+    if runs is None:
         start = int(positions[0]) if count else 0
-        data = pa.py_buffer(view[start : start + total])
+        np.subtract(positions, start, out=offsets[:-1], casting="unsafe")
+        offsets[-1] = (int(positions[-1]) - start + last_length) if count else 0
+        data = pa.py_buffer(view[start : start + int(offsets[-1])])
     else:
-        cuts = _breaks(positions, lengths)
-        firsts = np.concatenate(([0], cuts))
-        lasts = np.concatenate((cuts, [count])) - 1
-        starts = positions[firsts]
-        stops = positions[lasts] + clipped[lasts]
+        offsets[0] = 0
+        np.cumsum(np.maximum(lengths, 0), out=offsets[1:])
+        lasts = np.concatenate((runs[1:], [count])) - 1
+        starts = positions[runs]
+        stops = positions[lasts] + np.maximum(lengths[lasts], 0)
         data = pa.py_buffer(b"".join(map(view.__getitem__, map(slice, starts.tolist(), stops.tolist()))))
     validity = None
     nulls = 0
@@ -122,20 +116,16 @@ def to_batches(
     if count == 0:
         return []
     want_keys = "key" in names and int(columns.key_lengths.max()) >= 0
-    cuts = _breaks(columns.value_positions, columns.value_lengths) if "value" in names else None
-    if want_keys:
-        key_cuts = _breaks(columns.key_positions, columns.key_lengths)
-        cuts = key_cuts if cuts is None else np.union1d(cuts, key_cuts)
-    if cuts is None:
-        cuts = np.empty(0, dtype=np.int64)
-    gather = len(cuts) > 0 and count / (len(cuts) + 1) < MIN_RUN_RECORDS
-    bounds = [0, count] if gather else [0, *cuts.tolist(), count]
+    starts = columns.batch_starts
+    gather = len(starts) > 1 and count / len(starts) < MIN_RUN_RECORDS
+    bounds = [0, count] if gather else [*starts.tolist(), count]
     out_schema = schema(names)
     timestamp_type = out_schema.field("timestamp").type if "timestamp" in names else None
     header_maps = None
     if "headers" in names:
+        lengths = columns.headers_lengths
         header_maps = header_columns.to_map(
-            pa, columns.buffer, columns.headers_positions, columns.headers_lengths
+            pa, columns.buffer, columns.headers_positions if lengths.any() else lengths, lengths
         )
     batches = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -152,12 +142,12 @@ def to_batches(
             elif name == "key":
                 if want_keys:
                     arrays.append(_binary(pa, columns.buffer, columns.key_positions[lo:hi],
-                                          columns.key_lengths[lo:hi], gather))
+                                          columns.key_lengths[lo:hi], starts if gather else None))
                 else:
                     arrays.append(pa.nulls(hi - lo, pa.binary()))
             elif name == "value":
                 arrays.append(_binary(pa, columns.buffer, columns.value_positions[lo:hi],
-                                      columns.value_lengths[lo:hi], gather))
+                                      columns.value_lengths[lo:hi], starts if gather else None))
             else:
                 assert header_maps is not None
                 arrays.append(header_maps.slice(lo, hi - lo))
