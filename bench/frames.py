@@ -10,7 +10,7 @@ Against a spawned broker on loopback, one partition, one client, a topic written
 - **1 KiB** (1 M; ``--quick`` 50 k): ``read_arrow`` and ``poll_columns()``, in MB/s.
 - **JSON** (1 M objects of ~110 B; ``--quick`` 50 k): ``read_arrow(value_format="json")`` into
   typed columns.
-- **peers** (100 B, 1 M; ``--quick`` 20 k): Redis Streams ``XRANGE`` and NATS JetStream pull
+- **peers** (100 B, 200 k; ``--quick`` 5 k): Redis Streams ``XRANGE`` and NATS JetStream pull
   ``fetch`` into a pandas DataFrame (``bench.frames_peers``); the goal for ``read_arrow`` is
   >= 50x the Redis path, compared as records/s measured in the same run.
 - **memory**: ``iter_arrow`` over a tenth of the 100 B range and over all of it, each in a fresh
@@ -54,8 +54,8 @@ class Plan:
     repeats: int
 
 
-QUICK = Plan(200_000, 50_000, 50_000, 20_000, 100_000, 1)
-FULL = Plan(10_000_000, 1_000_000, 1_000_000, 1_000_000, 2_000_000, 3)
+QUICK = Plan(200_000, 50_000, 50_000, 5_000, 100_000, 1)
+FULL = Plan(10_000_000, 1_000_000, 1_000_000, 200_000, 2_000_000, 3)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
