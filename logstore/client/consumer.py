@@ -538,6 +538,8 @@ class Consumer:
     def _link(self) -> Any:
         from logstore.client.frames.span import Link
 
+        if self._closed:
+            raise InvalidRequestError("the consumer is closed")
         return Link(self._channel, self.server, self.config, self._list, self._partition_count)
 
     def __iter__(self) -> Iterator[ConsumerRecord]:

@@ -224,3 +224,41 @@ def test_a_compacted_topic_gives_the_gaps_compaction_left(
         middle = expected[len(expected) // 2][1]
         assert table_rows(consumer.read_arrow("latest", start=middle - 3)) == [
             row for row in expected if row[1] >= middle - 3]
+
+
+def test_an_unknown_topic_and_a_closed_consumer_are_errors(server: str) -> None:
+    from logstore.errors import InvalidRequestError, UnknownTopicError
+
+    consumer = Consumer(server)
+    with pytest.raises(UnknownTopicError):
+        consumer.read_arrow("no-such-topic")
+    consumer.close()
+    with pytest.raises(InvalidRequestError, match="the consumer is closed"):
+        consumer.read_arrow("no-such-topic")
+
+
+def test_a_start_the_log_no_longer_holds_is_out_of_range(
+    broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    import time
+
+    from logstore.errors import OffsetOutOfRangeError
+
+    config = tmp_path / "broker.toml"
+    config.write_text("[maintenance]\nretention_check_interval_ms = 200\n")
+    server = broker_factory(config=config).address
+    with Admin(server) as admin:
+        admin.create_topic("short", 1, {"retention_bytes": 8192, "segment_bytes": 4096})
+        with Producer(server, linger_ms=0) as producer:
+            for _round in range(40):
+                producer.send_batch("short", [b"x" * 100] * 10, partition=0).result(20)
+        with Consumer(server) as consumer:
+            consumer.assign("short")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not any(consumer.beginning_offsets().values()):
+                time.sleep(0.2)
+            (first,) = consumer.beginning_offsets().values()
+            assert first > 0
+            with pytest.raises(OffsetOutOfRangeError):
+                consumer.read_arrow("short", start=0)
+            assert consumer.read_arrow("short").column("offset")[0].as_py() == first
