@@ -107,6 +107,18 @@ def _binary(
                                  null_count=nulls)
 
 
+_PARTITIONS: dict[int, Any] = {}  # partition -> an int32 array of it, sliced, never written
+
+
+def _partition_column(pa: Any, partition: int, count: int) -> Any:
+    """``count`` times ``partition``: a zero-copy slice of one shared array per partition."""
+    column = _PARTITIONS.get(partition)
+    if column is None or len(column) < count:
+        column = pa.array(np.full(max(count, 1 << 16), partition, dtype=np.int32))
+        _PARTITIONS[partition] = column
+    return column.slice(0, count)
+
+
 def to_batches(
     columns: RecordColumns, partition: int, names: Sequence[str] = COLUMNS
 ) -> list[Any]:
@@ -124,15 +136,15 @@ def to_batches(
     header_maps = None
     if "headers" in names:
         lengths = columns.headers_lengths
-        header_maps = header_columns.to_map(
-            pa, columns.buffer, columns.headers_positions if lengths.any() else lengths, lengths
-        )
+        header_maps = (header_columns.to_map(pa, columns.buffer, columns.headers_positions,
+                                             lengths)
+                       if lengths.any() else header_columns.empty_maps(pa, count))
     batches = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         arrays = []
         for name in names:
             if name == "partition":
-                arrays.append(pa.array(np.full(hi - lo, partition, dtype=np.int32)))
+                arrays.append(_partition_column(pa, partition, hi - lo))
             elif name == "offset":
                 arrays.append(pa.array(columns.offsets[lo:hi]))
             elif name == "timestamp":

@@ -33,16 +33,26 @@ def _bytes_at(data: np.ndarray, positions: np.ndarray, width: int) -> np.ndarray
     return value
 
 
+_EMPTY: list[Any] = []  # [a MapArray of empty maps], grown on demand; sliced, never written
+
+
+def empty_maps(pa: Any, count: int) -> Any:
+    """``count`` empty maps: a zero-copy slice of one shared array."""
+    if not _EMPTY or len(_EMPTY[0]) < count:
+        size = max(count, 1 << 16)
+        _EMPTY[:] = [pa.MapArray.from_arrays(
+            pa.array(np.zeros(size + 1, dtype=np.int32)), pa.array([], pa.string()),
+            pa.array([], pa.binary()), type=pa.map_(pa.string(), pa.binary()))]
+    return _EMPTY[0].slice(0, count)
+
+
 def to_map(pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray) -> Any:
     """The map array of every record's headers (``positions``/``lengths`` index ``buffer``)."""
     count = len(lengths)
     map_type = pa.map_(pa.string(), pa.binary())
+    if not lengths.any():
+        return empty_maps(pa, count)
     records = np.flatnonzero(lengths > 0)
-    if len(records) == 0:
-        return pa.MapArray.from_arrays(
-            pa.array(np.zeros(count + 1, dtype=np.int32)),
-            pa.array([], pa.string()), pa.array([], pa.binary()), type=map_type,
-        )
     data = np.frombuffer(buffer, dtype=np.uint8)
     cursor = positions[records].astype(np.int64)
     end = cursor + lengths[records]
