@@ -199,12 +199,17 @@ def test_read_committed_drops_aborted_records_as_poll_does(server: str, new_topi
     assert committed.num_rows == 102 and everything.num_rows == 204
 
 
+def busy_broker(broker_factory: Callable[..., BrokerProcess], tmp_path: Path, interval: str) -> str:
+    """A broker whose maintenance ``interval`` (compaction, retention) is 200 ms."""
+    config = tmp_path / "broker.toml"
+    config.write_text(f"[maintenance]\n{interval} = 200\n")
+    return str(broker_factory(config=config).address)
+
+
 def test_a_compacted_topic_gives_the_gaps_compaction_left(
     broker_factory: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
-    config = tmp_path / "broker.toml"
-    config.write_text("[maintenance]\ncompaction_interval_ms = 200\n")
-    server = broker_factory(config=config).address
+    server = busy_broker(broker_factory, tmp_path, "compaction_interval_ms")
     with Admin(server) as admin:
         admin.create_topic("latest", 1, {"cleanup_policy": "compact", "segment_bytes": 4096})
         with Producer(server, linger_ms=0) as producer:
@@ -244,9 +249,7 @@ def test_a_start_the_log_no_longer_holds_is_out_of_range(
 
     from logstore.errors import OffsetOutOfRangeError
 
-    config = tmp_path / "broker.toml"
-    config.write_text("[maintenance]\nretention_check_interval_ms = 200\n")
-    server = broker_factory(config=config).address
+    server = busy_broker(broker_factory, tmp_path, "retention_check_interval_ms")
     with Admin(server) as admin:
         admin.create_topic("short", 1, {"retention_bytes": 8192, "segment_bytes": 4096})
         with Producer(server, linger_ms=0) as producer:
