@@ -42,6 +42,8 @@ SUITES: dict[str, Suite] = {
                       "(flush=never), page cache warm and cold, against a spawned broker"),
     "queue": Suite("bench.queue", "queue mode: tasks/s with per-task acks, 1/4/16 worker processes, "
                    "logstore share groups vs Redis Streams vs JetStream; redelivery after SIGKILL"),
+    "frames": Suite("bench.frames", "streams as tables: a range into Arrow, pandas, polars, "
+                    "Parquet, beside poll_columns, poll() and Redis/JetStream into DataFrames"),
     "overload": Suite("bench.overload", "producers faster than the disk, 1,000+ idle connections "
                       "and slow consumers: backpressure, progress and the broker's peak RSS"),
 }

@@ -80,3 +80,23 @@ def test_queue_mode_example_runs(broker):
     assert result.returncode == 0, result.stderr
     lines = sorted(result.stdout.splitlines())
     assert lines == ["did b'job-0' delivery 1", "did b'job-1' delivery 2", "did b'job-2' delivery 1"]
+def test_streams_as_tables_example_runs(broker, tmp_path):
+    text = section("Streams as tables")
+    code = blocks(text, "python")[0].replace(DEFAULT, broker.address)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "[('pie', 4.0), ('soup', 15.0)]" in result.stdout
+    env = dict(os.environ, LOGSTORE_SERVER=broker.address)
+    subprocess.run([sys.executable, "-m", "logstore", "topic", "create", "tickets-archive"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    for line in blocks(text, "sh")[0].splitlines():
+        args = shlex.split(line.split("#", 1)[0])
+        if "--from" in args:  # a moment before the example ran: from the start instead
+            args[args.index("--from") + 1] = "earliest"
+        result = subprocess.run([sys.executable, "-m", "logstore", *args[1:]], env=env,
+                                cwd=tmp_path, capture_output=True, timeout=60)
+        assert result.returncode == 0, (line, result.stderr.decode())
+    archived = subprocess.run(
+        [sys.executable, "-m", "logstore", "consume", "tickets-archive"], env=env,
+        capture_output=True, timeout=60, check=True).stdout
+    assert archived.count(b'"dish"') == 3

@@ -23,6 +23,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("cluster", "cluster"),
     ("queue", "queue"),
     ("token", "token"),
+    ("export", "export"),
+    ("import", "load"),
 ]
 
 

@@ -95,6 +95,11 @@ class AsyncProducer(_Wrapper):
         )
         return asyncio.wrap_future(future)
 
+    async def send_arrow(self, topic: str, table: Any, **columns: Any) -> list[BatchMetadata]:
+        """As ``Producer.send_arrow``; the rows are encoded in a worker thread."""
+        future = await self._run(self._sync.send_arrow, topic, table, **columns)
+        return await asyncio.wrap_future(future)
+
     async def flush(self, timeout: float | None = None) -> None:
         await self._run(self._sync.flush, timeout)
 
@@ -168,6 +173,23 @@ class AsyncConsumer(_Wrapper):
 
     async def poll_columns(self, timeout: float | None = 1.0) -> dict[TopicPartition, RecordColumns]:
         return await self._run(self._sync.poll_columns, timeout)
+
+    async def read_arrow(self, topic: str, *args: Any, **options: Any) -> Any:
+        """As ``Consumer.read_arrow``, in a worker thread (likewise the two below)."""
+        return await self._run(self._sync.read_arrow, topic, *args, **options)
+
+    async def read_pandas(self, topic: str, *args: Any, **options: Any) -> Any:
+        return await self._run(self._sync.read_pandas, topic, *args, **options)
+
+    async def read_polars(self, topic: str, *args: Any, **options: Any) -> Any:
+        return await self._run(self._sync.read_polars, topic, *args, **options)
+
+    async def iter_arrow(self, topic: str, *args: Any, **options: Any) -> AsyncIterator[Any]:
+        """As ``Consumer.iter_arrow``: each batch is taken in a worker thread."""
+        batches = await self._run(self._sync.iter_arrow, topic, *args, **options)
+        done = object()
+        while (batch := await self._run(next, batches, done)) is not done:
+            yield batch
 
     async def __aiter__(self) -> AsyncIterator[ConsumerRecord]:
         while True:

@@ -70,6 +70,7 @@ from logstore.client.routing import Fetches, any_broker, group_coordinator
 from logstore.client.subscription import Subscriptions
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownMemberError
 from logstore.records import BatchHeader, RecordColumns, decode_columns
+from logstore.records.decode import skip_aborted
 
 Partition = TopicPartition | tuple[str, int] | int
 #: ``on_assign``, ``on_revoke`` and ``on_lost`` get the partitions, sorted.
@@ -113,19 +114,7 @@ class _Buffered:
 
     def include(self) -> Callable[[BatchHeader], bool] | None:
         """Drop the batches of aborted transactions (Kafka's read_committed filtering)."""
-        if not self.aborted:
-            return None
-        aborted = self.aborted
-
-        def committed(header: BatchHeader) -> bool:
-            if not header.is_transactional:
-                return True
-            return not any(
-                producer_id == header.producer_id and first <= header.base_offset <= last
-                for producer_id, first, last in aborted
-            )
-
-        return committed
+        return skip_aborted(self.aborted)
 
 
 class _Fetch:
@@ -525,6 +514,49 @@ class Consumer:
         self._buffer = {}
         return out
 
+    # -- streams as tables: thin doors to logstore.client.frames (docs/frames.md) ----------------
+
+    def read_arrow(self, topic: str, partitions: Iterable[int] | None = None,
+                   start: Any = "earliest", end: Any = "latest", **options: Any) -> Any:
+        """Records of ``topic`` with offsets in [``start``, ``end``) as one ``pyarrow.Table``
+        (columns partition, offset, timestamp, key, value, headers; values not copied).
+
+        ``start``/``end``: an offset, ``{partition: offset}``, a datetime, "earliest" or
+        "latest" (end is capped at the log end now). Options: ``isolation_level`` (default the
+        consumer's), ``columns``, ``value_format`` ("binary", "utf8", "json", "arrow"),
+        ``schema`` and ``errors`` ("raise" or "null"). Leaves ``poll()``'s positions alone.
+        Needs ``pip install 'logstore[arrow]'``."""
+        from logstore.client.frames import read
+
+        return read.read_arrow(self._link(), topic, partitions, start, end, **options)
+
+    def iter_arrow(self, topic: str, partitions: Iterable[int] | None = None,
+                   start: Any = "earliest", end: Any = "latest", **options: Any) -> Iterator[Any]:
+        """As ``read_arrow``, as ``pyarrow.RecordBatch``es while they arrive (flat memory)."""
+        from logstore.client.frames import read
+
+        return read.iter_arrow(self._link(), topic, partitions, start, end, **options)
+
+    def read_pandas(self, topic: str, *args: Any, **options: Any) -> Any:
+        """``read_arrow(...).to_pandas()``; needs ``pip install 'logstore[pandas]'``."""
+        from logstore.client.frames import read
+
+        return read.read_pandas(self._link(), topic, *args, **options)
+
+    def read_polars(self, topic: str, *args: Any, **options: Any) -> Any:
+        """``polars.from_arrow(read_arrow(...))``; needs ``pip install 'logstore[polars]'``."""
+        from logstore.client.frames import read
+
+        return read.read_polars(self._link(), topic, *args, **options)
+
+    def _link(self) -> Any:
+        from logstore.client.frames.span import Link
+
+        if self._closed:
+            raise InvalidRequestError("the consumer is closed")
+        return Link(self._channels, lambda tp: self._cluster.leader(*tp), self.config, self._list,
+                    self._partition_count)
+
     def __iter__(self) -> Iterator[ConsumerRecord]:
         """Records as they arrive; stops after ``consumer_timeout_ms`` without one (if set)."""
         idle_limit = self.config.consumer_timeout_ms
@@ -846,11 +878,13 @@ class Consumer:
         for tp, offset in self._list(dict.fromkeys(self._tps(partitions), query)).items():
             self._set_position(tp, offset)
 
-    def _list(self, queries: dict[TopicPartition, OffsetQuery]) -> dict[TopicPartition, int]:
+    def _list(self, queries: dict[TopicPartition, OffsetQuery],
+              isolation: int | None = None) -> dict[TopicPartition, int]:
         config = self.config
+        level = self._isolation if isolation is None else isolation
         return call_with_retries(
             lambda: list_offsets_routed(self._cluster, queries, timeout=self._timeout,
-                                        isolation_level=self._isolation),
+                                        isolation_level=level),
             server=self.server,
             retries=config.retries,
             retry_backoff_ms=config.retry_backoff_ms,

@@ -128,6 +128,19 @@ class Producer:
         """
         return self._accumulator.append(topic, value, key, headers, partition, timestamp)
 
+    def send_arrow(self, topic: str, table: Any, value: str | None = None, key: str | None = None,
+                   timestamp: str | None = None, headers: str | None = None,
+                   partition: int | str | None = None) -> Future[list[BatchMetadata]]:
+        """Rows of a pyarrow Table/RecordBatch or a pandas/polars DataFrame as records, through
+        ``send_batch`` (no per-record Python step). ``value``: a binary/string column, or None
+        for each row as a JSON object; ``key``, ``timestamp``, ``headers``: column names;
+        ``partition``: an int, a column of partition numbers, or None. See docs/frames.md.
+        Needs ``pip install 'logstore[arrow]'``."""
+        from logstore.client.frames import write
+
+        plans = write.plan(table, value, key, timestamp, headers, partition)
+        return write.gather([self.send_batch(topic, **arguments) for arguments in plans])
+
     def send_batch(
         self,
         topic: str,

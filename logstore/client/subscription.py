@@ -20,7 +20,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -37,12 +37,18 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+#: Where the streams' reader threads put (stream, message or error).
+Outbox: TypeAlias = (
+    "queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]]"
+    " | queue.Queue[tuple[Stream, wire.FetchedPartition | LogstoreError]]"
+)
+
 class Stream:
     """One partition's subscription, from ``offset`` on."""
 
     def __init__(
         self, method: Any, tp: TopicPartition, offset: int, isolation: int, max_bytes: int,
-        out: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]], server: str,
+        out: Outbox, server: str,
     ) -> None:
         self.tp = tp
         #: The broker it reads from.
@@ -85,13 +91,15 @@ class Subscriptions:
     names (the partition's leader; ``route`` may raise a retriable ``NotLeaderError``)."""
 
     def __init__(self, channels: Channels, route: Callable[[TopicPartition], str], isolation: int,
-                 max_bytes: int) -> None:
+                 max_bytes: int, queue_size: int = 0) -> None:
+        """``queue_size`` > 0 bounds the messages waiting to be taken: a reader thread then
+        blocks, and HTTP/2 flow control stops the broker (``close`` releases them)."""
         self._channels = channels
         self._route = route
         self._methods: dict[str, Any] = {}
         self._isolation = isolation
         self._max_bytes = max_bytes
-        self.queue: queue.SimpleQueue[tuple[Stream, wire.FetchedPartition | LogstoreError]] = queue.SimpleQueue()
+        self.queue: Outbox = queue.Queue(queue_size) if queue_size > 0 else queue.SimpleQueue()
         self.streams: dict[TopicPartition, Stream] = {}
 
     def ensure(self, tp: TopicPartition, offset: int) -> None:
@@ -130,3 +138,8 @@ class Subscriptions:
     def close(self) -> None:
         for tp in list(self.streams):
             self.drop(tp)
+        while True:  # a reader blocked on a full queue puts its message and sees it is closed
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return

@@ -110,6 +110,14 @@ class RecordColumns:
         return self._columns[4][self._lo : self._hi]
 
     @property
+    def batch_starts(self) -> np.ndarray:
+        """Where each batch begins among these records (0 first): within a batch every key,
+        value and header lies right after the one before it."""
+        firsts = self._firsts - self._lo
+        inside = firsts[(firsts > 0) & (firsts < self._hi - self._lo)]
+        return np.concatenate(([0], inside)).astype(np.int64)
+
+    @property
     def key_positions(self) -> np.ndarray:
         if self._key_positions is None:
             self._key_positions = _positions(
@@ -363,6 +371,26 @@ def decode_columns(
     if min_offset is not None and result.offsets[0] < min_offset:
         result = result.slice(int(np.searchsorted(result.offsets, np.int64(min_offset))))
     return result
+
+
+def skip_aborted(
+    aborted: list[tuple[int, int, int]],
+) -> Callable[[BatchHeader], bool] | None:
+    """An ``include`` for ``decode_columns`` that drops the batches of aborted transactions
+    (``(producer_id, first_offset, last_offset)`` each, as a read_committed fetch lists them);
+    None when nothing was aborted."""
+    if not aborted:
+        return None
+
+    def committed(header: BatchHeader) -> bool:
+        if not header.is_transactional:
+            return True
+        return not any(
+            producer_id == header.producer_id and first <= header.base_offset <= last
+            for producer_id, first, last in aborted
+        )
+
+    return committed
 
 
 def decode_records(buffer: Buffer, **options: Any) -> list[Record]:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.broker_fixture import ROOT, BrokerProcess
 
-CLIENT_COMMANDS = ("topic", "produce", "consume", "group", "queue")
+CLIENT_COMMANDS = ("topic", "produce", "consume", "group", "queue", "export", "import")
 
 
 @dataclass

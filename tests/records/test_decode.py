@@ -213,3 +213,11 @@ def test_min_offset_over_many_batches_matches_a_list_model(batches, min_offset):
     assert columns.records() == expected
     assert [None if v is None else bytes(v) for v in columns.values()] == [r.value for r in expected]
     assert [None if k is None else bytes(k) for k in columns.keys()] == [r.key for r in expected]
+
+
+def test_batch_starts_follow_slices_and_the_min_offset() -> None:
+    data = b"".join(encode_batch([b"%d" % i for i in range(4)], base_offset=b * 4) for b in range(3))
+    columns = decode_columns(data)
+    assert columns.batch_starts.tolist() == [0, 4, 8]
+    assert columns.slice(2, 10).batch_starts.tolist() == [0, 2, 6]
+    assert decode_columns(data, min_offset=5).batch_starts.tolist() == [0, 3]

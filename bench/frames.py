@@ -1,0 +1,372 @@
+"""Streams as tables (``python -m bench frames``): a topic range into Arrow, pandas, polars and
+Parquet, beside the paths a user has today.
+
+Against a spawned broker on loopback, one partition, one client, a topic written once per size:
+
+- **100 B** (10 M records; ``--quick`` 200 k): ``read_arrow`` (a ``pyarrow.Table``),
+  ``poll_columns()`` in a loop (numpy columns, the reference ``read_arrow`` is held to: >= 80 %),
+  ``read_pandas``, ``read_polars``, ``iter_arrow`` into a Parquet file, and ``poll()`` records
+  into a pandas DataFrame (what a logstore user without this writes).
+- **1 KiB** (1 M; ``--quick`` 50 k): ``read_arrow`` and ``poll_columns()``, in MB/s.
+- **JSON** (1 M objects of ~110 B; ``--quick`` 50 k): ``read_arrow(value_format="json")`` into
+  typed columns.
+- **peers** (100 B, 200 k; ``--quick`` 5 k): Redis Streams ``XRANGE`` and NATS JetStream pull
+  ``fetch`` into a pandas DataFrame (``bench.frames_peers``); the goal for ``read_arrow`` is
+  >= 50x the Redis path, compared as records/s measured in the same run.
+- **memory**: ``iter_arrow`` over a tenth of the 100 B range and over all of it, each in a fresh
+  process, reporting the peak RSS growth (VmHWM minus the RSS before reading): flat means the
+  whole range costs about what the tenth does.
+
+Each workload runs once to warm up, then ``--repeats`` times (default 3, ``--quick`` 1); the
+table shows the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Goal, Progress, Result, print_table
+from bench.spawned import Broker
+
+SMALL, LARGE = 100, 1024
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    small_records: int
+    large_records: int
+    json_records: int
+    peer_records: int
+    slow_records: int  # poll() into a DataFrame: the slow path, on fewer records
+    repeats: int
+
+
+QUICK = Plan(200_000, 50_000, 50_000, 5_000, 100_000, 1)
+FULL = Plan(10_000_000, 1_000_000, 1_000_000, 200_000, 2_000_000, 3)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("frames")
+    group.add_argument("--no-peers", action="store_true", help="skip the Redis and JetStream rows")
+
+
+def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
+    plan = QUICK if options.quick else FULL
+    if options.repeats is not None:
+        plan = replace(plan, repeats=options.repeats)
+    broker = Broker("logstore-bench-frames-")
+    try:
+        bench = FramesBench(broker.address, plan)
+        tasks: list[tuple[str, Callable[[], Result]]] = [
+            ("100 B", bench.read_arrow_small), ("100 B", bench.poll_columns_small),
+            ("100 B", bench.read_pandas), ("100 B", bench.read_polars),
+            ("100 B", bench.parquet), ("100 B", bench.poll_frame),
+            ("1 KiB", bench.read_arrow_large), ("1 KiB", bench.poll_columns_large),
+            ("JSON", bench.read_json),
+        ]
+        if not options.no_peers:
+            tasks += [("peers", bench.redis), ("peers", bench.jetstream)]
+        tasks += [("memory", bench.memory_tenth), ("memory", bench.memory_whole)]
+        tasks = [t for t in tasks if not options.filter
+                 or any(f.lower() in f"{t[0]} {t[1].__name__}".lower() for f in options.filter)]
+        progress.add(len(tasks))
+        results = []
+        try:
+            for _group, task in tasks:
+                progress.start(task.__name__)
+                results.append(task())
+                progress.done()
+        finally:
+            bench.close()
+        return results
+    finally:
+        broker.stop()
+
+
+class FramesBench:
+    def __init__(self, server: str, plan: Plan) -> None:
+        self.server = server
+        self.plan = plan
+        self._topics: dict[str, str] = {}
+        self._peers: Any = None
+        rng = np.random.default_rng(11)
+        self._pool = {size: rng.integers(0, 256, (65_536, size), dtype=np.uint8)
+                      for size in (SMALL, LARGE)}
+        self._dir = tempfile.mkdtemp(prefix="logstore-bench-frames-out-")
+
+    def close(self) -> None:
+        if self._peers is not None:
+            self._peers.close()
+
+    def _rows(self, size: int, count: int) -> np.ndarray:
+        pool = self._pool[size]
+        return np.resize(pool, (count, size)) if count > len(pool) else pool[:count]
+
+    def _topic(self, what: str, fill: Callable[[Any, str], None]) -> str:
+        from logstore.client import Admin, Producer
+
+        if what not in self._topics:
+            name = f"bench-frames-{what}-{uuid.uuid4().hex[:6]}"
+            with Admin(self.server) as admin:
+                admin.create_topic(name, 1, config={"flush": "never"})
+            with Producer(self.server) as producer:
+                fill(producer, name)
+                producer.flush()
+            self._topics[what] = name
+        return self._topics[what]
+
+    def _filled(self, size: int, count: int) -> str:
+        def fill(producer: Any, name: str) -> None:
+            step = 10 * MB // size
+            for first in range(0, count, step):
+                producer.send_batch(name, self._rows(size, min(step, count - first)), partition=0)
+
+        return self._topic(f"{size}-{count}", fill)
+
+    def _runs(self, body: Callable[[], float]) -> list[float]:
+        return [body() for _ in range(self.plan.repeats + 1)][1:]
+
+    def _timed(self, call: Callable[[Any], int], count: int) -> Callable[[], float]:
+        """Seconds of ``call(consumer)`` with a fresh consumer; it returns the rows it made."""
+        from logstore.client import Consumer
+
+        def body() -> float:
+            with Consumer(self.server) as consumer:
+                start = time.perf_counter()
+                rows = call(consumer)
+                elapsed = time.perf_counter() - start
+            if rows != count:
+                raise RuntimeError(f"{rows} rows of {count}")
+            return elapsed
+
+        return body
+
+    def _result(self, group: str, name: str, count: int, size: float, body: Callable[[], float],
+                goal: Goal | None = None) -> Result:
+        return Result("frames", group, name, "run", count, count * size, self._runs(body), goal)
+
+    # -- 100 B and 1 KiB ----------------------------------------------------------------------------
+
+    def read_arrow_small(self) -> Result:
+        count = self.plan.small_records
+        topic = self._filled(SMALL, count)
+        return self._result("100 B", "100 B: read_arrow -> pyarrow.Table", count, SMALL,
+                            self._timed(lambda c: c.read_arrow(topic).num_rows, count),
+                            Goal(min_rate=15e6))
+
+    def _poll_columns(self, topic: str, count: int) -> Callable[[Any], int]:
+        def call(consumer: Any) -> int:
+            consumer.assign([(topic, 0)])
+            consumer.seek((topic, 0), 0)
+            seen = 0
+            deadline = time.monotonic() + 600
+            while seen < count and time.monotonic() < deadline:
+                for columns in consumer.poll_columns(timeout=1.0).values():
+                    seen += len(columns)
+            return seen
+
+        return call
+
+    def poll_columns_small(self) -> Result:
+        count = self.plan.small_records
+        topic = self._filled(SMALL, count)
+        return self._result("100 B", "100 B: poll_columns() loop (reference)", count, SMALL,
+                            self._timed(self._poll_columns(topic, count), count))
+
+    def read_pandas(self) -> Result:
+        count = self.plan.small_records
+        topic = self._filled(SMALL, count)
+        return self._result("100 B", "100 B: read_pandas -> pandas.DataFrame", count, SMALL,
+                            self._timed(lambda c: len(c.read_pandas(topic)), count))
+
+    def read_polars(self) -> Result:
+        count = self.plan.small_records
+        topic = self._filled(SMALL, count)
+        return self._result("100 B", "100 B: read_polars -> polars.DataFrame", count, SMALL,
+                            self._timed(lambda c: c.read_polars(topic).height, count))
+
+    def parquet(self) -> Result:
+        import pyarrow.parquet as pq
+
+        count = self.plan.small_records
+        topic = self._filled(SMALL, count)
+        path = Path(self._dir) / "range.parquet"
+
+        def call(consumer: Any) -> int:
+            writer = None
+            rows = 0
+            for batch in consumer.iter_arrow(topic):
+                if writer is None:
+                    writer = pq.ParquetWriter(path, batch.schema, compression="none")
+                writer.write_batch(batch)
+                rows += batch.num_rows
+            assert writer is not None
+            writer.close()
+            return rows
+
+        return self._result("100 B", "100 B: iter_arrow -> Parquet file (uncompressed)", count,
+                            SMALL, self._timed(call, count))
+
+    def poll_frame(self) -> Result:
+        import pandas as pd
+
+        count = self.plan.slow_records
+        topic = self._filled(SMALL, count)
+
+        def call(consumer: Any) -> int:
+            consumer.assign([(topic, 0)])
+            consumer.seek((topic, 0), 0)
+            records: list[Any] = []
+            while len(records) < count:
+                records += consumer.poll(timeout=1.0)
+            frame = pd.DataFrame({"offset": [r.offset for r in records],
+                                  "timestamp": [r.timestamp for r in records],
+                                  "value": [r.value for r in records]})
+            return len(frame)
+
+        return self._result("100 B", "100 B: poll() records -> pandas.DataFrame (today)", count,
+                            SMALL, self._timed(call, count))
+
+    def read_arrow_large(self) -> Result:
+        count = self.plan.large_records
+        topic = self._filled(LARGE, count)
+        return self._result("1 KiB", "1 KiB: read_arrow -> pyarrow.Table", count, LARGE,
+                            self._timed(lambda c: c.read_arrow(topic).num_rows, count),
+                            Goal(min_rate=1000 * MB / LARGE, label=">= 1 GB/s"))
+
+    def poll_columns_large(self) -> Result:
+        count = self.plan.large_records
+        topic = self._filled(LARGE, count)
+        return self._result("1 KiB", "1 KiB: poll_columns() loop (reference)", count, LARGE,
+                            self._timed(self._poll_columns(topic, count), count))
+
+    # -- JSON ---------------------------------------------------------------------------------------
+
+    def read_json(self) -> Result:
+        count = self.plan.json_records
+        cities = ["Oslo", "Lima", "Pune", "Kobe"]
+        documents = [json.dumps({"id": i, "price": round(i * 0.37 % 100, 2), "name": f"item-{i}",
+                                 "paid": i % 2 == 0,
+                                 "customer": {"id": i % 977, "city": cities[i % 4]}}).encode()
+                     for i in range(min(count, 100_000))]
+
+        def fill(producer: Any, name: str) -> None:
+            for first in range(0, count, len(documents)):
+                producer.send_batch(name, documents[: min(len(documents), count - first)],
+                                    partition=0)
+
+        topic = self._topic(f"json-{count}", fill)
+        size = sum(map(len, documents)) / len(documents)
+        return self._result("JSON", f"JSON ~{size:.0f} B: read_arrow(value_format='json')",
+                            count, size,
+                            self._timed(lambda c: c.read_arrow(topic, value_format="json").num_rows,
+                                        count), Goal(min_rate=1e6))
+
+    # -- peers --------------------------------------------------------------------------------------
+
+    def _peer_setup(self) -> Any:
+        if self._peers is None:
+            from bench.frames_peers import Peers
+
+            self._peers = Peers()
+            rows = self._rows(SMALL, self.plan.peer_records)
+            self._peers.fill_redis("frames", rows)
+            self._peers.fill_nats("frames", rows)
+        return self._peers
+
+    def redis(self) -> Result:
+        peers = self._peer_setup()
+        count = self.plan.peer_records
+        return self._result("peers", "100 B: Redis XRANGE (COUNT 1000) -> pandas.DataFrame",
+                            count, SMALL, lambda: peers.redis_frame("frames", count))
+
+    def jetstream(self) -> Result:
+        peers = self._peer_setup()
+        count = self.plan.peer_records
+        runs = iter(range(1_000))
+        return self._result("peers", "100 B: JetStream fetch(1000) -> pandas.DataFrame",
+                            count, SMALL, lambda: peers.nats_frame("frames", count, next(runs)))
+
+    # -- memory -------------------------------------------------------------------------------------
+
+    def _memory(self, count: int, label: str) -> Result:
+        topic = self._filled(SMALL, self.plan.small_records)
+        script = MEMORY_PROBE.format(server=self.server, topic=topic, end=count)
+        growths, samples = [], []
+        for _ in range(max(1, self.plan.repeats)):
+            out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                 check=True, timeout=600).stdout.split()
+            growths.append(int(out[0]) / 2**20)
+            samples.append(float(out[1]))
+        growth = float(np.median(growths))
+        result = Result("frames", "memory", f"100 B: iter_arrow over {label}: peak RSS "
+                        f"+{growth:.0f} MiB", "run", count, count * SMALL, samples)
+        result.params["peak_rss_growth_mib"] = growth
+        return result
+
+    def memory_tenth(self) -> Result:
+        count = self.plan.small_records // 10
+        return self._memory(count, f"{count:,} records (a tenth)")
+
+    def memory_whole(self) -> Result:
+        count = self.plan.small_records
+        return self._memory(count, f"{count:,} records (all)")
+
+
+#: Run in a fresh interpreter: iterate a range, print peak RSS growth (bytes) and seconds.
+MEMORY_PROBE = """
+import time
+from logstore.client import Consumer
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+import pyarrow
+with Consumer({server!r}) as consumer:
+    base = status("VmRSS")
+    start = time.perf_counter()
+    rows = sum(batch.num_rows for batch in consumer.iter_arrow({topic!r}, end={end}))
+    elapsed = time.perf_counter() - start
+    assert rows == {end}, rows
+    print(status("VmHWM") - base, elapsed)
+"""
+
+
+def print_results(results: list[Result]) -> None:
+    print_table(results)
+    by_name = {r.name.split(":")[1].strip() if ":" in r.name else r.name: r for r in results}
+    rate = {name: r.records_per_second for name, r in by_name.items()}
+    lines = []
+    arrow, columns = rate.get("read_arrow -> pyarrow.Table"), rate.get("poll_columns() loop (reference)")
+    small = [r for r in results if r.group == "100 B"]
+    if len(small) >= 2 and arrow and columns:
+        lines.append(f"read_arrow / poll_columns at 100 B: {small[0].records_per_second / small[1].records_per_second:.0%} (goal >= 80 %)")
+    large = [r for r in results if r.group == "1 KiB"]
+    if len(large) == 2:
+        lines.append(f"read_arrow / poll_columns at 1 KiB: {large[0].records_per_second / large[1].records_per_second:.0%} (goal >= 80 %)")
+    peers = {r.name.split(":")[1].split("(")[0].split("->")[0].strip(): r for r in results if r.group == "peers"}
+    if small and peers:
+        for name, peer in peers.items():
+            lines.append(f"read_arrow / {name}: {small[0].records_per_second / peer.records_per_second:.0f}x"
+                         + (" (goal >= 50x)" if name.startswith("Redis") else ""))
+    memory = [r for r in results if r.group == "memory"]
+    if len(memory) == 2:
+        tenth, whole = (r.params["peak_rss_growth_mib"] for r in memory)
+        lines.append(f"iter_arrow peak RSS growth: {tenth:.0f} MiB over a tenth, {whole:.0f} MiB "
+                     f"over the whole range ({whole / max(tenth, 1):.1f}x for 10x the records)")
+    if lines:
+        print()
+        print("\n".join(lines))

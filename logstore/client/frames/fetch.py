@@ -1,0 +1,84 @@
+"""Reading a range of partitions over ``Subscribe`` streams, in bounded memory.
+
+Each partition of the range gets a stream from its first offset (at most
+``max_subscribed_partitions`` at once; the next opens when one finishes). The streams push into
+one queue of ``QUEUE_MESSAGES`` slots: when the caller is slower than the broker, a reader thread
+blocks on the full queue, gRPC stops reading, and HTTP/2 flow control stops the broker. So memory
+stays at a few messages of ``max_partition_fetch_bytes`` however long the range.
+
+A stream is dropped as soon as a message reaches the partition's stop offset. An unreachable
+broker is retried with the consumer's backoff (``retries``) from the next offset not yet taken;
+any other error (an offset out of range, an unknown topic) is raised, typed.
+
+Threading: used from the caller's thread only; the reader threads touch only the queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+
+from logstore.client import wire
+from logstore.client.channel import is_transient
+from logstore.client.config import ISOLATION_LEVELS, backoff_seconds
+from logstore.client.frames.span import Link
+from logstore.client.models import TopicPartition
+from logstore.client.subscription import Subscriptions
+from logstore.errors import LogstoreError, UnavailableError
+
+#: Messages that may wait in the queue (each up to max_partition_fetch_bytes, 4 MiB by default).
+QUEUE_MESSAGES = 4
+
+
+def iter_messages(
+    link: Link, topic: str, spans: dict[int, tuple[int, int]], isolation_level: str,
+) -> Iterator[tuple[int, int, int, wire.FetchedPartition]]:
+    """``(partition, first, stop, message)`` for every message that carries part of a span;
+    a message may hold records before ``first`` or from ``stop`` on (the caller trims)."""
+    config = link.config
+    pending = {p: list(span) for p, span in spans.items() if span[0] < span[1]}
+    if not pending:
+        return
+    max_bytes = config.max_partition_fetch_bytes or min(config.fetch_max_bytes, 4 << 20)
+    subscriptions = Subscriptions(
+        link.channels, link.route, ISOLATION_LEVELS[isolation_level], max_bytes, QUEUE_MESSAGES
+    )
+    waiting = sorted(pending)
+    failures = 0
+    idle_s = config.request_timeout_ms / 1000.0 + config.fetch_max_wait_ms / 1000.0
+    try:
+        while pending:
+            while waiting and len(subscriptions.streams) < max(1, config.max_subscribed_partitions):
+                partition = waiting.pop(0)
+                subscriptions.ensure(TopicPartition(topic, partition), pending[partition][0])
+            try:
+                stream, item = subscriptions.queue.get(timeout=idle_s)
+            except queue.Empty:
+                stuck = ", ".join(f"{topic}/{p} at {span[0]}" for p, span in pending.items())
+                raise UnavailableError(
+                    f"no records arrived for {idle_s:.0f} s while reading {stuck}"
+                ) from None
+            if not subscriptions.is_current(stream):
+                continue
+            partition = stream.tp.partition
+            span = pending[partition]
+            if isinstance(item, LogstoreError):
+                subscriptions.drop(stream.tp)
+                failures += 1
+                if not is_transient(item) or failures > config.retries:
+                    raise item
+                time.sleep(backoff_seconds(failures, config.retry_backoff_ms,
+                                           config.retry_backoff_max_ms))
+                subscriptions.ensure(stream.tp, span[0])
+                continue
+            failures = 0
+            if item.next_offset > span[0]:
+                if len(item.records):
+                    yield partition, span[0], span[1], item
+                span[0] = stream.next_offset = item.next_offset
+            if span[0] >= span[1]:
+                subscriptions.drop(stream.tp)
+                del pending[partition]
+    finally:
+        subscriptions.close()

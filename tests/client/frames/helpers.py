@@ -1,0 +1,38 @@
+"""What the frames tests share: the records ``poll()`` returns, as rows to compare tables with."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from logstore.client import Consumer
+
+Row = tuple[int, int, int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
+
+
+def polled(server: str, topic: str, isolation_level: str = "read_uncommitted") -> list[Row]:
+    """Every record of ``topic`` up to its end offsets, through ``poll()``, sorted by
+    (partition, offset)."""
+    rows: list[Row] = []
+    with Consumer(server, auto_offset_reset="earliest", isolation_level=isolation_level,
+                  fetch_max_wait_ms=50) as consumer:
+        consumer.assign(topic)
+        ends = consumer.end_offsets()
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline
+            rows += [(r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers))
+                     for r in consumer.poll(timeout=0.2)]
+    return sorted(rows, key=lambda row: (row[0], row[1]))
+
+
+def table_rows(table: Any) -> list[Row]:
+    """A read_arrow table (every column) as rows like ``polled``'s, in table order."""
+    columns = table.to_pydict()
+    stamps = table.column("timestamp").cast("int64").to_pylist()
+    return [
+        (p, o, t, k, v, tuple(h))
+        for p, o, t, k, v, h in zip(columns["partition"], columns["offset"], stamps,
+                                    columns["key"], columns["value"], columns["headers"],
+                                    strict=True)
+    ]

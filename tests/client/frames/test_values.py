@@ -1,0 +1,128 @@
+"""``value_format`` "json", "utf8" and "arrow" against a real broker, and their errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+
+from logstore.client import Consumer, Producer
+from logstore.client.frames.values import ValueFormatError
+
+Topic = Callable[..., str]
+
+
+def documents(count: int, seed: int = 3) -> list[bytes | None]:
+    rng = random.Random(seed)
+    out: list[bytes | None] = []
+    for i in range(count):
+        if i % 17 == 0:
+            out.append(None)
+            continue
+        document = {"id": i, "price": round(rng.uniform(0, 100), 2), "name": f"item \"{i}\"\n",
+                    "paid": i % 2 == 0, "customer": {"id": rng.randrange(50), "tags": ["a", "b"][: i % 3]}}
+        out.append(json.dumps(document).encode())
+    return out
+
+
+def send(server: str, topic: str, values: list[bytes | None], partition: int = 0) -> None:
+    with Producer(server) as producer:
+        producer.send_batch(topic, values, partition=partition).result(20)
+
+
+def test_json_values_become_typed_columns_equal_to_json_loads(server: str, new_topic: Topic) -> None:
+    topic = new_topic(2)
+    values = documents(3000)
+    send(server, topic, values[:1500], 0)
+    send(server, topic, values[1500:], 1)
+    with Consumer(server) as consumer:
+        table = consumer.read_arrow(topic, value_format="json")
+    kind = table.schema.field("value").type
+    assert kind.field("id").type == pa.int64() and kind.field("price").type == pa.float64()
+    assert kind.field("customer").type.field("tags").type == pa.list_(pa.string())
+    assert table.column("value").to_pylist() == [None if v is None else json.loads(v)
+                                                 for v in values]
+
+
+def test_a_json_schema_fixes_the_fields(server: str, new_topic: Topic) -> None:
+    topic = new_topic(1)
+    send(server, topic, documents(100))
+    schema = pa.schema([("id", pa.int32()), ("name", pa.string())])
+    with Consumer(server) as consumer:
+        table = consumer.read_arrow(topic, value_format="json", schema=schema)
+    assert table.schema.field("value").type == pa.struct(list(schema))
+    assert table.column("value")[1].as_py() == {"id": 1, "name": 'item "1"\n'}
+
+
+def test_iter_arrow_keeps_the_schema_of_its_first_batch(server: str, new_topic: Topic) -> None:
+    topic = new_topic(1)
+    send(server, topic, [b'{"a": %d}' % i for i in range(400)])
+    send(server, topic, [b'{"a": %d, "b": "new"}' % i for i in range(400)])
+    with Consumer(server) as consumer:
+        batches = list(consumer.iter_arrow(topic, value_format="json"))
+    assert len(batches) == 2
+    assert all(batch.schema.field("value").type == pa.struct([("a", pa.int64())]) for batch in batches)
+
+
+def test_a_value_that_is_not_json_is_named_by_partition_and_offset(
+    server: str, new_topic: Topic
+) -> None:
+    topic = new_topic(1)
+    send(server, topic, [b'{"a": 1}', b'{"a": 2}', b"{oops", b"", b"[1, 2]", b'{"a": 6}'])
+    with Consumer(server) as consumer:
+        with pytest.raises(ValueFormatError, match="value at 0/2: not JSON") as caught:
+            consumer.read_arrow(topic, value_format="json")
+        assert (caught.value.partition, caught.value.offset) == (0, 2)
+        table = consumer.read_arrow(topic, value_format="json", errors="null")
+    assert table.column("value").to_pylist() == [{"a": 1}, {"a": 2}, None, None, None, {"a": 6}]
+    errors = table.column("value_error").to_pylist()
+    assert errors[0] is None and errors[5] is None
+    assert errors[2].startswith("not JSON") and errors[3] == "an empty value is not JSON"
+    assert errors[4] == "a JSON list, not an object"
+
+
+def test_utf8_values_become_strings_and_bad_bytes_are_named(server: str, new_topic: Topic) -> None:
+    topic = new_topic(1)
+    send(server, topic, ["héllo".encode(), None, b"\xff\xfe", b"ok"])
+    with Consumer(server) as consumer:
+        with pytest.raises(ValueFormatError, match="value at 0/2: not UTF-8"):
+            consumer.read_arrow(topic, value_format="utf8")
+        table = consumer.read_arrow(topic, value_format="utf8", errors="null", columns=["value"])
+    assert table.column_names == ["value", "value_error"]
+    assert table.column("value").to_pylist() == ["héllo", None, None, "ok"]
+    assert table.column("value_error").to_pylist()[:2] == [None, None]
+
+
+def ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_arrow_values_expand_into_their_rows(server: str, new_topic: Topic) -> None:
+    topic = new_topic(1)
+    first = pa.table({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    second = pa.table({"x": [4], "y": ["d"]})
+    send(server, topic, [ipc(first), None, ipc(second), b"not arrow"])
+    with Consumer(server) as consumer:
+        with pytest.raises(ValueFormatError, match="value at 0/3: not an Arrow IPC stream"):
+            consumer.read_arrow(topic, value_format="arrow")
+        table = consumer.read_arrow(topic, value_format="arrow", errors="null",
+                                    columns=["offset", "value"])
+    assert table.column("offset").to_pylist() == [0, 0, 0, 1, 2, 3]
+    assert table.column("value").to_pylist() == [
+        {"x": 1, "y": "a"}, {"x": 2, "y": "b"}, {"x": 3, "y": "c"}, None, {"x": 4, "y": "d"}, None]
+    assert table.column("value_error").null_count == 5
+
+
+def test_unknown_formats_and_error_modes_are_refused(server: str, new_topic: Topic) -> None:
+    topic = new_topic(1)
+    with Consumer(server) as consumer:
+        with pytest.raises(ValueError, match="value_format must be one of"):
+            consumer.read_arrow(topic, value_format="xml")
+        with pytest.raises(ValueError, match="errors must be one of"):
+            consumer.read_arrow(topic, value_format="json", errors="skip")
