@@ -8,7 +8,7 @@ so its key) can change nothing even if it does not know yet. The losers wait for
 What it decides (``reconcile``, run on every metadata change and once a second):
 
 - a new topic's partitions get their first state: the first live replica of the assignment leads,
-  the ISR is the live replicas, leader epoch 0;
+  the ISR is the live replicas, leader epoch 1 (0 is a single node's);
 - a partition whose leader is dead (lease expired) or shutting down gets a new leader from its
   ISR (live, not shutting down, in assignment order), the leader epoch bumped, the ISR shrunk to
   live members; with no such replica the partition is offline (leader -1), unless the topic allows
@@ -121,7 +121,8 @@ class Controller:
                     if leader < 0:
                         leader = next((b for b in assigned if b in live), -1)
                     isr = tuple(b for b in assigned if b in live) or tuple(assigned[:1])
-                    await self._write(name, partition, PartitionState(leader, 0, isr, self.epoch), None)
+                    # leader epochs start at 1: epoch 0 is a single node's (no epoch cache entry)
+                    await self._write(name, partition, PartitionState(leader, 1, isr, self.epoch), None)
                     continue
                 state, mod_revision = entry
                 # brokers that started again since this state was written: their copy may have

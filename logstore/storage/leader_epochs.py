@@ -13,7 +13,8 @@ rename::
     3 0               epoch 3 starts at offset 0
     5 1200            epoch 5 starts at offset 1200
 
-Entries are strictly increasing in both epoch and start offset. The file is derived data: when it
+Entries are strictly increasing in both epoch and start offset. Epoch 0 (a single node's, and
+anything appended before a broker joined a cluster) has no entry: cluster leader epochs start at 1. The file is derived data: when it
 is missing or damaged it is rebuilt from the batch headers of the log, and entries at or past the
 log end are dropped at open (a log cut after a crash).
 
@@ -112,13 +113,23 @@ class LeaderEpochCache:
             self.write()
 
     def write(self) -> None:
+        """Replace the file. It is derived data: when it cannot be written (a full disk) it is
+        removed instead, and rebuilt from the batch headers at the next load."""
         lines = [str(FORMAT_VERSION), str(len(self._epochs))]
         lines += [f"{e} {s}" for e, s in zip(self._epochs, self._starts, strict=True)]
         path = self.directory / FILE_NAME
         temp = path.with_suffix(".tmp")
-        with open(temp, "w") as file:
-            file.write("\n".join(lines) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-        fsync_dir(self.directory)
+        try:
+            with open(temp, "w") as file:
+                file.write("\n".join(lines) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+            fsync_dir(self.directory)
+        except OSError as exc:
+            log.warning("%s not written (%s); it will be rebuilt from the log", path, exc.strerror)
+            for stale in (temp, path):
+                try:
+                    os.unlink(stale)
+                except OSError:
+                    pass

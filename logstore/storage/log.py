@@ -44,6 +44,7 @@ from logstore.storage.config import FLUSH_ALWAYS, LogConfig
 from logstore.storage.files import atomic_write_json, fsync_dir, read_json, remove_quietly
 from logstore.storage.flush import GroupCommit
 from logstore.storage.index_file import CorruptIndexError
+from logstore.storage.leader_epochs import FILE_NAME as EPOCHS_FILE
 from logstore.storage.leader_epochs import LeaderEpochCache
 from logstore.storage.recovery import open_segments
 from logstore.storage.segment import LogSegment, PendingBatch
@@ -105,10 +106,18 @@ class PartitionLog:
         self._group_commit = GroupCommit(_weak_method(self._sync_all), recovery_point)
         self._listeners: list[Callable[[PartitionLog], None]] = []
         self.closed = False
-        self.epochs = self._load_epochs()
+        self._epochs: LeaderEpochCache | None = None
+
+    @property
+    def epochs(self) -> LeaderEpochCache:
+        """The leader epoch cache (clustered brokers), loaded on first use: from its file, cut
+        to the log end, or rebuilt from the batch headers. A single node, whose batches all
+        carry epoch 0, never touches it."""
+        if self._epochs is None:
+            self._epochs = self._load_epochs()
+        return self._epochs
 
     def _load_epochs(self) -> LeaderEpochCache:
-        """The leader epoch cache from its file (cut to the log end), else rebuilt from headers."""
         cache = LeaderEpochCache.load(self.directory)
         if cache is not None:
             cache.truncate_from_end(self.log_end_offset)
@@ -116,11 +125,14 @@ class PartitionLog:
         cache = LeaderEpochCache(self.directory)
         if self.log_end_offset > self.log_start_offset:
             for header, _ in self.batches(self.log_start_offset):
-                if header.leader_epoch > cache.latest_epoch:
+                if header.leader_epoch > max(cache.latest_epoch, 0):
                     cache.assign(header.leader_epoch, header.base_offset)
-        if not cache.entries:
-            cache.write()
         return cache
+
+    def _cut_epochs(self, end_offset: int) -> None:
+        """The log was cut at ``end_offset``: so is the epoch cache (loaded if it has a file)."""
+        if self._epochs is not None or (self.directory / EPOCHS_FILE).exists():
+            self.epochs.truncate_from_end(end_offset)
 
     # -- opening and closing -----------------------------------------------------------------------
 
@@ -283,7 +295,7 @@ class PartitionLog:
                 group.append(pending)
                 offset += span
                 max_timestamp = max(max_timestamp, header.max_timestamp)
-            if leader_epoch > self.epochs.latest_epoch and group:
+            if leader_epoch > 0 and group and leader_epoch > self.epochs.latest_epoch:
                 self.epochs.assign(leader_epoch, first_offset)
             self._write_group(group, first_offset, offset)
         return self._appended(first_offset, offset, max_timestamp, len(headers), sync)
@@ -317,7 +329,7 @@ class PartitionLog:
                     view[start + ASSIGNED_PREFIX_SIZE : start + header.batch_length],
                     offset, header.next_offset, header.max_timestamp, header.batch_length,
                 ))
-                if header.leader_epoch > self.epochs.latest_epoch:
+                if header.leader_epoch > 0 and header.leader_epoch > self.epochs.latest_epoch:
                     self.epochs.assign(header.leader_epoch, offset)
                 offset = header.next_offset
                 max_timestamp = max(max_timestamp, header.max_timestamp)
@@ -515,7 +527,7 @@ class PartitionLog:
                                          self.clock.now_ms())]
             self._set_segments(tuple(keep))
             self.log_end_offset = keep[-1].next_offset
-            self.epochs.truncate_from_end(self.log_end_offset)
+            self._cut_epochs(self.log_end_offset)
             self._group_commit.reset(min(self.recovery_point, self.log_end_offset))
             self._write_checkpoint(self.recovery_point)
 
@@ -528,7 +540,7 @@ class PartitionLog:
             self._set_segments((_new_segment(self.directory, offset, self.config, self.clock.now_ms()),))
             fsync_dir(self.directory)
             self.log_start_offset = self.log_end_offset = offset
-            self.epochs.truncate_from_end(0)
+            self._cut_epochs(0)
             self._group_commit.reset(offset)
             self._write_checkpoint(offset)
 

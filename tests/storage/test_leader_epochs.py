@@ -88,3 +88,13 @@ def test_truncate_fully_and_start_at(open_log):
 def test_cache_refuses_out_of_order_file(tmp_path):
     (tmp_path / FILE_NAME).write_text("0\n2\n5 10\n3 20\n")
     assert LeaderEpochCache.load(tmp_path) is None
+
+
+def test_a_single_nodes_epoch_zero_appends_never_touch_the_cache(open_log, log_dir):
+    log = open_log()
+    log.append(value_batch(0, records=3))
+    log.append(value_batch(1, records=3), leader_epoch=0)
+    log.close()
+    assert not (log_dir / FILE_NAME).exists()
+    log = open_log()
+    assert log.epochs.entries == [] and log.epochs.latest_epoch == -1
