@@ -25,6 +25,7 @@ from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
+from logstore.broker.state_checkpoints import StateCheckpoints
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
     AbortedTransaction,
@@ -81,6 +82,10 @@ class Broker:
         self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
         for state in list(self._producer_states.values()):  # built while the coordinator loaded
             self._abort_orphans(state)
+        self.checkpoints = StateCheckpoints(
+            [self.offsets.take_snapshots, self.transactions.take_snapshots], clock,
+            config.state_snapshot_interval_ms,
+        )
         self._housekeeping: asyncio.Task[None] | None = None
         self.backpressure = Backpressure(
             per_connection=config.max_inflight_bytes_per_connection,
@@ -99,6 +104,7 @@ class Broker:
             try:
                 self.groups.expire()
                 self.transactions.expire()
+                self.checkpoints.tick(self._loop, self._executor)
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(self.config.housekeeping_interval_ms / 1000)
@@ -126,6 +132,7 @@ class Broker:
         self._wakeups.wake_all()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        await self.checkpoints.close(self._loop, self._executor)
         for state in self._producer_states.values():
             try:
                 state.snapshot()
