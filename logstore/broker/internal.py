@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from logstore.records import decode_columns, decode_records, encode_batch
+from logstore.records import decode_columns, encode_batch
 from logstore.storage import DataDir, PartitionLog
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -68,7 +68,7 @@ def append_entries(
 def read_latest(partition_log: PartitionLog, start_offset: int = 0) -> tuple[dict[bytes, bytes | None], int]:
     """The last value (None: a tombstone) of every key in records [start_offset, log end), raw,
     and how many records were read."""
-    latest: dict[bytes, bytes | None] = {}
+    latest: dict[bytes | None, bytes | None] = {}
     offset = max(start_offset, partition_log.log_start_offset)
     end = partition_log.log_end_offset
     count = 0
@@ -81,8 +81,8 @@ def read_latest(partition_log: PartitionLog, start_offset: int = 0) -> tuple[dic
         count += len(columns)
         latest.update(zip(columns.keys_bytes(), columns.values_bytes(), strict=True))
         offset = int(columns.offsets[-1]) + 1
-    latest.pop(None, None)  # type: ignore[call-overload]  # records without a key
-    return latest, count
+    latest.pop(None, None)  # records without a key
+    return cast(dict[bytes, bytes | None], latest), count
 
 
 def parse_many(documents: Sequence[bytes]) -> list[Any]:
@@ -90,22 +90,3 @@ def parse_many(documents: Sequence[bytes]) -> list[Any]:
     if not documents:
         return []
     return list(json.loads(b"[" + b",".join(documents) + b"]"))
-
-
-def read_entries(partition_log: PartitionLog) -> Iterator[tuple[int, list[Any], dict[str, Any] | None]]:
-    """Every (offset, key, value) from log start to log end, in order."""
-    offset = partition_log.log_start_offset
-    end = partition_log.log_end_offset
-    while offset < end:
-        result = partition_log.read(offset, 4 << 20)
-        records = decode_records(result.data, min_offset=offset)
-        if not records:
-            offset = result.next_offset if result.next_offset > offset else end
-            continue
-        for record in records:
-            if record.key is None:
-                continue
-            key = json.loads(record.key)
-            value = None if record.value is None else json.loads(record.value)
-            yield record.offset, key, value
-        offset = records[-1].offset + 1

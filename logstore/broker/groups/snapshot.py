@@ -99,14 +99,15 @@ def decode_offsets(
     was_enabled = gc.isenabled()
     gc.disable()  # tuples of strings and ints: nothing for the collector to find
     try:
-        keys = list(zip(map(names.__getitem__, entries["topic"].tolist()), entries["partition"].tolist()))
+        keys = list(zip(map(names.__getitem__, entries["topic"].tolist()), entries["partition"].tolist(), strict=True))
         values = list(map(tuple.__new__, repeat(committed), zip(
             entries["offset"].tolist(),
             map(names.__getitem__, entries["metadata"].tolist()),
             entries["commit_timestamp_ms"].tolist(),
+            strict=True,
         )))
-        for group, low, high in zip(group_names, bounds[:-1], bounds[1:]):
-            groups[group] = dict(zip(keys[low:high], values[low:high]))
+        for group, low, high in zip(group_names, bounds[:-1], bounds[1:], strict=True):
+            groups[group] = dict(zip(keys[low:high], values[low:high], strict=True))
     finally:
         if was_enabled:
             gc.enable()
