@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from logstore.broker.groups import snapshot as offsets_snapshot
+from logstore.broker.groups.snapshot import PendingGroup
 from logstore.broker.internal import (
     OFFSETS_TOPIC,
     append_entries,
@@ -61,7 +62,8 @@ class OffsetStore:
         self.data_dir = data_dir
         self.clock = clock
         self._logs = ensure_topic(data_dir, OFFSETS_TOPIC, partitions)
-        self._offsets: dict[str, dict[TopicPartition, Committed]] = {}
+        #: group -> its committed offsets, or its snapshot entries until the group is first used
+        self._offsets: dict[str, dict[TopicPartition, Committed] | PendingGroup] = {}
         #: per partition: the log offset its snapshot on disk covers (-1: none)
         self._snapshot_offsets = [-1] * len(self._logs)
         log_ends = self._log_ends()
@@ -121,13 +123,13 @@ class OffsetStore:
                 continue
             _, group, topic, partition = key
             if value is None:
-                offsets = self._offsets.get(group)
+                offsets = self._group(group)
                 if offsets is not None:
                     offsets.pop((topic, partition), None)
                     if not offsets:
                         del self._offsets[group]
             else:
-                self._offsets.setdefault(group, {})[(topic, partition)] = Committed(
+                self._group_to_change(group)[(topic, partition)] = Committed(
                     int(value["offset"]), str(value.get("metadata", "")), int(value.get("ts", 0))
                 )
                 applied.append((group, (topic, partition)))
@@ -143,7 +145,9 @@ class OffsetStore:
         ]
         if not changed:
             return []
-        by_partition: dict[int, dict[str, dict[TopicPartition, Committed]]] = {lg.partition: {} for lg in changed}
+        by_partition: dict[int, dict[str, dict[TopicPartition, Committed] | PendingGroup]] = {
+            lg.partition: {} for lg in changed
+        }
         for group, offsets in self._offsets.items():
             groups = by_partition.get(partition_for(group, count))
             if groups is not None:
@@ -170,7 +174,7 @@ class OffsetStore:
         """
         moved: dict[str, list[tuple[str, int, int, str]]] = {}
         for group, (topic, partition) in dict.fromkeys(suspects):
-            committed = self._offsets.get(group, {}).get((topic, partition))
+            committed = (self._group(group) or {}).get((topic, partition))
             ends = log_ends.get(topic)
             if committed is None or ends is None or not 0 <= partition < len(ends):
                 continue  # gone since, or of a deleted topic or partition
@@ -182,6 +186,19 @@ class OffsetStore:
                 moved.setdefault(group, []).append((topic, partition, end, committed.metadata))
         for group, entries in moved.items():
             self.commit(group, entries)
+
+    def _group(self, group: str) -> dict[TopicPartition, Committed] | None:
+        """The group's committed offsets (materialized from the snapshot on first use)."""
+        offsets = self._offsets.get(group)
+        if isinstance(offsets, PendingGroup):
+            offsets = self._offsets[group] = offsets.materialize()
+        return offsets
+
+    def _group_to_change(self, group: str) -> dict[TopicPartition, Committed]:
+        offsets = self._group(group)
+        if offsets is None:
+            offsets = self._offsets[group] = {}
+        return offsets
 
     def _log_for(self, group: str) -> PartitionLog:
         return self._logs[partition_for(group, len(self._logs))]
@@ -200,15 +217,15 @@ class OffsetStore:
             for topic, partition, offset, metadata in batch
         ]
         append_entries(self._log_for(group), entries)
-        current = self._offsets.setdefault(group, {})
+        current = self._group_to_change(group)
         for topic, partition, offset, metadata in batch:
             current[(topic, partition)] = Committed(offset, metadata, now)
 
     def committed(self, group: str) -> dict[TopicPartition, Committed]:
-        return dict(self._offsets.get(group, {}))
+        return dict(self._group(group) or {})
 
     def get(self, group: str, topic: str, partition: int) -> Committed | None:
-        return self._offsets.get(group, {}).get((topic, partition))
+        return (self._group(group) or {}).get((topic, partition))
 
     def groups(self) -> list[str]:
         return sorted(self._offsets)
@@ -218,16 +235,16 @@ class OffsetStore:
             return
         entries = [(encode_key("offset", group, t, p), None) for t, p in keys]
         append_entries(self._log_for(group), entries)
-        offsets = self._offsets.get(group, {})
+        offsets = self._group(group) or {}
         for key in keys:
             offsets.pop(key, None)
         if not offsets:
             self._offsets.pop(group, None)
 
     def delete_group(self, group: str) -> None:
-        self._delete(group, list(self._offsets.get(group, {})))
+        self._delete(group, list(self._group(group) or {}))
 
     def delete_topic(self, topic: str) -> None:
         """The offsets of a deleted topic go with it, in every group."""
         for group in list(self._offsets):
-            self._delete(group, [tp for tp in self._offsets[group] if tp[0] == topic])
+            self._delete(group, [tp for tp in self._group(group) or {} if tp[0] == topic])

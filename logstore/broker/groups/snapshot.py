@@ -10,13 +10,15 @@ Layout (little-endian), format version 1::
     16+S    N x 32  entries      ENTRY_DTYPE, the entries of one group next to each other
 
 An entry is (group, topic, partition, metadata, offset, commit_timestamp_ms); group, topic and
-metadata are indexes into ``names``. The file around it (kind ``offsets``, the log offset it
+metadata are indexes into ``names``. Decoding makes one ``PendingGroup`` per group (a numpy
+view of its rows); its dict of ``Committed`` values is built the first time the group is used,
+so a start-up costs time per group, and encoding copies a group never used straight back. The
+file around it (kind ``offsets``, the log offset it
 covers, crc32c) is ``snapshot_file``'s.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import struct
 from collections.abc import Mapping
@@ -39,19 +41,61 @@ ENTRY_DTYPE = np.dtype([
 ])
 
 TopicPartition = tuple[str, int]
-#: group -> (topic, partition) -> Committed, a NamedTuple (offset, metadata, commit_timestamp_ms)
-GroupOffsets = dict[str, dict[TopicPartition, Any]]
-
 _first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
-def encode_offsets(groups: Mapping[str, Mapping[TopicPartition, tuple[int, str, int]]]) -> bytes:
+class PendingGroup:
+    """A group's entries as the snapshot holds them, turned into a dict only when the group is
+    first used: loading costs time per group, not per committed offset. Immutable."""
+
+    __slots__ = ("entries", "names", "committed")
+
+    def __init__(self, entries: np.ndarray, names: list[str], committed: type[tuple]) -> None:  # type: ignore[type-arg]
+        self.entries = entries  # rows of ENTRY_DTYPE, all of one group
+        self.names = names  # the snapshot's name table
+        self.committed = committed
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def materialize(self) -> dict[TopicPartition, Any]:
+        """(topic, partition) -> ``committed`` tuple (offset, metadata, commit_timestamp_ms)."""
+        names, entries = self.names, self.entries
+        keys = zip(map(names.__getitem__, entries["topic"].tolist()), entries["partition"].tolist(), strict=True)
+        values = map(tuple.__new__, repeat(self.committed), zip(
+            entries["offset"].tolist(),
+            map(names.__getitem__, entries["metadata"].tolist()),
+            entries["commit_timestamp_ms"].tolist(),
+            strict=True,
+        ))
+        return dict(zip(keys, values, strict=True))
+
+
+#: group -> (topic, partition) -> Committed (offset, metadata, commit_timestamp_ms), or the
+#: group's snapshot entries not yet materialized
+GroupOffsets = Mapping[str, "Mapping[TopicPartition, tuple[int, str, int]] | PendingGroup"]
+
+
+def encode_offsets(groups: GroupOffsets) -> bytes:
     names: dict[str, int] = {}
+    remaps: dict[int, np.ndarray] = {}  # id(name table of a snapshot) -> index in ``names``
     entries = np.empty(sum(map(len, groups.values())), dtype=ENTRY_DTYPE)
     position = 0
     for group, offsets in groups.items():
         count = len(offsets)
         if not count:
+            continue
+        rows = entries[position : position + count]
+        position += count
+        if isinstance(offsets, PendingGroup):  # copy its rows, its names into this table
+            remap = remaps.get(id(offsets.names))
+            if remap is None:
+                remap = remaps[id(offsets.names)] = np.array(
+                    [names.setdefault(n, len(names)) for n in offsets.names], dtype=np.uint32
+                )
+            rows[:] = offsets.entries
+            for column in ("group", "topic", "metadata"):
+                rows[column] = remap[offsets.entries[column]]
             continue
         keys = list(offsets)
         values = list(offsets.values())
@@ -59,25 +103,23 @@ def encode_offsets(groups: Mapping[str, Mapping[TopicPartition, tuple[int, str, 
         metadata = list(map(_second, values))
         for name in chain((group,), set(topics), set(metadata)):
             names.setdefault(name, len(names))
-        rows = entries[position : position + count]
         rows["group"] = names[group]
         rows["topic"] = list(map(names.__getitem__, topics))
         rows["partition"] = list(map(_second, keys))
         rows["metadata"] = list(map(names.__getitem__, metadata))
         rows["offset"] = list(map(_first, values))
         rows["commit_timestamp_ms"] = list(map(_third, values))
-        position += count
     table = json.dumps(list(names), separators=(",", ":")).encode()
     return COUNTS.pack(len(entries), len(table)) + table + entries.tobytes()
 
 
 def decode_offsets(
     payload: bytes, committed: type[tuple], log_ends: Mapping[str, np.ndarray]  # type: ignore[type-arg]
-) -> tuple[GroupOffsets, list[tuple[str, TopicPartition]]]:
-    """The groups in ``payload``, their values built as ``committed`` tuples, and the (group,
-    (topic, partition)) whose offset is past that partition's log end (``log_ends``: topic ->
-    log end offset of each partition; a topic not in it is skipped). Raises ValueError if the
-    payload does not hold together."""
+) -> tuple[dict[str, PendingGroup], list[tuple[str, TopicPartition]]]:
+    """The groups in ``payload`` (each a ``PendingGroup`` whose values become ``committed``
+    tuples), and the (group, (topic, partition)) whose offset is past that partition's log end
+    (``log_ends``: topic -> log end offset of each partition; a topic not in it is skipped).
+    Raises ValueError if the payload does not hold together."""
     if len(payload) < COUNTS.size:
         raise ValueError("offsets payload shorter than its counts")
     count, names_bytes = COUNTS.unpack_from(payload)
@@ -94,47 +136,14 @@ def decode_offsets(
             raise ValueError(f"offsets payload: a {column} index past the name table")
     group_column = entries["group"]
     bounds = [0, *(np.flatnonzero(group_column[1:] != group_column[:-1]) + 1).tolist(), count]
-    group_names = list(map(names.__getitem__, group_column[bounds[:-1]].tolist()))
-    groups: GroupOffsets = {}
-    was_enabled = gc.isenabled()
-    gc.disable()  # tuples of strings and ints: nothing for the collector to find
-    try:
-        # the same (topic, partition) recurs in many groups: build each key tuple once
-        pairs = (entries["topic"].astype(np.int64) << 32) | entries["partition"].astype(np.uint32)
-        unique, inverse = _unique(pairs)
-        distinct = list(zip(
-            map(names.__getitem__, (unique >> 32).tolist()),
-            (unique & 0xFFFFFFFF).astype(np.uint32).view(np.int32).tolist(),
-            strict=True,
-        ))
-        keys = list(map(distinct.__getitem__, inverse.tolist()))
-        values = list(map(tuple.__new__, repeat(committed), zip(
-            entries["offset"].tolist(),
-            map(names.__getitem__, entries["metadata"].tolist()),
-            entries["commit_timestamp_ms"].tolist(),
-            strict=True,
-        )))
-        for group, low, high in zip(group_names, bounds[:-1], bounds[1:], strict=True):
-            groups[group] = dict(zip(keys[low:high], values[low:high], strict=True))
-    finally:
-        if was_enabled:
-            gc.enable()
+    group_names = map(names.__getitem__, group_column[bounds[:-1]].tolist())
+    groups = {
+        group: PendingGroup(entries[low:high], names, committed)
+        for group, low, high in zip(group_names, bounds[:-1], bounds[1:], strict=True)
+    }
     if len(groups) != len(bounds) - 1:
         raise ValueError("offsets payload: a group's entries are not next to each other")
     return groups, _past_log_end(entries, names, log_ends)
-
-
-def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(values, return_inverse=True)`` without its first-call import of numpy.ma
-    (~30 ms of a start-up)."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    first = np.empty(len(values), dtype=bool)
-    first[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    inverse = np.empty(len(values), dtype=np.int64)
-    inverse[order] = np.cumsum(first) - 1
-    return ordered[first], inverse
 
 
 def _past_log_end(
