@@ -83,6 +83,7 @@ def run(options: argparse.Namespace, progress: Progress, work: Path) -> list[Res
         data = work / f"history-{count}-{group_count}-{txns}"
         progress.start(f"write {count:,} commits of {group_count} groups, {txns:,} transactions")
         write_history(data, count, group_count, partitions, txns)
+        history_bytes = sum(p.stat().st_size for p in data.glob("__*/*.log"))
         progress.done()
         progress.start("open and close the broker layer in-process: the snapshots")
         snapshot_in_process(data)
@@ -112,7 +113,7 @@ def run(options: argparse.Namespace, progress: Progress, work: Path) -> list[Res
             "no_snapshot_seconds": full["seconds"], "no_snapshot_load_ms": full["load_ms"],
             "no_snapshot_records": full["records"],
             "live_offsets": group_count * partitions if count else 0,
-            "history_bytes": sum(p.stat().st_size for p in data.glob("__*/*.log")),
+            "history_bytes": history_bytes,  # before the cleaner could compact it
         }
         baseline = baselines.get(group_count)
         if baseline and not txns:
