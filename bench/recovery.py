@@ -20,6 +20,10 @@ A first row measures the same kill and restart before anything is written: the f
 starting a broker (Python, gRPC, the internal topics). The last rows time ``DataDir.open`` alone,
 in this process, on the same directory put back into the state a kill leaves (no clean-shutdown
 markers, recovery points 0): the storage layer's share of the restart.
+
+Then the rows of ``bench/history.py``: start-up with 0 to 10 M offset commits (and 100 k
+transactions) in the history. ``--filter history`` runs only those; any other filter only the
+rows above.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import history
 from bench.common import Progress, Result, format_seconds
 from bench.paths import folder
 
@@ -54,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recovery-dir", metavar="DIR", type=folder,
                        help="where the data directory goes (default: a temporary directory; "
                             "use a real disk, not tmpfs)")
+    history.add_arguments(group)
 
 
 def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
@@ -66,8 +72,11 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
     data = work / "data"
     broker = Broker(data, work / "broker.log")
     states = [s for s in DATA_STATES if not options.filter or any(f in s for f in options.filter)]
-    progress.add(1 + (1 + 2 * len(states)) * repeats)
+    with_history = not options.filter or any(f in "history" for f in options.filter)
     try:
+        if not states:
+            return history.run(options, progress, work) if with_history else []
+        progress.add(1 + (1 + 2 * len(states)) * repeats)
         broker.start()
         baseline = []
         for _ in range(repeats):  # the fixed cost: a restart with (almost) nothing to recover
@@ -118,6 +127,8 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
                 f"GB, data {state}", "open", records, size, samples,
                 params={**params, "data": state, "storage_only": True},
             ))
+        if with_history:
+            results += history.run(options, progress, work)
         return results
     finally:
         broker.kill()
@@ -220,6 +231,8 @@ def fetch_last(server: str, ends: dict[int, int], timeout: float = 60.0) -> None
 def print_results(results: list[Result]) -> None:
     print()
     for result in results:
+        if result.group == "history":
+            continue
         params = result.params
         if params.get("storage_only"):
             print(f"{result.name}: {format_seconds(result.median)} (median of "
@@ -235,3 +248,4 @@ def print_results(results: list[Result]) -> None:
               f"after {format_seconds(statistics.median(params['serving_seconds']))}, the fetch "
               f"at the end after {format_seconds(result.median)} (medians of "
               f"{len(result.samples)}); {checked:,.0f} MB/s recovered")
+    history.print_results([r for r in results if r.group == "history"])

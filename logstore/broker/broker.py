@@ -35,6 +35,7 @@ from logstore.broker.share import (
     ShareGroupInfo,
 )
 from logstore.broker.share.types import AckResult, SharePartitionInfo
+from logstore.broker.state_checkpoints import StateCheckpoints
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
     AbortedTransaction,
@@ -96,6 +97,10 @@ class Broker:
         self.shares = ShareCoordinator(
             data_dir, clock, config.offsets_topic_partitions, self._wakeups, self._executor, loop
         )
+        self.checkpoints = StateCheckpoints(
+            [self.offsets.take_snapshots, self.transactions.take_snapshots], clock,
+            config.state_snapshot_interval_ms,
+        )
         self._housekeeping: asyncio.Task[None] | None = None
         self.backpressure = Backpressure(
             per_connection=config.max_inflight_bytes_per_connection,
@@ -117,6 +122,7 @@ class Broker:
                 self.groups.expire()
                 self.transactions.expire()
                 self.shares.expire()
+                self.checkpoints.tick(self._loop, self._executor)
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(self.config.housekeeping_interval_ms / 1000)
@@ -144,6 +150,7 @@ class Broker:
         self._wakeups.wake_all()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+        await self.checkpoints.close(self._loop, self._executor)
         for state in self._producer_states.values():
             try:
                 state.snapshot()

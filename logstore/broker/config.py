@@ -33,6 +33,9 @@ class BrokerConfig:
     group_heartbeat_interval_ms: int = 500
     #: How often the broker checks for expired members and timed-out transactions.
     housekeeping_interval_ms: int = 100
+    #: How often the coordinators' state (committed offsets, transactions) is snapshotted while
+    #: the broker runs, if it changed; a start-up replays only the records after the snapshot.
+    state_snapshot_interval_ms: int = 10_000
     #: Produce requests waiting for an fsync (acks=all, flush=always) may hold this many bytes;
     #: more wait (slower acks), and after backpressure_timeout_ms get RESOURCE_EXHAUSTED.
     max_unflushed_bytes: int = 256 * MIB

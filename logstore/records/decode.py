@@ -163,6 +163,9 @@ class RecordColumns:
     def values_bytes(self) -> list[bytes | None]:
         return _slices(_as_bytes(self.buffer), self.value_positions, self.value_lengths)
 
+    def keys_bytes(self) -> list[bytes | None]:
+        return _slices(_as_bytes(self.buffer), self.key_positions, self.key_lengths)
+
     def slice(self, start: int, stop: int | None = None) -> RecordColumns:
         """Records [start, stop) as another view (numpy slices, no copy)."""
         lo, hi, _ = slice(start, stop).indices(len(self))

@@ -3,42 +3,55 @@
 A commit of (group, topic, partition) -> offset is one record whose key is
 ``["offset", group, topic, partition]`` and whose value is ``{"offset", "metadata", "ts"}``; a
 tombstone deletes it (a deleted group or topic). All offsets of one commit go into one batch, so
-a commit is all or nothing. The topic is compacted, so it stays as small as the live keys, and
-the whole state is read back into memory when the broker starts; an offset past its
-partition's log end (recovery cut the log below it) is then moved back to the log end.
+a commit is all or nothing. The topic is compacted, so it stays as small as the live keys.
+
+Loading costs time in proportion to the live state, not to the history: each partition's state
+is read from its snapshot (``offsets.snapshot`` in the partition directory: the state as of a log
+offset, see ``snapshot_file`` and ``groups/snapshot``), written at a clean shutdown and at
+checkpoints, and only the records after that offset are replayed, in bulk
+(``internal.read_latest``). Without a usable snapshot the whole partition is replayed. Either
+way, an offset past its partition's log end (recovery cut the log below it) is then moved back
+to the log end. Each partition's load is logged: from where, how many records, how long.
 
 The committed offset is the next record to read — one past the last record processed.
 
 Threading: event loop thread only (appends to the internal topic wait for its fsync inline; they
-are small).
+are small). A ``PendingSnapshot`` from ``take_snapshots`` may be written on any thread.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
+
+from logstore.broker.groups import snapshot as offsets_snapshot
+from logstore.broker.groups.snapshot import PendingGroup
 from logstore.broker.internal import (
     OFFSETS_TOPIC,
     append_entries,
     encode_key,
     encode_value,
     ensure_topic,
+    parse_many,
     partition_for,
-    read_entries,
+    read_latest,
 )
-from logstore.errors import LogstoreError
-from logstore.storage import DataDir
+from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
+from logstore.storage import DataDir, PartitionLog
 from logstore.storage.clock import Clock
 
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
+SNAPSHOT_FILE = "offsets.snapshot"
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
+class Committed(NamedTuple):
     offset: int
     metadata: str
     commit_timestamp_ms: int
@@ -49,52 +62,145 @@ class OffsetStore:
         self.data_dir = data_dir
         self.clock = clock
         self._logs = ensure_topic(data_dir, OFFSETS_TOPIC, partitions)
-        self._offsets: dict[str, dict[TopicPartition, Committed]] = {}
-        self._load()
-        self._clamp_to_log_ends()
-
-    def _load(self) -> None:
-        count = 0
+        #: group -> its committed offsets, or its snapshot entries until the group is first used
+        self._offsets: dict[str, dict[TopicPartition, Committed] | PendingGroup] = {}
+        #: per partition: the log offset its snapshot on disk covers (-1: none)
+        self._snapshot_offsets = [-1] * len(self._logs)
+        log_ends = self._log_ends()
+        suspects: list[tuple[str, TopicPartition]] = []  # maybe past their log end
         for partition_log in self._logs:
-            for _, key, value in read_entries(partition_log):
-                if not (isinstance(key, list) and len(key) == 4 and key[0] == "offset"):
-                    continue
-                _, group, topic, partition = key
-                offsets = self._offsets.setdefault(group, {})
-                if value is None:
+            suspects += self._load(partition_log, log_ends)
+        self._clamp_to_log_ends(suspects, log_ends)
+
+    def _log_ends(self) -> dict[str, np.ndarray]:
+        """topic -> the log end offset of each of its partitions."""
+        return {
+            name: np.array([lg.log_end_offset for lg in self.data_dir.topic(name).logs], dtype=np.int64)
+            for name in self.data_dir.list_topics()
+        }
+
+    def _snapshot_path(self, partition_log: PartitionLog) -> Path:
+        return partition_log.directory / SNAPSHOT_FILE
+
+    def _load(self, partition_log: PartitionLog, log_ends: dict[str, np.ndarray]) -> list[tuple[str, TopicPartition]]:
+        """Load one partition's groups; returns the entries that may be past their log end."""
+        started = time.perf_counter()
+        path = self._snapshot_path(partition_log)
+        snapshot = read_snapshot(path, offsets_snapshot.KIND, offsets_snapshot.VERSION, partition_log)
+        start, source = partition_log.log_start_offset, "log"
+        suspects: list[tuple[str, TopicPartition]] = []
+        if snapshot is not None:
+            try:
+                groups, suspects = offsets_snapshot.decode_offsets(snapshot.payload, Committed, log_ends)
+            except (ValueError, TypeError) as exc:
+                suspects = []
+                log.warning("ignoring the state snapshot %s: %s; replaying the log from its start", path, exc)
+            else:
+                self._offsets.update(groups)
+                start, source = snapshot.offset, "snapshot"
+                self._snapshot_offsets[partition_log.partition] = snapshot.offset
+        latest, records = read_latest(partition_log, start)
+        suspects += self._apply(latest)
+        groups_here = sum(1 for g in self._offsets if partition_for(g, len(self._logs)) == partition_log.partition)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "loaded committed offsets of %d groups from %s/%d: %s up to offset %d, then %d records "
+            "of the log, in %.1f ms", groups_here, OFFSETS_TOPIC, partition_log.partition,
+            "the snapshot" if source == "snapshot" else "no snapshot", start, records, elapsed_ms,
+            extra={"partition": partition_log.partition, "source": source, "snapshot_offset": start,
+                   "records": records, "groups": groups_here, "load_ms": round(elapsed_ms, 1)},
+        )
+        return suspects
+
+    def _apply(self, latest: dict[bytes, bytes | None]) -> list[tuple[str, TopicPartition]]:
+        """Apply each key's last value (None: a tombstone) over the state; returns the keys set."""
+        applied: list[tuple[str, TopicPartition]] = []
+        raw_values = list(latest.values())
+        values = iter(parse_many([v for v in raw_values if v is not None]))
+        for key, raw in zip(parse_many(list(latest)), raw_values, strict=True):
+            value = None if raw is None else next(values)
+            if not (isinstance(key, list) and len(key) == 4 and key[0] == "offset"):
+                continue
+            _, group, topic, partition = key
+            if value is None:
+                offsets = self._group(group)
+                if offsets is not None:
                     offsets.pop((topic, partition), None)
                     if not offsets:
                         del self._offsets[group]
-                else:
-                    offsets[(topic, partition)] = Committed(
-                        int(value["offset"]), str(value.get("metadata", "")), int(value.get("ts", 0))
-                    )
-                count += 1
-        log.info("loaded committed offsets of %d groups (%d records)", len(self._offsets), count)
+            else:
+                self._group_to_change(group)[(topic, partition)] = Committed(
+                    int(value["offset"]), str(value.get("metadata", "")), int(value.get("ts", 0))
+                )
+                applied.append((group, (topic, partition)))
+        return applied
 
-    def _clamp_to_log_ends(self) -> None:
+    def take_snapshots(self, *, force: bool = False) -> list[PendingSnapshot]:
+        """Snapshots of the partitions whose log grew since their last one (all with ``force``),
+        encoded now; write them (``PendingSnapshot.write``) on any thread."""
+        count = len(self._logs)
+        changed = [
+            lg for lg in self._logs
+            if force or lg.log_end_offset != self._snapshot_offsets[lg.partition]
+        ]
+        if not changed:
+            return []
+        by_partition: dict[int, dict[str, dict[TopicPartition, Committed] | PendingGroup]] = {
+            lg.partition: {} for lg in changed
+        }
+        for group, offsets in self._offsets.items():
+            groups = by_partition.get(partition_for(group, count))
+            if groups is not None:
+                groups[group] = offsets
+        pending = []
+        for lg in changed:
+            payload = offsets_snapshot.encode_offsets(by_partition[lg.partition])
+            pending.append(PendingSnapshot(
+                lg, self._snapshot_path(lg), offsets_snapshot.KIND, offsets_snapshot.VERSION,
+                lg.log_end_offset, payload,
+            ))
+            self._snapshot_offsets[lg.partition] = lg.log_end_offset
+        return pending
+
+    def _clamp_to_log_ends(self, suspects: list[tuple[str, TopicPartition]], log_ends: dict[str, np.ndarray]) -> None:
         """Move committed offsets past their partition's log end back to the log end.
 
         A commit is refused past the log end, so this only happens when recovery cut the log
         below a committed offset (a power loss took unsynced records a group had read). Left
         alone, the group would skip the records appended after the restart at the offsets
-        that were cut, once the log grew past its committed offset again.
+        that were cut, once the log grew past its committed offset again. Only ``suspects``
+        are checked: the entries replayed from the log, and those of a snapshot that numpy
+        found past their log end.
         """
-        for group, offsets in list(self._offsets.items()):
-            moved = []
-            for (topic, partition), committed in offsets.items():
-                try:
-                    end = self.data_dir.log(topic, partition).log_end_offset
-                except LogstoreError:  # a deleted topic or partition
-                    continue
-                if committed.offset > end:
-                    log.warning("group %s: committed offset %d of %s/%d is past the log end %d "
-                                "(recovery cut the log); moved back to %d", group,
-                                committed.offset, topic, partition, end, end)
-                    moved.append((topic, partition, end, committed.metadata))
-            self.commit(group, moved)
+        moved: dict[str, list[tuple[str, int, int, str]]] = {}
+        for group, (topic, partition) in dict.fromkeys(suspects):
+            committed = (self._group(group) or {}).get((topic, partition))
+            ends = log_ends.get(topic)
+            if committed is None or ends is None or not 0 <= partition < len(ends):
+                continue  # gone since, or of a deleted topic or partition
+            end = int(ends[partition])
+            if committed.offset > end:
+                log.warning("group %s: committed offset %d of %s/%d is past the log end %d "
+                            "(recovery cut the log); moved back to %d", group,
+                            committed.offset, topic, partition, end, end)
+                moved.setdefault(group, []).append((topic, partition, end, committed.metadata))
+        for group, entries in moved.items():
+            self.commit(group, entries)
 
-    def _log_for(self, group: str):  # type: ignore[no-untyped-def]
+    def _group(self, group: str) -> dict[TopicPartition, Committed] | None:
+        """The group's committed offsets (materialized from the snapshot on first use)."""
+        offsets = self._offsets.get(group)
+        if isinstance(offsets, PendingGroup):
+            offsets = self._offsets[group] = offsets.materialize()
+        return offsets
+
+    def _group_to_change(self, group: str) -> dict[TopicPartition, Committed]:
+        offsets = self._group(group)
+        if offsets is None:
+            offsets = self._offsets[group] = {}
+        return offsets
+
+    def _log_for(self, group: str) -> PartitionLog:
         return self._logs[partition_for(group, len(self._logs))]
 
     def commit(self, group: str, offsets: Iterable[tuple[str, int, int, str]]) -> None:
@@ -111,15 +217,15 @@ class OffsetStore:
             for topic, partition, offset, metadata in batch
         ]
         append_entries(self._log_for(group), entries)
-        current = self._offsets.setdefault(group, {})
+        current = self._group_to_change(group)
         for topic, partition, offset, metadata in batch:
             current[(topic, partition)] = Committed(offset, metadata, now)
 
     def committed(self, group: str) -> dict[TopicPartition, Committed]:
-        return dict(self._offsets.get(group, {}))
+        return dict(self._group(group) or {})
 
     def get(self, group: str, topic: str, partition: int) -> Committed | None:
-        return self._offsets.get(group, {}).get((topic, partition))
+        return (self._group(group) or {}).get((topic, partition))
 
     def groups(self) -> list[str]:
         return sorted(self._offsets)
@@ -129,16 +235,16 @@ class OffsetStore:
             return
         entries = [(encode_key("offset", group, t, p), None) for t, p in keys]
         append_entries(self._log_for(group), entries)
-        offsets = self._offsets.get(group, {})
+        offsets = self._group(group) or {}
         for key in keys:
             offsets.pop(key, None)
         if not offsets:
             self._offsets.pop(group, None)
 
     def delete_group(self, group: str) -> None:
-        self._delete(group, list(self._offsets.get(group, {})))
+        self._delete(group, list(self._group(group) or {}))
 
     def delete_topic(self, topic: str) -> None:
         """The offsets of a deleted topic go with it, in every group."""
         for group in list(self._offsets):
-            self._delete(group, [tp for tp in self._offsets[group] if tp[0] == topic])
+            self._delete(group, [tp for tp in self._group(group) or {} if tp[0] == topic])
