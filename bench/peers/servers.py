@@ -57,7 +57,7 @@ LOGSTORE_FLUSH = {"page": "never", "fsync": "always"}
 REDIS_APPENDFSYNC = {"page": "everysec", "fsync": "always"}
 
 #: Debian package of each server binary.
-PACKAGES = {"redis-server": "redis-server", "nats-server": "nats-server"}
+PACKAGES = {"redis-server": "redis-server", "nats-server": "nats-server", "etcd": "etcd-server"}
 
 
 def which(binary: str) -> str | None:
