@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -148,5 +149,5 @@ def _one(cluster: LogstoreCluster, probe: Probe, partition: int) -> Kill:
                 acknowledged_s, time.monotonic() - restarted)
 
 
-def to_json(kills: list[Kill]) -> list[dict[str, Any]]:
+def kills_json(kills: Sequence[Kill]) -> list[dict[str, Any]]:
     return [asdict(kill) for kill in kills]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.cluster.failover import Kill
+from bench.cluster.failover import Kill, kills_json
 from bench.cluster.servers import LEASE_TTL_MS
 from bench.cluster.throughput import Series
 from bench.common import Goal, Result, format_count, format_seconds
@@ -58,7 +58,7 @@ def to_results(series: Sequence[Series], kills: Sequence[Kill]) -> list[Result]:
             params={"kind": "failover", "lease_ttl_ms": LEASE_TTL_MS,
                     "elected_s_median": statistics.median(k.elected_s for k in kills),
                     "rejoined_s_median": statistics.median(k.rejoined_s for k in kills),
-                    "kills": [k.__dict__ for k in kills]}))
+                    "kills": kills_json(kills)}))
     return results
 
 

@@ -108,7 +108,8 @@ class LogstoreCluster:
 
     def call(self, method: str, request: Any, via: HostServer | None = None,
              timeout_s: float = RPC_TIMEOUT_S) -> Any:
-        """One unary call to ``via`` (default: the first running broker that answers)."""
+        """One unary call to ``via`` (default: the first running broker, the next one only when
+        a broker is UNAVAILABLE: any other answer may mean the call took effect)."""
         import grpc
 
         from logstore.api.v1 import logstore_pb2_grpc
@@ -121,7 +122,9 @@ class LogstoreCluster:
                     return getattr(stub, method)(request, timeout=timeout_s)
             except grpc.RpcError as exc:
                 last = exc
-        raise RuntimeError(f"no broker answered {method}: {last}")
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    break
+        raise RuntimeError(f"{method} failed: {last}")
 
     def metadata(self, topics: list[str] | None = None, via: HostServer | None = None) -> Any:
         from logstore.api.v1 import cluster_pb2
