@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.peers.servers import Server, wait_until, which
+from bench.peers.servers import Server, nats_greeting, wait_until, which
 
 ETCD_MEMBERS = 3
 BROKERS = 3
@@ -291,7 +291,7 @@ class ClusterServers:
                        "--cluster", f"nats://127.0.0.1:{route}", "--routes", routes]
             servers.append(self._new(Server(f"nats{index}", command, directory, client)))
         for server in servers:
-            server.info = wait_until(server, lambda s=server: _nats_greeting(s.address),
+            server.info = wait_until(server, lambda s=server: nats_greeting(s.address),
                                      "greet with JetStream enabled")
             server.info["command"] = " ".join(server.command)
         return NatsCluster(servers)
@@ -302,15 +302,3 @@ def _etcd_healthy(address: str) -> bool:
         if json.load(answer).get("health") != "true":
             raise RuntimeError("not healthy yet")
     return True
-
-
-def _nats_greeting(address: str) -> dict[str, Any]:
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=2) as sock:
-        line = sock.makefile("rb").readline().decode()
-    if not line.startswith("INFO "):
-        raise RuntimeError(f"unexpected greeting {line!r}")
-    info = json.loads(line[5:])
-    if not info.get("jetstream"):
-        raise RuntimeError("JetStream is not enabled yet")
-    return {"version": info["version"], "jetstream": True}

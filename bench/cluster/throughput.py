@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.cluster.roles import PRIME
 from bench.cluster.servers import LogstoreCluster, NatsCluster, wait_for
-from bench.peers.nats_runner import run_async
+from bench.peers.nats_runner import admin
 from bench.peers.plan import rows_of
 from bench.peers.pool import Pool
 
@@ -170,16 +170,7 @@ class Throughput:
     # -- NATS JetStream -----------------------------------------------------------------------
 
     def _admin(self, action: Any) -> Any:
-        import nats
-
-        async def main() -> Any:
-            nc = await nats.connect(f"nats://{self.nats.addresses[0]}", connect_timeout=10)
-            try:
-                return await action(nc.jetstream())
-            finally:
-                await nc.close()
-
-        return run_async(main())
+        return admin(self.nats.addresses[0], action)
 
     def _streams(self, size: int) -> list[str]:
         from nats.js.api import StorageType, StreamConfig
