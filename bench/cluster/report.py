@@ -1,6 +1,7 @@
 """The cluster suite's results: ``Result`` rows, the ratio goals, and the table.
 
-Every number is a median over the timed runs. Throughput is records/s and MB/s of record values
+Every number is a median over the timed runs. ``server CPU/rec`` is the CPU time of every server
+process of the system (the 3 brokers, or the 3 nats-servers) during a run, per record. Throughput is records/s and MB/s of record values
 (``records x size / s``, 1 MB = 10**6 bytes). On each factor-3 row, ``/factor 1`` is its
 records/s over the factor-1 row of the same size, workload and acks; ``/JetStream`` is its
 records/s over JetStream R3's in the same size and workload. The failover row's time is the
@@ -48,7 +49,8 @@ def to_results(series: Sequence[Series], kills: Sequence[Kill]) -> list[Result]:
             SUITE, f"{s.kind} {_label(s.size)}", _name(s), "run", s.records, s.records * s.size,
             s.samples, goal, params={"kind": s.kind, "size": s.size, "system": s.system,
                                      "factor": s.factor, "acks": s.acks, "clients": s.clients,
-                                     "leader_changes": s.leader_changes}))
+                                     "leader_changes": s.leader_changes,
+                                     "server_cpu_ns_per_record": _cpu_ns(s)}))
     add_ratios(results)
     if kills:
         results.append(Result(
@@ -60,6 +62,13 @@ def to_results(series: Sequence[Series], kills: Sequence[Kill]) -> list[Result]:
                     "rejoined_s_median": statistics.median(k.rejoined_s for k in kills),
                     "kills": kills_json(kills)}))
     return results
+
+
+def _cpu_ns(series: Series) -> float | None:
+    """Median server CPU per record (ns) over the timed runs."""
+    if not series.server_cpu_s or not series.records:
+        return None
+    return statistics.median(series.server_cpu_s) / series.records * 1e9
 
 
 def _find(results: Sequence[Result], **match: Any) -> Result | None:
@@ -115,9 +124,9 @@ def _ratio_text(value: float, against: str) -> str:
 
 # -- the table -------------------------------------------------------------------------------------
 
-COLUMNS = ("workload", "records/s", "MB/s", "median time", "/factor 1", "/JetStream", "goal",
-           "met?")
-LEFT = {0, 6, 7}
+COLUMNS = ("workload", "records/s", "MB/s", "median time", "server CPU/rec", "/factor 1",
+           "/JetStream", "goal", "met?")
+LEFT = {0, 7, 8}
 
 
 def _row(result: Result) -> tuple[str, ...]:
@@ -125,11 +134,13 @@ def _row(result: Result) -> tuple[str, ...]:
     ratios = result.params.get("ratios", {})
     met = result.met
     failover = result.params["kind"] == "failover"
+    cpu = result.params.get("server_cpu_ns_per_record")
     return (
         f"{result.group}: {result.name}",
         "-" if failover else format_count(result.records_per_second),
         "-" if mb is None else f"{mb:,.0f}" if mb >= 10 else f"{mb:.2g}",
         f"{format_seconds(result.median)}/{result.op}",
+        "" if cpu is None else format_seconds(cpu / 1e9),
         _ratio_text(ratios["factor1"], "factor1") if "factor1" in ratios else "",
         _ratio_text(ratios["nats"], "nats") if "nats" in ratios else "",
         "" if result.goal is None else result.goal.text,

@@ -16,7 +16,8 @@ partitions it leads (``bench.cluster.roles``), ``Consumer(server=<leader>)`` rea
 are read from the ``Metadata`` call before each run. NATS: client process ``i`` connects to node
 ``i`` and publishes to (or reads) stream ``i``; JetStream forwards to each stream's leader.
 
-A measurement lasts from the first process's start to the last one's end (wall clock). A change
+A measurement lasts from the first process's start to the last one's end (wall clock); the CPU
+time of the server processes (all 3 brokers, or all 3 nats-servers) is summed over it. A change
 of any partition's leader epoch during a run is counted in the result's ``leader_changes``.
 """
 
@@ -31,6 +32,7 @@ from bench.cluster.servers import LogstoreCluster, NatsCluster, wait_for
 from bench.peers.nats_runner import admin
 from bench.peers.plan import rows_of
 from bench.peers.pool import Pool
+from bench.peers.servers import Server, process_cpu_seconds
 
 PARTITIONS = 3
 #: (replication factor, acks) of the produce measurements, in the order of a round.
@@ -53,12 +55,28 @@ class Series:
     acks: str
     records: int
     samples: list[float] = field(default_factory=list)
+    #: CPU seconds of every server process (brokers, or nats-servers) during each timed run.
+    server_cpu_s: list[float] = field(default_factory=list)
     leader_changes: int = 0
     clients: int = 0
 
     @property
     def key(self) -> tuple[str, int, str, int, str]:
         return self.kind, self.size, self.system, self.factor, self.acks
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One measurement: from the first client's start to the last one's end."""
+
+    seconds: float
+    clients: int
+    server_cpu_s: float
+    leader_changes: int = 0
+
+
+def _span_s(results: list[dict[str, Any]]) -> float:
+    return (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / 1e9
 
 
 class Throughput:
@@ -76,15 +94,16 @@ class Throughput:
                progress: Any) -> list[Series]:
         series: dict[tuple[str, int, str, int, str], Series] = {}
 
-        def record(kind: str, system: str, factor: int, acks: str, seconds: float,
-                   clients: int, changes: int, timed: bool) -> None:
+        def record(kind: str, system: str, factor: int, acks: str, outcome: Outcome,
+                   timed: bool) -> None:
             key = (kind, size, system, factor, acks)
             count = nats_records if system == "nats" else records
             entry = series.setdefault(key, Series(kind, size, system, factor, acks, count))
-            entry.clients = clients
+            entry.clients = outcome.clients
             if timed:
-                entry.samples.append(seconds)
-                entry.leader_changes += changes
+                entry.samples.append(outcome.seconds)
+                entry.server_cpu_s.append(outcome.server_cpu_s)
+                entry.leader_changes += outcome.leader_changes
 
         sources: dict[int, str] = {}
         streams: list[str] = []
@@ -94,8 +113,8 @@ class Throughput:
                 for factor, acks in CONFIGS:
                     progress.start(f"{_label(size)} produce, factor {factor}, acks={acks}")
                     topic = self._topic(size, factor)
-                    seconds, clients, changes = self._produce(topic, size, records, acks)
-                    record("produce", "logstore", factor, acks, seconds, clients, changes, timed)
+                    record("produce", "logstore", factor, acks,
+                           self._produce(topic, size, records, acks), timed)
                     if index == 0 and acks == "all":
                         sources[factor] = topic
                     else:
@@ -103,8 +122,8 @@ class Throughput:
                     progress.done()
                 progress.start(f"{_label(size)} produce, JetStream R3")
                 names = self._streams(size)
-                seconds = self._publish(names, size, nats_records)
-                record("produce", "nats", 3, "ack", seconds, len(names), 0, timed)
+                record("produce", "nats", 3, "ack", self._publish(names, size, nats_records),
+                       timed)
                 if index == 0:
                     streams = names
                 else:
@@ -112,12 +131,11 @@ class Throughput:
                 progress.done()
                 for factor in (1, 3):
                     progress.start(f"{_label(size)} consume, factor {factor}")
-                    seconds, clients, changes = self._consume(sources[factor], records)
-                    record("consume", "logstore", factor, "", seconds, clients, changes, timed)
+                    record("consume", "logstore", factor, "",
+                           self._consume(sources[factor], records), timed)
                     progress.done()
                 progress.start(f"{_label(size)} consume, JetStream R3")
-                record("consume", "nats", 3, "", self._fetch(streams, nats_records),
-                       len(streams), 0, timed)
+                record("consume", "nats", 3, "", self._fetch(streams, nats_records), timed)
                 progress.done()
         finally:
             for topic in sources.values():
@@ -133,24 +151,32 @@ class Throughput:
         self.cluster.create_topic(name, PARTITIONS, factor, topic_config(factor))
         return name
 
-    def _run(self, topic: str, specs: list[dict[str, Any]]) -> tuple[float, int, int]:
-        """Seconds of one measurement, its client count and the leader changes during it."""
-        before = self.cluster.leader_epochs(topic)
-        results = self.pool.run(specs, self.timeout_s)
-        after = self.cluster.leader_epochs(topic)
-        seconds = (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / 1e9
-        return seconds, len(specs), sum(a != b for a, b in zip(before, after, strict=True))
+    def _measure(self, specs: list[dict[str, Any]], servers: list[Server],
+                 topic: str | None = None) -> tuple[list[dict[str, Any]], Outcome]:
+        """Run ``specs`` together; the servers' CPU is read when every client is ready (to go)
+        and again once all are done, the leader epochs of ``topic`` before and after."""
+        before = self.cluster.leader_epochs(topic) if topic else []
+        started: list[float] = []
 
-    def _produce(self, topic: str, size: int, records: int, acks: str) -> tuple[float, int, int]:
+        def cpu_s() -> float:
+            return sum(process_cpu_seconds(s.pid) for s in servers if s.process is not None)
+
+        results = self.pool.run(specs, self.timeout_s, before_go=lambda: started.append(cpu_s()))
+        cpu = cpu_s() - started[0]
+        after = self.cluster.leader_epochs(topic) if topic else []
+        changes = sum(a != b for a, b in zip(before, after, strict=True))
+        return results, Outcome(_span_s(results), len(specs), cpu, changes)
+
+    def _produce(self, topic: str, size: int, records: int, acks: str) -> Outcome:
         specs = []
         for broker_id, led in sorted(self.cluster.leaders(topic).items()):
             parts = [[p, *rows_of(records, PARTITIONS, p)] for p in led]
             specs.append({"system": "cluster", "role": "produce", "topic": topic, "acks": acks,
                           "server": self.cluster.broker(broker_id).address, "parts": parts,
                           "size": size, "seed": SEED})
-        return self._run(topic, specs)
+        return self._measure(specs, list(self.cluster.brokers), topic)[1]
 
-    def _consume(self, topic: str, records: int) -> tuple[float, int, int]:
+    def _consume(self, topic: str, records: int) -> Outcome:
         specs = []
         for broker_id, led in sorted(self.cluster.leaders(topic).items()):
             count = sum(rows_of(records, PARTITIONS, p)[1] - rows_of(records, PARTITIONS, p)[0]
@@ -158,14 +184,13 @@ class Throughput:
             specs.append({"system": "logstore", "role": "consume", "variant": "poll_columns",
                           "server": self.cluster.broker(broker_id).address, "topic": topic,
                           "partitions": led, "records": count, "timeout_s": self.timeout_s})
-        results = self.pool.run(specs, self.timeout_s)
+        results, outcome = self._measure(specs, list(self.cluster.brokers), topic)
         for spec, result in zip(specs, results, strict=True):
             if result["records"] < spec["records"]:
                 raise RuntimeError(f"consumer of {topic} {spec['partitions']} at "
                                    f"{spec['server']} read {result['records']:,} of "
                                    f"{spec['records']:,} records")
-        seconds = (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / 1e9
-        return seconds, len(specs), 0
+        return outcome
 
     # -- NATS JetStream -----------------------------------------------------------------------
 
@@ -206,30 +231,30 @@ class Throughput:
 
         self._admin(delete)
 
-    def _publish(self, names: list[str], size: int, records: int) -> float:
+    def _publish(self, names: list[str], size: int, records: int) -> Outcome:
         specs = [{"system": "nats", "role": "produce", "server": self.nats.addresses[i],
                   "subject": f"{name}.v", "start": rows_of(records, PARTITIONS, i)[0],
                   "stop": rows_of(records, PARTITIONS, i)[1], "size": size, "seed": SEED}
                  for i, name in enumerate(names)]
-        results = self.pool.run(specs, self.timeout_s)
+        outcome = self._measure(specs, list(self.nats.servers))[1]
         stored = self._stored(names) - len(names)  # without the primes
         if stored != records:
             raise RuntimeError(f"JetStream streams {names} hold {stored:,} of {records:,} records")
-        return (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / 1e9
+        return outcome
 
-    def _fetch(self, names: list[str], records: int) -> float:
+    def _fetch(self, names: list[str], records: int) -> Outcome:
         specs = []
         for i, name in enumerate(names):
             start, stop = rows_of(records, PARTITIONS, i)
             specs.append({"system": "nats", "role": "consume", "server": self.nats.addresses[i],
                           "stream": name, "subject": f"{name}.v", "records": stop - start,
                           "durable": f"read-{uuid.uuid4().hex[:6]}", "timeout_s": self.timeout_s})
-        results = self.pool.run(specs, self.timeout_s)
+        results, outcome = self._measure(specs, list(self.nats.servers))
         for spec, result in zip(specs, results, strict=True):
             if result["records"] < spec["records"]:
                 raise RuntimeError(f"JetStream consumer of {spec['stream']} read "
                                    f"{result['records']:,} of {spec['records']:,}")
-        return (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / 1e9
+        return outcome
 
 
 def _label(size: int) -> str:
