@@ -46,6 +46,9 @@ SUITES: dict[str, Suite] = {
                     "Parquet, beside poll_columns, poll() and Redis/JetStream into DataFrames"),
     "overload": Suite("bench.overload", "producers faster than the disk, 1,000+ idle connections "
                       "and slow consumers: backpressure, progress and the broker's peak RSS"),
+    "cluster": Suite("bench.cluster", "3 brokers on etcd: produce/consume with replication factor "
+                     "1 vs 3 and acks=1 vs all, beside a 3-node JetStream R3 cluster; leader "
+                     "failover time after a SIGKILL (starts etcd, the brokers and nats itself)"),
 }
 
 #: What ``scripts/bench`` with no suite runs, in order.

@@ -4,7 +4,7 @@ Each system's client runs in its own process, so that a producer and a consumer 
 four producers, never share a GIL, and the harness's own work (progress bar, admin calls) never
 steals from a client. An agent serves one measurement after another:
 
-1. it reads ``{"spec": {...}}`` from stdin: a ``system`` (logstore, redis, nats, ceiling), a
+1. it reads ``{"spec": {...}}`` from stdin: a ``system`` (logstore, redis, nats, ceiling, cluster), a
    ``role`` (produce, consume, ...) and its parameters;
 2. the role sets up (connects, builds its records) and calls ``barrier()``, which writes
    ``{"ready": true}`` and blocks until the harness answers ``{"go": true}`` (``{"go": false}``
@@ -32,6 +32,7 @@ RUNNERS = {
     "redis": "bench.peers.redis_runner",
     "nats": "bench.peers.nats_runner",
     "ceiling": "bench.peers.grpc_ceiling",
+    "cluster": "bench.cluster.roles",  # the cluster suite's producer (bench/cluster/)
 }
 
 Role = Callable[[dict[str, Any], Callable[[], None]], dict[str, Any]]

@@ -279,6 +279,21 @@ ROLES = {
 # -- the harness's side ------------------------------------------------------------------------
 
 
+def admin(address: str, action: Callable[[Any], Awaitable[Any]]) -> Any:
+    """``await action(jetstream)`` on a fresh connection to ``address``, from synchronous code
+    (the harness has no event loop running between calls, so a long-lived connection would miss
+    the server's pings)."""
+
+    async def main() -> Any:
+        nc = await _connect(address)
+        try:
+            return await action(nc.jetstream())
+        finally:
+            await nc.close()
+
+    return run_async(main())
+
+
 def nats_py_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -308,14 +323,7 @@ class NatsSystem:
         self._group_source: dict[str, str] = {}
 
     def _admin(self, action: Callable[[Any], Awaitable[Any]]) -> Any:
-        async def main() -> Any:
-            nc = await _connect(self.server.address)
-            try:
-                return await action(nc.jetstream())
-            finally:
-                await nc.close()
-
-        return run_async(main())
+        return admin(self.server.address, action)
 
     def variants(self, workload: Workload) -> list[Variant]:
         return self._variants[workload.kind]

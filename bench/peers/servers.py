@@ -57,7 +57,7 @@ LOGSTORE_FLUSH = {"page": "never", "fsync": "always"}
 REDIS_APPENDFSYNC = {"page": "everysec", "fsync": "always"}
 
 #: Debian package of each server binary.
-PACKAGES = {"redis-server": "redis-server", "nats-server": "nats-server"}
+PACKAGES = {"redis-server": "redis-server", "nats-server": "nats-server", "etcd": "etcd-server"}
 
 
 def which(binary: str) -> str | None:
@@ -168,6 +168,19 @@ class Server:
             process.wait()
 
 
+def nats_greeting(address: str) -> dict[str, Any]:
+    """The server's version from its INFO greeting; raises until JetStream is enabled."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=2) as sock:
+        line = sock.makefile("rb").readline().decode()
+    if not line.startswith("INFO "):
+        raise RuntimeError(f"unexpected greeting {line!r}")
+    info = json.loads(line[5:])
+    if not info.get("jetstream"):
+        raise RuntimeError("JetStream is not enabled yet")
+    return {"version": info["version"], "jetstream": True, "max_payload": info.get("max_payload")}
+
+
 def wait_until(server: Server, probe: Any, what: str) -> Any:
     deadline = time.monotonic() + START_TIMEOUT_S
     last: Exception | None = None
@@ -268,18 +281,8 @@ class Servers:
 
         server = self._new("nats", command)
 
-        def ready() -> dict[str, Any]:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
-                line = sock.makefile("rb").readline().decode()
-            if not line.startswith("INFO "):
-                raise RuntimeError(f"unexpected greeting {line!r}")
-            info = json.loads(line[5:])
-            if not info.get("jetstream"):
-                raise RuntimeError("JetStream is not enabled yet")
-            return {"version": info["version"], "jetstream": True,
-                    "max_payload": info.get("max_payload")}
-
-        server.info = wait_until(server, ready, "greet with JetStream enabled")
+        server.info = wait_until(server, lambda: nats_greeting(server.address),
+                                 "greet with JetStream enabled")
         server.info["command"] = " ".join(server.command)
         server.info["streams"] = "file storage, 1 replica, limits retention (defaults)"
         return server
