@@ -18,6 +18,7 @@ Threading: event loop thread only; one asyncio task per fetcher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -101,7 +102,7 @@ class ReplicaFetcher:
                     await self._truncate(untruncated)
                 ready = [f for f in active if f.truncated]
                 if ready:
-                    await self._fetch(ready)
+                    await self._fetch_until_woken(ready)
                 self._backoff = BACKOFF_S
             except asyncio.CancelledError:
                 raise
@@ -113,6 +114,23 @@ class ReplicaFetcher:
                 log.exception("replica fetcher for broker %d failed", self.leader_id)
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+
+    async def _fetch_until_woken(self, followed: list[FollowedPartition]) -> None:
+        """One long-polling fetch, given up when a partition is added meanwhile (its first fetch
+        must not wait for the poll to end); a fetch given up appended nothing."""
+        self._wake.clear()
+        fetch = asyncio.ensure_future(self._fetch(followed))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({fetch, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not fetch.done():
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetch
+        if not fetch.cancelled():
+            fetch.result()  # its errors are the loop's
 
     def _metadata(self) -> list[tuple[str, str]]:
         token = self.manager.token

@@ -53,6 +53,9 @@ from logstore.storage import TopicDescription, validate_topic_name
 
 log = logging.getLogger(__name__)
 
+#: Each step of leaving the cluster gets this long at shutdown.
+STOP_STEP_S = 2.0
+
 #: CreateTopic waits this long for every partition to have a leader known here.
 CREATE_WAIT_S = 15.0
 
@@ -167,7 +170,8 @@ class ClusterNode:
                 record = BrokerRecord(self.broker_id, self.config.advertise, True)
                 await self.etcd.put(self.keys.broker(self.broker_id), record.encode(), lease_id=self.lease_id)
                 deadline = asyncio.get_running_loop().time() + self.config.controlled_shutdown_timeout_ms / 1000
-                while self.replicas.leads() and asyncio.get_running_loop().time() < deadline:
+                while (self.replicas.leads() and self._successors_exist()
+                       and asyncio.get_running_loop().time() < deadline):
                     await asyncio.sleep(0.05)
                 if self.replicas.leads():
                     log.warning("still leading %d partition(s) at shutdown", len(self.replicas.leads()))
@@ -175,23 +179,40 @@ class ClusterNode:
                 log.warning("controlled shutdown could not hand over leaderships: %s", exc)
         await self.stop()
 
+    def _successors_exist(self) -> bool:
+        """Whether some partition this broker leads has another live, not shutting down ISR
+        member to take it over (else waiting for the controller is pointless)."""
+        brokers = self.metadata.brokers
+        for topic, partition in self.replicas.leads():
+            state = self.metadata.state(topic, partition)
+            if state is not None and any(
+                b != self.broker_id and b in brokers and not brokers[b].shutting_down for b in state.isr
+            ):
+                return True
+        return False
+
     async def stop(self) -> None:
+        """Leave the cluster: stop every task, revoke the lease (so that the others see this
+        broker gone at once), close etcd. Each step is bounded: shutdown never hangs on it."""
         self._shutting_down = True
         for task in self._tasks:
             task.cancel()
         if self._reregistering is not None:
             self._reregistering.cancel()
-        await self.controller.stop()
-        await self.fetchers.stop()
-        await self.metadata.stop()
+        steps: list[tuple[str, Any]] = [
+            ("controller", self.controller.stop), ("fetchers", self.fetchers.stop),
+            ("metadata watch", self.metadata.stop),
+        ]
         if self._keepalive is not None:
-            await self._keepalive.stop()
+            steps.append(("lease keepalive", self._keepalive.stop))
         if self.lease_id:
+            steps.append(("lease revoke", lambda: self.etcd.revoke(self.lease_id)))
+        steps.append(("etcd client", self.etcd.close))
+        for name, step in steps:
             try:
-                await self.etcd.revoke(self.lease_id)
+                await asyncio.wait_for(step(), STOP_STEP_S)
             except Exception as exc:
-                log.warning("revoking the lease failed (it expires by itself): %s", exc)
-        await self.etcd.close()
+                log.warning("leaving the cluster: %s did not stop cleanly (%r)", name, exc)
 
     # -- metadata writes -------------------------------------------------------------------------
 
@@ -251,6 +272,7 @@ class ClusterNode:
         while loop.time() < deadline:
             states = [self.metadata.state(name, p) for p in range(partitions)]
             if all(s is not None and s.leader >= 0 for s in states) and self.broker.data_dir.has_topic(name):
+                # (every broker creates the topic's directory, replicas or not: see replicas.py)
                 return
             await asyncio.sleep(0.02)
         raise RequestTimeoutError(

@@ -227,9 +227,9 @@ class ReplicaManager:
         self.known_topics = set(topics)
         for name, topic in topics.items():
             mine = [p for p, replicas in enumerate(topic.assignment) if self.broker_id in replicas]
-            if not mine:
-                continue
             try:
+                # every broker keeps every topic's directory (partitions it holds no copy of stay
+                # empty), so CreateTopic and DescribeTopic answer on any broker
                 self._ensure_local(topic)
             except LogstoreError as exc:
                 log.error("cannot create local topic %s: %s", name, exc)

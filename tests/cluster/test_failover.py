@@ -127,3 +127,13 @@ def test_controlled_shutdown_hands_leadership_over_first(cluster):
     # the leadership moved while the old leader was still up: no lease had to expire
     assert time.monotonic() - started < LEASE_TTL_MS / 1000 + 2
     assert [r.value for r in read_all(cluster.stub(new), topic, 0)] == [b"before"]
+
+
+def test_the_last_broker_stops_without_waiting_for_a_successor(cluster):
+    topic = unique_topic("last")
+    cluster.create_topic(topic, partitions=3, replication_factor=3)
+    for broker in cluster.brokers[:-1]:
+        assert broker.stop() == 0
+    started = time.monotonic()
+    assert cluster.brokers[-1].stop() == 0
+    assert time.monotonic() - started < 5  # controlled_shutdown_timeout_ms is 10 s

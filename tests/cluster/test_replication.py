@@ -102,3 +102,14 @@ def test_share_groups_are_refused_until_their_state_is_replicated(cluster):
         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST",
     )
     assert "share groups are not supported by clustered brokers yet" in error.message
+
+
+def test_any_broker_creates_a_topic_it_holds_no_copy_of(cluster):
+    names = [unique_topic(f"rf1-{i}") for i in range(3)]
+    for name in names:
+        cluster.create_topic(name, partitions=1, replication_factor=1)  # always via broker 1
+    leaders = {cluster.partition(name, 0).leader_id for name in names}
+    assert leaders - {1}, "placement put every copy on broker 1; the case is not exercised"
+    for name in names:
+        leader = cluster.leader_of(name)
+        assert not produce_all(cluster.stub(leader), name, 0, [b"x"]).results[0].error.reason
