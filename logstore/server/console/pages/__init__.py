@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from logstore.server.console.pages import groups, login, messages, overview, topic
+from logstore.server.console.pages import groups, login, messages, overview, queues, topic
 
 if TYPE_CHECKING:
     from logstore.server.console.app import Console
 
 
 def register(console: Console) -> None:
-    for module in (login, overview, topic, messages, groups):
+    for module in (login, overview, topic, messages, groups, queues):
         module.register(console)
