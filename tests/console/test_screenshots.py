@@ -14,7 +14,7 @@ import time
 
 from playwright.sync_api import expect
 
-from logstore import Consumer, Producer
+from logstore import Admin, Consumer, Producer, ShareConsumer
 from tests.console.conftest import screenshot_dir, url
 from tests.server.helpers import create_topic
 
@@ -49,6 +49,23 @@ def _kitchen(address: str, stop: threading.Event) -> None:
             stop.wait(0.2)
 
 
+def _ticket_spike(address: str) -> ShareConsumer:
+    """Share group ``spike`` on ``orders``: a cook takes tickets, spikes most done, throws out a
+    few burnt ones (dead-lettered) and still holds the rest (the caller closes it)."""
+    with Admin(address) as admin:
+        admin.alter_share_group_config("spike", {"dead_letter_topic": "orders.burnt", "backoff": "1s,5s,30s",
+                                                 "lock_ms": "2m"})
+    cook = ShareConsumer(address, "spike", ["orders"], max_records=120)
+    for round_ in range(4):
+        for index, ticket in enumerate(cook.poll(timeout=1.0)):
+            if index % 40 == 7:
+                ticket.reject(error="burnt")
+            elif round_ < 3 and index % 5:
+                ticket.ack()
+    cook.commit()
+    return cook
+
+
 def test_screenshots_of_every_page(chromium, console_broker, stub, tmp_path):
     directory = screenshot_dir(tmp_path)
     create_topic(stub, "orders", partitions=6)
@@ -62,10 +79,13 @@ def test_screenshots_of_every_page(chromium, console_broker, stub, tmp_path):
         "topic": "/topics/orders",
         "messages": "/topics/orders/messages?partition=1&limit=12",
         "group": "/groups/kitchen",
+        "queue": "/queues/spike",
     }
+    cook = None
     try:
         # some history for the charts: longer when the PNGs are being regenerated for the README
         time.sleep(6 if os.environ.get("LOGSTORE_CONSOLE_SCREENSHOTS") else 2)
+        cook = _ticket_spike(console_broker.address)
         context = chromium.new_context(viewport={"width": 1280, "height": 860})
         page = context.new_page()
         for name, path in shots.items():
@@ -82,6 +102,8 @@ def test_screenshots_of_every_page(chromium, console_broker, stub, tmp_path):
         tab.screenshot(path=str(directory / "phone.png"))
         phone.close()
     finally:
+        if cook is not None:
+            cook.close()
         stop.set()
         for worker in workers:
             worker.join()

@@ -42,6 +42,11 @@ principal = "reader"
 resource = "topic"
 name = "public-*"
 operations = ["read"]
+[[acl]]
+principal = "reader"
+resource = "group"
+name = "public-*"
+operations = ["read"]
 """
 
 
@@ -123,6 +128,21 @@ def test_a_bearer_header_works_without_a_session(secured):
     assert status == 403 and "principal &#x27;nobody&#x27; may not read topic" in body
     status, body = get(secured, "/", {"Authorization": "Bearer wrong"})
     assert status == 401 and "NOT_AUTHENTICATED" in body
+
+
+def test_a_token_sees_only_the_share_groups_it_may_read(secured):
+    with Admin(secured.address, token=ADMIN) as admin:
+        for group in ("public-line", "secret-line"):
+            admin.alter_share_group_config(group, {"max_deliveries": 4})
+    reader = {"Authorization": f"Bearer {READER}"}
+    status, body = get(secured, "/queues", reader)
+    assert status == 200 and 'href="/queues/public-line"' in body and "secret-line" not in body
+    status, body = get(secured, "/queues/secret-line", reader)
+    assert status == 403 and "principal &#x27;reader&#x27; may not read group &#x27;secret-line&#x27;" in body
+    status, _, _ = raw(secured, "GET", "/queues/secret-line/events", headers=reader)
+    assert status == 403
+    status, body = get(secured, "/queues", {"Authorization": f"Bearer {ADMIN}"})
+    assert status == 200 and 'href="/queues/secret-line"' in body
 
 
 def test_live_streams_need_credentials_too(secured):
