@@ -133,3 +133,14 @@ def test_bad_group_names_and_dot_dots_are_error_pages(console_broker):
     status, body, _ = raw(console_broker, "GET", "/queues/../../etc/passwd")
     assert status == 404
     assert_clear(body, "no page at")
+
+
+def test_the_queue_page_needs_no_sideways_scrolling_on_a_phone(chromium, console_broker, queue):
+    group, _ = queue
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        phone = context.new_page()
+        phone.goto(url(console_broker, f"/queues/{group}"))
+        assert phone.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    finally:
+        context.close()
