@@ -1,0 +1,285 @@
+"""The coordinators' side of the broker: consumer groups, idempotent producers and transactions,
+and share groups — thin methods that check the broker is open and names are valid, then call the
+coordinator (``groups/``, ``transactions.py``, ``share/``). A mixin of ``Broker``, which owns the
+state named below; split from ``broker.py`` so that each file keeps to one concept.
+
+Threading: event loop thread only, like the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from logstore.broker.config import BrokerConfig
+from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
+from logstore.broker.groups.offsets import OffsetStore
+from logstore.broker.positions import reset_target
+from logstore.broker.producer_state import PartitionProducerState
+from logstore.broker.share import (
+    AckRange,
+    AcquiredPartition,
+    ShareCoordinator,
+    ShareGroupConfig,
+    ShareGroupInfo,
+)
+from logstore.broker.share.types import AckResult, SharePartitionInfo
+from logstore.broker.transactions import TransactionCoordinator
+from logstore.broker.types import (
+    GroupInfo,
+    MemberInfo,
+    OffsetInfo,
+)
+from logstore.broker.wakeups import Wakeups
+from logstore.errors import (
+    GroupNotEmptyError,
+    LogstoreError,
+    OffsetOutOfRangeError,
+    UnknownGroupError,
+    UnstableOffsetCommitError,
+)
+from logstore.storage import DataDir, validate_topic_name
+
+
+class CoordinatorCalls:
+    """Provided by ``Broker``."""
+
+    data_dir: DataDir
+    config: BrokerConfig
+    closing: bool
+    offsets: OffsetStore
+    groups: GroupCoordinator
+    transactions: TransactionCoordinator
+    shares: ShareCoordinator
+    _wakeups: Wakeups
+    _producer_states: dict[tuple[str, int], PartitionProducerState]
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    # -- consumer groups ----------------------------------------------------------------------------
+
+    def group_heartbeat(self, group_id: str, member_id: str, member_epoch: int, **options: Any) -> HeartbeatResult:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        for topic in options.get("topics") or ():
+            validate_topic_name(topic)
+        return self.groups.heartbeat(group_id, member_id, member_epoch, **options)
+
+    def _offset_info(self, group_id: str, topic: str, partition: int) -> OffsetInfo:
+        committed = self.offsets.get(group_id, topic, partition)
+        try:
+            partition_log = self.data_dir.log(topic, partition)
+        except LogstoreError as exc:
+            return OffsetInfo(topic, partition, error=exc)
+        end = partition_log.log_end_offset
+        if committed is None:
+            return OffsetInfo(topic, partition, -1, "", end, end - partition_log.log_start_offset)
+        return OffsetInfo(
+            topic, partition, committed.offset, committed.metadata, end,
+            max(end - committed.offset, 0), committed.commit_timestamp_ms,
+        )
+
+    def commit_offsets(
+        self, group_id: str, member_id: str, member_epoch: int, offsets: Sequence[tuple[str, int, int, str]]
+    ) -> list[tuple[str, int, LogstoreError | None]]:
+        """Commit (topic, partition, offset, metadata) for a group. A fenced or unknown member
+        is refused whole; a partition not assigned to it, unknown, or an offset outside
+        [log start, log end] is refused for that partition only."""
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        group = self.groups.groups.get(group_id)
+        self.groups.check_member(group_id, member_id, member_epoch, [])
+        results: list[tuple[str, int, LogstoreError | None]] = []
+        accepted = []
+        for topic, partition, offset, metadata in offsets:
+            try:
+                if member_id and group is not None:
+                    self.groups.check_member(group_id, member_id, member_epoch, [(topic, partition)])
+                partition_log = self.data_dir.log(topic, partition)
+                if not 0 <= offset <= partition_log.log_end_offset:
+                    raise OffsetOutOfRangeError(
+                        topic=topic, partition=partition, offset=offset,
+                        log_start_offset=partition_log.log_start_offset,
+                        log_end_offset=partition_log.log_end_offset,
+                    )
+                accepted.append((topic, partition, offset, metadata))
+                results.append((topic, partition, None))
+            except LogstoreError as exc:
+                results.append((topic, partition, exc))
+        self.offsets.commit(group_id, accepted)
+        return results
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Sequence[tuple[str, int]] | None = None, require_stable: bool = False
+    ) -> list[OffsetInfo]:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        wanted = list(partitions) if partitions else sorted(self.offsets.committed(group_id))
+        if require_stable:
+            pending = self.transactions.pending_offsets(group_id) & set(wanted)
+            if pending:
+                topic, partition = sorted(pending)[0]
+                raise UnstableOffsetCommitError(
+                    f"group {group_id!r} has a transactional offset commit pending for {topic}/{partition}",
+                    group_id=group_id, topic=topic, partition=partition,
+                )
+        return [self._offset_info(group_id, topic, partition) for topic, partition in wanted]
+
+    def list_groups(self) -> list[tuple[str, str, int]]:
+        self._check_open()
+        names = set(self.offsets.groups()) | set(self.groups.groups)
+        result = []
+        for name in sorted(names):
+            group = self.groups.groups.get(name)
+            state = group.state if group is not None else "empty"
+            result.append((name, state, len(group.members) if group else 0))
+        return result
+
+    def describe_group(self, group_id: str) -> GroupInfo:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        group = self.groups.groups.get(group_id)
+        committed = self.offsets.committed(group_id)
+        if group is None and not committed:
+            raise UnknownGroupError(group_id)
+        members = []
+        partitions = set(committed)
+        if group is not None:
+            for member in sorted(group.members.values(), key=lambda m: m.member_id):
+                members.append(
+                    MemberInfo(
+                        member.member_id, member.instance_id, member.member_epoch, list(member.topics),
+                        sorted(member.assigned), sorted(member.revoking),
+                    )
+                )
+                partitions |= member.assigned | member.revoking
+        return GroupInfo(
+            group_id,
+            group.state if group is not None else "empty",
+            group.assignor if group is not None else "",
+            group.group_epoch if group is not None else 0,
+            members,
+            [self._offset_info(group_id, t, p) for t, p in sorted(partitions)],
+        )
+
+    def delete_group(self, group_id: str) -> None:
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        active = self.groups.active_members(group_id)
+        if active:
+            raise GroupNotEmptyError(group_id, active)
+        if group_id not in self.groups.groups and not self.offsets.committed(group_id):
+            raise UnknownGroupError(group_id)
+        self.offsets.delete_group(group_id)
+        self.groups.forget(group_id)
+
+    def reset_offsets(
+        self, group_id: str, topic: str, partitions: Sequence[int], spec: str,
+        offset: int = 0, timestamp_ms: int = 0, dry_run: bool = False,
+    ) -> list[OffsetInfo]:
+        """Move an inactive group's offsets of ``topic`` to earliest, latest, an offset or a time."""
+        self._check_open()
+        validate_topic_name(group_id, kind="group")
+        validate_topic_name(topic)  # a bad argument is refused whatever the group's state
+        active = self.groups.active_members(group_id)
+        if active:
+            raise GroupNotEmptyError(group_id, active)
+        count = self.data_dir.topic(topic).partitions
+        chosen = list(partitions) or list(range(count))
+        entries = []
+        for partition in chosen:
+            target = reset_target(self.data_dir.log(topic, partition), spec, offset, timestamp_ms)
+            entries.append((topic, partition, target, ""))
+        if not dry_run:
+            self.offsets.commit(group_id, entries)
+            return [self._offset_info(group_id, t, p) for t, p, _, _ in entries]
+        return [
+            OffsetInfo(t, p, o, "", self.data_dir.log(t, p).log_end_offset,
+                       self.data_dir.log(t, p).log_end_offset - o)
+            for t, p, o, _ in entries
+        ]
+
+    # -- idempotent producers and transactions -----------------------------------------------------
+
+    def init_producer_id(self, transactional_id: str = "", timeout_ms: int = 0) -> tuple[int, int]:
+        self._check_open()
+        if transactional_id:
+            validate_topic_name(transactional_id, kind="transactional id")
+        producer_id, epoch = self.transactions.init_producer_id(transactional_id, timeout_ms)
+        if epoch:
+            for state in self._producer_states.values():
+                state.fence(producer_id, epoch)  # the old instance is refused everywhere
+        return producer_id, epoch
+
+    def add_partitions_to_txn(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: Sequence[tuple[str, int]]
+    ) -> None:
+        self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
+        for topic, _ in partitions:  # a bad argument is refused whatever the transaction's state
+            validate_topic_name(topic)
+        self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, list(partitions))
+
+    def txn_offset_commit(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str,
+        member_id: str, member_epoch: int, offsets: Sequence[tuple[str, int, int, str]],
+    ) -> None:
+        self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
+        validate_topic_name(group_id, kind="group")
+        for topic, _, _, _ in offsets:
+            validate_topic_name(topic)
+        if member_id:
+            self.groups.check_member(group_id, member_id, member_epoch, [(t, p) for t, p, _, _ in offsets])
+        for topic, partition, offset, _ in offsets:
+            partition_log = self.data_dir.log(topic, partition)
+            if not 0 <= offset <= partition_log.log_end_offset:
+                raise OffsetOutOfRangeError(
+                    topic=topic, partition=partition, offset=offset,
+                    log_start_offset=partition_log.log_start_offset,
+                    log_end_offset=partition_log.log_end_offset,
+                )
+        self.transactions.add_offsets(transactional_id, producer_id, producer_epoch, group_id, list(offsets))
+
+    def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> None:
+        self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
+        self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
+        self._wakeups.wake_all()
+
+    # -- share groups (the logic is in broker/share/) -----------------------------------------------
+
+    async def share_fetch(
+        self, group_id: str, member_id: str, topics: Sequence[str], **options: Any
+    ) -> tuple[list[AckResult], list[AcquiredPartition]]:
+        self._check_open()
+        options["max_wait_ms"] = min(options.get("max_wait_ms", 0), self.config.max_wait_ms)
+        options["max_bytes"] = min(options.get("max_bytes") or (1 << 20), self.config.max_fetch_bytes)
+        return await self.shares.fetch(group_id, member_id, topics, closing=lambda: self.closing, **options)
+
+    async def share_acknowledge(
+        self, group_id: str, member_id: str, acks: Sequence[AckRange], **options: Any
+    ) -> list[AckResult]:
+        self._check_open()
+        return await self.shares.acknowledge(group_id, member_id, acks, **options)
+
+    def list_share_groups(self) -> list[tuple[str, int, int]]:
+        self._check_open()
+        return self.shares.list_groups()
+
+    def describe_share_group(self, group_id: str) -> ShareGroupInfo:
+        self._check_open()
+        return self.shares.describe(group_id)
+
+    async def alter_share_group_config(
+        self, group_id: str, set_keys: dict[str, Any], reset_keys: Sequence[str]
+    ) -> ShareGroupConfig:
+        self._check_open()
+        return await self.shares.alter_config(group_id, set_keys, reset_keys)
+
+    async def reset_share_group(
+        self, group_id: str, topic: str, partitions: Sequence[int], spec: str, offset: int = 0
+    ) -> list[SharePartitionInfo]:
+        self._check_open()
+        return await self.shares.reset(group_id, topic, partitions, spec, offset)
