@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO_ROOT, Progress, Result
+from bench.paths import folder
 
 DEFAULT_WORK_DIR = REPO_ROOT / "bench" / ".data"
 SIZES = (100, 1024)
@@ -81,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kills", type=int, metavar="N",
                        help=f"leader SIGKILLs of the failover measurement; 0 skips it (default "
                             f"{FULL.kills}; --quick {QUICK.kills})")
-    group.add_argument("--work-dir", type=Path, metavar="DIR",
+    group.add_argument("--work-dir", type=folder, metavar="DIR",
                        default=Path(os.environ.get("LOGSTORE_BENCH_DIR", DEFAULT_WORK_DIR)),
                        help="where the servers' directories go (default $LOGSTORE_BENCH_DIR or "
                             "bench/.data: a real disk, not tmpfs)")
