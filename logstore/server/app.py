@@ -81,6 +81,19 @@ def cluster_view(cluster: Any) -> Callable[[], ClusterView]:
     return view
 
 
+def placement_view(cluster: Any) -> Callable[[str, int], tuple[str, str]]:
+    """The topic page's leader and ISR columns, from the cluster's metadata."""
+
+    def view(topic: str, partition: int) -> tuple[str, str]:
+        state = cluster.metadata.state(topic, partition)
+        if state is None:
+            return "unknown", ""
+        leader = f"broker {state.leader}" if state.leader >= 0 else "none (offline)"
+        return leader, ", ".join(str(b) for b in state.isr)
+
+    return view
+
+
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     """TLS credentials from the config's PEM files, or None for plaintext."""
     if not config.tls_cert and not config.tls_key:
@@ -220,6 +233,7 @@ async def run(config: ServerConfig) -> int:
     )
     if cluster is not None:
         console.cluster_view = cluster_view(cluster)
+        console.placement_view = placement_view(cluster)
     http: HttpServer | None = None
     if config.metrics_listen:
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from logstore.api.v1 import cluster_pb2, logstore_pb2_grpc
+from logstore.api.v1 import admin_pb2, cluster_pb2, logstore_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +39,12 @@ def test_up_starts_a_cluster_and_down_stops_it(tmp_path):
         with urllib.request.urlopen(f"http://{host}:7071/", timeout=10) as page:
             overview = page.read().decode()
         assert "Under-replicated partitions" in overview and broker["address"] in overview
+        with grpc.insecure_channel(broker["address"]) as channel:
+            logstore_pb2_grpc.LogStoreStub(channel).CreateTopic(
+                admin_pb2.CreateTopicRequest(name="seen", partitions=1), timeout=20)
+        with urllib.request.urlopen(f"http://{host}:7071/topics/seen", timeout=10) as page:
+            topic_page = page.read().decode()
+        assert "broker 1" in topic_page  # the leader, from the cluster's metadata
     finally:
         stopped = run("down", "--dir", str(directory))
     assert stopped.returncode == 0, stopped.stderr

@@ -88,6 +88,8 @@ class Console:
         self.layout = Layout()
         #: Set by the cluster layer when clustered (``pages.overview.ClusterView``); None = single node.
         self.cluster_view: Any = None
+        #: Set when clustered: (topic, partition) -> (leader, ISR) as text for the topic page.
+        self.placement_view: Any = None
         self.router = Router()
         self.sessions = Sessions(security)
         self.sampler = Sampler(broker, metrics)

@@ -99,11 +99,12 @@ def _actions(ctx: Context, description: TopicDescription) -> str:
 async def topic_page(ctx: Context, topic: str) -> Response:
     description = _describe(ctx, topic)
     values = _values(ctx, description)
+    placement = ctx.console.placement_view or (lambda topic, partition: ("this broker", "this broker"))
     partitions = [
         row(
             str(p.partition), values[f"p{p.partition}.start"], values[f"p{p.partition}.end"],
             values[f"p{p.partition}.records"], values[f"p{p.partition}.size"], values[f"p{p.partition}.segments"],
-            "this broker", "this broker",
+            *(esc(text) for text in placement(topic, p.partition)),
             f"<a href={attr(topic_url(topic, f'/messages?partition={p.partition}'))}>browse</a>",
             live=(None, f"p{p.partition}.start", f"p{p.partition}.end", f"p{p.partition}.records",
                   f"p{p.partition}.size", f"p{p.partition}.segments"),
