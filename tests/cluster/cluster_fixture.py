@@ -132,6 +132,9 @@ class LogstoreCluster:
         return self.wait_for(isr, timeout_s, f"an ISR of {size} for {topic}/{partition}")
 
     def create_topic(self, name: str, partitions: int = 1, replication_factor: int = 3, **config: str) -> None:
+        """Create it, then wait until every running broker's metadata has every partition's
+        leader (brokers follow etcd independently: the one that answered CreateTopic may know
+        before the others do; a client would retry UNKNOWN_TOPIC / NOT_LEADER meanwhile)."""
         with self.channel(self.running()[0].address) as channel:
             stub = logstore_pb2_grpc.LogStoreStub(channel)
             stub.CreateTopic(
@@ -139,6 +142,22 @@ class LogstoreCluster:
                     name=name, partitions=partitions, replication_factor=replication_factor, config=config
                 ),
                 timeout=30,
+            )
+        for broker in self.running():
+            self.wait_for(
+                lambda b=broker: all(  # type: ignore[misc]
+                    p.leader_id >= 0 for p in self.metadata([name], via=b).topics[0].partitions
+                ) and len(self.metadata([name], via=b).topics[0].partitions) == partitions,
+                what=f"{name}'s leaders known to broker {broker.broker_id}",
+            )
+
+    def wait_for_members(self) -> None:
+        """Every running broker's metadata lists every running broker."""
+        ids = {b.broker_id for b in self.running()}
+        for broker in self.running():
+            self.wait_for(
+                lambda b=broker: {x.broker_id for x in self.metadata(via=b).brokers} >= ids,  # type: ignore[misc]
+                what=f"broker {broker.broker_id} seeing every broker",
             )
 
     def kill(self) -> None:
@@ -180,6 +199,7 @@ def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[...,
         cluster = LogstoreCluster(etcd, members, token)
         started.append(cluster)
         cluster.wait_for(lambda: cluster.metadata().controller_id > 0, what="a controller")
+        cluster.wait_for_members()
         return cluster
 
     yield factory
