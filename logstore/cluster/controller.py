@@ -34,6 +34,7 @@ import json
 import logging
 from typing import Any
 
+from logstore.cluster.etcd import Compare, Op
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.records import Keys, PartitionState
 
@@ -169,8 +170,6 @@ class Controller:
         return PartitionState(leader, state.leader_epoch + 1, isr, self.epoch)
 
     async def _write(self, topic: str, partition: int, state: PartitionState, mod_revision: int | None) -> None:
-        from logstore.cluster.etcd import Compare, Op
-
         key = self.keys.partition(topic, partition)
         compares = [Compare.create_revision(self.keys.controller) == self.epoch]
         if mod_revision is None:
@@ -183,18 +182,8 @@ class Controller:
                      state.leader_epoch, list(state.isr))
             return
         held = self.metadata.controller
-        kv = _first_kv(result)
-        if kv is None or int(kv.create_revision) != self.epoch:
+        kvs = result.responses[0].kvs if result.responses else ()  # the failure branch's get
+        if not kvs or kvs[0].create_revision != self.epoch:
             log.warning("deposed as controller (epoch %d; the key is now %s)", self.epoch, held)
             self.epoch = 0
 
-
-def _first_kv(result: Any) -> Any:
-    """The controller key from a failed transaction's get, or None if it is gone."""
-    for response in getattr(result, "responses", ()) or ():
-        kvs = getattr(response, "kvs", None)
-        if kvs:
-            return kvs[0]
-        if getattr(response, "key", None) is not None:
-            return response
-    return None

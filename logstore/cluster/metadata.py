@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from logstore.cluster.etcd import EtcdCompactedError
+from logstore.cluster.etcd import EtcdCompactedError, EventType
 from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class MetadataCache:
             try:
                 async for event in self.etcd.watch_prefix(self.keys.prefix, self.revision + 1):
                     key = _text(event.kv.key)
-                    if _is_delete(event):
+                    if event.type is EventType.DELETE:
                         self._delete(key)
                     else:
                         self._put(key, event.kv)
@@ -144,8 +144,3 @@ class MetadataCache:
         record = self.brokers.get(broker_id)
         return record.address if record else None
 
-
-def _is_delete(event: Any) -> bool:
-    kind = getattr(event, "type", "")
-    name = getattr(kind, "name", kind)
-    return str(name).upper().endswith("DELETE")

@@ -31,7 +31,6 @@ from typing import Any
 
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
-from logstore.broker.internal import partition_for
 from logstore.cluster.config import ClusterConfig
 from logstore.cluster.controller import Controller
 from logstore.cluster.etcd import Compare, EtcdClient, EtcdError, Op
@@ -307,7 +306,7 @@ class ClusterNode:
         live = sorted(self.metadata.brokers)
         if not live:
             raise MetadataUnavailableError("no live broker is known")
-        broker_id = live[partition_for(key, 1)]
+        broker_id = live[0]
         return broker_id, self.metadata.brokers[broker_id].address
 
     def metadata_response(self, names: list[str]) -> tuple[cluster_pb2.MetadataResponse, list[str]]:

@@ -13,7 +13,6 @@ from typing import Any
 
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
-from logstore.broker.internal import partition_for
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownTopicError
 from logstore.server.auth import Authorizer
 from logstore.server.errors import error_detail
@@ -131,8 +130,3 @@ class ClusterServiceMixin:
             raise InvalidRequestError("this broker is not part of a cluster", field="replica_id")
         self.authorizer.check("cluster", "replication", "replica")  # a broker principal
 
-
-def coordinator_partition(key: str, partitions: int) -> int:
-    """The internal-topic partition a group or transactional id hashes to (as the broker's
-    coordinators place it)."""
-    return partition_for(key, partitions)
