@@ -537,7 +537,9 @@ class Broker(CoordinatorCalls):
                 )
         if group is not None:
             validate_topic_name(group[0], kind="group")
-        if group is not None and group[1]:
+        if group is not None and group[1] and self._coordinates(group[0]):
+            # (in a cluster only the group's coordinator knows its members; a partition's
+            # leader elsewhere serves the fetch, as Kafka's do)
             group_id, member_id, member_epoch = group
             self.groups.check_member(
                 group_id, member_id, member_epoch, [(item.topic, item.partition) for item in items]
