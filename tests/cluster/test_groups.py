@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-from logstore import Consumer, Producer
+from logstore import Admin, Consumer, Producer
 from logstore.api.v1 import cluster_pb2, groups_pb2
 from logstore.broker.internal import OFFSETS_TOPIC, partition_for
 from tests.server.helpers import expect_failure, unique_topic
@@ -90,6 +90,21 @@ def test_a_broker_that_does_not_coordinate_the_group_answers_not_coordinator(clu
         grpc.StatusCode.UNAVAILABLE, "NOT_COORDINATOR",
     )
     assert error.metadata["coordinator_id"] == str(leader)
+
+
+def test_admin_group_calls_go_to_each_group_coordinator(cluster):
+    topic = offsets_topic(cluster)
+    names = [groups_led_by(topic, b.broker_id, 1, "admin")[0] for b in cluster.brokers]
+    topic_name = unique_topic("admin-groups")
+    cluster.create_topic(topic_name, partitions=1)
+    for name in names:
+        stub, _ = coordinator_stub(cluster, name)
+        assert stub.CommitOffsets(commit_request(name, topic_name, 0), timeout=TIMEOUT_S).results[0].error.reason == ""
+    with Admin(cluster.bootstrap) as admin:
+        for name in names:
+            assert [(o.topic, o.offset) for o in admin.fetch_committed(name)] == [(topic_name, 0)]
+            assert admin.describe_group(name).group_id == name
+        assert set(names) <= {g.group_id for g in admin.list_groups()}
 
 
 @pytest.fixture(scope="module")
