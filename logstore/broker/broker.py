@@ -66,7 +66,10 @@ SUBSCRIBE_IDLE_S = 1.0
 
 
 class Broker(CoordinatorCalls):
-    def __init__(self, data_dir: DataDir, config: BrokerConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, data_dir: DataDir, config: BrokerConfig, loop: asyncio.AbstractEventLoop,
+                 *, clustered: bool = False) -> None:
+        """``clustered``: the broker is about to join a cluster (its internal partitions are
+        replicas there, written only as their leader: nothing is written to them at start-up)."""
         self.data_dir = data_dir
         self.config = config
         self._loop = loop
@@ -78,7 +81,7 @@ class Broker(CoordinatorCalls):
         #: Set by the cluster layer on a clustered broker; None on a single node.
         self.replication: Replication | None = None
         clock = data_dir.clock
-        self.offsets = OffsetStore(data_dir, clock, config.offsets_topic_partitions)
+        self.offsets = OffsetStore(data_dir, clock, config.offsets_topic_partitions, clamp=not clustered)
         self.groups = GroupCoordinator(data_dir, clock, config.group_heartbeat_interval_ms)
         self._producer_states: dict[tuple[str, int], PartitionProducerState] = {}
         self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
@@ -118,14 +121,15 @@ class Broker(CoordinatorCalls):
             await asyncio.sleep(self.config.housekeeping_interval_ms / 1000)
 
     @classmethod
-    def open(cls, path: str | Path, config: BrokerConfig | None = None, *, background: bool = True) -> Broker:
+    def open(cls, path: str | Path, config: BrokerConfig | None = None, *, background: bool = True,
+             clustered: bool = False) -> Broker:
         """Open the data directory at ``path`` (recovering it if needed); call on the loop."""
         config = config or BrokerConfig()
         data_dir = DataDir.open(
             path, defaults=config.topic_defaults, limits=config.limits,
             intervals=config.maintenance, background=background,
         )
-        return cls(data_dir, config, asyncio.get_running_loop())
+        return cls(data_dir, config, asyncio.get_running_loop(), clustered=clustered)
 
     def begin_shutdown(self) -> None:
         """Refuse new work (ShuttingDownError) and wake every long poll and subscription."""

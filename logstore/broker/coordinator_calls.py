@@ -42,7 +42,7 @@ from logstore.errors import (
     UnknownGroupError,
     UnstableOffsetCommitError,
 )
-from logstore.storage import DataDir, validate_topic_name
+from logstore.storage import DataDir, PartitionLog, validate_topic_name
 
 
 class CoordinatorCalls:
@@ -151,7 +151,8 @@ class CoordinatorCalls:
                 if member_id and group is not None:
                     self.groups.check_member(group_id, member_id, member_epoch, [(topic, partition)])
                 partition_log = self.data_dir.log(topic, partition)
-                if not 0 <= offset <= partition_log.log_end_offset:
+                limit = self._commit_limit(partition_log)
+                if offset < 0 or (limit is not None and offset > limit):
                     raise OffsetOutOfRangeError(
                         topic=topic, partition=partition, offset=offset,
                         log_start_offset=partition_log.log_start_offset,
@@ -163,6 +164,17 @@ class CoordinatorCalls:
                 results.append((topic, partition, exc))
         self.offsets.commit(group_id, accepted)
         return results
+
+    def _commit_limit(self, partition_log: PartitionLog) -> int | None:
+        """The highest offset a commit of the partition may name: its log end — in a cluster only
+        where this broker leads it (a follower's copy may lag the leader consumers read from, and
+        a broker may hold no copy at all), else None (no upper bound, as in Kafka)."""
+        if self.replication is not None:
+            try:
+                self.replication.leader_epoch(partition_log.topic, partition_log.partition)
+            except LogstoreError:
+                return None
+        return partition_log.log_end_offset
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[tuple[str, int]] | None = None, require_stable: bool = False

@@ -107,6 +107,20 @@ def test_admin_group_calls_go_to_each_group_coordinator(cluster):
         assert set(names) <= {g.group_id for g in admin.list_groups()}
 
 
+def test_a_coordinator_without_a_copy_of_the_partition_accepts_a_commit_up_to_its_leaders_end(cluster):
+    topic_name = unique_topic("no-copy")
+    cluster.create_topic(topic_name, partitions=1, replication_factor=1)
+    leader = cluster.leader_of(topic_name)
+    with Producer(cluster.bootstrap, acks="all") as producer:
+        producer.send_batch(topic_name, [b"x"] * 10, partition=0).result(timeout=30)
+    other = next(b for b in cluster.brokers if b is not leader)
+    (group_id,) = groups_led_by(offsets_topic(cluster), other.broker_id, 1, "no-copy")
+    stub, coordinator = coordinator_stub(cluster, group_id)
+    assert coordinator == other.broker_id
+    result = stub.CommitOffsets(commit_request(group_id, topic_name, 10), timeout=TIMEOUT_S).results[0]
+    assert result.error.reason == "", result.error
+
+
 @pytest.fixture(scope="module")
 def failover(cluster):
     """A group that committed through a Consumer and a raw member that joined and committed,

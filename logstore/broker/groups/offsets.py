@@ -67,7 +67,10 @@ class Committed(NamedTuple):
 
 
 class OffsetStore:
-    def __init__(self, data_dir: DataDir, clock: Clock, partitions: int = 4) -> None:
+    def __init__(self, data_dir: DataDir, clock: Clock, partitions: int = 4, *, clamp: bool = True) -> None:
+        """``clamp``: move committed offsets past their log end back (a single node, see
+        ``_clamp_to_log_ends``); a clustered broker does not: its copies of other partitions
+        may lag their leaders, and it writes its internal partitions only as their leader."""
         self.data_dir = data_dir
         self.clock = clock
         self._logs = ensure_topic(data_dir, OFFSETS_TOPIC, partitions)
@@ -84,7 +87,8 @@ class OffsetStore:
         suspects: list[tuple[str, TopicPartition]] = []  # maybe past their log end
         for partition_log in self._logs:
             suspects += self._load(partition_log, log_ends)
-        self._clamp_to_log_ends(suspects, log_ends)
+        if clamp:
+            self._clamp_to_log_ends(suspects, log_ends)
 
     def _log_ends(self) -> dict[str, np.ndarray]:
         """topic -> the log end offset of each of its partitions."""
