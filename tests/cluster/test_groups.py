@@ -133,7 +133,7 @@ def failover(cluster):
             producer.send_batch(topic_name, values, partition=partition).result(timeout=30)
     offsets = offsets_topic(cluster)
     victim = cluster.broker(offsets.partitions[0].leader_id)
-    resume, zombie = groups_led_by(offsets, victim.broker_id, 2, "failover")
+    resume, zombie, live = groups_led_by(offsets, victim.broker_id, 3, "failover")
 
     with Consumer(cluster.bootstrap, group_id=resume, auto_offset_reset="earliest",
                   enable_auto_commit=False) as consumer:
@@ -145,6 +145,14 @@ def failover(cluster):
         assert seen >= RECORDS_PER_PARTITION // 2, "consumed too little before the kill"
         committed = consumer.commit()
 
+    follower = Consumer(cluster.bootstrap, group_id=live, auto_offset_reset="earliest",
+                        enable_auto_commit=False)
+    follower.subscribe(topic_name)
+    deadline = time.monotonic() + 30
+    while not follower.poll(timeout=0.5) and time.monotonic() < deadline:
+        pass
+    follower.commit()
+
     stub = cluster.stub(victim)
     joined = stub.GroupHeartbeat(groups_pb2.GroupHeartbeatRequest(
         group_id=zombie, member_epoch=0, topics=[topic_name], session_timeout_ms=30_000,
@@ -155,8 +163,9 @@ def failover(cluster):
     victim.kill()
     after = offsets_topic(cluster)
     assert {p.leader_id for p in after.partitions}.isdisjoint({victim.broker_id})
-    return {"topic": topic_name, "resume": resume, "zombie": zombie, "committed": committed,
-            "member": joined, "victim": victim}
+    yield {"topic": topic_name, "resume": resume, "zombie": zombie, "committed": committed,
+           "member": joined, "victim": victim, "follower": follower}
+    follower.close()
 
 
 def test_committed_offsets_survive_a_sigkill_of_the_coordinator_and_consumers_resume_from_them(cluster, failover):
@@ -174,6 +183,23 @@ def test_committed_offsets_survive_a_sigkill_of_the_coordinator_and_consumers_re
     for tp, offset in committed.items():
         got = [r.offset for r in records if r.partition == tp.partition]
         assert got == list(range(offset, RECORDS_PER_PARTITION)), f"{tp}: resumed at {got[:1]}, committed {offset}"
+
+
+def test_a_live_consumer_follows_its_group_to_the_new_coordinator(cluster, failover):
+    consumer = failover["follower"]
+    deadline = time.monotonic() + 30
+    ends = None
+    while time.monotonic() < deadline:
+        consumer.poll(timeout=0.5)
+        held = consumer.assignment()
+        if len(held) == 2:
+            ends = ends or consumer.end_offsets()
+            if all(consumer.position(tp) >= ends[tp] for tp in held):
+                break
+    else:
+        raise AssertionError(f"the consumer did not read to the end after the kill (holds {consumer.assignment()})")
+    assert consumer.commit() == ends
+    assert consumer.committed() == ends
 
 
 def test_a_zombie_member_is_fenced_by_the_new_coordinator(cluster, failover):
