@@ -172,6 +172,7 @@ class Broker(CoordinatorCalls):
         for key in [k for k in self._producer_states if k[0] == name]:
             del self._producer_states[key]
         self.transactions.topic_deleted(name)
+        self._take_over_all()  # (a cluster: the offsets partitions led here, loaded)
         self.offsets.delete_topic(name)
         self.shares.topic_deleted(name)
         self._wakeups.wake_all()

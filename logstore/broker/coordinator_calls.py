@@ -88,6 +88,16 @@ class CoordinatorCalls:
             count = self.offsets.partitions
             self.groups.forget_where(lambda g: partition_for(g, count) == partition)
 
+    def _take_over_all(self) -> None:
+        """``_take_over`` every partition this broker leads (in a cluster)."""
+        if self.replication is None:
+            return
+        for partition in range(self.offsets.partitions):
+            try:
+                self._take_over(partition)
+            except LogstoreError:
+                pass  # led by another broker
+
     def _coordinates(self, group_id: str) -> bool:
         """Whether this broker coordinates ``group_id`` (always on a single node)."""
         try:
@@ -196,12 +206,7 @@ class CoordinatorCalls:
     def list_groups(self) -> list[tuple[str, str, int]]:
         """Every group (in a cluster: every group this broker coordinates)."""
         self._check_open()
-        if self.replication is not None:
-            for partition in range(self.offsets.partitions):
-                try:
-                    self._take_over(partition)
-                except LogstoreError:
-                    pass  # led by another broker
+        self._take_over_all()
         names = set(self.offsets.groups()) | set(self.groups.groups)
         names = {n for n in names if self.offsets.leads_loaded(self.offsets.partition_of(n))}
         result = []

@@ -305,12 +305,7 @@ class OffsetStore:
 
     def delete_topic(self, topic: str) -> None:
         """The offsets of a deleted topic go with it, in every group (in a cluster, every group
-        coordinated here: each coordinator deletes its own groups' offsets)."""
-        for partition in range(len(self._logs)):
-            try:
-                self.current(partition)
-            except LogstoreError:
-                pass  # led elsewhere: its leader deletes them
+        coordinated here, loaded by the caller: each coordinator deletes its own groups' offsets)."""
         for group in list(self._offsets):
             if self.leads_loaded(partition_for(group, len(self._logs))):
                 self._delete(group, [tp for tp in self._group(group) or {} if tp[0] == topic])
