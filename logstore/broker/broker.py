@@ -112,6 +112,7 @@ class Broker(CoordinatorCalls):
     async def _housekeep(self) -> None:
         while not self.closing:
             try:
+                self.release_unled_groups()
                 self.groups.expire()
                 self.transactions.expire()
                 self.shares.expire()

@@ -98,6 +98,14 @@ class CoordinatorCalls:
             except LogstoreError:
                 pass  # led by another broker
 
+    def release_unled_groups(self) -> None:
+        """Unload the groups of the offsets partitions this broker stopped leading (a cluster;
+        housekeeping): their committed offsets and memberships."""
+        released = set(self.offsets.release_unled())
+        if released:
+            count = self.offsets.partitions
+            self.groups.forget_where(lambda g: partition_for(g, count) in released)
+
     def _coordinates(self, group_id: str) -> bool:
         """Whether this broker coordinates ``group_id`` (always on a single node)."""
         try:

@@ -1,5 +1,6 @@
 """Committed offsets under a cluster's leadership hook: a partition's state is reloaded from its
-log at each new leader epoch, and snapshotted only while it is led at the epoch it was loaded at."""
+log at each new leader epoch, snapshotted only while it is led at the epoch it was loaded at, and
+unloaded once it is not led."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def test_a_partition_is_reloaded_at_a_new_leader_epoch_and_snapshotted_only_whil
 
             epoch[0] = None  # leadership moved away
             assert store.take_snapshots(force=True) == []
+            broker.release_unled_groups()  # (housekeeping) unloaded
+            assert store.get("g", "t", 0) is None
             with pytest.raises(NotLeaderError):
                 store.current(led)
 

@@ -20,7 +20,8 @@ the leader of the partition the group hashes to (``partition_of``). ``leadership
 broker) says at which leader epoch this broker leads a partition, or raises ``NotLeaderError``;
 a partition's state is (re)loaded from its snapshot and log the first time it is used at a new
 leader epoch (``current``), so a broker that becomes leader serves exactly what the log holds,
-and the state of a partition it no longer leads is never consulted, written, or snapshotted.
+and the state of a partition it no longer leads is never consulted, written, or snapshotted
+(and dropped by ``release_unled``, at housekeeping).
 On a single node ``leadership`` is None: every partition is led here, at epoch 0.
 
 Threading: event loop thread only (appends to the internal topic wait for its fsync inline; they
@@ -81,7 +82,8 @@ class OffsetStore:
         #: In a cluster: partition -> this broker's leader epoch of it (raises NotLeaderError);
         #: None on a single node.
         self.leadership: Callable[[int], int] | None = None
-        #: per partition: the leader epoch its state in memory was loaded at (0: at start-up)
+        #: per partition: the leader epoch its state in memory was loaded at (0: at start-up,
+        #: -1: released, see ``release_unled``)
         self._loaded_epochs = [0] * len(self._logs)
         log_ends = self._log_ends()
         suspects: list[tuple[str, TopicPartition]] = []  # maybe past their log end
@@ -188,6 +190,18 @@ class OffsetStore:
         self._load(self._logs[partition], self._log_ends())  # (clamping would write: not here)
         self._loaded_epochs[partition] = epoch
         return True
+
+    def release_unled(self) -> list[int]:
+        """Drop the state of the partitions this broker no longer leads at the epoch they were
+        loaded at (a cluster); returns them. They are loaded again if it leads them again."""
+        if self.leadership is None:
+            return []
+        released = [p for p in range(len(self._logs)) if self._loaded_epochs[p] >= 0 and not self.leads_loaded(p)]
+        for partition in released:
+            for group in [g for g in self._offsets if partition_for(g, len(self._logs)) == partition]:
+                del self._offsets[group]
+            self._loaded_epochs[partition] = -1  # never a leader epoch: the next use reloads
+        return released
 
     def take_snapshots(self, *, force: bool = False) -> list[PendingSnapshot]:
         """Snapshots of the partitions whose log grew since their last one (all with ``force``),
