@@ -459,6 +459,17 @@ class NotCoordinatorError(LogstoreError):
         self.coordinator_id = coordinator_id
 
 
+class CoordinatorNotAvailableError(LogstoreError):
+    """No broker coordinates this group right now (in a cluster: its ``__consumer_offsets``
+    partition has no leader, or the topic is still being created): retry after a backoff."""
+
+    reason = "COORDINATOR_NOT_AVAILABLE"
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"no coordinator of {key!r} is available: {why}", key=key)
+        self.key = key
+
+
 class MetadataUnavailableError(LogstoreError):
     """The cluster's metadata store (etcd) cannot be reached or has no quorum: metadata changes
     (topic creation, leader elections) wait until it is back; current leaders keep serving."""

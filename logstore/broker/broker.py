@@ -66,7 +66,10 @@ SUBSCRIBE_IDLE_S = 1.0
 
 
 class Broker(CoordinatorCalls):
-    def __init__(self, data_dir: DataDir, config: BrokerConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, data_dir: DataDir, config: BrokerConfig, loop: asyncio.AbstractEventLoop,
+                 *, clustered: bool = False) -> None:
+        """``clustered``: the broker is about to join a cluster (its internal partitions are
+        replicas there, written only as their leader: nothing is written to them at start-up)."""
         self.data_dir = data_dir
         self.config = config
         self._loop = loop
@@ -78,7 +81,7 @@ class Broker(CoordinatorCalls):
         #: Set by the cluster layer on a clustered broker; None on a single node.
         self.replication: Replication | None = None
         clock = data_dir.clock
-        self.offsets = OffsetStore(data_dir, clock, config.offsets_topic_partitions)
+        self.offsets = OffsetStore(data_dir, clock, config.offsets_topic_partitions, clamp=not clustered)
         self.groups = GroupCoordinator(data_dir, clock, config.group_heartbeat_interval_ms)
         self._producer_states: dict[tuple[str, int], PartitionProducerState] = {}
         self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
@@ -109,6 +112,7 @@ class Broker(CoordinatorCalls):
     async def _housekeep(self) -> None:
         while not self.closing:
             try:
+                self.release_unled_groups()
                 self.groups.expire()
                 self.transactions.expire()
                 self.shares.expire()
@@ -118,14 +122,15 @@ class Broker(CoordinatorCalls):
             await asyncio.sleep(self.config.housekeeping_interval_ms / 1000)
 
     @classmethod
-    def open(cls, path: str | Path, config: BrokerConfig | None = None, *, background: bool = True) -> Broker:
+    def open(cls, path: str | Path, config: BrokerConfig | None = None, *, background: bool = True,
+             clustered: bool = False) -> Broker:
         """Open the data directory at ``path`` (recovering it if needed); call on the loop."""
         config = config or BrokerConfig()
         data_dir = DataDir.open(
             path, defaults=config.topic_defaults, limits=config.limits,
             intervals=config.maintenance, background=background,
         )
-        return cls(data_dir, config, asyncio.get_running_loop())
+        return cls(data_dir, config, asyncio.get_running_loop(), clustered=clustered)
 
     def begin_shutdown(self) -> None:
         """Refuse new work (ShuttingDownError) and wake every long poll and subscription."""
@@ -168,6 +173,7 @@ class Broker(CoordinatorCalls):
         for key in [k for k in self._producer_states if k[0] == name]:
             del self._producer_states[key]
         self.transactions.topic_deleted(name)
+        self._take_over_all()  # (a cluster: the offsets partitions led here, loaded)
         self.offsets.delete_topic(name)
         self.shares.topic_deleted(name)
         self._wakeups.wake_all()
@@ -537,7 +543,9 @@ class Broker(CoordinatorCalls):
                 )
         if group is not None:
             validate_topic_name(group[0], kind="group")
-        if group is not None and group[1]:
+        if group is not None and group[1] and self._coordinates(group[0]):
+            # (in a cluster only the group's coordinator knows its members; a partition's
+            # leader elsewhere serves the fetch, as Kafka's do)
             group_id, member_id, member_epoch = group
             self.groups.check_member(
                 group_id, member_id, member_epoch, [(item.topic, item.partition) for item in items]

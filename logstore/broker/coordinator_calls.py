@@ -14,8 +14,10 @@ from typing import Any
 from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
+from logstore.broker.internal import OFFSETS_TOPIC, partition_for
 from logstore.broker.positions import reset_target
 from logstore.broker.producer_state import PartitionProducerState
+from logstore.broker.replication import Replication
 from logstore.broker.share import (
     AckRange,
     AcquiredPartition,
@@ -34,16 +36,19 @@ from logstore.broker.wakeups import Wakeups
 from logstore.errors import (
     GroupNotEmptyError,
     LogstoreError,
+    NotCoordinatorError,
+    NotLeaderError,
     OffsetOutOfRangeError,
     UnknownGroupError,
     UnstableOffsetCommitError,
 )
-from logstore.storage import DataDir, validate_topic_name
+from logstore.storage import DataDir, PartitionLog, validate_topic_name
 
 
 class CoordinatorCalls:
     """Provided by ``Broker``."""
 
+    replication: Replication | None
     data_dir: DataDir
     config: BrokerConfig
     closing: bool
@@ -57,11 +62,77 @@ class CoordinatorCalls:
     def _check_open(self) -> None:
         raise NotImplementedError
 
+    # -- where a group is coordinated (a cluster) --------------------------------------------------
+
+    def _coordinate(self, group_id: str, *, write: bool = False) -> None:
+        """In a cluster, this broker coordinates ``group_id`` only while it leads the group's
+        ``__consumer_offsets`` partition (else ``NotCoordinatorError``); the partition's state is
+        loaded the first time it is used at a new leader epoch, and the memberships of its groups
+        are forgotten then (their members rejoin). A write also needs ``min_insync_replicas`` in
+        the partition's ISR (else ``NotEnoughReplicasError``, nothing written)."""
+        replication = self.replication
+        if replication is None:
+            return
+        partition = self.offsets.partition_of(group_id)
+        try:
+            self._take_over(partition)
+        except NotLeaderError as exc:
+            raise NotCoordinatorError(group_id, exc.leader_id) from None
+        if write:
+            replication.check_min_isr(OFFSETS_TOPIC, partition)
+
+    def _take_over(self, partition: int) -> None:
+        """Load ``partition``'s state if this broker leads it at a new leader epoch (raises
+        ``NotLeaderError`` if it does not lead it), forgetting its groups' memberships then."""
+        if self.offsets.current(partition):
+            count = self.offsets.partitions
+            self.groups.forget_where(lambda g: partition_for(g, count) == partition)
+
+    def _take_over_all(self) -> None:
+        """``_take_over`` every partition this broker leads (in a cluster)."""
+        if self.replication is None:
+            return
+        for partition in range(self.offsets.partitions):
+            try:
+                self._take_over(partition)
+            except LogstoreError:
+                pass  # led by another broker
+
+    def release_unled_groups(self) -> None:
+        """Unload the groups of the offsets partitions this broker stopped leading (a cluster;
+        housekeeping): their committed offsets and memberships."""
+        released = set(self.offsets.release_unled())
+        if released:
+            count = self.offsets.partitions
+            self.groups.forget_where(lambda g: partition_for(g, count) in released)
+
+    def _coordinates(self, group_id: str) -> bool:
+        """Whether this broker coordinates ``group_id`` (always on a single node)."""
+        try:
+            self._coordinate(group_id)
+        except LogstoreError:
+            return False
+        return True
+
+    async def offsets_replicated(self, group_id: str) -> None:
+        """acks=all for a group's writes: wait until its partition's high watermark covers what
+        was appended to it so far (returns at once on a single node). Raises
+        ``NotCoordinatorError`` if this broker stopped leading the partition meanwhile."""
+        if self.replication is None:
+            return
+        partition = self.offsets.partition_of(group_id)
+        end = self.data_dir.log(OFFSETS_TOPIC, partition).log_end_offset
+        try:
+            await self.replication.wait_replicated(OFFSETS_TOPIC, partition, end)
+        except NotLeaderError as exc:
+            raise NotCoordinatorError(group_id, exc.leader_id) from None
+
     # -- consumer groups ----------------------------------------------------------------------------
 
     def group_heartbeat(self, group_id: str, member_id: str, member_epoch: int, **options: Any) -> HeartbeatResult:
         self._check_open()
         validate_topic_name(group_id, kind="group")
+        self._coordinate(group_id)
         for topic in options.get("topics") or ():
             validate_topic_name(topic)
         return self.groups.heartbeat(group_id, member_id, member_epoch, **options)
@@ -88,6 +159,7 @@ class CoordinatorCalls:
         [log start, log end] is refused for that partition only."""
         self._check_open()
         validate_topic_name(group_id, kind="group")
+        self._coordinate(group_id, write=True)
         group = self.groups.groups.get(group_id)
         self.groups.check_member(group_id, member_id, member_epoch, [])
         results: list[tuple[str, int, LogstoreError | None]] = []
@@ -97,7 +169,8 @@ class CoordinatorCalls:
                 if member_id and group is not None:
                     self.groups.check_member(group_id, member_id, member_epoch, [(topic, partition)])
                 partition_log = self.data_dir.log(topic, partition)
-                if not 0 <= offset <= partition_log.log_end_offset:
+                limit = self._commit_limit(partition_log)
+                if offset < 0 or (limit is not None and offset > limit):
                     raise OffsetOutOfRangeError(
                         topic=topic, partition=partition, offset=offset,
                         log_start_offset=partition_log.log_start_offset,
@@ -110,11 +183,23 @@ class CoordinatorCalls:
         self.offsets.commit(group_id, accepted)
         return results
 
+    def _commit_limit(self, partition_log: PartitionLog) -> int | None:
+        """The highest offset a commit of the partition may name: its log end — in a cluster only
+        where this broker leads it (a follower's copy may lag the leader consumers read from, and
+        a broker may hold no copy at all), else None (no upper bound, as in Kafka)."""
+        if self.replication is not None:
+            try:
+                self.replication.leader_epoch(partition_log.topic, partition_log.partition)
+            except LogstoreError:
+                return None
+        return partition_log.log_end_offset
+
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[tuple[str, int]] | None = None, require_stable: bool = False
     ) -> list[OffsetInfo]:
         self._check_open()
         validate_topic_name(group_id, kind="group")
+        self._coordinate(group_id)
         wanted = list(partitions) if partitions else sorted(self.offsets.committed(group_id))
         if require_stable:
             pending = self.transactions.pending_offsets(group_id) & set(wanted)
@@ -127,8 +212,11 @@ class CoordinatorCalls:
         return [self._offset_info(group_id, topic, partition) for topic, partition in wanted]
 
     def list_groups(self) -> list[tuple[str, str, int]]:
+        """Every group (in a cluster: every group this broker coordinates)."""
         self._check_open()
+        self._take_over_all()
         names = set(self.offsets.groups()) | set(self.groups.groups)
+        names = {n for n in names if self.offsets.leads_loaded(self.offsets.partition_of(n))}
         result = []
         for name in sorted(names):
             group = self.groups.groups.get(name)
@@ -139,6 +227,7 @@ class CoordinatorCalls:
     def describe_group(self, group_id: str) -> GroupInfo:
         self._check_open()
         validate_topic_name(group_id, kind="group")
+        self._coordinate(group_id)
         group = self.groups.groups.get(group_id)
         committed = self.offsets.committed(group_id)
         if group is None and not committed:
@@ -166,6 +255,7 @@ class CoordinatorCalls:
     def delete_group(self, group_id: str) -> None:
         self._check_open()
         validate_topic_name(group_id, kind="group")
+        self._coordinate(group_id, write=True)
         active = self.groups.active_members(group_id)
         if active:
             raise GroupNotEmptyError(group_id, active)
@@ -182,6 +272,7 @@ class CoordinatorCalls:
         self._check_open()
         validate_topic_name(group_id, kind="group")
         validate_topic_name(topic)  # a bad argument is refused whatever the group's state
+        self._coordinate(group_id, write=not dry_run)
         active = self.groups.active_members(group_id)
         if active:
             raise GroupNotEmptyError(group_id, active)

@@ -56,14 +56,16 @@ def encode_value(value: dict[str, Any] | None) -> bytes | None:
 
 
 def append_entries(
-    partition_log: PartitionLog, entries: Sequence[tuple[bytes, bytes | None]], *, sync: bool = True
+    partition_log: PartitionLog, entries: Sequence[tuple[bytes, bytes | None]], *, sync: bool = True,
+    leader_epoch: int = 0,
 ) -> int:
     """Append (key, value) entries as one batch — all or nothing — and, with ``sync``, wait until
-    it is durable."""
+    it is durable. In a cluster ``leader_epoch`` is this broker's epoch as the partition's leader
+    (0 on a single node)."""
     batch = encode_batch(
         [v for _, v in entries], keys=[k for k, _ in entries], timestamps=partition_log.clock.now_ms()
     )  # the broker's clock, which compaction's tombstone horizon is measured on
-    result = partition_log.append(batch, sync=sync)
+    result = partition_log.append(batch, sync=sync, leader_epoch=leader_epoch)
     return result.last_offset
 
 

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from logstore.broker.groups.offsets import SNAPSHOT_FILE as OFFSETS_SNAPSHOT_FILE
+from logstore.broker.internal import OFFSETS_TOPIC
 from logstore.records import validate_batches
 from logstore.storage import AppendResult
+from logstore.storage.files import remove_quietly
 
 if TYPE_CHECKING:
     from logstore.broker.broker import Broker
@@ -57,10 +60,19 @@ def truncate_replica(broker: Broker, topic: str, partition: int, offset: int) ->
     """Cut the follower's log at ``offset`` (where it diverged from the leader); its producer
     state is rebuilt from the log on next use."""
     broker.data_dir.log(topic, partition).truncate_to(offset)
-    broker.forget_producer_state(topic, partition)
+    _forget_derived_state(broker, topic, partition)
 
 
 def restart_replica_at(broker: Broker, topic: str, partition: int, offset: int) -> None:
     """The follower's whole log is below the leader's log start: start empty at ``offset``."""
     broker.data_dir.log(topic, partition).truncate_fully_and_start_at(offset)
+    _forget_derived_state(broker, topic, partition)
+
+
+def _forget_derived_state(broker: Broker, topic: str, partition: int) -> None:
+    """What was derived from the records just cut: the producer state, and a coordinator's
+    snapshot of an internal partition (it may cover them; if this broker leads the partition
+    later, it replays the log instead)."""
     broker.forget_producer_state(topic, partition)
+    if topic == OFFSETS_TOPIC:
+        remove_quietly(broker.data_dir.log(topic, partition).directory / OFFSETS_SNAPSHOT_FILE)

@@ -14,7 +14,13 @@ from types import TracebackType
 from typing import Any
 
 from logstore.api.v1 import admin_pb2, groups_pb2, logstore_pb2_grpc, records_pb2
-from logstore.client.channel import Channels, error_from_detail, translate_errors
+from logstore.client.channel import (
+    Channels,
+    call_with_retries,
+    error_from_detail,
+    is_transient,
+    translate_errors,
+)
 from logstore.client.config import Credentials, resolve_server
 from logstore.client.metadata import Metadata
 from logstore.client.models import (
@@ -28,7 +34,7 @@ from logstore.client.models import (
     TopicInfo,
     TopicPartition,
 )
-from logstore.client.routing import any_broker
+from logstore.client.routing import any_broker, group_coordinator
 from logstore.client.share_admin import ShareAdminMixin
 from logstore.errors import LogstoreError, NotLeaderError
 
@@ -38,6 +44,9 @@ ResetTarget = str | int | datetime.datetime | tuple[str, int]
 
 #: What ``list_offsets`` can look up per partition.
 OffsetQuery = str | int | datetime.datetime  # "earliest", "latest", ms since epoch, datetime
+
+#: In a cluster, a group call whose coordinator moved (or is being elected) is retried this often.
+GROUP_CALL_RETRIES = 5
 
 
 class Admin(ShareAdminMixin):
@@ -123,16 +132,39 @@ class Admin(ShareAdminMixin):
     # -- consumer groups ---------------------------------------------------------------------------
 
     def list_groups(self) -> list[GroupSummary]:
-        with translate_errors(self.server):
-            response = self._stub.ListGroups(groups_pb2.ListGroupsRequest(), timeout=self.timeout)
-        return [GroupSummary(g.group_id, g.state, g.members) for g in response.groups]
+        """Every group; in a cluster each broker lists the groups it coordinates, so every
+        broker is asked (one that cannot be reached is skipped: its groups are moving)."""
+        request = groups_pb2.ListGroupsRequest()
+        if not self._metadata.routes_by_leader():
+            with translate_errors(self.server):
+                response = self._stub.ListGroups(request, timeout=self.timeout)
+            return [GroupSummary(g.group_id, g.state, g.members) for g in response.groups]
+        found: dict[str, GroupSummary] = {}
+        for broker in self._metadata.refresh().brokers.values():
+            try:
+                with translate_errors(broker.address):
+                    response = self._channels.stub(broker.address).ListGroups(request, timeout=self.timeout)
+            except LogstoreError as exc:
+                if not is_transient(exc):
+                    raise
+                continue
+            for g in response.groups:
+                found.setdefault(g.group_id, GroupSummary(g.group_id, g.state, g.members))
+        return sorted(found.values(), key=lambda g: g.group_id)
+
+    def _group_call(self, group_id: str, method: str, request: Any) -> Any:
+        """A call to the group's coordinator (found again, and retried, when it moved)."""
+        stub = group_coordinator(self._metadata, group_id)
+        return call_with_retries(
+            lambda: getattr(stub, method)(request, timeout=self.timeout), server=self.server,
+            retries=GROUP_CALL_RETRIES if self._metadata.routes_by_leader() else 0,
+            retry_backoff_ms=100.0, retry_backoff_max_ms=1000.0,
+        )
 
     def describe_group(self, group_id: str) -> GroupDescription:
         """Members with their assignments, and per partition the committed offset, log end
         offset and lag. Raises ``UnknownGroupError`` for a group with no members or offsets."""
-        request = groups_pb2.DescribeGroupRequest(group_id=group_id)
-        with translate_errors(self.server):
-            message = self._stub.DescribeGroup(request, timeout=self.timeout)
+        message = self._group_call(group_id, "DescribeGroup", groups_pb2.DescribeGroupRequest(group_id=group_id))
         return GroupDescription(
             group_id=message.group_id,
             state=message.state,
@@ -155,9 +187,7 @@ class Admin(ShareAdminMixin):
     def delete_group(self, group_id: str) -> None:
         """Forget a group and its committed offsets; ``GroupNotEmptyError`` while it has
         members."""
-        with translate_errors(self.server):
-            self._stub.DeleteGroup(groups_pb2.DeleteGroupRequest(group_id=group_id),
-                                   timeout=self.timeout)
+        self._group_call(group_id, "DeleteGroup", groups_pb2.DeleteGroupRequest(group_id=group_id))
 
     def fetch_committed(
         self, group_id: str, partitions: Iterable[TopicPartition | tuple[str, int]] = ()
@@ -167,8 +197,7 @@ class Admin(ShareAdminMixin):
         request = groups_pb2.FetchOffsetsRequest(group_id=group_id)
         for topic, partition in partitions:
             request.partitions.add(topic=topic, partition=partition)
-        with translate_errors(self.server):
-            response = self._stub.FetchOffsets(request, timeout=self.timeout)
+        response = self._group_call(group_id, "FetchOffsets", request)
         return [_committed(o) for o in response.offsets]
 
     def reset_offsets(
@@ -202,8 +231,7 @@ class Admin(ShareAdminMixin):
         else:
             raise ValueError(f"reset to 'earliest', 'latest', an offset, a datetime or "
                              f"('timestamp', ms), not {to!r}")
-        with translate_errors(self.server):
-            response = self._stub.ResetOffsets(request, timeout=self.timeout)
+        response = self._group_call(group_id, "ResetOffsets", request)
         return [_committed(o) for o in response.offsets]
 
     # -- the cluster -------------------------------------------------------------------------------

@@ -185,7 +185,8 @@ def error_from_rpc(exc: grpc.RpcError, server: str | None = None) -> LogstoreErr
 #: stale: it asks again where the partition's leader or the coordinator is (see ``metadata``).
 TRANSIENT_REASONS = frozenset((
     "UNAVAILABLE", "SHUTTING_DOWN",
-    "NOT_LEADER", "NOT_COORDINATOR", "METADATA_UNAVAILABLE", "ETCD_UNAVAILABLE",
+    "NOT_LEADER", "NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "METADATA_UNAVAILABLE",
+    "ETCD_UNAVAILABLE",
 ))
 
 

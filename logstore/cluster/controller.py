@@ -7,6 +7,8 @@ so its key) can change nothing even if it does not know yet. The losers wait for
 
 What it decides (``reconcile``, run on every metadata change and once a second):
 
+- a missing replicated internal topic (``__consumer_offsets``) is created once 3 brokers are live
+  (``internal_topics.py``);
 - a new topic's partitions get their first state: the first live replica of the assignment leads,
   the ISR is the live replicas, leader epoch 1 (0 is a single node's);
 - a partition whose leader is dead (lease expired) or shutting down gets a new leader from its
@@ -35,6 +37,7 @@ import logging
 from typing import Any
 
 from logstore.cluster.etcd import Compare, Op
+from logstore.cluster.internal_topics import INTERNAL_REPLICATION_FACTOR, ensure_internal_topics
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.records import Keys, PartitionState
 
@@ -44,8 +47,11 @@ RECONCILE_INTERVAL_S = 1.0
 
 
 class Controller:
-    def __init__(self, etcd: Any, keys: Keys, metadata: MetadataCache, broker_id: int) -> None:
+    def __init__(self, etcd: Any, keys: Keys, metadata: MetadataCache, broker_id: int,
+                 internal_topics: dict[str, int] | None = None) -> None:
         self.etcd = etcd
+        #: replicated internal topics (name -> partitions) created when missing
+        self.internal_topics = internal_topics or {}
         self.keys = keys
         self.metadata = metadata
         self.broker_id = broker_id
@@ -112,6 +118,8 @@ class Controller:
 
     async def reconcile(self) -> None:
         metadata = self.metadata
+        await ensure_internal_topics(self.etcd, self.keys, metadata, self.internal_topics,
+                                     min_live=INTERNAL_REPLICATION_FACTOR)
         live = metadata.live_brokers()
         eligible = {b for b, record in metadata.brokers.items() if not record.shutting_down}
         for name, topic in list(metadata.topics.items()):

@@ -31,15 +31,18 @@ from typing import Any
 
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
+from logstore.broker.internal import OFFSETS_TOPIC, partition_for
 from logstore.cluster.config import ClusterConfig
 from logstore.cluster.controller import Controller
 from logstore.cluster.etcd import Compare, EtcdClient, EtcdError, Op
 from logstore.cluster.fetcher import FetcherManager
+from logstore.cluster.internal_topics import ensure_internal_topics, replicated_internal_topics
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
 from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
 from logstore.cluster.replicas import ReplicaManager, Role, split_topic_config
 from logstore.errors import (
+    CoordinatorNotAvailableError,
     InvalidConfigError,
     InvalidRequestError,
     LimitExceededError,
@@ -74,7 +77,9 @@ class ClusterNode:
             token=config.inter_broker_token, tls_ca=config.inter_broker_tls_ca,
         )
         self.replicas.fetchers = self.fetchers
-        self.controller = Controller(self.etcd, self.keys, self.metadata, config.broker_id)
+        self.internal_topics = replicated_internal_topics(broker.offsets.partitions)
+        self.controller = Controller(self.etcd, self.keys, self.metadata, config.broker_id, self.internal_topics)
+        self._creating_internal: asyncio.Task[None] | None = None
         self.lease_id = 0
         self._keepalive: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,6 +90,7 @@ class ClusterNode:
 
     async def start(self) -> None:
         self.broker.replication = self.replicas
+        self.broker.offsets.leadership = lambda partition: self.replicas.leader_epoch(OFFSETS_TOPIC, partition)
         self.broker.transactions.producer_id_base = self.broker_id << 32
         await self._register()
         await self.metadata.start()
@@ -198,6 +204,8 @@ class ClusterNode:
             task.cancel()
         if self._reregistering is not None:
             self._reregistering.cancel()
+        if self._creating_internal is not None:
+            self._creating_internal.cancel()
         steps: list[tuple[str, Any]] = [
             ("controller", self.controller.stop), ("fetchers", self.fetchers.stop),
             ("metadata watch", self.metadata.stop),
@@ -249,7 +257,7 @@ class ClusterNode:
                 f"{partitions} partitions exceed max_partitions_per_topic={limits.max_partitions_per_topic}",
                 limit_name="max_partitions_per_topic", limit=limits.max_partitions_per_topic,
             )
-        if len(self.metadata.topics) >= limits.max_topics:
+        if sum(1 for t in self.metadata.topics if not t.startswith("__")) >= limits.max_topics:
             raise LimitExceededError(
                 f"max_topics={limits.max_topics} reached", limit_name="max_topics", limit=limits.max_topics
             )
@@ -283,6 +291,8 @@ class ClusterNode:
         validate_topic_name(name)
         if name not in self.metadata.topics:
             raise UnknownTopicError(name)
+        if name.startswith("__"):
+            raise InvalidRequestError(f"internal topic {name!r} cannot be deleted", field="name")
         try:
             await self.etcd.delete(self.keys.topic(name))
             await self.etcd.delete_prefix(self.keys.partitions + name + "/")
@@ -301,17 +311,38 @@ class ClusterNode:
         return count
 
     def find_coordinator(self, key_type: int, key: str) -> tuple[int, str]:
-        """Group and transaction state is not replicated yet: it lives on one broker, the live
-        broker with the lowest id, for every group and transactional id."""
-        live = sorted(self.metadata.brokers)
-        if not live:
-            raise MetadataUnavailableError("no live broker is known")
-        broker_id = live[0]
-        return broker_id, self.metadata.brokers[broker_id].address
+        """A group's coordinator is the leader of the ``__consumer_offsets`` partition the group
+        hashes to (as on a single node); ``CoordinatorNotAvailableError`` while it has none (or
+        the topic is being created). Transaction state is not replicated yet: every
+        transactional id's coordinator is the live broker with the lowest id."""
+        brokers = self.metadata.brokers
+        if key_type != cluster_pb2.FindCoordinatorRequest.GROUP:
+            if not brokers:
+                raise MetadataUnavailableError("no live broker is known")
+            broker_id = min(brokers)
+            return broker_id, brokers[broker_id].address
+        record = self.metadata.topics.get(OFFSETS_TOPIC)
+        if record is None:
+            if self._creating_internal is None or self._creating_internal.done():
+                self._creating_internal = asyncio.get_running_loop().create_task(self._create_internal())
+            raise CoordinatorNotAvailableError(key, f"{OFFSETS_TOPIC} is being created")
+        partition = partition_for(key, record.partitions)
+        state = self.metadata.state(OFFSETS_TOPIC, partition)
+        if state is None or state.leader not in brokers:
+            raise CoordinatorNotAvailableError(key, f"{OFFSETS_TOPIC}/{partition} has no leader right now")
+        return state.leader, brokers[state.leader].address
 
-    def metadata_response(self, names: list[str]) -> tuple[cluster_pb2.MetadataResponse, list[str]]:
-        """The cluster's metadata for ``names`` (every topic when empty), and the names asked for
-        that do not exist (the server answers those with UNKNOWN_TOPIC entries)."""
+    async def _create_internal(self) -> None:
+        try:
+            await ensure_internal_topics(self.etcd, self.keys, self.metadata, self.internal_topics)
+        except Exception as exc:
+            log.warning("creating the internal topics failed: %s", exc)
+
+    def metadata_response(self, names: list[str], include_internal: bool = False
+                          ) -> tuple[cluster_pb2.MetadataResponse, list[str]]:
+        """The cluster's metadata for ``names`` (every topic when empty; internal ones too with
+        ``include_internal``), and the names asked for that do not exist (the server answers
+        those with UNKNOWN_TOPIC entries)."""
         metadata = self.metadata
         if not metadata.loaded.is_set():
             raise MetadataUnavailableError("this broker is still joining the cluster")
@@ -323,13 +354,13 @@ class ClusterNode:
         )
         for broker_id, broker in sorted(metadata.brokers.items()):
             response.brokers.add(broker_id=broker_id, address=broker.address, alive=True)
-        wanted = names or sorted(metadata.topics)
+        wanted = names or sorted(t for t in metadata.topics if include_internal or not t.startswith("__"))
         for name in wanted:
             record = metadata.topics.get(name)
             if record is None:
                 unknown.append(name)
                 continue
-            topic = response.topics.add(name=name)
+            topic = response.topics.add(name=name, internal=name.startswith("__"))
             topic.replication_factor = record.replication_factor
             for partition, assigned in enumerate(record.assignment):
                 state = metadata.state(name, partition)

@@ -19,8 +19,11 @@ once (``fenced``), before the controller has even moved the leadership. An isola
 therefore acknowledge nothing with acks=all after it was deposed: its followers fetch from the new
 leader, so its high watermark cannot move, and its ISR writes fail the compare.
 
-Partitions of internal topics (``__consumer_offsets``...) are not replicated yet: each broker
-keeps its own, as a single node does.
+Internal topics. ``__consumer_offsets`` is replicated like any topic (the controller creates it,
+see ``internal_topics.py``); the leader of each of its partitions coordinates the groups that
+hash to it. Until the topic exists in the cluster nobody leads it (``NotLeaderError``: the
+broker answers NOT_COORDINATOR). ``__transaction_state`` and ``__share_group_state`` are not
+replicated yet: each broker keeps its own, as a single node does.
 
 Threading: event loop thread only.
 """
@@ -34,6 +37,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from logstore.broker import Broker
+from logstore.broker.internal import OFFSETS_TOPIC
 from logstore.cluster.records import PartitionState, TopicRecord
 from logstore.errors import (
     FencedLeaderEpochError,
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 #: acks=all gives up waiting for the followers after this long at most (the client retries);
 #: a broker waits 2 x replica_lag_time_ms + 1 s, by which time a slow follower has left the ISR.
 REPLICATION_TIMEOUT_S = 30.0
+
+#: Internal topics replicated like any other (the others stay local to each broker).
+REPLICATED_INTERNAL_TOPICS = (OFFSETS_TOPIC,)
 
 #: Topic config keys kept in etcd, not in the storage layer's LogConfig.
 CLUSTER_TOPIC_KEYS = ("min_insync_replicas", "unclean_leader_election")
@@ -133,8 +140,11 @@ class ReplicaManager:
     def leader_epoch(self, topic: str, partition: int) -> int:
         replica = self._replica(topic, partition)
         if replica is None:
+            if topic in REPLICATED_INTERNAL_TOPICS:
+                state = self.node.metadata.state(topic, partition)
+                raise NotLeaderError(topic, partition, *((state.leader, state.leader_epoch) if state else ()))
             if topic.startswith("__"):
-                return 0  # internal topics stay local to each broker (not replicated yet)
+                return 0  # the other internal topics stay local to each broker (not replicated yet)
             if not self.broker.data_dir.has_topic(topic):
                 raise UnknownTopicError(topic)
             raise NotLeaderError(topic, partition)

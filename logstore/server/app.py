@@ -163,7 +163,7 @@ async def run(config: ServerConfig) -> int:
         log.error("bad security settings: %s", exc)
         return EXIT_CONFIG
     try:
-        broker = Broker.open(config.data_dir, config.broker)
+        broker = Broker.open(config.data_dir, config.broker, clustered=bool(config.cluster))
     except StorageError as exc:
         log.error("%s", exc.message, extra={"reason": exc.reason, "data_dir": str(config.data_dir)})
         return EXIT_STORAGE

@@ -60,6 +60,7 @@ STATUS_BY_ERROR: dict[type[errors.LogstoreError], grpc.StatusCode] = {
     errors.NotEnoughReplicasError: grpc.StatusCode.UNAVAILABLE,
     errors.FencedLeaderEpochError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.NotCoordinatorError: grpc.StatusCode.UNAVAILABLE,
+    errors.CoordinatorNotAvailableError: grpc.StatusCode.UNAVAILABLE,
     errors.MetadataUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
 

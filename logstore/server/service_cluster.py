@@ -36,7 +36,7 @@ class ClusterServiceMixin:
         async def call() -> cluster_pb2.MetadataResponse:
             names = list(request.topics)
             if self.cluster is not None:
-                response, unknown = self.cluster.metadata_response(names)
+                response, unknown = self.cluster.metadata_response(names, request.include_internal)
                 for name in unknown:
                     response.topics.add(name=name).error.CopyFrom(error_detail(UnknownTopicError(name)))
             else:

@@ -91,6 +91,7 @@ class GroupServiceMixin:
             results = self.broker.commit_offsets(
                 request.group_id, request.member_id, request.member_epoch, _offsets(request.offsets)
             )
+            await self.broker.offsets_replicated(request.group_id)  # acks=all in a cluster
             response = groups_pb2.CommitOffsetsResponse()
             for topic, partition, error in results:
                 item = response.results.add(topic=topic, partition=partition)
@@ -149,6 +150,7 @@ class GroupServiceMixin:
         async def call() -> groups_pb2.DeleteGroupResponse:
             self.authorizer.check("group", request.group_id, "admin")
             self.broker.delete_group(request.group_id)
+            await self.broker.offsets_replicated(request.group_id)
             return groups_pb2.DeleteGroupResponse()
 
         return await self._unary("DeleteGroup", context, call)
@@ -163,6 +165,7 @@ class GroupServiceMixin:
                 request.group_id, request.topic, list(request.partitions), spec,
                 request.offset, request.timestamp_ms, request.dry_run,
             )
+            await self.broker.offsets_replicated(request.group_id)
             return groups_pb2.ResetOffsetsResponse(offsets=[committed_offset(i) for i in infos])
 
         return await self._unary("ResetOffsets", context, call)
@@ -173,8 +176,9 @@ class GroupServiceMixin:
         async def call() -> transactions_pb2.InitProducerIdResponse:
             if request.transactional_id and getattr(self, "cluster", None) is not None:
                 raise InvalidRequestError(
-                    "transactions are not supported by clustered brokers yet (their coordinator "
-                    "state is not replicated); idempotent producers are", field="transactional_id",
+                    "transactions are not supported by clustered brokers yet (the transaction "
+                    "coordinator's state is not replicated); idempotent producers and consumer "
+                    "groups are", field="transactional_id",
                 )
             producer_id, epoch = self.broker.init_producer_id(
                 request.transactional_id, request.transaction_timeout_ms

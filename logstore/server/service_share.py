@@ -81,7 +81,7 @@ class ShareServiceMixin:
         if getattr(self, "cluster", None) is not None:
             raise InvalidRequestError(
                 "share groups are not supported by clustered brokers yet (their state is not "
-                "replicated)", field="group_id",
+                "replicated; consumer groups are)", field="group_id",
             )
 
     def _check_read(self, group_id: str, topics: Any) -> None:

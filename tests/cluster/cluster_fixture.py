@@ -2,7 +2,8 @@
 each broker on its own loopback address (127.0.0.11, .12, ...), with test-speed settings
 (1 s etcd election, 2 s membership lease, 3 s replica lag).
 
-Fixture ``cluster_factory(brokers=3, etcd_members=1, **settings)`` returns a started
+Fixture ``cluster_factory(brokers=3, etcd_members=1, **settings)`` (``module_cluster_factory``
+for one cluster shared by a module's tests) returns a started
 ``LogstoreCluster``: ``brokers[i]`` (``BrokerProcess`` with ``broker_id``), ``etcd``
 (``EtcdCluster``), ``bootstrap`` ("h1:p1,h2:p2,..."), ``metadata()``, ``leader_of(topic, p)``,
 ``wait_for_leader(topic, p, not_in=...)``. Everything is killed at teardown. Every wait is bounded.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,21 @@ class LogstoreCluster:
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..., LogstoreCluster]]:
+    with logstore_clusters(tmp_path, etcd_factory) as factory:
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def module_cluster_factory(tmp_path_factory: pytest.TempPathFactory,
+                           module_etcd_factory: Any) -> Iterator[Callable[..., LogstoreCluster]]:
+    """``cluster_factory`` for a module-scoped cluster that a module's tests share."""
+    with logstore_clusters(tmp_path_factory.mktemp("cluster"), module_etcd_factory) as factory:
+        yield factory
+
+
+@contextmanager
+def logstore_clusters(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..., LogstoreCluster]]:
+    """A factory of started clusters with their brokers under ``tmp_path``, killed on exit."""
     started: list[LogstoreCluster] = []
 
     def factory(brokers: int = 3, etcd_members: int = 1, security_file: Path | None = None,
@@ -202,6 +219,8 @@ def cluster_factory(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[...,
         cluster.wait_for_members()
         return cluster
 
-    yield factory
-    for cluster in started:
-        cluster.kill()
+    try:
+        yield factory
+    finally:
+        for cluster in started:
+            cluster.kill()

@@ -3,7 +3,8 @@
 Loaded as a pytest plugin (``-p tests.cluster.etcd_fixture`` in pyproject.toml). Fixtures:
 
 - ``etcd``: a fresh 1-member cluster; ``etcd3``: a fresh 3-member cluster.
-- ``etcd_factory``: ``etcd_factory(size=1, host="127.0.0.1")`` starts more.
+- ``etcd_factory``: ``etcd_factory(size=1, host="127.0.0.1")`` starts more (``module_etcd_factory``:
+  the same for module-scoped fixtures).
 
 Each member has its own data directory under the test's tmp_path and test-speed raft settings
 (heartbeat 50 ms, election timeout 500 ms: a new raft leader within ~1 s, leases down to 1 s).
@@ -24,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -210,20 +212,36 @@ class EtcdCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@pytest.fixture
-def etcd_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
+@contextmanager
+def etcd_clusters(directory: Path) -> Iterator[Callable[..., EtcdCluster]]:
+    """A factory of etcd clusters under ``directory``, every one closed on exit."""
     started: list[EtcdCluster] = []
 
     def factory(size: int = 1, host: str = "127.0.0.1", client_aliases: Sequence[str] = ()) -> EtcdCluster:
-        cluster = EtcdCluster(tmp_path / f"etcd{len(started)}", size, host)
+        cluster = EtcdCluster(directory / f"etcd{len(started)}", size, host)
         for member in cluster.members:
             member.client_aliases = list(client_aliases)
         started.append(cluster)
         return cluster.start()
 
-    yield factory
-    for cluster in started:
-        cluster.close()
+    try:
+        yield factory
+    finally:
+        for cluster in started:
+            cluster.close()
+
+
+@pytest.fixture
+def etcd_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
+    with etcd_clusters(tmp_path) as factory:
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def module_etcd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EtcdCluster]]:
+    """``etcd_factory`` for module-scoped fixtures (one cluster shared by a module's tests)."""
+    with etcd_clusters(tmp_path_factory.mktemp("etcd")) as factory:
+        yield factory
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +23,18 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def joined_metadata(stub: logstore_pb2_grpc.LogStoreStub) -> cluster_pb2.MetadataResponse:
+    """Metadata, once the broker has joined (it answers UNAVAILABLE while it is joining)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return stub.Metadata(cluster_pb2.MetadataRequest(), timeout=20, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:  # type: ignore[attr-defined]
+                raise
+            time.sleep(0.1)
+
+
 def test_up_starts_a_cluster_and_down_stops_it(tmp_path):
     directory = tmp_path / "local"
     started = run("up", "--brokers", "1", "--etcd", "1", "--dir", str(directory))
@@ -32,7 +45,7 @@ def test_up_starts_a_cluster_and_down_stops_it(tmp_path):
         (broker,) = state["brokers"]
         with grpc.insecure_channel(broker["address"]) as channel:
             stub = logstore_pb2_grpc.LogStoreStub(channel)
-            answer = stub.Metadata(cluster_pb2.MetadataRequest(), timeout=20, wait_for_ready=True)
+            answer = joined_metadata(stub)
         assert answer.clustered and [b.broker_id for b in answer.brokers] == [1]
         assert "running" in run("status", "--dir", str(directory)).stdout
         host = broker["address"].rpartition(":")[0]

@@ -52,7 +52,9 @@ def test_a_secured_cluster_replicates_with_the_broker_token_only(cluster_factory
     assert not result.results[0].error.reason  # acks=all: both followers fetched with the token
     leader.kill()
     new = cluster.wait_for_leader(topic, 0, not_in=(leader.broker_id,))
-    assert [r.value for r in read_all(cluster.stub(new), topic, 0)] == [b"a", b"b"]
+    # (the new leader serves them once its high watermark moved: its follower fetched from it)
+    cluster.wait_for(lambda: [r.value for r in read_all(cluster.stub(new), topic, 0)] == [b"a", b"b"],
+                     what="the records on the new leader")
     request = cluster_pb2.ReplicaFetchRequest(
         replica_id=9, partitions=[cluster_pb2.ReplicaFetchPartition(topic=topic, partition=0)]
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from logstore.broker.groups.assignors import ASSIGNORS, DEFAULT_ASSIGNOR
@@ -303,3 +304,9 @@ class GroupCoordinator:
 
     def forget(self, group_id: str) -> None:
         self.groups.pop(group_id, None)
+
+    def forget_where(self, moved: Callable[[str], bool]) -> None:
+        """Forget the membership of every group ``moved`` names (its coordinator changed: its
+        members are unknown here and rejoin, their old member ids and epochs fenced)."""
+        for group_id in [g for g in self.groups if moved(g)]:
+            del self.groups[group_id]

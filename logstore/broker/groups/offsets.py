@@ -15,6 +15,15 @@ to the log end. Each partition's load is logged: from where, how many records, h
 
 The committed offset is the next record to read — one past the last record processed.
 
+In a cluster ``__consumer_offsets`` is replicated like any topic, and a group's coordinator is
+the leader of the partition the group hashes to (``partition_of``). ``leadership`` (set by the
+broker) says at which leader epoch this broker leads a partition, or raises ``NotLeaderError``;
+a partition's state is (re)loaded from its snapshot and log the first time it is used at a new
+leader epoch (``current``), so a broker that becomes leader serves exactly what the log holds,
+and the state of a partition it no longer leads is never consulted, written, or snapshotted
+(and dropped by ``release_unled``, at housekeeping).
+On a single node ``leadership`` is None: every partition is led here, at epoch 0.
+
 Threading: event loop thread only (appends to the internal topic wait for its fsync inline; they
 are small). A ``PendingSnapshot`` from ``take_snapshots`` may be written on any thread.
 """
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,6 +51,7 @@ from logstore.broker.internal import (
     read_latest,
 )
 from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
+from logstore.errors import LogstoreError
 from logstore.storage import DataDir, PartitionLog
 from logstore.storage.clock import Clock
 
@@ -58,7 +68,10 @@ class Committed(NamedTuple):
 
 
 class OffsetStore:
-    def __init__(self, data_dir: DataDir, clock: Clock, partitions: int = 4) -> None:
+    def __init__(self, data_dir: DataDir, clock: Clock, partitions: int = 4, *, clamp: bool = True) -> None:
+        """``clamp``: move committed offsets past their log end back (a single node, see
+        ``_clamp_to_log_ends``); a clustered broker does not: its copies of other partitions
+        may lag their leaders, and it writes its internal partitions only as their leader."""
         self.data_dir = data_dir
         self.clock = clock
         self._logs = ensure_topic(data_dir, OFFSETS_TOPIC, partitions)
@@ -66,11 +79,18 @@ class OffsetStore:
         self._offsets: dict[str, dict[TopicPartition, Committed] | PendingGroup] = {}
         #: per partition: the log offset its snapshot on disk covers (-1: none)
         self._snapshot_offsets = [-1] * len(self._logs)
+        #: In a cluster: partition -> this broker's leader epoch of it (raises NotLeaderError);
+        #: None on a single node.
+        self.leadership: Callable[[int], int] | None = None
+        #: per partition: the leader epoch its state in memory was loaded at (0: at start-up,
+        #: -1: released, see ``release_unled``)
+        self._loaded_epochs = [0] * len(self._logs)
         log_ends = self._log_ends()
         suspects: list[tuple[str, TopicPartition]] = []  # maybe past their log end
         for partition_log in self._logs:
             suspects += self._load(partition_log, log_ends)
-        self._clamp_to_log_ends(suspects, log_ends)
+        if clamp:
+            self._clamp_to_log_ends(suspects, log_ends)
 
     def _log_ends(self) -> dict[str, np.ndarray]:
         """topic -> the log end offset of each of its partitions."""
@@ -135,13 +155,63 @@ class OffsetStore:
                 applied.append((group, (topic, partition)))
         return applied
 
+    # -- leadership (a cluster) -----------------------------------------------------------------
+
+    @property
+    def partitions(self) -> int:
+        return len(self._logs)
+
+    def partition_of(self, group: str) -> int:
+        """The ``__consumer_offsets`` partition that holds ``group`` (its coordinator leads it)."""
+        return partition_for(group, len(self._logs))
+
+    def leads_loaded(self, partition: int) -> bool:
+        """Whether this broker leads ``partition`` at the epoch its state was loaded at (always
+        on a single node)."""
+        if self.leadership is None:
+            return True
+        try:
+            return self.leadership(partition) == self._loaded_epochs[partition]
+        except LogstoreError:
+            return False
+
+    def current(self, partition: int) -> bool:
+        """Make ``partition``'s state the log's as of this broker's leadership (reloading it at a
+        new leader epoch); True when it was reloaded. Raises ``NotLeaderError`` when this broker
+        does not lead it."""
+        if self.leadership is None:
+            return False
+        epoch = self.leadership(partition)
+        if epoch == self._loaded_epochs[partition]:
+            return False
+        for group in [g for g in self._offsets if partition_for(g, len(self._logs)) == partition]:
+            del self._offsets[group]
+        self._snapshot_offsets[partition] = -1
+        self._load(self._logs[partition], self._log_ends())  # (clamping would write: not here)
+        self._loaded_epochs[partition] = epoch
+        return True
+
+    def release_unled(self) -> list[int]:
+        """Drop the state of the partitions this broker no longer leads at the epoch they were
+        loaded at (a cluster); returns them. They are loaded again if it leads them again."""
+        if self.leadership is None:
+            return []
+        released = [p for p in range(len(self._logs)) if self._loaded_epochs[p] >= 0 and not self.leads_loaded(p)]
+        for partition in released:
+            for group in [g for g in self._offsets if partition_for(g, len(self._logs)) == partition]:
+                del self._offsets[group]
+            self._loaded_epochs[partition] = -1  # never a leader epoch: the next use reloads
+        return released
+
     def take_snapshots(self, *, force: bool = False) -> list[PendingSnapshot]:
         """Snapshots of the partitions whose log grew since their last one (all with ``force``),
-        encoded now; write them (``PendingSnapshot.write``) on any thread."""
+        encoded now; write them (``PendingSnapshot.write``) on any thread. In a cluster, only of
+        the partitions led here whose state is loaded."""
         count = len(self._logs)
         changed = [
             lg for lg in self._logs
-            if force or lg.log_end_offset != self._snapshot_offsets[lg.partition]
+            if (force or lg.log_end_offset != self._snapshot_offsets[lg.partition])
+            and self.leads_loaded(lg.partition)
         ]
         if not changed:
             return []
@@ -203,6 +273,9 @@ class OffsetStore:
     def _log_for(self, group: str) -> PartitionLog:
         return self._logs[partition_for(group, len(self._logs))]
 
+    def _epoch_for(self, group: str) -> int:
+        return self._loaded_epochs[partition_for(group, len(self._logs))]
+
     def commit(self, group: str, offsets: Iterable[tuple[str, int, int, str]]) -> None:
         """Commit (topic, partition, offset, metadata) entries; durable when this returns."""
         now = self.clock.now_ms()
@@ -216,7 +289,7 @@ class OffsetStore:
             )
             for topic, partition, offset, metadata in batch
         ]
-        append_entries(self._log_for(group), entries)
+        append_entries(self._log_for(group), entries, leader_epoch=self._epoch_for(group))
         current = self._group_to_change(group)
         for topic, partition, offset, metadata in batch:
             current[(topic, partition)] = Committed(offset, metadata, now)
@@ -234,7 +307,7 @@ class OffsetStore:
         if not keys:
             return
         entries = [(encode_key("offset", group, t, p), None) for t, p in keys]
-        append_entries(self._log_for(group), entries)
+        append_entries(self._log_for(group), entries, leader_epoch=self._epoch_for(group))
         offsets = self._group(group) or {}
         for key in keys:
             offsets.pop(key, None)
@@ -245,6 +318,8 @@ class OffsetStore:
         self._delete(group, list(self._group(group) or {}))
 
     def delete_topic(self, topic: str) -> None:
-        """The offsets of a deleted topic go with it, in every group."""
+        """The offsets of a deleted topic go with it, in every group (in a cluster, every group
+        coordinated here, loaded by the caller: each coordinator deletes its own groups' offsets)."""
         for group in list(self._offsets):
-            self._delete(group, [tp for tp in self._group(group) or {} if tp[0] == topic])
+            if self.leads_loaded(partition_for(group, len(self._logs))):
+                self._delete(group, [tp for tp in self._group(group) or {} if tp[0] == topic])

@@ -1,0 +1,57 @@
+"""The internal topics a cluster replicates: ``__consumer_offsets`` (committed offsets; the
+leader of each of its partitions coordinates the groups that hash to it).
+
+The topic is created in etcd when missing, like any topic (a guarded transaction: created once,
+however many brokers try): by the controller as soon as ``INTERNAL_REPLICATION_FACTOR`` brokers
+are live, or at the first ``FindCoordinator`` of a smaller cluster. It has as many partitions as
+a single node's (``offsets_topic_partitions``, the same on every broker), replication factor
+min(3, live brokers) and ``min_insync_replicas`` min(2, factor), and is replicated by the
+fetchers like any partition. ``__transaction_state`` and ``__share_group_state`` are not
+replicated yet (each broker keeps its own).
+
+Threading: event loop thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from logstore.broker.internal import OFFSETS_TOPIC
+from logstore.cluster.etcd import Compare, Op
+from logstore.cluster.metadata import MetadataCache
+from logstore.cluster.placement import assign_replicas
+from logstore.cluster.records import Keys, TopicRecord
+
+log = logging.getLogger(__name__)
+
+INTERNAL_REPLICATION_FACTOR = 3
+INTERNAL_MIN_INSYNC_REPLICAS = 2
+
+
+def internal_record(name: str, partitions: int, live: list[int]) -> TopicRecord:
+    factor = min(INTERNAL_REPLICATION_FACTOR, len(live))
+    assignment = assign_replicas(name, partitions, factor, live)
+    return TopicRecord(name, partitions, factor, assignment, {}, min(INTERNAL_MIN_INSYNC_REPLICAS, factor))
+
+
+async def ensure_internal_topics(etcd: Any, keys: Keys, metadata: MetadataCache, partitions: dict[str, int],
+                                 *, min_live: int = 1) -> None:
+    """Create each missing internal topic (``name -> partitions``) once ``min_live`` brokers
+    (not shutting down) are live."""
+    live = sorted(b for b, record in metadata.brokers.items() if not record.shutting_down)
+    if len(live) < max(min_live, 1):
+        return
+    for name, count in partitions.items():
+        if name in metadata.topics:
+            continue
+        record = internal_record(name, count, live)
+        key = keys.topic(name)
+        result = await etcd.txn([Compare.create_revision(key) == 0], [Op.put(key, record.encode())], [])
+        if result.succeeded:
+            log.info("created internal topic %s: %d partitions, factor %d, min_insync_replicas %d",
+                     name, count, record.replication_factor, record.min_insync_replicas)
+
+
+def replicated_internal_topics(offsets_partitions: int) -> dict[str, int]:
+    return {OFFSETS_TOPIC: offsets_partitions}
