@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,68 +119,67 @@ def _grid(count: int) -> tuple[Any, Any]:
     return figure, [ax for line in axes for ax in line]
 
 
-def _latency(results: Sequence[Result], path: Path) -> bool:
+def _latency_figure(results: Sequence[Result], path: Path, key: str, title: str,
+                    draw_panel: Callable[[Any, list[Result]], None]) -> bool:
+    """One panel per latency workload that recorded ``key``: ``draw_panel(ax, rows)`` plots
+    its systems, then the panel gets its title, grid and legend."""
     import matplotlib.pyplot as plt
 
-    from bench.peers.records import CDF_QUANTILES
-
-    panels = _latency_panels(results, "cdf_ms")
+    panels = _latency_panels(results, key)
     if not panels:
         return False
     figure, axes = _grid(len(panels))
     for ax, (size, rows) in zip(axes, panels, strict=False):
+        draw_panel(ax, rows)
+        ax.set_xscale("log")
+        ax.set_title(f"{rows[0].params['workload_title']}, {size_label(size)} records",
+                     fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return True
+
+
+def _style(r: Result) -> dict[str, Any]:
+    return {"label": _label(r), "color": COLORS.get(r.params["system"], "grey"),
+            "linestyle": LINESTYLES.get(r.params["tier"], "-")}
+
+
+def _latency(results: Sequence[Result], path: Path) -> bool:
+    from bench.peers.records import CDF_QUANTILES
+
+    def draw_panel(ax: Any, rows: list[Result]) -> None:
         for r in rows:
             points = [(ms, q) for ms, q in zip(r.params["cdf_ms"], CDF_QUANTILES, strict=True)
                       if 0 < q < 1 and ms > 0]
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=_label(r),
-                    color=COLORS.get(r.params["system"], "grey"),
-                    linestyle=LINESTYLES.get(r.params["tier"], "-"))
-        ax.set_xscale("log")
+            ax.plot([p[0] for p in points], [p[1] for p in points], **_style(r))
         ax.set_yscale("logit")
         ax.set_yticks([0.1, 0.5, 0.9, 0.99, 0.999])
         ax.set_yticklabels(["p10", "p50", "p90", "p99", "p99.9"])
         ax.set_xlabel("send -> receive latency, ms (log)")
-        ax.set_title(f"{rows[0].params['workload_title']}, {size_label(size)} records",
-                     fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    figure.suptitle("End-to-end latency CDF (the run with the median p99)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
-    return True
+
+    return _latency_figure(results, path, "cdf_ms",
+                           "End-to-end latency CDF (the run with the median p99)", draw_panel)
 
 
 def _histogram(results: Sequence[Result], path: Path) -> bool:
-    """One panel per latency workload: the share of records per log-spaced latency bin."""
-    import matplotlib.pyplot as plt
-
+    """The share of records per log-spaced latency bin."""
     from bench.peers.records import HISTOGRAM_EDGES_MS
 
-    panels = _latency_panels(results, "histogram")
-    if not panels:
-        return False
-    figure, axes = _grid(len(panels))
-    for ax, (size, rows) in zip(axes, panels, strict=False):
+    def draw_panel(ax: Any, rows: list[Result]) -> None:
         for r in rows:
             counts = r.params["histogram"]
             total = sum(counts) or 1
-            ax.stairs([c / total for c in counts], HISTOGRAM_EDGES_MS, label=_label(r),
-                      color=COLORS.get(r.params["system"], "grey"),
-                      linestyle=LINESTYLES.get(r.params["tier"], "-"), linewidth=1.2)
-        ax.set_xscale("log")
+            ax.stairs([c / total for c in counts], HISTOGRAM_EDGES_MS, linewidth=1.2,
+                      **_style(r))
         ax.set_xlabel("send -> receive latency, ms (log bins)")
         ax.set_ylabel("share of records", fontsize=8)
-        ax.set_title(f"{rows[0].params['workload_title']}, {size_label(size)} records",
-                     fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    figure.suptitle("End-to-end latency histogram (the run with the median p99)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
-    return True
+
+    return _latency_figure(results, path, "histogram",
+                           "End-to-end latency histogram (the run with the median p99)",
+                           draw_panel)
