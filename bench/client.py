@@ -187,7 +187,7 @@ class ClientBench:
                 self.admin.delete_topic(topic)
 
         return Result("client", group, name, "run", count, count * SMALL, self._runs(body),
-                      Goal(min_rate=1.5e6))
+                      Goal(min_rate=2.5e6))
 
     # -- consume -----------------------------------------------------------------------------
 
@@ -240,7 +240,7 @@ class ClientBench:
         count = self.plan.consume_records
         topic = self._filled_topic(SMALL, count)
         return Result("client", group, name, "run", count, count * SMALL,
-                      self._runs(self._consume(topic, count, False)), Goal(min_rate=3e6))
+                      self._runs(self._consume(topic, count, False)), Goal(min_rate=4e6))
 
     def consume_large(self, group: str, name: str) -> Result:
         count = self.plan.large_records
