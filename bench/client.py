@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Goal, Progress, Result
+from bench.common import Goal, Progress, Result, print_table
 from bench.spawned import Broker
 
 SMALL = 100
@@ -46,12 +46,15 @@ class Plan:
     large_records: int  # 1 KiB records per run
     latency_samples: int
     repeats: int
+    e2e_seconds: float = 3.0  # how long the end-to-end latency workload sends
 
 
 QUICK = Plan(produce_records=100_000, consume_records=200_000, large_records=20_000,
-             latency_samples=200, repeats=1)
+             latency_samples=200, repeats=1, e2e_seconds=0.5)
 FULL = Plan(produce_records=2_000_000, consume_records=4_000_000, large_records=500_000,
-            latency_samples=3_000, repeats=3)
+            latency_samples=3_000, repeats=3, e2e_seconds=3.0)
+#: The end-to-end latency workload's rate (issue 16's row).
+E2E_RATE = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +67,7 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
     plan = QUICK if options.quick else FULL
     if options.repeats is not None:
         plan = Plan(plan.produce_records, plan.consume_records, plan.large_records,
-                    plan.latency_samples, options.repeats)
+                    plan.latency_samples, options.repeats, plan.e2e_seconds)
     broker = None if options.server else Broker("logstore-bench-client-")
     try:
         bench = ClientBench(options.server or broker.address, plan)  # type: ignore[union-attr]
@@ -77,6 +80,8 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
             ("1 KiB", "produce 1 KiB: send_batch()", bench.produce_large),
             ("1 KiB", "consume 1 KiB: poll_columns()", bench.consume_large),
             ("latency", "one 100 B record, acks=1, linger_ms=0: p50 (goal on p99)", bench.latency),
+            ("latency", "end-to-end send() -> poll() at 10,000 rec/s, 100 B, defaults",
+             bench.end_to_end),
         ]
         tasks = [t for t in tasks if not options.filter
                  or any(f.lower() in f"{t[0]} {t[1]}".lower() for f in options.filter)]
@@ -182,7 +187,7 @@ class ClientBench:
                 self.admin.delete_topic(topic)
 
         return Result("client", group, name, "run", count, count * SMALL, self._runs(body),
-                      Goal(min_rate=1.5e6))
+                      Goal(min_rate=2.5e6))
 
     # -- consume -----------------------------------------------------------------------------
 
@@ -235,7 +240,7 @@ class ClientBench:
         count = self.plan.consume_records
         topic = self._filled_topic(SMALL, count)
         return Result("client", group, name, "run", count, count * SMALL,
-                      self._runs(self._consume(topic, count, False)), Goal(min_rate=3e6))
+                      self._runs(self._consume(topic, count, False)), Goal(min_rate=4e6))
 
     def consume_large(self, group: str, name: str) -> Result:
         count = self.plan.large_records
@@ -271,5 +276,58 @@ class ClientBench:
         return result
 
 
+    def end_to_end(self, group: str, name: str) -> Result:
+        """The peers bench's latency roles (``bench.peers.logstore_runner``) at ``E2E_RATE``:
+        this process sends with the producer's defaults, a spawned one polls."""
+        import multiprocessing
+
+        from bench.peers.logstore_runner import latency_send
+
+        topic = self._topic()
+        total = int(E2E_RATE * self.plan.e2e_seconds)
+        spec = {"server": self.server, "topic": topic, "records": total, "rate": E2E_RATE,
+                "size": SMALL, "seed": 7, "timeout_s": 60.0,
+                "settle_s": min(0.5, self.plan.e2e_seconds / 5)}
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(2)
+        answer = context.SimpleQueue()
+        receiver = context.Process(target=_receive, args=(spec, barrier, answer), daemon=True)
+        receiver.start()
+        try:
+            latency_send(spec, barrier.wait)
+            received = answer.get()
+        finally:
+            receiver.join(10)
+            self.admin.delete_topic(topic)
+        latency = received["latency"]
+        result = Result("client", group, name, "run", received["records"],
+                        received["records"] * SMALL, [received["elapsed_s"]])
+        result.params.update({key: latency[key] for key in ("p50_ms", "p99_ms", "p999_ms")})
+        result.name = (f"end-to-end send() -> poll() at {E2E_RATE:,}/s: p50 {latency['p50_ms']:.2f}"
+                       f" ms, p99 {latency['p99_ms']:.2f} ms, p99.9 {latency['p999_ms']:.2f} ms")
+        return result
+
+
+def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
+    """The receiving process of ``end_to_end``."""
+    from bench.peers.logstore_runner import latency_receive
+
+    answer.put(latency_receive(spec, barrier.wait))
+
+
 def _percentiles(result: Result) -> dict[str, Any]:
     return {f"p{q:g}_ms": result.percentile(q) * 1e3 for q in (50, 90, 99, 99.9)}
+
+
+def print_results(results: list[Result]) -> None:
+    """The table, then issue 16's scorecard (``bench.scorecard``)."""
+    from bench.scorecard import print_scorecard
+
+    print_table(results)
+    print_scorecard(results)
+
+
+def describe(results: list[Result]) -> dict[str, Any]:
+    from bench.scorecard import evaluate
+
+    return {"client": {"issue16": evaluate(results)}}

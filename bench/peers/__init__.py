@@ -64,9 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tier", choices=TIERS,
                        help="durability tier: page (page cache) or fsync (default: both, the "
                             "fsync tier only for the workloads that write)")
-    group.add_argument("--latency-rate", type=int, metavar="N",
-                       help=f"records/s of the latency workload (default {FULL.latency_rate:,}; "
-                            f"--quick {QUICK.latency_rate:,})")
+    group.add_argument("--latency-rate", metavar="N[,N...]",
+                       help="records/s of the latency workloads, comma-separated (default "
+                            f"{','.join(map(str, FULL.latency_rates))}; --quick "
+                            f"{','.join(map(str, QUICK.latency_rates))})")
     group.add_argument("--work-dir", type=folder, metavar="DIR",
                        default=Path(os.environ.get("LOGSTORE_BENCH_DIR", DEFAULT_WORK_DIR)),
                        help="where the servers' temporary directories go (default "
@@ -94,7 +95,14 @@ def plan_of(options: argparse.Namespace) -> Plan:
     if options.repeats is not None:
         changes["repeats"] = options.repeats
     if options.latency_rate is not None:
-        changes["latency_rate"] = options.latency_rate
+        try:
+            rates = tuple(int(part) for part in options.latency_rate.split(","))
+        except ValueError:
+            raise SystemExit(f"bench: --latency-rate takes records/s, not "
+                             f"{options.latency_rate!r}") from None
+        if not rates or min(rates) <= 0:
+            raise SystemExit("bench: --latency-rate must be positive")
+        changes["latency_rates"] = rates
     return dataclasses.replace(plan, **changes)
 
 
@@ -178,15 +186,19 @@ def _start(names: Sequence[str], servers: Any) -> list[System]:
 
 def print_results(results: Sequence[Result]) -> None:
     from bench.peers import report
+    from bench.scorecard import print_scorecard
 
     report.print_table(results, _context)
+    print_scorecard(results)
 
 
 def describe(results: Sequence[Result]) -> dict[str, Any]:
     """Extra top-level JSON: servers, clients, versions, plan, goals, charts."""
     from bench.peers import report
+    from bench.scorecard import evaluate
 
-    return {SUITE: {**_context, "goals": [g.to_json(results) for g in report.GOALS]}}
+    return {SUITE: {**_context, "goals": [g.to_json(results) for g in report.GOALS],
+                    "issue16": evaluate(results)}}
 
 
 @contextmanager

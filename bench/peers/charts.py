@@ -4,14 +4,17 @@
   system and client API (records/s, log scale; the label on each bar is records/s), the gRPC
   ceiling as a dashed line (its MB/s in records of that size);
 - ``throughput_fsync.png``: the same for the fsync tier's produce workloads, when it ran;
-- ``latency_cdf.png``: the send-to-receive latency distribution of the fixed-rate workload, one
-  panel per record size; the y axis is logit-scaled so that p99 and p99.9 get room.
+- ``latency_cdf.png``: the send-to-receive latency distribution of each fixed-rate workload
+  (1 k, 10 k, 100 k records/s), one panel per rate and record size; the y axis is logit-scaled
+  so that p99 and p99.9 get room;
+- ``latency_histogram.png``: the same runs as histograms (share of records per log-spaced bin).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.common import Result, format_count
 from bench.peers.harness import size_label
@@ -34,6 +37,9 @@ def draw(results: Sequence[Result], directory: Path) -> list[Path]:
             paths.append(path)
     path = directory / "latency_cdf.png"
     if _latency(results, path):
+        paths.append(path)
+    path = directory / "latency_histogram.png"
+    if _histogram(results, path):
         paths.append(path)
     return paths
 
@@ -83,36 +89,97 @@ def _throughput(results: Sequence[Result], tier: str, path: Path) -> bool:
     return True
 
 
-def _latency(results: Sequence[Result], path: Path) -> bool:
+def _latency_panels(results: Sequence[Result], key: str) -> list[tuple[int, list[Result]]]:
+    """(size, rows) of every latency workload that recorded ``key``, by size then rate."""
+    rows = [r for r in results if r.params["kind"] == "latency" and r.params.get(key)]
+    panels = []
+    for size in sorted({r.params["size"] for r in rows}):
+        for rate in sorted({_rate(r) for r in rows if r.params["size"] == size}):
+            cell = [r for r in rows if r.params["size"] == size and _rate(r) == rate]
+            panels.append((size, cell))
+    return panels
+
+
+def _rate(result: Result) -> int:
+    """The target rate of a latency row, from its workload key (``latency-10000``)."""
+    return int(result.params["workload"].rsplit("-", 1)[-1])
+
+
+def _label(r: Result) -> str:
+    return (f"{r.params['system']} [{r.params['tier']}]: p50 {r.params['p50_ms']:.2g}, "
+            f"p99 {r.params['p99_ms']:.2g}, p99.9 {r.params['p999_ms']:.2g} ms")
+
+
+def _grid(count: int) -> tuple[Any, Any]:
     import matplotlib.pyplot as plt
 
-    from bench.peers.records import CDF_QUANTILES
+    columns = min(3, count)
+    rows = (count + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, squeeze=False, figsize=(6 * columns, 4.5 * rows))
+    return figure, [ax for line in axes for ax in line]
 
-    rows = [r for r in results if r.params["kind"] == "latency" and r.params.get("cdf_ms")]
-    if not rows:
+
+def _latency_figure(results: Sequence[Result], path: Path, key: str, title: str,
+                    draw_panel: Callable[[Any, list[Result]], None]) -> bool:
+    """One panel per latency workload that recorded ``key``: ``draw_panel(ax, rows)`` plots
+    its systems, then the panel gets its title, grid and legend."""
+    import matplotlib.pyplot as plt
+
+    panels = _latency_panels(results, key)
+    if not panels:
         return False
-    sizes = sorted({r.params["size"] for r in rows})
-    figure, axes = plt.subplots(1, len(sizes), squeeze=False, figsize=(6 * len(sizes), 4.5))
-    for ax, size in zip(axes[0], sizes, strict=True):
-        for r in (r for r in rows if r.params["size"] == size):
-            points = [(ms, q) for ms, q in zip(r.params["cdf_ms"], CDF_QUANTILES, strict=True)
-                      if 0 < q < 1 and ms > 0]
-            label = (f"{r.params['system']} [{r.params['tier']}]: p50 {r.params['p50_ms']:.2g}, "
-                     f"p99 {r.params['p99_ms']:.2g}, p99.9 {r.params['p999_ms']:.2g} ms")
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=label,
-                    color=COLORS.get(r.params["system"], "grey"),
-                    linestyle=LINESTYLES.get(r.params["tier"], "-"))
+    figure, axes = _grid(len(panels))
+    for ax, (size, rows) in zip(axes, panels, strict=False):
+        draw_panel(ax, rows)
         ax.set_xscale("log")
-        ax.set_yscale("logit")
-        ax.set_yticks([0.1, 0.5, 0.9, 0.99, 0.999])
-        ax.set_yticklabels(["p10", "p50", "p90", "p99", "p99.9"])
-        ax.set_xlabel("send -> receive latency, ms (log)")
         ax.set_title(f"{rows[0].params['workload_title']}, {size_label(size)} records",
                      fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    figure.suptitle("End-to-end latency CDF (the run with the median p99)", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
     return True
+
+
+def _style(r: Result) -> dict[str, Any]:
+    return {"label": _label(r), "color": COLORS.get(r.params["system"], "grey"),
+            "linestyle": LINESTYLES.get(r.params["tier"], "-")}
+
+
+def _latency(results: Sequence[Result], path: Path) -> bool:
+    from bench.peers.records import CDF_QUANTILES
+
+    def draw_panel(ax: Any, rows: list[Result]) -> None:
+        for r in rows:
+            points = [(ms, q) for ms, q in zip(r.params["cdf_ms"], CDF_QUANTILES, strict=True)
+                      if 0 < q < 1 and ms > 0]
+            ax.plot([p[0] for p in points], [p[1] for p in points], **_style(r))
+        ax.set_yscale("logit")
+        ax.set_yticks([0.1, 0.5, 0.9, 0.99, 0.999])
+        ax.set_yticklabels(["p10", "p50", "p90", "p99", "p99.9"])
+        ax.set_xlabel("send -> receive latency, ms (log)")
+
+    return _latency_figure(results, path, "cdf_ms",
+                           "End-to-end latency CDF (the run with the median p99)", draw_panel)
+
+
+def _histogram(results: Sequence[Result], path: Path) -> bool:
+    """The share of records per log-spaced latency bin."""
+    from bench.peers.records import HISTOGRAM_EDGES_MS
+
+    def draw_panel(ax: Any, rows: list[Result]) -> None:
+        for r in rows:
+            counts = r.params["histogram"]
+            total = sum(counts) or 1
+            ax.stairs([c / total for c in counts], HISTOGRAM_EDGES_MS, linewidth=1.2,
+                      **_style(r))
+        ax.set_xlabel("send -> receive latency, ms (log bins)")
+        ax.set_ylabel("share of records", fontsize=8)
+
+    return _latency_figure(results, path, "histogram",
+                           "End-to-end latency histogram (the run with the median p99)",
+                           draw_panel)

@@ -9,9 +9,10 @@ Producers are ``Producer(server, acks="all")`` with the defaults (idempotent, ``
 Consumers are ``Consumer(server, auto_offset_reset="earliest")`` with ``assign`` and the
 defaults (one fetch of up to 8 MiB always in flight): ``poll_columns()`` (numpy columns, values
 as zero-copy views) or ``poll()`` (a ``ConsumerRecord`` per record). The latency producer sends
-with the defaults too (``linger_ms=5``: on this 2-core machine ``linger_ms=0`` made p50 4x
-worse, 20 ms against 5 ms at 10 k/s, as every record became its own gRPC message) and the latency
-consumer uses ``poll()``.
+with the defaults too (Nagle-style batching: a record goes at once while no request is in
+flight, records batch while one is, ``linger_ms=5`` bounds that wait; ``linger_ms=0`` instead
+made every record its own gRPC message) and the latency consumer uses ``poll()`` over its
+``Subscribe`` stream (records pushed at the append).
 
 Consumer groups: ``Consumer(server, group_id=...)`` + ``subscribe([topic])`` where the client
 supports it; a client without group support raises ``NotImplementedError`` there, and the members
@@ -47,7 +48,7 @@ from bench.peers.records import (
 )
 from bench.peers.servers import LOGSTORE_FLUSH, TIERS, Server
 
-LATENCY_PRODUCER: dict[str, Any] = {}  # the defaults: linger_ms=5 (see the module docs)
+LATENCY_PRODUCER: dict[str, Any] = {}  # the defaults (see the module docs)
 #: A group member stops once its partitions are at their end and nothing came for this long.
 GROUP_IDLE_S = 0.5
 
@@ -313,9 +314,9 @@ class LogstoreSystem:
             return Job([spec], self.server.pid, before=before,
                        check=lambda results: expect_count(topic, n, results[0]["records"]))
         if workload.kind == "latency":
-            total = ctx.latency_records
-            topic = self._topic(ctx, "latency", 1)
-            common = {"topic": topic, "records": total, "rate": ctx.plan.latency_rate,
+            total = ctx.latency_records(workload.rate)
+            topic = self._topic(ctx, workload.key, 1)
+            common = {"topic": topic, "records": total, "rate": workload.rate,
                       "settle_s": min(0.5, ctx.plan.latency_seconds / 10)}
             specs = [self._spec("latency_receive", ctx, **common),
                      self._spec("latency_send", ctx, options=LATENCY_PRODUCER, **common)]
@@ -363,7 +364,8 @@ class LogstoreSystem:
         return {
             "server": self.server.info,
             "client": {"producer": "Producer(acks='all'), defaults otherwise (idempotent, "
-                                   "linger_ms=5, batch_bytes=1 MiB, max_in_flight=5)",
+                                   "linger_ms=5 while a request is in flight, batch_bytes=1 MiB, "
+                                   "max_in_flight=5)",
                        "latency_producer": f"Producer(acks='all', {LATENCY_PRODUCER or 'defaults'})",
                        "consumer": "Consumer(auto_offset_reset='earliest') + assign(), defaults",
                        "consumer_groups": self.groups},

@@ -376,10 +376,10 @@ class NatsSystem:
             return Job([spec], self.server.pid, before=before,
                        check=lambda results: expect_count("consume", n, results[0]["records"]))
         if workload.kind == "latency":
-            total = ctx.latency_records
-            stream = self._stream(ctx, "latency")
+            total = ctx.latency_records(workload.rate)
+            stream = self._stream(ctx, workload.key)
             common = {"stream": stream, "subject": f"{stream}.v", "records": total,
-                      "rate": ctx.plan.latency_rate, "durable": "latency",
+                      "rate": workload.rate, "durable": workload.key,
                       "settle_s": min(0.5, ctx.plan.latency_seconds / 10)}
             specs = [self._spec("latency_receive", ctx, **common),
                      self._spec("latency_send", ctx, **common)]

@@ -24,7 +24,7 @@ class Plan:
     sizes: tuple[int, ...]
     repeats: int  # timed runs; the table shows their median
     warmup_fraction: float  # the warm-up run moves this share of N (0: no warm-up run)
-    latency_rate: int  # records per second in the latency workload
+    latency_rates: tuple[int, ...]  # records per second of each latency workload
     latency_seconds: float  # how long the latency workload sends
     group_members: tuple[int, ...]
     ceiling_bytes: int  # bytes per run of the raw gRPC probe, each direction
@@ -33,9 +33,10 @@ class Plan:
     seed: int = 20_240_501
 
 
-FULL = Plan(records=300_000, sizes=SIZES, repeats=3, warmup_fraction=0.2, latency_rate=10_000,
+FULL = Plan(records=300_000, sizes=SIZES, repeats=3, warmup_fraction=0.2,
+            latency_rates=(1_000, 10_000, 100_000),
             latency_seconds=5.0, group_members=(1, 2, 4), ceiling_bytes=2 << 30)
-QUICK = Plan(records=2_000, sizes=SIZES, repeats=1, warmup_fraction=0.0, latency_rate=2_000,
+QUICK = Plan(records=2_000, sizes=SIZES, repeats=1, warmup_fraction=0.0, latency_rates=(2_000,),
              latency_seconds=0.5, group_members=(1, 2, 4), ceiling_bytes=32 << 20)
 
 
@@ -45,18 +46,24 @@ class Workload:
     title: str
     kind: str  # produce, consume, latency, group, ceiling
     direction: str  # which gRPC ceiling bounds it: upload (produce) or download (consume)
+    rate: int = 0  # latency workloads: records per second
+
+
+def latency_key(rate: int) -> str:
+    """The workload key of the latency workload at ``rate`` records/s: ``latency-10000``."""
+    return f"latency-{rate}"
 
 
 def workloads(plan: Plan) -> list[Workload]:
-    rate = f"{plan.latency_rate:,}/s"
     found = [
         Workload("produce", "produce: 1 producer, 1 partition", "produce", "upload"),
         Workload(f"produce-{plan.producers}",
                  f"produce: {plan.producers} producers, {plan.producers} partitions",
                  "produce", "upload"),
         Workload("consume", "consume from the beginning, 1 partition", "consume", "download"),
-        Workload("latency", f"end-to-end latency at {rate}", "latency", ""),
     ]
+    found += [Workload(latency_key(rate), f"end-to-end latency at {rate:,}/s", "latency", "",
+                       rate) for rate in plan.latency_rates]
     found += [Workload(f"group-{m}", f"consumer group: {m} member{'s' * (m > 1)}, "
                        f"{plan.group_partitions} partitions", "group", "download")
               for m in plan.group_members]
@@ -89,10 +96,11 @@ class Context:
         """A prefix for the names of this run's topics, streams and groups."""
         return f"{self.tier}-{self.size}-r{self.run}"
 
-    @property
-    def latency_records(self) -> int:
+    def latency_records(self, rate: int) -> int:
+        """Records of a latency run at ``rate``: ``latency_seconds`` of them (scaled like the
+        throughput runs, so a warm-up run is shorter)."""
         seconds = self.plan.latency_seconds * (self.records / self.plan.records)
-        return max(100, int(self.plan.latency_rate * seconds))
+        return max(100, int(rate * seconds))
 
 
 @dataclass

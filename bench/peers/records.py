@@ -60,11 +60,15 @@ def read_stamp(value: Any) -> int:
     return int(STAMP.unpack_from(value, 0)[0])
 
 
+#: Latency histogram bins, ms: 60 log-spaced bins from 20 µs to 2 s.
+HISTOGRAM_EDGES_MS = np.geomspace(0.02, 2000.0, 61)
+
+
 def latency_summary(latencies_ns: np.ndarray) -> dict[str, Any]:
     """Percentiles in ms and the CDF grid; an empty input gives zeros (the caller checks)."""
     if len(latencies_ns) == 0:
         return {"count": 0, "p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0, "p999_ms": 0.0,
-                "max_ms": 0.0, "cdf_ms": []}
+                "max_ms": 0.0, "cdf_ms": [], "histogram": []}
     ms = np.asarray(latencies_ns, dtype=np.float64) / 1e6
     p50, p90, p99, p999 = np.quantile(ms, [0.5, 0.9, 0.99, 0.999])
     return {
@@ -75,6 +79,9 @@ def latency_summary(latencies_ns: np.ndarray) -> dict[str, Any]:
         "p999_ms": float(p999),
         "max_ms": float(ms.max()),
         "cdf_ms": [float(v) for v in np.quantile(ms, CDF_QUANTILES)],
+        #: records per bin of ``HISTOGRAM_EDGES_MS`` (those outside go to the end bins)
+        "histogram": np.histogram(np.clip(ms, HISTOGRAM_EDGES_MS[0], HISTOGRAM_EDGES_MS[-1]),
+                                  HISTOGRAM_EDGES_MS)[0].tolist(),
     }
 
 

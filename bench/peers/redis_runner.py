@@ -284,9 +284,9 @@ class RedisSystem:
             return Job([spec], self.server.pid, before=before,
                        check=lambda results: expect_count("consume", n, results[0]["records"]))
         if workload.kind == "latency":
-            total = ctx.latency_records
-            common = {"key": self._key(ctx, "latency"), "records": total,
-                      "rate": ctx.plan.latency_rate,
+            total = ctx.latency_records(workload.rate)
+            common = {"key": self._key(ctx, workload.key), "records": total,
+                      "rate": workload.rate,
                       "settle_s": min(0.5, ctx.plan.latency_seconds / 10)}
             specs = [self._spec("latency_receive", ctx, **common),
                      self._spec("latency_send", ctx, **common)]

@@ -74,8 +74,10 @@ def _latency_params(m: Measurement) -> dict[str, Any]:
     return {
         **{key: statistics.median(r[key] for r in runs)
            for key in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")},
-        "latency_runs": [{k: v for k, v in r.items() if k != "cdf_ms"} for r in runs],
+        "latency_runs": [{k: v for k, v in r.items() if k not in ("cdf_ms", "histogram")}
+                         for r in runs],
         "cdf_ms": middle["cdf_ms"],  # the run with the median p99
+        "histogram": middle.get("histogram", []),
     }
 
 

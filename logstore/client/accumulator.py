@@ -2,8 +2,10 @@
 
 ``Accumulator.append`` is the whole of ``Producer.send``: under one lock it appends the record to
 its partition's open batch (plain Python lists) and returns a ``RecordFuture`` of two slots. A batch
-closes when it reaches ``batch_bytes`` (``append`` closes it) or is ``linger_ms`` old (the sender
-closes it in ``drain``); closed batches wait in ``ready``, in order, for the sender thread, which
+closes when it reaches ``batch_bytes`` (``append`` closes it), or in the sender's ``drain``: at
+once when no produce request is in flight (``in_flight`` is 0: Nagle's rule, so an idle producer
+sends a record immediately and batches only while an answer is awaited), else once it is
+``linger_ms`` old (or ``linger_when_idle``: always ``linger_ms``, as Kafka does); closed batches wait in ``ready``, in order, for the sender thread, which
 encodes them (``ProducerBatch.encode``) and sends them. ``send_batch`` puts batches it encoded
 itself on the same queue (``enqueue``), behind the partition's open batch, so per-partition order
 is the order of the calls.
@@ -58,6 +60,8 @@ class Accumulator:
         "lock",
         "batch_bytes",
         "linger",
+        "linger_when_idle",
+        "in_flight",
         "buffer_bytes",
         "partitioner",
         "topics",
@@ -81,10 +85,14 @@ class Accumulator:
         buffer_bytes: int,
         describe: Callable[[str], int],
         partitioner: Partitioner | None = None,
+        linger_when_idle: bool = False,
     ) -> None:
         self.lock = threading.Lock()
         self.batch_bytes = batch_bytes
         self.linger = linger_ms / 1000.0
+        self.linger_when_idle = linger_when_idle
+        #: Produce requests sent and not yet answered (``request_sent``/``request_done``).
+        self.in_flight = 0
         self.buffer_bytes = buffer_bytes
         self.partitioner = partitioner or Partitioner()
         self.topics: dict[str, TopicState] = {}
@@ -358,14 +366,15 @@ class Accumulator:
         self, max_bytes: int, force: bool = False,
         room: Callable[[tuple[str, int]], int] | None = None,
     ) -> tuple[list[ProducerBatch], float | None]:
-        """Close lingered batches (every open one if ``force``) and take ready batches up to
-        ``max_bytes`` (at least one, unless ``room``, the batches a partition may still take,
-        says 0 for the first). Returns them and how long until the next batch lingers enough
-        (None when no batch is open).
+        """Close lingered batches (every open one if ``force``, or if no request is in flight
+        and not ``linger_when_idle``) and take ready batches up to ``max_bytes`` (at least one,
+        unless ``room``, the batches a partition may still take, says 0 for the first). Returns
+        them and how long until the next batch lingers enough (None when no batch is open).
         """
         now = time.monotonic()
         with self.lock:
             linger = self.linger
+            force = force or self._idle_link()
             for batch in list(self.opened):
                 if not force and now - batch.opened < linger:
                     break
@@ -397,6 +406,22 @@ class Accumulator:
                 wait = max(0.0, oldest.opened + linger - now)
             return taken, wait
 
+    def _idle_link(self) -> bool:
+        """Nagle's rule: nothing is in flight, so waiting gains nothing (under the lock)."""
+        return self.in_flight == 0 and not self.linger_when_idle
+
+    def request_sent(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+
+    def request_done(self) -> None:
+        """An answer (or a failure) came: with none left in flight, open batches go now."""
+        with self.lock:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self.opened and self.idle and not self.linger_when_idle:
+                self.idle = False
+                self.wakeup.set()
+
     def pending(self) -> bool:
         """Anything open or ready (not counting batches already sent)?"""
         with self.lock:
@@ -410,7 +435,7 @@ class Accumulator:
                 return
             self.idle = True
             self.wakeup.clear()
-            if urgent():
+            if urgent() or (self.opened and self._idle_link()):
                 self.idle = False
                 return
         self.wakeup.wait(timeout)

@@ -70,8 +70,14 @@ def acks_value(acks: int | str) -> int:
 class ProducerConfig:
     #: "all" waits for the topic's flush policy, 1 for the append, 0 for nothing.
     acks: int | str = "all"
-    #: How long a batch waits for more records before it is sent.
+    #: How long a batch that is not full waits for more records while a produce request is in
+    #: flight (it goes as soon as the answer comes, or after ``linger_ms``, whichever is first).
+    #: With nothing in flight a batch is sent at once (Nagle's rule): an idle producer adds no
+    #: delay, and a busy one batches for as long as its requests take.
     linger_ms: float = 5.0
+    #: True: every batch waits ``linger_ms`` even when nothing is in flight (Kafka's
+    #: ``linger.ms``): fewer, larger requests at low rates, at the cost of latency.
+    linger_when_idle: bool = False
     #: A partition's batch is sent once it holds this many bytes.
     batch_bytes: int = 1 << 20
     #: Batches of several partitions share a request up to this size.

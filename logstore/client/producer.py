@@ -59,7 +59,9 @@ class Producer:
     """Sends records to a logstore broker.
 
     ``Producer(server, acks="all", linger_ms=5, batch_bytes=1 MiB, codec="none", ...)``; the
-    options are ``ProducerConfig``'s. ``server`` defaults to ``$LOGSTORE_SERVER`` or
+    options are ``ProducerConfig``'s. A record sent while no request is in flight goes at once;
+    records sent while one is batch up until its answer comes (at most ``linger_ms``), so the
+    producer is fast when idle and batches under load with the same defaults. ``server`` defaults to ``$LOGSTORE_SERVER`` or
     ``127.0.0.1:7070``; it may list several bootstrap addresses (``"h1:7070,h2:7070"``), tried
     in turn until one answers. In a cluster each partition's batches go to its leader, and a
     batch answered NOT_LEADER, NOT_ENOUGH_REPLICAS or UNAVAILABLE is sent again to the new
@@ -88,6 +90,7 @@ class Producer:
         self._accumulator = Accumulator(
             batch_bytes=config.batch_bytes,
             linger_ms=config.linger_ms,
+            linger_when_idle=config.linger_when_idle,
             buffer_bytes=config.buffer_bytes,
             describe=self._partition_count,
         )

@@ -1,6 +1,7 @@
 """The producer's sender thread: drain the accumulator, encode batches, send requests, resolve.
 
-Loop: take ready batches (full, lingered, or everything when flushing) up to ``max_request_bytes``,
+Loop: take ready batches (full, lingered, everything when flushing, or everything open when no
+request is in flight: Nagle's rule, see ``accumulator``) up to ``max_request_bytes``,
 encode the ones ``send`` filled (``ProducerBatch.encode``), group them per partition in order into
 one hand-serialized ``ProduceRequest`` (``wire.encode_produce_request``) and hand it to the
 ``ProduceStream``, which blocks while ``max_in_flight`` requests are unanswered. Responses arrive
@@ -283,7 +284,12 @@ class Sender:
             [(topic, partition, blobs) for (topic, partition), blobs in grouped.items()],
             correlation_id,
         )
-        stream.send(correlation_id, payload, batches)
+        self._accumulator.request_sent()
+        try:
+            stream.send(correlation_id, payload, batches)
+        except BaseException:
+            self._accumulator.request_done()
+            raise
 
     def _maybe_refresh_metadata(self) -> None:
         now = time.monotonic()
@@ -346,6 +352,12 @@ class Sender:
     # -- answers (on the stream's reader thread) -----------------------------------------------
 
     def _on_response(self, address: str, batches: list[ProducerBatch], response: Any) -> None:
+        try:
+            self._answer(address, batches, response)
+        finally:
+            self._accumulator.request_done()
+
+    def _answer(self, address: str, batches: list[ProducerBatch], response: Any) -> None:
         if response.HasField("error"):
             error = error_from_detail(response.error)
             retry = error.reason in RETRY_REASONS
@@ -385,6 +397,12 @@ class Sender:
                     error: LogstoreError) -> None:
         """The stream to ``address`` failed. A single node's stream already retried; in a
         cluster the broker may be gone for good, so the batches go wherever metadata says."""
+        try:
+            self._failed(address, batches, error)
+        finally:
+            self._accumulator.request_done()
+
+    def _failed(self, address: str, batches: list[ProducerBatch], error: LogstoreError) -> None:
         if self._metadata.clustered and is_transient(error) and not self._stopping.is_set():
             self._metadata.observe(error, address)
             for batch in batches:

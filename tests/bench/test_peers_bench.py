@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE_WORKLOADS = {"produce", "produce-4", "consume", "latency", "group-1", "group-2", "group-4"}
-FSYNC_WORKLOADS = {"produce", "produce-4", "latency"}
+PAGE_WORKLOADS = {"produce", "produce-4", "consume", "latency-2000", "group-1", "group-2",
+                  "group-4"}
+FSYNC_WORKLOADS = {"produce", "produce-4", "latency-2000"}
 
 
 def run_bench(*args: str, tmp_path: Path, timeout: float = 150) -> subprocess.CompletedProcess[str]:
@@ -50,6 +51,7 @@ def test_quick_run_measures_every_system_and_workload_with_positive_numbers(tmp_
             for key in ("p50_ms", "p99_ms", "p999_ms"):
                 assert result["params"][key] > 0, (name, key)
             assert result["params"]["cdf_ms"], name
+            assert sum(result["params"]["histogram"]) > 0, name
         if result["params"]["system"] == "logstore" and result["params"]["kind"] != "latency":
             ratios = result["params"]["ratios"]
             assert set(ratios) >= {"grpc"}, name
@@ -61,6 +63,11 @@ def test_quick_run_measures_every_system_and_workload_with_positive_numbers(tmp_
     assert peers["systems"]["nats"]["server"]["version"]
     assert len(peers["goals"]) == 7
     assert all(goal["value"] is not None and goal["value"] > 0 for goal in peers["goals"])
+    assert "Issue 16 scorecard" in completed.stdout
+    scorecard = {row["key"]: row for row in peers["issue16"]}
+    for key in ("consume-vs-redis", "poll-rate", "send-batch-vs-redis", "send-rate",
+                "produce-1k-vs-ceiling", "consume-1k-vs-ceiling"):
+        assert scorecard[key]["value"] is not None and scorecard[key]["value"] > 0, key
     assert list((tmp_path / "work").iterdir()) == []  # every server directory is gone
 
 

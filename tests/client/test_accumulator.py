@@ -33,16 +33,45 @@ def test_batch_closes_when_it_reaches_batch_bytes() -> None:
     assert len(accumulator.opened) == 1
 
 
-def test_drain_takes_no_open_batch_before_linger() -> None:
+def test_drain_takes_no_open_batch_before_linger_while_a_request_is_in_flight() -> None:
     accumulator = make(linger_ms=10_000)
+    accumulator.request_sent()
     accumulator.append("t", b"v", partition=0)
     batches, wait = accumulator.drain(1 << 20)
     assert batches == []
     assert wait is not None and 9.0 < wait <= 10.0
 
 
+def test_drain_takes_an_open_batch_at_once_when_nothing_is_in_flight() -> None:
+    accumulator = make(linger_ms=10_000)
+    accumulator.append("t", b"v", partition=0)
+    batches, wait = accumulator.drain(1 << 20)
+    assert [batch.record_count for batch in batches] == [1]
+    assert wait is None
+
+
+def test_the_last_answer_releases_the_open_batches() -> None:
+    accumulator = make(linger_ms=10_000)
+    accumulator.request_sent()
+    accumulator.append("t", b"v", partition=0)
+    assert accumulator.drain(1 << 20)[0] == []
+    accumulator.idle = True  # the sender sleeps
+    accumulator.wakeup.clear()
+    accumulator.request_done()
+    assert accumulator.wakeup.is_set()
+    assert [batch.record_count for batch in accumulator.drain(1 << 20)[0]] == [1]
+
+
+def test_linger_when_idle_waits_even_with_nothing_in_flight() -> None:
+    accumulator = Accumulator(batch_bytes=1 << 20, linger_ms=10_000, buffer_bytes=1 << 30,
+                              describe=lambda topic: 1, linger_when_idle=True)
+    accumulator.append("t", b"v", partition=0)
+    assert accumulator.drain(1 << 20)[0] == []
+
+
 def test_drain_takes_a_batch_once_it_lingered() -> None:
     accumulator = make(linger_ms=20)
+    accumulator.request_sent()
     accumulator.append("t", b"v", partition=0)
     time.sleep(0.03)
     batches, wait = accumulator.drain(1 << 20)
