@@ -8,6 +8,10 @@ fetched bytes. A table whose keys or values add up to 2 GiB or more gets that co
 ``large_binary`` (int64 offsets; the data buffers are kept), so that ``combine_chunks`` and
 friends cannot overflow int32 offsets; ``iter_arrow`` batches always use ``binary``.
 
+Once a table is built, up to twice its size of freed heap stays with the process
+(``malloc.keep_freed``), so that the next read of that size reuses those pages instead of
+faulting in fresh ones (~1 ms per MiB on a VM).
+
 ``read_pandas`` is ``read_arrow(...).to_pandas()`` (keys and values become ``bytes`` objects,
 timestamps ``datetime64[ms, UTC]``); ``read_polars`` is ``polars.from_arrow`` of it.
 """
@@ -23,6 +27,7 @@ from logstore.client.frames import values as value_formats
 from logstore.client.frames.extras import pyarrow, require
 from logstore.client.frames.fetch import iter_messages
 from logstore.client.frames.span import Bound, Link, resolve
+from logstore.client.malloc import keep_freed
 
 #: A table column of binary data this large or larger becomes large_binary.
 LARGE_BINARY_BYTES = 1 << 31
@@ -95,6 +100,7 @@ def read_arrow(
     ordered = [pair for p in sorted(by_partition) for pair in by_partition[p]]
     table = formatter.join([raw for raw, _ in ordered], [piece for _, piece in ordered],
                            binary_schema)
+    keep_freed(sum(raw.nbytes for raw, _ in ordered))  # the next read reuses these pages
     return _select(widen(table), names)
 
 
