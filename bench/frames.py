@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,7 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
         plan = replace(plan, repeats=options.repeats)
     broker = Broker("logstore-bench-frames-")
     try:
-        bench = FramesBench(broker.address, plan)
+        bench = FramesBench(broker.address, plan, broker.process.pid)
         tasks: list[tuple[str, Callable[[], Result]]] = [
             ("100 B", bench.read_arrow_small), ("100 B", bench.poll_columns_small),
             ("100 B", bench.read_pandas), ("100 B", bench.read_polars),
@@ -97,9 +98,11 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
 
 
 class FramesBench:
-    def __init__(self, server: str, plan: Plan) -> None:
+    def __init__(self, server: str, plan: Plan, broker_pid: int | None = None) -> None:
         self.server = server
         self.plan = plan
+        self.broker_pid = broker_pid
+        self._cpu: list[tuple[float, float]] = []
         self._topics: dict[str, str] = {}
         self._peers: Any = None
         rng = np.random.default_rng(11)
@@ -137,17 +140,25 @@ class FramesBench:
         return self._topic(f"{size}-{count}", fill)
 
     def _runs(self, body: Callable[[], float]) -> list[float]:
-        return [body() for _ in range(self.plan.repeats + 1)][1:]
+        self._cpu = []
+        runs = [body() for _ in range(self.plan.repeats + 1)][1:]
+        self._cpu = self._cpu[1:]
+        return runs
 
     def _timed(self, call: Callable[[Any], int], count: int) -> Callable[[], float]:
-        """Seconds of ``call(consumer)`` with a fresh consumer; it returns the rows it made."""
+        """Seconds of ``call(consumer)`` with a fresh consumer; it returns the rows it made.
+        Notes the CPU seconds this process and the broker spent (``_cpu``)."""
         from logstore.client import Consumer
 
         def body() -> float:
             with Consumer(self.server) as consumer:
+                broker_cpu = process_cpu_seconds(self.broker_pid)
+                cpu = time.process_time()
                 start = time.perf_counter()
                 rows = call(consumer)
                 elapsed = time.perf_counter() - start
+                self._cpu.append((time.process_time() - cpu,
+                                  process_cpu_seconds(self.broker_pid) - broker_cpu))
             if rows != count:
                 raise RuntimeError(f"{rows} rows of {count}")
             return elapsed
@@ -156,7 +167,13 @@ class FramesBench:
 
     def _result(self, group: str, name: str, count: int, size: float, body: Callable[[], float],
                 goal: Goal | None = None) -> Result:
-        return Result("frames", group, name, "run", count, count * size, self._runs(body), goal)
+        result = Result("frames", group, name, "run", count, count * size, self._runs(body), goal)
+        if self._cpu:  # CPU per record: comparable on a shared box, unlike records/s
+            result.params["client_cpu_ns_per_record"] = float(
+                np.median([client for client, _ in self._cpu])) / count * 1e9
+            result.params["broker_cpu_ns_per_record"] = float(
+                np.median([broker for _, broker in self._cpu])) / count * 1e9
+        return result
 
     # -- 100 B and 1 KiB ----------------------------------------------------------------------------
 
@@ -326,6 +343,18 @@ class FramesBench:
         return self._memory(count, f"{count:,} records (all)")
 
 
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when unknown: not Linux)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 #: Run in a fresh interpreter: iterate a range, print peak RSS growth (bytes) and seconds.
 MEMORY_PROBE = """
 import time
@@ -345,28 +374,64 @@ with Consumer({server!r}) as consumer:
 """
 
 
-def print_results(results: list[Result]) -> None:
-    print_table(results)
-    by_name = {r.name.split(":")[1].strip() if ":" in r.name else r.name: r for r in results}
-    rate = {name: r.records_per_second for name, r in by_name.items()}
-    lines = []
-    arrow, columns = rate.get("read_arrow -> pyarrow.Table"), rate.get("poll_columns() loop (reference)")
-    small = [r for r in results if r.group == "100 B"]
-    if len(small) >= 2 and arrow and columns:
-        lines.append(f"read_arrow / poll_columns at 100 B: {small[0].records_per_second / small[1].records_per_second:.0%} (goal >= 80 %)")
-    large = [r for r in results if r.group == "1 KiB"]
-    if len(large) == 2:
-        lines.append(f"read_arrow / poll_columns at 1 KiB: {large[0].records_per_second / large[1].records_per_second:.0%} (goal >= 80 %)")
-    peers = {r.name.split(":")[1].split("(")[0].split("->")[0].strip(): r for r in results if r.group == "peers"}
-    if small and peers:
-        for name, peer in peers.items():
-            lines.append(f"read_arrow / {name}: {small[0].records_per_second / peer.records_per_second:.0f}x"
-                         + (" (goal >= 50x)" if name.startswith("Redis") else ""))
-    memory = [r for r in results if r.group == "memory"]
+#: The goals of issue 14 that compare two rows of one run (the others are the table's).
+RATIO_GOAL = 0.8  # read_arrow >= 80 % of poll_columns
+REDIS_GOAL = 50.0  # read_arrow >= 50x Redis XRANGE -> DataFrame
+FLAT_GOAL = 2.0  # iter_arrow over 10x the records: peak RSS growth at most 2x
+
+
+def _mark(met: bool) -> str:
+    return "yes" if met else "NO"
+
+
+def goal_lines(results: list[Result]) -> list[tuple[str, bool]]:
+    """(text, met) of every goal the run measured: the table's, then the ratios between rows."""
+    goals = [(f"{r.name}: {r.goal.text}", bool(r.met)) for r in results if r.goal is not None]
+    by_group: dict[str, list[Result]] = {}
+    for result in results:
+        by_group.setdefault(result.group, []).append(result)
+
+    def find(group: str, start: str) -> Result | None:
+        for result in by_group.get(group, []):
+            if result.name.split(": ", 1)[-1].startswith(start):
+                return result
+        return None
+
+    for group in ("100 B", "1 KiB"):
+        arrow, columns = find(group, "read_arrow"), find(group, "poll_columns")
+        if arrow and columns:
+            ratio = arrow.records_per_second / columns.records_per_second
+            goals.append((f"{group}: read_arrow / poll_columns = {ratio:.0%} (>= {RATIO_GOAL:.0%})",
+                          ratio >= RATIO_GOAL))
+    arrow, redis = find("100 B", "read_arrow"), find("peers", "Redis")
+    if arrow and redis:
+        times = arrow.records_per_second / redis.records_per_second
+        goals.append((f"100 B: read_arrow / Redis XRANGE -> DataFrame = {times:.0f}x "
+                      f"(>= {REDIS_GOAL:.0f}x)", times >= REDIS_GOAL))
+    memory = by_group.get("memory", [])
     if len(memory) == 2:
         tenth, whole = (r.params["peak_rss_growth_mib"] for r in memory)
-        lines.append(f"iter_arrow peak RSS growth: {tenth:.0f} MiB over a tenth, {whole:.0f} MiB "
-                     f"over the whole range ({whole / max(tenth, 1):.1f}x for 10x the records)")
-    if lines:
-        print()
-        print("\n".join(lines))
+        growth = whole / max(tenth, 1.0)
+        goals.append((f"iter_arrow memory flat: peak RSS +{tenth:.0f} MiB over a tenth, "
+                      f"+{whole:.0f} MiB over all ({growth:.1f}x for 10x the records, "
+                      f"<= {FLAT_GOAL:.0f}x)", growth <= FLAT_GOAL))
+    return goals
+
+
+def print_results(results: list[Result]) -> None:
+    print_table(results)
+    cpu = [r for r in results if "client_cpu_ns_per_record" in r.params]
+    if cpu:
+        print("\nCPU per record (medians; comparable on a shared box, unlike records/s):")
+        width = max(len(r.name) for r in cpu)
+        for result in cpu:
+            client = result.params["client_cpu_ns_per_record"]
+            broker = result.params["broker_cpu_ns_per_record"]
+            print(f"  {result.name:<{width}}  client {client:7.0f} ns  broker {broker:6.0f} ns")
+    goals = goal_lines(results)
+    if goals:
+        print("\nGoals of issue 14 (one run):")
+        width = max(len(text) for text, _ in goals)
+        for text, met in goals:
+            print(f"  {text:<{width}}  {_mark(met)}")
+        print(f"{sum(met for _, met in goals)} of {len(goals)} goals met.")

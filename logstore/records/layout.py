@@ -128,9 +128,13 @@ KNOWN_ATTRIBUTES = (
 )
 
 
+#: Every attribute bit that leaves out a column.
+OMIT_MASK = DENSE_OFFSETS_FLAG | SAME_TIMESTAMP_FLAG | NO_KEYS_FLAG | NO_HEADERS_FLAG
+
+
 def present_columns(attributes: int) -> int:
     """How many columns a batch with these attributes carries."""
-    return COLUMN_COUNT - sum(1 for flag in OMIT_FLAGS if flag and attributes & flag)
+    return COLUMN_COUNT - (attributes & OMIT_MASK).bit_count()
 
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1

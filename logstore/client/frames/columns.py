@@ -42,7 +42,14 @@ COLUMNS = ("partition", "offset", "timestamp", "key", "value", "headers")
 MIN_RUN_RECORDS = 256
 
 
+_SCHEMAS: dict[tuple[str, ...], Any] = {}  # columns -> their schema, built once
+
+
 def schema(columns: Sequence[str] = COLUMNS) -> Any:
+    names = tuple(columns)
+    found = _SCHEMAS.get(names)
+    if found is not None:
+        return found
     pa = pyarrow()
     types = {
         "partition": pa.int32(),
@@ -52,9 +59,10 @@ def schema(columns: Sequence[str] = COLUMNS) -> Any:
         "value": pa.binary(),
         "headers": pa.map_(pa.string(), pa.binary()),
     }
-    return pa.schema(
-        [pa.field(name, types[name], nullable=name in ("key", "value")) for name in columns]
+    found = _SCHEMAS[names] = pa.schema(
+        [pa.field(name, types[name], nullable=name in ("key", "value")) for name in names]
     )
+    return found
 
 
 def check_columns(columns: Sequence[str] | None) -> tuple[str, ...]:
@@ -76,92 +84,148 @@ def decode(records: Any, first: int, stop: int, aborted: list[tuple[int, int, in
     return columns
 
 
-def _binary(
-    pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray, runs: np.ndarray | None
+def _validity(pa: Any, lengths: np.ndarray) -> tuple[Any, int]:
+    """(the validity bitmap or None, the null count) of records whose length -1 means null."""
+    if not len(lengths) or int(lengths.min()) >= 0:
+        return None, 0
+    valid = lengths >= 0
+    return (pa.py_buffer(np.packbits(valid, bitorder="little")),
+            len(lengths) - int(np.count_nonzero(valid)))
+
+
+def _binary_runs(
+    pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray, bounds: np.ndarray
+) -> list[Any]:
+    """One binary array per run of records ``bounds[j]:bounds[j+1]`` (each run's bytes are
+    contiguous in ``buffer``), every data buffer a view of ``buffer``. The offsets of all runs
+    are computed into one int32 array (run j's n+1 offsets at ``bounds[j] + j``)."""
+    runs = len(bounds) - 1
+    offsets = np.empty(len(lengths) + runs, dtype=np.int32)
+    view = memoryview(buffer)
+    firsts = positions[bounds[:-1]].tolist()
+    lasts = bounds[1:] - 1
+    stops = (positions[lasts] + np.maximum(lengths[lasts], 0)).tolist()
+    offsets_buffer = pa.py_buffer(offsets)
+    arrays = []
+    for run, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+        first = firsts[run]
+        out = offsets[lo + run : hi + run + 1]
+        np.subtract(positions[lo:hi], first, out=out[:-1], casting="unsafe")
+        out[-1] = stops[run] - first
+        validity, nulls = _validity(pa, lengths[lo:hi])
+        arrays.append(pa.Array.from_buffers(
+            pa.binary(), hi - lo,
+            [validity, offsets_buffer.slice(4 * (lo + run), 4 * (hi - lo + 1)),
+             pa.py_buffer(view[first : stops[run]])],
+            null_count=nulls))
+    return arrays
+
+
+def _binary_gathered(
+    pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray, runs: np.ndarray
 ) -> Any:
-    """One binary array: a view of ``buffer`` when the records are contiguous (``runs`` None),
-    else a copy of the runs (each starting at an index of ``runs``) joined."""
+    """One binary array of every record, the bytes of each run (starting at an index of
+    ``runs``) copied together by one join."""
     count = len(lengths)
     offsets = np.empty(count + 1, dtype=np.int32)
+    offsets[0] = 0
+    np.cumsum(np.maximum(lengths, 0), out=offsets[1:])
+    lasts = np.concatenate((runs[1:], [count])) - 1
+    starts = positions[runs]
+    stops = positions[lasts] + np.maximum(lengths[lasts], 0)
     view = memoryview(buffer)
-    last_length = max(int(lengths[-1]), 0) if count else 0
-    if runs is None:
-        start = int(positions[0]) if count else 0
-        np.subtract(positions, start, out=offsets[:-1], casting="unsafe")
-        offsets[-1] = (int(positions[-1]) - start + last_length) if count else 0
-        data = pa.py_buffer(view[start : start + int(offsets[-1])])
-    else:
-        offsets[0] = 0
-        np.cumsum(np.maximum(lengths, 0), out=offsets[1:])
-        lasts = np.concatenate((runs[1:], [count])) - 1
-        starts = positions[runs]
-        stops = positions[lasts] + np.maximum(lengths[lasts], 0)
-        data = pa.py_buffer(b"".join(map(view.__getitem__, map(slice, starts.tolist(), stops.tolist()))))
-    validity = None
-    nulls = 0
-    if count and int(lengths.min()) < 0:
-        valid = lengths >= 0
-        nulls = count - int(np.count_nonzero(valid))
-        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    data = pa.py_buffer(b"".join(map(view.__getitem__, map(slice, starts.tolist(), stops.tolist()))))
+    validity, nulls = _validity(pa, lengths)
     return pa.Array.from_buffers(pa.binary(), count, [validity, pa.py_buffer(offsets), data],
                                  null_count=nulls)
 
 
-_PARTITIONS: dict[int, Any] = {}  # partition -> an int32 array of it, sliced, never written
+def _binary(
+    pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray, bounds: np.ndarray,
+    gathered: np.ndarray | None,
+) -> list[Any]:
+    """Per run of ``bounds`` a zero-copy array, or (``gathered``: the batch starts) one copy."""
+    if gathered is not None:
+        return [_binary_gathered(pa, buffer, positions, lengths, gathered)]
+    return _binary_runs(pa, buffer, positions, lengths, bounds)
 
 
-def _partition_column(pa: Any, partition: int, count: int) -> Any:
-    """``count`` times ``partition``: a zero-copy slice of one shared array per partition."""
-    column = _PARTITIONS.get(partition)
-    if column is None or len(column) < count:
-        column = pa.array(np.full(max(count, 1 << 16), partition, dtype=np.int32))
-        _PARTITIONS[partition] = column
-    return column.slice(0, count)
+class _Shared:
+    """One array per kind, grown on demand, handed out as zero-copy slices (never written)."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._arrays: dict[Any, Any] = {}
+
+    def get(self, key: Any, count: int) -> Any:
+        column = self._arrays.get(key)
+        if column is None or len(column) < count:
+            column = self._arrays[key] = self._make(key, max(count, 1 << 16))
+        return column.slice(0, count)
+
+
+def _partitions(partition: int, count: int) -> Any:
+    pa = pyarrow()
+    return pa.Array.from_buffers(pa.int32(), count, [None, pa.py_buffer(
+        np.full(count, partition, dtype=np.int32))])
+
+
+_PARTITIONS = _Shared(_partitions)  # partition -> count times it
+_NULL_KEYS = _Shared(lambda _key, count: pyarrow().nulls(count, pyarrow().binary()))
+
+
+def _primitive(pa: Any, arrow_type: Any, values: np.ndarray) -> Any:
+    """A numpy column as an Arrow array over the same memory (no pandas detour)."""
+    return pa.Array.from_buffers(arrow_type, len(values),
+                                 [None, pa.py_buffer(np.ascontiguousarray(values))])
 
 
 def to_batches(
     columns: RecordColumns, partition: int, names: Sequence[str] = COLUMNS
 ) -> list[Any]:
-    """``columns`` (one message's records) as Arrow record batches with ``names``."""
+    """``columns`` (one message's records) as Arrow record batches with ``names``.
+
+    The offset, timestamp, partition and headers columns are built once for the whole message
+    and sliced per batch; keys and values are one binary array per log batch."""
     pa = pyarrow()
     count = len(columns)
     if count == 0:
         return []
-    want_keys = "key" in names and int(columns.key_lengths.max()) >= 0
     starts = columns.batch_starts
     gather = len(starts) > 1 and count / len(starts) < MIN_RUN_RECORDS
-    bounds = [0, count] if gather else [*starts.tolist(), count]
+    bounds = np.array([0, count]) if gather else np.append(starts, count)
+    gathered = starts if gather else None
     out_schema = schema(names)
-    timestamp_type = out_schema.field("timestamp").type if "timestamp" in names else None
-    header_maps = None
-    if "headers" in names:
-        lengths = columns.headers_lengths
-        header_maps = (header_columns.to_map(pa, columns.buffer, columns.headers_positions,
-                                             lengths)
-                       if lengths.any() else header_columns.empty_maps(pa, count))
-    batches = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        arrays = []
-        for name in names:
-            if name == "partition":
-                arrays.append(_partition_column(pa, partition, hi - lo))
-            elif name == "offset":
-                arrays.append(pa.array(columns.offsets[lo:hi]))
-            elif name == "timestamp":
-                stamps = np.ascontiguousarray(columns.timestamps[lo:hi])
-                arrays.append(pa.Array.from_buffers(timestamp_type, hi - lo,
-                                                    [None, pa.py_buffer(stamps)]))
-            elif name == "key":
-                if want_keys:
-                    arrays.append(_binary(pa, columns.buffer, columns.key_positions[lo:hi],
-                                          columns.key_lengths[lo:hi], starts if gather else None))
-                else:
-                    arrays.append(pa.nulls(hi - lo, pa.binary()))
-            elif name == "value":
-                arrays.append(_binary(pa, columns.buffer, columns.value_positions[lo:hi],
-                                      columns.value_lengths[lo:hi], starts if gather else None))
+    whole: dict[str, Any] = {}
+    per_run: dict[str, list[Any]] = {}
+    for name in names:
+        if name == "partition":
+            whole[name] = _PARTITIONS.get(partition, count)
+        elif name == "offset":
+            whole[name] = _primitive(pa, pa.int64(), columns.offsets)
+        elif name == "timestamp":
+            whole[name] = _primitive(pa, out_schema.field("timestamp").type, columns.timestamps)
+        elif name == "key":
+            key_lengths = columns.key_lengths
+            if int(key_lengths.max()) >= 0:
+                per_run[name] = _binary(pa, columns.buffer, columns.key_positions, key_lengths,
+                                        bounds, gathered)
             else:
-                assert header_maps is not None
-                arrays.append(header_maps.slice(lo, hi - lo))
+                whole[name] = _NULL_KEYS.get(None, count)
+        elif name == "value":
+            per_run[name] = _binary(pa, columns.buffer, columns.value_positions,
+                                    columns.value_lengths, bounds, gathered)
+        else:
+            lengths = columns.headers_lengths
+            whole[name] = (header_columns.to_map(pa, columns.buffer, columns.headers_positions,
+                                                 lengths)
+                           if lengths.any() else header_columns.empty_maps(pa, count))
+    if len(bounds) == 2:
+        arrays = [whole[name] if name in whole else per_run[name][0] for name in names]
+        return [pa.RecordBatch.from_arrays(arrays, schema=out_schema)]
+    batches = []
+    for run, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+        arrays = [whole[name].slice(lo, hi - lo) if name in whole else per_run[name][run]
+                  for name in names]
         batches.append(pa.RecordBatch.from_arrays(arrays, schema=out_schema))
     return batches

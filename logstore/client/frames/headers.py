@@ -33,6 +33,12 @@ def _bytes_at(data: np.ndarray, positions: np.ndarray, width: int) -> np.ndarray
     return value
 
 
+def _int32(pa: Any, values: np.ndarray) -> Any:
+    """An int32 numpy array as an Arrow array over its memory (``pa.array`` would first import
+    pandas to ask whether it is a Series: a second on the first call)."""
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
+
+
 _EMPTY: list[Any] = []  # [a MapArray of empty maps], grown on demand; sliced, never written
 
 
@@ -41,8 +47,8 @@ def empty_maps(pa: Any, count: int) -> Any:
     if not _EMPTY or len(_EMPTY[0]) < count:
         size = max(count, 1 << 16)
         _EMPTY[:] = [pa.MapArray.from_arrays(
-            pa.array(np.zeros(size + 1, dtype=np.int32)), pa.array([], pa.string()),
-            pa.array([], pa.binary()), type=pa.map_(pa.string(), pa.binary()))]
+            _int32(pa, np.zeros(size + 1, dtype=np.int32)), pa.nulls(0, pa.string()),
+            pa.nulls(0, pa.binary()), type=pa.map_(pa.string(), pa.binary()))]
     return _EMPTY[0].slice(0, count)
 
 
@@ -96,4 +102,4 @@ def to_map(pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray) -> 
         [validity, pa.py_buffer(value_offsets), pa.py_buffer(value_bytes)],
         null_count=int(np.count_nonzero(value_lengths < 0)),
     )
-    return pa.MapArray.from_arrays(pa.array(map_offsets), keys, values, type=map_type)
+    return pa.MapArray.from_arrays(_int32(pa, map_offsets), keys, values, type=map_type)

@@ -2,11 +2,13 @@
 
 - ``"binary"`` (the default): the value's bytes, as stored.
 - ``"utf8"``: the value as an Arrow string (UTF-8 checked by Arrow; the data buffer is kept).
-- ``"json"``: every value is one JSON object; Arrow's JSON reader parses them all at once into
-  a ``struct`` column with typed, nested fields (``schema=`` a ``pyarrow.schema`` fixes the
-  fields and types; otherwise they are inferred: over the whole range by ``read_arrow``, from
-  the first batch by ``iter_arrow``, whose later batches keep that schema and drop other
-  fields). The values are joined as JSON lines (one copy); a raw line break inside a value is
+- ``"json"``: every value is one JSON object; Arrow's JSON reader parses each fetched message's
+  values at once (``read_arrow`` as each message arrives, ``Formatter.piece``) into a
+  ``struct`` column with typed, nested fields (``schema=`` a ``pyarrow.schema`` fixes the
+  fields and types; otherwise they are inferred: over the whole range by ``read_arrow``, the
+  messages' types unified by ``Formatter.join``, from the first batch by ``iter_arrow``, whose
+  later batches keep that schema and drop other fields). The values are joined as JSON lines
+  (one copy); a raw line break inside a value is
   read as a space. ``table.flatten()`` turns the struct into ``value.<field>`` columns.
 - ``"arrow"``: every value is an Arrow IPC stream (written with ``pyarrow.ipc.new_stream``);
   each row of every value becomes a row, ``value`` a struct of the stream's columns, with its
@@ -33,6 +35,9 @@ ERRORS = ("raise", "null")
 #: Added to the table with errors="null".
 ERROR_COLUMN = "value_error"
 NEWLINE, CARRIAGE_RETURN, SPACE = 10, 13, 32
+#: Arrow's JSON reader parses blocks of this size on its thread pool, one block per thread: a
+#: message of 4 MiB is four blocks (its type inference is unified across blocks).
+JSON_BLOCK_BYTES = 1 << 20
 
 
 class ValueFormatError(ValueError):
@@ -79,6 +84,28 @@ class Formatter:
         if self.value_format == "binary":
             return table
         return self._format(table, streaming=False)
+
+    def piece(self, table: Any) -> Any:
+        """One fetched message's records (``read_arrow``): JSON is parsed at once, so that
+        parsing overlaps the transfer of the next messages; other formats wait for ``join``."""
+        if self.value_format != "json" or "value" not in table.column_names:
+            return table
+        return self._format(table, streaming=False)
+
+    def join(self, raw: list[Any], pieces: list[Any], binary_schema: Any) -> Any:
+        """The table of every piece (``pieces[i]`` is ``piece(raw[i])``), in order. JSON
+        pieces inferred apart are unified (a field missing from one is null there; int64 next
+        to double becomes double); when their types cannot be unified (a string next to a
+        timestamp), the whole range is parsed again at once, as one inference."""
+        pa = pyarrow()
+        if not pieces:
+            return self.table(pa.Table.from_batches([], schema=binary_schema))
+        if self.value_format != "json" or "value" not in binary_schema.names:
+            return self.table(pa.concat_tables(raw))
+        try:
+            return pa.concat_tables(pieces, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return self.table(pa.concat_tables(raw))
 
     def _format(self, table: Any, streaming: bool) -> Any:
         pa = pyarrow()
@@ -212,7 +239,7 @@ def _parse(pa: Any, values: Any, valid: np.ndarray, schema: Any, ignore_others: 
         explicit_schema=schema,
         unexpected_field_behavior="ignore" if ignore_others else "infer",
     )
-    read = pa_json.ReadOptions(block_size=max(1 << 24, 2 * longest + 2))
+    read = pa_json.ReadOptions(block_size=max(JSON_BLOCK_BYTES, 2 * longest + 2))
     parsed = pa_json.read_json(pa.BufferReader(buffer), read_options=read, parse_options=parse)
     if parsed.num_rows != int(np.count_nonzero(valid)):
         raise pa.ArrowInvalid(f"{parsed.num_rows} JSON rows for {np.count_nonzero(valid)} values")

@@ -91,3 +91,37 @@ def test_widen_makes_large_binary_and_keeps_the_data_buffers() -> None:
     assert wide.column("value").chunk(0).buffers()[2].address == before
     assert wide.column("value").to_pylist() == [b"abc"] * 10
     assert widen(table, threshold_bytes=31).schema.field("value").type == pa.binary()
+
+
+def test_batches_of_one_message_share_one_offsets_buffer_and_keep_nulls_per_batch() -> None:
+    values = [[None if (b + i) % 7 == 0 else b"%d-%d" % (b, i) * (i % 4) for i in range(300)]
+              for b in range(3)]
+    keys = [[b"k%d" % i if i % 3 else None for i in range(300)] for _ in range(3)]
+    data = b"".join(encode_batch(values[b], keys=keys[b], base_offset=b * 300) for b in range(3))
+    batches = batches_of(data)
+    assert [batch.num_rows for batch in batches] == [300, 300, 300]
+    records = decode_records(data)
+    table = pa.Table.from_batches(batches)
+    assert table.column("value").to_pylist() == [r.value for r in records]
+    assert table.column("key").to_pylist() == [r.key for r in records]
+    assert table.column("offset").to_pylist() == list(range(900))
+    addresses = {batch.column("value").buffers()[1].address for batch in batches}
+    assert len(addresses) == 3  # three slices ...
+    first = batches[0].column("value").buffers()[1]
+    assert all(first.address <= a < first.address + 4 * 903 for a in addresses)  # ... of one
+
+
+def test_building_batches_does_not_import_pandas() -> None:
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from logstore.client.frames import columns\n"
+              "from logstore.records import encode_batch\n"
+              "data = encode_batch([b'v'] * 10, headers=[[('h', b'1')]] * 10)\n"
+              "columns.to_batches(columns.decode(memoryview(data), 0, 99, []), 0)\n"
+              "columns.to_batches(columns.decode(memoryview(encode_batch([b'v'])), 0, 99, []), 0)\n"
+              "print('pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "False"  # pa.array() would import it (a second on the first read)

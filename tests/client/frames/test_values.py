@@ -126,3 +126,30 @@ def test_unknown_formats_and_error_modes_are_refused(server: str, new_topic: Top
             consumer.read_arrow(topic, value_format="xml")
         with pytest.raises(ValueError, match="errors must be one of"):
             consumer.read_arrow(topic, value_format="json", errors="skip")
+
+
+def test_json_inferred_per_message_is_unified_over_the_range(server: str, new_topic: Topic) -> None:
+    topic = new_topic(1)
+    send(server, topic, [b'{"a": %d}' % i for i in range(50)])
+    send(server, topic, [b'{"a": 1.5, "b": {"c": "x"}}'] * 50)
+    send(server, topic, [b'{"t": "2020-01-01"}'] * 10)
+    with Consumer(server, max_partition_fetch_bytes=1) as consumer:  # one log batch a message
+        table = consumer.read_arrow(topic, value_format="json", end=100)
+        both = consumer.read_arrow(topic, value_format="json", start=100)
+    kind = table.schema.field("value").type
+    assert kind == pa.struct([("a", pa.float64()), ("b", pa.struct([("c", pa.string())]))])
+    assert table.column("value").to_pylist() == (
+        [{"a": float(i), "b": None} for i in range(50)] + [{"a": 1.5, "b": {"c": "x"}}] * 50)
+    assert both.schema.field("value").type.field("t").type == pa.timestamp("s")
+
+
+def test_json_types_that_do_not_unify_are_inferred_again_over_the_whole_range(
+    server: str, new_topic: Topic
+) -> None:
+    topic = new_topic(1)
+    send(server, topic, [b'{"t": "2020-01-01"}'] * 10)
+    send(server, topic, [b'{"t": "not a time"}'] * 10)
+    with Consumer(server, max_partition_fetch_bytes=1) as consumer:
+        table = consumer.read_arrow(topic, value_format="json")
+    assert table.schema.field("value").type == pa.struct([("t", pa.string())])
+    assert table.column("value").to_pylist() == [{"t": "2020-01-01"}] * 10 + [{"t": "not a time"}] * 10
