@@ -388,26 +388,36 @@ class ReplicaManager:
     async def serve_fetch(self, replica_id: int, items: list[tuple[str, int, int, int]], *,
                           max_wait_ms: int, max_bytes: int) -> list[ReplicaFetchOutcome]:
         """A follower's fetch: record its progress, then return batches from each fetch offset
-        (long-polling up to ``max_wait_ms`` while there are none)."""
+        (long-polling up to ``max_wait_ms`` while there are none, answering at once when a high
+        watermark moves: followers learn it without waiting for the next batch)."""
         deadline = self._loop.time() + min(max_wait_ms, 5000) / 1000
         for topic, partition, fetch_offset, leader_epoch in items:
             try:
                 self._track(self._check_fetch(topic, partition, leader_epoch), replica_id, fetch_offset)
             except LogstoreError:
                 pass  # answered per partition below
+        known = self._watermarks(items)
         while True:
             outcomes = self._read(items, max_bytes)
             remaining = deadline - self._loop.time()
             if remaining <= 0 or any(o.records or o.error for o in outcomes) or self.broker.closing:
                 return outcomes
+            if any(o.high_watermark > hw for o, hw in zip(outcomes, known, strict=True)):
+                return outcomes
             keys = [(t, p) for t, p, _, _ in items]
-            if not await self.broker.wait_for_append(keys, remaining, lambda: self._grew(items)):
+            if not await self.broker.wait_for_append(keys, remaining, lambda: self._grew(items, known)):
                 return self._read(items, max_bytes)
 
-    def _grew(self, items: list[tuple[str, int, int, int]]) -> bool:
-        for topic, partition, fetch_offset, _ in items:
+    def _watermarks(self, items: list[tuple[str, int, int, int]]) -> list[int]:
+        replicas = [self._replica(t, p) for t, p, _, _ in items]
+        return [r.high_watermark if r is not None else -1 for r in replicas]
+
+    def _grew(self, items: list[tuple[str, int, int, int]], known: list[int]) -> bool:
+        """New batches past a fetch offset, or a high watermark past the one known."""
+        for (topic, partition, fetch_offset, _), hw in zip(items, known, strict=True):
             replica = self._replica(topic, partition)
-            if replica is not None and replica.log.log_end_offset > fetch_offset:
+            if replica is not None and (replica.log.log_end_offset > fetch_offset
+                                        or replica.high_watermark > hw):
                 return True
         return False
 

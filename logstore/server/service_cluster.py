@@ -15,6 +15,7 @@ from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownTopicError
 from logstore.server.auth import Authorizer
+from logstore.server import wire
 from logstore.server.errors import error_detail
 
 #: The broker id a single-node broker reports.
@@ -86,24 +87,26 @@ class ClusterServiceMixin:
 
         return await self._unary("FindCoordinator", context, call)
 
-    async def ReplicaFetch(self, request: cluster_pb2.ReplicaFetchRequest, context: Any) -> cluster_pb2.ReplicaFetchResponse:
-        async def call() -> cluster_pb2.ReplicaFetchResponse:
+    async def ReplicaFetch(self, request: cluster_pb2.ReplicaFetchRequest, context: Any) -> bytes:
+        """Answers the serialized response (``handlers.RAW_RESPONSES``): each partition's batches
+        go from the segment into the response bytes in one copy (``wire``)."""
+        async def call() -> bytes:
             self._check_replica()
             outcomes = await self.cluster.replicas.serve_fetch(
                 request.replica_id,
                 [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions],
                 max_wait_ms=request.max_wait_ms, max_bytes=request.max_bytes or (8 << 20),
             )
-            response = cluster_pb2.ReplicaFetchResponse()
+            partitions = []
             for o in outcomes:
-                item = response.partitions.add(
-                    topic=o.topic, partition=o.partition, records=bytes(o.records),
-                    high_watermark=o.high_watermark, log_start_offset=o.log_start_offset,
-                    log_end_offset=o.log_end_offset,
+                small = cluster_pb2.ReplicaFetchedPartition(
+                    topic=o.topic, partition=o.partition, high_watermark=o.high_watermark,
+                    log_start_offset=o.log_start_offset, log_end_offset=o.log_end_offset,
                 )
                 if o.error is not None:
-                    item.error.CopyFrom(error_detail(o.error))
-            return response
+                    small.error.CopyFrom(error_detail(o.error))
+                partitions.append(wire.encode_fetched_partition(small, o.records))
+            return wire.encode_fetch_response(partitions)
 
         return await self._unary("ReplicaFetch", context, call)
 
