@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from logstore.broker import Broker
 from logstore.cluster.records import PartitionState, TopicRecord
+from logstore.cluster.topic_admin import apply_config
 from logstore.errors import (
     FencedLeaderEpochError,
     InvalidConfigError,
@@ -245,8 +246,10 @@ class ReplicaManager:
         if not data_dir.has_topic(topic.name):
             config = {k: v for k, v in topic.config.items() if k not in CLUSTER_TOPIC_KEYS}
             data_dir.create_topic(topic.name, topic.partitions, config)
-        elif data_dir.topic(topic.name).partitions < topic.partitions:
-            data_dir.add_partitions(topic.name, topic.partitions)
+        else:
+            if data_dir.topic(topic.name).partitions < topic.partitions:
+                data_dir.add_partitions(topic.name, topic.partitions)
+            apply_config(data_dir, topic)  # an AlterTopicConfig
 
     def _reconcile_partition(self, topic: TopicRecord, partition: int, state: PartitionState,
                              mod_revision: int, live: set[int]) -> None:

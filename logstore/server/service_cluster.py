@@ -14,8 +14,8 @@ from typing import Any
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownTopicError
-from logstore.server.auth import Authorizer
 from logstore.server import wire
+from logstore.server.auth import Authorizer
 from logstore.server.errors import error_detail
 
 #: The broker id a single-node broker reports.
