@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 #: a broker waits 2 x replica_lag_time_ms + 1 s, by which time a slow follower has left the ISR.
 REPLICATION_TIMEOUT_S = 30.0
 
+#: A follower's long poll answers this long after the high watermark moved (or with the next
+#: batch, if one comes sooner): followers learn the high watermark without waiting max_wait_ms.
+HW_LINGER_S = 0.01
+
 #: Topic config keys kept in etcd, not in the storage layer's LogConfig.
 CLUSTER_TOPIC_KEYS = ("min_insync_replicas", "unclean_leader_election")
 
@@ -390,37 +394,45 @@ class ReplicaManager:
 
     async def serve_fetch(self, replica_id: int, items: list[tuple[str, int, int, int]], *,
                           max_wait_ms: int, max_bytes: int) -> list[ReplicaFetchOutcome]:
-        """A follower's fetch: record its progress, then return batches from each fetch offset
-        (long-polling up to ``max_wait_ms`` while there are none, answering at once when a high
-        watermark moves: followers learn it without waiting for the next batch)."""
-        deadline = self._loop.time() + min(max_wait_ms, 5000) / 1000
+        """A follower's fetch: record its progress, then return batches from each fetch offset,
+        long-polling up to ``max_wait_ms`` while there are none. A high watermark that moves
+        meanwhile is answered within ``HW_LINGER_S`` (with the batches appended by then, if any:
+        under load the next batch comes first, so it costs no extra round trip)."""
+        now = self._loop.time()
+        deadline = now + min(max_wait_ms, 5000) / 1000
         for topic, partition, fetch_offset, leader_epoch in items:
             try:
                 self._track(self._check_fetch(topic, partition, leader_epoch), replica_id, fetch_offset)
             except LogstoreError:
                 pass  # answered per partition below
         known = self._watermarks(items)
+        keys = [(t, p) for t, p, _, _ in items]
+        hw_deadline = 0.0
         while True:
             outcomes = self._read(items, max_bytes)
-            remaining = deadline - self._loop.time()
-            if remaining <= 0 or any(o.records or o.error for o in outcomes) or self.broker.closing:
+            now = self._loop.time()
+            if now >= deadline or any(o.records or o.error for o in outcomes) or self.broker.closing:
                 return outcomes
-            if any(o.high_watermark > hw for o, hw in zip(outcomes, known, strict=True)):
-                return outcomes
-            keys = [(t, p) for t, p, _, _ in items]
-            if not await self.broker.wait_for_append(keys, remaining, lambda: self._grew(items, known)):
+            if not hw_deadline and any(o.high_watermark > hw for o, hw in zip(outcomes, known, strict=True)):
+                hw_deadline = now + HW_LINGER_S
+            if hw_deadline:
+                if now >= hw_deadline:
+                    return outcomes
+                await self.broker.wait_for_append(keys, min(deadline, hw_deadline) - now,
+                                                  lambda: self._grew(items, None))
+            elif not await self.broker.wait_for_append(keys, deadline - now, lambda: self._grew(items, known)):
                 return self._read(items, max_bytes)
 
     def _watermarks(self, items: list[tuple[str, int, int, int]]) -> list[int]:
         replicas = [self._replica(t, p) for t, p, _, _ in items]
         return [r.high_watermark if r is not None else -1 for r in replicas]
 
-    def _grew(self, items: list[tuple[str, int, int, int]], known: list[int]) -> bool:
-        """New batches past a fetch offset, or a high watermark past the one known."""
-        for (topic, partition, fetch_offset, _), hw in zip(items, known, strict=True):
+    def _grew(self, items: list[tuple[str, int, int, int]], known: list[int] | None) -> bool:
+        """New batches past a fetch offset, or a high watermark past the one known (if given)."""
+        for index, (topic, partition, fetch_offset, _) in enumerate(items):
             replica = self._replica(topic, partition)
-            if replica is not None and (replica.log.log_end_offset > fetch_offset
-                                        or replica.high_watermark > hw):
+            if replica is not None and (replica.log.log_end_offset > fetch_offset or (
+                    known is not None and replica.high_watermark > known[index])):
                 return True
         return False
 
