@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from logstore.api.v1 import cluster_pb2
 from logstore.varint import decode_varint
 
@@ -58,6 +60,8 @@ def _partition(view: memoryview, position: int, end: int) -> ReplicaFetched:
         key, position = decode_varint(view, position)
         if key == (RECORDS_FIELD << 3) | LENGTH_DELIMITED:
             length, position = decode_varint(view, position)
+            if position + length > end:
+                raise ValueError("a partition's records run past its length")
             records = view[position : position + length]
             position += length
         else:
@@ -65,7 +69,11 @@ def _partition(view: memoryview, position: int, end: int) -> ReplicaFetched:
             small.append(view[start:position])
     if position != end:
         raise ValueError("a ReplicaFetchedPartition runs past its length")
-    return ReplicaFetched(cluster_pb2.ReplicaFetchedPartition.FromString(b"".join(small)), records)
+    try:
+        fields = cluster_pb2.ReplicaFetchedPartition.FromString(b"".join(small))
+    except DecodeError as exc:
+        raise ValueError(f"a malformed ReplicaFetchedPartition: {exc}") from None
+    return ReplicaFetched(fields, records)
 
 
 def decode_replica_fetch_response(data: bytes) -> list[ReplicaFetched]:
@@ -78,6 +86,8 @@ def decode_replica_fetch_response(data: bytes) -> list[ReplicaFetched]:
         key, position = decode_varint(view, position)
         if key == (PARTITIONS_FIELD << 3) | LENGTH_DELIMITED:
             length, position = decode_varint(view, position)
+            if position + length > end:
+                raise ValueError("a ReplicaFetchedPartition runs past the response's end")
             partitions.append(_partition(view, position, position + length))
             position += length
         else:
