@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from logstore.api.v1 import cluster_pb2
-from logstore.varint import decode_varint
+from logstore.varint import decode_varint, skip_field
 
 LENGTH_DELIMITED = 2
 PARTITIONS_FIELD = 1
@@ -39,19 +39,6 @@ class ReplicaFetched:
     records: memoryview
 
 
-def _skip(view: memoryview, position: int, wire_type: int) -> int:
-    if wire_type == 0:
-        return decode_varint(view, position)[1]
-    if wire_type == 1:
-        return position + 8
-    if wire_type == 5:
-        return position + 4
-    if wire_type == LENGTH_DELIMITED:
-        length, position = decode_varint(view, position)
-        return position + length
-    raise ValueError(f"unsupported wire type {wire_type}")
-
-
 def _partition(view: memoryview, position: int, end: int) -> ReplicaFetched:
     records = memoryview(b"")
     small: list[memoryview] = []
@@ -65,7 +52,7 @@ def _partition(view: memoryview, position: int, end: int) -> ReplicaFetched:
             records = view[position : position + length]
             position += length
         else:
-            position = _skip(view, position, key & 7)
+            position = skip_field(view, position, key & 7)
             small.append(view[start:position])
     if position != end:
         raise ValueError("a ReplicaFetchedPartition runs past its length")
@@ -91,7 +78,7 @@ def decode_replica_fetch_response(data: bytes) -> list[ReplicaFetched]:
             partitions.append(_partition(view, position, position + length))
             position += length
         else:
-            position = _skip(view, position, key & 7)
+            position = skip_field(view, position, key & 7)
     if position != end:
         raise ValueError("a ReplicaFetchResponse runs past its end")
     return partitions
