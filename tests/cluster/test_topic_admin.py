@@ -7,6 +7,10 @@ import grpc
 import pytest
 
 from logstore.api.v1 import admin_pb2, records_pb2
+from logstore.cluster.placement import assign_replicas
+from logstore.cluster.records import TopicRecord
+from logstore.cluster.topic_admin import altered_record, grown_record
+from logstore.errors import InvalidConfigError, LimitExceededError
 from tests.server.helpers import batch, describe, expect_failure, produce_request, unique_topic
 
 from .cluster_fixture import TIMEOUT_S
@@ -69,3 +73,23 @@ def test_alter_topic_config_is_applied_by_every_broker_and_min_insync_replicas_b
         lambda: not cluster.stub(leader).Produce(request, timeout=TIMEOUT_S).results[0].error.reason or None,
         what="acks=all accepted with min_insync_replicas back at 2")
     assert accepted
+
+
+def test_new_partitions_are_placed_as_create_would_place_them():
+    record = TopicRecord("t", 1, 3, assign_replicas("t", 1, 3, [1, 2, 3]), {}, 2)
+    grown = grown_record(record, 4, [1, 2, 3], max_partitions=10)
+    assert grown.partitions == 4
+    assert grown.assignment == assign_replicas("t", 4, 3, [1, 2, 3])
+    with pytest.raises(LimitExceededError):
+        grown_record(record, 11, [1, 2, 3], max_partitions=10)
+
+
+def test_altering_keeps_other_keys_and_reset_goes_back_to_the_defaults():
+    record = TopicRecord("t", 1, 3, [[1, 2, 3]], {"retention_ms": "1000", "segment_bytes": "65536"}, 3, True)
+    altered = altered_record(record, {"retention.ms": "2000"}, ["segment_bytes", "min_insync_replicas",
+                                                               "unclean_leader_election"])
+    assert altered.config == {"retention_ms": "2000"}
+    assert (altered.min_insync_replicas, altered.unclean_leader_election) == (2, False)
+    assert altered_record(altered, {"retention_ms": "2000"}, []) == altered  # the same change again
+    with pytest.raises(InvalidConfigError):
+        altered_record(record, {"no_such_key": "1"}, [])
