@@ -29,6 +29,8 @@ class ClusterServiceMixin:
     cluster: Any
     #: host:port this broker tells clients to use (the bound listen address on a single node).
     advertised: str
+    #: The last ReplicaFetch response with records, and what it answered (see ReplicaFetch).
+    _last_replica_response: tuple[tuple[Any, ...], bytes] | None = None
 
     async def _unary(self, method: str, context: Any, call: Any) -> Any:  # provided by the service
         raise NotImplementedError
@@ -89,14 +91,23 @@ class ClusterServiceMixin:
 
     async def ReplicaFetch(self, request: cluster_pb2.ReplicaFetchRequest, context: Any) -> bytes:
         """Answers the serialized response (``handlers.RAW_RESPONSES``): each partition's batches
-        go from the segment into the response bytes in one copy (``wire``)."""
+        go from the segment into the response bytes in one copy (``wire``). Followers that fetch
+        the same range with the same answer (the usual case: both followers of a partition are
+        caught up) share one response: it is built once."""
         async def call() -> bytes:
             self._check_replica()
+            items = [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions]
             outcomes = await self.cluster.replicas.serve_fetch(
-                request.replica_id,
-                [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions],
-                max_wait_ms=request.max_wait_ms, max_bytes=request.max_bytes or (8 << 20),
+                request.replica_id, items, max_wait_ms=request.max_wait_ms,
+                max_bytes=request.max_bytes or (8 << 20),
             )
+            # a leader's log at one leader epoch only grows, so a range (offset, length) at
+            # that epoch is the same bytes every time
+            key = tuple((*item, len(o.records), o.high_watermark, o.log_start_offset, o.log_end_offset)
+                        for item, o in zip(items, outcomes, strict=True))
+            shared = self._last_replica_response
+            if shared is not None and shared[0] == key:
+                return shared[1]
             partitions = []
             for o in outcomes:
                 small = cluster_pb2.ReplicaFetchedPartition(
@@ -106,7 +117,10 @@ class ClusterServiceMixin:
                 if o.error is not None:
                     small.error.CopyFrom(error_detail(o.error))
                 partitions.append(wire.encode_fetched_partition(small, o.records))
-            return wire.encode_fetch_response(partitions)
+            response = wire.encode_fetch_response(partitions)
+            if all(o.error is None for o in outcomes) and any(o.records for o in outcomes):
+                self._last_replica_response = (key, response)
+            return response
 
         return await self._unary("ReplicaFetch", context, call)
 
