@@ -39,7 +39,8 @@ from logstore.cluster.fetcher import FetcherManager
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
 from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
-from logstore.cluster.replicas import ReplicaManager, Role, split_topic_config
+from logstore.cluster.replicas import ReplicaManager, Role
+from logstore.cluster.topic_config import split_topic_config
 from logstore.errors import (
     InvalidConfigError,
     InvalidRequestError,

@@ -35,10 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from logstore.broker import Broker
 from logstore.cluster.records import PartitionState, TopicRecord
-from logstore.cluster.topic_admin import apply_config
+from logstore.cluster.topic_config import CLUSTER_TOPIC_KEYS, apply_config
 from logstore.errors import (
     FencedLeaderEpochError,
-    InvalidConfigError,
     LogstoreError,
     NotEnoughReplicasError,
     NotLeaderError,
@@ -46,7 +45,7 @@ from logstore.errors import (
     RequestTimeoutError,
     UnknownTopicError,
 )
-from logstore.storage import LogConfig, PartitionLog
+from logstore.storage import PartitionLog
 
 if TYPE_CHECKING:
     from logstore.cluster.fetcher import FetcherManager
@@ -60,9 +59,6 @@ REPLICATION_TIMEOUT_S = 30.0
 #: A follower's long poll answers this long after the high watermark moved (or with the next
 #: batch, if one comes sooner): followers learn the high watermark without waiting max_wait_ms.
 HW_LINGER_S = 0.01
-
-#: Topic config keys kept in etcd, not in the storage layer's LogConfig.
-CLUSTER_TOPIC_KEYS = ("min_insync_replicas", "unclean_leader_election")
 
 
 class Role(Enum):
@@ -526,27 +522,3 @@ class ReplicaManager:
                 for member, progress in replica.followers.items():
                     lag[(replica.topic, replica.partition, member)] = max(end - max(progress.log_end_offset, 0), 0)
         return lag
-
-
-def split_topic_config(config: dict[str, str], replication_factor: int) -> tuple[dict[str, str], int, bool]:
-    """Storage config, min_insync_replicas (default 2 at factor 3 and more, else 1) and whether
-    unclean leader election is allowed, from a CreateTopic config map."""
-    storage = {k: v for k, v in config.items() if k.replace(".", "_").replace("-", "_") not in CLUSTER_TOPIC_KEYS}
-    normalized = {k.replace(".", "_").replace("-", "_"): v for k, v in config.items()}
-    LogConfig.from_dict(storage)  # InvalidConfigError names a bad key
-    default_min = 2 if replication_factor >= 3 else 1
-    try:
-        min_isr = int(normalized.get("min_insync_replicas", default_min))
-    except ValueError:
-        raise InvalidConfigError("min_insync_replicas must be an integer", key="min_insync_replicas",
-                                 value=normalized.get("min_insync_replicas")) from None
-    if not 1 <= min_isr <= replication_factor:
-        raise InvalidConfigError(
-            f"min_insync_replicas must be between 1 and the replication factor {replication_factor}, "
-            f"not {min_isr}", key="min_insync_replicas", value=min_isr,
-        )
-    unclean_text = str(normalized.get("unclean_leader_election", "false")).lower()
-    if unclean_text not in ("true", "false"):
-        raise InvalidConfigError("unclean_leader_election must be true or false",
-                                 key="unclean_leader_election", value=unclean_text)
-    return storage, min_isr, unclean_text == "true"

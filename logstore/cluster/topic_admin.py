@@ -32,15 +32,15 @@ from typing import TYPE_CHECKING, Any
 from logstore.cluster.etcd import Compare, EtcdError, Op
 from logstore.cluster.placement import assign_replicas
 from logstore.cluster.records import TopicRecord
+from logstore.cluster.topic_config import CLUSTER_TOPIC_KEYS, split_topic_config, storage_config
 from logstore.errors import (
-    InvalidConfigError,
     InvalidRequestError,
     LimitExceededError,
     MetadataUnavailableError,
     RequestTimeoutError,
     UnknownTopicError,
 )
-from logstore.storage import DataDir, LogConfig, TopicDescription, validate_topic_name
+from logstore.storage import LogConfig, TopicDescription, validate_topic_name
 
 if TYPE_CHECKING:
     from logstore.cluster.node import ClusterNode
@@ -52,54 +52,24 @@ RETRY_S = 0.2
 #: How long a change waits to be applied on the answering broker.
 APPLY_WAIT_S = 15.0
 
-#: Topic config keys kept in the record's own fields, not in its storage ``config``.
-CLUSTER_KEYS = ("min_insync_replicas", "unclean_leader_election")
-
 
 def _normalized(key: str) -> str:
     return key.replace(".", "_").replace("-", "_")
 
 
 def altered_record(record: TopicRecord, set_keys: dict[str, str], reset_keys: Sequence[str]) -> TopicRecord:
-    """The record with ``set_keys`` set and ``reset_keys`` back at their defaults; the storage
-    keys checked as CreateTopic checks them (InvalidConfigError names a bad key or value)."""
-    storage = {_normalized(k): v for k, v in record.config.items()}
-    cluster: dict[str, str] = {}
+    """The record with ``set_keys`` set and ``reset_keys`` back at their defaults, checked as
+    CreateTopic checks a config (InvalidConfigError names a bad key or value)."""
+    config = {_normalized(k): v for k, v in record.config.items()}
+    config["min_insync_replicas"] = str(record.min_insync_replicas)
+    config["unclean_leader_election"] = str(record.unclean_leader_election).lower()
     for key in reset_keys:
         name = _normalized(key)
-        if name in CLUSTER_KEYS:
-            cluster[name] = ""
-        elif name in LogConfig.keys():
-            storage.pop(name, None)
-        else:
+        if name not in CLUSTER_TOPIC_KEYS and name not in LogConfig.keys():
             LogConfig.from_dict({key: ""})  # raises InvalidConfigError naming the key
-    for key, value in set_keys.items():
-        name = _normalized(key)
-        if name in CLUSTER_KEYS:
-            cluster[name] = value
-        else:
-            storage[name] = value
-    LogConfig.from_dict(storage)
-    min_isr = record.min_insync_replicas
-    if "min_insync_replicas" in cluster:
-        text = cluster["min_insync_replicas"] or str(2 if record.replication_factor >= 3 else 1)
-        try:
-            min_isr = int(text)
-        except ValueError:
-            raise InvalidConfigError("min_insync_replicas must be an integer", key="min_insync_replicas",
-                                     value=text) from None
-        if not 1 <= min_isr <= record.replication_factor:
-            raise InvalidConfigError(
-                f"min_insync_replicas must be between 1 and the replication factor "
-                f"{record.replication_factor}, not {min_isr}", key="min_insync_replicas", value=min_isr,
-            )
-    unclean = record.unclean_leader_election
-    if "unclean_leader_election" in cluster:
-        text = (cluster["unclean_leader_election"] or "false").strip().lower()
-        if text not in ("true", "false"):
-            raise InvalidConfigError("unclean_leader_election must be true or false",
-                                     key="unclean_leader_election", value=text)
-        unclean = text == "true"
+        config.pop(name, None)
+    config.update({_normalized(k): v for k, v in set_keys.items()})
+    storage, min_isr, unclean = split_topic_config(config, record.replication_factor)
     return dataclasses.replace(record, config=storage, min_insync_replicas=min_isr,
                                unclean_leader_election=unclean)
 
@@ -201,17 +171,3 @@ async def add_partitions(node: ClusterNode, name: str, total: int) -> TopicDescr
 
     await _wait_until(placed, f"growing to {total} partitions", name)
     return data_dir.describe_topic(name)
-
-
-def storage_config(data_dir: DataDir, record: TopicRecord) -> LogConfig:
-    """The local copy's config of a topic: the broker's defaults under the record's keys."""
-    return LogConfig.from_dict({k: v for k, v in record.config.items() if _normalized(k) not in CLUSTER_KEYS},
-                               base=data_dir.defaults)
-
-
-def apply_config(data_dir: DataDir, record: TopicRecord) -> None:
-    """Bring the local copy's storage config to the record's (after an AlterTopicConfig)."""
-    wanted = storage_config(data_dir, record)
-    current = data_dir.topic(record.name).config
-    if wanted != current:
-        data_dir.alter_config(record.name, dataclasses.asdict(wanted))
