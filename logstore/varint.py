@@ -1,6 +1,6 @@
-"""Protocol Buffers base-128 varints, the one piece of the wire format that the server's hand-made
-request parser and the client's hand-made messages both need (``server/wire.py``,
-``client/wire.py``). No imports: any layer may use it.
+"""Protocol Buffers base-128 varints (and skipping a field), the pieces of the wire format that the
+hand-made readers and writers all need (``server/wire.py``, ``client/wire.py``,
+``cluster/replica_wire.py``). No imports: any layer may use it.
 
 Layout: 7 bits per byte, least significant group first, the high bit set on every byte but the
 last; at most 10 bytes (64 bits). A negative int32/int64 is written as its 64-bit two's
@@ -44,3 +44,19 @@ def decode_varint(data: Any, position: int) -> tuple[int, int]:
         shift += 7
         if shift >= 7 * MAX_VARINT_BYTES:
             raise ValueError("a varint is too long")
+
+
+def skip_field(data: Any, position: int, wire_type: int) -> int:
+    """The position after the value of a field of ``wire_type`` (0 varint, 1 fixed64, 2 length
+    and bytes, 5 fixed32) starting at ``position``: for skipping fields a reader does not know.
+    ValueError on any other wire type."""
+    if wire_type == 0:
+        return decode_varint(data, position)[1]
+    if wire_type == 1:
+        return position + 8
+    if wire_type == 5:
+        return position + 4
+    if wire_type == 2:
+        length, position = decode_varint(data, position)
+        return position + length
+    raise ValueError(f"unsupported wire type {wire_type}")

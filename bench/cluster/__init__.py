@@ -165,4 +165,5 @@ def describe(results: list[Result]) -> dict[str, Any]:
 
     goals = [{"goal": text, "value": value, "met": ok}
              for text, value, ok in report.goal_lines(results)]
-    return {"cluster": {**_context, "goals": goals}}
+    return {"cluster": {**_context, "goals": goals,
+                        "replication_cpu_ns_per_record": report.replication_cpu_ns(results)}}

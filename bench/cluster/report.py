@@ -200,3 +200,18 @@ def print_goals(results: Sequence[Result], out: Any) -> None:
     width = max((len(text) for text, _, _ in lines), default=0)
     for text, value, ok in lines:
         print(f"  {text:<{width}}  {value:>8}  {'yes' if ok else 'NO'}", file=out)
+    cost = replication_cpu_ns(results)
+    if cost is not None:
+        print(f"  (replication's CPU, the 3 brokers' CPU/record of 100 B factor 3 acks=all minus "
+              f"factor 1's: {format_seconds(cost / 1e9)}; compare runs by this on a shared box)",
+              file=out)
+
+
+def replication_cpu_ns(results: Sequence[Result]) -> float | None:
+    """Server CPU per record that two follower copies add (100 B, acks=all), or None."""
+    three = _find(results, kind="produce", size=SMALL, system="logstore", factor=3, acks="all")
+    one = _find(results, kind="produce", size=SMALL, system="logstore", factor=1, acks="all")
+    if three is None or one is None:
+        return None
+    a, b = three.params.get("server_cpu_ns_per_record"), one.params.get("server_cpu_ns_per_record")
+    return None if a is None or b is None else a - b

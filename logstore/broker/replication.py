@@ -44,9 +44,13 @@ class Replication(Protocol):
 
 def append_replica(broker: Broker, topic: str, partition: int, records: bytes | memoryview) -> AppendResult:
     """Append batches fetched from the leader, offsets and epochs kept, and keep this partition's
-    producer state current (so that if this replica becomes leader it recognises retries)."""
+    producer state current (so that if this replica becomes leader it recognises retries).
+
+    The leader validated every batch deeply when it was produced; the copy is checked for what
+    the way here can break (each header, length and crc: ``validate_batches(deep=False)``) and
+    written in one ``append_replica`` of the whole response, not decoded record by record."""
     partition_log = broker.data_dir.log(topic, partition)
-    headers = validate_batches(records)
+    headers = validate_batches(records, deep=False)
     result = partition_log.append_replica(records, headers=headers, sync=False)
     state = broker.cached_producer_state(topic, partition)
     if state is not None and state.log is partition_log:

@@ -17,11 +17,10 @@ classes. Field numbers below are that file's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from logstore.api.v1 import common_pb2, records_pb2
 from logstore.varint import decode_varint as read_varint
-from logstore.varint import encode_varint
+from logstore.varint import encode_varint, skip_field
 
 # wire types
 VARINT = 0
@@ -140,19 +139,6 @@ class FetchedPartition:
                 f"error={self.error.reason if self.error else None})")
 
 
-def _skip(data: Any, position: int, wire_type: int) -> int:
-    if wire_type == VARINT:
-        return read_varint(data, position)[1]
-    if wire_type == FIXED64:
-        return position + 8
-    if wire_type == FIXED32:
-        return position + 4
-    if wire_type == LEN:
-        length, position = read_varint(data, position)
-        return position + length
-    raise ValueError(f"unsupported wire type {wire_type}")
-
-
 def _fetched_partition(view: memoryview, position: int, end: int) -> FetchedPartition:
     fetched = FetchedPartition()
     while position < end:
@@ -186,7 +172,7 @@ def _fetched_partition(view: memoryview, position: int, end: int) -> FetchedPart
                 fetched.error = common_pb2.ErrorDetail.FromString(bytes(view[position:stop]))
             position = stop
         else:
-            position = _skip(view, position, wire_type)
+            position = skip_field(view, position, wire_type)
     if position != end:
         raise ValueError("FetchedPartition runs past its length")
     return fetched
@@ -206,7 +192,7 @@ def decode_fetch_response(data: bytes) -> list[FetchedPartition]:
             partitions.append(_fetched_partition(view, position, position + length))
             position += length
         else:
-            position = _skip(view, position, wire_type)
+            position = skip_field(view, position, wire_type)
     if position != end:
         raise ValueError("FetchResponse runs past its end")
     return partitions
@@ -255,7 +241,7 @@ def decode_subscribe_response(data: bytes, topic: str, partition: int) -> tuple[
                 )
             position = stop
         else:
-            position = _skip(view, position, wire_type)
+            position = skip_field(view, position, wire_type)
     if position != end:
         raise ValueError("SubscribeResponse runs past its end")
     return fetched, start_offset

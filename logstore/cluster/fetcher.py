@@ -28,6 +28,7 @@ import grpc
 from logstore.api.v1 import cluster_pb2, logstore_pb2_grpc
 from logstore.broker import Broker
 from logstore.broker.replication import append_replica, restart_replica_at, truncate_replica
+from logstore.cluster.replica_wire import METHOD, decode_replica_fetch_response
 from logstore.errors import CorruptBatchError, LogstoreError
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.enable_retries", 0),
 ]
+
+
+def _received(data: bytes) -> bytes:
+    return data
 
 
 @dataclass
@@ -69,6 +74,11 @@ class ReplicaFetcher:
         self._wake = asyncio.Event()
         self._channel = manager.channel(address)
         self._stub = logstore_pb2_grpc.LogStoreStub(self._channel)
+        # the response is read by hand: its batches stay views of the received bytes
+        self._replica_fetch = self._channel.unary_unary(
+            METHOD, request_serializer=cluster_pb2.ReplicaFetchRequest.SerializeToString,
+            response_deserializer=_received,
+        )
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._backoff = BACKOFF_S
 
@@ -184,10 +194,11 @@ class ReplicaFetcher:
                 fetch_offset=broker.data_dir.log(f.topic, f.partition).log_end_offset,
             )
             epochs[(f.topic, f.partition)] = f.leader_epoch
-        response = await self._stub.ReplicaFetch(
+        response = await self._replica_fetch(
             request, timeout=manager.max_wait_ms / 1000 + 10, metadata=self._metadata()
         )
-        for result in response.partitions:
+        for fetched in decode_replica_fetch_response(response):
+            result = fetched.fields
             key = (result.topic, result.partition)
             current = self.partitions.get(key)
             if current is None or current.leader_epoch != epochs.get(key):
@@ -196,9 +207,9 @@ class ReplicaFetcher:
             if result.error.reason:
                 self._fetch_error(f, result)
                 continue
-            if result.records:
+            if fetched.records:
                 try:
-                    append_replica(broker, f.topic, f.partition, result.records)
+                    append_replica(broker, f.topic, f.partition, fetched.records)
                 except CorruptBatchError as exc:
                     log.warning("%s/%d: %s; checking for divergence again", f.topic, f.partition, exc.message)
                     f.truncated = False

@@ -32,6 +32,7 @@ from typing import Any
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
 from logstore.broker.internal import OFFSETS_TOPIC, partition_for
+from logstore.cluster import topic_admin
 from logstore.cluster.config import ClusterConfig
 from logstore.cluster.controller import Controller
 from logstore.cluster.etcd import Compare, EtcdClient, EtcdError, Op
@@ -40,7 +41,8 @@ from logstore.cluster.internal_topics import ensure_internal_topics, replicated_
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
 from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
-from logstore.cluster.replicas import ReplicaManager, Role, split_topic_config
+from logstore.cluster.replicas import ReplicaManager, Role
+from logstore.cluster.topic_config import split_topic_config
 from logstore.errors import (
     CoordinatorNotAvailableError,
     InvalidConfigError,
@@ -286,6 +288,21 @@ class ClusterNode:
             f"topic {name!r} was created, but not every partition had a leader within "
             f"{CREATE_WAIT_S:.0f} s (is a controller elected?)", topic=name,
         )
+
+    async def alter_topic_config(self, name: str, set_keys: dict[str, str],
+                                 reset_keys: list[str]) -> TopicDescription:
+        return await topic_admin.alter_topic_config(self, name, set_keys, reset_keys)
+
+    async def add_partitions(self, name: str, total: int) -> TopicDescription:
+        return await topic_admin.add_partitions(self, name, total)
+
+    def cluster_topic_config(self, name: str) -> dict[str, str]:
+        """The topic config keys kept in its etcd record only, as DescribeTopic shows them."""
+        record = self.metadata.topics.get(name)
+        if record is None:
+            return {}
+        return {"min_insync_replicas": str(record.min_insync_replicas),
+                "unclean_leader_election": str(record.unclean_leader_election).lower()}
 
     async def delete_topic(self, name: str) -> None:
         validate_topic_name(name)

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 from logstore.broker import Broker
 from logstore.broker.internal import OFFSETS_TOPIC
 from logstore.cluster.records import PartitionState, TopicRecord
+from logstore.cluster.topic_config import CLUSTER_TOPIC_KEYS, apply_config
 from logstore.errors import (
     FencedLeaderEpochError,
-    InvalidConfigError,
     LogstoreError,
     NotEnoughReplicasError,
     NotLeaderError,
@@ -49,7 +49,7 @@ from logstore.errors import (
     RequestTimeoutError,
     UnknownTopicError,
 )
-from logstore.storage import LogConfig, PartitionLog
+from logstore.storage import PartitionLog
 
 if TYPE_CHECKING:
     from logstore.cluster.fetcher import FetcherManager
@@ -62,9 +62,9 @@ REPLICATION_TIMEOUT_S = 30.0
 
 #: Internal topics replicated like any other (the others stay local to each broker).
 REPLICATED_INTERNAL_TOPICS = (OFFSETS_TOPIC,)
-
-#: Topic config keys kept in etcd, not in the storage layer's LogConfig.
-CLUSTER_TOPIC_KEYS = ("min_insync_replicas", "unclean_leader_election")
+#: A follower's long poll answers this long after the high watermark moved (or with the next
+#: batch, if one comes sooner): followers learn the high watermark without waiting max_wait_ms.
+HW_LINGER_S = 0.01
 
 
 class Role(Enum):
@@ -255,8 +255,10 @@ class ReplicaManager:
         if not data_dir.has_topic(topic.name):
             config = {k: v for k, v in topic.config.items() if k not in CLUSTER_TOPIC_KEYS}
             data_dir.create_topic(topic.name, topic.partitions, config)
-        elif data_dir.topic(topic.name).partitions < topic.partitions:
-            data_dir.add_partitions(topic.name, topic.partitions)
+        else:
+            if data_dir.topic(topic.name).partitions < topic.partitions:
+                data_dir.add_partitions(topic.name, topic.partitions)
+            apply_config(data_dir, topic)  # an AlterTopicConfig
 
     def _reconcile_partition(self, topic: TopicRecord, partition: int, state: PartitionState,
                              mod_revision: int, live: set[int]) -> None:
@@ -397,27 +399,45 @@ class ReplicaManager:
 
     async def serve_fetch(self, replica_id: int, items: list[tuple[str, int, int, int]], *,
                           max_wait_ms: int, max_bytes: int) -> list[ReplicaFetchOutcome]:
-        """A follower's fetch: record its progress, then return batches from each fetch offset
-        (long-polling up to ``max_wait_ms`` while there are none)."""
-        deadline = self._loop.time() + min(max_wait_ms, 5000) / 1000
+        """A follower's fetch: record its progress, then return batches from each fetch offset,
+        long-polling up to ``max_wait_ms`` while there are none. A high watermark that moves
+        meanwhile is answered within ``HW_LINGER_S`` (with the batches appended by then, if any:
+        under load the next batch comes first, so it costs no extra round trip)."""
+        now = self._loop.time()
+        deadline = now + min(max_wait_ms, 5000) / 1000
         for topic, partition, fetch_offset, leader_epoch in items:
             try:
                 self._track(self._check_fetch(topic, partition, leader_epoch), replica_id, fetch_offset)
             except LogstoreError:
                 pass  # answered per partition below
+        known = self._watermarks(items)
+        keys = [(t, p) for t, p, _, _ in items]
+        hw_deadline = 0.0
         while True:
             outcomes = self._read(items, max_bytes)
-            remaining = deadline - self._loop.time()
-            if remaining <= 0 or any(o.records or o.error for o in outcomes) or self.broker.closing:
+            now = self._loop.time()
+            if now >= deadline or any(o.records or o.error for o in outcomes) or self.broker.closing:
                 return outcomes
-            keys = [(t, p) for t, p, _, _ in items]
-            if not await self.broker.wait_for_append(keys, remaining, lambda: self._grew(items)):
+            if not hw_deadline and any(o.high_watermark > hw for o, hw in zip(outcomes, known, strict=True)):
+                hw_deadline = now + HW_LINGER_S
+            if hw_deadline:
+                if now >= hw_deadline:
+                    return outcomes
+                await self.broker.wait_for_append(keys, min(deadline, hw_deadline) - now,
+                                                  lambda: self._grew(items, None))
+            elif not await self.broker.wait_for_append(keys, deadline - now, lambda: self._grew(items, known)):
                 return self._read(items, max_bytes)
 
-    def _grew(self, items: list[tuple[str, int, int, int]]) -> bool:
-        for topic, partition, fetch_offset, _ in items:
+    def _watermarks(self, items: list[tuple[str, int, int, int]]) -> list[int]:
+        replicas = [self._replica(t, p) for t, p, _, _ in items]
+        return [r.high_watermark if r is not None else -1 for r in replicas]
+
+    def _grew(self, items: list[tuple[str, int, int, int]], known: list[int] | None) -> bool:
+        """New batches past a fetch offset, or a high watermark past the one known (if given)."""
+        for index, (topic, partition, fetch_offset, _) in enumerate(items):
             replica = self._replica(topic, partition)
-            if replica is not None and replica.log.log_end_offset > fetch_offset:
+            if replica is not None and (replica.log.log_end_offset > fetch_offset or (
+                    known is not None and replica.high_watermark > known[index])):
                 return True
         return False
 
@@ -511,27 +531,3 @@ class ReplicaManager:
                 for member, progress in replica.followers.items():
                     lag[(replica.topic, replica.partition, member)] = max(end - max(progress.log_end_offset, 0), 0)
         return lag
-
-
-def split_topic_config(config: dict[str, str], replication_factor: int) -> tuple[dict[str, str], int, bool]:
-    """Storage config, min_insync_replicas (default 2 at factor 3 and more, else 1) and whether
-    unclean leader election is allowed, from a CreateTopic config map."""
-    storage = {k: v for k, v in config.items() if k.replace(".", "_").replace("-", "_") not in CLUSTER_TOPIC_KEYS}
-    normalized = {k.replace(".", "_").replace("-", "_"): v for k, v in config.items()}
-    LogConfig.from_dict(storage)  # InvalidConfigError names a bad key
-    default_min = 2 if replication_factor >= 3 else 1
-    try:
-        min_isr = int(normalized.get("min_insync_replicas", default_min))
-    except ValueError:
-        raise InvalidConfigError("min_insync_replicas must be an integer", key="min_insync_replicas",
-                                 value=normalized.get("min_insync_replicas")) from None
-    if not 1 <= min_isr <= replication_factor:
-        raise InvalidConfigError(
-            f"min_insync_replicas must be between 1 and the replication factor {replication_factor}, "
-            f"not {min_isr}", key="min_insync_replicas", value=min_isr,
-        )
-    unclean_text = str(normalized.get("unclean_leader_election", "false")).lower()
-    if unclean_text not in ("true", "false"):
-        raise InvalidConfigError("unclean_leader_election must be true or false",
-                                 key="unclean_leader_election", value=unclean_text)
-    return storage, min_isr, unclean_text == "true"

@@ -336,15 +336,16 @@ def validate_batch(buffer: Buffer, position: int = 0, *, deep: bool = True) -> B
     return header
 
 
-def validate_batches(buffer: Buffer) -> list[BatchHeader]:
-    """Validate every batch in a produce payload; all or nothing."""
+def validate_batches(buffer: Buffer, *, deep: bool = True) -> list[BatchHeader]:
+    """Validate every batch in a produce payload; all or nothing. ``deep=False`` checks headers,
+    lengths and crcs only (``validate_batch``): for batches a leader has validated deeply."""
     headers: list[BatchHeader] = []
     position = 0
     end = len(buffer)
     if end == 0:
         raise CorruptBatchError("no record batches in the payload", position=0)
     while position < end:
-        header = validate_batch(buffer, position)
+        header = validate_batch(buffer, position, deep=deep)
         headers.append(header)
         position += header.batch_length
     return headers

@@ -7,7 +7,7 @@ copied by protobuf (``wire.py``) —
 - ``Produce`` and ``ProduceStream`` receive the raw request bytes (parsed into memoryviews);
   ``Produce`` is served as a client stream (of one request: the same bytes on the wire) so that
   its handler decides when the request is read (``max_queued_request_bytes``);
-- ``Fetch`` and ``Subscribe`` return the serialized response bytes.
+- ``Fetch``, ``Subscribe`` and ``ReplicaFetch`` return the serialized response bytes.
 
 Every other method uses the generated message classes as usual. A request that does not parse as
 its message (protobuf's ``DecodeError``) is answered INVALID_ARGUMENT / INVALID_REQUEST through
@@ -30,7 +30,7 @@ SERVICE = logstore_pb2.DESCRIPTOR.services_by_name["LogStore"]
 RAW_REQUESTS = {"Produce", "ProduceStream"}
 #: Unary in the proto, read by the handler as a stream of one request.
 READ_BY_HANDLER = {"Produce"}
-RAW_RESPONSES = {"Fetch", "Subscribe"}
+RAW_RESPONSES = {"Fetch", "Subscribe", "ReplicaFetch"}
 
 
 def _identity(data: Any) -> Any:

@@ -34,6 +34,7 @@ from logstore.server.metrics import Metrics
 from logstore.server.service_cluster import ClusterServiceMixin
 from logstore.server.service_groups import GroupServiceMixin
 from logstore.server.service_share import ShareServiceMixin
+from logstore.storage import TopicDescription
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
                     request.name, convert.partition_count(request.partitions),
                     request.replication_factor, dict(request.config),
                 )
-                return convert.topic_description(description, self.broker)
+                return self._topic_description(description, self.broker)
             if request.replication_factor not in (0, 1):
                 raise InvalidConfigError(
                     f"replication_factor={request.replication_factor} needs a cluster; a single-node "
@@ -168,31 +169,41 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
     async def DescribeTopic(self, request: admin_pb2.DescribeTopicRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
             self.authorizer.check("topic", request.name, "describe")
-            return convert.topic_description(self.broker.describe_topic(request.name), self.broker)
+            return self._topic_description(self.broker.describe_topic(request.name), self.broker)
 
         return await self._unary("DescribeTopic", context, call)
 
     async def AlterTopicConfig(self, request: admin_pb2.AlterTopicConfigRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
             self.authorizer.check("topic", request.name, "admin")
-            self._refuse_in_cluster("AlterTopicConfig")
-            description = self.broker.alter_topic_config(request.name, dict(request.set), list(request.reset))
-            return convert.topic_description(description, self.broker)
+            if self.cluster is not None:  # written to etcd, applied by every broker
+                description = await self.cluster.alter_topic_config(
+                    request.name, dict(request.set), list(request.reset)
+                )
+            else:
+                description = self.broker.alter_topic_config(request.name, dict(request.set), list(request.reset))
+            return self._topic_description(description, self.broker)
 
         return await self._unary("AlterTopicConfig", context, call)
 
     async def AddPartitions(self, request: admin_pb2.AddPartitionsRequest, context: Any) -> admin_pb2.TopicDescription:
         async def call() -> admin_pb2.TopicDescription:
             self.authorizer.check("topic", request.name, "admin")
-            self._refuse_in_cluster("AddPartitions")
-            description = self.broker.add_partitions(request.name, request.total)
-            return convert.topic_description(description, self.broker)
+            if self.cluster is not None:  # placed in etcd, led where the controller says
+                description = await self.cluster.add_partitions(request.name, request.total)
+            else:
+                description = self.broker.add_partitions(request.name, request.total)
+            return self._topic_description(description, self.broker)
 
         return await self._unary("AddPartitions", context, call)
 
-    def _refuse_in_cluster(self, method: str) -> None:
+    def _topic_description(self, description: TopicDescription, broker: Broker) -> admin_pb2.TopicDescription:
+        """A clustered topic's description also carries the keys kept in etcd only
+        (min_insync_replicas, unclean_leader_election)."""
+        described = convert.topic_description(description, broker)
         if self.cluster is not None:
-            raise InvalidRequestError(f"{method} is not supported by clustered brokers yet", field="name")
+            described.config.update(self.cluster.cluster_topic_config(description.name))
+        return described
 
     # -- records ------------------------------------------------------------------------------------
 

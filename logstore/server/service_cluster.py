@@ -14,6 +14,7 @@ from typing import Any
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownTopicError
+from logstore.server import wire
 from logstore.server.auth import Authorizer
 from logstore.server.errors import error_detail
 
@@ -28,6 +29,8 @@ class ClusterServiceMixin:
     cluster: Any
     #: host:port this broker tells clients to use (the bound listen address on a single node).
     advertised: str
+    #: The last ReplicaFetch response with records, and what it answered (see ReplicaFetch).
+    _last_replica_response: tuple[tuple[Any, ...], bytes] | None = None
 
     async def _unary(self, method: str, context: Any, call: Any) -> Any:  # provided by the service
         raise NotImplementedError
@@ -86,23 +89,37 @@ class ClusterServiceMixin:
 
         return await self._unary("FindCoordinator", context, call)
 
-    async def ReplicaFetch(self, request: cluster_pb2.ReplicaFetchRequest, context: Any) -> cluster_pb2.ReplicaFetchResponse:
-        async def call() -> cluster_pb2.ReplicaFetchResponse:
+    async def ReplicaFetch(self, request: cluster_pb2.ReplicaFetchRequest, context: Any) -> bytes:
+        """Answers the serialized response (``handlers.RAW_RESPONSES``): each partition's batches
+        go from the segment into the response bytes in one copy (``wire``). Followers that fetch
+        the same range with the same answer (the usual case: both followers of a partition are
+        caught up) share one response: it is built once."""
+        async def call() -> bytes:
             self._check_replica()
+            items = [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions]
             outcomes = await self.cluster.replicas.serve_fetch(
-                request.replica_id,
-                [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions],
-                max_wait_ms=request.max_wait_ms, max_bytes=request.max_bytes or (8 << 20),
+                request.replica_id, items, max_wait_ms=request.max_wait_ms,
+                max_bytes=request.max_bytes or (8 << 20),
             )
-            response = cluster_pb2.ReplicaFetchResponse()
+            # a leader's log at one leader epoch only grows, so a range (offset, length) at
+            # that epoch is the same bytes every time
+            key = tuple((*item, len(o.records), o.high_watermark, o.log_start_offset, o.log_end_offset)
+                        for item, o in zip(items, outcomes, strict=True))
+            shared = self._last_replica_response
+            if shared is not None and shared[0] == key:
+                return shared[1]
+            partitions = []
             for o in outcomes:
-                item = response.partitions.add(
-                    topic=o.topic, partition=o.partition, records=bytes(o.records),
-                    high_watermark=o.high_watermark, log_start_offset=o.log_start_offset,
-                    log_end_offset=o.log_end_offset,
+                small = cluster_pb2.ReplicaFetchedPartition(
+                    topic=o.topic, partition=o.partition, high_watermark=o.high_watermark,
+                    log_start_offset=o.log_start_offset, log_end_offset=o.log_end_offset,
                 )
                 if o.error is not None:
-                    item.error.CopyFrom(error_detail(o.error))
+                    small.error.CopyFrom(error_detail(o.error))
+                partitions.append(wire.encode_fetched_partition(small, o.records))
+            response = wire.encode_fetch_response(partitions)
+            if all(o.error is None for o in outcomes) and any(o.records for o in outcomes):
+                self._last_replica_response = (key, response)
             return response
 
         return await self._unary("ReplicaFetch", context, call)

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
 from logstore.api.v1 import records_pb2
 from logstore.errors import InvalidRequestError
 from logstore.varint import decode_varint as decode_unsigned
@@ -129,8 +131,10 @@ def parse_produce_request(data: bytes | memoryview) -> ProduceRequestView:
     return request
 
 
-def encode_fetched_partition(small: records_pb2.FetchedPartition, records: bytes | memoryview) -> list[bytes | memoryview]:
-    """The pieces of one serialized FetchedPartition: ``small`` (records unset) + records."""
+def encode_fetched_partition(small: Message, records: bytes | memoryview) -> list[bytes | memoryview]:
+    """The pieces of one serialized FetchedPartition: ``small`` (records unset) + records. A
+    ``ReplicaFetchedPartition`` has the same layout (records is field 3, in a response whose
+    field 1 repeats the partitions), so replica fetches are built with these two as well."""
     head = small.SerializeToString()
     if not len(records):
         return [head]
