@@ -83,6 +83,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                              "removed after a clean run)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run on a local cluster instead: 3 etcd members and 3 brokers on "
+                             "loopback, brokers killed, paused and isolated (the controller too), "
+                             "etcd members killed; its options: scripts/torture --cluster --help")
     options = parser.parse_args(argv)
     if options.kills < 0 or options.seconds <= 0 or options.partitions < 1:
         parser.error("--kills must be >= 0, --seconds > 0, --partitions >= 1")
@@ -163,12 +167,17 @@ class Run:
 
     # -- processes -------------------------------------------------------------------------------
 
+    @property
+    def server(self) -> str:
+        """The address the workers connect to."""
+        return self.broker.address
+
     def spawn(self, role: str, name: str, *args: str) -> Worker:
         history = self.history_dir / f"{name}.jsonl"
         with open(self.work_dir / "logs" / f"{name}.log", "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "bench.torture.workload", role,
-                 "--server", self.broker.address, "--name", name, "--history", str(history),
+                 "--server", self.server, "--name", name, "--history", str(history),
                  "--seed", str(self.rng.randrange(1 << 31)), *args],
                 stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                 env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), start_new_session=True,
@@ -445,6 +454,11 @@ def _seconds(value: float | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--cluster" in argv:  # the cluster run has options of its own
+        from bench.torture.cluster_run import main as cluster_main
+
+        return cluster_main([a for a in argv if a != "--cluster"])
     options = parse(argv)
     run = Run(options)
     summary, report = run.execute()
