@@ -10,6 +10,7 @@ Kinds (``KINDS``), each undone by the nemesis itself within a few seconds:
 - ``etcd_kill``: SIGKILL one etcd member (the raft leader half of the time), restart it
   0.5-3 s later; only one member is ever down, so etcd keeps its quorum.
 
+The first faults are one of each kind (in random order), then kinds are drawn by ``WEIGHTS``.
 A broker fault targets the controller with probability ``CONTROLLER_SHARE``, another broker
 otherwise. After each fault the nemesis waits (at most ``RECOVERY_TIMEOUT_S``) until every
 broker is back in the cluster and every partition of the run's topic has a leader and a full
@@ -35,6 +36,8 @@ KINDS = ("kill", "pause", "isolate", "etcd_kill")
 WEIGHTS = {"kill": 0.35, "pause": 0.25, "isolate": 0.25, "etcd_kill": 0.15}
 CONTROLLER_SHARE = 0.35
 RECOVERY_TIMEOUT_S = 45.0
+#: After a fault is undone, how long the nemesis waits before it asks whether all is well.
+SETTLE_S = 1.0
 KILL_DOWN_S = (0.2, 2.5)
 PAUSE_S = (0.3, 5.0)
 ISOLATE_S = (1.0, 6.0)
@@ -108,6 +111,7 @@ class ClusterNemesis:
 
     def wait_recovered(self, timeout_s: float = RECOVERY_TIMEOUT_S) -> bool:
         started = time.monotonic()
+        time.sleep(SETTLE_S)  # the controller notices a fault (an expired lease) first
         while time.monotonic() - started < timeout_s:
             if self.recovered():
                 self.figures.recovery_seconds.append(time.monotonic() - started)
@@ -122,7 +126,11 @@ class ClusterNemesis:
 
     def fault(self) -> str:
         """Inject one fault, wait until it is undone; returns its kind."""
-        kind = self.rng.choices(self.kinds, [WEIGHTS[k] for k in self.kinds])[0]
+        unused = [k for k in self.kinds if not self.figures.by_kind[k]]
+        if unused:  # every kind once first, so that a short run has each
+            kind = self.rng.choice(unused)
+        else:
+            kind = self.rng.choices(self.kinds, [WEIGHTS[k] for k in self.kinds])[0]
         if kind == "etcd_kill":
             self.kill_etcd()
         else:
