@@ -62,7 +62,7 @@ def _first_difference(batches: dict[int, list[tuple[int, str]]]) -> int | None:
     """The base offset of the first batch at which the replicas disagree."""
     longest = max(len(b) for b in batches.values())
     for index in range(longest):
-        seen = {tuple(b[index]) if index < len(b) else None for b in batches.values()}
+        seen = {b[index] if index < len(b) else None for b in batches.values()}
         if len(seen) > 1:
             return min(s[0] for s in seen if s is not None)
     return None
