@@ -99,6 +99,12 @@ class ClusterNemesis:
                 continue
         return None
 
+    def formed(self) -> bool:
+        """Every broker is alive in the cluster and there is a controller."""
+        description = self.describe()
+        return description is not None and description.controller_id >= 0 and {
+            b.broker_id for b in description.brokers if b.alive} == set(self.cluster.brokers)
+
     def recovered(self) -> bool:
         description = self.describe()
         if description is None:

@@ -120,8 +120,11 @@ class ClusterRun(Run):
 
         options = self.options
         self.cluster.start()
-        if not self.faults.wait_recovered(60.0) and self.faults.describe() is None:
-            raise RuntimeError("the cluster did not form")
+        deadline = time.monotonic() + 60.0
+        while not self.faults.formed():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not form within 60 s")
+            time.sleep(0.2)
         config = {"flush": options.flush, "min_insync_replicas": str(MIN_INSYNC_REPLICAS)}
         with Admin(self.server, timeout=30.0) as admin:
             admin.create_topic(TOPIC, options.partitions, config=config,
