@@ -391,6 +391,8 @@ class Sender:
                 if error.reason in RETRY_REASONS:
                     self._metadata.observe(error, address)
                     self._retry(batch, error)
+                elif self._behind_a_retry(batch, error):
+                    self._retry(batch, error)
                 else:
                     self._finish(batch, error)
             elif result.base_offset < 0:  # acks=0
@@ -401,6 +403,18 @@ class Sender:
                 base = next_offsets.get(key, result.base_offset)
                 next_offsets[key] = base + batch.count
                 self._finish(batch, None, base)
+
+    def _behind_a_retry(self, batch: ProducerBatch, error: LogstoreError) -> bool:
+        """OUT_OF_ORDER_SEQUENCE for a batch whose partition holds batches of lower sequence
+        for a retry: it was sent (after them, on a new stream) when their stream had just
+        failed, and reached the broker first; nothing was appended, so it goes again after
+        them, as Kafka's producer retries a batch refused behind a retried one."""
+        if error.reason != "OUT_OF_ORDER_SEQUENCE" or batch.stamp is None:
+            return False
+        sequence = batch.stamp[2]
+        with self._unanswered_lock:
+            held = self._held.get((batch.topic, batch.partition), ())
+            return any(b.stamp is not None and b.stamp[2] < sequence for b in held)
 
     def _on_failure(self, address: str, batches: list[ProducerBatch],
                     error: LogstoreError) -> None:
