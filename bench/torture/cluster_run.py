@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import sys
 import tempfile
@@ -28,13 +27,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.paths import folder, output_file
-from bench.torture.__main__ import GROUP, Run, Worker
-from bench.torture.checker import Report, check, read_history
+from bench.torture.__main__ import (
+    GROUP,
+    Run,
+    Worker,
+    add_run_options,
+    finish,
+    print_outcome,
+    progress,
+)
+from bench.torture.checker import Report
 from bench.torture.cluster import LocalCluster
 from bench.torture.cluster_nemesis import KINDS, ClusterNemesis
 from bench.torture.convergence import divergences
-from bench.torture.workload import History
+from bench.torture.workload import History, write_reads
 
 TOPIC = "torture"
 REPLICATION_FACTOR = 3
@@ -73,16 +79,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=200.0, help="records/s per producer (200)")
     parser.add_argument("--flush", choices=["always", "never"], default="never",
                         help="the topic's flush policy (default never: replication keeps it)")
-    parser.add_argument("--drain-seconds", type=float, default=90.0,
-                        help="how long the readers get to read to the end (90)")
-    parser.add_argument("--history", metavar="FILE", type=output_file,
-                        help="write the merged history here (default: WORK_DIR/history.jsonl)")
-    parser.add_argument("--json", metavar="FILE", type=output_file, help="write the summary as JSON")
-    parser.add_argument("--work-dir", metavar="DIR", type=folder,
-                        help="data, logs and histories (default: a new temporary directory, "
-                             "removed after a clean run)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    add_run_options(parser, "readers")
     options = parser.parse_args(argv)
     if options.brokers < REPLICATION_FACTOR or not 1 <= options.etcd <= 9 or options.faults < 0:
         parser.error(f"--brokers must be >= {REPLICATION_FACTOR}, --etcd 1..9, --faults >= 0")
@@ -237,18 +234,8 @@ class ClusterRun(Run):
                     if time.monotonic() > deadline:
                         raise RuntimeError("the replay did not reach the high watermarks")
                     started = time.monotonic()
-                    by_partition: dict[tuple[str, int], tuple[list[int], list[str]]] = {}
-                    for record in consumer.poll(timeout=0.5):
-                        offsets, values = by_partition.setdefault(
-                            (record.topic, record.partition), ([], []))
-                        offsets.append(record.offset)
-                        values.append(record.value.decode() if record.value is not None else "")
-                    for (topic, partition), (offsets, values) in by_partition.items():
-                        history.write("poll", member="replay", group="replay",
-                                      isolation="read_uncommitted", tenure=1, since=since,
-                                      topic=topic, partition=partition, offsets=offsets,
-                                      values=values)
-                        at[(topic, partition)] = offsets[-1] + 1
+                    read = write_reads(history, "replay", consumer.poll(timeout=0.5), since)
+                    at.update({(tp.topic, tp.partition): offset for tp, offset in read.items()})
                     since = started
         finally:
             history.close()
@@ -292,18 +279,9 @@ class ClusterRun(Run):
         finally:
             self.kill_everything()
             self.nemesis.close()
-        events = read_history(sorted(self.history_dir.glob("*.jsonl")))
-        history = Path(self.options.history or self.work_dir / "history.jsonl")
-        with open(history, "w", encoding="utf-8") as file:
-            for event in events:
-                file.write(json.dumps(event, separators=(",", ":")) + "\n")
-        report = check(events)
+        report, history, crashes = self.check_history()
         for divergence in self.divergences:
             report.add("replica_divergence", divergence)
-        crashes = [e for e in events if e["type"] == "crash"]
-        for crash in crashes[:10]:
-            self.figures.worker_problems.append(
-                f"{crash['process']} crashed: {crash['error'].strip().splitlines()[-1]}")
         summary = {
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.options).items()},
             "faults": self.faults.figures.to_json(),
@@ -313,7 +291,7 @@ class ClusterRun(Run):
                     "broker_exit_code": self.figures.broker_exit_code,
                     "worker_problems": self.figures.worker_problems,
                     "aborted": self.figures.aborted},
-            "crashes": len(crashes),
+            "crashes": crashes,
             **report.to_json(),
             "work_dir": str(self.work_dir),
             "history": str(history),
@@ -341,39 +319,15 @@ def print_summary(summary: dict[str, Any], report: Report) -> None:
           f"{faults['restarts_failed']} failed restarts, {faults['not_recovered']} slow "
           f"recoveries; recovery median {faults['recovery_seconds_median']} s, max "
           f"{faults['recovery_seconds_max']} s; in {run['nemesis_seconds']} s")
-    print(f"drained: {run['drained']} in {run['drain_seconds']} s; broker exit code "
-          f"{run['broker_exit_code']}; client crashes {summary['crashes']}")
-    if run["aborted"]:
-        print(f"  the run was aborted: {run['aborted']}")
-    for problem in run["worker_problems"]:
-        print(f"  problem: {problem}")
-    print(report.text())
-    print(f"history: {summary['history'] or 'removed with the work directory (--keep keeps it)'}")
+    print_outcome(run, summary, report)
     print(f"torture --cluster: {'FAILED' if failed(summary, report) else 'OK'}: "
           f"{report.anomalies} anomalies, {summary['figures']['acknowledged']} acknowledged")
 
 
-def progress(message: str) -> None:
-    print(f"torture: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse(argv)
-    given_work_dir = options.work_dir
-    run = ClusterRun(options)
-    summary, report = run.execute()
-    bad = failed(summary, report)
-    remove = not bad and not options.keep and not given_work_dir
-    if remove and not options.history:
-        summary["history"] = None
-    print_summary(summary, report)
-    if options.json:
-        Path(options.json).write_text(json.dumps(summary, indent=2) + "\n")
-    if remove:
-        shutil.rmtree(run.work_dir, ignore_errors=True)
-    else:
-        print(f"work directory kept: {run.work_dir}")
-    return 1 if bad else 0
+    given_work_dir = bool(options.work_dir)
+    return finish(ClusterRun(options), failed, print_summary, given_work_dir=given_work_dir)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,29 @@ def run_txn_producer(options: argparse.Namespace, history: History, stop: thread
 # -- consumers ------------------------------------------------------------------------------------
 
 
+def by_partition(records: Sequence[Any]) -> dict[TopicPartition, tuple[list[int], list[str]]]:
+    """A poll's records per partition: offsets and values (decoded), in order."""
+    found: dict[TopicPartition, tuple[list[int], list[str]]] = {}
+    for record in records:
+        offsets, values = found.setdefault(TopicPartition(record.topic, record.partition), ([], []))
+        offsets.append(record.offset)
+        values.append(record.value.decode() if record.value is not None else "")
+    return found
+
+
+def write_reads(history: History, name: str, records: Sequence[Any],
+                since: float) -> dict[TopicPartition, int]:
+    """The ``poll`` events of a reader (``group`` = ``member`` = ``name``, tenure 1); returns
+    the next offset of every partition read."""
+    positions = {}
+    for tp, (offsets, values) in by_partition(records).items():
+        history.write("poll", member=name, group=name, isolation="read_uncommitted", tenure=1,
+                      since=since, topic=tp.topic, partition=tp.partition, offsets=offsets,
+                      values=values)
+        positions[tp] = offsets[-1] + 1
+    return positions
+
+
 class Member:
     """One ``Consumer`` incarnation of a consumer worker and its assignment bookkeeping."""
 
@@ -262,13 +285,7 @@ class Member:
         started = time.monotonic()
         records = self.consumer.poll(timeout=0.5)
         since, self.since = self.since, started
-        by_partition: dict[TopicPartition, tuple[list[int], list[str]]] = {}
-        for record in records:
-            offsets, values = by_partition.setdefault(
-                TopicPartition(record.topic, record.partition), ([], []))
-            offsets.append(record.offset)
-            values.append(record.value.decode() if record.value is not None else "")
-        for tp, (offsets, values) in by_partition.items():
+        for tp, (offsets, values) in by_partition(records).items():
             self.history.write("poll", member=self.name, group=self.group,
                                isolation=self.isolation, tenure=self.tenure.get(tp, -1),
                                since=since,
@@ -364,18 +381,7 @@ def run_reader(options: argparse.Namespace, history: History, stop: threading.Ev
                     consumer = None
                 stop.wait(0.2)
                 continue
-            by_partition: dict[TopicPartition, tuple[list[int], list[str]]] = {}
-            for record in records:
-                offsets, values = by_partition.setdefault(
-                    TopicPartition(record.topic, record.partition), ([], []))
-                offsets.append(record.offset)
-                values.append(record.value.decode() if record.value is not None else "")
-            for tp, (offsets, values) in by_partition.items():
-                history.write("poll", member=options.name, group=options.name,
-                              isolation="read_uncommitted", tenure=1, since=since,
-                              topic=tp.topic, partition=tp.partition, offsets=offsets,
-                              values=values)
-                positions[tp] = offsets[-1] + 1
+            positions.update(write_reads(history, options.name, records, since))
             since = started
             if positions != reported:  # what the run's drain phase waits on
                 reported = dict(positions)

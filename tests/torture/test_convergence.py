@@ -10,7 +10,6 @@ from bench.torture.convergence import divergences
 from logstore.records import encode_batch
 from logstore.storage import DataDir
 
-
 BATCHES = {value: encode_batch([value, value]) for value in (b"a", b"b", b"c", b"X")}
 
 
