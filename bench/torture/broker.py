@@ -108,19 +108,26 @@ class Broker:
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit code."""
-        if self.process is None:
-            return None
+        self.terminate()
+        return self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM (once: a second one, after the broker's clean shutdown removed its handler,
+        would kill it), without waiting."""
         if self.paused:
             self.resume()
-        code: int | None
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                code = self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                return None
-        code = self.process.returncode
+
+    def wait_stopped(self, timeout: float) -> int | None:
+        """Wait for the exit after ``terminate`` (SIGKILL after ``timeout``: None)."""
+        if self.process is None:
+            return None
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
         self.process = None
         return code
 

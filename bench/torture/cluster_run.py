@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -249,9 +248,8 @@ class ClusterRun(Run):
         ends = self.end_offsets()
         hws = {partition: offset for (_, partition), offset in ends.items()}
         for broker in self.cluster.brokers.values():  # all at once: their shutdowns overlap
-            if broker.process is not None and broker.running:
-                broker.process.send_signal(signal.SIGTERM)
-        codes = [broker.stop(timeout=30.0) for broker in self.cluster.brokers.values()]
+            broker.terminate()
+        codes = [broker.wait_stopped(30.0) for broker in self.cluster.brokers.values()]
         self.figures.broker_exit_code = next((c for c in codes if c not in (0, None)), codes[0])
         data_dirs = {b: broker.data_dir for b, broker in self.cluster.brokers.items()}
         self.divergences = divergences(data_dirs, TOPIC, replicas, hws)
