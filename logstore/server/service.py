@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from logstore.api.v1 import admin_pb2, logstore_pb2_grpc, records_pb2
+from logstore.api.v1 import admin_pb2, cluster_pb2, logstore_pb2_grpc, records_pb2
 from logstore.broker import Broker
 from logstore.errors import (
     InvalidConfigError,
@@ -265,6 +265,20 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
                 )
                 yield response
 
+    def _fetch_group(self, request: records_pb2.FetchRequest) -> tuple[str, str, int]:
+        """The group member a fetch names, to be checked by the broker — in a cluster only on
+        the group's coordinator: the other partition leaders do not know the group's members
+        (a member's fetch there is served unchecked; its commits are still checked)."""
+        if self.cluster is not None:
+            try:
+                coordinator, _ = self.cluster.find_coordinator(
+                    cluster_pb2.FindCoordinatorRequest.GROUP, request.group_id)
+            except LogstoreError:
+                coordinator = -1
+            if coordinator != self.cluster.broker_id:
+                return request.group_id, "", 0
+        return request.group_id, request.member_id, request.member_epoch
+
     async def Fetch(self, request: records_pb2.FetchRequest, context: Any) -> bytes:
         """Answers a serialized FetchResponse (see ``handlers.py``)."""
 
@@ -280,7 +294,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
                 min_bytes=request.min_bytes,
                 max_bytes=request.max_bytes,
                 isolation=convert.isolation(request.isolation_level),
-                group=(request.group_id, request.member_id, request.member_epoch) if request.group_id else None,
+                group=self._fetch_group(request) if request.group_id else None,
             )
             for item, outcome in zip(items, outcomes, strict=True):
                 if outcome.records:
