@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +73,23 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the topics' flush policy (default always)")
     parser.add_argument("--segment-bytes", type=int, default=256 << 10,
                         help="the topics' segment_bytes (default 256 KiB: segments roll)")
+    add_run_options(parser, "consumers")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run on a local cluster instead: 3 etcd members and 3 brokers on "
+                             "loopback, brokers killed, paused and isolated (the controller too), "
+                             "etcd members killed; its options: scripts/torture --cluster --help")
+    options = parser.parse_args(argv)
+    if options.kills < 0 or options.seconds <= 0 or options.partitions < 1:
+        parser.error("--kills must be >= 0, --seconds > 0, --partitions >= 1")
+    if options.seed is None:
+        options.seed = random.SystemRandom().randrange(1 << 31)
+    return options
+
+
+def add_run_options(parser: argparse.ArgumentParser, readers: str) -> None:
+    """The options every torture run has: the drain, where results go, the seed."""
     parser.add_argument("--drain-seconds", type=float, default=90.0,
-                        help="how long the consumers get to read to the end (90)")
+                        help=f"how long the {readers} get to read to the end (90)")
     parser.add_argument("--history", metavar="FILE", type=output_file,
                         help="write the merged history here (default: WORK_DIR/history.jsonl)")
     parser.add_argument("--json", metavar="FILE", type=output_file, help="write the summary as JSON")
@@ -83,12 +98,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                              "removed after a clean run)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    options = parser.parse_args(argv)
-    if options.kills < 0 or options.seconds <= 0 or options.partitions < 1:
-        parser.error("--kills must be >= 0, --seconds > 0, --partitions >= 1")
-    if options.seed is None:
-        options.seed = random.SystemRandom().randrange(1 << 31)
-    return options
 
 
 @dataclass
@@ -163,12 +172,17 @@ class Run:
 
     # -- processes -------------------------------------------------------------------------------
 
+    @property
+    def server(self) -> str:
+        """The address the workers connect to."""
+        return self.broker.address
+
     def spawn(self, role: str, name: str, *args: str) -> Worker:
         history = self.history_dir / f"{name}.jsonl"
         with open(self.work_dir / "logs" / f"{name}.log", "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "bench.torture.workload", role,
-                 "--server", self.broker.address, "--name", name, "--history", str(history),
+                 "--server", self.server, "--name", name, "--history", str(history),
                  "--seed", str(self.rng.randrange(1 << 31)), *args],
                 stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                 env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), start_new_session=True,
@@ -377,25 +391,30 @@ class Run:
         finally:
             self.kill_everything()
             self.nemesis.close()
-        events = read_history(sorted(self.history_dir.glob("*.jsonl")))
-        history = Path(self.options.history or self.work_dir / "history.jsonl")
-        with open(history, "w", encoding="utf-8") as file:
-            for event in events:
-                file.write(json.dumps(event, separators=(",", ":")) + "\n")
-        report = check(events)
-        crashes = [e for e in events if e["type"] == "crash"]
-        for crash in crashes[:10]:
-            self.figures.worker_problems.append(
-                f"{crash['process']} crashed: {crash['error'].strip().splitlines()[-1]}")
+        report, history, crashes = self.check_history()
         summary = {
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.options).items()},
             "nemesis": self.figures.to_json(),
-            "crashes": len(crashes),
+            "crashes": crashes,
             **report.to_json(),
             "work_dir": str(self.work_dir),
             "history": str(history),
         }
         return summary, report
+
+    def check_history(self) -> tuple[Report, Path, int]:
+        """Merge the workers' histories into one file and check it; returns the report, the
+        merged file and how many client crashes it holds (noted among the worker problems)."""
+        events = read_history(sorted(self.history_dir.glob("*.jsonl")))
+        history = Path(self.options.history or self.work_dir / "history.jsonl")
+        with open(history, "w", encoding="utf-8") as file:
+            for event in events:
+                file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        crashes = [e for e in events if e["type"] == "crash"]
+        for crash in crashes[:10]:
+            self.figures.worker_problems.append(
+                f"{crash['process']} crashed: {crash['error'].strip().splitlines()[-1]}")
+        return check(events), history, len(crashes)
 
 
 def failed(summary: dict[str, Any], report: Report) -> bool:
@@ -424,16 +443,21 @@ def print_summary(summary: dict[str, Any], report: Report) -> None:
               f"{nemesis['page_cache_cut_actions']}; the broker's recovery reported "
               f"{nemesis['recovery_reports']} cuts; {len(nemesis['unreported_cuts'])} "
               f"zeroed or garbled partitions went unreported")
-    print(f"drained: {nemesis['drained']} in {nemesis['drain_seconds']} s; broker exit code "
-          f"{nemesis['broker_exit_code']}; client crashes {summary['crashes']}")
-    if nemesis["aborted"]:
-        print(f"  the run was aborted: {nemesis['aborted']}")
-    for problem in nemesis["worker_problems"]:
+    print_outcome(nemesis, summary, report)
+    print(f"torture: {'FAILED' if failed(summary, report) else 'OK'}: "
+          f"{report.anomalies} anomalies")
+
+
+def print_outcome(figures: dict[str, Any], summary: dict[str, Any], report: Report) -> None:
+    """The drain, the problems, the checker's report and where the history is."""
+    print(f"drained: {figures['drained']} in {figures['drain_seconds']} s; broker exit code "
+          f"{figures['broker_exit_code']}; client crashes {summary['crashes']}")
+    if figures["aborted"]:
+        print(f"  the run was aborted: {figures['aborted']}")
+    for problem in figures["worker_problems"]:
         print(f"  problem: {problem}")
     print(report.text())
     print(f"history: {summary['history'] or 'removed with the work directory (--keep keeps it)'}")
-    print(f"torture: {'FAILED' if failed(summary, report) else 'OK'}: "
-          f"{report.anomalies} anomalies")
 
 
 def progress(message: str) -> None:
@@ -445,11 +469,23 @@ def _seconds(value: float | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--cluster" in argv:  # the cluster run has options of its own
+        from bench.torture.cluster_run import main as cluster_main
+
+        return cluster_main([a for a in argv if a != "--cluster"])
     options = parse(argv)
-    run = Run(options)
+    return finish(Run(options), failed, print_summary, given_work_dir=bool(options.work_dir))
+
+
+def finish(run: Run, failed: Callable[[dict[str, Any], Report], bool],
+           print_summary: Callable[[dict[str, Any], Report], None], *, given_work_dir: bool) -> int:
+    """Execute the run, print (and with --json write) its summary, remove the work directory
+    after a clean run unless it was given or --keep; the exit code."""
+    options = run.options
     summary, report = run.execute()
     bad = failed(summary, report)
-    remove = not bad and not options.keep and not options.work_dir
+    remove = not bad and not options.keep and not given_work_dir
     if remove and not options.history:
         summary["history"] = None
     print_summary(summary, report)

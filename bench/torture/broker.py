@@ -1,5 +1,6 @@
 """A ``logstore serve`` subprocess the nemesis can kill, pause and restart on one address.
 
+A clustered broker gets its own loopback ``host`` and the ``--cluster`` arguments in ``args``.
 The port stays the same across restarts, so clients reconnect on their own. The broker's log
 (JSON lines, level info) is appended to ``<work dir>/broker.log``; ``recovery_reports`` picks the
 lines in which recovery says what it cut.
@@ -32,16 +33,20 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, *,
+                 host: str = "127.0.0.1", args: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
+        self.host = host
+        #: More ``logstore serve`` arguments (a clustered broker's ``--cluster ...``).
+        self.args = list(args or [])
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.paused = False
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -50,17 +55,21 @@ class Broker:
     def start(self, timeout: float = 120.0) -> float:
         """Start and wait until the health check says SERVING; returns the seconds it took."""
         started = time.monotonic()
+        self.start_process()
+        self.wait_ready(timeout)
+        return time.monotonic() - started
+
+    def start_process(self) -> None:
+        """Start, without waiting."""
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "logstore", "serve", "--data-dir", str(self.data_dir),
                  "--listen", self.address, "--metrics-listen", "", "--grace-period", "5",
-                 "--log-level", "info"],
+                 "--log-level", "info", *self.args],
                 stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )
         self.paused = False
-        self.wait_ready(timeout)
-        return time.monotonic() - started
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -99,19 +108,26 @@ class Broker:
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit code."""
-        if self.process is None:
-            return None
+        self.terminate()
+        return self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM (once: a second one, after the broker's clean shutdown removed its handler,
+        would kill it), without waiting."""
         if self.paused:
             self.resume()
-        code: int | None
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                code = self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                return None
-        code = self.process.returncode
+
+    def wait_stopped(self, timeout: float) -> int | None:
+        """Wait for the exit after ``terminate`` (SIGKILL after ``timeout``: None)."""
+        if self.process is None:
+            return None
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
         self.process = None
         return code
 

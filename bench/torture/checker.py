@@ -46,6 +46,9 @@ the highest generation in that range that its value does not contradict.
   between them are not compared: the member may have been reset to the log start.
 - *aborted read*: a read_committed member returned a value of an aborted transaction.
 - *phantom read*: a value no producer ever sent (garbage served as a record).
+- *replica divergence* (cluster run only, added by ``bench.torture.convergence`` after the
+  run, not from the history): a partition's replicas end at different offsets, or hold
+  different bytes below the high watermark.
 
 **Figures** (not anomalies): *unread* (acknowledged, live, never read by some group, with no
 higher offset read after it: the run ended first), *cut acknowledged* with ``flush=never`` (an
@@ -79,6 +82,7 @@ ANOMALIES = (
     "skipped_offsets",
     "aborted_reads",
     "phantom_reads",
+    "replica_divergence",
 )
 FIGURES = (
     "sent",

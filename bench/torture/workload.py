@@ -12,6 +12,10 @@
   see acknowledged offsets before it damages unsynced tails), and a ``txn`` event says how it
   ended (``unknown`` when the commit's answer was lost; the producer then calls
   ``init_transactions()`` again, which finishes or aborts it broker-side).
+- ``reader`` (the cluster run's default consumer): reads every partition of ``--topics`` by
+  explicit assignment from offset 0, tracking its positions itself (no group, no committed
+  offsets); ``poll`` events carry ``group`` = ``member`` = its name and tenure 1, and a
+  ``positions`` event follows every poll that moved them.
 - ``consumer``: a group member (``subscribe``), at-least-once: ``poll``, write one ``poll``
   event per partition, then ``commit()`` the positions. Rebalance callbacks write ``assign``,
   ``revoke`` and ``lost`` events; each assignment of a partition gets a new ``tenure`` number,
@@ -209,6 +213,29 @@ def run_txn_producer(options: argparse.Namespace, history: History, stop: thread
 # -- consumers ------------------------------------------------------------------------------------
 
 
+def by_partition(records: Sequence[Any]) -> dict[TopicPartition, tuple[list[int], list[str]]]:
+    """A poll's records per partition: offsets and values (decoded), in order."""
+    found: dict[TopicPartition, tuple[list[int], list[str]]] = {}
+    for record in records:
+        offsets, values = found.setdefault(TopicPartition(record.topic, record.partition), ([], []))
+        offsets.append(record.offset)
+        values.append(record.value.decode() if record.value is not None else "")
+    return found
+
+
+def write_reads(history: History, name: str, records: Sequence[Any],
+                since: float) -> dict[TopicPartition, int]:
+    """The ``poll`` events of a reader (``group`` = ``member`` = ``name``, tenure 1); returns
+    the next offset of every partition read."""
+    positions = {}
+    for tp, (offsets, values) in by_partition(records).items():
+        history.write("poll", member=name, group=name, isolation="read_uncommitted", tenure=1,
+                      since=since, topic=tp.topic, partition=tp.partition, offsets=offsets,
+                      values=values)
+        positions[tp] = offsets[-1] + 1
+    return positions
+
+
 class Member:
     """One ``Consumer`` incarnation of a consumer worker and its assignment bookkeeping."""
 
@@ -258,13 +285,7 @@ class Member:
         started = time.monotonic()
         records = self.consumer.poll(timeout=0.5)
         since, self.since = self.since, started
-        by_partition: dict[TopicPartition, tuple[list[int], list[str]]] = {}
-        for record in records:
-            offsets, values = by_partition.setdefault(
-                TopicPartition(record.topic, record.partition), ([], []))
-            offsets.append(record.offset)
-            values.append(record.value.decode() if record.value is not None else "")
-        for tp, (offsets, values) in by_partition.items():
+        for tp, (offsets, values) in by_partition(records).items():
             self.history.write("poll", member=self.name, group=self.group,
                                isolation=self.isolation, tenure=self.tenure.get(tp, -1),
                                since=since,
@@ -323,7 +344,56 @@ def run_consumer(options: argparse.Namespace, history: History, stop: threading.
             member.close()
 
 
-ROLES = {"producer": run_producer, "txn-producer": run_txn_producer, "consumer": run_consumer}
+def run_reader(options: argparse.Namespace, history: History, stop: threading.Event) -> None:
+    """Read every partition of ``--topics`` from the start by explicit assignment (no group),
+    keeping the positions itself: a replacement ``Consumer`` (after 20 failed polls in a row)
+    seeks to them, so one reader's polls of a partition are one tenure from start to end."""
+    positions: dict[TopicPartition, int] = {}
+    consumer: Consumer | None = None
+    failures = 0
+    since = time.monotonic()
+    reported: dict[TopicPartition, int] = {}
+    try:
+        while not stop.is_set():
+            if consumer is None:
+                try:
+                    consumer = Consumer(options.server, auto_offset_reset="earliest",
+                                        fetch_max_wait_ms=200, retries=RETRIES,
+                                        max_poll_records=MAX_POLL_RECORDS)
+                    consumer.assign(options.topics)
+                    for tp, offset in positions.items():
+                        consumer.seek(tp, offset)
+                except LogstoreError as exc:
+                    history.write("error", where="assign", error=describe(exc))
+                    consumer = None
+                    stop.wait(0.5)
+                    continue
+                failures = 0
+            started = time.monotonic()
+            try:
+                records = consumer.poll(timeout=0.5)
+                failures = 0
+            except LogstoreError as exc:
+                failures += 1
+                history.write("error", member=options.name, where="poll", error=describe(exc))
+                if failures >= POLL_FAILURES:
+                    consumer.close()
+                    consumer = None
+                stop.wait(0.2)
+                continue
+            positions.update(write_reads(history, options.name, records, since))
+            since = started
+            if positions != reported:  # what the run's drain phase waits on
+                reported = dict(positions)
+                history.write("positions", positions=[[tp.topic, tp.partition, offset]
+                                                      for tp, offset in positions.items()])
+    finally:
+        if consumer is not None:
+            consumer.close()
+
+
+ROLES = {"producer": run_producer, "txn-producer": run_txn_producer, "consumer": run_consumer,
+         "reader": run_reader}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

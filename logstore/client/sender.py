@@ -29,7 +29,10 @@ replicated with the log, and a new leader answers a batch it already has as a du
 per partition: while a partition has held batches none of its newer batches is sent, held ones
 are released only when none of the partition's batches is unanswered, and (idempotent, in a
 cluster) a partition's batches never go to a second broker while some are unanswered at the
-first. Without idempotence a retried batch may be appended twice (at-least-once).
+first; and (idempotent, in a cluster) a retried batch goes in a request without its partition's
+other batches, which wait for its answer: the new leader may hold a prefix of what the old one
+appended, and refuses a request that is part duplicate, part new. Without idempotence a retried
+batch may be appended twice (at-least-once).
 
 Also refreshes the metadata of every topic it sends to every ``metadata_max_age_ms``.
 """
@@ -230,7 +233,7 @@ class Sender:
                     self._retry(batch, NotLeaderError(batch.topic, batch.partition))
                 continue
             if self._identity is not None:
-                group = self._pin(group, leader)
+                group = self._retries_alone(self._pin(group, leader))
             if group:
                 self._send_to(leader, group)
 
@@ -245,6 +248,24 @@ class Sender:
                 self._hold(batch, 0.0)
             else:
                 out.append(batch)
+        return out
+
+    def _retries_alone(self, batches: list[ProducerBatch]) -> list[ProducerBatch]:
+        """A partition's retried batch goes without the partition's other batches; those are
+        held (without counting an attempt) until it is answered. A new leader may have some of
+        the batches an old one appended and not the others, and refuses a request that is part
+        duplicate, part new (OUT_OF_ORDER_SEQUENCE): one at a time, each is recognized or
+        appended (Kafka sends one batch per partition per request)."""
+        out = []
+        retrying: set[Key] = set()
+        for batch in batches:
+            key = (batch.topic, batch.partition)
+            if key in retrying:
+                self._hold(batch, 0.0)
+                continue
+            if batch.attempts:
+                retrying.add(key)
+            out.append(batch)
         return out
 
     def _send_to(self, address: str, batches: list[ProducerBatch]) -> None:
@@ -382,6 +403,8 @@ class Sender:
                 if error.reason in RETRY_REASONS:
                     self._metadata.observe(error, address)
                     self._retry(batch, error)
+                elif self._behind_a_retry(batch, error):
+                    self._retry(batch, error)
                 else:
                     self._finish(batch, error)
             elif result.base_offset < 0:  # acks=0
@@ -392,6 +415,18 @@ class Sender:
                 base = next_offsets.get(key, result.base_offset)
                 next_offsets[key] = base + batch.count
                 self._finish(batch, None, base)
+
+    def _behind_a_retry(self, batch: ProducerBatch, error: LogstoreError) -> bool:
+        """OUT_OF_ORDER_SEQUENCE for a batch whose partition holds batches of lower sequence
+        for a retry: it was sent (after them, on a new stream) when their stream had just
+        failed, and reached the broker first; nothing was appended, so it goes again after
+        them, as Kafka's producer retries a batch refused behind a retried one."""
+        if error.reason != "OUT_OF_ORDER_SEQUENCE" or batch.stamp is None:
+            return False
+        sequence = batch.stamp[2]
+        with self._unanswered_lock:
+            held = self._held.get((batch.topic, batch.partition), ())
+            return any(b.stamp is not None and b.stamp[2] < sequence for b in held)
 
     def _on_failure(self, address: str, batches: list[ProducerBatch],
                     error: LogstoreError) -> None:

@@ -10,7 +10,9 @@ backoff, opens a new call and re-sends every pending request in their original o
 per-partition order survives a reconnect; a request whose answer was lost may be appended twice
 (at-least-once, as with Kafka's non-idempotent producer). After ``retries`` failed attempts in a
 row, or on any other error, every pending request fails with the typed error and the next ``send``
-opens a fresh call.
+opens a fresh call — once ``on_failure`` has had every failed request (a ``send`` meanwhile waits),
+so that a caller keeping per-partition order learns of the failed ones before a newer request
+can reach the broker.
 
 Thread-safety: ``_lock`` guards ``_pending``, ``_queue`` and ``_call``; callbacks run unlocked in
 the reader thread.
@@ -78,6 +80,8 @@ class ProduceStream:
         self._ids = itertools.count(1)
         self._closing = threading.Event()
         self._idle = threading.Condition(self._lock)
+        #: The reader is handing a failed call's pending requests to ``on_failure``.
+        self._failing = False
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -86,6 +90,9 @@ class ProduceStream:
         """Send a serialized ``ProduceRequest``; blocks while ``max_in_flight`` are unanswered."""
         self._slots.acquire()
         with self._lock:
+            # a failed call's requests are handed back first: a newer request must not reach
+            # the broker (on a new call) before the caller knows the older ones did not
+            self._idle.wait_for(lambda: not self._failing)
             if self._closing.is_set():
                 self._slots.release()
                 raise UnavailableError("the producer is closed")
@@ -180,7 +187,13 @@ class ProduceStream:
                 self._queue.put(None)
             self._stop_locked()
             failed = self._take_pending()
-        self._fail(failed, error)
+            self._failing = True
+        try:
+            self._fail(failed, error)
+        finally:
+            with self._lock:
+                self._failing = False
+                self._idle.notify_all()
 
     def _answer(self, response: Any) -> None:
         with self._lock:
