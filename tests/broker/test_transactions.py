@@ -113,6 +113,28 @@ def test_commit_writes_a_commit_marker_and_makes_the_records_visible(tmp_path: P
     run(body())
 
 
+@pytest.mark.parametrize("flush", ["always", "never"])
+def test_a_commit_fsyncs_only_what_the_flush_policy_asks(tmp_path: Path, clock: ManualClock, flush: str) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock, LIGHT) as broker:
+            broker.create_topic("t", 1, {"flush": flush})
+            partition_log = broker.data_dir.log("t", 0)
+            state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
+            tx = TxProducer(broker)
+            await tx.send("t", 0, b"a")
+            state_durable = state_log.recovery_point
+            tx.commit()
+            assert markers(broker, "t", 0) == [COMMIT_MARKER]
+            if flush == "always":  # the marker and the PREPARE record are on disk
+                assert partition_log.recovery_point == log_end(broker) == 2
+                assert state_log.recovery_point > state_durable
+            else:  # neither waited for: the log's flush policy decides when
+                assert partition_log.recovery_point == 0
+                assert state_log.recovery_point == state_durable
+
+    run(body())
+
+
 def test_the_last_stable_offset_holds_back_later_non_transactional_records(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
