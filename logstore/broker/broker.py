@@ -409,6 +409,14 @@ class Broker(CoordinatorCalls):
     ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
         """Check producer sequences, append, and update producer state — with no await in
         between, so nothing else can append to these partitions meanwhile."""
+        try:
+            return self._append_each(prepared, want_durable)
+        finally:
+            self.transactions.persist_added()  # one state record per transaction the request added to
+
+    def _append_each(
+        self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]], want_durable: bool
+    ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
         outcomes: list[ProduceOutcome] = []
         durable: list[tuple[int, PartitionLog, int]] = []
         replication = self.replication

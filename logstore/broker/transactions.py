@@ -154,6 +154,8 @@ class TransactionCoordinator:
         self._persisted: dict[str, dict[str, Any]] = {}
         self._persisted_block_end = 0
         self._snapshot_offset = -1  # the log offset the snapshot on disk covers
+        #: transactional ids ``add_produced`` changed since the last ``persist_added``
+        self._added: set[str] = set()
         self._load()
 
     # -- persistence ----------------------------------------------------------------------------
@@ -412,15 +414,25 @@ class TransactionCoordinator:
 
     def add_produced(self, producer_id: int, topic: str, partition: int) -> None:
         """A transactional batch (``check_produce`` passed) is being appended to ``partition``:
-        begin the transaction if none is open and add the partition to it."""
+        begin the transaction if none is open and add the partition to it. The new state is
+        written by ``persist_added``, once per produce request however many partitions it adds."""
         transaction = self._by_producer[producer_id]
         if transaction.state == ONGOING and (topic, partition) in transaction.partitions:
             return
         self._begin(transaction)
         transaction.partitions.add((topic, partition))
-        # No fsync: if this is lost, the partition's open transaction is found when its
-        # producer state is rebuilt and aborted there (``is_open_in``).
-        self._persist(transaction, sync=False)
+        self._added.add(transaction.transactional_id)
+
+    def persist_added(self) -> None:
+        """Write the transactions ``add_produced`` changed, one record each (the broker calls it
+        at the end of a produce request's appends, with no await in between)."""
+        added, self._added = self._added, set()
+        for transactional_id in added:
+            transaction = self.transactions.get(transactional_id)
+            if transaction is not None:
+                # No fsync: if this is lost, the partition's open transaction is found when its
+                # producer state is rebuilt and aborted there (``is_open_in``).
+                self._persist(transaction, sync=False)
 
     def is_open_in(self, producer_id: int, topic: str, partition: int) -> bool:
         """Whether an ongoing transaction of ``producer_id`` covers this partition."""

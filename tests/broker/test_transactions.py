@@ -321,6 +321,26 @@ def test_a_transactional_batch_adds_its_partition_to_the_transaction(tmp_path: P
     run(body())
 
 
+def test_a_request_adding_several_partitions_writes_one_state_record(tmp_path: Path, clock: ManualClock) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock, LIGHT) as broker:
+            broker.create_topic("t", 3)
+            tx = TxProducer(broker)
+            state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
+            before = state_log.log_end_offset
+            stamp = {"producer_id": tx.pid, "producer_epoch": tx.epoch, "base_sequence": 0,
+                     "transactional": True}
+            outcomes = await broker.produce(
+                [ProduceItem("t", p, encode_batch([b"v"], **stamp)) for p in range(3)])
+            assert all(outcome.error is None for outcome in outcomes)
+            assert state_log.log_end_offset == before + 1  # ONGOING with the 3 partitions
+            assert broker.transactions.transactions[TID].partitions == {("t", 0), ("t", 1), ("t", 2)}
+            tx.commit()
+            assert [markers(broker, "t", p) for p in range(3)] == [[COMMIT_MARKER]] * 3
+
+    run(body())
+
+
 def test_a_transactional_batch_needs_a_transactional_id(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
