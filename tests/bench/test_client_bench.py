@@ -20,10 +20,17 @@ def test_quick_client_run_measures_every_workload(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     results = json.loads((tmp_path / "out.json").read_text())["results"]
-    assert [r["group"] for r in results] == ["produce"] * 3 + ["consume"] * 2 + ["1 KiB"] * 2 + ["latency"]
+    assert [r["group"] for r in results] == (
+        ["produce"] * 3 + ["consume"] * 2 + ["1 KiB"] * 3 + ["latency"] + ["transactions"] * 5)
     for result in results:
         assert result["records_per_second"] > 0
         assert result["goal"] is not None
-    latency = results[-1]
+    latency = results[8]
     assert 0 < latency["params"]["p50_ms"] <= latency["params"]["p99_ms"]
+    assert results[5]["params"]["server_cpu_ms_per_mib"] > 0  # the spawned broker's CPU per MiB
+    transactional = results[10:13]
+    assert [r["params"]["records_per_transaction"] for r in transactional] == [100, 1_000, 10_000]
+    assert all(r["params"]["ratio_to_idempotent"] > 0 for r in transactional)
+    end_txn = results[13]
+    assert 0 < end_txn["params"]["p50_ms"] <= end_txn["params"]["p99_ms"]
     assert "goals met" in completed.stdout
