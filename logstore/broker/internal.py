@@ -19,7 +19,13 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
-from logstore.records import BatchHeader, decode_columns, decode_records, encode_batch, validate_batch
+from logstore.records import (
+    BatchHeader,
+    decode_columns,
+    decode_records,
+    encode_batch,
+    validate_batch,
+)
 from logstore.storage import DataDir, PartitionLog
 
 OFFSETS_TOPIC = "__consumer_offsets"
