@@ -8,7 +8,6 @@ import grpc
 
 from logstore.api.v1 import records_pb2
 from logstore.records import decode_records, encode_batch, now_ms
-from logstore.server.service import READ_AHEAD_MIN_BYTES
 from tests.server.helpers import (
     TIMEOUT_S,
     batch,
@@ -156,25 +155,6 @@ def test_produce_stream_answers_in_request_order_with_correlation_ids(stub, topi
     assert [r.results[0].base_offset for r in responses] == list(range(0, 60, 2))
     assert all(not r.HasField("error") for r in responses)
     assert values(read_all(stub, topic)) == [v for i in range(30) for v in values_of(f"s{i}", 2)]
-
-
-def test_produce_stream_reading_ahead_of_large_requests_keeps_order_and_errors(stub, topic):
-    create_topic(stub, topic)
-    big = [bytes([i]) * (READ_AHEAD_MIN_BYTES + 1) for i in range(4)]  # each read during the last
-    requests = [
-        produce_request(topic, batch([big[0]]), correlation_id=1),
-        produce_request(topic, batch([big[1]]), correlation_id=2),
-        produce_request(topic + "-missing", batch([big[2]]), correlation_id=3),
-        produce_request(topic, batch([b"small"]), correlation_id=4),
-        produce_request(topic, batch([big[3]]), correlation_id=5),
-    ]
-
-    responses = list(stub.ProduceStream(iter(requests), timeout=TIMEOUT_S))
-
-    assert [r.correlation_id for r in responses] == [1, 2, 3, 4, 5]
-    assert responses[2].error.reason == "UNKNOWN_TOPIC"
-    assert [r.results[0].base_offset for r in responses if not r.HasField("error")] == [0, 1, 2, 3]
-    assert values(read_all(stub, topic)) == [big[0], big[1], b"small", big[3]]
 
 
 def test_produce_stream_honours_each_requests_acks(stub, topic):
