@@ -245,61 +245,36 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
     ) -> AsyncIterator[records_pb2.ProduceResponse]:
         """Requests are handled one after another, so responses keep request order. A request
         that fails is answered with ``error`` set; the stream stays open. The next request is
-        read only while ``max_queued_request_bytes`` has room, and is read while the one before
-        is handled: gRPC receives its bytes (outside the GIL) during the append, instead of the
-        client's bytes waiting on the socket until the answer is out."""
+        read only while ``max_queued_request_bytes`` has room."""
         peer = context.peer()
         queued = self.broker.backpressure.queued
         requests = aiter(request_iterator)
-
-        async def read_next() -> tuple[bytes, int] | None:
-            await queued.wait_below()
-            raw = await anext(requests, None)
-            return None if raw is None else (raw, queued.take(len(raw)))
-
-        reading: asyncio.Future[tuple[bytes, int] | None] | None = None
         async with self._rpc("ProduceStream", context, in_flight=False):
-            try:
-                reading = asyncio.ensure_future(read_next())
-                while True:
-                    item = await reading
-                    reading = None
-                    if item is None:
-                        break
-                    raw, held = item
-                    reading = asyncio.ensure_future(read_next())
-                    response = await self._produce_one(raw, held, peer)
-                    yield response
-            finally:
-                if reading is not None:
-                    if reading.done() and not reading.cancelled() and reading.exception() is None:
-                        item = reading.result()
-                        if item is not None:
-                            self._release(item[1])  # read, never handled
-                    else:
-                        reading.cancel()
-
-    async def _produce_one(self, raw: bytes, held: int, peer: str) -> records_pb2.ProduceResponse:
-        """One request of a ``ProduceStream``: its answer, or its error as the answer."""
-        started = time.perf_counter()
-        correlation_id = 0
-        self.in_flight += 1
-        try:
-            request = wire.parse_produce_request(raw)
-            correlation_id = request.correlation_id
-            response = await self._produce(request, peer)
-        except LogstoreError as exc:
-            self.metrics.errors.labels(reason=exc.reason).inc()
-            response = records_pb2.ProduceResponse(
-                correlation_id=correlation_id, error=error_detail(exc)
-            )
-        finally:
-            self.in_flight -= 1
-            self._release(held)
-        self.metrics.latency.labels(method="ProduceStream.request").observe(
-            time.perf_counter() - started
-        )
-        return response
+            while True:
+                await queued.wait_below()
+                raw = await anext(requests, None)
+                if raw is None:
+                    break
+                held = queued.take(len(raw))
+                started = time.perf_counter()
+                correlation_id = 0
+                self.in_flight += 1
+                try:
+                    request = wire.parse_produce_request(raw)
+                    correlation_id = request.correlation_id
+                    response = await self._produce(request, peer)
+                except LogstoreError as exc:
+                    self.metrics.errors.labels(reason=exc.reason).inc()
+                    response = records_pb2.ProduceResponse(
+                        correlation_id=correlation_id, error=error_detail(exc)
+                    )
+                finally:
+                    self.in_flight -= 1
+                    self._release(held)
+                self.metrics.latency.labels(method="ProduceStream.request").observe(
+                    time.perf_counter() - started
+                )
+                yield response
 
     async def Fetch(self, request: records_pb2.FetchRequest, context: Any) -> bytes:
         """Answers a serialized FetchResponse (see ``handlers.py``)."""
