@@ -12,7 +12,12 @@ sets goals for:
 - **consume, 100 B**: a topic written once, read from the beginning by a fresh ``Consumer`` with
   ``assign()``: ``poll_columns()`` (numpy columns, values as zero-copy views) and ``poll()`` (a
   ``ConsumerRecord`` per record). Timed from the first poll until the last record arrived.
-- **1 KiB**: ``send_batch()`` and ``poll_columns()`` of 1,024-byte records, in MB/s.
+- **1 KiB**: ``send_batch()`` and ``poll_columns()`` of 1,024-byte records, in MB/s; the produce
+  row also shows the spawned broker's CPU time per MiB (user + system, from ``/proc``), and the
+  row after it the broker alone: the same batches through ``Broker.produce`` in this process
+  (``broker_alone.py``), so the difference is what gRPC and the client cost.
+- **transactions**: ``send()`` per record, transactional (100, 1,000, 10,000 records per
+  transaction) as a ratio to idempotent, and the EndTxn round trip (``client_transactions.py``).
 - **latency**: one 100 B record at a time with ``acks=1`` and ``linger_ms=0`` (``send()`` then
   ``result()``), one per millisecond (light load); the goal is on the p99 of the round trips.
 
@@ -23,6 +28,9 @@ median. Produce topics are deleted after each run, so a full run needs ~1 GB of 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -31,12 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from bench import broker_alone
+from bench.client_transactions import RECORDS_PER_TRANSACTION, TransactionBench
 from bench.common import Goal, Progress, Result, print_table
 from bench.spawned import Broker
 
 SMALL = 100
 LARGE = 1024
 MB = 1_000_000
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,16 @@ class Plan:
     latency_samples: int
     repeats: int
     e2e_seconds: float = 3.0  # how long the end-to-end latency workload sends
+    transaction_records: int = 20_000  # records per transactional / idempotent run
+    end_txn_samples: int = 50
 
 
 QUICK = Plan(produce_records=100_000, consume_records=200_000, large_records=20_000,
-             latency_samples=200, repeats=1, e2e_seconds=0.5)
+             latency_samples=200, repeats=1, e2e_seconds=0.5, transaction_records=20_000,
+             end_txn_samples=30)
 FULL = Plan(produce_records=2_000_000, consume_records=4_000_000, large_records=500_000,
-            latency_samples=3_000, repeats=3, e2e_seconds=3.0)
+            latency_samples=3_000, repeats=3, e2e_seconds=3.0, transaction_records=200_000,
+            end_txn_samples=200)
 #: The end-to-end latency workload's rate (issue 16's row).
 E2E_RATE = 10_000
 
@@ -66,11 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
     plan = QUICK if options.quick else FULL
     if options.repeats is not None:
-        plan = Plan(plan.produce_records, plan.consume_records, plan.large_records,
-                    plan.latency_samples, options.repeats, plan.e2e_seconds)
+        plan = dataclasses.replace(plan, repeats=options.repeats)
     broker = None if options.server else Broker("logstore-bench-client-")
     try:
-        bench = ClientBench(options.server or broker.address, plan)  # type: ignore[union-attr]
+        bench = ClientBench(options.server or broker.address, plan,  # type: ignore[union-attr]
+                            None if broker is None else broker.process.pid)
+        txn = TransactionBench(bench.server, plan.transaction_records, plan.repeats,
+                               plan.end_txn_samples, bench._topic, bench.admin.delete_topic)
         tasks: list[tuple[str, str, Callable[[str, str], Result]]] = [
             ("produce", "produce 100 B: send_batch(), flush=never", bench.produce_batch),
             ("produce", "produce 100 B: send() per record, flush=never", bench.produce_send),
@@ -78,10 +95,16 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
             ("consume", "consume 100 B: poll_columns()", bench.consume_columns),
             ("consume", "consume 100 B: poll() records", bench.consume_records),
             ("1 KiB", "produce 1 KiB: send_batch()", bench.produce_large),
+            ("1 KiB", "produce 1 KiB: the broker alone, Broker.produce in process",
+             bench.produce_large_broker_alone),
             ("1 KiB", "consume 1 KiB: poll_columns()", bench.consume_large),
             ("latency", "one 100 B record, acks=1, linger_ms=0: p50 (goal on p99)", bench.latency),
             ("latency", "end-to-end send() -> poll() at 10,000 rec/s, 100 B, defaults",
              bench.end_to_end),
+            ("transactions", "produce 100 B: idempotent, send() per record", txn.idempotent),
+            *(("transactions", f"produce 100 B: transactional, {n:,} per transaction",
+               txn.transactional(n)) for n in RECORDS_PER_TRANSACTION),
+            ("transactions", "EndTxn (commit after flush, 1,000 records)", txn.end_txn),
         ]
         tasks = [t for t in tasks if not options.filter
                  or any(f.lower() in f"{t[0]} {t[1]}".lower() for f in options.filter)]
@@ -99,11 +122,14 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
 
 
 class ClientBench:
-    def __init__(self, server: str, plan: Plan) -> None:
+    def __init__(self, server: str, plan: Plan, server_pid: int | None = None) -> None:
         from logstore.client import Admin
 
         self.server = server
         self.plan = plan
+        #: The spawned broker's process (its CPU time is read from /proc); None with --server.
+        self.server_pid = server_pid
+        self._server_cpu_s: list[float] = []
         self.admin = Admin(server)
         self._filled: dict[int, tuple[str, int]] = {}
         rng = np.random.default_rng(7)
@@ -140,9 +166,12 @@ class ClientBench:
             topic = self._topic(flush)
             try:
                 with Producer(self.server) as producer:
+                    cpu = _process_cpu_s(self.server_pid)
                     start = time.perf_counter()
                     producer.send_batch(topic, rows, partition=0).result()
-                    return time.perf_counter() - start
+                    elapsed = time.perf_counter() - start
+                    self._server_cpu_s.append(_process_cpu_s(self.server_pid) - cpu)
+                    return elapsed
             finally:
                 self.admin.delete_topic(topic)
 
@@ -162,9 +191,24 @@ class ClientBench:
 
     def produce_large(self, group: str, name: str) -> Result:
         count = self.plan.large_records
+        self._server_cpu_s = []
         samples = self._runs(self._send_batch(LARGE, count, "never"))
-        return Result("client", group, name, "run", count, count * LARGE, samples,
-                      Goal(min_rate=700 * MB / LARGE, label=">= 700 MB/s"))
+        result = Result("client", group, name, "run", count, count * LARGE, samples,
+                        Goal(min_rate=700 * MB / LARGE, label=">= 700 MB/s"))
+        if self.server_pid is not None:
+            cpu_ms_per_mib = statistics.median(self._server_cpu_s[1:]) * 1e3 / (count * LARGE / MIB)
+            result.params["server_cpu_ms_per_mib"] = cpu_ms_per_mib
+            result.name += f" (broker CPU {cpu_ms_per_mib:.2f} ms/MiB)"
+        return result
+
+    def produce_large_broker_alone(self, group: str, name: str) -> Result:
+        count = self.plan.large_records
+        samples = broker_alone.produce_seconds(self._records(LARGE, count), self.plan.repeats)
+        # the broker alone must not be what keeps the end-to-end row from its goal
+        result = Result("client", group, name, "run", count, count * LARGE, samples,
+                        Goal(min_rate=700 * MB / LARGE, label=">= 700 MB/s"))
+        result.name += f" ({result.median * 1e3 / (count * LARGE / MIB):.2f} ms/MiB)"
+        return result
 
     def produce_send(self, group: str, name: str) -> Result:
         from logstore.client import Producer
@@ -313,6 +357,13 @@ def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
     from bench.peers.logstore_runner import latency_receive
 
     answer.put(latency_receive(spec, barrier.wait))
+def _process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentiles(result: Result) -> dict[str, Any]:

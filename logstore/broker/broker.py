@@ -26,6 +26,7 @@ from logstore.broker.config import BrokerConfig
 from logstore.broker.coordinator_calls import CoordinatorCalls
 from logstore.broker.groups.coordinator import GroupCoordinator
 from logstore.broker.groups.offsets import OffsetStore
+from logstore.broker.internal import trusted_header
 from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
 from logstore.broker.replication import Replication
 from logstore.broker.share import (
@@ -267,7 +268,9 @@ class Broker(CoordinatorCalls):
         return self.producer_state(partition_log).last_stable_offset()
 
     def _write_markers(self, producer_id: int, epoch: int, partitions: list[tuple[str, int]], commit: bool) -> None:
-        """Append a COMMIT or ABORT control batch to each partition of a transaction."""
+        """Append a COMMIT or ABORT control batch to each partition of a transaction; wait for
+        the fsync of those in ``flush=always`` partitions only (the others follow their policy,
+        like their records)."""
         marker = COMMIT_MARKER if commit else ABORT_MARKER
         written: list[tuple[PartitionLog, int]] = []
         for topic, partition in partitions:
@@ -277,13 +280,14 @@ class Broker(CoordinatorCalls):
                 [b""], keys=[marker], timestamps=self.data_dir.clock.now_ms(),
                 producer_id=producer_id, producer_epoch=epoch, transactional=True, control=True,
             )
-            (header,) = validate_batches(batch)
+            header = trusted_header(batch)
             result = partition_log.append(batch, headers=[header], sync=False)
             state.update(header, result.base_offset, result.last_offset)
             state.complete(producer_id, result.base_offset, commit)
             state.prune()
-            written.append((partition_log, result.log_end_offset))
-        for partition_log, end_offset in written:  # every marker is on disk before COMPLETE
+            if partition_log.config.flush == FLUSH_ALWAYS:
+                written.append((partition_log, result.log_end_offset))
+        for partition_log, end_offset in written:  # a flush=always marker is on disk before COMPLETE
             partition_log.wait_durable(end_offset)
 
     # -- produce ------------------------------------------------------------------------------------
@@ -411,6 +415,14 @@ class Broker(CoordinatorCalls):
     ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
         """Check producer sequences, append, and update producer state — with no await in
         between, so nothing else can append to these partitions meanwhile."""
+        try:
+            return self._append_each(prepared, want_durable)
+        finally:
+            self.transactions.persist_added()  # one state record per transaction the request added to
+
+    def _append_each(
+        self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]], want_durable: bool
+    ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
         outcomes: list[ProduceOutcome] = []
         durable: list[tuple[int, PartitionLog, int]] = []
         replication = self.replication

@@ -14,6 +14,12 @@ and ``end`` to commit or abort:
 3. on commit, the group offsets are committed,
 4. the state becomes COMPLETE_COMMIT / COMPLETE_ABORT (persisted).
 
+fsyncs follow the flush policy of the partitions written, nothing more: one fsync of the PREPARE
+record (and one round of marker fsyncs, group-committed) when a partition is ``flush=always`` or
+group offsets are committed; none otherwise. The other state records are not waited for: a
+transaction's ONGOING record lost in a power loss is found again from the partitions' producer
+state, a lost COMPLETE record makes recovery write the markers again (a no-op the second time).
+
 The state of every transactional id lives in the compacted internal topic
 ``__transaction_state``; after a restart a PREPARE_* transaction is finished and an ONGOING one
 is aborted, so nothing is ever left half visible. A transaction open longer than its timeout is
@@ -58,6 +64,7 @@ from logstore.errors import (
 )
 from logstore.storage import DataDir
 from logstore.storage.clock import Clock
+from logstore.storage.config import FLUSH_ALWAYS
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +154,8 @@ class TransactionCoordinator:
         self._persisted: dict[str, dict[str, Any]] = {}
         self._persisted_block_end = 0
         self._snapshot_offset = -1  # the log offset the snapshot on disk covers
+        #: transactional ids ``add_produced`` changed since the last ``persist_added``
+        self._added: set[str] = set()
         self._load()
 
     # -- persistence ----------------------------------------------------------------------------
@@ -347,10 +356,10 @@ class TransactionCoordinator:
         self._complete(transaction, commit, prepare=True)
 
     def _complete(self, transaction: Transaction, commit: bool, prepare: bool = False) -> None:
+        partitions = sorted(tp for tp in transaction.partitions if self.data_dir.has_topic(tp[0]))
         if prepare:
             transaction.state = PREPARE_COMMIT if commit else PREPARE_ABORT
-            self._persist(transaction)
-        partitions = sorted(tp for tp in transaction.partitions if self.data_dir.has_topic(tp[0]))
+            self._persist(transaction, sync=self._durable(transaction, partitions))
         self.write_markers(transaction.producer_id, transaction.producer_epoch, partitions, commit)
         if commit:
             for group, entries in transaction.offsets.items():
@@ -361,6 +370,16 @@ class TransactionCoordinator:
         # No fsync needed: if this record is lost, recovery finds PREPARE_* and writes the
         # markers (and offsets) again, which changes nothing the second time.
         self._persist(transaction, sync=False)
+
+    def _durable(self, transaction: Transaction, partitions: list[TopicPartition]) -> bool:
+        """Whether the PREPARE record must be on disk before the markers: when the transaction
+        writes to a ``flush=always`` partition or commits group offsets (both durable when
+        acknowledged). A transaction only over ``flush=interval``/``never`` partitions is as
+        durable as its records, which a power loss may cut anyway: no fsync of its own (a
+        crash of the process loses nothing, the page cache keeps every record)."""
+        if transaction.offsets:
+            return True
+        return any(self.data_dir.log(t, p).config.flush == FLUSH_ALWAYS for t, p in partitions)
 
     def _abort(self, transaction: Transaction, *, bump_epoch: bool) -> None:
         if bump_epoch and transaction.producer_epoch < MAX_EPOCH:
@@ -395,15 +414,25 @@ class TransactionCoordinator:
 
     def add_produced(self, producer_id: int, topic: str, partition: int) -> None:
         """A transactional batch (``check_produce`` passed) is being appended to ``partition``:
-        begin the transaction if none is open and add the partition to it."""
+        begin the transaction if none is open and add the partition to it. The new state is
+        written by ``persist_added``, once per produce request however many partitions it adds."""
         transaction = self._by_producer[producer_id]
         if transaction.state == ONGOING and (topic, partition) in transaction.partitions:
             return
         self._begin(transaction)
         transaction.partitions.add((topic, partition))
-        # No fsync: if this is lost, the partition's open transaction is found when its
-        # producer state is rebuilt and aborted there (``is_open_in``).
-        self._persist(transaction, sync=False)
+        self._added.add(transaction.transactional_id)
+
+    def persist_added(self) -> None:
+        """Write the transactions ``add_produced`` changed, one record each (the broker calls it
+        at the end of a produce request's appends, with no await in between)."""
+        added, self._added = self._added, set()
+        for transactional_id in added:
+            transaction = self.transactions.get(transactional_id)
+            if transaction is not None:
+                # No fsync: if this is lost, the partition's open transaction is found when its
+                # producer state is rebuilt and aborted there (``is_open_in``).
+                self._persist(transaction, sync=False)
 
     def is_open_in(self, producer_id: int, topic: str, partition: int) -> bool:
         """Whether an ongoing transaction of ``producer_id`` covers this partition."""

@@ -32,7 +32,7 @@ from logstore.server.console.pages.overview import BrokerRow, ClusterView
 from logstore.server.handlers import generic_handler
 from logstore.server.logs import configure
 from logstore.server.metrics import Metrics
-from logstore.server.service import LogStoreService
+from logstore.server.service import LogStoreService, freeze_startup_objects
 
 log = logging.getLogger("logstore.server")
 
@@ -209,6 +209,7 @@ async def run(config: ServerConfig) -> int:
         log.error("bad cluster settings: %s", exc)
         await broker.close()
         return EXIT_CONFIG
+    freeze_startup_objects()
     await server.start()
     if cluster_config is not None:
         from logstore.cluster.node import ClusterNode

@@ -49,6 +49,17 @@ T = TypeVar("T")
 MIN_COLLECT_BYTES = 8 << 20
 
 
+def freeze_startup_objects() -> None:
+    """Move every object alive now (modules, classes, the loaded broker state) out of the
+    collector's sight, so that the collections ``_release`` runs only walk what was created
+    since: a full collection of a started broker (~45,000 objects) took 25-55 ms on a loaded
+    2-core box, a stall of the event loop every 64 MiB produced by default; frozen, microseconds.
+    Called once by the server process before it serves (the frozen objects are freed by
+    reference counting as usual; only a reference cycle among them would stay)."""
+    gc.collect()
+    gc.freeze()
+
+
 class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin, logstore_pb2_grpc.LogStoreServicer):
     def __init__(
         self, broker: Broker, metrics: Metrics, authorizer: Authorizer | None = None, *,

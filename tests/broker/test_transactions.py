@@ -113,6 +113,28 @@ def test_commit_writes_a_commit_marker_and_makes_the_records_visible(tmp_path: P
     run(body())
 
 
+@pytest.mark.parametrize("flush", ["always", "never"])
+def test_a_commit_fsyncs_only_what_the_flush_policy_asks(tmp_path: Path, clock: ManualClock, flush: str) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock, LIGHT) as broker:
+            broker.create_topic("t", 1, {"flush": flush})
+            partition_log = broker.data_dir.log("t", 0)
+            state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
+            tx = TxProducer(broker)
+            await tx.send("t", 0, b"a")
+            state_durable = state_log.recovery_point
+            tx.commit()
+            assert markers(broker, "t", 0) == [COMMIT_MARKER]
+            if flush == "always":  # the marker and the PREPARE record are on disk
+                assert partition_log.recovery_point == log_end(broker) == 2
+                assert state_log.recovery_point > state_durable
+            else:  # neither waited for: the log's flush policy decides when
+                assert partition_log.recovery_point == 0
+                assert state_log.recovery_point == state_durable
+
+    run(body())
+
+
 def test_the_last_stable_offset_holds_back_later_non_transactional_records(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
@@ -295,6 +317,26 @@ def test_a_transactional_batch_adds_its_partition_to_the_transaction(tmp_path: P
             tx.abort()
             assert markers(broker, "t", 0) == [COMMIT_MARKER, ABORT_MARKER]
             assert await visible(broker, "t", 0) == [b"a"]
+
+    run(body())
+
+
+def test_a_request_adding_several_partitions_writes_one_state_record(tmp_path: Path, clock: ManualClock) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock, LIGHT) as broker:
+            broker.create_topic("t", 3)
+            tx = TxProducer(broker)
+            state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
+            before = state_log.log_end_offset
+            stamp = {"producer_id": tx.pid, "producer_epoch": tx.epoch, "base_sequence": 0,
+                     "transactional": True}
+            outcomes = await broker.produce(
+                [ProduceItem("t", p, encode_batch([b"v"], **stamp)) for p in range(3)])
+            assert all(outcome.error is None for outcome in outcomes)
+            assert state_log.log_end_offset == before + 1  # ONGOING with the 3 partitions
+            assert broker.transactions.transactions[TID].partitions == {("t", 0), ("t", 1), ("t", 2)}
+            tx.commit()
+            assert [markers(broker, "t", p) for p in range(3)] == [[COMMIT_MARKER]] * 3
 
     run(body())
 

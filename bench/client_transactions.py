@@ -1,0 +1,140 @@
+"""Transactional vs idempotent produce, and EndTxn, for ``bench client`` (issue 16, item 4).
+
+Both producers use ``send()`` per record (100 B, one partition, ``flush=never`` topics, the
+defaults otherwise: ``acks="all"``, idempotent), as the groups bench that first measured the
+ratio: the idempotent run sends every record then ``flush()``es once; the transactional one
+wraps each ``records_per_transaction`` records in ``begin_transaction()`` ...
+``commit_transaction()``. A transaction's fixed cost (the drain of its last batch, EndTxn, the
+markers and the coordinator's records) is what the ratio shows; the goal is >= 0.8x at 10,000
+records per transaction, which allows a fixed cost of 2,500 records' send time; the rows at 100
+and 1,000 records have the goal that same fixed cost gives (N / (N + 2,500)). ``EndTxn``:
+``commit_transaction()`` of 1,000-record transactions timed after an explicit ``flush()``, so it
+is the EndTxn round trip alone; goal p50 <= 2 ms.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from bench.common import Goal, Result
+
+VALUE_BYTES = 100
+RECORDS_PER_TRANSACTION = (100, 1_000, 10_000)
+GOAL_RECORDS_PER_TRANSACTION = 10_000
+RATIO_GOAL = 0.8
+END_TXN_GOAL_S = 0.002
+END_TXN_RECORDS = 1_000
+#: The fixed cost per transaction, in records' send time, that the goal at 10,000 allows.
+FIXED_COST_RECORDS = GOAL_RECORDS_PER_TRANSACTION * (1 - RATIO_GOAL) / RATIO_GOAL
+IDEMPOTENT_GOAL = 1.5e6  # as the send() row of bench client
+
+
+def ratio_goal(per_transaction: int) -> float:
+    """The ratio to idempotent a transaction of ``per_transaction`` records reaches with the
+    fixed cost the 10,000-record goal allows (0.8 there)."""
+    return per_transaction / (per_transaction + FIXED_COST_RECORDS)
+
+
+class TransactionBench:
+    def __init__(self, server: str, records: int, repeats: int, end_txn_samples: int,
+                 topic: Callable[[], str], delete: Callable[[str], None]) -> None:
+        self.server = server
+        self.records = records
+        self.repeats = repeats
+        self.end_txn_samples = end_txn_samples
+        self._topic = topic
+        self._delete = delete
+        self._idempotent_rate: float | None = None
+        self._value = b"x" * VALUE_BYTES
+
+    def _timed(self, body: Callable[[str], float]) -> list[float]:
+        samples = []
+        for _ in range(self.repeats + 1):  # the first warms up
+            topic = self._topic()
+            try:
+                samples.append(body(topic))
+            finally:
+                self._delete(topic)
+        return samples[1:]
+
+    def idempotent(self, group: str, name: str) -> Result:
+        from logstore.client import Producer
+
+        count, value = self.records, self._value
+
+        def body(topic: str) -> float:
+            with Producer(self.server) as producer:
+                send = producer.send
+                start = time.perf_counter()
+                for _ in range(count):
+                    send(topic, value, partition=0)
+                producer.flush()
+                return time.perf_counter() - start
+
+        result = Result("client", group, name, "run", count, count * VALUE_BYTES,
+                        self._timed(body), Goal(min_rate=IDEMPOTENT_GOAL))
+        self._idempotent_rate = result.records_per_second
+        return result
+
+    def transactional(self, per_transaction: int) -> Callable[[str, str], Result]:
+        def task(group: str, name: str) -> Result:
+            from logstore.client import Producer
+
+            count, value = max(self.records, per_transaction), self._value
+
+            def body(topic: str) -> float:
+                with Producer(self.server, transactional_id=f"bench-{uuid.uuid4().hex}") as producer:
+                    producer.init_transactions()
+                    send = producer.send
+                    start = time.perf_counter()
+                    for first in range(0, count, per_transaction):
+                        producer.begin_transaction()
+                        for _ in range(min(per_transaction, count - first)):
+                            send(topic, value, partition=0)
+                        producer.commit_transaction()
+                    return time.perf_counter() - start
+
+            samples = self._timed(body)
+            ratio = ratio_goal(per_transaction)
+            goal = Goal(min_rate=ratio * (self._idempotent_rate or IDEMPOTENT_GOAL),
+                        label=f">= {ratio:.2g}x idempotent")
+            result = Result("client", group, name, "run", count, count * VALUE_BYTES, samples,
+                            goal, params={"records_per_transaction": per_transaction})
+            if self._idempotent_rate:
+                ratio = result.records_per_second / self._idempotent_rate
+                result.name += f": {ratio:.2f}x idempotent"
+                result.params["ratio_to_idempotent"] = ratio
+                if per_transaction == 10_000:  # issue 16's row (bench/scorecard.py)
+                    result.params["scorecard"] = {"txn-vs-idempotent": ratio}
+            return result
+
+        return task
+
+    def end_txn(self, group: str, name: str) -> Result:
+        from logstore.client import Producer
+
+        samples: list[float] = []
+        topic = self._topic()
+        value = self._value
+        try:
+            with Producer(self.server, transactional_id=f"bench-{uuid.uuid4().hex}") as producer:
+                producer.init_transactions()
+                for index in range(self.end_txn_samples + 10):  # 10 warm up
+                    producer.begin_transaction()
+                    for _ in range(END_TXN_RECORDS):
+                        producer.send(topic, value, partition=0)
+                    producer.flush()
+                    start = time.perf_counter()
+                    producer.commit_transaction()
+                    if index >= 10:
+                        samples.append(time.perf_counter() - start)
+        finally:
+            self._delete(topic)
+        result = Result("client", group, name, "call", 1, None, samples,
+                        Goal(max_seconds=END_TXN_GOAL_S))
+        result.params.update({f"p{q:g}_ms": result.percentile(q) * 1e3 for q in (50, 90, 99)})
+        result.params["scorecard"] = {"end-txn-p50-ms": result.params["p50_ms"]}
+        result.name += f": p50 {result.median * 1e3:.2f} ms, p99 {result.percentile(99) * 1e3:.2f} ms"
+        return result
