@@ -50,6 +50,7 @@ import numpy as np
 from logstore.api.v1 import share_pb2
 from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
 from logstore.client.config import Credentials, resolve_server
+from logstore.client.share_stream import ShareStream
 from logstore.errors import LogstoreError, RecordNotAcquiredError
 from logstore.records import decode_columns
 from logstore.records.headers import Headers
@@ -114,10 +115,13 @@ class ShareConsumer:
         max_bytes: int = 0,
         member_id: str | None = None,
         timeout: float = 30.0,
+        stream: bool = True,
         **credentials: Any,
     ) -> None:
         """``lock_ms``: 0 = the group's (30 s unless configured). ``max_records``: most records
-        one ``poll`` acquires. ``credentials``: ``tls_ca``, ``tls_cert``, ``tls_key``, ``token``."""
+        one ``poll`` acquires. ``stream``: polls are messages of one ``ShareStream`` call (the
+        default; cheaper) rather than a ``ShareFetch`` call each. ``credentials``: ``tls_ca``,
+        ``tls_cert``, ``tls_key``, ``token``."""
         if max_records < 1:
             raise ValueError(f"max_records must be at least 1, not {max_records}")
         if lock_ms < 0:
@@ -130,6 +134,8 @@ class ShareConsumer:
         self.max_bytes = max_bytes
         self.member_id = member_id or uuid.uuid4().hex
         self.timeout = timeout
+        self.stream = stream
+        self._stream: ShareStream | None = None
         self._channel = open_channel(self.server, Credentials.take(credentials))
         if credentials:
             raise TypeError(f"unknown ShareConsumer options: {', '.join(sorted(credentials))}")
@@ -231,8 +237,7 @@ class ShareConsumer:
             max_records=limit, max_bytes=self.max_bytes, max_wait_ms=wait_ms, lock_ms=self.lock_ms,
             acknowledgements=messages)
         try:
-            with translate_errors(self.server):
-                response = self._stub.ShareFetch(request, timeout=self.timeout + wait_ms / 1000)
+            response = self._fetch(request, wait_ms)
         except LogstoreError:
             self._restore(messages)
             raise
@@ -241,6 +246,17 @@ class ShareConsumer:
         for part in response.partitions:
             records += self._records(part)
         return records
+
+    def _fetch(self, request: share_pb2.ShareFetchRequest, wait_ms: int) -> share_pb2.ShareFetchResponse:
+        if not self.stream:
+            with translate_errors(self.server):
+                response: share_pb2.ShareFetchResponse = self._stub.ShareFetch(
+                    request, timeout=self.timeout + wait_ms / 1000)
+            return response
+        if self._stream is None or self._stream.broken:
+            self._stream = ShareStream(self._stub, self.server)
+        self._stream.send(request)
+        return self._stream.receive()
 
     def _records(self, part: share_pb2.AcquiredRecords) -> list[ShareRecord]:
         columns = decode_columns(part.records)
@@ -277,6 +293,8 @@ class ShareConsumer:
             if exc.reason != "UNKNOWN_GROUP":  # never fetched: nothing to leave
                 raise
         finally:
+            if self._stream is not None:
+                self._stream.close()
             self._channel.close()
 
     def __enter__(self) -> ShareConsumer:

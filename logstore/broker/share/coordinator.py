@@ -386,12 +386,12 @@ class ShareCoordinator:
 
     def topic_deleted(self, topic: str) -> None:
         """Forget the share-partitions of a deleted topic (their keys are tombstoned)."""
+        self.writer.forget(lambda key: key[1] != topic)
         for group in self.groups.values():
             gone = [key for key in group.partitions if key[0] == topic]
             for key in gone:
                 del group.partitions[key]
             if gone:
-                self.writer.forget(lambda key, g=group.group_id: not (key[0] == g and key[1] == topic))
                 self.state_log.delete_partitions(group.group_id, gone)
 
     def stats(self) -> list[tuple[str, SharePartition]]:
