@@ -6,11 +6,13 @@ worker's SIGKILL.
   into 2 partitions (logstore: a topic of 2 partitions, batches of 50; Redis: streams NAME-0 and
   NAME-1 with one consumer group; JetStream: a work-queue stream with subjects NAME.0 and NAME.1
   and one durable pull consumer, explicit ack). The workers start together and take batches of
-  up to 100 (logstore ``ShareConsumer.poll`` with every record ``ack()``-ed, the acks riding on
-  the next poll; Redis ``XREADGROUP`` then one ``XACK`` per task in a pipeline; JetStream
-  ``fetch`` then ``ack()`` per message). Timed from the start until the last acknowledgement was
-  answered. Durability as shipped: logstore fsyncs its share-group state before answering each
-  fetch and acknowledgement; Redis runs with ``appendfsync everysec``; JetStream as shipped.
+  up to 100 (logstore ``ShareConsumer.poll`` over its ``ShareStream`` call, with every record
+  ``ack()``-ed, the acks riding on the next poll; Redis ``XREADGROUP`` then one ``XACK`` per task
+  in a pipeline; JetStream ``fetch`` then ``ack()`` per message). Every worker is connected
+  before the start. Timed from the start until the last acknowledgement was answered.
+  Durability as shipped: logstore writes its share-group state to ``__share_group_state``
+  (``flush=interval``: in the log, fsynced each second; one append per event-loop tick for all
+  members) before answering; Redis runs with ``appendfsync everysec``; JetStream as shipped.
 - **fetch round trip**: p99 of the logstore polls (fetch + the previous batch's acks) in the
   4-worker run (or the first logstore run without one).
 - **redelivery after SIGKILL**: a worker acquires a task with a 1 s lock and is SIGKILLed; a

@@ -108,9 +108,10 @@ class ShareCoordinator:
                 if written is not None:
                     self.writer.add_write(written)
         change.archived.clear()
-        change.changed = False
         self.writer.mark((group.group_id, sp.topic, sp.partition), sp, snapshot=snapshot)
-        self._wakeups.wake([(sp.topic, sp.partition)])
+        if change.freed or snapshot:  # (appends wake waiters themselves)
+            self._wakeups.wake([(sp.topic, sp.partition)])
+        change.changed = change.freed = False
 
     def _expire(self, group: ShareGroup, sps: Iterable[SharePartition], now_ms: int) -> None:
         for sp in sps:

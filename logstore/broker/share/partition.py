@@ -56,6 +56,9 @@ class Change:
     the window's ``dirty`` column), and the records archived."""
 
     changed: bool = False
+    #: Records left the Acquired state (acknowledged, released, expired): a member waiting
+    #: for records may get some now (released ones, or room under ``max_acquired_records``).
+    freed: bool = False
     archived: list[Archived] = field(default_factory=list)
 
 
@@ -248,7 +251,7 @@ class SharePartition:
         indices = np.arange(lo, hi, dtype=np.int64)
         self.acks[ack.kind] += hi - lo
         if ack.kind is AckKind.ACCEPT:
-            window.set_state(indices, ACKNOWLEDGED)
+            window.set_state(slice(lo, hi), ACKNOWLEDGED)
         elif ack.kind is AckKind.RENEW:
             window.deadline_ms[lo:hi] = now_ms + lock_ms
             return  # a lock is not durable state: no delta
@@ -264,7 +267,10 @@ class SharePartition:
             window.set_state(indices, AVAILABLE, after)
             if over.any():
                 self._archive(indices[over], ack.error or "released", change)
+            change.freed = True
         change.changed = True
+        if not change.freed and self.acquired + (hi - lo) >= config.max_acquired_records:
+            change.freed = True  # the window was full: room again
 
     @staticmethod
     def _backoff(counts: np.ndarray, config: ShareGroupConfig, now_ms: int) -> np.ndarray:
@@ -290,7 +296,7 @@ class SharePartition:
         self.lock_expiries += len(expired)
         over = window.count[expired] >= config.max_deliveries
         window.set_state(expired[~over], AVAILABLE)
-        change.changed = True
+        change.changed = change.freed = True
         if over.any():
             self._archive(expired[over], "lock expired", change)
         return len(expired)
@@ -301,5 +307,5 @@ class SharePartition:
         held = np.flatnonzero((window.state == ACQUIRED) & (window.owner == owner))
         if len(held):
             window.set_state(held, AVAILABLE)
-            change.changed = True
+            change.changed = change.freed = True
         return len(held)
