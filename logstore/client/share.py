@@ -83,7 +83,7 @@ class ShareRecord(NamedTuple):
 
     def ack(self) -> None:
         """Done: it is never delivered again."""
-        self.consumer.acknowledge([self], "accept")
+        self.consumer._accept(self.topic, self.partition, self.offset)
 
     def release(self, delay_ms: int | None = None, error: str = "") -> None:
         """Give it back: available again now (``delay_ms=0``), after ``delay_ms``, or (None)
@@ -101,6 +101,7 @@ class ShareRecord(NamedTuple):
 
 
 _Key = tuple[str, int, int, int, str]  # topic, partition, kind, delay (-1 = backoff), error
+_ACCEPT = int(share_pb2.ACKNOWLEDGE_ACCEPT)
 
 
 class ShareConsumer:
@@ -160,6 +161,16 @@ class ShareConsumer:
         with self._lock:
             for record in records:
                 self._pending.setdefault((record.topic, record.partition, number, delay, error), []).append(record.offset)
+
+    def _accept(self, topic: str, partition: int, offset: int) -> None:
+        """``acknowledge([record], "accept")`` without its checks (the per-record hot path)."""
+        key = (topic, partition, _ACCEPT, -1, "")
+        with self._lock:
+            offsets = self._pending.get(key)
+            if offsets is None:
+                self._pending[key] = [offset]
+            else:
+                offsets.append(offset)
 
     def _take_pending(self) -> list[share_pb2.ShareAcknowledgement]:
         """The queued acknowledgements as ranges of consecutive offsets (numpy)."""
