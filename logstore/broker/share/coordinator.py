@@ -240,15 +240,16 @@ class ShareCoordinator:
 
     def _next_change_s(self, group: ShareGroup, logs: list[PartitionLog]) -> float | None:
         times = []
+        now_ms = self.clock.now_ms()
         for partition_log in logs:
             sp = group.partitions.get((partition_log.topic, partition_log.partition))
             if sp is not None:
-                when = sp.window.next_deadline_ms()
+                when = sp.window.next_deadline_ms(now_ms)
                 if when is not None:
                     times.append(when)
         if not times:
             return None
-        return max(0.0, (min(times) - self.clock.now_ms()) / 1000)
+        return max(0.0, (min(times) - now_ms) / 1000)
 
     async def fetch(
         self, group_id: str, member_id: str, topics: Sequence[str], *,

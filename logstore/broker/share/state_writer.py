@@ -26,7 +26,13 @@ import numpy as np
 
 from logstore.broker.internal import append_entries
 from logstore.broker.share.partition import SharePartition
-from logstore.broker.share.state_log import DELTA, DELTAS_PER_SNAPSHOT, SNAPSHOT, PartitionKey, ShareStateLog
+from logstore.broker.share.state_log import (
+    DELTA,
+    DELTAS_PER_SNAPSHOT,
+    SNAPSHOT,
+    PartitionKey,
+    ShareStateLog,
+)
 from logstore.storage import PartitionLog
 from logstore.storage.config import FLUSH_ALWAYS
 

@@ -130,17 +130,16 @@ class InFlightWindow:
         """Indices of acquired records whose lock has run out."""
         return np.flatnonzero((self.state == ACQUIRED) & (self.deadline_ms <= np.int64(now_ms)))
 
-    def next_deadline_ms(self) -> int | None:
-        """The earliest moment something changes by itself (a lock expiry or a delay ending)."""
-        acquired = self.state == ACQUIRED
-        delayed = self.state == AVAILABLE
+    def next_deadline_ms(self, now_ms: int) -> int | None:
+        """The earliest moment after ``now_ms`` something changes by itself (a lock expiry or a
+        delay ending); None when nothing will."""
         times = []
+        acquired = self.state == ACQUIRED
         if acquired.any():
             times.append(int(self.deadline_ms[acquired].min()))
-        if delayed.any():
-            later = self.after_ms[delayed]
-            if later.max() > 0:
-                times.append(int(later.min()))
+        later = self.after_ms[(self.state == AVAILABLE) & (self.after_ms > np.int64(now_ms))]
+        if len(later):
+            times.append(int(later.min()))
         return min(times) if times else None
 
     def counts(self) -> np.ndarray:
