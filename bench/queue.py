@@ -136,7 +136,7 @@ def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[s
     {"logstore": _preload_logstore, "redis": _preload_redis, "nats": _preload_nats}[system](server, name, tasks)
     processes = [
         subprocess.Popen([sys.executable, "-m", "bench.queue_worker", system, server.address, name,
-                          "--batch", str(BATCH)],
+                          "--batch", str(BATCH), "--idle-s", "3" if system == "nats" else "1"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         for _ in range(workers)
     ]
@@ -205,8 +205,10 @@ def _preload_nats(server: Server, name: str, tasks: int) -> None:
         connection = await nats.connect(f"nats://{server.address}")
         js = connection.jetstream()
         await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.*"], retention=RetentionPolicy.WORK_QUEUE))
+        # a short ack_wait: messages a timed-out pull fetch left undelivered come back while the
+        # workers still run (on a loaded box some fetches time out)
         await js.add_consumer(name, ConsumerConfig(durable_name="workers", ack_policy=AckPolicy.EXPLICIT,
-                                                   max_ack_pending=100_000, ack_wait=30))
+                                                   max_ack_pending=100_000, ack_wait=2))
         for start in range(0, tasks, 500):
             await asyncio.gather(*(js.publish(f"{name}.{i % PARTITIONS}", rows[i].tobytes())
                                    for i in range(start, min(tasks, start + 500))))
