@@ -6,11 +6,13 @@ worker's SIGKILL.
   into 2 partitions (logstore: a topic of 2 partitions, batches of 50; Redis: streams NAME-0 and
   NAME-1 with one consumer group; JetStream: a work-queue stream with subjects NAME.0 and NAME.1
   and one durable pull consumer, explicit ack). The workers start together and take batches of
-  up to 100 (logstore ``ShareConsumer.poll`` with every record ``ack()``-ed, the acks riding on
-  the next poll; Redis ``XREADGROUP`` then one ``XACK`` per task in a pipeline; JetStream
-  ``fetch`` then ``ack()`` per message). Timed from the start until the last acknowledgement was
-  answered. Durability as shipped: logstore fsyncs its share-group state before answering each
-  fetch and acknowledgement; Redis runs with ``appendfsync everysec``; JetStream as shipped.
+  up to 100 (logstore ``ShareConsumer.poll`` over its ``ShareStream`` call, with every record
+  ``ack()``-ed, the acks riding on the next poll; Redis ``XREADGROUP`` then one ``XACK`` per task
+  in a pipeline; JetStream ``fetch`` then ``ack()`` per message). Every worker is connected
+  before the start. Timed from the start until the last acknowledgement was answered.
+  Durability as shipped: logstore writes its share-group state to ``__share_group_state``
+  (``flush=interval``: in the log, fsynced each second; one append per event-loop tick for all
+  members) before answering; Redis runs with ``appendfsync everysec``; JetStream as shipped.
 - **fetch round trip**: p99 of the logstore polls (fetch + the previous batch's acks) in the
   4-worker run (or the first logstore run without one).
 - **redelivery after SIGKILL**: a worker acquires a task with a 1 s lock and is SIGKILLed; a
@@ -134,7 +136,7 @@ def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[s
     {"logstore": _preload_logstore, "redis": _preload_redis, "nats": _preload_nats}[system](server, name, tasks)
     processes = [
         subprocess.Popen([sys.executable, "-m", "bench.queue_worker", system, server.address, name,
-                          "--batch", str(BATCH)],
+                          "--batch", str(BATCH), "--idle-s", "3" if system == "nats" else "1"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         for _ in range(workers)
     ]
@@ -203,8 +205,10 @@ def _preload_nats(server: Server, name: str, tasks: int) -> None:
         connection = await nats.connect(f"nats://{server.address}")
         js = connection.jetstream()
         await js.add_stream(StreamConfig(name=name, subjects=[f"{name}.*"], retention=RetentionPolicy.WORK_QUEUE))
+        # a short ack_wait: messages a timed-out pull fetch left undelivered come back while the
+        # workers still run (on a loaded box some fetches time out)
         await js.add_consumer(name, ConsumerConfig(durable_name="workers", ack_policy=AckPolicy.EXPLICIT,
-                                                   max_ack_pending=100_000, ack_wait=30))
+                                                   max_ack_pending=100_000, ack_wait=2))
         for start in range(0, tasks, 500):
             await asyncio.gather(*(js.publish(f"{name}.{i % PARTITIONS}", rows[i].tobytes())
                                    for i in range(start, min(tasks, start + 500))))

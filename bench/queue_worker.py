@@ -33,9 +33,12 @@ def wait_for(start_at: float) -> None:
 
 
 def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+
     from logstore.client import ShareConsumer
 
     consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch)
+    grpc.channel_ready_future(consumer._channel).result(timeout=30)  # connected before "go", as the others
     wait_for(args.start_at)
     acked, last, idle_since, polls, got = 0, time.time(), time.monotonic(), [], args.batch
     while True:
@@ -70,6 +73,7 @@ def run_redis(args: argparse.Namespace) -> dict[str, Any]:
     client = redis.Redis(host=host, port=int(port))
     streams = {f"{args.name}-{p}": ">" for p in range(PARTITIONS)}
     consumer = f"c-{time.monotonic_ns()}"
+    client.ping()  # connected before "go"
     wait_for(args.start_at)
     acked, last, idle_since, polls = 0, time.time(), time.monotonic(), []
     while True:

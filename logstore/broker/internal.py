@@ -42,9 +42,12 @@ INTERNAL_CONFIG: dict[str, Any] = {
 }
 
 
-def ensure_topic(data_dir: DataDir, name: str, partitions: int) -> list[PartitionLog]:
+def ensure_topic(data_dir: DataDir, name: str, partitions: int,
+                 config: dict[str, Any] | None = None) -> list[PartitionLog]:
+    """The logs of internal topic ``name``, created (with ``config``, default the internal
+    topics' config) when missing."""
     if not data_dir.has_topic(name):
-        data_dir.create_topic(name, partitions, INTERNAL_CONFIG, internal=True)
+        data_dir.create_topic(name, partitions, INTERNAL_CONFIG if config is None else config, internal=True)
     topic = data_dir.topic(name)
     return topic.logs
 

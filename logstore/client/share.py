@@ -50,6 +50,7 @@ import numpy as np
 from logstore.api.v1 import share_pb2
 from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
 from logstore.client.config import Credentials, resolve_server
+from logstore.client.share_stream import ShareStream
 from logstore.errors import LogstoreError, RecordNotAcquiredError
 from logstore.records import decode_columns
 from logstore.records.headers import Headers
@@ -82,7 +83,7 @@ class ShareRecord(NamedTuple):
 
     def ack(self) -> None:
         """Done: it is never delivered again."""
-        self.consumer.acknowledge([self], "accept")
+        self.consumer._accept(self.topic, self.partition, self.offset)
 
     def release(self, delay_ms: int | None = None, error: str = "") -> None:
         """Give it back: available again now (``delay_ms=0``), after ``delay_ms``, or (None)
@@ -100,6 +101,7 @@ class ShareRecord(NamedTuple):
 
 
 _Key = tuple[str, int, int, int, str]  # topic, partition, kind, delay (-1 = backoff), error
+_ACCEPT = int(share_pb2.ACKNOWLEDGE_ACCEPT)
 
 
 class ShareConsumer:
@@ -114,10 +116,13 @@ class ShareConsumer:
         max_bytes: int = 0,
         member_id: str | None = None,
         timeout: float = 30.0,
+        stream: bool = True,
         **credentials: Any,
     ) -> None:
         """``lock_ms``: 0 = the group's (30 s unless configured). ``max_records``: most records
-        one ``poll`` acquires. ``credentials``: ``tls_ca``, ``tls_cert``, ``tls_key``, ``token``."""
+        one ``poll`` acquires. ``stream``: polls are messages of one ``ShareStream`` call (the
+        default; cheaper) rather than a ``ShareFetch`` call each. ``credentials``: ``tls_ca``,
+        ``tls_cert``, ``tls_key``, ``token``."""
         if max_records < 1:
             raise ValueError(f"max_records must be at least 1, not {max_records}")
         if lock_ms < 0:
@@ -130,6 +135,8 @@ class ShareConsumer:
         self.max_bytes = max_bytes
         self.member_id = member_id or uuid.uuid4().hex
         self.timeout = timeout
+        self.stream = stream
+        self._stream: ShareStream | None = None
         self._channel = open_channel(self.server, Credentials.take(credentials))
         if credentials:
             raise TypeError(f"unknown ShareConsumer options: {', '.join(sorted(credentials))}")
@@ -154,6 +161,16 @@ class ShareConsumer:
         with self._lock:
             for record in records:
                 self._pending.setdefault((record.topic, record.partition, number, delay, error), []).append(record.offset)
+
+    def _accept(self, topic: str, partition: int, offset: int) -> None:
+        """``acknowledge([record], "accept")`` without its checks (the per-record hot path)."""
+        key = (topic, partition, _ACCEPT, -1, "")
+        with self._lock:
+            offsets = self._pending.get(key)
+            if offsets is None:
+                self._pending[key] = [offset]
+            else:
+                offsets.append(offset)
 
     def _take_pending(self) -> list[share_pb2.ShareAcknowledgement]:
         """The queued acknowledgements as ranges of consecutive offsets (numpy)."""
@@ -231,8 +248,7 @@ class ShareConsumer:
             max_records=limit, max_bytes=self.max_bytes, max_wait_ms=wait_ms, lock_ms=self.lock_ms,
             acknowledgements=messages)
         try:
-            with translate_errors(self.server):
-                response = self._stub.ShareFetch(request, timeout=self.timeout + wait_ms / 1000)
+            response = self._fetch(request, wait_ms)
         except LogstoreError:
             self._restore(messages)
             raise
@@ -241,6 +257,17 @@ class ShareConsumer:
         for part in response.partitions:
             records += self._records(part)
         return records
+
+    def _fetch(self, request: share_pb2.ShareFetchRequest, wait_ms: int) -> share_pb2.ShareFetchResponse:
+        if not self.stream:
+            with translate_errors(self.server):
+                response: share_pb2.ShareFetchResponse = self._stub.ShareFetch(
+                    request, timeout=self.timeout + wait_ms / 1000)
+            return response
+        if self._stream is None or self._stream.broken:
+            self._stream = ShareStream(self._stub, self.server)
+        self._stream.send(request)
+        return self._stream.receive()
 
     def _records(self, part: share_pb2.AcquiredRecords) -> list[ShareRecord]:
         columns = decode_columns(part.records)
@@ -277,6 +304,8 @@ class ShareConsumer:
             if exc.reason != "UNKNOWN_GROUP":  # never fetched: nothing to leave
                 raise
         finally:
+            if self._stream is not None:
+                self._stream.close()
             self._channel.close()
 
     def __enter__(self) -> ShareConsumer:

@@ -6,7 +6,8 @@ copied by protobuf (``wire.py``) —
 
 - ``Produce`` and ``ProduceStream`` receive the raw request bytes (parsed into memoryviews);
   ``Produce`` is served as a client stream (of one request: the same bytes on the wire) so that
-  its handler decides when the request is read (``max_queued_request_bytes``);
+  its handler decides when the request is read (``max_queued_request_bytes``); ``ShareStream``
+  receives raw bytes too (a streamed request is parsed by its handler);
 - ``Fetch``, ``Subscribe`` and ``ReplicaFetch`` return the serialized response bytes.
 
 Every other method uses the generated message classes as usual. A request that does not parse as
@@ -27,7 +28,7 @@ from logstore.api.v1 import logstore_pb2
 from logstore.errors import InvalidRequestError
 
 SERVICE = logstore_pb2.DESCRIPTOR.services_by_name["LogStore"]
-RAW_REQUESTS = {"Produce", "ProduceStream"}
+RAW_REQUESTS = {"Produce", "ProduceStream", "ShareStream"}
 #: Unary in the proto, read by the handler as a stream of one request.
 READ_BY_HANDLER = {"Produce"}
 RAW_RESPONSES = {"Fetch", "Subscribe", "ReplicaFetch"}

@@ -1,5 +1,7 @@
 """The share-group RPCs of the LogStore service (a mixin of the service class in ``service.py``):
-protobuf in, one broker call, protobuf out.
+protobuf in, one broker call, protobuf out. ``ShareStream`` serves ShareFetch requests over one
+bidirectional stream, one after another, each answered in order with its ``correlation_id``; a
+request that fails is answered with ``error`` set and the stream goes on.
 
 Rights: fetching and acknowledging need ``read`` on the group and on every topic (as a consumer
 group does); describing and listing need ``read`` on the group; changing the config or the start
@@ -8,17 +10,22 @@ offset needs ``admin`` on the group.
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from logstore.api.v1 import share_pb2
 from logstore.broker import Broker
 from logstore.broker.share import AckKind, AckRange, ShareGroupInfo, SharePartitionInfo
 from logstore.broker.share.types import AckResult
-from logstore.errors import InvalidRequestError
+from logstore.errors import InvalidRequestError, LogstoreError
 from logstore.server.auth import Authorizer
 from logstore.server.errors import error_detail
+from logstore.server.metrics import Metrics
 
 _RESET = {
     share_pb2.SHARE_RESET_EARLIEST: "earliest",
@@ -73,6 +80,11 @@ def _description(info: ShareGroupInfo) -> share_pb2.ShareGroupDescription:
 class ShareServiceMixin:
     broker: Broker
     authorizer: Authorizer
+    metrics: Metrics
+    in_flight: int
+
+    def _rpc(self, method: str, context: Any, *, in_flight: bool = True) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError  # provided by the service
 
     async def _unary(self, method: str, context: Any, call: Any) -> Any:  # provided by the service
         raise NotImplementedError
@@ -89,27 +101,56 @@ class ShareServiceMixin:
         for topic in topics:
             self.authorizer.check("topic", topic, "read")
 
-    async def ShareFetch(self, request: share_pb2.ShareFetchRequest, context: Any) -> share_pb2.ShareFetchResponse:
-        async def call() -> share_pb2.ShareFetchResponse:
-            self._refuse_share_in_cluster()
-            acks = _acks(request.acknowledgements)
-            self._check_read(request.group_id, {*request.topics, *(a.topic for a in acks)})
-            results, outcomes = await self.broker.share_fetch(
-                request.group_id, request.member_id, list(request.topics), acks=acks,
-                max_records=request.max_records or 500, max_bytes=request.max_bytes,
-                max_wait_ms=request.max_wait_ms, lock_ms=request.lock_ms,
-            )
-            response = share_pb2.ShareFetchResponse(refused=_refused(results))
-            for out in outcomes:
-                response.partitions.append(share_pb2.AcquiredRecords(
-                    topic=out.topic, partition=out.partition,
-                    records=b"".join(out.records),  # the one copy, at this edge
-                    first_offsets=out.first_offsets.tolist(), last_offsets=out.last_offsets.tolist(),
-                    delivery_counts=np.asarray(out.delivery_counts).tolist(),
-                ))
-            return response
+    async def _share_fetch(self, request: share_pb2.ShareFetchRequest) -> share_pb2.ShareFetchResponse:
+        self._refuse_share_in_cluster()
+        acks = _acks(request.acknowledgements)
+        self._check_read(request.group_id, {*request.topics, *(a.topic for a in acks)})
+        results, outcomes = await self.broker.share_fetch(
+            request.group_id, request.member_id, list(request.topics), acks=acks,
+            max_records=request.max_records or 500, max_bytes=request.max_bytes,
+            max_wait_ms=request.max_wait_ms, lock_ms=request.lock_ms,
+        )
+        response = share_pb2.ShareFetchResponse(refused=_refused(results))
+        for out in outcomes:
+            response.partitions.append(share_pb2.AcquiredRecords(
+                topic=out.topic, partition=out.partition,
+                records=b"".join(out.records),  # the one copy, at this edge
+                first_offsets=out.first_offsets.tolist(), last_offsets=out.last_offsets.tolist(),
+                delivery_counts=np.asarray(out.delivery_counts).tolist(),
+            ))
+        return response
 
-        return await self._unary("ShareFetch", context, call)
+    async def ShareFetch(self, request: share_pb2.ShareFetchRequest, context: Any) -> share_pb2.ShareFetchResponse:
+        return await self._unary("ShareFetch", context, lambda: self._share_fetch(request))
+
+    async def ShareStream(self, request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[share_pb2.ShareFetchResponse]:
+        """Raw requests (``handlers.py``), each parsed, served and answered in turn."""
+        requests = aiter(request_iterator)
+        async with self._rpc("ShareStream", context, in_flight=False):
+            self._refuse_share_in_cluster()
+            while True:
+                raw = await anext(requests, None)
+                if raw is None:
+                    break
+                started = time.perf_counter()
+                self.in_flight += 1
+                correlation_id = 0
+                try:
+                    try:
+                        request = share_pb2.ShareFetchRequest.FromString(raw)
+                    except DecodeError as exc:
+                        raise InvalidRequestError(f"malformed ShareFetchRequest: {exc}", field="request") from None
+                    correlation_id = request.correlation_id
+                    response = await self._share_fetch(request)
+                except LogstoreError as exc:
+                    self.metrics.errors.labels(reason=exc.reason).inc()
+                    response = share_pb2.ShareFetchResponse(error=error_detail(exc))
+                finally:
+                    self.in_flight -= 1
+                response.correlation_id = correlation_id
+                self.metrics.latency.labels(method="ShareStream.request").observe(
+                    time.perf_counter() - started)
+                yield response
 
     async def ShareAcknowledge(self, request: share_pb2.ShareAcknowledgeRequest, context: Any) -> share_pb2.ShareAcknowledgeResponse:
         async def call() -> share_pb2.ShareAcknowledgeResponse:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from logstore.broker import Broker
 from logstore.broker.internal import SHARE_STATE_TOPIC, read_entries
 from logstore.broker.share import AckKind
 from logstore.broker.share.state_log import DELTAS_PER_SNAPSHOT
@@ -103,5 +105,43 @@ def test_a_fetch_with_acknowledgements_writes_one_state_record(tmp_path: Path) -
             records = await fetch(broker, "w", acks=[ack("tasks", 0, 0, 1)], max_records=2)
             assert [r[2] for r in records] == [2, 3]
             assert state.log_end_offset == before + 1  # the acks and the acquisition: one delta
+
+    run(body())
+
+
+def test_concurrent_calls_of_one_tick_share_one_append(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, ManualClock(), LIGHT) as broker:
+            broker.create_topic("tasks", 2)
+            for partition in (0, 1):
+                await produce(broker, "tasks", partition, *[b"t%d" % i for i in range(8)])
+            members = [f"w{i}" for i in range(8)]
+            for member in members:
+                await fetch(broker, member, max_records=2)
+            state = broker.data_dir.log(SHARE_STATE_TOPIC, 0)
+            before, appends = state.log_end_offset, broker.shares.writer.appends
+            results = await asyncio.gather(*(
+                broker.share_acknowledge("g", m, [ack("tasks", p, o) for p in (0, 1) for o in range(8)
+                                                  if _holder(broker, p, o) == m])
+                for m in members))
+            assert all(r.error is None for rs in results for r in rs)
+            assert broker.shares.writer.appends == appends + 1  # eight calls, one batch
+            assert state.log_end_offset == before + 2  # one delta per share-partition, in that batch
+        async with opened(tmp_path, ManualClock(), LIGHT) as broker:
+            assert await fetch(broker, "late") == []  # every task accepted, durably
+
+    run(body())
+
+
+def _holder(broker: Broker, partition: int, offset: int) -> str:
+    sp = broker.shares.groups["g"].partitions[("tasks", partition)]
+    owner = int(sp.window.owner[offset - sp.window.start_offset])
+    return next(m for m, number in broker.shares.groups["g"].members.items() if number == owner)
+
+
+def test_the_state_topic_is_written_through_not_fsynced_per_call(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, ManualClock(), LIGHT) as broker:
+            assert broker.data_dir.topic(SHARE_STATE_TOPIC).config.flush == "interval"
 
     run(body())

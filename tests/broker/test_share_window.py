@@ -80,3 +80,22 @@ def test_growing_past_capacity_keeps_state() -> None:
     window.set_state(np.array([49]), ARCHIVED)
     window.extend(5000)
     assert window.state[49] == ARCHIVED and len(window) == 5000
+
+
+def test_next_deadline_is_the_next_lock_expiry_or_delay_end_after_now() -> None:
+    window = InFlightWindow(0)
+    window.extend(4)
+    window.set_state(np.array([1]), AVAILABLE, after_ms=500)  # a delay that ended already
+    window.set_state(np.array([2]), AVAILABLE, after_ms=3000)
+    assert window.next_deadline_ms(now_ms=1000) == 3000  # not 0 (undelayed) nor 500 (past)
+    window.acquire(np.array([3]), owner=1, now_ms=1000, lock_ms=1000)
+    assert window.next_deadline_ms(now_ms=1000) == 2000
+
+
+def test_changes_mark_records_dirty_for_the_next_delta() -> None:
+    window = InFlightWindow(0)
+    window.extend(4)
+    window.acquire(np.array([1, 2]), owner=1, now_ms=0, lock_ms=10)
+    window.set_state(slice(3, 4), ACKNOWLEDGED)
+    assert np.flatnonzero(window.dirty).tolist() == [1, 2, 3]
+    assert window.runs(np.flatnonzero(window.dirty))["first"].tolist() == [1, 3]

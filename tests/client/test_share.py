@@ -43,6 +43,17 @@ def test_accepted_records_are_not_delivered_again(server: str, new_topic: Topic)
         assert other.poll(timeout=0.2) == []
 
 
+def test_unary_polls_work_like_the_stream(server: str, new_topic: Topic) -> None:
+    topic, group = new_topic(1), group_name()
+    fill(server, topic, 3, size=3)
+    with ShareConsumer(server, group, topic, stream=False) as consumer:
+        records = consumer.poll(timeout=5)
+        consumer.acknowledge(records)
+        assert consumer.poll(timeout=0) == [] and consumer.pending == 0
+    with ShareConsumer(server, group, topic) as other:
+        assert other.poll(timeout=0.2) == []
+
+
 def test_more_consumers_than_partitions_all_get_work(server: str, new_topic: Topic) -> None:
     topic, group = new_topic(1), group_name()
     fill(server, topic, 6)

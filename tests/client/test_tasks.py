@@ -191,9 +191,9 @@ def test_a_killed_workers_tasks_come_back_after_their_lock(server: str, new_topi
     fill(server, topic, [b"%d" % i for i in range(10)])
     group = group_name()
     done_file = tmp_path / "done.txt"
-    process = _worker(server, group, topic, done_file, "--workers", "2", "--work-ms", "200",
-                      "--lock-ms", "1000")
-    try:
+    process = _worker(server, group, topic, done_file, "--workers", "2", "--work-ms", "50",
+                      "--lock-ms", "1000", "--hang-after", "1")
+    try:  # after one task its handlers hang: the kill finds tasks it holds, unacknowledged
         wait_until(lambda: len(_done(done_file)) >= 1)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=20)

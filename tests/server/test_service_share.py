@@ -110,3 +110,19 @@ def test_reset_is_refused_while_records_are_acquired_then_moves_the_start(stub, 
                           timeout=TIMEOUT_S)
     (state,) = stub.ResetShareGroup(reset, timeout=TIMEOUT_S).partitions
     assert state.start_offset == 3
+
+
+def test_share_stream_answers_in_order_and_a_failed_request_keeps_the_stream(stub, topic):
+    create_topic(stub, topic)
+    produce(stub, topic, values_of("task", 4))
+
+    def request(correlation_id, topics, acks=()):  # type: ignore[no-untyped-def]
+        return share_pb2.ShareFetchRequest(group_id="svc-s1", member_id="m1", topics=topics, max_records=2,
+                                           acknowledgements=list(acks), correlation_id=correlation_id)
+
+    sent = [request(7, [topic]), request(8, [topic + "-missing"]), request(9, [topic], [accept(topic, 0, 1)])]
+    first, failed, third = stub.ShareStream(iter(sent), timeout=TIMEOUT_S)  # all sent before any answer
+    assert (first.correlation_id, acquired_offsets(first)) == (7, [0, 1])
+    assert failed.correlation_id == 8 and failed.error.reason == "UNKNOWN_TOPIC"
+    assert failed.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert (third.correlation_id, list(third.refused), acquired_offsets(third)) == (9, [], [2, 3])

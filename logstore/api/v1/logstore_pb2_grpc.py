@@ -179,6 +179,11 @@ class LogStoreStub:
                 request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeRequest.SerializeToString,
                 response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeResponse.FromString,
                 _registered_method=True)
+        self.ShareStream = channel.stream_stream(
+                '/logstore.api.v1.LogStore/ShareStream',
+                request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchResponse.FromString,
+                _registered_method=True)
         self.ListShareGroups = channel.unary_unary(
                 '/logstore.api.v1.LogStore/ListShareGroups',
                 request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ListShareGroupsRequest.SerializeToString,
@@ -391,6 +396,15 @@ class LogStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareStream(self, request_iterator, context):
+        """ShareFetch over one bidirectional stream: requests are served one after another, each
+        answered in order (acknowledgements piggybacked; the next requests may be sent before the
+        answers come: they wait, already read, saving a call each).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListShareGroups(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -557,6 +571,11 @@ def add_LogStoreServicer_to_server(servicer, server):
                     servicer.ShareAcknowledge,
                     request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeRequest.FromString,
                     response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeResponse.SerializeToString,
+            ),
+            'ShareStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ShareStream,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchResponse.SerializeToString,
             ),
             'ListShareGroups': grpc.unary_unary_rpc_method_handler(
                     servicer.ListShareGroups,
@@ -1335,6 +1354,33 @@ class LogStore:
             '/logstore.api.v1.LogStore/ShareAcknowledge',
             logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeRequest.SerializeToString,
             logstore_dot_api_dot_v1_dot_share__pb2.ShareAcknowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/logstore.api.v1.LogStore/ShareStream',
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchResponse.FromString,
             options,
             channel_credentials,
             insecure,

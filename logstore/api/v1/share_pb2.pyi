@@ -65,7 +65,7 @@ class ShareAcknowledgementResult(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., first_offset: _Optional[int] = ..., last_offset: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ...) -> None: ...
 
 class ShareFetchRequest(_message.Message):
-    __slots__ = ("group_id", "member_id", "topics", "max_records", "max_bytes", "max_wait_ms", "lock_ms", "acknowledgements")
+    __slots__ = ("group_id", "member_id", "topics", "max_records", "max_bytes", "max_wait_ms", "lock_ms", "acknowledgements", "correlation_id")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     TOPICS_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class ShareFetchRequest(_message.Message):
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     LOCK_MS_FIELD_NUMBER: _ClassVar[int]
     ACKNOWLEDGEMENTS_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     member_id: str
     topics: _containers.RepeatedScalarFieldContainer[str]
@@ -82,7 +83,8 @@ class ShareFetchRequest(_message.Message):
     max_wait_ms: int
     lock_ms: int
     acknowledgements: _containers.RepeatedCompositeFieldContainer[ShareAcknowledgement]
-    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., max_records: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., lock_ms: _Optional[int] = ..., acknowledgements: _Optional[_Iterable[_Union[ShareAcknowledgement, _Mapping]]] = ...) -> None: ...
+    correlation_id: int
+    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., max_records: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., lock_ms: _Optional[int] = ..., acknowledgements: _Optional[_Iterable[_Union[ShareAcknowledgement, _Mapping]]] = ..., correlation_id: _Optional[int] = ...) -> None: ...
 
 class AcquiredRecords(_message.Message):
     __slots__ = ("topic", "partition", "records", "first_offsets", "last_offsets", "delivery_counts")
@@ -101,12 +103,16 @@ class AcquiredRecords(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., records: _Optional[bytes] = ..., first_offsets: _Optional[_Iterable[int]] = ..., last_offsets: _Optional[_Iterable[int]] = ..., delivery_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ShareFetchResponse(_message.Message):
-    __slots__ = ("partitions", "refused")
+    __slots__ = ("partitions", "refused", "correlation_id", "error")
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedCompositeFieldContainer[AcquiredRecords]
     refused: _containers.RepeatedCompositeFieldContainer[ShareAcknowledgementResult]
-    def __init__(self, partitions: _Optional[_Iterable[_Union[AcquiredRecords, _Mapping]]] = ..., refused: _Optional[_Iterable[_Union[ShareAcknowledgementResult, _Mapping]]] = ...) -> None: ...
+    correlation_id: int
+    error: _common_pb2.ErrorDetail
+    def __init__(self, partitions: _Optional[_Iterable[_Union[AcquiredRecords, _Mapping]]] = ..., refused: _Optional[_Iterable[_Union[ShareAcknowledgementResult, _Mapping]]] = ..., correlation_id: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ...) -> None: ...
 
 class ShareAcknowledgeRequest(_message.Message):
     __slots__ = ("group_id", "member_id", "acknowledgements", "lock_ms", "leave")

@@ -3,10 +3,11 @@
 A fetch first applies the acknowledgements it carries, then returns expired locks to Available,
 then acquires up to ``max_records`` records over the partitions of the topics it names
 (starting at a rotating partition so members spread), waiting up to ``max_wait_ms`` for records
-to become available (an append, a release, a lock expiry or the end of a delay). Every change is
-one delta in ``__share_group_state``; the answer waits until those deltas (and any dead-letter
-copies) are durable as that topic's flush policy says (``flush=always``: an fsync, shared by
-concurrent calls). A group exists once a member fetched for it or its config was set.
+to become available (an append, a release, a lock expiry or the end of a delay). Changes are
+written by the state writer (``state_writer.py``): one delta per share-partition per event-loop
+tick, all share-partitions' deltas of a tick in one append per state-log partition; the answer
+waits until they (and any dead-letter copies) are durable as the topics' flush policies say.
+A group exists once a member fetched for it or its config was set.
 
 Threading: event loop thread only; the fsync waits run on the broker's executor.
 """
@@ -26,7 +27,8 @@ from logstore.broker.share.config import ShareGroupConfig
 from logstore.broker.share.dead_letter import dead_letter
 from logstore.broker.share.group import ShareGroup
 from logstore.broker.share.partition import Change, SharePartition
-from logstore.broker.share.state_log import DELTA, DELTAS_PER_SNAPSHOT, SNAPSHOT, ShareStateLog
+from logstore.broker.share.state_log import ShareStateLog
+from logstore.broker.share.state_writer import StateWriter
 from logstore.broker.share.types import (
     AckKind,
     AckRange,
@@ -47,11 +49,9 @@ from logstore.errors import (
 )
 from logstore.storage import DataDir, PartitionLog, validate_topic_name
 from logstore.storage.clock import Clock
-from logstore.storage.config import FLUSH_ALWAYS
 
 log = logging.getLogger(__name__)
 
-Writes = list[tuple[PartitionLog, int]]
 #: Changes of share-partitions not written yet, by (topic, partition).
 Pending = dict[tuple[str, int], tuple[SharePartition, Change]]
 #: Most records one fetch may ask for.
@@ -67,6 +67,7 @@ class ShareCoordinator:
         self._executor = executor
         self._loop = loop
         self.state_log = ShareStateLog(data_dir, partitions)
+        self.writer = StateWriter(self.state_log, loop, executor)
         self.groups: dict[str, ShareGroup] = {}
         loaded = self.state_log.load()
         for group_id, config in loaded.configs.items():
@@ -94,11 +95,10 @@ class ShareCoordinator:
             sp = group.partitions[key] = SharePartition(group.group_id, key[0], key[1], InFlightWindow(start))
         return sp
 
-    def _persist(self, group: ShareGroup, sp: SharePartition, change: Change, writes: Writes,
-                 *, snapshot: bool = False) -> None:
-        """Write the change (a delta, or a snapshot when due) and its dead-letter copies."""
-        indices = change.merged()
-        if not len(indices) and not snapshot and sp.sequence:
+    def _persist(self, group: ShareGroup, sp: SharePartition, change: Change, *, snapshot: bool = False) -> None:
+        """Have the change written at the end of this tick (a delta, or a snapshot when due);
+        its dead-letter copies are written now, before the delta that archives them."""
+        if not change.changed and not change.archived and not snapshot and sp.sequence:
             return
         source = self.data_dir.log(sp.topic, sp.partition)
         topic = group.config.dead_letter_topic
@@ -106,48 +106,24 @@ class ShareCoordinator:
             if topic:
                 written = dead_letter(self.data_dir, topic, source, archived.offsets, archived.counts, archived.error)
                 if written is not None:
-                    writes.append(written)
+                    self.writer.add_write(written)
         change.archived.clear()
-        key = (group.group_id, sp.topic, sp.partition)
-        window = sp.window
-        if snapshot or sp.sequence == 0 or sp.sequence > DELTAS_PER_SNAPSHOT:
-            window.advance()
-            sp.generation += 1
-            sp.sequence = 1
-            writes.append(self.state_log.write_state(key, SNAPSHOT, sp.generation, 0, window, window.runs()))
-        else:
-            writes.append(self.state_log.write_state(
-                key, DELTA, sp.generation, sp.sequence, window, window.runs(indices)))
-            sp.sequence += 1
-            window.advance()
-        change.indices.clear()
-        self._wakeups.wake([(sp.topic, sp.partition)])
+        self.writer.mark((group.group_id, sp.topic, sp.partition), sp, snapshot=snapshot)
+        if change.freed or snapshot:  # (appends wake waiters themselves)
+            self._wakeups.wake([(sp.topic, sp.partition)])
+        change.changed = change.freed = False
 
-    async def durable(self, writes: Writes) -> None:
-        """Wait until every write is on disk as its topic's flush policy says."""
-        ends: dict[int, tuple[PartitionLog, int]] = {}
-        for partition_log, end in writes:
-            if partition_log.config.flush == FLUSH_ALWAYS:
-                seen = ends.get(id(partition_log))
-                if seen is None or seen[1] < end:
-                    ends[id(partition_log)] = (partition_log, end)
-        if ends:
-            await asyncio.gather(*(
-                self._loop.run_in_executor(self._executor, partition_log.wait_durable, end)
-                for partition_log, end in ends.values()
-            ))
-
-    def _expire(self, group: ShareGroup, sps: Iterable[SharePartition], now_ms: int, writes: Writes) -> None:
+    def _expire(self, group: ShareGroup, sps: Iterable[SharePartition], now_ms: int) -> None:
         for sp in sps:
             change = Change()
             if sp.expire(now_ms, group.config, change):
-                self._persist(group, sp, change, writes)
+                self._persist(group, sp, change)
 
     def expire(self) -> None:
-        """Housekeeping: return expired locks everywhere (their deltas are written unsynced)."""
+        """Housekeeping: return expired locks everywhere (written at the end of the tick)."""
         now_ms = self.clock.now_ms()
         for group in self.groups.values():
-            self._expire(group, list(group.partitions.values()), now_ms, [])
+            self._expire(group, list(group.partitions.values()), now_ms)
 
     # -- acknowledging ------------------------------------------------------------------------
 
@@ -171,7 +147,7 @@ class ShareCoordinator:
             validate_topic_name(ack.topic)
 
     def _acknowledge(self, group: ShareGroup, owner: int, acks: Sequence[AckRange], lock_ms: int,
-                     now_ms: int, writes: Writes, pending: Pending | None = None) -> list[AckResult]:
+                     now_ms: int, pending: Pending | None = None) -> list[AckResult]:
         """Apply ``acks``; their changes are written now, or left in ``pending`` for the
         acquisition that follows to write in the same delta."""
         results = []
@@ -179,7 +155,7 @@ class ShareCoordinator:
         for key in {(a.topic, a.partition) for a in acks}:
             sp = group.partitions.get(key)
             if sp is not None:
-                self._expire(group, [sp], now_ms, writes)
+                self._expire(group, [sp], now_ms)
         for ack in acks:
             sp = group.partitions.get((ack.topic, ack.partition))
             error: LogstoreError | None
@@ -196,7 +172,7 @@ class ShareCoordinator:
             results.append(AckResult(ack.topic, ack.partition, ack.first_offset, ack.last_offset, error))
         if pending is None:
             for sp, change in changes.values():
-                self._persist(group, sp, change, writes)
+                self._persist(group, sp, change)
         return results
 
     async def acknowledge(self, group_id: str, member_id: str, acks: Sequence[AckRange], *,
@@ -209,15 +185,14 @@ class ShareCoordinator:
         group = self.group(group_id)
         now_ms = self.clock.now_ms()
         owner = group.owner(member_id, now_ms)
-        writes: Writes = []
-        results = self._acknowledge(group, owner, acks, lock_ms, now_ms, writes)
+        results = self._acknowledge(group, owner, acks, lock_ms, now_ms)
         if leave:
             for sp in group.partitions.values():
                 change = Change()
                 if sp.release_member(owner, change):
-                    self._persist(group, sp, change, writes)
+                    self._persist(group, sp, change)
             group.forget(member_id)
-        await self.durable(writes)
+        await self.writer.commit()
         return results
 
     # -- fetching ------------------------------------------------------------------------------
@@ -238,7 +213,7 @@ class ShareCoordinator:
         return logs
 
     def _acquire(self, group: ShareGroup, owner: int, logs: list[PartitionLog], max_records: int,
-                 max_bytes: int, lock_ms: int, writes: Writes, pending: Pending) -> list[AcquiredPartition]:
+                 max_bytes: int, lock_ms: int, pending: Pending) -> list[AcquiredPartition]:
         """Acquire over ``logs``; each share-partition's changes (with those ``pending`` from the
         acknowledgements of the same fetch) are one delta."""
         now_ms = self.clock.now_ms()
@@ -251,32 +226,30 @@ class ShareCoordinator:
                 break
             sp = self._share_partition(group, partition_log)
             _, change = pending.pop((sp.topic, sp.partition), (sp, Change()))
-            if change.indices and sp.window.start_offset < partition_log.log_start_offset:
-                self._persist(group, sp, change, writes)  # retention moves the start: indices change
             sp.expire(now_ms, group.config, change)
             out = sp.acquire(partition_log, owner, now_ms, lock_ms, group.config, left_records, left_bytes, change)
-            if change.indices or change.archived or sp.sequence == 0:
-                self._persist(group, sp, change, writes)
+            self._persist(group, sp, change)
             if len(out.first_offsets):
                 outcomes.append(out)
                 left_records -= out.record_count
                 left_bytes -= sum(len(r) for r in out.records)
         for sp, change in pending.values():
-            self._persist(group, sp, change, writes)
+            self._persist(group, sp, change)
         pending.clear()
         return outcomes
 
     def _next_change_s(self, group: ShareGroup, logs: list[PartitionLog]) -> float | None:
         times = []
+        now_ms = self.clock.now_ms()
         for partition_log in logs:
             sp = group.partitions.get((partition_log.topic, partition_log.partition))
             if sp is not None:
-                when = sp.window.next_deadline_ms()
+                when = sp.window.next_deadline_ms(now_ms)
                 if when is not None:
                     times.append(when)
         if not times:
             return None
-        return max(0.0, (min(times) - self.clock.now_ms()) / 1000)
+        return max(0.0, (min(times) - now_ms) / 1000)
 
     async def fetch(
         self, group_id: str, member_id: str, topics: Sequence[str], *,
@@ -302,13 +275,12 @@ class ShareCoordinator:
         now_ms = self.clock.now_ms()
         owner = group.owner(member_id, now_ms)
         lock = lock_ms or group.config.lock_ms
-        writes: Writes = []
         pending: Pending = {}
-        results = self._acknowledge(group, owner, acks, lock_ms, now_ms, writes, pending) if acks else []
+        results = self._acknowledge(group, owner, acks, lock_ms, now_ms, pending) if acks else []
         deadline = self._loop.time() + max_wait_ms / 1000
         keys = [(lg.topic, lg.partition) for lg in logs]
         while True:
-            outcomes = self._acquire(group, owner, logs, max_records, max_bytes or (1 << 20), lock, writes, pending)
+            outcomes = self._acquire(group, owner, logs, max_records, max_bytes or (1 << 20), lock, pending)
             remaining = deadline - self._loop.time()
             if outcomes or remaining <= 0 or closing():
                 break
@@ -319,7 +291,7 @@ class ShareCoordinator:
             finally:
                 self._wakeups.unregister(keys, future)
         group.last_seen_ms[member_id] = self.clock.now_ms()
-        await self.durable(writes)
+        await self.writer.commit()
         return results, outcomes
 
     # -- admin ---------------------------------------------------------------------------------
@@ -337,7 +309,7 @@ class ShareCoordinator:
     def describe(self, group_id: str) -> ShareGroupInfo:
         group = self.group(group_id)
         now_ms = self.clock.now_ms()
-        self._expire(group, list(group.partitions.values()), now_ms, [])
+        self._expire(group, list(group.partitions.values()), now_ms)
         partitions = []
         for (topic, partition), sp in sorted(group.partitions.items()):
             window = sp.window
@@ -383,7 +355,7 @@ class ShareCoordinator:
         writes = [self.state_log.write_config(group_id, config.to_dict())]
         group.config = config
         self.groups[group_id] = group
-        await self.durable(writes)
+        await self.writer.durable(writes)
         return config
 
     async def reset(self, group_id: str, topic: str, partitions: Sequence[int], spec: str,
@@ -395,7 +367,7 @@ class ShareCoordinator:
         count = self.data_dir.topic(topic).partitions
         chosen = list(partitions) or list(range(count))
         now_ms = self.clock.now_ms()
-        self._expire(group, list(group.partitions.values()), now_ms, [])
+        self._expire(group, list(group.partitions.values()), now_ms)
         held = sum(sp.acquired for (t, _), sp in group.partitions.items() if t == topic)
         if held:
             raise GroupNotEmptyError(group_id, sum(1 for seen in group.last_seen_ms.values()
@@ -407,16 +379,16 @@ class ShareCoordinator:
             partition_log = self.data_dir.log(topic, partition)
             target = reset_target(partition_log, spec, offset)
             targets.append((partition_log, target))
-        writes: Writes = []
         for partition_log, target in targets:
             sp = self._share_partition(group, partition_log)
             sp.window.reset(target)
-            self._persist(group, sp, Change(), writes, snapshot=True)
-        await self.durable(writes)
+            self._persist(group, sp, Change(), snapshot=True)
+        await self.writer.commit()
         return [p for p in self.describe(group_id).partitions if p.topic == topic and p.partition in chosen]
 
     def topic_deleted(self, topic: str) -> None:
         """Forget the share-partitions of a deleted topic (their keys are tombstoned)."""
+        self.writer.forget(lambda key: key[1] != topic)
         for group in self.groups.values():
             gone = [key for key in group.partitions if key[0] == topic]
             for key in gone:

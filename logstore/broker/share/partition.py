@@ -11,7 +11,8 @@ lock not expired) before changing any; ``expire`` returns records whose lock ran
 whose delivery count reached ``max_deliveries`` is archived instead of made available, and
 reported for dead-lettering.
 
-Every change is returned as indices into the window so the caller writes one delta per call.
+Every change marks its records in the window's ``dirty`` column; the caller's state writer
+writes them (one delta per share-partition per event-loop tick).
 Not thread-safe: event loop thread only (the share coordinator's).
 """
 
@@ -51,15 +52,14 @@ class Archived:
 
 @dataclass
 class Change:
-    """What one call changed: window indices for the delta, records archived."""
+    """What one call changed: whether any durable state did (the records changed are marked in
+    the window's ``dirty`` column), and the records archived."""
 
-    indices: list[np.ndarray] = field(default_factory=list)
+    changed: bool = False
+    #: Records left the Acquired state (acknowledged, released, expired): a member waiting
+    #: for records may get some now (released ones, or room under ``max_acquired_records``).
+    freed: bool = False
     archived: list[Archived] = field(default_factory=list)
-
-    def merged(self) -> np.ndarray:
-        if not self.indices:
-            return np.empty(0, np.int64)
-        return np.unique(np.concatenate(self.indices))
 
 
 class SharePartition:
@@ -111,7 +111,7 @@ class SharePartition:
         window.acquire(indices, owner, now_ms, lock_ms)
         counts = window.count[indices]
         self.redeliveries += int(np.count_nonzero(counts > 1))
-        change.indices.append(indices)
+        change.changed = True
         out.first_offsets, out.last_offsets, out.delivery_counts = ranges(indices + window.start_offset, counts)
         return out
 
@@ -155,7 +155,7 @@ class SharePartition:
         if gone:
             done = np.concatenate(gone)
             window.set_state(done, ACKNOWLEDGED)
-            change.indices.append(done)
+            change.changed = True
         return np.concatenate(chosen) if chosen else np.empty(0, np.int64)
 
     def _take_new(self, partition_log: PartitionLog, room: int, must: bool,
@@ -205,7 +205,7 @@ class SharePartition:
         if skipped:
             done = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in skipped]) - window.start_offset
             window.set_state(done, ACKNOWLEDGED)
-            change.indices.append(done)
+            change.changed = True
             fresh_indices = np.setdiff1d(fresh_indices, done, assume_unique=True)
         return fresh_indices
 
@@ -251,7 +251,7 @@ class SharePartition:
         indices = np.arange(lo, hi, dtype=np.int64)
         self.acks[ack.kind] += hi - lo
         if ack.kind is AckKind.ACCEPT:
-            window.set_state(indices, ACKNOWLEDGED)
+            window.set_state(slice(lo, hi), ACKNOWLEDGED)
         elif ack.kind is AckKind.RENEW:
             window.deadline_ms[lo:hi] = now_ms + lock_ms
             return  # a lock is not durable state: no delta
@@ -267,7 +267,10 @@ class SharePartition:
             window.set_state(indices, AVAILABLE, after)
             if over.any():
                 self._archive(indices[over], ack.error or "released", change)
-        change.indices.append(indices)
+            change.freed = True
+        change.changed = True
+        if not change.freed and self.acquired + (hi - lo) >= config.max_acquired_records:
+            change.freed = True  # the window was full: room again
 
     @staticmethod
     def _backoff(counts: np.ndarray, config: ShareGroupConfig, now_ms: int) -> np.ndarray:
@@ -280,7 +283,7 @@ class SharePartition:
     def _archive(self, indices: np.ndarray, error: str, change: Change) -> None:
         window = self.window
         window.set_state(indices, ARCHIVED)
-        change.indices.append(indices)
+        change.changed = True
         change.archived.append(Archived(indices + window.start_offset, window.count[indices].copy(), error))
         self.dead_lettered += len(indices)
 
@@ -293,7 +296,7 @@ class SharePartition:
         self.lock_expiries += len(expired)
         over = window.count[expired] >= config.max_deliveries
         window.set_state(expired[~over], AVAILABLE)
-        change.indices.append(expired[~over])
+        change.changed = change.freed = True
         if over.any():
             self._archive(expired[over], "lock expired", change)
         return len(expired)
@@ -304,5 +307,5 @@ class SharePartition:
         held = np.flatnonzero((window.state == ACQUIRED) & (window.owner == owner))
         if len(held):
             window.set_state(held, AVAILABLE)
-            change.indices.append(held)
+            change.changed = change.freed = True
         return len(held)

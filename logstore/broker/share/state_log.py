@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from logstore.broker.internal import (
+    INTERNAL_CONFIG,
     SHARE_STATE_TOPIC,
     append_entries,
     encode_key,
@@ -49,6 +50,7 @@ from logstore.broker.internal import (
 )
 from logstore.broker.share.window import ACQUIRED, AVAILABLE, RUN_DTYPE, InFlightWindow
 from logstore.storage import DataDir, PartitionLog
+from logstore.storage.config import FLUSH_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,11 @@ MAGIC = 1
 SNAPSHOT = 0
 DELTA = 1
 HEADER = struct.Struct("<BBIIqqI")
+#: The state topic's config when it is created: the internal topics' (compacted), but flushed
+#: like an ordinary topic (``flush=interval``): an acknowledgement is answered once its delta is
+#: written to the log, which a process crash does not lose. ``flush=always`` on the topic
+#: (``logstore topic config __share_group_state --set flush=always``) adds an fsync per tick.
+STATE_TOPIC_CONFIG = {**INTERNAL_CONFIG, "flush": FLUSH_INTERVAL}
 #: Deltas written after a snapshot before the next snapshot.
 DELTAS_PER_SNAPSHOT = 64
 
@@ -88,7 +95,7 @@ class LoadedState:
 
 class ShareStateLog:
     def __init__(self, data_dir: DataDir, partitions: int) -> None:
-        self._logs = ensure_topic(data_dir, SHARE_STATE_TOPIC, partitions)
+        self._logs = ensure_topic(data_dir, SHARE_STATE_TOPIC, partitions, STATE_TOPIC_CONFIG)
 
     def log_for(self, group: str, topic: str | None = None, partition: int = 0) -> PartitionLog:
         name = group if topic is None else f"{group}\x00{topic}\x00{partition}"
@@ -101,17 +108,16 @@ class ShareStateLog:
         last = append_entries(partition_log, [(encode_key("share-config", group), encode_value(config))], sync=False)
         return partition_log, last + 1
 
-    def write_state(self, key: PartitionKey, kind: int, generation: int, sequence: int,
-                    window: InFlightWindow, runs: np.ndarray) -> tuple[PartitionLog, int]:
+    def state_entry(self, key: PartitionKey, kind: int, generation: int, sequence: int,
+                    window: InFlightWindow, runs: np.ndarray) -> tuple[bytes, bytes]:
+        """The (key, value) of a snapshot or delta of ``key``'s window (``state_writer.py``
+        appends the entries of one tick together)."""
         group, topic, partition = key
         if kind == SNAPSHOT:
             record_key = encode_key("share-snap", group, topic, partition)
         else:
             record_key = encode_key("share-delta", group, topic, partition, sequence % DELTAS_PER_SNAPSHOT)
-        value = encode_state(kind, generation, sequence, window.start_offset, window.end_offset, runs)
-        partition_log = self.log_for(*key)
-        last = append_entries(partition_log, [(record_key, value)], sync=False)
-        return partition_log, last + 1
+        return record_key, encode_state(kind, generation, sequence, window.start_offset, window.end_offset, runs)
 
     def delete_partitions(self, group: str, partitions: Sequence[tuple[str, int]]) -> list[tuple[PartitionLog, int]]:
         """Tombstones for every key of these share-partitions (unsynced)."""

@@ -7,7 +7,9 @@ no delivery). Each record in it has:
 - ``state``: AVAILABLE, ACQUIRED (by ``owner`` until ``deadline_ms``), ACKNOWLEDGED or ARCHIVED,
 - ``count``: how many times it was delivered (acquired),
 - ``after_ms``: an Available record is not handed out before this time (delayed release),
-- ``since_ms``: when it was first delivered (the oldest unacknowledged age).
+- ``since_ms``: when it was first delivered (the oldest unacknowledged age),
+- ``dirty``: 1 when its durable state (state, count, after_ms) changed since the last write
+  (``state_writer.py`` writes the dirty records as one delta and clears the column).
 
 Records are addressed by index ``offset - start_offset``; every operation is a numpy slice or
 mask, never a Python loop over records. ``advance`` moves ``start_offset`` past the leading
@@ -32,12 +34,12 @@ RUN_DTYPE = np.dtype([("first", "<i8"), ("last", "<i8"), ("after_ms", "<i8"),
                       ("count", "<u4"), ("state", "u1")])
 
 _FIELDS = (("state", np.uint8), ("count", np.uint32), ("after_ms", np.int64),
-           ("deadline_ms", np.int64), ("owner", np.int32), ("since_ms", np.int64))
+           ("deadline_ms", np.int64), ("owner", np.int32), ("since_ms", np.int64), ("dirty", np.uint8))
 
 
 class InFlightWindow:
     __slots__ = ("start_offset", "_n", "_head", "state", "count", "after_ms", "deadline_ms",
-                 "owner", "since_ms", "_buffers")
+                 "owner", "since_ms", "dirty", "_buffers")
 
     def __init__(self, start_offset: int) -> None:
         self.start_offset = start_offset
@@ -55,6 +57,7 @@ class InFlightWindow:
         self.deadline_ms = b["deadline_ms"][lo:hi]
         self.owner = b["owner"][lo:hi]
         self.since_ms = b["since_ms"][lo:hi]
+        self.dirty = b["dirty"][lo:hi]
 
     @property
     def end_offset(self) -> int:
@@ -127,17 +130,16 @@ class InFlightWindow:
         """Indices of acquired records whose lock has run out."""
         return np.flatnonzero((self.state == ACQUIRED) & (self.deadline_ms <= np.int64(now_ms)))
 
-    def next_deadline_ms(self) -> int | None:
-        """The earliest moment something changes by itself (a lock expiry or a delay ending)."""
-        acquired = self.state == ACQUIRED
-        delayed = self.state == AVAILABLE
+    def next_deadline_ms(self, now_ms: int) -> int | None:
+        """The earliest moment after ``now_ms`` something changes by itself (a lock expiry or a
+        delay ending); None when nothing will."""
         times = []
+        acquired = self.state == ACQUIRED
         if acquired.any():
             times.append(int(self.deadline_ms[acquired].min()))
-        if delayed.any():
-            later = self.after_ms[delayed]
-            if later.max() > 0:
-                times.append(int(later.min()))
+        later = self.after_ms[(self.state == AVAILABLE) & (self.after_ms > np.int64(now_ms))]
+        if len(later):
+            times.append(int(later.min()))
         return min(times) if times else None
 
     def counts(self) -> np.ndarray:
@@ -151,6 +153,7 @@ class InFlightWindow:
         self.count[indices] += 1
         self.owner[indices] = owner
         self.deadline_ms[indices] = now_ms + lock_ms
+        self.dirty[indices] = 1
         first = indices[self.since_ms[indices] == 0]
         self.since_ms[first] = now_ms
 
@@ -159,6 +162,7 @@ class InFlightWindow:
         self.after_ms[indices] = after_ms
         self.deadline_ms[indices] = 0
         self.owner[indices] = -1
+        self.dirty[indices] = 1
 
     def apply_runs(self, runs: np.ndarray) -> None:
         """Set state, count and available-after time from durable runs (the window is extended
