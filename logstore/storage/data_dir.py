@@ -18,7 +18,7 @@ next open removes.
 Locking: ``_lock`` guards the topic table (create, delete, add partitions, alter config); the
 table is a dict replaced whole, so lookups take no lock. Each partition log has its own writer
 lock (see ``PartitionLog``). The maintenance thread (flush by interval, checkpoints, retention,
-compaction) runs its passes one at a time.
+compaction, maintenance.py) runs its passes one at a time.
 """
 
 from __future__ import annotations
@@ -50,11 +50,12 @@ from logstore.errors import (
 )
 from logstore.records import BatchHeader
 from logstore.storage.clock import SYSTEM_CLOCK, Clock
-from logstore.storage.compaction import CompactionResult, compact
-from logstore.storage.config import FLUSH_INTERVAL, LogConfig
+from logstore.storage.compaction import CompactionResult
+from logstore.storage.config import LogConfig
 from logstore.storage.files import atomic_write_json, read_json, storage_error
 from logstore.storage.log import AppendResult, PartitionLog, ReadResult
-from logstore.storage.retention import RetentionResult, apply_retention
+from logstore.storage.maintenance import Maintenance, MaintenanceIntervals
+from logstore.storage.retention import RetentionResult
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,6 @@ def validate_topic_name(name: object, kind: str = "topic") -> str:
 class Limits:
     max_topics: int = 10_000
     max_partitions_per_topic: int = 1_000
-
-
-@dataclass(frozen=True)
-class MaintenanceIntervals:
-    """How often the maintenance thread does each job, in milliseconds."""
-
-    tick_ms: int = 50
-    checkpoint_interval_ms: int = 10_000
-    retention_check_interval_ms: int = 30_000
-    compaction_interval_ms: int = 15_000
 
 
 @dataclass
@@ -146,14 +137,7 @@ class DataDir:
         self._lock = threading.RLock()
         self._topics: dict[str, Topic] = {}
         self._lock_file: int | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._rolled: set[PartitionLog] = set()
-        self._rolled_lock = threading.Lock()
-        self._last_flush: dict[PartitionLog, float] = {}
-        self._last_compacted: dict[PartitionLog, int] = {}
-        self._last_run: dict[str, float] = {}
+        self.maintenance = Maintenance(self.logs, clock, intervals)
         self._append_listeners: list[Callable[[PartitionLog], None]] = []
         self.closed = False
 
@@ -282,7 +266,7 @@ class DataDir:
             partition=partition,
             config=config,
             clock=self.clock,
-            on_roll=self._on_roll,
+            on_roll=self.maintenance.on_roll,
         )
         for listener in self._append_listeners:
             partition_log.add_listener(listener)
@@ -438,7 +422,7 @@ class DataDir:
                 partition_log.close()
             except OSError as exc:  # its checkpoint cannot be written: irrelevant now
                 log.warning("closing %s: %s", partition_log, exc)
-            self._forget(partition_log)
+            self.maintenance.forget(partition_log)
             target = partition_log.directory.with_name(
                 f"{partition_log.directory.name}.{uuid.uuid4().hex[:8]}{DELETING_SUFFIX}"
             )
@@ -557,121 +541,25 @@ class DataDir:
     def offset_for_timestamp(self, topic: str, partition: int, timestamp: int) -> int | None:
         return self.log(topic, partition).offset_for_timestamp(timestamp)
 
-    # -- maintenance --------------------------------------------------------------------------------
-
-    def _on_roll(self, partition_log: PartitionLog) -> None:
-        with self._rolled_lock:
-            self._rolled.add(partition_log)
-        self._wake.set()
-
-    def _forget(self, partition_log: PartitionLog) -> None:
-        with self._rolled_lock:
-            self._rolled.discard(partition_log)
-        self._last_flush.pop(partition_log, None)
-        self._last_compacted.pop(partition_log, None)
+    # -- maintenance (the thread and its jobs: maintenance.py) ---------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="logstore-maintenance", daemon=True)
-            self._thread.start()
+        """Start the maintenance thread (``open(background=True)`` does)."""
+        self.maintenance.start()
 
     def stop(self) -> None:
-        thread = self._thread
-        if thread is not None:
-            self._stop.set()
-            self._wake.set()
-            thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_maintenance(scheduled=True)
-            except Exception:
-                log.exception("maintenance pass failed")
-            self._wake.wait(self.intervals.tick_ms / 1000)
-            self._wake.clear()
-
-    def _due(self, job: str, interval_ms: int, now: float, scheduled: bool) -> bool:
-        if not scheduled:
-            return True
-        last = self._last_run.get(job)
-        if last is None:
-            self._last_run[job] = now
-            return False
-        if (now - last) * 1000 >= interval_ms:
-            self._last_run[job] = now
-            return True
-        return False
+        """Stop the maintenance thread, waiting for its current pass."""
+        self.maintenance.stop()
 
     def run_maintenance(self, *, scheduled: bool = False) -> dict[str, Any]:
         """One pass of every job; ``scheduled`` = only the jobs whose interval has passed."""
-        now = self.clock.monotonic()
-        report: dict[str, Any] = {"flushed": 0, "retention": [], "compaction": []}
-        with self._rolled_lock:
-            rolled, self._rolled = self._rolled, set()
-        for partition_log in list(self.logs()):
-            if partition_log.closed:
-                continue
-            due = partition_log in rolled
-            if partition_log.config.flush == FLUSH_INTERVAL:
-                last = self._last_flush.get(partition_log, 0.0)
-                due = due or (now - last) * 1000 >= partition_log.config.flush_interval_ms
-            if due and partition_log.recovery_point < partition_log.log_end_offset:
-                self._guard(partition_log.flush, partition_log)
-                report["flushed"] += 1
-            if due:
-                self._last_flush[partition_log] = now
-        if self._due("checkpoint", self.intervals.checkpoint_interval_ms, now, scheduled):
-            for partition_log in list(self.logs()):
-                self._guard(partition_log.checkpoint, partition_log)
-        if self._due("retention", self.intervals.retention_check_interval_ms, now, scheduled):
-            report["retention"] = self.run_retention()
-        if self._due("compaction", self.intervals.compaction_interval_ms, now, scheduled):
-            report["compaction"] = self.run_compaction()
-        return report
-
-    def _guard(self, job: Any, partition_log: PartitionLog) -> Any:
-        try:
-            return job()
-        except LogClosedError:
-            return None
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                log.exception("maintenance of %s failed", partition_log)
-            else:  # expected while the disk is full; retried at the next pass
-                log.warning("maintenance of %s: %s", partition_log, exc)
-            return None
-        except Exception:
-            log.exception("maintenance of %s failed", partition_log)
-            return None
+        return self.maintenance.run(scheduled=scheduled)
 
     def run_retention(self) -> list[RetentionResult]:
-        now_ms = self.clock.now_ms()
-        results = []
-        for partition_log in list(self.logs()):
-            if partition_log.closed:
-                continue
-            result = self._guard(lambda pl=partition_log: apply_retention(pl, now_ms), partition_log)
-            if result is not None and result.deleted_segments:
-                results.append(result)
-        return results
+        return self.maintenance.run_retention()
 
     def run_compaction(self, *, force: bool = False) -> list[CompactionResult]:
-        now_ms = self.clock.now_ms()
-        results = []
-        for partition_log in list(self.logs()):
-            if partition_log.closed or not partition_log.config.compact:
-                continue
-            sealed_end = partition_log.active_segment.base_offset
-            if not force and self._last_compacted.get(partition_log) == sealed_end:
-                continue
-            result = self._guard(lambda pl=partition_log: compact(pl, now_ms), partition_log)
-            if result is not None:
-                self._last_compacted[partition_log] = sealed_end
-                results.append(result)
-        return results
+        return self.maintenance.run_compaction(force=force)
 
 
 def _parse_partition_dir(name: str) -> tuple[str, int] | None:

@@ -326,5 +326,5 @@ def test_the_background_thread_flushes_and_stops_on_close(tmp_path):
         assert partition_log.recovery_point == 1
     finally:
         store.close()
-    assert store._thread is None
+    assert not store.maintenance.running
     assert partition_log.closed
