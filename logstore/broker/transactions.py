@@ -48,6 +48,7 @@ from logstore.broker.internal import (
     parse_many,
     read_latest,
 )
+from logstore.broker.producer_ids import ProducerIdPool
 from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
 from logstore.errors import (
     InvalidRequestError,
@@ -140,9 +141,9 @@ class TransactionCoordinator:
         self._by_producer: dict[int, Transaction] = {}
         self._next_producer_id = 0
         self._block_end = 0
-        #: Added to every allocated id: a clustered broker sets ``broker_id << 32`` so that ids
-        #: allocated by different brokers never collide (0 on a single node).
-        self.producer_id_base = 0
+        #: Set by the cluster layer: producer ids come from this pool (blocks reserved in etcd,
+        #: unique across the brokers) instead of the blocks recorded in this topic.
+        self.id_pool: ProducerIdPool | None = None
         #: exactly what the log holds: each id's last value written, and the last block's end
         self._persisted: dict[str, dict[str, Any]] = {}
         self._persisted_block_end = 0
@@ -224,12 +225,14 @@ class TransactionCoordinator:
         self._persisted[transaction.transactional_id] = value
 
     def allocate_producer_id(self) -> int:
+        if self.id_pool is not None:
+            return self.id_pool.take()
         if self._next_producer_id >= self._block_end:
             end = self._block_end + PRODUCER_ID_BLOCK
             append_entries(self._log, [(encode_key("producer_id_block"), encode_value({"end": end}))])
             self._next_producer_id = self._block_end
             self._block_end = self._persisted_block_end = end
-        producer_id = self.producer_id_base + self._next_producer_id
+        producer_id = self._next_producer_id
         self._next_producer_id += 1
         return producer_id
 

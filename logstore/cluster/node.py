@@ -32,6 +32,7 @@ from typing import Any
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
 from logstore.broker.internal import OFFSETS_TOPIC, partition_for
+from logstore.broker.producer_ids import ProducerIdPool
 from logstore.cluster.config import ClusterConfig
 from logstore.cluster.controller import Controller
 from logstore.cluster.etcd import Compare, EtcdClient, EtcdError, Op
@@ -39,6 +40,7 @@ from logstore.cluster.fetcher import FetcherManager
 from logstore.cluster.internal_topics import ensure_internal_topics, replicated_internal_topics
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
+from logstore.cluster.producer_ids import ProducerIdBlocks
 from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
 from logstore.cluster.replicas import ReplicaManager, Role, split_topic_config
 from logstore.errors import (
@@ -77,6 +79,7 @@ class ClusterNode:
             token=config.inter_broker_token, tls_ca=config.inter_broker_tls_ca,
         )
         self.replicas.fetchers = self.fetchers
+        self.producer_ids = ProducerIdBlocks(self.etcd, self.keys.producer_id_block, config.broker_id, ProducerIdPool())
         self.internal_topics = replicated_internal_topics(broker.offsets.partitions)
         self.controller = Controller(self.etcd, self.keys, self.metadata, config.broker_id, self.internal_topics)
         self._creating_internal: asyncio.Task[None] | None = None
@@ -91,7 +94,7 @@ class ClusterNode:
     async def start(self) -> None:
         self.broker.replication = self.replicas
         self.broker.offsets.leadership = lambda partition: self.replicas.leader_epoch(OFFSETS_TOPIC, partition)
-        self.broker.transactions.producer_id_base = self.broker_id << 32
+        self.broker.transactions.id_pool = self.producer_ids.pool
         await self._register()
         await self.metadata.start()
         self.metadata.listeners.append(self._reconcile)

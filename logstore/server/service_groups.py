@@ -174,12 +174,15 @@ class GroupServiceMixin:
 
     async def InitProducerId(self, request: transactions_pb2.InitProducerIdRequest, context: Any) -> transactions_pb2.InitProducerIdResponse:
         async def call() -> transactions_pb2.InitProducerIdResponse:
-            if request.transactional_id and getattr(self, "cluster", None) is not None:
+            cluster = getattr(self, "cluster", None)
+            if request.transactional_id and cluster is not None:
                 raise InvalidRequestError(
                     "transactions are not supported by clustered brokers yet (the transaction "
                     "coordinator's state is not replicated); idempotent producers and consumer "
                     "groups are", field="transactional_id",
                 )
+            if cluster is not None:
+                await cluster.producer_ids.ensure()  # ids unique across the cluster (etcd blocks)
             producer_id, epoch = self.broker.init_producer_id(
                 request.transactional_id, request.transaction_timeout_ms
             )
