@@ -28,16 +28,7 @@ def cluster(module_cluster_factory):
 
 
 def transactions_topic(cluster):
-    """``__transaction_state`` once its partition has a leader and a full ISR."""
-    def ready():
-        (topic,) = cluster.metadata([TRANSACTIONS_TOPIC]).topics
-        if topic.HasField("error") or not topic.partitions:
-            return None
-        running = {b.broker_id for b in cluster.running()}
-        in_sync = all(p.leader_id in running and len(p.isr) >= len(running) for p in topic.partitions)
-        return topic if in_sync else None
-
-    return cluster.wait_for(ready, what=f"{TRANSACTIONS_TOPIC} led and in sync")
+    return cluster.internal_topic(TRANSACTIONS_TOPIC)
 
 
 def test_the_transaction_state_topic_is_replicated(cluster):
