@@ -85,7 +85,10 @@ class Broker(CoordinatorCalls):
         self.offsets = OffsetStore(data_dir, clock, config.offsets_topic_partitions, clamp=not clustered)
         self.groups = GroupCoordinator(data_dir, clock, config.group_heartbeat_interval_ms)
         self._producer_states: dict[tuple[str, int], PartitionProducerState] = {}
-        self.transactions = TransactionCoordinator(data_dir, clock, self.offsets, self._write_markers)
+        self.clustered = clustered
+        self.transactions = TransactionCoordinator(
+            data_dir, clock, self.offsets, self._write_markers, clustered=clustered
+        )
         for state in list(self._producer_states.values()):  # built while the coordinator loaded
             self._abort_orphans(state)
         self.shares = ShareCoordinator(
@@ -114,6 +117,7 @@ class Broker(CoordinatorCalls):
         while not self.closing:
             try:
                 self.release_unled_groups()
+                self.transactions.release_unled()
                 self.groups.expire()
                 self.transactions.expire()
                 self.shares.expire()
@@ -254,6 +258,8 @@ class Broker(CoordinatorCalls):
         coordinator's record of the partition was lost in a crash): nothing else would."""
         if not hasattr(self, "transactions"):
             return  # the coordinator is still loading; __init__ checks these states afterwards
+        if self.clustered:
+            return  # a cluster takes no transactional batches yet: no transaction to be orphaned
         log_ = state.log
         for producer_id in list(state.open_transactions):
             if not self.transactions.is_open_in(producer_id, log_.topic, log_.partition):
@@ -329,6 +335,12 @@ class Broker(CoordinatorCalls):
                         raise InvalidRequestError(
                             "a transactional batch needs a producer id", field="records",
                             topic=item.topic, partition=item.partition,
+                        )
+                    if self.clustered:
+                        raise InvalidRequestError(
+                            "transactional batches are not supported by clustered brokers yet "
+                            "(markers are not sent between brokers); idempotent ones are",
+                            field="records", topic=item.topic, partition=item.partition,
                         )
                     self.transactions.check_produce(
                         header.producer_id, header.producer_epoch, item.topic, item.partition

@@ -14,7 +14,7 @@ from typing import Any
 from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
-from logstore.broker.internal import OFFSETS_TOPIC, partition_for
+from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC, partition_for
 from logstore.broker.positions import reset_target
 from logstore.broker.producer_state import PartitionProducerState
 from logstore.broker.replication import Replication
@@ -126,6 +126,33 @@ class CoordinatorCalls:
             await self.replication.wait_replicated(OFFSETS_TOPIC, partition, end)
         except NotLeaderError as exc:
             raise NotCoordinatorError(group_id, exc.leader_id) from None
+
+    def _coordinate_transaction(self, transactional_id: str, *, write: bool = False) -> None:
+        """In a cluster, this broker coordinates every transactional id while it leads
+        ``__transaction_state`` (its one partition; else ``NotCoordinatorError``), loading its
+        state the first time it is used at a new leader epoch. A write also needs
+        ``min_insync_replicas`` in the partition's ISR (else ``NotEnoughReplicasError``)."""
+        replication = self.replication
+        if replication is None:
+            return
+        try:
+            self.transactions.current()
+        except NotLeaderError as exc:
+            raise NotCoordinatorError(transactional_id, exc.leader_id) from None
+        if write:
+            replication.check_min_isr(TRANSACTIONS_TOPIC, 0)
+
+    async def transactions_replicated(self, transactional_id: str) -> None:
+        """acks=all for the transaction state: wait until the high watermark of
+        ``__transaction_state`` covers what was appended to it so far (at once on a single
+        node); ``NotCoordinatorError`` if this broker stopped leading it meanwhile."""
+        if self.replication is None:
+            return
+        end = self.data_dir.log(TRANSACTIONS_TOPIC, 0).log_end_offset
+        try:
+            await self.replication.wait_replicated(TRANSACTIONS_TOPIC, 0, end)
+        except NotLeaderError as exc:
+            raise NotCoordinatorError(transactional_id, exc.leader_id) from None
 
     # -- consumer groups ----------------------------------------------------------------------------
 
@@ -297,6 +324,7 @@ class CoordinatorCalls:
         self._check_open()
         if transactional_id:
             validate_topic_name(transactional_id, kind="transactional id")
+            self._coordinate_transaction(transactional_id, write=True)
         producer_id, epoch = self.transactions.init_producer_id(transactional_id, timeout_ms)
         if epoch:
             for state in self._producer_states.values():
@@ -336,6 +364,7 @@ class CoordinatorCalls:
     def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> None:
         self._check_open()
         validate_topic_name(transactional_id, kind="transactional id")
+        self._coordinate_transaction(transactional_id, write=True)
         self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
         self._wakeups.wake_all()
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from logstore.broker.groups.offsets import SNAPSHOT_FILE as OFFSETS_SNAPSHOT_FILE
-from logstore.broker.internal import OFFSETS_TOPIC
+from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC
+from logstore.broker.transactions import SNAPSHOT_FILE as TRANSACTIONS_SNAPSHOT_FILE
 from logstore.records import validate_batches
 from logstore.storage import AppendResult
 from logstore.storage.files import remove_quietly
@@ -80,3 +81,5 @@ def _forget_derived_state(broker: Broker, topic: str, partition: int) -> None:
     broker.forget_producer_state(topic, partition)
     if topic == OFFSETS_TOPIC:
         remove_quietly(broker.data_dir.log(topic, partition).directory / OFFSETS_SNAPSHOT_FILE)
+    elif topic == TRANSACTIONS_TOPIC:
+        remove_quietly(broker.data_dir.log(topic, partition).directory / TRANSACTIONS_SNAPSHOT_FILE)

@@ -54,10 +54,12 @@ from logstore.broker.internal import (
     parse_many,
     read_latest,
 )
+from logstore.broker.producer_ids import ProducerIdPool
 from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
 from logstore.errors import (
     InvalidRequestError,
     InvalidTransactionStateError,
+    LogstoreError,
     ProducerFencedError,
     TransactionAbortedError,
     UnknownTransactionalIdError,
@@ -137,7 +139,10 @@ class Transaction:
 
 
 class TransactionCoordinator:
-    def __init__(self, data_dir: DataDir, clock: Clock, offsets: OffsetStore, write_markers: MarkerWriter) -> None:
+    def __init__(self, data_dir: DataDir, clock: Clock, offsets: OffsetStore, write_markers: MarkerWriter,
+                 *, clustered: bool = False) -> None:
+        """``clustered``: the state is loaded only once this broker leads ``__transaction_state``
+        (``current``), never at start-up (a copy it follows is written by its leader alone)."""
         self.data_dir = data_dir
         self.clock = clock
         self.offsets = offsets
@@ -147,16 +152,64 @@ class TransactionCoordinator:
         self._by_producer: dict[int, Transaction] = {}
         self._next_producer_id = 0
         self._block_end = 0
-        #: Added to every allocated id: a clustered broker sets ``broker_id << 32`` so that ids
-        #: allocated by different brokers never collide (0 on a single node).
-        self.producer_id_base = 0
+        #: Set by the cluster layer: producer ids come from this pool (blocks reserved in etcd,
+        #: unique across the brokers) instead of the blocks recorded in this topic.
+        self.id_pool: ProducerIdPool | None = None
         #: exactly what the log holds: each id's last value written, and the last block's end
         self._persisted: dict[str, dict[str, Any]] = {}
         self._persisted_block_end = 0
         self._snapshot_offset = -1  # the log offset the snapshot on disk covers
         #: transactional ids ``add_produced`` changed since the last ``persist_added``
         self._added: set[str] = set()
+        #: In a cluster: this broker's leader epoch of the topic's partition (raises
+        #: NotLeaderError); None on a single node.
+        self.leadership: Callable[[], int] | None = None
+        #: the leader epoch the state was loaded at (0: at start-up on a single node; -1: not
+        #: loaded, see ``release_unled``)
+        self._loaded_epoch = -1 if clustered else 0
+        if not clustered:
+            self._load()
+
+    # -- leadership (a cluster) -----------------------------------------------------------------
+
+    def leads_loaded(self) -> bool:
+        """Whether this broker leads the topic at the epoch its state was loaded at (always on
+        a single node)."""
+        if self.leadership is None:
+            return True
+        try:
+            return self.leadership() == self._loaded_epoch
+        except LogstoreError:
+            return False
+
+    def current(self) -> bool:
+        """Make the state the log's as of this broker's leadership (reloading it at a new leader
+        epoch: snapshot, then the records after it); True when it was reloaded. Raises
+        ``NotLeaderError`` when this broker does not lead the topic."""
+        if self.leadership is None:
+            return False
+        epoch = self.leadership()
+        if epoch == self._loaded_epoch:
+            return False
+        self._forget()
+        self._loaded_epoch = epoch  # first: what loading writes (finishing transactions) carries it
         self._load()
+        return True
+
+    def release_unled(self) -> bool:
+        """Drop the state if this broker no longer leads the topic at the epoch it was loaded
+        at (a cluster; housekeeping); True when it did. It is loaded again when led again."""
+        if self.leadership is None or self._loaded_epoch < 0 or self.leads_loaded():
+            return False
+        self._forget()
+        self._loaded_epoch = -1  # never a leader epoch: the next use reloads
+        return True
+
+    def _forget(self) -> None:
+        self.transactions, self._by_producer, self._persisted = {}, {}, {}
+        self._block_end = self._persisted_block_end = 0
+        self._snapshot_offset = -1
+        self._added = set()
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -214,7 +267,7 @@ class TransactionCoordinator:
     def take_snapshots(self, *, force: bool = False) -> list[PendingSnapshot]:
         """A snapshot of what the log holds, if it grew since the last one (or ``force``)."""
         end = self._log.log_end_offset
-        if not force and end == self._snapshot_offset:
+        if (not force and end == self._snapshot_offset) or not self.leads_loaded():
             return []
         document = {"block_end": self._persisted_block_end, "transactions": self._persisted}
         payload = json.dumps(document, separators=(",", ":")).encode()
@@ -228,17 +281,19 @@ class TransactionCoordinator:
         append_entries(
             self._log,
             [(encode_key("txn", transaction.transactional_id), encode_value(value))],
-            sync=sync,
+            sync=sync, leader_epoch=max(self._loaded_epoch, 0),
         )
         self._persisted[transaction.transactional_id] = value
 
     def allocate_producer_id(self) -> int:
+        if self.id_pool is not None:
+            return self.id_pool.take()
         if self._next_producer_id >= self._block_end:
             end = self._block_end + PRODUCER_ID_BLOCK
             append_entries(self._log, [(encode_key("producer_id_block"), encode_value({"end": end}))])
             self._next_producer_id = self._block_end
             self._block_end = self._persisted_block_end = end
-        producer_id = self.producer_id_base + self._next_producer_id
+        producer_id = self._next_producer_id
         self._next_producer_id += 1
         return producer_id
 
@@ -463,6 +518,8 @@ class TransactionCoordinator:
 
     def expire(self) -> int:
         """Abort transactions open longer than their timeout; returns how many."""
+        if not self.leads_loaded():
+            return 0  # another broker coordinates (a cluster)
         now = self.clock.now_ms()
         aborted = 0
         for transaction in list(self.transactions.values()):
@@ -477,6 +534,8 @@ class TransactionCoordinator:
 
     def topic_deleted(self, topic: str) -> None:
         """Abort every ongoing transaction that wrote to ``topic``."""
+        if not self.leads_loaded():
+            return
         for transaction in list(self.transactions.values()):
             if transaction.state == ONGOING and any(t == topic for t, _ in transaction.partitions):
                 log.warning("aborting transaction %s: topic %s was deleted", transaction.transactional_id, topic)

@@ -1,12 +1,15 @@
 """The internal topics a cluster replicates: ``__consumer_offsets`` (committed offsets; the
-leader of each of its partitions coordinates the groups that hash to it).
+leader of each of its partitions coordinates the groups that hash to it) and
+``__transaction_state`` (one partition, as on a single node).
 
 The topic is created in etcd when missing, like any topic (a guarded transaction: created once,
 however many brokers try): by the controller as soon as ``INTERNAL_REPLICATION_FACTOR`` brokers
 are live, or at the first ``FindCoordinator`` of a smaller cluster. It has as many partitions as
 a single node's (``offsets_topic_partitions``, the same on every broker), replication factor
 min(3, live brokers) and ``min_insync_replicas`` min(2, factor), and is replicated by the
-fetchers like any partition. ``__transaction_state`` and ``__share_group_state`` are not
+fetchers like any partition. ``__transaction_state`` is created the same way (min(3, live)
+copies); a clustered broker does not write to it yet (transactions are refused in a cluster, and
+producer id blocks come from etcd: ``producer_ids.py``). ``__share_group_state`` is not
 replicated yet (each broker keeps its own).
 
 Threading: event loop thread only.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from logstore.broker.internal import OFFSETS_TOPIC
+from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC
 from logstore.cluster.etcd import Compare, Op
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 
 INTERNAL_REPLICATION_FACTOR = 3
 INTERNAL_MIN_INSYNC_REPLICAS = 2
+#: ``__transaction_state`` has one partition, as on a single node.
+TRANSACTIONS_PARTITIONS = 1
 
 
 def internal_record(name: str, partitions: int, live: list[int]) -> TopicRecord:
@@ -54,4 +59,4 @@ async def ensure_internal_topics(etcd: Any, keys: Keys, metadata: MetadataCache,
 
 
 def replicated_internal_topics(offsets_partitions: int) -> dict[str, int]:
-    return {OFFSETS_TOPIC: offsets_partitions}
+    return {OFFSETS_TOPIC: offsets_partitions, TRANSACTIONS_TOPIC: TRANSACTIONS_PARTITIONS}

@@ -31,7 +31,8 @@ from typing import Any
 
 from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
-from logstore.broker.internal import OFFSETS_TOPIC, partition_for
+from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC, partition_for
+from logstore.broker.producer_ids import ProducerIdPool
 from logstore.cluster import topic_admin
 from logstore.cluster.config import ClusterConfig
 from logstore.cluster.controller import Controller
@@ -40,6 +41,7 @@ from logstore.cluster.fetcher import FetcherManager
 from logstore.cluster.internal_topics import ensure_internal_topics, replicated_internal_topics
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
+from logstore.cluster.producer_ids import ProducerIdBlocks
 from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
 from logstore.cluster.replicas import ReplicaManager, Role
 from logstore.cluster.topic_config import split_topic_config
@@ -79,6 +81,7 @@ class ClusterNode:
             token=config.inter_broker_token, tls_ca=config.inter_broker_tls_ca,
         )
         self.replicas.fetchers = self.fetchers
+        self.producer_ids = ProducerIdBlocks(self.etcd, self.keys.producer_id_block, config.broker_id, ProducerIdPool())
         self.internal_topics = replicated_internal_topics(broker.offsets.partitions)
         self.controller = Controller(self.etcd, self.keys, self.metadata, config.broker_id, self.internal_topics)
         self._creating_internal: asyncio.Task[None] | None = None
@@ -93,7 +96,8 @@ class ClusterNode:
     async def start(self) -> None:
         self.broker.replication = self.replicas
         self.broker.offsets.leadership = lambda partition: self.replicas.leader_epoch(OFFSETS_TOPIC, partition)
-        self.broker.transactions.producer_id_base = self.broker_id << 32
+        self.broker.transactions.id_pool = self.producer_ids.pool
+        self.broker.transactions.leadership = lambda: self.replicas.leader_epoch(TRANSACTIONS_TOPIC, 0)
         await self._register()
         await self.metadata.start()
         self.metadata.listeners.append(self._reconcile)
@@ -329,24 +333,21 @@ class ClusterNode:
 
     def find_coordinator(self, key_type: int, key: str) -> tuple[int, str]:
         """A group's coordinator is the leader of the ``__consumer_offsets`` partition the group
-        hashes to (as on a single node); ``CoordinatorNotAvailableError`` while it has none (or
-        the topic is being created). Transaction state is not replicated yet: every
-        transactional id's coordinator is the live broker with the lowest id."""
+        hashes to (as on a single node), a transactional id's the leader of the
+        ``__transaction_state`` partition it hashes to (it has one);
+        ``CoordinatorNotAvailableError`` while it has none (or the topic is being created)."""
         brokers = self.metadata.brokers
-        if key_type != cluster_pb2.FindCoordinatorRequest.GROUP:
-            if not brokers:
-                raise MetadataUnavailableError("no live broker is known")
-            broker_id = min(brokers)
-            return broker_id, brokers[broker_id].address
-        record = self.metadata.topics.get(OFFSETS_TOPIC)
+        is_group = key_type == cluster_pb2.FindCoordinatorRequest.GROUP
+        topic = OFFSETS_TOPIC if is_group else TRANSACTIONS_TOPIC
+        record = self.metadata.topics.get(topic)
         if record is None:
             if self._creating_internal is None or self._creating_internal.done():
                 self._creating_internal = asyncio.get_running_loop().create_task(self._create_internal())
-            raise CoordinatorNotAvailableError(key, f"{OFFSETS_TOPIC} is being created")
+            raise CoordinatorNotAvailableError(key, f"{topic} is being created")
         partition = partition_for(key, record.partitions)
-        state = self.metadata.state(OFFSETS_TOPIC, partition)
+        state = self.metadata.state(topic, partition)
         if state is None or state.leader not in brokers:
-            raise CoordinatorNotAvailableError(key, f"{OFFSETS_TOPIC}/{partition} has no leader right now")
+            raise CoordinatorNotAvailableError(key, f"{topic}/{partition} has no leader right now")
         return state.leader, brokers[state.leader].address
 
     async def _create_internal(self) -> None:

@@ -103,6 +103,7 @@ class Keys:
         self.controller = self.prefix + "controller"
         self.topics = self.prefix + "topics/"
         self.partitions = self.prefix + "partitions/"
+        self.producer_id_block = self.prefix + "producer_id_block"
 
     def broker(self, broker_id: int) -> str:
         return f"{self.brokers}{broker_id}"

@@ -22,8 +22,8 @@ leader, so its high watermark cannot move, and its ISR writes fail the compare.
 Internal topics. ``__consumer_offsets`` is replicated like any topic (the controller creates it,
 see ``internal_topics.py``); the leader of each of its partitions coordinates the groups that
 hash to it. Until the topic exists in the cluster nobody leads it (``NotLeaderError``: the
-broker answers NOT_COORDINATOR). ``__transaction_state`` and ``__share_group_state`` are not
-replicated yet: each broker keeps its own, as a single node does.
+broker answers NOT_COORDINATOR). ``__transaction_state`` is replicated the same way.
+``__share_group_state`` is not replicated yet: each broker keeps its own, as a single node does.
 
 Threading: event loop thread only.
 """
@@ -37,7 +37,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from logstore.broker import Broker
-from logstore.broker.internal import OFFSETS_TOPIC
+from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC
 from logstore.cluster.records import PartitionState, TopicRecord
 from logstore.cluster.topic_config import CLUSTER_TOPIC_KEYS, apply_config
 from logstore.errors import (
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 REPLICATION_TIMEOUT_S = 30.0
 
 #: Internal topics replicated like any other (the others stay local to each broker).
-REPLICATED_INTERNAL_TOPICS = (OFFSETS_TOPIC,)
+REPLICATED_INTERNAL_TOPICS = (OFFSETS_TOPIC, TRANSACTIONS_TOPIC)
 #: A follower's long poll answers this long after the high watermark moved (or with the next
 #: batch, if one comes sooner): followers learn the high watermark without waiting max_wait_ms.
 HW_LINGER_S = 0.01

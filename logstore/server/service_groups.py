@@ -172,17 +172,26 @@ class GroupServiceMixin:
 
     # -- transactions -------------------------------------------------------------------------------
 
+    def _refuse_transaction_writes_in_cluster(self, method: str) -> None:
+        """A cluster coordinates transactional ids (InitProducerId, EndTxn) but takes no
+        transactional records or offsets yet: their markers are not sent between brokers."""
+        if getattr(self, "cluster", None) is not None:
+            raise InvalidRequestError(
+                f"{method} is not supported by clustered brokers yet (transaction markers are not "
+                f"sent between brokers); idempotent producers and consumer groups are",
+                field="transactional_id",
+            )
+
     async def InitProducerId(self, request: transactions_pb2.InitProducerIdRequest, context: Any) -> transactions_pb2.InitProducerIdResponse:
         async def call() -> transactions_pb2.InitProducerIdResponse:
-            if request.transactional_id and getattr(self, "cluster", None) is not None:
-                raise InvalidRequestError(
-                    "transactions are not supported by clustered brokers yet (the transaction "
-                    "coordinator's state is not replicated); idempotent producers and consumer "
-                    "groups are", field="transactional_id",
-                )
+            cluster = getattr(self, "cluster", None)
+            if cluster is not None:
+                await cluster.producer_ids.ensure()  # ids unique across the cluster (etcd blocks)
             producer_id, epoch = self.broker.init_producer_id(
                 request.transactional_id, request.transaction_timeout_ms
             )
+            if request.transactional_id:
+                await self.broker.transactions_replicated(request.transactional_id)  # acks=all
             return transactions_pb2.InitProducerIdResponse(producer_id=producer_id, producer_epoch=epoch)
 
         return await self._unary("InitProducerId", context, call)
@@ -191,6 +200,7 @@ class GroupServiceMixin:
         async def call() -> transactions_pb2.AddPartitionsToTxnResponse:
             for topic in {tp.topic for tp in request.partitions}:
                 self.authorizer.check("topic", topic, "write")
+            self._refuse_transaction_writes_in_cluster("AddPartitionsToTxn")
             self.broker.add_partitions_to_txn(
                 request.transactional_id, request.producer_id, request.producer_epoch, _tps(request.partitions)
             )
@@ -201,6 +211,7 @@ class GroupServiceMixin:
     async def TxnOffsetCommit(self, request: transactions_pb2.TxnOffsetCommitRequest, context: Any) -> transactions_pb2.TxnOffsetCommitResponse:
         async def call() -> transactions_pb2.TxnOffsetCommitResponse:
             self.authorizer.check("group", request.group_id, "read")
+            self._refuse_transaction_writes_in_cluster("TxnOffsetCommit")
             self.broker.txn_offset_commit(
                 request.transactional_id, request.producer_id, request.producer_epoch,
                 request.group_id, request.member_id, request.member_epoch, _offsets(request.offsets),
@@ -212,6 +223,7 @@ class GroupServiceMixin:
     async def EndTxn(self, request: transactions_pb2.EndTxnRequest, context: Any) -> transactions_pb2.EndTxnResponse:
         async def call() -> transactions_pb2.EndTxnResponse:
             self.broker.end_txn(request.transactional_id, request.producer_id, request.producer_epoch, request.commit)
+            await self.broker.transactions_replicated(request.transactional_id)
             return transactions_pb2.EndTxnResponse()
 
         return await self._unary("EndTxn", context, call)

@@ -126,6 +126,20 @@ class LogstoreCluster:
 
         return self.wait_for(elected, timeout_s, f"a leader of {topic}/{partition} outside {not_in}")
 
+    def internal_topic(self, name: str) -> cluster_pb2.TopicMetadata:
+        """Internal topic ``name`` once every partition is led by a running broker with a full
+        ISR (every running broker, up to 3)."""
+        def ready() -> cluster_pb2.TopicMetadata | None:
+            (topic,) = self.metadata([name]).topics
+            if topic.HasField("error") or not topic.partitions:
+                return None
+            running = {b.broker_id for b in self.running()}
+            if all(p.leader_id in running and len(p.isr) >= min(3, len(running)) for p in topic.partitions):
+                return topic
+            return None
+
+        return self.wait_for(ready, what=f"{name} led and in sync")
+
     def wait_for_isr(self, topic: str, partition: int, size: int, timeout_s: float = 20.0) -> list[int]:
         def isr() -> list[int] | None:
             members = list(self.partition(topic, partition).isr)

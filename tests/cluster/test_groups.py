@@ -31,17 +31,7 @@ def cluster(module_cluster_factory):
 
 
 def offsets_topic(cluster):
-    """``__consumer_offsets`` once every partition has a leader and a full ISR."""
-    def ready():
-        (topic,) = cluster.metadata([OFFSETS_TOPIC]).topics
-        if topic.HasField("error") or not topic.partitions:
-            return None
-        running = {b.broker_id for b in cluster.running()}
-        if all(p.leader_id in running and len(p.isr) >= min(3, len(running)) for p in topic.partitions):
-            return topic
-        return None
-
-    return cluster.wait_for(ready, what=f"{OFFSETS_TOPIC} led and in sync")
+    return cluster.internal_topic(OFFSETS_TOPIC)
 
 
 def groups_led_by(topic, broker_id, count, prefix):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from logstore.api.v1 import records_pb2, transactions_pb2
+from logstore.api.v1 import records_pb2
 from tests.server.helpers import (
     batch,
     expect_failure,
@@ -81,17 +81,6 @@ def test_min_insync_replicas_refuses_acks_all_when_too_few_are_in_sync(cluster):
     assert read_all(stub, topic, 0) == []  # nothing was appended
     ok = produce_all(stub, topic, 0, [b"acks-1"], acks=records_pb2.ACKS_LEADER).results[0]
     assert not ok.error.reason
-
-
-def test_transactional_producers_are_refused_until_transactions_are_replicated(cluster):
-    stub = cluster.stub(cluster.brokers[0])
-    error = expect_failure(
-        stub.InitProducerId, transactions_pb2.InitProducerIdRequest(transactional_id="copier"),
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST",
-    )
-    assert "not supported by clustered brokers yet" in error.message
-    plain = stub.InitProducerId(transactions_pb2.InitProducerIdRequest(), timeout=TIMEOUT_S)
-    assert plain.producer_id >> 32 == cluster.brokers[0].broker_id  # ids never collide across brokers
 
 
 def test_share_groups_are_refused_until_their_state_is_replicated(cluster):

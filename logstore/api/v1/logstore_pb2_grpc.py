@@ -326,7 +326,10 @@ class LogStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InitProducerId(self, request, context):
-        """-- idempotent producers and transactions
+        """-- idempotent producers and transactions. In a cluster a transactional id's calls go to its
+        coordinator (FindCoordinator TRANSACTION; other brokers answer NOT_COORDINATOR), producer ids
+        are unique across brokers, and transactional batches, AddPartitionsToTxn and TxnOffsetCommit
+        are refused with INVALID_REQUEST (not supported by clustered brokers yet).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
