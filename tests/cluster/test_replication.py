@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from logstore.api.v1 import records_pb2
+from logstore.cluster.placement import assign_replicas
 from tests.server.helpers import (
     batch,
     expect_failure,
@@ -94,7 +95,10 @@ def test_share_groups_are_refused_until_their_state_is_replicated(cluster):
 
 
 def test_any_broker_creates_a_topic_it_holds_no_copy_of(cluster):
-    names = [unique_topic(f"rf1-{i}") for i in range(3)]
+    # Placement starts at a broker that depends on the name: take names that put their one copy
+    # elsewhere than broker 1 (the broker every create goes through).
+    candidates = (unique_topic(f"rf1-{i}") for i in range(1000))
+    names = [n for n in candidates if assign_replicas(n, 1, 1, [1, 2, 3])[0][0] != 1][:3]
     for name in names:
         cluster.create_topic(name, partitions=1, replication_factor=1)  # always via broker 1
     leaders = {cluster.partition(name, 0).leader_id for name in names}
