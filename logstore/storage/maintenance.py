@@ -3,7 +3,8 @@
 One pass visits every open partition log: flushes those whose ``flush_interval_ms`` has passed (or
 that rolled a segment since the last pass), then, each at its own interval, writes checkpoints,
 applies retention and compacts. A job that fails on one log is logged and retried at the next pass;
-a full disk (ENOSPC/EDQUOT) is expected and logged as a warning only.
+a full disk (ENOSPC/EDQUOT) is expected and logged as a warning only, and a job on a log whose
+topic was deleted meanwhile is dropped quietly.
 
 Locking: the thread runs passes one at a time; ``on_roll`` (called by a log's writer) and
 ``forget`` (called when a topic is deleted) take ``_rolled_lock``; the bookkeeping dicts are touched
@@ -138,6 +139,8 @@ class Maintenance:
         except LogClosedError:
             return None
         except OSError as exc:
+            if partition_log.closed or not partition_log.directory.exists():
+                return None  # its topic was deleted while the job ran: nothing left to keep tidy
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 log.exception("maintenance of %s failed", partition_log)
             else:  # expected while the disk is full; retried at the next pass

@@ -328,3 +328,20 @@ def test_the_background_thread_flushes_and_stops_on_close(tmp_path):
         store.close()
     assert not store.maintenance.running
     assert partition_log.closed
+
+
+def test_a_maintenance_job_on_a_topic_deleted_meanwhile_is_dropped_quietly(tmp_path, caplog):
+    import logging
+    import shutil
+
+    store = DataDir.open(tmp_path / "data", background=False)
+    try:
+        store.create_topic("orders")
+        store.append("orders", 0, batch(b"x"))
+        partition_log = store.log("orders", 0)
+        shutil.rmtree(partition_log.directory)  # as delete_topic does while a pass runs
+        with caplog.at_level(logging.WARNING, logger="logstore.storage.maintenance"):
+            assert store.maintenance._guard(partition_log.checkpoint, partition_log) is None
+        assert not caplog.records
+    finally:
+        store.close()
