@@ -3,7 +3,8 @@
 One call per layer: the server turns a request into these types and calls one method here; the
 method resolves partition logs in the data directory and calls their ``append`` or ``read``.
 Nothing here knows about gRPC or protobuf. The calls of the coordinators (consumer groups,
-transactions, share groups) are in ``coordinator_calls.py``, a mixin of ``Broker``.
+transactions, share groups) are in ``coordinator_calls.py`` and the produce path (validate,
+check producer sequences, append, wait for ``acks``) in ``produce_path.py``, mixins of ``Broker``.
 
 Threading: every method is called on the server's asyncio event loop thread. Appends run inline
 (validation is one crc32c call and a few numpy reductions per batch, the write one ``pwritev``);
@@ -27,6 +28,7 @@ from logstore.broker.coordinator_calls import CoordinatorCalls
 from logstore.broker.groups.coordinator import GroupCoordinator
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.internal import trusted_header
+from logstore.broker.produce_path import ProducePath
 from logstore.broker.producer_state import ABORT_MARKER, COMMIT_MARKER, PartitionProducerState
 from logstore.broker.replication import Replication
 from logstore.broker.share import (
@@ -36,27 +38,22 @@ from logstore.broker.state_checkpoints import StateCheckpoints
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
     AbortedTransaction,
-    Acks,
     FetchItem,
     FetchOutcome,
     Isolation,
     ListedOffset,
     ListOffsetsItem,
     OffsetSpec,
-    ProduceItem,
-    ProduceOutcome,
     StartPosition,
 )
 from logstore.broker.wakeups import Wakeups, wait
 from logstore.errors import (
-    BatchTooLargeError,
-    CorruptBatchError,
     InvalidRequestError,
     LogstoreError,
     OffsetOutOfRangeError,
     ShuttingDownError,
 )
-from logstore.records import BatchHeader, encode_batch, validate_batches
+from logstore.records import encode_batch
 from logstore.storage import DataDir, LogConfig, PartitionLog, TopicDescription, validate_topic_name
 from logstore.storage.config import FLUSH_ALWAYS
 
@@ -66,7 +63,7 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_IDLE_S = 1.0
 
 
-class Broker(CoordinatorCalls):
+class Broker(ProducePath, CoordinatorCalls):
     def __init__(self, data_dir: DataDir, config: BrokerConfig, loop: asyncio.AbstractEventLoop,
                  *, clustered: bool = False) -> None:
         """``clustered``: the broker is about to join a cluster (its internal partitions are
@@ -295,196 +292,6 @@ class Broker(CoordinatorCalls):
                 written.append((partition_log, result.log_end_offset))
         for partition_log, end_offset in written:  # a flush=always marker is on disk before COMPLETE
             partition_log.wait_durable(end_offset)
-
-    # -- produce ------------------------------------------------------------------------------------
-
-    def _prepare(self, items: Sequence[ProduceItem]) -> list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]]:
-        """Resolve and validate every partition's batches before anything is appended."""
-        if not items:
-            raise InvalidRequestError("a produce request needs at least one partition", field="partitions")
-        prepared = []
-        for item in items:
-            partition_log = self.data_dir.log(item.topic, item.partition)
-            if not item.records:
-                raise CorruptBatchError(
-                    f"{item.topic}/{item.partition}: no record batches in the payload",
-                    position=0, topic=item.topic, partition=item.partition,
-                )
-            try:
-                headers = validate_batches(item.records)
-            except CorruptBatchError as exc:
-                raise CorruptBatchError(
-                    f"{item.topic}/{item.partition}: {exc.message}",
-                    position=exc.position, topic=item.topic, partition=item.partition,
-                ) from exc
-            limit = partition_log.config.max_batch_bytes
-            for header in headers:
-                if header.record_count < 1:
-                    raise CorruptBatchError(
-                        f"{item.topic}/{item.partition}: batch at position {header.position} "
-                        f"holds no records",
-                        position=header.position, topic=item.topic, partition=item.partition,
-                    )
-                if header.is_control:
-                    raise InvalidRequestError(
-                        f"{item.topic}/{item.partition}: control batches are written by the broker only",
-                        field="records", topic=item.topic, partition=item.partition,
-                    )
-                if header.is_transactional:
-                    if header.producer_id < 0:
-                        raise InvalidRequestError(
-                            "a transactional batch needs a producer id", field="records",
-                            topic=item.topic, partition=item.partition,
-                        )
-                    if self.clustered:
-                        raise InvalidRequestError(
-                            "transactional batches are not supported by clustered brokers yet "
-                            "(markers are not sent between brokers); idempotent ones are",
-                            field="records", topic=item.topic, partition=item.partition,
-                        )
-                    self.transactions.check_produce(
-                        header.producer_id, header.producer_epoch, item.topic, item.partition
-                    )
-                if header.batch_length > limit:
-                    raise BatchTooLargeError(
-                        f"batch of {header.batch_length} bytes exceeds max_batch_bytes={limit} "
-                        f"of {item.topic}/{item.partition}",
-                        size=header.batch_length, limit=limit,
-                        topic=item.topic, partition=item.partition,
-                    )
-            prepared.append((item, partition_log, headers))
-        return prepared
-
-    async def produce(
-        self, items: Sequence[ProduceItem], acks: Acks = Acks.ALL, client: str | None = None
-    ) -> list[ProduceOutcome]:
-        """Validate every batch (all or nothing), append, and wait as ``acks`` says.
-
-        Whole-request problems (unknown topic, corrupt batch, too large, no room under a
-        backpressure budget) raise; a failure while appending to one partition (disk full) is
-        that partition's ``error``. ``client`` names the connection for its byte budget.
-        """
-        self._check_open()
-        prepared = self._prepare(items)
-        if acks is Acks.NONE:
-            self._loop.call_soon(self._append_quietly, prepared)
-            return [ProduceOutcome(item.topic, item.partition) for item, _, _ in prepared]
-        # Room under the backpressure budgets is taken before appending (slower acks), so a
-        # request refused after backpressure_timeout_ms has appended nothing.
-        size = sum(len(item.records) for item in items)
-        unflushed: dict[tuple[str, int], int] = {}
-        if acks is Acks.ALL:
-            for item, partition_log, _ in prepared:
-                if partition_log.config.flush == FLUSH_ALWAYS:
-                    key = (item.topic, item.partition)
-                    unflushed[key] = unflushed.get(key, 0) + len(item.records)
-        waited = await self.backpressure.hold(client, size, unflushed)
-        try:
-            if waited:  # the loop ran meanwhile: transactions, topics may have changed
-                self._check_open()
-                prepared = self._prepare(items)
-            outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
-            if durable:
-                waits = [
-                    self._loop.run_in_executor(self._executor, partition_log.wait_durable, end_offset)
-                    for _, partition_log, end_offset in durable
-                ]
-                results = await asyncio.gather(*waits, return_exceptions=True)
-                for (index, _, _), result in zip(durable, results, strict=True):
-                    if isinstance(result, LogstoreError):
-                        outcomes[index].error = result
-                    elif isinstance(result, BaseException):
-                        raise result
-            if acks is Acks.ALL and self.replication is not None:
-                await self._wait_replicated(outcomes)
-        finally:
-            self.backpressure.release(client, size, unflushed)
-        return outcomes
-
-    async def _wait_replicated(self, outcomes: list[ProduceOutcome]) -> None:
-        """acks=all in a cluster: each appended partition's answer waits for its high watermark."""
-        assert self.replication is not None
-        pending = [o for o in outcomes if o.error is None and o.last_offset >= 0]
-        results = await asyncio.gather(
-            *(self.replication.wait_replicated(o.topic, o.partition, o.last_offset + 1) for o in pending),
-            return_exceptions=True,
-        )
-        for outcome, result in zip(pending, results, strict=True):
-            if isinstance(result, LogstoreError):
-                outcome.error = result
-            elif isinstance(result, BaseException):
-                raise result
-
-    def _append_quietly(self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]]) -> None:
-        """acks=0: nobody hears about errors but the log."""
-        try:
-            self._append_all(prepared, False)
-        except Exception:
-            log.exception("acks=0 append failed")
-
-    def _append_all(
-        self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]], want_durable: bool
-    ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
-        """Check producer sequences, append, and update producer state — with no await in
-        between, so nothing else can append to these partitions meanwhile."""
-        try:
-            return self._append_each(prepared, want_durable)
-        finally:
-            self.transactions.persist_added()  # one state record per transaction the request added to
-
-    def _append_each(
-        self, prepared: list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]], want_durable: bool
-    ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
-        outcomes: list[ProduceOutcome] = []
-        durable: list[tuple[int, PartitionLog, int]] = []
-        replication = self.replication
-        for index, (item, partition_log, headers) in enumerate(prepared):
-            idempotent = any(header.producer_id >= 0 for header in headers)
-            try:
-                leader_epoch = 0
-                if replication is not None:
-                    leader_epoch = replication.leader_epoch(item.topic, item.partition)
-                    if want_durable:
-                        replication.check_min_isr(item.topic, item.partition)
-                if idempotent:
-                    state = self.producer_state(partition_log)
-                    original = state.check(headers)
-                    if original is not None:
-                        outcomes.append(
-                            ProduceOutcome(
-                                item.topic, item.partition, original[0], original[1],
-                                partition_log.log_start_offset, duplicate=True,
-                            )
-                        )
-                        if want_durable and partition_log.config.flush == FLUSH_ALWAYS:
-                            durable.append((index, partition_log, original[1] + 1))
-                        continue
-                for header in headers:
-                    if header.is_transactional:
-                        self.transactions.add_produced(header.producer_id, item.topic, item.partition)
-                        break
-                result = partition_log.append(
-                    item.records, headers=headers, leader_epoch=leader_epoch, sync=False
-                )
-                if idempotent:
-                    base = result.base_offset
-                    for header in headers:
-                        span = header.last_offset_delta + 1
-                        state.update(header, base, base + span - 1)
-                        base += span
-            except LogstoreError as exc:
-                log.warning("append to %s/%s failed: %s", item.topic, item.partition, exc)
-                outcomes.append(ProduceOutcome(item.topic, item.partition, error=exc))
-                continue
-            outcomes.append(
-                ProduceOutcome(
-                    item.topic, item.partition, result.base_offset, result.last_offset,
-                    partition_log.log_start_offset,
-                )
-            )
-            if want_durable and partition_log.config.flush == FLUSH_ALWAYS:
-                durable.append((index, partition_log, result.log_end_offset))
-        return outcomes, durable
 
     # -- fetch --------------------------------------------------------------------------------------
 
