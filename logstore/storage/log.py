@@ -16,7 +16,8 @@ Files in a partition directory::
 Locking: ``_lock`` guards every mutation — append, roll, truncate, delete, segment swaps — so there
 is one writer per partition. Readers take no lock: they read ``_segments`` (a tuple replaced
 whole), ``log_start_offset`` and ``log_end_offset`` (published after the bytes are written) and
-the bytes below each segment's published size, which never change.
+the bytes below each segment's published size, which never change. Truncation and deletion
+(``truncate_to``, ``delete_records_before``, segment swaps) are in ``log_truncation.py``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from logstore.storage.flush import GroupCommit
 from logstore.storage.index_file import CorruptIndexError
 from logstore.storage.leader_epochs import FILE_NAME as EPOCHS_FILE
 from logstore.storage.leader_epochs import LeaderEpochCache
+from logstore.storage.log_truncation import LogTruncation, new_segment
 from logstore.storage.recovery import open_segments
 from logstore.storage.segment import LogSegment, PendingBatch
 
@@ -76,7 +78,7 @@ class ReadResult:
     next_offset: int = -1
 
 
-class PartitionLog:
+class PartitionLog(LogTruncation):
     def __init__(
         self,
         directory: Path,
@@ -382,7 +384,7 @@ class PartitionLog:
         if old.size == 0:
             return  # an empty active segment that cannot hold the batch: batch is too big
         old.seal()
-        new = _new_segment(self.directory, base_offset, self.config, self.clock.now_ms())
+        new = new_segment(self.directory, base_offset, self.config, self.clock.now_ms())
         fsync_dir(self.directory)  # the new segment's directory entry survives a power loss
         self._set_segments((*self._segments, new))
         log.debug("rolled %s/%s at offset %d", self.topic, self.partition, base_offset)
@@ -488,113 +490,6 @@ class PartitionLog:
                 return found
         return None
 
-    # -- truncation and deletion ------------------------------------------------------------------
-
-    def truncate_to(self, offset: int) -> None:
-        """Remove every batch at or after the one holding ``offset`` (replication, repair)."""
-        with self._lock:
-            if offset >= self.log_end_offset:
-                return
-            if offset < self.log_start_offset:
-                offset = self.log_start_offset
-            keep = [s for s in self._segments if s.base_offset < offset or s is self._segments[0]]
-            for segment in self._segments:
-                if segment not in keep:
-                    segment.delete()
-            last = keep[-1]
-            if last.base_offset >= offset:  # offset at or below the first segment's base
-                for segment in keep:
-                    segment.delete()
-                keep = [_new_segment(self.directory, offset, self.config, self.clock.now_ms())]
-                self.log_start_offset = offset
-            else:
-                last.close()
-                reopened = LogSegment(
-                    self.directory, last.base_offset,
-                    index_bytes=self.config.segment_index_bytes,
-                    index_interval_bytes=self.config.index_interval_bytes,
-                    writable=True, created_ms=self.clock.now_ms(),
-                )
-                reopened.recover()
-                reopened.truncate_to(offset)
-                keep[-1] = reopened
-                if reopened.next_offset < self.log_start_offset:
-                    # the cut batch held log start: nothing readable is left, so start an empty
-                    # log at log start (as recovery does), never below it
-                    for segment in keep:
-                        segment.delete()
-                    keep = [_new_segment(self.directory, self.log_start_offset, self.config,
-                                         self.clock.now_ms())]
-            self._set_segments(tuple(keep))
-            self.log_end_offset = keep[-1].next_offset
-            self._cut_epochs(self.log_end_offset)
-            self._group_commit.reset(min(self.recovery_point, self.log_end_offset))
-            self._write_checkpoint(self.recovery_point)
-
-    def truncate_fully_and_start_at(self, offset: int) -> None:
-        """Delete every record and start an empty log at ``offset`` (a follower whose whole log
-        is below the leader's log start)."""
-        with self._lock:
-            for segment in self._segments:
-                segment.delete()
-            self._set_segments((_new_segment(self.directory, offset, self.config, self.clock.now_ms()),))
-            fsync_dir(self.directory)
-            self.log_start_offset = self.log_end_offset = offset
-            self._cut_epochs(0)
-            self._group_commit.reset(offset)
-            self._write_checkpoint(offset)
-
-    def delete_records_before(self, offset: int) -> int:
-        """Raise log start to ``offset`` (records below it become unreadable); returns log start.
-
-        Whole segments below the new log start are deleted; the checkpoint is written first.
-        """
-        with self._lock:
-            if offset > self.log_end_offset or offset < 0:
-                raise OffsetOutOfRangeError(
-                    topic=self.topic,
-                    partition=self.partition,
-                    offset=offset,
-                    log_start_offset=self.log_start_offset,
-                    log_end_offset=self.log_end_offset,
-                )
-            if offset > self.log_start_offset:
-                self.log_start_offset = offset
-                self._write_checkpoint(self.recovery_point)
-            doomed = [
-                s for s in self._segments[:-1] if s.next_offset <= self.log_start_offset
-            ]
-            if doomed:
-                self.delete_oldest_segments(len(doomed))
-            return self.log_start_offset
-
-    def delete_oldest_segments(self, count: int) -> list[LogSegment]:
-        """Delete the ``count`` oldest segments, never the active one; log start rises first."""
-        with self._lock:
-            count = min(count, len(self._segments) - 1)
-            if count <= 0:
-                return []
-            doomed = self._segments[:count]
-            remaining = self._segments[count:]
-            new_start = max(self.log_start_offset, remaining[0].base_offset)
-            if new_start != self.log_start_offset:
-                self.log_start_offset = new_start
-                self._write_checkpoint(self.recovery_point)
-            self._set_segments(remaining)
-        for segment in doomed:
-            segment.delete()
-        return list(doomed)
-
-    def replace_segments(self, old: Sequence[LogSegment], new: LogSegment) -> None:
-        """Swap sealed ``old`` segments (consecutive) for ``new`` (the cleaner's output)."""
-        with self._lock:
-            segments = list(self._segments)
-            first = segments.index(old[0])
-            if segments[first : first + len(old)] != list(old) or old[-1] is segments[-1]:
-                raise ValueError("can only replace consecutive sealed segments")
-            segments[first : first + len(old)] = [new]
-            self._set_segments(tuple(segments))
-
     def __repr__(self) -> str:
         return (
             f"PartitionLog({self.topic!r}, {self.partition}, start={self.log_start_offset}, "
@@ -612,17 +507,6 @@ def _weak_method(method: Callable[[], int]) -> Callable[[], int]:
         return bound()
 
     return call
-
-
-def _new_segment(directory: Path, base_offset: int, config: LogConfig, now_ms: int) -> LogSegment:
-    return LogSegment(
-        directory,
-        base_offset,
-        index_bytes=config.segment_index_bytes,
-        index_interval_bytes=config.index_interval_bytes,
-        writable=True,
-        created_ms=now_ms,
-    )
 
 
 def _read_checkpoint(directory: Path) -> dict[str, int]:
