@@ -56,6 +56,8 @@ class HostServer(Server):
 
     host: str = "127.0.0.1"
     broker_id: int = 0
+    #: host:port of the broker's /metrics ('' when it serves none, the suite's default).
+    metrics_address: str = ""
 
     @property
     def address(self) -> str:
@@ -228,7 +230,9 @@ class ClusterServers:
 
     # -- logstore on etcd ------------------------------------------------------------------------
 
-    def start_logstore(self, etcd_members: int = ETCD_MEMBERS) -> LogstoreCluster:
+    def start_logstore(self, etcd_members: int = ETCD_MEMBERS, metrics: bool = False) -> LogstoreCluster:
+        """etcd, then the brokers; ``metrics`` gives each broker a /metrics endpoint on its own
+        address (the suite runs without: a scrape would cost CPU in the measurements)."""
         binary = which("etcd")
         if binary is None:
             raise RuntimeError("etcd not found: run scripts/install-peers (Debian's etcd-server)")
@@ -259,14 +263,15 @@ class ClusterServers:
             host = f"127.0.0.{10 + broker_id}"
             port = free_port(host)
             directory = self.root / f"broker{broker_id}"
+            metrics_address = f"{host}:{free_port(host)}" if metrics else ""
             command = [sys.executable, "-m", "logstore", "serve", "--data-dir",
                        str(directory / "data"), "--listen", f"{host}:{port}",
-                       "--metrics-listen", "", "--config", str(config),
+                       "--metrics-listen", metrics_address, "--config", str(config),
                        "--cluster", f"etcd://{endpoints}", "--broker-id", str(broker_id),
                        "--cluster-name", CLUSTER_NAME, "--log-format", "text",
                        "--log-level", "info", "--grace-period", "2"]
             server = HostServer(f"broker{broker_id}", command, directory, port, self.env,
-                                host=host, broker_id=broker_id)
+                                host=host, broker_id=broker_id, metrics_address=metrics_address)
             self._new(server)
             brokers.append(server)
         cluster = LogstoreCluster(etcd, brokers)

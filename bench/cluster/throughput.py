@@ -112,7 +112,7 @@ class Throughput:
                 timed = index > 0 or not warmup
                 for factor, acks in CONFIGS:
                     progress.start(f"{_label(size)} produce, factor {factor}, acks={acks}")
-                    topic = self._topic(size, factor)
+                    topic = self.topic(size, factor)
                     record("produce", "logstore", factor, acks,
                            self._produce(topic, size, records, acks), timed)
                     if index == 0 and acks == "all":
@@ -146,7 +146,8 @@ class Throughput:
 
     # -- logstore ------------------------------------------------------------------------------
 
-    def _topic(self, size: int, factor: int) -> str:
+    def topic(self, size: int, factor: int) -> str:
+        """A fresh 3-partition topic, every replica in sync."""
         name = f"bc-{size}-f{factor}-{uuid.uuid4().hex[:6]}"
         self.cluster.create_topic(name, PARTITIONS, factor, topic_config(factor))
         return name
@@ -167,13 +168,18 @@ class Throughput:
         changes = sum(a != b for a, b in zip(before, after, strict=True))
         return results, Outcome(_span_s(results), len(specs), cpu, changes)
 
-    def _produce(self, topic: str, size: int, records: int, acks: str) -> Outcome:
+    def produce_specs(self, topic: str, size: int, records: int, acks: str) -> list[dict[str, Any]]:
+        """One client process per partition leader, each sending to the partitions it leads."""
         specs = []
         for broker_id, led in sorted(self.cluster.leaders(topic).items()):
             parts = [[p, *rows_of(records, PARTITIONS, p)] for p in led]
             specs.append({"system": "cluster", "role": "produce", "topic": topic, "acks": acks,
                           "server": self.cluster.broker(broker_id).address, "parts": parts,
                           "size": size, "seed": SEED})
+        return specs
+
+    def _produce(self, topic: str, size: int, records: int, acks: str) -> Outcome:
+        specs = self.produce_specs(topic, size, records, acks)
         return self._measure(specs, list(self.cluster.brokers), topic)[1]
 
     def _consume(self, topic: str, records: int) -> Outcome:
