@@ -46,6 +46,7 @@ from typing import Any
 
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.internal import (
+    OFFSETS_TOPIC,
     TRANSACTIONS_TOPIC,
     append_entries,
     encode_key,
@@ -57,6 +58,7 @@ from logstore.broker.internal import (
 from logstore.broker.producer_ids import ProducerIdPool
 from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
 from logstore.errors import (
+    ConcurrentTransactionsError,
     InvalidRequestError,
     InvalidTransactionStateError,
     LogstoreError,
@@ -89,6 +91,9 @@ SNAPSHOT_VERSION = 1
 
 #: (producer id, epoch, partitions, commit) -> writes the markers.
 MarkerWriter = Callable[[int, int, list[TopicPartition], bool], None]
+#: A cluster's marker sender: takes a PREPARE_* transaction (commit or not), sends its markers to
+#: the partitions' leaders in the background and then calls ``TransactionCoordinator.finish``.
+MarkerSender = Callable[["Transaction", bool], None]
 
 
 @dataclass
@@ -164,6 +169,9 @@ class TransactionCoordinator:
         #: In a cluster: this broker's leader epoch of the topic's partition (raises
         #: NotLeaderError); None on a single node.
         self.leadership: Callable[[], int] | None = None
+        #: In a cluster (set by the cluster layer): markers go to other brokers asynchronously;
+        #: a transaction stays PREPARE_* until ``finish``. None: written here, synchronously.
+        self.marker_sender: MarkerSender | None = None
         #: the leader epoch the state was loaded at (0: at start-up on a single node; -1: not
         #: loaded, see ``release_unled``)
         self._loaded_epoch = -1 if clustered else 0
@@ -313,7 +321,9 @@ class TransactionCoordinator:
         if transaction is None:
             transaction = Transaction(transactional_id, self.allocate_producer_id(), 0, timeout_ms)
         else:
-            if transaction.state == ONGOING:
+            if self.marker_sender is not None:
+                self._finish_first(transaction)
+            elif transaction.state == ONGOING:
                 self._abort(transaction, bump_epoch=False)
             elif transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
                 self._complete(transaction, transaction.state == PREPARE_COMMIT)
@@ -330,6 +340,15 @@ class TransactionCoordinator:
         self._by_producer[transaction.producer_id] = transaction
         self._persist(transaction)
         return transaction.producer_id, transaction.producer_epoch
+
+    def _finish_first(self, transaction: Transaction) -> None:
+        """A cluster: a new instance waits (retriable ``ConcurrentTransactionsError``) while the
+        previous transaction completes; one left open is aborted first, its markers carrying a
+        bumped epoch, which fences the old instance on every partition it wrote to."""
+        if transaction.state == ONGOING:
+            self._abort(transaction, bump_epoch=True)
+        if transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            raise ConcurrentTransactionsError(transaction.transactional_id, transaction.state)
 
     def _current(self, transactional_id: str, producer_id: int, producer_epoch: int) -> Transaction:
         transaction = self.transactions.get(transactional_id)
@@ -351,6 +370,9 @@ class TransactionCoordinator:
 
     def _begin(self, transaction: Transaction) -> None:
         self._raise_if_aborted(transaction)
+        if self.marker_sender is not None and transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            # (a cluster: the last transaction's markers are still on their way)
+            raise ConcurrentTransactionsError(transaction.transactional_id, transaction.state)
         if transaction.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT):
             transaction.state = ONGOING
             transaction.started_ms = self.clock.now_ms()
@@ -363,10 +385,14 @@ class TransactionCoordinator:
                 state=transaction.state,
             )
 
-    def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: list[TopicPartition]) -> None:
+    def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                       partitions: list[TopicPartition], groups: tuple[str, ...] | list[str] = ()) -> None:
+        """Add partitions (and the ``__consumer_offsets`` partitions of ``groups``, whose offsets
+        the transaction will commit) to the transaction, beginning it if none is open."""
         transaction = self._current(transactional_id, producer_id, producer_epoch)
         for topic, partition in partitions:
             self.data_dir.log(topic, partition)  # raises UnknownTopic / UnknownPartition
+        partitions = partitions + [(OFFSETS_TOPIC, self.offsets.partition_of(g)) for g in groups]
         self._begin(transaction)
         new = set(partitions) - transaction.partitions
         if new:
@@ -396,6 +422,9 @@ class TransactionCoordinator:
             return
         if transaction.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT):
             return  # nothing was sent in this transaction
+        if self.marker_sender is not None and transaction.state == (PREPARE_COMMIT if commit else PREPARE_ABORT):
+            # a retried EndTxn (a cluster, markers on their way): answered once they are written
+            raise ConcurrentTransactionsError(transactional_id, transaction.state)
         if transaction.state != ONGOING:
             raise InvalidTransactionStateError(
                 f"transaction {transactional_id!r} is {transaction.state}",
@@ -415,6 +444,9 @@ class TransactionCoordinator:
         if prepare:
             transaction.state = PREPARE_COMMIT if commit else PREPARE_ABORT
             self._persist(transaction, sync=self._durable(transaction, partitions))
+        if self.marker_sender is not None:
+            self.marker_sender(transaction, commit)  # then ``finish``
+            return
         self.write_markers(transaction.producer_id, transaction.producer_epoch, partitions, commit)
         if commit:
             for group, entries in transaction.offsets.items():
@@ -426,6 +458,23 @@ class TransactionCoordinator:
         # markers (and offsets) again, which changes nothing the second time.
         self._persist(transaction, sync=False)
 
+    def finish(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> bool:
+        """A cluster: every marker of the PREPARE_* transaction was written (``marker_sender``):
+        write COMPLETE_*. False (nothing done) if this broker stopped coordinating it or the
+        transaction is no longer the one the markers were for."""
+        transaction = self.transactions.get(transactional_id)
+        state = PREPARE_COMMIT if commit else PREPARE_ABORT
+        if (
+            transaction is None or not self.leads_loaded() or transaction.state != state
+            or transaction.producer_id != producer_id or transaction.producer_epoch != producer_epoch
+        ):
+            return False
+        transaction.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
+        transaction.partitions = set()
+        transaction.offsets = {}
+        self._persist(transaction, sync=False)
+        return True
+
     def _durable(self, transaction: Transaction, partitions: list[TopicPartition]) -> bool:
         """Whether the PREPARE record must be on disk before the markers: when the transaction
         writes to a ``flush=always`` partition or commits group offsets (both durable when
@@ -434,7 +483,15 @@ class TransactionCoordinator:
         crash of the process loses nothing, the page cache keeps every record)."""
         if transaction.offsets:
             return True
-        return any(self.data_dir.log(t, p).config.flush == FLUSH_ALWAYS for t, p in partitions)
+        return any(self._flush_always(t, p) for t, p in partitions if t != OFFSETS_TOPIC)
+
+    def _flush_always(self, topic: str, partition: int) -> bool:
+        """Whether the partition is ``flush=always`` (False when this broker holds no copy of
+        it: in a cluster its leader's replication makes the transaction durable)."""
+        try:
+            return self.data_dir.log(topic, partition).config.flush == FLUSH_ALWAYS
+        except LogstoreError:
+            return False
 
     def _abort(self, transaction: Transaction, *, bump_epoch: bool) -> None:
         if bump_epoch and transaction.producer_epoch < MAX_EPOCH:

@@ -7,15 +7,17 @@ tests run in file order and the last one kills the coordinator's broker."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
-from logstore import Producer
+from logstore import Admin, Consumer, Producer, TopicPartition
 from logstore.api.v1 import cluster_pb2, transactions_pb2
 from logstore.broker.internal import TRANSACTIONS_TOPIC
 from logstore.cluster.producer_ids import FIRST_PRODUCER_ID
-from logstore.records import encode_batch
-from tests.server.helpers import expect_failure, produce_request, unique_topic
+from logstore.errors import ProducerFencedError
+from tests.server.helpers import expect_failure, unique_topic
 
 from .cluster_fixture import TIMEOUT_S
 
@@ -83,24 +85,86 @@ def test_only_the_coordinator_registers_a_transactional_id(cluster):
     assert (again.producer_id, again.producer_epoch) == (first.producer_id, first.producer_epoch + 1)
 
 
-def test_transactional_records_are_refused_in_a_cluster_yet(cluster):
-    topic = unique_topic("tx-refused")
-    cluster.create_topic(topic, partitions=1)
-    leader = coordinator(cluster)
-    registered = init(cluster.stub(leader), "tx-refused")
-    batch = encode_batch([b"r"], producer_id=registered.producer_id, producer_epoch=registered.producer_epoch,
-                         base_sequence=0, transactional=True)
-    error = expect_failure(cluster.stub(cluster.leader_of(topic)).Produce, produce_request(topic, batch),
-                           grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
-    assert "not supported by clustered brokers yet" in error.message
-    expect_failure(
-        cluster.stub(leader).AddPartitionsToTxn,
-        transactions_pb2.AddPartitionsToTxnRequest(
-            transactional_id="tx-refused", producer_id=registered.producer_id,
-            producer_epoch=registered.producer_epoch, partitions=[{"topic": topic, "partition": 0}],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST",
-    )
+def spread_topic(cluster, prefix, partitions=3):
+    """A topic with ``partitions`` partitions whose leaders are not all one broker."""
+    topic = unique_topic(prefix)
+    cluster.create_topic(topic, partitions=partitions)
+    leaders = {cluster.partition(topic, p).leader_id for p in range(partitions)}
+    assert len(leaders) > 1, f"{topic}: every partition led by one broker"
+    return topic
+
+
+def read_committed(cluster, topic, partitions, group=None):
+    """Every record of ``topic`` a read_committed consumer sees, up to the end offsets."""
+    with Consumer(cluster.bootstrap, isolation_level="read_committed", auto_offset_reset="earliest",
+                  **({"group_id": group} if group else {})) as consumer:
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        ends = consumer.end_offsets()
+        values = []
+        deadline = time.monotonic() + 20
+        while any(consumer.position(tp) < end for tp, end in ends.items()) and time.monotonic() < deadline:
+            values += [r.value for r in consumer.poll(timeout=0.5)]
+        return values
+
+
+def test_commit_and_abort_across_partitions_led_by_different_brokers(cluster):
+    topic = spread_topic(cluster, "tx-spread")
+    with Producer(cluster.bootstrap, transactional_id="tx-spread", linger_ms=1) as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for p in range(3):
+            producer.send(topic, f"kept-{p}".encode(), partition=p)
+        producer.commit_transaction()
+        producer.begin_transaction()
+        for p in range(3):
+            producer.send(topic, f"dropped-{p}".encode(), partition=p)
+        producer.flush()
+        producer.abort_transaction()
+        producer.begin_transaction()  # the next transaction waits for the abort's markers
+        producer.send(topic, b"kept-again", partition=0)
+        producer.commit_transaction()
+    assert sorted(read_committed(cluster, topic, 3)) == [b"kept-0", b"kept-1", b"kept-2", b"kept-again"]
+
+
+def test_transactional_offsets_go_to_the_group_coordinator_and_count_only_on_commit(cluster):
+    topic = spread_topic(cluster, "tx-offsets", partitions=2)
+    group = unique_topic("tx-offsets-group")
+    with Producer(cluster.bootstrap, transactional_id="tx-offsets", linger_ms=1) as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(topic, b"a", partition=0).result(timeout=TIMEOUT_S)
+        producer.send_offsets_to_transaction({TopicPartition(topic, 0): 1}, group)
+        producer.abort_transaction()
+        with Admin(cluster.bootstrap) as admin:
+            assert admin.fetch_committed(group) == []
+        producer.begin_transaction()
+        producer.send(topic, b"b", partition=1)
+        producer.send_offsets_to_transaction({TopicPartition(topic, 0): 1, TopicPartition(topic, 1): 1}, group)
+        producer.commit_transaction()
+    with Admin(cluster.bootstrap) as admin:
+        committed = admin.fetch_committed(group)
+    assert {(c.topic, c.partition): c.offset for c in committed} == {(topic, 0): 1, (topic, 1): 1}
+    assert read_committed(cluster, topic, 2) == [b"b"]
+
+
+def test_a_zombie_producer_is_fenced_on_the_partitions_it_wrote_to(cluster):
+    topic = spread_topic(cluster, "tx-zombie", partitions=2)
+    zombie = Producer(cluster.bootstrap, transactional_id="tx-zombie", linger_ms=1)
+    successor = Producer(cluster.bootstrap, transactional_id="tx-zombie", linger_ms=1)
+    try:
+        zombie.init_transactions()
+        zombie.begin_transaction()
+        zombie.send(topic, b"zombie-open", partition=0).result(timeout=TIMEOUT_S)
+        successor.init_transactions()  # aborts the zombie's transaction, markers at a new epoch
+        with pytest.raises(ProducerFencedError):
+            zombie.send(topic, b"zombie-late", partition=0).result(timeout=TIMEOUT_S)
+        successor.begin_transaction()
+        successor.send(topic, b"successor", partition=1)
+        successor.commit_transaction()
+    finally:
+        zombie.close()
+        successor.close()
+    assert read_committed(cluster, topic, 2) == [b"successor"]
 
 
 def test_a_transactional_id_survives_a_sigkill_of_its_coordinator_and_the_zombie_is_fenced(cluster):
