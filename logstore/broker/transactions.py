@@ -268,9 +268,11 @@ class TransactionCoordinator:
             if transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
                 log.info("finishing transaction %s left in %s", transaction.transactional_id, transaction.state)
                 self._complete(transaction, transaction.state == PREPARE_COMMIT)
-            elif transaction.state == ONGOING:
+            elif transaction.state == ONGOING and self.marker_sender is None:
                 log.info("aborting transaction %s left open by a restart", transaction.transactional_id)
                 self._abort(transaction, bump_epoch=True)
+            # (a cluster: a new coordinator takes an open transaction over as it is; its
+            # producer goes on, and it times out as it would have)
 
     def take_snapshots(self, *, force: bool = False) -> list[PendingSnapshot]:
         """A snapshot of what the log holds, if it grew since the last one (or ``force``)."""

@@ -7,6 +7,8 @@ tests run in file order and the last one kills the coordinator's broker."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 import grpc
@@ -16,7 +18,7 @@ from logstore import Admin, Consumer, Producer, TopicPartition
 from logstore.api.v1 import cluster_pb2, transactions_pb2
 from logstore.broker.internal import TRANSACTIONS_TOPIC
 from logstore.cluster.producer_ids import FIRST_PRODUCER_ID
-from logstore.errors import ProducerFencedError
+from logstore.errors import LogstoreError, ProducerFencedError
 from tests.server.helpers import expect_failure, unique_topic
 
 from .cluster_fixture import TIMEOUT_S
@@ -165,6 +167,76 @@ def test_a_zombie_producer_is_fenced_on_the_partitions_it_wrote_to(cluster):
         zombie.close()
         successor.close()
     assert read_committed(cluster, topic, 2) == [b"successor"]
+
+
+COPY_RECORDS = 3000
+
+
+def copy_exactly_once(cluster, source, sink, group, stop_at, copied):
+    """The consume-transform-produce loop: each poll's copies and the consumer's positions go in
+    one transaction. A failed transaction is aborted and the consumer goes back to the group's
+    committed offsets (the coordinators may be moving). Returns when the source is copied."""
+    producer = Producer(cluster.bootstrap, transactional_id=f"{group}-copier", linger_ms=1)
+    consumer = Consumer(cluster.bootstrap, group_id=group, enable_auto_commit=False,
+                        auto_offset_reset="earliest", isolation_level="read_committed",
+                        fetch_max_wait_ms=100, session_timeout_ms=6000)
+    try:
+        producer.init_transactions()
+        consumer.subscribe([source])
+        while time.monotonic() < stop_at:
+            records = consumer.poll(max_records=200, timeout=0.5)
+            if records:
+                try:
+                    producer.begin_transaction()
+                    for record in records:
+                        producer.send(sink, record.value, key=record.key)
+                    producer.send_offsets_to_transaction(consumer.position_offsets(), consumer.group_metadata())
+                    producer.commit_transaction()
+                    copied.append(len(records))
+                except LogstoreError:
+                    with contextlib.suppress(LogstoreError):
+                        producer.abort_transaction()
+                    for tp, offset in consumer.committed(consumer.assignment()).items():
+                        consumer.seek(tp, 0 if offset is None else offset)
+                continue
+            held = consumer.assignment()
+            if len(held) == 3 and all(consumer.position(tp) >= end for tp, end in consumer.end_offsets(held).items()):
+                return
+    finally:
+        consumer.close()
+        producer.close()
+    raise AssertionError(f"the copy did not finish in time ({sum(copied)} records copied)")
+
+
+def test_an_exactly_once_copy_survives_a_sigkill_of_the_transaction_coordinator(cluster):
+    """read_committed consume -> transactional produce + send_offsets_to_transaction, the
+    coordinator's broker SIGKILLed mid-copy: the sink holds every record exactly once."""
+    source, sink = spread_topic(cluster, "eos-source"), spread_topic(cluster, "eos-sink")
+    values = [b"%06d" % i for i in range(COPY_RECORDS)]
+    with Producer(cluster.bootstrap, enable_idempotence=True) as producer:
+        for p in range(3):
+            producer.send_batch(source, values[p::3], partition=p).result(timeout=TIMEOUT_S)
+    copied: list[int] = []
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            copy_exactly_once(cluster, source, sink, unique_topic("eos-group"), time.monotonic() + 120, copied)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    cluster.wait_for(lambda: sum(copied) >= COPY_RECORDS // 4, what="a quarter copied")
+    victim = coordinator(cluster)
+    victim.kill()
+    thread.join(timeout=150)
+    assert not thread.is_alive() and not errors, errors
+    assert sum(copied) > COPY_RECORDS // 4  # the copy went on after the kill
+    out = read_committed(cluster, sink, 3)
+    assert len(out) == COPY_RECORDS and sorted(out) == values  # 0 lost, 0 duplicates
+    victim.restart()
+    cluster.wait_for_isr(TRANSACTIONS_TOPIC, 0, 3, timeout_s=30)
 
 
 def test_a_transactional_id_survives_a_sigkill_of_its_coordinator_and_the_zombie_is_fenced(cluster):
