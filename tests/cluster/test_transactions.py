@@ -169,6 +169,25 @@ def test_a_zombie_producer_is_fenced_on_the_partitions_it_wrote_to(cluster):
     assert read_committed(cluster, topic, 2) == [b"successor"]
 
 
+def test_a_timed_out_transaction_is_aborted_through_the_markers(cluster):
+    topic = spread_topic(cluster, "tx-timeout", partitions=2)
+    with Producer(cluster.bootstrap, transactional_id="tx-timeout", linger_ms=1,
+                  transaction_timeout_ms=300) as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for p in range(2):
+            producer.send(topic, b"left-open", partition=p).result(timeout=TIMEOUT_S)
+        with Consumer(cluster.bootstrap, isolation_level="read_committed") as consumer:
+            parts = [TopicPartition(topic, p) for p in range(2)]
+            consumer.assign(parts)
+            # the last stable offsets pass the records once the abort markers are written
+            cluster.wait_for(lambda: set(consumer.end_offsets(parts).values()) == {2},
+                             what="the timed-out transaction's abort markers")
+        with pytest.raises(ProducerFencedError):  # the epoch was bumped by the abort
+            producer.commit_transaction()
+    assert read_committed(cluster, topic, 2) == []
+
+
 COPY_RECORDS = 3000
 
 
