@@ -22,7 +22,10 @@ state, a lost COMPLETE record makes recovery write the markers again (a no-op th
 
 The state of every transactional id lives in the compacted internal topic
 ``__transaction_state``; after a restart a PREPARE_* transaction is finished and an ONGOING one
-is aborted, so nothing is ever left half visible. A transaction open longer than its timeout is
+is aborted, so nothing is ever left half visible. In a cluster (``marker_sender`` set) the markers
+go to other brokers in the background (``logstore.cluster.txn_markers``): a transaction stays
+PREPARE_* until ``finish``, a new transaction of the id meanwhile gets the retriable
+CONCURRENT_TRANSACTIONS, and a new coordinator takes an ONGOING transaction over as it is. A transaction open longer than its timeout is
 aborted (and the epoch bumped, fencing the producer that let it time out). Producer ids come from
 blocks recorded in the same topic, so they are never handed out twice.
 
