@@ -397,7 +397,8 @@ class TransactionCoordinator:
         transaction = self._current(transactional_id, producer_id, producer_epoch)
         for topic, partition in partitions:
             self.data_dir.log(topic, partition)  # raises UnknownTopic / UnknownPartition
-        partitions = partitions + [(OFFSETS_TOPIC, self.offsets.partition_of(g)) for g in groups]
+        if self.marker_sender is not None:  # (a single node commits offsets itself: ignored)
+            partitions = partitions + [(OFFSETS_TOPIC, self.offsets.partition_of(g)) for g in groups]
         self._begin(transaction)
         new = set(partitions) - transaction.partitions
         if new:

@@ -49,7 +49,7 @@ def write_here(broker: Broker, producer_id: int, epoch: int, partitions: list[To
             replication.check_min_isr(topic, partition)
             if topic == OFFSETS_TOPIC:
                 broker.take_over_offsets(partition)  # loaded at this leader epoch
-                broker.offsets.complete_staged(partition, producer_id, commit)
+                broker.offsets.complete_staged(partition, producer_id, epoch, commit)
                 end = broker.data_dir.log(topic, partition).log_end_offset
             else:
                 end = _write_marker(broker, topic, partition, producer_id, epoch, commit, leader_epoch)

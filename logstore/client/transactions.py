@@ -118,6 +118,8 @@ class Transaction:
         self.error: LogstoreError | None = None
         #: Partitions added to the open transaction at its coordinator (a cluster).
         self.added: set[TopicPartitionKey] = set()
+        #: Groups whose offsets partition was added to the open transaction (a cluster).
+        self.added_groups: set[str] = set()
         self._metadata = metadata
         self._stub = stub
         self._server = server
@@ -160,6 +162,7 @@ class Transaction:
             self.state = IN_TRANSACTION
             self.error = None
             self.added = set()
+            self.added_groups = set()
 
     @property
     def clustered(self) -> bool:
@@ -192,10 +195,12 @@ class Transaction:
             assert self._metadata is not None
             # Kafka's AddOffsetsToTxn: the group's offsets partition joins the transaction, then
             # its coordinator stages the offsets until the transaction's marker
-            self._call("AddPartitionsToTxn", transactions_pb2.AddPartitionsToTxnRequest(
-                transactional_id=identity.transactional_id, producer_id=identity.producer_id,
-                producer_epoch=identity.epoch, group_ids=[metadata.group_id],
-            ))
+            if metadata.group_id not in self.added_groups:
+                self._call("AddPartitionsToTxn", transactions_pb2.AddPartitionsToTxnRequest(
+                    transactional_id=identity.transactional_id, producer_id=identity.producer_id,
+                    producer_epoch=identity.epoch, group_ids=[metadata.group_id],
+                ))
+                self.added_groups.add(metadata.group_id)
             stub = group_coordinator(self._metadata, metadata.group_id)
         request = transactions_pb2.TxnOffsetCommitRequest(
             transactional_id=identity.transactional_id,

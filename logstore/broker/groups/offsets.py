@@ -52,7 +52,7 @@ from logstore.broker.internal import (
     read_latest,
 )
 from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
-from logstore.errors import LogstoreError
+from logstore.errors import LogstoreError, ProducerFencedError
 from logstore.storage import DataDir, PartitionLog
 from logstore.storage.clock import Clock
 
@@ -89,6 +89,9 @@ class OffsetStore:
         #: per partition: transactional offset commits staged until their marker (a cluster,
         #: see ``txn_offsets``)
         self._staged: list[txn_offsets.Staged] = [{} for _ in self._logs]
+        #: per partition: producer id -> the highest epoch a marker carried here (fences a
+        #: zombie's later staging; in memory: a new coordinator starts without it)
+        self._marker_epochs: list[dict[int, int]] = [{} for _ in self._logs]
         log_ends = self._log_ends()
         suspects: list[tuple[str, TopicPartition]] = []  # maybe past their log end
         for partition_log in self._logs:
@@ -307,8 +310,13 @@ class OffsetStore:
     # -- transactional commits staged until their marker (a cluster, see txn_offsets) ----------
 
     def stage(self, group: str, producer_id: int, epoch: int, offsets: list[tuple[str, int, int, str]]) -> None:
-        """Stage a transaction's offsets of ``group``; durable when this returns."""
-        staged = self._staged[partition_for(group, len(self._logs))]
+        """Stage a transaction's offsets of ``group``; durable when this returns. Refused
+        (``ProducerFencedError``) below an epoch a marker of the producer carried here."""
+        partition = partition_for(group, len(self._logs))
+        known = self._marker_epochs[partition].get(producer_id, -1)
+        if epoch < known:
+            raise ProducerFencedError(producer_id, epoch, known)
+        staged = self._staged[partition]
         entry = txn_offsets.merged(staged, group, producer_id, epoch, offsets)
         append_entries(
             self._log_for(group),
@@ -317,14 +325,16 @@ class OffsetStore:
         )
         staged[(group, producer_id)] = entry
 
-    def complete_staged(self, partition: int, producer_id: int, commit: bool) -> None:
-        """The transaction marker of ``producer_id`` reached ``partition``: its staged offsets
-        are committed (or dropped) and their records removed. A no-op when none are staged (a
-        marker sent again)."""
+    def complete_staged(self, partition: int, producer_id: int, epoch: int, commit: bool) -> None:
+        """The transaction marker of ``producer_id`` (at ``epoch``) reached ``partition``: its
+        staged offsets are committed (or dropped) and their records removed. A no-op when none
+        are staged (a marker sent again)."""
+        epochs = self._marker_epochs[partition]
+        epochs[producer_id] = max(epochs.get(producer_id, -1), epoch)
         staged = self._staged[partition]
         for group, pid in [k for k in staged if k[1] == producer_id]:
-            _, entries = staged[(group, pid)]
-            if commit:
+            staged_epoch, entries = staged[(group, pid)]
+            if commit and staged_epoch == epoch:  # (a zombie's, of an older epoch: dropped)
                 self.commit(group, [(t, p, o, m) for (t, p), (o, m) in entries.items()])
             append_entries(self._logs[partition], [(encode_key(txn_offsets.KEY, group, pid), None)],
                            leader_epoch=self._loaded_epochs[partition])
