@@ -22,12 +22,16 @@ state, a lost COMPLETE record makes recovery write the markers again (a no-op th
 
 The state of every transactional id lives in the compacted internal topic
 ``__transaction_state``; after a restart a PREPARE_* transaction is finished and an ONGOING one
-is aborted, so nothing is ever left half visible. In a cluster (``marker_sender`` set) the markers
-go to other brokers in the background (``logstore.cluster.txn_markers``): a transaction stays
-PREPARE_* until ``finish``, a new transaction of the id meanwhile gets the retriable
-CONCURRENT_TRANSACTIONS, and a new coordinator takes an ONGOING transaction over as it is. A transaction open longer than its timeout is
+is aborted, so nothing is ever left half visible. A transaction open longer than its timeout is
 aborted (and the epoch bumped, fencing the producer that let it time out). Producer ids come from
 blocks recorded in the same topic, so they are never handed out twice.
+
+In a cluster (``marker_sender`` set) the markers go to the partitions' leaders in the background
+(``logstore.cluster.txn_markers``): a transaction stays PREPARE_* until ``finish``, a new
+transaction of the id meanwhile gets the retriable CONCURRENT_TRANSACTIONS, a transaction left
+open is aborted with its epoch bumped (the markers fence the old instance), and a new coordinator
+takes an ONGOING transaction over as it is. A group's offsets are staged at its own coordinator
+(``groups/txn_offsets``), not here.
 
 Loading reads the snapshot ``transactions.snapshot`` in the partition directory (kind ``txns``,
 format version 1: a JSON document ``{"block_end", "transactions": {id: value}}`` inside
@@ -489,15 +493,7 @@ class TransactionCoordinator:
         crash of the process loses nothing, the page cache keeps every record)."""
         if transaction.offsets:
             return True
-        return any(self._flush_always(t, p) for t, p in partitions if t != OFFSETS_TOPIC)
-
-    def _flush_always(self, topic: str, partition: int) -> bool:
-        """Whether the partition is ``flush=always`` (False when this broker holds no copy of
-        it: in a cluster its leader's replication makes the transaction durable)."""
-        try:
-            return self.data_dir.log(topic, partition).config.flush == FLUSH_ALWAYS
-        except LogstoreError:
-            return False
+        return any(self.data_dir.log(t, p).config.flush == FLUSH_ALWAYS for t, p in partitions)
 
     def _abort(self, transaction: Transaction, *, bump_epoch: bool) -> None:
         if bump_epoch and transaction.producer_epoch < MAX_EPOCH:
