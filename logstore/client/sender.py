@@ -230,7 +230,9 @@ class Sender:
             return
         transaction = self._transaction
         if transaction is not None:  # a cluster: partitions join the transaction first
-            transaction.add_partitions({(b.topic, b.partition) for b in batches})
+            wanted = {(b.topic, b.partition) for b in batches}
+            if not wanted <= transaction.added:  # with those queued behind: one call, not one a drain
+                transaction.add_partitions(wanted | self._accumulator.pending_partitions())
         groups = view.group_by_leader(batches, _partition_of, metadata.address())
         for leader, group in groups.items():
             if leader is None:
