@@ -16,7 +16,7 @@ import pytest
 
 from logstore import Admin, Consumer, Producer, TopicPartition
 from logstore.api.v1 import cluster_pb2, transactions_pb2
-from logstore.broker.internal import TRANSACTIONS_TOPIC
+from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC, partition_for
 from logstore.cluster.producer_ids import FIRST_PRODUCER_ID
 from logstore.errors import LogstoreError, ProducerFencedError
 from tests.server.helpers import expect_failure, unique_topic
@@ -229,8 +229,14 @@ def copy_exactly_once(cluster, source, sink, group, stop_at, copied):
 
 def test_an_exactly_once_copy_survives_a_sigkill_of_the_transaction_coordinator(cluster):
     """read_committed consume -> transactional produce + send_offsets_to_transaction, the
-    coordinator's broker SIGKILLed mid-copy: the sink holds every record exactly once."""
+    coordinator's broker SIGKILLed mid-copy — the group's coordinator too (its offsets partition
+    is led there): the sink holds every record exactly once."""
     source, sink = spread_topic(cluster, "eos-source"), spread_topic(cluster, "eos-sink")
+    victim = coordinator(cluster)
+    offsets = cluster.internal_topic(OFFSETS_TOPIC).partitions
+    group = next((g for g in (unique_topic("eos-group") for _ in range(1000))
+                 if offsets[partition_for(g, len(offsets))].leader_id == victim.broker_id), None)
+    assert group is not None, f"broker {victim.broker_id} leads no {OFFSETS_TOPIC} partition"
     values = [b"%06d" % i for i in range(COPY_RECORDS)]
     with Producer(cluster.bootstrap, enable_idempotence=True) as producer:
         for p in range(3):
@@ -240,14 +246,13 @@ def test_an_exactly_once_copy_survives_a_sigkill_of_the_transaction_coordinator(
 
     def run():
         try:
-            copy_exactly_once(cluster, source, sink, unique_topic("eos-group"), time.monotonic() + 120, copied)
+            copy_exactly_once(cluster, source, sink, group, time.monotonic() + 120, copied)
         except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     cluster.wait_for(lambda: sum(copied) >= COPY_RECORDS // 4, what="a quarter copied")
-    victim = coordinator(cluster)
     victim.kill()
     thread.join(timeout=150)
     assert not thread.is_alive() and not errors, errors
