@@ -140,7 +140,7 @@ def test_transactional_offsets_go_to_the_group_coordinator_and_count_only_on_com
         with Admin(cluster.bootstrap) as admin:
             assert admin.fetch_committed(group) == []
         producer.begin_transaction()
-        producer.send(topic, b"b", partition=1)
+        producer.send(topic, b"b", partition=1).result(timeout=TIMEOUT_S)  # (an offset <= its log end)
         producer.send_offsets_to_transaction({TopicPartition(topic, 0): 1, TopicPartition(topic, 1): 1}, group)
         producer.commit_transaction()
     with Admin(cluster.bootstrap) as admin:
