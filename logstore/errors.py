@@ -350,6 +350,21 @@ class UnknownTransactionalIdError(LogstoreError):
         self.transactional_id = transactional_id
 
 
+class ConcurrentTransactionsError(LogstoreError):
+    """The transactional id's previous transaction is still being completed (in a cluster: its
+    markers are on their way to the partitions' leaders): retry shortly."""
+
+    reason = "CONCURRENT_TRANSACTIONS"
+
+    def __init__(self, transactional_id: str, state: str) -> None:
+        super().__init__(
+            f"transaction {transactional_id!r} is still completing ({state}); retry shortly",
+            transactional_id=transactional_id, state=state,
+        )
+        self.transactional_id = transactional_id
+        self.state = state
+
+
 class UnstableOffsetCommitError(LogstoreError):
     """An offset commit of the group waits in an open transaction; retry shortly."""
 

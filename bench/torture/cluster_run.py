@@ -3,8 +3,9 @@ real cluster — 3 etcd members and 3 brokers on loopback (``bench.torture.clust
 
 Phases: start etcd and the brokers; create the topic (``--partitions``, factor 3,
 ``min_insync_replicas`` 2); start the readers (explicit assignment, positions of their own;
-with ``--groups`` also members of a consumer group), then the idempotent ``acks=all``
-producers, all with every broker as bootstrap; ``--faults`` faults over about ``--seconds``
+with ``--groups`` also members of a consumer group; with ``--transactions`` a transactional
+producer on a second topic and a read_committed group reading it), then the idempotent
+``acks=all`` producers, all with every broker as bootstrap; ``--faults`` faults over about ``--seconds``
 (``bench.torture.cluster_nemesis``); heal and wait for full ISRs; stop the producers; let the
 readers (and the group) read to the high watermarks; replay every partition once from offset 0
 with a fresh consumer; stop everything and compare the replicas on disk
@@ -28,6 +29,8 @@ from typing import Any
 
 from bench.torture.__main__ import (
     GROUP,
+    RC_GROUP,
+    TXN_TOPIC,
     Run,
     Worker,
     add_run_options,
@@ -71,10 +74,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="readers by explicit assignment, each reading every partition (2)")
     parser.add_argument("--groups", action="store_true",
                         help="also run --consumers members of a consumer group (subscribe, "
-                             "commit) and wait for its committed offsets in the drain phase; "
-                             "off by default: the group coordinator's state is not replicated "
-                             "yet, so a coordinator fault loses commits")
+                             "commit) and wait for its committed offsets in the drain phase")
     parser.add_argument("--consumers", type=int, default=2, help="group members with --groups (2)")
+    parser.add_argument("--transactions", action="store_true",
+                        help="also run a transactional producer (topic torture-txn, factor 3) "
+                             "and a read_committed group of 2 reading it; check aborted reads "
+                             "and that committed transactions are read whole")
     parser.add_argument("--rate", type=float, default=200.0, help="records/s per producer (200)")
     parser.add_argument("--flush", choices=["always", "never"], default="never",
                         help="the topic's flush policy (default never: replication keeps it)")
@@ -94,8 +99,10 @@ class ClusterRun(Run):
 
     def __init__(self, options: argparse.Namespace) -> None:
         options.work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="logstore-ctorture-"))
-        options.transactions = False
+        transactions = options.transactions
+        options.transactions = False  # (the single broker's Run sets no topics up for it)
         super().__init__(options)
+        options.transactions = transactions
         self.topics = [TOPIC]
         self.cluster = LocalCluster(self.work_dir, options.brokers, options.etcd)
         self.faults = ClusterNemesis(self.cluster, self.nemesis, self.rng, TOPIC, options.kinds)
@@ -123,8 +130,9 @@ class ClusterRun(Run):
             time.sleep(0.2)
         config = {"flush": options.flush, "min_insync_replicas": str(MIN_INSYNC_REPLICAS)}
         with Admin(self.server, timeout=30.0) as admin:
-            admin.create_topic(TOPIC, options.partitions, config=config,
-                               replication_factor=REPLICATION_FACTOR)
+            for topic in [TOPIC] + ([TXN_TOPIC] if options.transactions else []):
+                admin.create_topic(topic, options.partitions, config=config,
+                                   replication_factor=REPLICATION_FACTOR)
         if not self.faults.wait_recovered(60.0):
             raise RuntimeError("the topic's partitions got no leader and full ISR in 60 s")
         self.faults.figures.recovery_seconds.clear()
@@ -132,15 +140,22 @@ class ClusterRun(Run):
         self.nemesis.write("meta", flush=options.flush, seed=options.seed, faults=options.faults,
                            seconds=options.seconds, topics=self.topics, cluster=True,
                            partitions=options.partitions, brokers=options.brokers,
-                           etcd=options.etcd, groups=options.groups)
+                           etcd=options.etcd, groups=options.groups, transactions=options.transactions)
         for index in range(options.readers):
             self.spawn("reader", f"r{index}", "--topics", TOPIC)
         if options.groups:
             for index in range(options.consumers):
                 self.spawn("consumer", f"c{index}", "--group", GROUP, "--topics", TOPIC)
-            time.sleep(2.0)  # let the group form before the records come
+        if options.transactions:
+            for index in range(2):
+                self.spawn("consumer", f"rc{index}", "--group", RC_GROUP, "--topics", TXN_TOPIC,
+                           "--isolation", "read_committed")
+        if options.groups or options.transactions:
+            time.sleep(2.0)  # let the groups form before the records come
         for index in range(options.producers):
             self.spawn("producer", f"p{index}", "--topic", TOPIC, "--rate", str(options.rate))
+        if options.transactions:
+            self.spawn("txn-producer", "t0", "--topic", TXN_TOPIC)
 
     def torment(self) -> None:
         options = self.options
@@ -203,9 +218,11 @@ class ClusterRun(Run):
                 ends = self.end_offsets()
                 done = all(self.reader_positions(w).get(tp, 0) >= end
                            for w in readers for tp, end in ends.items())
-                if done and self.options.groups:
+                if done and (self.options.groups or self.options.transactions):
                     with Admin(self.server, timeout=10.0) as admin:
-                        done = self._drained(admin, GROUP, self.topics, False)
+                        done = ((not self.options.groups or self._drained(admin, GROUP, self.topics, False))
+                                and (not self.options.transactions
+                                     or self._drained(admin, RC_GROUP, [TXN_TOPIC], True)))
                 if done:
                     self.figures.drained = True
                     break
@@ -262,10 +279,12 @@ class ClusterRun(Run):
             self.torment()
             self.heal()
             progress("healed; stopping the producers")
-            self.stop_workers([w for w in self.workers if w.role == "producer"], timeout=240)
+            self.stop_workers([w for w in self.workers if w.role in ("producer", "txn-producer")],
+                              timeout=240)
             progress("draining the readers")
             self.drain()
-            self.stop_workers([w for w in self.workers if w.role != "producer"], timeout=60)
+            self.stop_workers([w for w in self.workers if w.role not in ("producer", "txn-producer")],
+                              timeout=60)
             progress("replaying every partition")
             self.replay()
             progress("comparing the replicas")
@@ -310,7 +329,8 @@ def print_summary(summary: dict[str, Any], report: Report) -> None:
           f"{options['etcd']} etcd members, {options['partitions']} partitions (factor "
           f"{REPLICATION_FACTOR}, min_insync_replicas {MIN_INSYNC_REPLICAS}), "
           f"{options['producers']} producers, {options['readers']} readers"
-          + (f", a group of {options['consumers']}" if options["groups"] else ""))
+          + (f", a group of {options['consumers']}" if options["groups"] else "")
+          + (", transactions" if options.get("transactions") else ""))
     kinds = ", ".join(f"{count} {kind}" for kind, count in faults["by_kind"].items())
     print(f"faults: {faults['faults']} ({kinds}); {faults['controller_targeted']} on the "
           f"controller, {faults['etcd_leader_targeted']} on the etcd leader; "

@@ -88,6 +88,10 @@ class CoordinatorCalls:
             count = self.offsets.partitions
             self.groups.forget_where(lambda g: partition_for(g, count) == partition)
 
+    def take_over_offsets(self, partition: int) -> None:
+        """``_take_over`` for a transaction marker of the partition (``txn_markers``)."""
+        self._take_over(partition)
+
     def _take_over_all(self) -> None:
         """``_take_over`` every partition this broker leads (in a cluster)."""
         if self.replication is None:
@@ -229,7 +233,7 @@ class CoordinatorCalls:
         self._coordinate(group_id)
         wanted = list(partitions) if partitions else sorted(self.offsets.committed(group_id))
         if require_stable:
-            pending = self.transactions.pending_offsets(group_id) & set(wanted)
+            pending = (self.transactions.pending_offsets(group_id) | self.offsets.staged_partitions(group_id)) & set(wanted)
             if pending:
                 topic, partition = sorted(pending)[0]
                 raise UnstableOffsetCommitError(
@@ -332,13 +336,22 @@ class CoordinatorCalls:
         return producer_id, epoch
 
     def add_partitions_to_txn(
-        self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: Sequence[tuple[str, int]]
+        self, transactional_id: str, producer_id: int, producer_epoch: int,
+        partitions: Sequence[tuple[str, int]], groups: Sequence[str] = (),
     ) -> None:
+        """Add partitions (and the offsets partitions of ``groups``) to the open transaction.
+        In a cluster only the transaction coordinator takes it, before the transaction's first
+        batch to a partition (and before ``txn_offset_commit`` to a group)."""
         self._check_open()
         validate_topic_name(transactional_id, kind="transactional id")
         for topic, _ in partitions:  # a bad argument is refused whatever the transaction's state
             validate_topic_name(topic)
-        self.transactions.add_partitions(transactional_id, producer_id, producer_epoch, list(partitions))
+        for group_id in groups:
+            validate_topic_name(group_id, kind="group")
+        self._coordinate_transaction(transactional_id, write=True)
+        self.transactions.add_partitions(
+            transactional_id, producer_id, producer_epoch, list(partitions), list(groups)
+        )
 
     def txn_offset_commit(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str,
@@ -349,16 +362,23 @@ class CoordinatorCalls:
         validate_topic_name(group_id, kind="group")
         for topic, _, _, _ in offsets:
             validate_topic_name(topic)
+        if self.replication is not None:
+            # a cluster: the group's coordinator stages them until the transaction's marker
+            self._coordinate(group_id, write=True)
         if member_id:
             self.groups.check_member(group_id, member_id, member_epoch, [(t, p) for t, p, _, _ in offsets])
         for topic, partition, offset, _ in offsets:
             partition_log = self.data_dir.log(topic, partition)
-            if not 0 <= offset <= partition_log.log_end_offset:
+            limit = self._commit_limit(partition_log)
+            if offset < 0 or (limit is not None and offset > limit):
                 raise OffsetOutOfRangeError(
                     topic=topic, partition=partition, offset=offset,
                     log_start_offset=partition_log.log_start_offset,
                     log_end_offset=partition_log.log_end_offset,
                 )
+        if self.replication is not None:
+            self.offsets.stage(group_id, producer_id, producer_epoch, list(offsets))
+            return
         self.transactions.add_offsets(transactional_id, producer_id, producer_epoch, group_id, list(offsets))
 
     def end_txn(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> None:

@@ -91,15 +91,13 @@ class ProducePath:
                             "a transactional batch needs a producer id", field="records",
                             topic=item.topic, partition=item.partition,
                         )
-                    if self.clustered:
-                        raise InvalidRequestError(
-                            "transactional batches are not supported by clustered brokers yet "
-                            "(markers are not sent between brokers); idempotent ones are",
-                            field="records", topic=item.topic, partition=item.partition,
+                    if not self.clustered:
+                        # (a cluster: the coordinator is elsewhere; the partition's producer
+                        # state fences older epochs, and the client added the partition to the
+                        # transaction at the coordinator first: AddPartitionsToTxn)
+                        self.transactions.check_produce(
+                            header.producer_id, header.producer_epoch, item.topic, item.partition
                         )
-                    self.transactions.check_produce(
-                        header.producer_id, header.producer_epoch, item.topic, item.partition
-                    )
                 if header.batch_length > limit:
                     raise BatchTooLargeError(
                         f"batch of {header.batch_length} bytes exceeds max_batch_bytes={limit} "
@@ -215,7 +213,7 @@ class ProducePath:
                             durable.append((index, partition_log, original[1] + 1))
                         continue
                 for header in headers:
-                    if header.is_transactional:
+                    if header.is_transactional and not self.clustered:
                         self.transactions.add_produced(header.producer_id, item.topic, item.partition)
                         break
                 result = partition_log.append(

@@ -26,6 +26,13 @@ is aborted, so nothing is ever left half visible. A transaction open longer than
 aborted (and the epoch bumped, fencing the producer that let it time out). Producer ids come from
 blocks recorded in the same topic, so they are never handed out twice.
 
+In a cluster (``marker_sender`` set) the markers go to the partitions' leaders in the background
+(``logstore.cluster.txn_markers``): a transaction stays PREPARE_* until ``finish``, a new
+transaction of the id meanwhile gets the retriable CONCURRENT_TRANSACTIONS, a transaction left
+open is aborted with its epoch bumped (the markers fence the old instance), and a new coordinator
+takes an ONGOING transaction over as it is. A group's offsets are staged at its own coordinator
+(``groups/txn_offsets``), not here.
+
 Loading reads the snapshot ``transactions.snapshot`` in the partition directory (kind ``txns``,
 format version 1: a JSON document ``{"block_end", "transactions": {id: value}}`` inside
 ``snapshot_file``'s crc-checked frame, as of a log offset) and replays only the records after
@@ -46,6 +53,7 @@ from typing import Any
 
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.internal import (
+    OFFSETS_TOPIC,
     TRANSACTIONS_TOPIC,
     append_entries,
     encode_key,
@@ -57,6 +65,7 @@ from logstore.broker.internal import (
 from logstore.broker.producer_ids import ProducerIdPool
 from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
 from logstore.errors import (
+    ConcurrentTransactionsError,
     InvalidRequestError,
     InvalidTransactionStateError,
     LogstoreError,
@@ -89,6 +98,9 @@ SNAPSHOT_VERSION = 1
 
 #: (producer id, epoch, partitions, commit) -> writes the markers.
 MarkerWriter = Callable[[int, int, list[TopicPartition], bool], None]
+#: A cluster's marker sender: takes a PREPARE_* transaction (commit or not), sends its markers to
+#: the partitions' leaders in the background and then calls ``TransactionCoordinator.finish``.
+MarkerSender = Callable[["Transaction", bool], None]
 
 
 @dataclass
@@ -164,6 +176,9 @@ class TransactionCoordinator:
         #: In a cluster: this broker's leader epoch of the topic's partition (raises
         #: NotLeaderError); None on a single node.
         self.leadership: Callable[[], int] | None = None
+        #: In a cluster (set by the cluster layer): markers go to other brokers asynchronously;
+        #: a transaction stays PREPARE_* until ``finish``. None: written here, synchronously.
+        self.marker_sender: MarkerSender | None = None
         #: the leader epoch the state was loaded at (0: at start-up on a single node; -1: not
         #: loaded, see ``release_unled``)
         self._loaded_epoch = -1 if clustered else 0
@@ -260,9 +275,11 @@ class TransactionCoordinator:
             if transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
                 log.info("finishing transaction %s left in %s", transaction.transactional_id, transaction.state)
                 self._complete(transaction, transaction.state == PREPARE_COMMIT)
-            elif transaction.state == ONGOING:
+            elif transaction.state == ONGOING and self.marker_sender is None:
                 log.info("aborting transaction %s left open by a restart", transaction.transactional_id)
                 self._abort(transaction, bump_epoch=True)
+            # (a cluster: a new coordinator takes an open transaction over as it is; its
+            # producer goes on, and it times out as it would have)
 
     def take_snapshots(self, *, force: bool = False) -> list[PendingSnapshot]:
         """A snapshot of what the log holds, if it grew since the last one (or ``force``)."""
@@ -313,7 +330,9 @@ class TransactionCoordinator:
         if transaction is None:
             transaction = Transaction(transactional_id, self.allocate_producer_id(), 0, timeout_ms)
         else:
-            if transaction.state == ONGOING:
+            if self.marker_sender is not None:
+                self._finish_first(transaction)
+            elif transaction.state == ONGOING:
                 self._abort(transaction, bump_epoch=False)
             elif transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
                 self._complete(transaction, transaction.state == PREPARE_COMMIT)
@@ -330,6 +349,15 @@ class TransactionCoordinator:
         self._by_producer[transaction.producer_id] = transaction
         self._persist(transaction)
         return transaction.producer_id, transaction.producer_epoch
+
+    def _finish_first(self, transaction: Transaction) -> None:
+        """A cluster: a new instance waits (retriable ``ConcurrentTransactionsError``) while the
+        previous transaction completes; one left open is aborted first, its markers carrying a
+        bumped epoch, which fences the old instance on every partition it wrote to."""
+        if transaction.state == ONGOING:
+            self._abort(transaction, bump_epoch=True)
+        if transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            raise ConcurrentTransactionsError(transaction.transactional_id, transaction.state)
 
     def _current(self, transactional_id: str, producer_id: int, producer_epoch: int) -> Transaction:
         transaction = self.transactions.get(transactional_id)
@@ -351,6 +379,9 @@ class TransactionCoordinator:
 
     def _begin(self, transaction: Transaction) -> None:
         self._raise_if_aborted(transaction)
+        if self.marker_sender is not None and transaction.state in (PREPARE_COMMIT, PREPARE_ABORT):
+            # (a cluster: the last transaction's markers are still on their way)
+            raise ConcurrentTransactionsError(transaction.transactional_id, transaction.state)
         if transaction.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT):
             transaction.state = ONGOING
             transaction.started_ms = self.clock.now_ms()
@@ -363,10 +394,15 @@ class TransactionCoordinator:
                 state=transaction.state,
             )
 
-    def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int, partitions: list[TopicPartition]) -> None:
+    def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                       partitions: list[TopicPartition], groups: tuple[str, ...] | list[str] = ()) -> None:
+        """Add partitions (and the ``__consumer_offsets`` partitions of ``groups``, whose offsets
+        the transaction will commit) to the transaction, beginning it if none is open."""
         transaction = self._current(transactional_id, producer_id, producer_epoch)
         for topic, partition in partitions:
             self.data_dir.log(topic, partition)  # raises UnknownTopic / UnknownPartition
+        if self.marker_sender is not None:  # (a single node commits offsets itself: ignored)
+            partitions = partitions + [(OFFSETS_TOPIC, self.offsets.partition_of(g)) for g in groups]
         self._begin(transaction)
         new = set(partitions) - transaction.partitions
         if new:
@@ -396,6 +432,9 @@ class TransactionCoordinator:
             return
         if transaction.state in (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT):
             return  # nothing was sent in this transaction
+        if self.marker_sender is not None and transaction.state == (PREPARE_COMMIT if commit else PREPARE_ABORT):
+            # a retried EndTxn (a cluster, markers on their way): answered once they are written
+            raise ConcurrentTransactionsError(transactional_id, transaction.state)
         if transaction.state != ONGOING:
             raise InvalidTransactionStateError(
                 f"transaction {transactional_id!r} is {transaction.state}",
@@ -415,6 +454,9 @@ class TransactionCoordinator:
         if prepare:
             transaction.state = PREPARE_COMMIT if commit else PREPARE_ABORT
             self._persist(transaction, sync=self._durable(transaction, partitions))
+        if self.marker_sender is not None:
+            self.marker_sender(transaction, commit)  # then ``finish``
+            return
         self.write_markers(transaction.producer_id, transaction.producer_epoch, partitions, commit)
         if commit:
             for group, entries in transaction.offsets.items():
@@ -425,6 +467,23 @@ class TransactionCoordinator:
         # No fsync needed: if this record is lost, recovery finds PREPARE_* and writes the
         # markers (and offsets) again, which changes nothing the second time.
         self._persist(transaction, sync=False)
+
+    def finish(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> bool:
+        """A cluster: every marker of the PREPARE_* transaction was written (``marker_sender``):
+        write COMPLETE_*. False (nothing done) if this broker stopped coordinating it or the
+        transaction is no longer the one the markers were for."""
+        transaction = self.transactions.get(transactional_id)
+        state = PREPARE_COMMIT if commit else PREPARE_ABORT
+        if (
+            transaction is None or not self.leads_loaded() or transaction.state != state
+            or transaction.producer_id != producer_id or transaction.producer_epoch != producer_epoch
+        ):
+            return False
+        transaction.state = COMPLETE_COMMIT if commit else COMPLETE_ABORT
+        transaction.partitions = set()
+        transaction.offsets = {}
+        self._persist(transaction, sync=False)
+        return True
 
     def _durable(self, transaction: Transaction, partitions: list[TopicPartition]) -> bool:
         """Whether the PREPARE record must be on disk before the markers: when the transaction

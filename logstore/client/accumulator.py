@@ -451,6 +451,11 @@ class Accumulator:
         with self.lock:
             self.incomplete.pop(batch, None)
 
+    def pending_partitions(self) -> set[tuple[str, int]]:
+        """The partitions of every batch not yet acknowledged or failed."""
+        with self.lock:
+            return {(batch.topic, batch.partition) for batch in self.incomplete}
+
     def snapshot(self) -> list[ProducerBatch]:
         with self.lock:
             return list(self.incomplete)

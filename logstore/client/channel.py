@@ -186,7 +186,7 @@ def error_from_rpc(exc: grpc.RpcError, server: str | None = None) -> LogstoreErr
 TRANSIENT_REASONS = frozenset((
     "UNAVAILABLE", "SHUTTING_DOWN",
     "NOT_LEADER", "NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE", "METADATA_UNAVAILABLE",
-    "ETCD_UNAVAILABLE",
+    "ETCD_UNAVAILABLE", "CONCURRENT_TRANSACTIONS",
 ))
 
 

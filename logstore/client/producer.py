@@ -101,7 +101,7 @@ class Producer:
             self._identity = ProducerIdentity(stub, self.server, config)
             self._accumulator.sequences = {}
             if config.transactional_id:
-                self._transaction = Transaction(stub, self.server, config, self._identity)
+                self._transaction = Transaction(stub, self.server, config, self._identity, self._metadata)
         self._sender = Sender(self._accumulator, self._open_stream, config, self._refresh,
                               self._metadata, self._identity, self._transaction)
         #: ``send`` is the accumulator's append itself: one call less per record (a

@@ -14,7 +14,9 @@ partition are ever unanswered (the broker remembers 5 per partition, so any retr
 a partition at 5 waits for an answer. A stamped batch that fails for good leaves a gap in its partition's sequences: the
 sender then waits for every answer and takes a new producer id (transactional producers do that
 when the transaction is aborted). Transactions (``transaction``): batches are stamped
-transactional; the broker adds each partition to the open transaction with its first batch.
+transactional; on a single node the broker adds each partition to the open transaction with
+its first batch, in a cluster the sender first adds new partitions at the coordinator
+(``Transaction.add_partitions``).
 
 Routing (see ``metadata``). On a single node every request goes over one stream to the bootstrap
 address, as it always did. In a cluster the batches of a request are grouped per leader broker
@@ -226,6 +228,11 @@ class Sender:
             for batch in batches:
                 self._retry(batch, exc)
             return
+        transaction = self._transaction
+        if transaction is not None:  # a cluster: partitions join the transaction first
+            wanted = {(b.topic, b.partition) for b in batches}
+            if not wanted <= transaction.added:  # with those queued behind: one call, not one a drain
+                transaction.add_partitions(wanted | self._accumulator.pending_partitions())
         groups = view.group_by_leader(batches, _partition_of, metadata.address())
         for leader, group in groups.items():
             if leader is None:

@@ -10,13 +10,16 @@ idempotent producer then waits for what is in flight and takes a new producer id
 transactional one does so when the transaction is aborted.
 
 ``Transaction``: the client side of a transactional id: ``init`` (fences older instances and
-aborts what they left open), ``begin``, transactional batches (the broker adds a partition to the
-transaction with its first batch, as Kafka does since KIP-890: no call before sending), offsets
-sent with ``send_offsets``, and ``end``.
+aborts what they left open), ``begin``, transactional batches (on a single node the broker adds a
+partition to the transaction with its first batch, as Kafka does since KIP-890: no call before
+sending; in a cluster the sender first calls ``AddPartitionsToTxn`` on the coordinator for the
+partitions new to the transaction, ``add_partitions``), offsets sent with ``send_offsets`` (in a
+cluster: the group joins the transaction at its coordinator, then the offsets go to the group's
+coordinator), and ``end``.
 
 Thread-safety: ``ProducerIdentity.lock`` guards the identity and sequences (the sender thread
 stamps, a user thread may ``init``); ``Transaction`` state is changed by the user's thread except
-``error``, which the sender thread writes under ``Transaction.lock``.
+``error`` and ``added``, which the sender thread writes under ``Transaction.lock``.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from logstore.api.v1 import groups_pb2, transactions_pb2
+from logstore.api.v1 import common_pb2, groups_pb2, transactions_pb2
 from logstore.client.batch import ProducerBatch
 from logstore.client.bulk import SEQUENCE_MASK, Stamp
 from logstore.client.channel import call_with_retries
 from logstore.client.config import ProducerConfig
+from logstore.client.metadata import Metadata
 from logstore.client.models import GroupMetadata, TopicPartition
+from logstore.client.routing import group_coordinator
 from logstore.errors import InvalidTransactionStateError, LogstoreError
 
 TopicPartitionKey = tuple[str, int]
@@ -106,11 +111,16 @@ class Transaction:
     """The client side of one transactional id (see the module docstring)."""
 
     def __init__(self, stub: Any, server: str, config: ProducerConfig,
-                 identity: ProducerIdentity) -> None:
+                 identity: ProducerIdentity, metadata: Metadata | None = None) -> None:
         self.lock = threading.Lock()
         self.state = UNINITIALIZED
         #: The first failure of a batch of the open transaction: it can only be aborted.
         self.error: LogstoreError | None = None
+        #: Partitions added to the open transaction at its coordinator (a cluster).
+        self.added: set[TopicPartitionKey] = set()
+        #: Groups whose offsets partition was added to the open transaction (a cluster).
+        self.added_groups: set[str] = set()
+        self._metadata = metadata
         self._stub = stub
         self._server = server
         self._timeout = config.request_timeout_ms / 1000.0
@@ -151,12 +161,47 @@ class Transaction:
         with self.lock:
             self.state = IN_TRANSACTION
             self.error = None
+            self.added = set()
+            self.added_groups = set()
+
+    @property
+    def clustered(self) -> bool:
+        return self._metadata is not None and self._metadata.clustered
+
+    def add_partitions(self, partitions: set[TopicPartitionKey]) -> None:
+        """``AddPartitionsToTxn`` for those of ``partitions`` new to the open transaction (a
+        cluster; the sender thread, before it sends their first batches)."""
+        with self.lock:
+            new = partitions - self.added
+        if not new:
+            return
+        identity = self._identity
+        request = transactions_pb2.AddPartitionsToTxnRequest(
+            transactional_id=identity.transactional_id, producer_id=identity.producer_id,
+            producer_epoch=identity.epoch,
+            partitions=[common_pb2.TopicPartition(topic=t, partition=p) for t, p in sorted(new)],
+        )
+        self._call("AddPartitionsToTxn", request)
+        with self.lock:
+            self.added |= new
 
     def send_offsets(self, offsets: Mapping[TopicPartition, int],
                      group: GroupMetadata | str) -> None:
         self.require(IN_TRANSACTION, action="send offsets to a transaction")
         metadata = group if isinstance(group, GroupMetadata) else GroupMetadata(group, "", 0)
         identity = self._identity
+        stub = self._stub
+        if self.clustered:
+            assert self._metadata is not None
+            # Kafka's AddOffsetsToTxn: the group's offsets partition joins the transaction, then
+            # its coordinator stages the offsets until the transaction's marker
+            if metadata.group_id not in self.added_groups:
+                self._call("AddPartitionsToTxn", transactions_pb2.AddPartitionsToTxnRequest(
+                    transactional_id=identity.transactional_id, producer_id=identity.producer_id,
+                    producer_epoch=identity.epoch, group_ids=[metadata.group_id],
+                ))
+                self.added_groups.add(metadata.group_id)
+            stub = group_coordinator(self._metadata, metadata.group_id)
         request = transactions_pb2.TxnOffsetCommitRequest(
             transactional_id=identity.transactional_id,
             producer_id=identity.producer_id,
@@ -169,7 +214,7 @@ class Transaction:
                 for tp, offset in offsets.items()
             ],
         )
-        self._call("TxnOffsetCommit", request)
+        self._call("TxnOffsetCommit", request, stub)
 
     def end(self, commit: bool) -> None:
         """``EndTxn``; the transaction is over whatever the answer (fenced: for good)."""
@@ -197,13 +242,15 @@ class Transaction:
             if error.reason == "PRODUCER_FENCED":
                 self.state = FATAL
 
-    def _call(self, method: str, request: Any) -> Any:
-        """One transactional call, retried with backoff while the broker is unreachable. Safe:
-        adding offsets is idempotent, and ending a transaction that already
-        ended is a no-op on the broker."""
+    def _call(self, method: str, request: Any, stub: Any = None) -> Any:
+        """One transactional call, retried with backoff while the broker is unreachable (or the
+        last transaction is still completing: CONCURRENT_TRANSACTIONS). Safe: adding partitions
+        and offsets is idempotent, and ending a transaction that already ended is a no-op on the
+        broker."""
         config = self._config
+        target = stub if stub is not None else self._stub
         return call_with_retries(
-            lambda: getattr(self._stub, method)(request, timeout=self._timeout),
+            lambda: getattr(target, method)(request, timeout=self._timeout),
             server=self._server,
             retries=config.retries,
             retry_backoff_ms=config.retry_backoff_ms,

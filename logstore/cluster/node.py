@@ -45,6 +45,7 @@ from logstore.cluster.producer_ids import ProducerIdBlocks
 from logstore.cluster.records import BrokerRecord, Keys, PartitionState, TopicRecord
 from logstore.cluster.replicas import ReplicaManager, Role
 from logstore.cluster.topic_config import split_topic_config
+from logstore.cluster.txn_markers import MarkerSender
 from logstore.errors import (
     CoordinatorNotAvailableError,
     InvalidConfigError,
@@ -83,6 +84,7 @@ class ClusterNode:
         self.replicas.fetchers = self.fetchers
         self.producer_ids = ProducerIdBlocks(self.etcd, self.keys.producer_id_block, config.broker_id, ProducerIdPool())
         self.internal_topics = replicated_internal_topics(broker.offsets.partitions)
+        self.txn_markers = MarkerSender(self)
         self.controller = Controller(self.etcd, self.keys, self.metadata, config.broker_id, self.internal_topics)
         self._creating_internal: asyncio.Task[None] | None = None
         self.lease_id = 0
@@ -98,6 +100,7 @@ class ClusterNode:
         self.broker.offsets.leadership = lambda partition: self.replicas.leader_epoch(OFFSETS_TOPIC, partition)
         self.broker.transactions.id_pool = self.producer_ids.pool
         self.broker.transactions.leadership = lambda: self.replicas.leader_epoch(TRANSACTIONS_TOPIC, 0)
+        self.broker.transactions.marker_sender = self.txn_markers.send
         await self._register()
         await self.metadata.start()
         self.metadata.listeners.append(self._reconcile)
@@ -213,7 +216,8 @@ class ClusterNode:
         if self._creating_internal is not None:
             self._creating_internal.cancel()
         steps: list[tuple[str, Any]] = [
-            ("controller", self.controller.stop), ("fetchers", self.fetchers.stop),
+            ("controller", self.controller.stop), ("transaction markers", self.txn_markers.stop),
+            ("fetchers", self.fetchers.stop),
             ("metadata watch", self.metadata.stop),
         ]
         if self._keepalive is not None:

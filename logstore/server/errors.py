@@ -53,6 +53,7 @@ STATUS_BY_ERROR: dict[type[errors.LogstoreError], grpc.StatusCode] = {
     errors.TransactionAbortedError: grpc.StatusCode.ABORTED,
     errors.UnknownTransactionalIdError: grpc.StatusCode.NOT_FOUND,
     errors.UnstableOffsetCommitError: grpc.StatusCode.UNAVAILABLE,
+    errors.ConcurrentTransactionsError: grpc.StatusCode.UNAVAILABLE,
     errors.RecordNotAcquiredError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.NotAuthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     errors.NotAuthorizedError: grpc.StatusCode.PERMISSION_DENIED,

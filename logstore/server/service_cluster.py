@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from logstore.api.v1 import cluster_pb2
-from logstore.broker import Broker
+from logstore.broker import Broker, txn_markers
 from logstore.errors import InvalidRequestError, LogstoreError, UnknownTopicError
 from logstore.server import wire
 from logstore.server.auth import Authorizer
@@ -141,6 +141,27 @@ class ClusterServiceMixin:
             return response
 
         return await self._unary("EpochEndOffset", context, call)
+
+    async def WriteTxnMarkers(
+        self, request: cluster_pb2.WriteTxnMarkersRequest, context: Any
+    ) -> cluster_pb2.WriteTxnMarkersResponse:
+        """Inter-broker: the transaction coordinator's markers for partitions led here; answered
+        once they are replicated, with an error per partition not written (NOT_LEADER, ...)."""
+        async def call() -> cluster_pb2.WriteTxnMarkersResponse:
+            self._check_replica()
+            partitions = [(p.topic, p.partition) for p in request.partitions]
+            errors, written = txn_markers.write_here(
+                self.broker, request.producer_id, request.producer_epoch, partitions, request.commit
+            )
+            await txn_markers.wait_written(self.broker, written, errors, partitions)
+            response = cluster_pb2.WriteTxnMarkersResponse()
+            for (topic, partition), error in zip(partitions, errors, strict=True):
+                item = response.results.add(topic=topic, partition=partition)
+                if error is not None:
+                    item.error.CopyFrom(error_detail(error))
+            return response
+
+        return await self._unary("WriteTxnMarkers", context, call)
 
     def _check_replica(self) -> None:
         if self.cluster is None:

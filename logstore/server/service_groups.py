@@ -8,9 +8,13 @@ from typing import Any
 from logstore.api.v1 import common_pb2, groups_pb2, transactions_pb2
 from logstore.broker import Broker
 from logstore.broker.types import OffsetInfo
-from logstore.errors import InvalidRequestError
+from logstore.errors import ConcurrentTransactionsError, InvalidRequestError
 from logstore.server.auth import Authorizer
 from logstore.server.errors import error_detail
+
+#: In a cluster EndTxn is answered once its markers are written, or after this long with the
+#: retriable CONCURRENT_TRANSACTIONS (the client sends it again; the markers go on meanwhile).
+END_TXN_WAIT_S = 10.0
 
 _RESET = {
     groups_pb2.RESET_EARLIEST: "earliest",
@@ -172,16 +176,6 @@ class GroupServiceMixin:
 
     # -- transactions -------------------------------------------------------------------------------
 
-    def _refuse_transaction_writes_in_cluster(self, method: str) -> None:
-        """A cluster coordinates transactional ids (InitProducerId, EndTxn) but takes no
-        transactional records or offsets yet: their markers are not sent between brokers."""
-        if getattr(self, "cluster", None) is not None:
-            raise InvalidRequestError(
-                f"{method} is not supported by clustered brokers yet (transaction markers are not "
-                f"sent between brokers); idempotent producers and consumer groups are",
-                field="transactional_id",
-            )
-
     async def InitProducerId(self, request: transactions_pb2.InitProducerIdRequest, context: Any) -> transactions_pb2.InitProducerIdResponse:
         async def call() -> transactions_pb2.InitProducerIdResponse:
             cluster = getattr(self, "cluster", None)
@@ -200,10 +194,13 @@ class GroupServiceMixin:
         async def call() -> transactions_pb2.AddPartitionsToTxnResponse:
             for topic in {tp.topic for tp in request.partitions}:
                 self.authorizer.check("topic", topic, "write")
-            self._refuse_transaction_writes_in_cluster("AddPartitionsToTxn")
+            for group_id in request.group_ids:
+                self.authorizer.check("group", group_id, "read")
             self.broker.add_partitions_to_txn(
-                request.transactional_id, request.producer_id, request.producer_epoch, _tps(request.partitions)
+                request.transactional_id, request.producer_id, request.producer_epoch,
+                _tps(request.partitions), list(request.group_ids),
             )
+            await self.broker.transactions_replicated(request.transactional_id)  # acks=all in a cluster
             return transactions_pb2.AddPartitionsToTxnResponse()
 
         return await self._unary("AddPartitionsToTxn", context, call)
@@ -211,11 +208,11 @@ class GroupServiceMixin:
     async def TxnOffsetCommit(self, request: transactions_pb2.TxnOffsetCommitRequest, context: Any) -> transactions_pb2.TxnOffsetCommitResponse:
         async def call() -> transactions_pb2.TxnOffsetCommitResponse:
             self.authorizer.check("group", request.group_id, "read")
-            self._refuse_transaction_writes_in_cluster("TxnOffsetCommit")
             self.broker.txn_offset_commit(
                 request.transactional_id, request.producer_id, request.producer_epoch,
                 request.group_id, request.member_id, request.member_epoch, _offsets(request.offsets),
             )
+            await self.broker.offsets_replicated(request.group_id)  # a cluster: staged, acks=all
             return transactions_pb2.TxnOffsetCommitResponse()
 
         return await self._unary("TxnOffsetCommit", context, call)
@@ -224,6 +221,10 @@ class GroupServiceMixin:
         async def call() -> transactions_pb2.EndTxnResponse:
             self.broker.end_txn(request.transactional_id, request.producer_id, request.producer_epoch, request.commit)
             await self.broker.transactions_replicated(request.transactional_id)
+            cluster = getattr(self, "cluster", None)
+            if cluster is not None and not await cluster.txn_markers.wait(request.transactional_id, END_TXN_WAIT_S):
+                # markers still on their way (or the coordinator moved): the client retries
+                raise ConcurrentTransactionsError(request.transactional_id, "completing")
             return transactions_pb2.EndTxnResponse()
 
         return await self._unary("EndTxn", context, call)

@@ -1,11 +1,12 @@
 """Brokers of a secured cluster call each other with a token of their own: a principal with the
-`replica` right on `cluster` copies partitions; a client principal without it cannot fetch as a
-replica."""
+`replica` right on `cluster` copies partitions and writes transaction markers; a client principal
+without it can do neither."""
 
 from __future__ import annotations
 
 import grpc
 
+from logstore import Consumer, Producer, TopicPartition
 from logstore.api.v1 import cluster_pb2
 from logstore.records import encode_batch
 from logstore.server.auth import hash_token
@@ -50,6 +51,25 @@ def test_a_secured_cluster_replicates_with_the_broker_token_only(cluster_factory
     leader = cluster.leader_of(topic)
     result = cluster.stub(leader).Produce(produce_request(topic, encode_batch([b"a", b"b"])), timeout=TIMEOUT_S)
     assert not result.results[0].error.reason  # acks=all: both followers fetched with the token
+    spread = unique_topic("secured-tx")
+    cluster.create_topic(spread, partitions=3)
+    with Producer(cluster.bootstrap, token=CLIENT_TOKEN, transactional_id="secured-tx", linger_ms=1) as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for p in range(3):
+            producer.send(spread, b"tx", partition=p)
+        producer.commit_transaction()  # the markers went to the other leaders with the broker token
+    with Consumer(cluster.bootstrap, token=CLIENT_TOKEN, isolation_level="read_committed") as consumer:
+        parts = [TopicPartition(spread, p) for p in range(3)]
+        consumer.assign(parts)
+        assert set(consumer.end_offsets(parts).values()) == {2}  # record + commit marker, stable
+    markers = cluster_pb2.WriteTxnMarkersRequest(producer_id=1, producer_epoch=0, commit=True,
+                                                 partitions=[{"topic": spread, "partition": 0}])
+    try:
+        cluster.stub(leader).WriteTxnMarkers(markers, timeout=TIMEOUT_S)
+        raise AssertionError("a client principal wrote transaction markers")
+    except grpc.RpcError as err:
+        assert (failure(err).code, failure(err).reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_AUTHORIZED")
     leader.kill()
     new = cluster.wait_for_leader(topic, 0, not_in=(leader.broker_id,))
     # (the new leader serves them once its high watermark moved: its follower fetched from it)

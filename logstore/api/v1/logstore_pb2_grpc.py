@@ -169,6 +169,11 @@ class LogStoreStub:
                 request_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.SerializeToString,
                 response_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.FromString,
                 _registered_method=True)
+        self.WriteTxnMarkers = channel.unary_unary(
+                '/logstore.api.v1.LogStore/WriteTxnMarkers',
+                request_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.WriteTxnMarkersRequest.SerializeToString,
+                response_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.WriteTxnMarkersResponse.FromString,
+                _registered_method=True)
         self.ShareFetch = channel.unary_unary(
                 '/logstore.api.v1.LogStore/ShareFetch',
                 request_serializer=logstore_dot_api_dot_v1_dot_share__pb2.ShareFetchRequest.SerializeToString,
@@ -327,24 +332,27 @@ class LogStoreServicer:
 
     def InitProducerId(self, request, context):
         """-- idempotent producers and transactions. In a cluster a transactional id's calls go to its
-        coordinator (FindCoordinator TRANSACTION; other brokers answer NOT_COORDINATOR), producer ids
-        are unique across brokers, and transactional batches, AddPartitionsToTxn and TxnOffsetCommit
-        are refused with INVALID_REQUEST (not supported by clustered brokers yet).
+        coordinator (FindCoordinator TRANSACTION; other brokers answer NOT_COORDINATOR) and producer
+        ids are unique across brokers; see docs/cluster.md "Transactions".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddPartitionsToTxn(self, request, context):
-        """Optional: a transactional batch adds its partition to the open transaction (and begins one
-        if none is open) by itself, as in Kafka since KIP-890. This registers partitions up front.
+        """On a single node optional: a transactional batch adds its partition to the open transaction
+        (and begins one if none is open) by itself, as in Kafka since KIP-890. In a cluster required
+        before a transaction's first batch to a partition (sent to the transaction coordinator), and
+        before TxnOffsetCommit for a group (group_ids).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TxnOffsetCommit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """On a single node sent to the broker; in a cluster to the GROUP's coordinator, which keeps the
+        offsets staged (replicated) until the transaction's marker reaches the group's partition.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -379,6 +387,14 @@ class LogStoreServicer:
 
     def EpochEndOffset(self, request, context):
         """Where an epoch ended on the leader: a follower truncates to it before fetching (KIP-101/279).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteTxnMarkers(self, request, context):
+        """A transaction coordinator writes COMMIT/ABORT markers through each partition's leader (one
+        call per leader, all its partitions); answered once the markers are replicated (acks=all).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -564,6 +580,11 @@ def add_LogStoreServicer_to_server(servicer, server):
                     servicer.EpochEndOffset,
                     request_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.FromString,
                     response_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.SerializeToString,
+            ),
+            'WriteTxnMarkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteTxnMarkers,
+                    request_deserializer=logstore_dot_api_dot_v1_dot_cluster__pb2.WriteTxnMarkersRequest.FromString,
+                    response_serializer=logstore_dot_api_dot_v1_dot_cluster__pb2.WriteTxnMarkersResponse.SerializeToString,
             ),
             'ShareFetch': grpc.unary_unary_rpc_method_handler(
                     servicer.ShareFetch,
@@ -1303,6 +1324,33 @@ class LogStore:
             '/logstore.api.v1.LogStore/EpochEndOffset',
             logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetRequest.SerializeToString,
             logstore_dot_api_dot_v1_dot_cluster__pb2.EpochEndOffsetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteTxnMarkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logstore.api.v1.LogStore/WriteTxnMarkers',
+            logstore_dot_api_dot_v1_dot_cluster__pb2.WriteTxnMarkersRequest.SerializeToString,
+            logstore_dot_api_dot_v1_dot_cluster__pb2.WriteTxnMarkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

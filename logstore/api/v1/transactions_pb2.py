@@ -26,7 +26,7 @@ from logstore.api.v1 import common_pb2 as logstore_dot_api_dot_v1_dot_common__pb
 from logstore.api.v1 import groups_pb2 as logstore_dot_api_dot_v1_dot_groups__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"logstore/api/v1/transactions.proto\x12\x0flogstore.api.v1\x1a\x1clogstore/api/v1/common.proto\x1a\x1clogstore/api/v1/groups.proto\"Q\n\x15InitProducerIdRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x02 \x01(\x05\"E\n\x16InitProducerIdResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\"\x97\x01\n\x19\x41\x64\x64PartitionsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x33\n\npartitions\x18\x04 \x03(\x0b\x32\x1f.logstore.api.v1.TopicPartition\"\x1c\n\x1a\x41\x64\x64PartitionsToTxnResponse\"\xca\x01\n\x16TxnOffsetCommitRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\x12\x11\n\tmember_id\x18\x05 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x06 \x01(\x05\x12.\n\x07offsets\x18\x07 \x03(\x0b\x32\x1d.logstore.api.v1.OffsetCommit\"\x19\n\x17TxnOffsetCommitResponse\"f\n\rEndTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x08\"\x10\n\x0e\x45ndTxnResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"logstore/api/v1/transactions.proto\x12\x0flogstore.api.v1\x1a\x1clogstore/api/v1/common.proto\x1a\x1clogstore/api/v1/groups.proto\"Q\n\x15InitProducerIdRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x02 \x01(\x05\"E\n\x16InitProducerIdResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\"\xaa\x01\n\x19\x41\x64\x64PartitionsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x33\n\npartitions\x18\x04 \x03(\x0b\x32\x1f.logstore.api.v1.TopicPartition\x12\x11\n\tgroup_ids\x18\x05 \x03(\t\"\x1c\n\x1a\x41\x64\x64PartitionsToTxnResponse\"\xca\x01\n\x16TxnOffsetCommitRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\x12\x11\n\tmember_id\x18\x05 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x06 \x01(\x05\x12.\n\x07offsets\x18\x07 \x03(\x0b\x32\x1d.logstore.api.v1.OffsetCommit\"\x19\n\x17TxnOffsetCommitResponse\"f\n\rEndTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x08\"\x10\n\x0e\x45ndTxnResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INITPRODUCERIDRESPONSE']._serialized_start=198
   _globals['_INITPRODUCERIDRESPONSE']._serialized_end=267
   _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_start=270
-  _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_end=421
-  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_start=423
-  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_end=451
-  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_start=454
-  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_end=656
-  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_start=658
-  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_end=683
-  _globals['_ENDTXNREQUEST']._serialized_start=685
-  _globals['_ENDTXNREQUEST']._serialized_end=787
-  _globals['_ENDTXNRESPONSE']._serialized_start=789
-  _globals['_ENDTXNRESPONSE']._serialized_end=805
+  _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_end=440
+  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_start=442
+  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_end=470
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_start=473
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_end=675
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_start=677
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_end=702
+  _globals['_ENDTXNREQUEST']._serialized_start=704
+  _globals['_ENDTXNREQUEST']._serialized_end=806
+  _globals['_ENDTXNRESPONSE']._serialized_start=808
+  _globals['_ENDTXNRESPONSE']._serialized_end=824
 # @@protoc_insertion_point(module_scope)

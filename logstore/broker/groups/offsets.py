@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from logstore.broker.groups import snapshot as offsets_snapshot
+from logstore.broker.groups import txn_offsets
 from logstore.broker.groups.snapshot import PendingGroup
 from logstore.broker.internal import (
     OFFSETS_TOPIC,
@@ -51,7 +52,7 @@ from logstore.broker.internal import (
     read_latest,
 )
 from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
-from logstore.errors import LogstoreError
+from logstore.errors import LogstoreError, ProducerFencedError
 from logstore.storage import DataDir, PartitionLog
 from logstore.storage.clock import Clock
 
@@ -85,6 +86,12 @@ class OffsetStore:
         #: per partition: the leader epoch its state in memory was loaded at (0: at start-up,
         #: -1: released, see ``release_unled``)
         self._loaded_epochs = [0] * len(self._logs)
+        #: per partition: transactional offset commits staged until their marker (a cluster,
+        #: see ``txn_offsets``)
+        self._staged: list[txn_offsets.Staged] = [{} for _ in self._logs]
+        #: per partition: producer id -> the highest epoch a marker carried here (fences a
+        #: zombie's later staging; in memory: a new coordinator starts without it)
+        self._marker_epochs: list[dict[int, int]] = [{} for _ in self._logs]
         log_ends = self._log_ends()
         suspects: list[tuple[str, TopicPartition]] = []  # maybe past their log end
         for partition_log in self._logs:
@@ -139,6 +146,9 @@ class OffsetStore:
         values = iter(parse_many([v for v in raw_values if v is not None]))
         for key, raw in zip(parse_many(list(latest)), raw_values, strict=True):
             value = None if raw is None else next(values)
+            if txn_offsets.is_staged_key(key):
+                txn_offsets.apply(self._staged[partition_for(str(key[1]), len(self._logs))], key, value)
+                continue
             if not (isinstance(key, list) and len(key) == 4 and key[0] == "offset"):
                 continue
             _, group, topic, partition = key
@@ -186,6 +196,7 @@ class OffsetStore:
             return False
         for group in [g for g in self._offsets if partition_for(g, len(self._logs)) == partition]:
             del self._offsets[group]
+        self._staged[partition] = {}
         self._snapshot_offsets[partition] = -1
         self._load(self._logs[partition], self._log_ends())  # (clamping would write: not here)
         self._loaded_epochs[partition] = epoch
@@ -200,6 +211,7 @@ class OffsetStore:
         for partition in released:
             for group in [g for g in self._offsets if partition_for(g, len(self._logs)) == partition]:
                 del self._offsets[group]
+            self._staged[partition] = {}
             self._loaded_epochs[partition] = -1  # never a leader epoch: the next use reloads
         return released
 
@@ -212,6 +224,7 @@ class OffsetStore:
             lg for lg in self._logs
             if (force or lg.log_end_offset != self._snapshot_offsets[lg.partition])
             and self.leads_loaded(lg.partition)
+            and not self._staged[lg.partition]  # a snapshot does not carry staged offsets
         ]
         if not changed:
             return []
@@ -293,6 +306,47 @@ class OffsetStore:
         current = self._group_to_change(group)
         for topic, partition, offset, metadata in batch:
             current[(topic, partition)] = Committed(offset, metadata, now)
+
+    # -- transactional commits staged until their marker (a cluster, see txn_offsets) ----------
+
+    def stage(self, group: str, producer_id: int, epoch: int, offsets: list[tuple[str, int, int, str]]) -> None:
+        """Stage a transaction's offsets of ``group``; durable when this returns. Refused
+        (``ProducerFencedError``) below an epoch a marker of the producer carried here."""
+        partition = partition_for(group, len(self._logs))
+        known = self._marker_epochs[partition].get(producer_id, -1)
+        if epoch < known:
+            raise ProducerFencedError(producer_id, epoch, known)
+        staged = self._staged[partition]
+        entry = txn_offsets.merged(staged, group, producer_id, epoch, offsets)
+        append_entries(
+            self._log_for(group),
+            [(encode_key(txn_offsets.KEY, group, producer_id), encode_value(txn_offsets.encode(*entry)))],
+            leader_epoch=self._epoch_for(group),
+        )
+        staged[(group, producer_id)] = entry
+
+    def complete_staged(self, partition: int, producer_id: int, epoch: int, commit: bool) -> None:
+        """The transaction marker of ``producer_id`` (at ``epoch``) reached ``partition``: its
+        staged offsets are committed (or dropped) and their records removed. A no-op when none
+        are staged (a marker sent again)."""
+        epochs = self._marker_epochs[partition]
+        epochs[producer_id] = max(epochs.get(producer_id, -1), epoch)
+        staged = self._staged[partition]
+        for group, pid in [k for k in staged if k[1] == producer_id]:
+            staged_epoch, entries = staged[(group, pid)]
+            if commit and staged_epoch == epoch:  # (a zombie's, of an older epoch: dropped)
+                self.commit(group, [(t, p, o, m) for (t, p), (o, m) in entries.items()])
+            append_entries(self._logs[partition], [(encode_key(txn_offsets.KEY, group, pid), None)],
+                           leader_epoch=self._loaded_epochs[partition])
+            del staged[(group, pid)]
+
+    def staged_partitions(self, group: str) -> set[TopicPartition]:
+        """Partitions of ``group`` with a transactional commit staged (waiting for its marker)."""
+        pending: set[TopicPartition] = set()
+        for (name, _), (_, entries) in self._staged[partition_for(group, len(self._logs))].items():
+            if name == group:
+                pending |= set(entries)
+        return pending
 
     def committed(self, group: str) -> dict[TopicPartition, Committed]:
         return dict(self._group(group) or {})
