@@ -3,8 +3,9 @@
 ``iter_arrow`` yields Arrow record batches as messages arrive (see ``fetch``: memory stays at a
 few messages however long the range); each partition's in offset order, partitions interleaved.
 ``read_arrow`` collects them into one ``pyarrow.Table``, partition by partition, each in offset
-order; with ``value_format="json"`` each message is parsed as it arrives (``values``). Each chunk is one run of a log batch (``columns``), so its buffers are views of the
-fetched bytes. A table whose keys or values add up to 2 GiB or more gets that column as
+order; with ``value_format="json"`` each message is parsed as it arrives (``values``). Each chunk
+is one log batch (``log_batches``; short ones gathered by ``columns``), so its buffers are views
+of the fetched bytes. A table whose keys or values add up to 2 GiB or more gets that column as
 ``large_binary`` (int64 offsets; the data buffers are kept), so that ``combine_chunks`` and
 friends cannot overflow int32 offsets; ``iter_arrow`` batches always use ``binary``.
 
@@ -26,6 +27,7 @@ from logstore.client.frames import columns as frame_columns
 from logstore.client.frames import values as value_formats
 from logstore.client.frames.extras import pyarrow, require
 from logstore.client.frames.fetch import iter_messages
+from logstore.client.frames.log_batches import message_batches
 from logstore.client.frames.span import Bound, Link, resolve
 from logstore.client.malloc import keep_freed
 
@@ -50,8 +52,8 @@ def iter_message_batches(
     level = _isolation(link, isolation_level)
     spans = resolve(link, topic, partitions, start, end, ISOLATION_LEVELS[level])
     for partition, first, stop, message in iter_messages(link, topic, spans, level):
-        decoded = frame_columns.decode(message.records, first, stop, message.aborted_transactions)
-        batches = frame_columns.to_batches(decoded, partition, names)
+        batches = message_batches(message.records, first, stop, message.aborted_transactions,
+                                  partition, names)
         if batches:
             yield partition, batches
 
