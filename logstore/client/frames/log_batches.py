@@ -17,8 +17,8 @@ read in place with ``np.frombuffer``, and nothing per record:
 
 ``columns.to_batches`` reaches the same arrays through ``decode_columns`` (positions of every
 record in one buffer, then per-run offsets); this path skips the positions, which is most of
-the client's work at 100 B a record. A compressed batch is decompressed once and its arrays
-view that copy. A batch whose length columns say more bytes than it holds raises
+the client's work at 100 B a record. A compressed batch is decompressed once, straight into an
+Arrow buffer, and its arrays view that buffer. A batch whose length columns say more bytes than it holds raises
 ``CorruptBatchError`` (Arrow must never be handed offsets past its data).
 
 Records before ``first`` or from ``stop`` on are cut by slicing the record batch (no copy).
@@ -29,7 +29,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import lz4.frame
 import numpy as np
+import zstandard
 
 from logstore.client.frames import columns as frame_columns
 from logstore.client.frames import headers as header_columns
@@ -39,14 +41,22 @@ from logstore.errors import CorruptBatchError
 from logstore.records.batch import BatchHeader, iter_headers, record_section
 from logstore.records.decode import skip_aborted
 from logstore.records.layout import (
+    CODEC_LZ4,
+    CODEC_NAMES,
+    CODEC_NONE,
+    CODEC_ZSTD,
     COLUMN_DTYPE,
     COLUMN_WIDTH,
     DENSE_OFFSETS_FLAG,
+    HEADER_SIZE,
     NO_HEADERS_FLAG,
     NO_KEYS_FLAG,
     SAME_TIMESTAMP_FLAG,
     present_columns,
 )
+
+#: Our codec numbers -> pyarrow's codec names (both LZ4 frame and zstd frame formats).
+_ARROW_CODECS = {CODEC_LZ4: "lz4", CODEC_ZSTD: "zstd"}
 
 _ARANGE: list[np.ndarray] = [np.arange(1 << 16, dtype=np.int64)]  # 0..n-1, grown on demand
 
@@ -91,7 +101,7 @@ def to_record_batch(
     """The records of the log batch ``header`` (in ``buffer``) with offsets in [first, stop)
     as one Arrow record batch of the columns ``names``, or None when none are in range."""
     pa = pyarrow()
-    section = memoryview(record_section(buffer, header)).cast("B")
+    section = _section(pa, buffer, header)
     count = header.record_count
     attributes = header.attributes
     present = present_columns(attributes)
@@ -128,6 +138,39 @@ def to_record_batch(
     }
     batch = pa.RecordBatch.from_arrays([builders[name]() for name in names], schema=out_schema)
     return batch if (lo, hi) == (0, count) else batch.slice(lo, hi - lo)
+
+
+def _section(pa: Any, buffer: Any, header: BatchHeader) -> memoryview:
+    """The record section: a view of ``buffer``, or for a compressed batch one Arrow buffer it
+    is decompressed into by one C call (``pyarrow.decompress``, which releases the GIL: see
+    ``read``'s decode threads), when the frame states its size; else ``record_section``'s."""
+    codec = header.codec
+    start = header.position + HEADER_SIZE
+    raw = memoryview(buffer)[start : header.position + header.batch_length]
+    if codec == CODEC_NONE:
+        return raw.cast("B") if raw.format != "B" else raw
+    size = _content_size(codec, raw)
+    if 0 < size <= max(64 << 20, 64 * len(raw)):
+        try:
+            return memoryview(pa.decompress(raw, size, codec=_ARROW_CODECS[codec],
+                                            asbytes=False, memory_pool=pa.system_memory_pool()))
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptBatchError(
+                f"cannot decompress {CODEC_NAMES[codec]} record section: {exc}") from exc
+    return memoryview(record_section(buffer, header)).cast("B")
+
+
+def _content_size(codec: int, raw: memoryview) -> int:
+    """The decompressed size the frame header states (0: unknown or not a frame)."""
+    try:
+        if codec == CODEC_LZ4:
+            return int(lz4.frame.get_frame_info(raw).get("content_size") or 0)
+        if codec == CODEC_ZSTD:
+            size = zstandard.get_frame_parameters(raw).content_size
+            return 0 if size == zstandard.CONTENTSIZE_UNKNOWN else int(size)
+    except Exception:  # noqa: BLE001 - a damaged frame: record_section reports it
+        return 0
+    return 0
 
 
 def _trim(deltas: np.ndarray | None, count: int, low: int, high: int) -> tuple[int, int]:

@@ -19,7 +19,9 @@ timestamps ``datetime64[ms, UTC]``); ``read_polars`` is ``polars.from_arrow`` of
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from logstore.client.config import ISOLATION_LEVELS
@@ -30,6 +32,12 @@ from logstore.client.frames.fetch import iter_messages
 from logstore.client.frames.log_batches import message_batches
 from logstore.client.frames.span import Bound, Link, resolve
 from logstore.client.malloc import keep_freed
+
+#: Threads that turn fetched messages into Arrow batches, and how many messages may wait for
+#: them: decompression (one pyarrow call per log batch) and numpy release the GIL, so a
+#: compressed range decodes on several cores while the next messages arrive.
+DECODE_THREADS = 2
+DECODE_AHEAD_MESSAGES = 2
 
 #: A table column of binary data this large or larger becomes large_binary.
 LARGE_BINARY_BYTES = 1 << 31
@@ -51,11 +59,22 @@ def iter_message_batches(
     names = frame_columns.check_columns(columns)
     level = _isolation(link, isolation_level)
     spans = resolve(link, topic, partitions, start, end, ISOLATION_LEVELS[level])
-    for partition, first, stop, message in iter_messages(link, topic, spans, level):
-        batches = message_batches(message.records, first, stop, message.aborted_transactions,
-                                  partition, names)
-        if batches:
-            yield partition, batches
+    pending: deque[tuple[int, Future[list[Any]]]] = deque()
+    with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="logstore-frames-decode") as pool:
+        for partition, first, stop, message in iter_messages(link, topic, spans, level):
+            pending.append((partition, pool.submit(
+                message_batches, message.records, first, stop, message.aborted_transactions,
+                partition, names)))
+            while len(pending) > DECODE_AHEAD_MESSAGES or (pending and pending[0][1].done()):
+                partition, decoded = pending.popleft()
+                batches = decoded.result()
+                if batches:
+                    yield partition, batches
+        while pending:
+            partition, decoded = pending.popleft()
+            batches = decoded.result()
+            if batches:
+                yield partition, batches
 
 
 def iter_binary(
