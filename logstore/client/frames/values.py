@@ -217,19 +217,28 @@ def _offsets(pa: Any, values: Any) -> np.ndarray:
 
 
 def _lines(pa: Any, values: Any, valid: np.ndarray) -> tuple[Any, int]:
-    """The valid values as JSON lines (one buffer) and the longest line's length."""
+    """The valid values as JSON lines (one buffer) and the longest line's length: one Arrow
+    kernel appends the line breaks (``binary_join_element_wise``, one copy); a raw line break
+    inside a value (rare: one scan for control bytes says so) becomes a space first."""
+    compute = require("pyarrow.compute", "value_format='json'")
     if not valid.all():
         values = values.filter(pa.array(valid))
-    _validity, offset_buffer, data_buffer = values.buffers()
+    if not len(values):
+        return pa.py_buffer(b""), 0
     offsets = _offsets(pa, values)
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
-    segment = data[offsets[0] : offsets[-1]]
-    if np.count_nonzero((segment == NEWLINE) | (segment == CARRIAGE_RETURN)):
-        segment = np.where((segment == NEWLINE) | (segment == CARRIAGE_RETURN), SPACE, segment).astype(np.uint8)
-    ends = offsets[1:] - offsets[0]
-    lines = np.insert(segment, ends, NEWLINE)
-    longest = int(np.diff(offsets).max()) if len(values) else 0
-    return pa.py_buffer(lines), longest
+    data_buffer = values.buffers()[2]
+    data = (np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+            if data_buffer is not None else np.empty(0, np.uint8))
+    if (data < SPACE).any():
+        breaks = (data == NEWLINE) | (data == CARRIAGE_RETURN)
+        if breaks.any():
+            cleaned = np.where(breaks, np.uint8(SPACE), data)
+            values = pa.Array.from_buffers(values.type, len(values), [
+                None, pa.py_buffer(offsets - offsets[0]), pa.py_buffer(cleaned)])
+    joined = compute.binary_join_element_wise(values, pa.scalar(b"\n", values.type), b"")
+    ends = _offsets(pa, joined)
+    lines = joined.buffers()[2].slice(int(ends[0]), int(ends[-1] - ends[0]))
+    return lines, int(np.diff(offsets).max())
 
 
 def _parse(pa: Any, values: Any, valid: np.ndarray, schema: Any, ignore_others: bool) -> Any:
