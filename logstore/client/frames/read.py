@@ -66,15 +66,16 @@ def iter_message_batches(
                 message_batches, message.records, first, stop, message.aborted_transactions,
                 partition, names)))
             while len(pending) > DECODE_AHEAD_MESSAGES or (pending and pending[0][1].done()):
-                partition, decoded = pending.popleft()
-                batches = decoded.result()
-                if batches:
-                    yield partition, batches
+                yield from _decoded(pending.popleft())
         while pending:
-            partition, decoded = pending.popleft()
-            batches = decoded.result()
-            if batches:
-                yield partition, batches
+            yield from _decoded(pending.popleft())
+
+
+def _decoded(item: tuple[int, Future[list[Any]]]) -> list[tuple[int, list[Any]]]:
+    """[(partition, its record batches)] of one decoded message, [] when it had none."""
+    partition, decoded = item
+    batches = decoded.result()
+    return [(partition, batches)] if batches else []
 
 
 def iter_binary(
