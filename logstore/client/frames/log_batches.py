@@ -22,6 +22,10 @@ Arrow buffer, and its arrays view that buffer. A batch whose length columns say 
 ``CorruptBatchError`` (Arrow must never be handed offsets past its data).
 
 Records before ``first`` or from ``stop`` on are cut by slicing the record batch (no copy).
+
+Threading: ``read``'s decode threads call this at once; the shared arrays (``_arange``,
+``columns.partitions_array``, ``headers.empty_maps``) are never written, only replaced by larger
+ones, and each caller slices the one it read.
 """
 
 from __future__ import annotations
@@ -62,9 +66,12 @@ _ARANGE: list[np.ndarray] = [np.arange(1 << 16, dtype=np.int64)]  # 0..n-1, grow
 
 
 def _arange(count: int) -> np.ndarray:
-    if len(_ARANGE[0]) < count:
-        _ARANGE[0] = np.arange(max(count, 2 * len(_ARANGE[0])), dtype=np.int64)
-    return _ARANGE[0][:count]
+    """0..count-1 (a view of a shared array; the decode threads may grow it at once, so each
+    slices the one it saw)."""
+    arange = _ARANGE[0]
+    if len(arange) < count:
+        arange = _ARANGE[0] = np.arange(max(count, 2 * len(arange)), dtype=np.int64)
+    return arange[:count]
 
 
 def _binary(pa: Any, section: memoryview, start: int, lengths: np.ndarray) -> tuple[Any, int]:
