@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,7 @@ class FramesBench:
     def close(self) -> None:
         if self._peers is not None:
             self._peers.close()
+        shutil.rmtree(self._dir, ignore_errors=True)  # the Parquet file: 1 GB at full size
 
     def _rows(self, size: int, count: int) -> np.ndarray:
         pool = self._pool[size]
