@@ -7,12 +7,19 @@ Against a spawned broker on loopback, one partition, one client, a topic written
   ``poll_columns()`` in a loop (numpy columns, the reference ``read_arrow`` is held to: >= 80 %),
   ``read_pandas``, ``read_polars``, ``iter_arrow`` into a Parquet file, and ``poll()`` records
   into a pandas DataFrame (what a logstore user without this writes).
+  ``read_pandas`` (bytes objects per value: the slow part) reads the first 2 M (``--quick``
+  100 k), like the ``poll()`` row.
+- **100 B lz4** (the same counts): values that compress as JSON events do (~3x with lz4),
+  produced with ``codec="lz4"``: the broker stores and sends the compressed batches, the client
+  decompresses each into its Arrow buffer on two threads (fewer bytes through gRPC, the cost
+  per record that random bytes cannot avoid). ``read_arrow`` and ``poll_columns()``.
 - **1 KiB** (1 M; ``--quick`` 50 k): ``read_arrow`` and ``poll_columns()``, in MB/s.
 - **JSON** (1 M objects of ~110 B; ``--quick`` 50 k): ``read_arrow(value_format="json")`` into
   typed columns.
-- **peers** (100 B, 200 k; ``--quick`` 5 k): Redis Streams ``XRANGE`` and NATS JetStream pull
-  ``fetch`` into a pandas DataFrame (``bench.frames_peers``); the goal for ``read_arrow`` is
-  >= 50x the Redis path, compared as records/s measured in the same run.
+- **peers** (100 B, 200 k; ``--quick`` 5 k; JetStream the first 20 k, ``--quick`` 2 k: it
+  reads ~3 k/s): Redis Streams ``XRANGE`` and NATS JetStream pull ``fetch`` into a pandas
+  DataFrame (``bench.frames_peers``); the goal for ``read_arrow`` is >= 50x the Redis path,
+  compared as records/s measured in the same run.
 - **memory**: ``iter_arrow`` over a tenth of the 100 B range and over all of it, each in a fresh
   process, reporting the peak RSS growth (VmHWM minus the RSS before reading): flat means the
   whole range costs about what the tenth does.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,9 +61,10 @@ class Plan:
     peer_records: int
     slow_records: int  # poll() into a DataFrame: the slow path, on fewer records
     repeats: int
+    jetstream_records: int = 20_000  # ~3 k/s through nats-py: 200 k took 5 minutes a run set
 
 
-QUICK = Plan(200_000, 50_000, 50_000, 5_000, 100_000, 1)
+QUICK = Plan(200_000, 50_000, 50_000, 5_000, 100_000, 1, 2_000)
 FULL = Plan(10_000_000, 1_000_000, 1_000_000, 200_000, 2_000_000, 3)
 
 
@@ -75,6 +84,7 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
             ("100 B", bench.read_arrow_small), ("100 B", bench.poll_columns_small),
             ("100 B", bench.read_pandas), ("100 B", bench.read_polars),
             ("100 B", bench.parquet), ("100 B", bench.poll_frame),
+            ("100 B lz4", bench.read_arrow_lz4), ("100 B lz4", bench.poll_columns_lz4),
             ("1 KiB", bench.read_arrow_large), ("1 KiB", bench.poll_columns_large),
             ("JSON", bench.read_json),
         ]
@@ -113,19 +123,20 @@ class FramesBench:
     def close(self) -> None:
         if self._peers is not None:
             self._peers.close()
+        shutil.rmtree(self._dir, ignore_errors=True)  # the Parquet file: 1 GB at full size
 
     def _rows(self, size: int, count: int) -> np.ndarray:
         pool = self._pool[size]
         return np.resize(pool, (count, size)) if count > len(pool) else pool[:count]
 
-    def _topic(self, what: str, fill: Callable[[Any, str], None]) -> str:
+    def _topic(self, what: str, fill: Callable[[Any, str], None], codec: str = "none") -> str:
         from logstore.client import Admin, Producer
 
         if what not in self._topics:
             name = f"bench-frames-{what}-{uuid.uuid4().hex[:6]}"
             with Admin(self.server) as admin:
                 admin.create_topic(name, 1, config={"flush": "never"})
-            with Producer(self.server) as producer:
+            with Producer(self.server, codec=codec) as producer:
                 fill(producer, name)
                 producer.flush()
             self._topics[what] = name
@@ -138,6 +149,28 @@ class FramesBench:
                 producer.send_batch(name, self._rows(size, min(step, count - first)), partition=0)
 
         return self._topic(f"{size}-{count}", fill)
+
+    def _compressible(self, count: int) -> str:
+        """A topic of ``count`` 100 B values like JSON events (field names repeat, numbers
+        vary), produced with lz4."""
+        key = f"lz4-{count}"
+        if key not in self._topics:
+            rng = np.random.default_rng(5)
+            events = ("click", "view", "buy", "scroll")
+            rows = [(b'{"id":%d,"user":"u%05d","event":"%s","page":"/item/%d","ts":%d,"pad":"'
+                     % (i * 7919, rng.integers(50_000), events[i % 4].encode(),
+                        rng.integers(100_000), 1_700_000_000_000 + 13 * i)
+                     + b"x" * SMALL)[: SMALL - 2] + b'"}' for i in range(65_536)]
+            pool = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(-1, SMALL)
+
+            def fill(producer: Any, name: str) -> None:
+                step = 10 * MB // SMALL
+                for first in range(0, count, step):
+                    rows = min(step, count - first)
+                    producer.send_batch(name, np.resize(pool, (rows, SMALL)), partition=0)
+
+            self._topic(key, fill, codec="lz4")
+        return self._topics[key]
 
     def _runs(self, body: Callable[[], float]) -> list[float]:
         self._cpu = []
@@ -204,10 +237,10 @@ class FramesBench:
                             self._timed(self._poll_columns(topic, count), count))
 
     def read_pandas(self) -> Result:
-        count = self.plan.small_records
-        topic = self._filled(SMALL, count)
+        count = self.plan.slow_records
+        topic = self._filled(SMALL, self.plan.small_records)
         return self._result("100 B", "100 B: read_pandas -> pandas.DataFrame", count, SMALL,
-                            self._timed(lambda c: len(c.read_pandas(topic)), count))
+                            self._timed(lambda c: len(c.read_pandas(topic, end=count)), count))
 
     def read_polars(self) -> Result:
         count = self.plan.small_records
@@ -257,6 +290,19 @@ class FramesBench:
         return self._result("100 B", "100 B: poll() records -> pandas.DataFrame (today)", count,
                             SMALL, self._timed(call, count))
 
+    def read_arrow_lz4(self) -> Result:
+        count = self.plan.small_records
+        topic = self._compressible(count)
+        return self._result("100 B lz4", "100 B lz4: read_arrow -> pyarrow.Table", count, SMALL,
+                            self._timed(lambda c: c.read_arrow(topic).num_rows, count),
+                            Goal(min_rate=15e6))
+
+    def poll_columns_lz4(self) -> Result:
+        count = self.plan.small_records
+        topic = self._compressible(count)
+        return self._result("100 B lz4", "100 B lz4: poll_columns() loop (reference)", count,
+                            SMALL, self._timed(self._poll_columns(topic, count), count))
+
     def read_arrow_large(self) -> Result:
         count = self.plan.large_records
         topic = self._filled(LARGE, count)
@@ -301,7 +347,7 @@ class FramesBench:
             self._peers = Peers()
             rows = self._rows(SMALL, self.plan.peer_records)
             self._peers.fill_redis("frames", rows)
-            self._peers.fill_nats("frames", rows)
+            self._peers.fill_nats("frames", rows[: self.plan.jetstream_records])
         return self._peers
 
     def redis(self) -> Result:
@@ -312,7 +358,7 @@ class FramesBench:
 
     def jetstream(self) -> Result:
         peers = self._peer_setup()
-        count = self.plan.peer_records
+        count = min(self.plan.jetstream_records, self.plan.peer_records)
         runs = iter(range(1_000))
         return self._result("peers", "100 B: JetStream fetch(1000) -> pandas.DataFrame",
                             count, SMALL, lambda: peers.nats_frame("frames", count, next(runs)))
@@ -397,7 +443,7 @@ def goal_lines(results: list[Result]) -> list[tuple[str, bool]]:
                 return result
         return None
 
-    for group in ("100 B", "1 KiB"):
+    for group in ("100 B", "100 B lz4", "1 KiB"):
         arrow, columns = find(group, "read_arrow"), find(group, "poll_columns")
         if arrow and columns:
             ratio = arrow.records_per_second / columns.records_per_second

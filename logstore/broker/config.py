@@ -22,7 +22,7 @@ class BrokerConfig:
     #: Largest Fetch response; also the cap on a request's max_bytes.
     max_fetch_bytes: int = 64 * MIB
     #: Largest message a Subscribe stream sends (at least one whole batch anyway).
-    max_subscribe_bytes: int = 4 * MIB
+    max_subscribe_bytes: int = 16 * MIB
     #: Longest long poll a Fetch may ask for.
     max_wait_ms: int = 30_000
     #: Open Subscribe streams per client connection (peer).

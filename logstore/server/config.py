@@ -20,7 +20,7 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     max_partitions_per_topic = 1000
     max_request_bytes = 67108864
     max_fetch_bytes = 67108864
-    max_subscribe_bytes = 4194304
+    max_subscribe_bytes = 16777216
     max_wait_ms = 30000
     max_subscriptions_per_connection = 64
     max_queued_request_bytes = 268435456  # produce bytes read and not yet answered, in total

@@ -23,17 +23,19 @@ def test_quick_frames_run_measures_every_workload(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     results = json.loads((tmp_path / "out.json").read_text())["results"]
-    assert [r["group"] for r in results] == (["100 B"] * 6 + ["1 KiB"] * 2 + ["JSON"]
+    assert [r["group"] for r in results] == (["100 B"] * 6 + ["100 B lz4"] * 2 + ["1 KiB"] * 2
+                                             + ["JSON"]
                                              + ["peers"] * 2 + ["memory"] * 2)
     for result in results:
         assert result["records_per_second"] > 0
     assert all(r["params"]["peak_rss_growth_mib"] > 0 for r in results if r["group"] == "memory")
     assert all(r["params"]["client_cpu_ns_per_record"] > 0 for r in results
-               if r["group"] in ("100 B", "1 KiB", "JSON"))
+               if r["group"] in ("100 B", "100 B lz4", "1 KiB", "JSON"))
     assert "100 B: read_arrow / poll_columns" in completed.stdout
+    assert "100 B lz4: read_arrow / poll_columns" in completed.stdout
     assert "read_arrow / Redis XRANGE" in completed.stdout
     assert "iter_arrow memory flat" in completed.stdout
-    assert "of 7 goals met." in completed.stdout
+    assert "of 9 goals met." in completed.stdout
 
 
 def result(group: str, name: str, seconds: float, goal: Goal | None = None,

@@ -7,7 +7,9 @@ buffers are views of the fetched bytes, with the offsets computed by numpy. One 
 - ``extras``: the lazy imports of pyarrow, pandas, polars and the error naming the extra;
 - ``span``: what ``start``/``end`` mean (offsets, timestamps, "earliest"/"latest") per partition;
 - ``fetch``: the Subscribe streams that read a range, bounded in memory;
-- ``columns``: fetched record bytes -> ``pyarrow.RecordBatch`` (zero-copy values and keys);
+- ``log_batches``: one fetched log batch -> one ``pyarrow.RecordBatch``, from its bytes;
+- ``columns``: the schema, and records decoded by ``decode_columns`` -> record batches (short
+  log batches gathered into one);
 - ``headers``: record headers -> an Arrow ``map<string, binary>`` column, vectorised;
 - ``values``: ``value_format`` "utf8", "json" and "arrow";
 - ``read``: ``iter_arrow``, ``read_arrow``, ``read_pandas``, ``read_polars``;

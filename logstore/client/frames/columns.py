@@ -174,6 +174,16 @@ _PARTITIONS = _Shared(_partitions)  # partition -> count times it
 _NULL_KEYS = _Shared(lambda _key, count: pyarrow().nulls(count, pyarrow().binary()))
 
 
+def partitions_array(partition: int, count: int) -> Any:
+    """An int32 array of ``count`` times ``partition`` (a slice of a shared one)."""
+    return _PARTITIONS.get(partition, count)
+
+
+def null_keys(count: int) -> Any:
+    """``count`` null binaries (a slice of a shared array)."""
+    return _NULL_KEYS.get(None, count)
+
+
 def _primitive(pa: Any, arrow_type: Any, values: np.ndarray) -> Any:
     """A numpy column as an Arrow array over the same memory (no pandas detour)."""
     return pa.Array.from_buffers(arrow_type, len(values),

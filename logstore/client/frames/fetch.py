@@ -4,7 +4,7 @@ Each partition of the range gets a stream from its first offset (at most
 ``max_subscribed_partitions`` at once; the next opens when one finishes). The streams push into
 one queue of ``QUEUE_MESSAGES`` slots: when the caller is slower than the broker, a reader thread
 blocks on the full queue, gRPC stops reading, and HTTP/2 flow control stops the broker. So memory
-stays at a few messages of ``max_partition_fetch_bytes`` however long the range.
+stays at a few messages of ``MESSAGE_BYTES`` however long the range.
 
 A stream is dropped as soon as a message reaches the partition's stop offset. An unreachable
 broker is retried with the consumer's backoff (``retries``) from the next offset not yet taken;
@@ -27,8 +27,13 @@ from logstore.client.models import TopicPartition
 from logstore.client.subscription import Subscriptions
 from logstore.errors import LogstoreError, UnavailableError
 
-#: Messages that may wait in the queue (each up to max_partition_fetch_bytes, 4 MiB by default).
+#: Messages that may wait in the queue (each up to ``MESSAGE_BYTES``).
 QUEUE_MESSAGES = 4
+
+#: What each Subscribe message may hold unless the consumer's ``max_partition_fetch_bytes`` says
+#: otherwise (the broker caps it at its ``max_subscribe_bytes``, 16 MiB by default). Larger than
+#: ``poll()``'s 4 MiB: gRPC costs ~0.5 ms a message besides its bytes, and a table keeps them all.
+MESSAGE_BYTES = 16 << 20
 
 
 def iter_messages(
@@ -40,7 +45,7 @@ def iter_messages(
     pending = {p: list(span) for p, span in spans.items() if span[0] < span[1]}
     if not pending:
         return
-    max_bytes = config.max_partition_fetch_bytes or min(config.fetch_max_bytes, 4 << 20)
+    max_bytes = config.max_partition_fetch_bytes or MESSAGE_BYTES
     subscriptions = Subscriptions(
         link.channels, link.route, ISOLATION_LEVELS[isolation_level], max_bytes, QUEUE_MESSAGES
     )

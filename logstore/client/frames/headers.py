@@ -43,13 +43,16 @@ _EMPTY: list[Any] = []  # [a MapArray of empty maps], grown on demand; sliced, n
 
 
 def empty_maps(pa: Any, count: int) -> Any:
-    """``count`` empty maps: a zero-copy slice of one shared array."""
-    if not _EMPTY or len(_EMPTY[0]) < count:
+    """``count`` empty maps: a zero-copy slice of one shared array (threads may grow it at
+    once: each slices the one it saw)."""
+    shared = _EMPTY[0] if _EMPTY else None
+    if shared is None or len(shared) < count:
         size = max(count, 1 << 16)
-        _EMPTY[:] = [pa.MapArray.from_arrays(
+        shared = pa.MapArray.from_arrays(
             _int32(pa, np.zeros(size + 1, dtype=np.int32)), pa.nulls(0, pa.string()),
-            pa.nulls(0, pa.binary()), type=pa.map_(pa.string(), pa.binary()))]
-    return _EMPTY[0].slice(0, count)
+            pa.nulls(0, pa.binary()), type=pa.map_(pa.string(), pa.binary()))
+        _EMPTY[:] = [shared]
+    return shared.slice(0, count)
 
 
 def to_map(pa: Any, buffer: Any, positions: np.ndarray, lengths: np.ndarray) -> Any:

@@ -3,8 +3,9 @@
 ``iter_arrow`` yields Arrow record batches as messages arrive (see ``fetch``: memory stays at a
 few messages however long the range); each partition's in offset order, partitions interleaved.
 ``read_arrow`` collects them into one ``pyarrow.Table``, partition by partition, each in offset
-order; with ``value_format="json"`` each message is parsed as it arrives (``values``). Each chunk is one run of a log batch (``columns``), so its buffers are views of the
-fetched bytes. A table whose keys or values add up to 2 GiB or more gets that column as
+order; with ``value_format="json"`` each message is parsed as it arrives (``values``). Each chunk
+is one log batch (``log_batches``; short ones gathered by ``columns``), so its buffers are views
+of the fetched bytes. A table whose keys or values add up to 2 GiB or more gets that column as
 ``large_binary`` (int64 offsets; the data buffers are kept), so that ``combine_chunks`` and
 friends cannot overflow int32 offsets; ``iter_arrow`` batches always use ``binary``.
 
@@ -18,7 +19,9 @@ timestamps ``datetime64[ms, UTC]``); ``read_polars`` is ``polars.from_arrow`` of
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from logstore.client.config import ISOLATION_LEVELS
@@ -26,8 +29,15 @@ from logstore.client.frames import columns as frame_columns
 from logstore.client.frames import values as value_formats
 from logstore.client.frames.extras import pyarrow, require
 from logstore.client.frames.fetch import iter_messages
+from logstore.client.frames.log_batches import message_batches
 from logstore.client.frames.span import Bound, Link, resolve
 from logstore.client.malloc import keep_freed
+
+#: Threads that turn fetched messages into Arrow batches, and how many messages may wait for
+#: them: decompression (one pyarrow call per log batch) and numpy release the GIL, so a
+#: compressed range decodes on several cores while the next messages arrive.
+DECODE_THREADS = 2
+DECODE_AHEAD_MESSAGES = 2
 
 #: A table column of binary data this large or larger becomes large_binary.
 LARGE_BINARY_BYTES = 1 << 31
@@ -49,11 +59,23 @@ def iter_message_batches(
     names = frame_columns.check_columns(columns)
     level = _isolation(link, isolation_level)
     spans = resolve(link, topic, partitions, start, end, ISOLATION_LEVELS[level])
-    for partition, first, stop, message in iter_messages(link, topic, spans, level):
-        decoded = frame_columns.decode(message.records, first, stop, message.aborted_transactions)
-        batches = frame_columns.to_batches(decoded, partition, names)
-        if batches:
-            yield partition, batches
+    pending: deque[tuple[int, Future[list[Any]]]] = deque()
+    with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="logstore-frames-decode") as pool:
+        for partition, first, stop, message in iter_messages(link, topic, spans, level):
+            pending.append((partition, pool.submit(
+                message_batches, message.records, first, stop, message.aborted_transactions,
+                partition, names)))
+            while len(pending) > DECODE_AHEAD_MESSAGES or (pending and pending[0][1].done()):
+                yield from _decoded(pending.popleft())
+        while pending:
+            yield from _decoded(pending.popleft())
+
+
+def _decoded(item: tuple[int, Future[list[Any]]]) -> list[tuple[int, list[Any]]]:
+    """[(partition, its record batches)] of one decoded message, [] when it had none."""
+    partition, decoded = item
+    batches = decoded.result()
+    return [(partition, batches)] if batches else []
 
 
 def iter_binary(

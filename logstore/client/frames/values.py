@@ -6,7 +6,8 @@
   values at once (``read_arrow`` as each message arrives, ``Formatter.piece``) into a
   ``struct`` column with typed, nested fields (``schema=`` a ``pyarrow.schema`` fixes the
   fields and types; otherwise they are inferred: over the whole range by ``read_arrow``, the
-  messages' types unified by ``Formatter.join``, from the first batch by ``iter_arrow``, whose
+  messages' types unified by ``Formatter.join``, each message tried first with the types of the
+  one before (``_json``'s ``hint``), from the first batch by ``iter_arrow``, whose
   later batches keep that schema and drop other fields). The values are joined as JSON lines
   (one copy); a raw line break inside a value is
   read as a space. ``table.flatten()`` turns the struct into ``value.<field>`` columns.
@@ -66,6 +67,9 @@ class Formatter:
         self.schema = schema
         self.errors = errors
         self._streaming_schema: Any = None
+        #: The types the last JSON piece parsed into: the next piece parses with them as an
+        #: explicit schema (other fields still inferred), which saves Arrow most of its inference.
+        self._piece_hint: Any = None
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -90,7 +94,7 @@ class Formatter:
         parsing overlaps the transfer of the next messages; other formats wait for ``join``."""
         if self.value_format != "json" or "value" not in table.column_names:
             return table
-        return self._format(table, streaming=False)
+        return self._format(table, streaming=False, hinted=self.schema is None)
 
     def join(self, raw: list[Any], pieces: list[Any], binary_schema: Any) -> Any:
         """The table of every piece (``pieces[i]`` is ``piece(raw[i])``), in order. JSON
@@ -107,7 +111,7 @@ class Formatter:
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return self.table(pa.concat_tables(raw))
 
-    def _format(self, table: Any, streaming: bool) -> Any:
+    def _format(self, table: Any, streaming: bool, hinted: bool = False) -> Any:
         pa = pyarrow()
         if "value" not in table.column_names:
             return table
@@ -119,7 +123,10 @@ class Formatter:
             schema = self.schema
             if streaming and schema is None:
                 schema = self._streaming_schema
-            parsed, problems = _json(pa, values, schema, ignore_others=schema is not None)
+            parsed, problems = _json(pa, values, schema, ignore_others=schema is not None,
+                                     hint=self._piece_hint if hinted else None)
+            if hinted and pa.types.is_struct(parsed.type):  # the latest types: a hint that
+                self._piece_hint = pa.schema(list(parsed.type))  # failed is replaced
             if streaming and self._streaming_schema is None and self.schema is None:
                 self._streaming_schema = pa.schema(list(parsed.type))
         else:
@@ -217,19 +224,28 @@ def _offsets(pa: Any, values: Any) -> np.ndarray:
 
 
 def _lines(pa: Any, values: Any, valid: np.ndarray) -> tuple[Any, int]:
-    """The valid values as JSON lines (one buffer) and the longest line's length."""
+    """The valid values as JSON lines (one buffer) and the longest line's length: one Arrow
+    kernel appends the line breaks (``binary_join_element_wise``, one copy); a raw line break
+    inside a value (rare: one scan for control bytes says so) becomes a space first."""
+    compute = require("pyarrow.compute", "value_format='json'")
     if not valid.all():
         values = values.filter(pa.array(valid))
-    _validity, offset_buffer, data_buffer = values.buffers()
+    if not len(values):
+        return pa.py_buffer(b""), 0
     offsets = _offsets(pa, values)
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
-    segment = data[offsets[0] : offsets[-1]]
-    if np.count_nonzero((segment == NEWLINE) | (segment == CARRIAGE_RETURN)):
-        segment = np.where((segment == NEWLINE) | (segment == CARRIAGE_RETURN), SPACE, segment).astype(np.uint8)
-    ends = offsets[1:] - offsets[0]
-    lines = np.insert(segment, ends, NEWLINE)
-    longest = int(np.diff(offsets).max()) if len(values) else 0
-    return pa.py_buffer(lines), longest
+    data_buffer = values.buffers()[2]
+    data = (np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+            if data_buffer is not None else np.empty(0, np.uint8))
+    if (data < SPACE).any():
+        breaks = (data == NEWLINE) | (data == CARRIAGE_RETURN)
+        if breaks.any():
+            cleaned = np.where(breaks, np.uint8(SPACE), data)
+            values = pa.Array.from_buffers(values.type, len(values), [
+                None, pa.py_buffer(offsets - offsets[0]), pa.py_buffer(cleaned)])
+    joined = compute.binary_join_element_wise(values, pa.scalar(b"\n", values.type), b"")
+    ends = _offsets(pa, joined)
+    lines = joined.buffers()[2].slice(int(ends[0]), int(ends[-1] - ends[0]))
+    return lines, int(np.diff(offsets).max())
 
 
 def _parse(pa: Any, values: Any, valid: np.ndarray, schema: Any, ignore_others: bool) -> Any:
@@ -254,13 +270,23 @@ def _struct(pa: Any, table: Any) -> Any:
                                       fields=list(table.schema))
 
 
-def _json(pa: Any, values: Any, schema: Any, ignore_others: bool) -> tuple[Any, dict[int, str]]:
+def _json(pa: Any, values: Any, schema: Any, ignore_others: bool,
+          hint: Any = None) -> tuple[Any, dict[int, str]]:
+    """The values parsed (a struct array) and the rows that did not parse. ``hint``: types to
+    try first as an explicit schema, unknown fields inferred; a value that does not fit them
+    (say a double where the hint has int64) makes the values parse again without it, so the
+    result is what inference alone gives (``Formatter.join`` unifies the pieces)."""
     lengths = np.diff(_offsets(pa, values))
     not_null = np.asarray(values.is_valid(), dtype=bool) if values.null_count else np.ones(len(values), bool)
     problems: dict[int, str] = {int(row): "an empty value is not JSON"
                                 for row in np.flatnonzero(not_null & (lengths == 0))}
     valid = not_null & (lengths > 0)
     if not problems:
+        if hint is not None:
+            try:
+                return _expand(pa, _parse(pa, values, valid, hint, False), valid), {}
+            except pa.ArrowInvalid:
+                pass
         try:
             return _expand(pa, _parse(pa, values, valid, schema, ignore_others), valid), {}
         except pa.ArrowInvalid as exc:

@@ -153,3 +153,33 @@ def test_json_types_that_do_not_unify_are_inferred_again_over_the_whole_range(
         table = consumer.read_arrow(topic, value_format="json")
     assert table.schema.field("value").type == pa.struct([("t", pa.string())])
     assert table.column("value").to_pylist() == [{"t": "2020-01-01"}] * 10 + [{"t": "not a time"}] * 10
+
+
+def test_a_raw_line_break_inside_a_json_value_reads_as_a_space() -> None:
+    from logstore.client.frames.values import Formatter
+
+    values = [b'{"a":\n1}', b'{"b":\r\n\t"xy"}', None, b'{"a": 2}']
+    table = pa.table({"partition": pa.array([0] * 4, pa.int32()), "offset": pa.array(range(4)),
+                      "value": pa.array(values, pa.binary())})
+    parsed = Formatter("json", None, "raise").table(table)
+    assert parsed.column("value").to_pylist() == [
+        {"a": 1, "b": None}, {"a": None, "b": "xy"}, None, {"a": 2, "b": None}]
+
+
+def test_json_pieces_parsed_with_the_previous_pieces_types_still_infer_what_differs() -> None:
+    from logstore.client.frames.values import Formatter
+
+    def piece(values: list[bytes]) -> pa.Table:
+        return pa.table({"partition": pa.array([0] * len(values), pa.int32()),
+                         "offset": pa.array(range(len(values))),
+                         "value": pa.array(values, pa.binary())})
+
+    formatter = Formatter("json", None, "raise")
+    raws = [piece([b'{"a": 1, "n": null}']), piece([b'{"a": 2.5, "n": "x", "c": {"d": 1}}']),
+            piece([b'{"a": 3, "c": {"d": 2, "e": true}}'])]
+    table = formatter.join(raws, [formatter.piece(raw) for raw in raws], raws[0].schema)
+    kind = table.schema.field("value").type
+    assert kind.field("a").type == pa.float64() and kind.field("n").type == pa.string()
+    assert table.column("value").to_pylist() == [
+        {"a": 1.0, "n": None, "c": None}, {"a": 2.5, "n": "x", "c": {"d": 1, "e": None}},
+        {"a": 3.0, "n": None, "c": {"d": 2, "e": True}}]

@@ -1,0 +1,229 @@
+"""One log batch -> one ``pyarrow.RecordBatch``, read straight from the batch's bytes.
+
+The record section of a log batch (``logstore.records.layout``) is::
+
+    offset_delta[n] timestamp_delta[n] key_length[n] value_length[n] headers_length[n]   <i4 each
+    keys  values  headers                                  each column's bytes back to back
+
+(a column the attributes leave out is not stored: dense offsets, one timestamp, no keys, no
+headers). So every Arrow array of a batch costs a few numpy passes over its length columns,
+read in place with ``np.frombuffer``, and nothing per record:
+
+    offset      base_offset + 0..n-1 (dense) or + offset_delta                  int64
+    timestamp   base_timestamp (one ``np.full``) or + timestamp_delta            int64
+    key, value  offsets 0, cumsum(max(length, 0)) into the key / value bytes     int32 + a view
+    headers     an empty map each (no headers) or ``headers.to_map``
+    partition   a slice of one shared array
+
+``columns.to_batches`` reaches the same arrays through ``decode_columns`` (positions of every
+record in one buffer, then per-run offsets); this path skips the positions, which is most of
+the client's work at 100 B a record. A compressed batch is decompressed once, straight into an
+Arrow buffer, and its arrays view that buffer. A batch whose length columns say more bytes than it holds raises
+``CorruptBatchError`` (Arrow must never be handed offsets past its data).
+
+Records before ``first`` or from ``stop`` on are cut by slicing the record batch (no copy).
+
+Threading: ``read``'s decode threads call this at once; the shared arrays (``_arange``,
+``columns.partitions_array``, ``headers.empty_maps``) are never written, only replaced by larger
+ones, and each caller slices the one it read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lz4.frame
+import numpy as np
+import zstandard
+
+from logstore.client.frames import columns as frame_columns
+from logstore.client.frames import headers as header_columns
+from logstore.client.frames.columns import COLUMNS, null_keys, partitions_array, schema
+from logstore.client.frames.extras import pyarrow
+from logstore.errors import CorruptBatchError
+from logstore.records.batch import BatchHeader, iter_headers, record_section
+from logstore.records.decode import skip_aborted
+from logstore.records.layout import (
+    CODEC_LZ4,
+    CODEC_NAMES,
+    CODEC_NONE,
+    CODEC_ZSTD,
+    COLUMN_DTYPE,
+    COLUMN_WIDTH,
+    DENSE_OFFSETS_FLAG,
+    HEADER_SIZE,
+    NO_HEADERS_FLAG,
+    NO_KEYS_FLAG,
+    SAME_TIMESTAMP_FLAG,
+    present_columns,
+)
+
+#: Our codec numbers -> pyarrow's codec names (both LZ4 frame and zstd frame formats).
+_ARROW_CODECS = {CODEC_LZ4: "lz4", CODEC_ZSTD: "zstd"}
+
+_ARANGE: list[np.ndarray] = [np.arange(1 << 16, dtype=np.int64)]  # 0..n-1, grown on demand
+
+
+def _arange(count: int) -> np.ndarray:
+    """0..count-1 (a view of a shared array; the decode threads may grow it at once, so each
+    slices the one it saw)."""
+    arange = _ARANGE[0]
+    if len(arange) < count:
+        arange = _ARANGE[0] = np.arange(max(count, 2 * len(arange)), dtype=np.int64)
+    return arange[:count]
+
+
+def _binary(pa: Any, section: memoryview, start: int, lengths: np.ndarray) -> tuple[Any, int]:
+    """(a binary array of the values ``lengths`` (-1 null) that begin at ``section[start]``,
+    the position after them)."""
+    count = len(lengths)
+    low = int(lengths.min())
+    clipped = lengths if low >= 0 else np.maximum(lengths, 0)
+    total = int(clipped.sum(dtype=np.int64))
+    if low < -1 or start + total > len(section):
+        raise CorruptBatchError(
+            f"record lengths say {total} bytes from position {start}, the batch holds "
+            f"{len(section)}"
+        )
+    offsets = np.empty(count + 1, dtype=np.int32)
+    offsets[0] = 0
+    np.cumsum(clipped, out=offsets[1:])
+    validity, nulls = None, 0
+    if low < 0:
+        valid = lengths >= 0
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        nulls = count - int(np.count_nonzero(valid))
+    array = pa.Array.from_buffers(
+        pa.binary(), count,
+        [validity, pa.py_buffer(offsets), pa.py_buffer(section[start : start + total])],
+        null_count=nulls)
+    return array, start + total
+
+
+def to_record_batch(
+    buffer: Any, header: BatchHeader, partition: int, first: int, stop: int,
+    names: Sequence[str] = COLUMNS,
+) -> Any:
+    """The records of the log batch ``header`` (in ``buffer``) with offsets in [first, stop)
+    as one Arrow record batch of the columns ``names``, or None when none are in range."""
+    pa = pyarrow()
+    section = _section(pa, buffer, header)
+    count = header.record_count
+    attributes = header.attributes
+    present = present_columns(attributes)
+    if present * count * COLUMN_WIDTH > len(section):
+        raise CorruptBatchError(f"a batch of {count} records holds only {len(section)} bytes")
+    stored = np.frombuffer(section, dtype=COLUMN_DTYPE, count=present * count).reshape(
+        present, count)
+    rows = iter(stored)
+    deltas = None if attributes & DENSE_OFFSETS_FLAG else next(rows)
+    stamps = None if attributes & SAME_TIMESTAMP_FLAG else next(rows)
+    key_lengths = None if attributes & NO_KEYS_FLAG else next(rows)
+    value_lengths = next(rows)
+    headers_lengths = None if attributes & NO_HEADERS_FLAG else next(rows)
+    base = header.base_offset
+    lo, hi = _trim(deltas, count, first - base, stop - base)
+    if lo >= hi:
+        return None
+    out_schema = schema(names)
+    position = present * count * COLUMN_WIDTH
+    keys, position = ((None, position) if key_lengths is None
+                      else _binary(pa, section, position, key_lengths))
+    values, position = _binary(pa, section, position, value_lengths)
+    builders: dict[str, Callable[[], Any]] = {
+        "partition": lambda: partitions_array(partition, count),
+        "offset": lambda: _int64(pa, pa.int64(), _arange(count) + base if deltas is None
+                                 else deltas.astype(np.int64) + base),
+        "timestamp": lambda: _int64(pa, out_schema.field("timestamp").type,
+                                    np.full(count, header.base_timestamp, dtype=np.int64)
+                                    if stamps is None
+                                    else stamps.astype(np.int64) + header.base_timestamp),
+        "key": lambda: keys if keys is not None else null_keys(count),
+        "value": lambda: values,
+        "headers": lambda: _headers(pa, section, position, headers_lengths, count),
+    }
+    batch = pa.RecordBatch.from_arrays([builders[name]() for name in names], schema=out_schema)
+    return batch if (lo, hi) == (0, count) else batch.slice(lo, hi - lo)
+
+
+def _section(pa: Any, buffer: Any, header: BatchHeader) -> memoryview:
+    """The record section: a view of ``buffer``, or for a compressed batch one Arrow buffer it
+    is decompressed into by one C call (``pyarrow.decompress``, which releases the GIL: see
+    ``read``'s decode threads), when the frame states its size; else ``record_section``'s."""
+    codec = header.codec
+    start = header.position + HEADER_SIZE
+    raw = memoryview(buffer)[start : header.position + header.batch_length]
+    if codec == CODEC_NONE:
+        return raw.cast("B") if raw.format != "B" else raw
+    size = _content_size(codec, raw)
+    if 0 < size <= max(64 << 20, 64 * len(raw)):
+        try:
+            return memoryview(pa.decompress(raw, size, codec=_ARROW_CODECS[codec],
+                                            asbytes=False, memory_pool=pa.system_memory_pool()))
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptBatchError(
+                f"cannot decompress {CODEC_NAMES[codec]} record section: {exc}") from exc
+    return memoryview(record_section(buffer, header)).cast("B")
+
+
+def _content_size(codec: int, raw: memoryview) -> int:
+    """The decompressed size the frame header states (0: unknown or not a frame)."""
+    try:
+        if codec == CODEC_LZ4:
+            return int(lz4.frame.get_frame_info(raw).get("content_size") or 0)
+        if codec == CODEC_ZSTD:
+            size = zstandard.get_frame_parameters(raw).content_size
+            return 0 if size == zstandard.CONTENTSIZE_UNKNOWN else int(size)
+    except Exception:  # noqa: BLE001 - a damaged frame: record_section reports it
+        return 0
+    return 0
+
+
+def _trim(deltas: np.ndarray | None, count: int, low: int, high: int) -> tuple[int, int]:
+    """The records [lo, hi) whose offset deltas lie in [low, high)."""
+    if deltas is None:
+        return min(max(low, 0), count), min(max(high, 0), count)
+    lo = 0 if low <= 0 else int(np.searchsorted(deltas, np.int32(min(low, 2**31 - 1))))
+    hi = count if high > int(deltas[-1]) else int(np.searchsorted(deltas, np.int32(max(high, 0))))
+    return lo, hi
+
+
+def _int64(pa: Any, arrow_type: Any, values: np.ndarray) -> Any:
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def _headers(pa: Any, section: memoryview, start: int, lengths: np.ndarray | None,
+             count: int) -> Any:
+    if lengths is None or not lengths.any():
+        return header_columns.empty_maps(pa, count)
+    if int(lengths.min()) < 0 or start + int(lengths.sum(dtype=np.int64)) > len(section):
+        raise CorruptBatchError("record header lengths run past the batch")
+    positions = np.empty(count, dtype=np.int64)
+    positions[0] = start
+    np.cumsum(lengths[:-1], out=positions[1:])
+    positions[1:] += start
+    return header_columns.to_map(pa, section, positions, lengths)
+
+
+def message_batches(
+    records: Any, first: int, stop: int, aborted: list[tuple[int, int, int]], partition: int,
+    names: Sequence[str] = COLUMNS,
+) -> list[Any]:
+    """The record batches of one fetched message: one per log batch holding records in
+    [first, stop), control batches and aborted transactions left out. A message of short log
+    batches (fewer than ``columns.MIN_RUN_RECORDS`` records on average) goes through
+    ``columns.to_batches`` instead, which gathers them into one."""
+    include = skip_aborted(aborted)
+    headers = [header for header in iter_headers(records)
+               if header.record_count > 0 and not header.is_control
+               and (include is None or include(header)) and header.base_offset < stop and header.next_offset > first]
+    if not headers:
+        return []
+    if len(headers) > 1 and sum(h.record_count for h in headers) < (
+            frame_columns.MIN_RUN_RECORDS * len(headers)):
+        decoded = frame_columns.decode(records, first, stop, aborted)
+        return frame_columns.to_batches(decoded, partition, names)
+    batches = (to_record_batch(records, header, partition, first, stop, names)
+               for header in headers)
+    return [batch for batch in batches if batch is not None]
