@@ -368,6 +368,32 @@ class CoordinatorCalls:
         self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
         self._wakeups.wake_all()
 
+    def end_txn_after_batches(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool,
+        sequences: Sequence[tuple[str, int, int]],
+    ) -> None:
+        """``end_txn`` pipelined behind the transaction's batches: a commit checks first that
+        every batch the producer counted in ``sequences`` (topic, partition, next sequence) was
+        appended (``TransactionCoordinator.end_after_batches``)."""
+        self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
+        self._coordinate_transaction(transactional_id, write=True)
+
+        def appended(tp: tuple[str, int]) -> int | None:
+            if not self.data_dir.has_topic(tp[0]):
+                return None
+            try:
+                partition_log = self.data_dir.log(*tp)
+            except LogstoreError:
+                return None
+            return self.producer_state(partition_log).next_sequence(producer_id, producer_epoch)
+
+        wanted = {(topic, partition): sequence for topic, partition, sequence in sequences}
+        self.transactions.end_after_batches(
+            transactional_id, producer_id, producer_epoch, commit, wanted, appended
+        )
+        self._wakeups.wake_all()
+
     # -- share groups (the logic is in broker/share/) -----------------------------------------------
 
     async def share_fetch(

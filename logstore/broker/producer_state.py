@@ -155,6 +155,19 @@ class PartitionProducerState:
         if marker_offset + 1 > self.applied_offset:
             self.applied_offset = marker_offset + 1
 
+    def next_sequence(self, producer_id: int, epoch: int) -> int | None:
+        """The sequence the producer's next batch here must carry at ``epoch``: one past the last
+        record appended (0 when nothing of this epoch is); None when the producer has a newer
+        epoch here."""
+        entry = self.producers.get(producer_id)
+        if entry is None or entry.epoch < epoch:
+            return 0
+        if entry.epoch > epoch:
+            return None
+        if not entry.batches:
+            return 0
+        return (entry.batches[-1].last_sequence + 1) & SEQUENCE_MASK
+
     def fence(self, producer_id: int, epoch: int) -> None:
         """A newer epoch exists for this producer id (InitProducerId bumped it)."""
         entry = self.producers.get(producer_id)

@@ -23,6 +23,7 @@ import functools
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
 from typing import Any
 
@@ -45,6 +46,7 @@ from logstore.client.transactions import (
 )
 from logstore.errors import (
     InvalidTransactionStateError,
+    LogstoreError,
     RequestTimeoutError,
     TransactionAbortedError,
     UnavailableError,
@@ -253,6 +255,9 @@ class Producer:
         ``transaction_timeout_ms``): the producer must ``init_transactions()`` again."""
         transaction = self._require_transactional()
         transaction.require(IN_TRANSACTION, action="commit")
+        if not self._metadata.view().clustered:  # one stream: the end right behind the batches
+            self._commit_pipelined(transaction, timeout)
+            return
         self.flush(timeout)
         if transaction.error is not None:
             raise TransactionAbortedError(
@@ -261,6 +266,30 @@ class Producer:
                 transactional_id=transaction.transactional_id,
             ) from transaction.error
         transaction.end(commit=True)
+
+    def _commit_pipelined(self, transaction: Transaction, timeout: float | None) -> None:
+        """``commit_transaction`` on a single node (``txn_end``): one round trip."""
+        pending = self._sender.end_transaction(commit=True)
+        try:
+            pending.future.exception(timeout)  # the end's answer comes after every batch's
+        except FutureTimeoutError:
+            raise RequestTimeoutError(
+                f"commit_transaction: no answer after {timeout} s; the commit may still happen "
+                f"(call commit_transaction again)"
+            ) from None
+        finally:
+            self._sender.end_flush()
+        error = pending.future.exception()
+        transaction.ended(error if isinstance(error, LogstoreError) else None)
+        if error is None:
+            return
+        if transaction.error is not None and isinstance(error, TransactionAbortedError):
+            raise TransactionAbortedError(
+                f"a record of the transaction failed ({transaction.error.reason}: "
+                f"{transaction.error.message}); the broker aborted it: abort the transaction",
+                transactional_id=transaction.transactional_id,
+            ) from transaction.error
+        raise error
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         """Abort: records not yet sent fail with ``TransactionAbortedError``, records sent are

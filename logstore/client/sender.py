@@ -52,6 +52,7 @@ from logstore.client.config import MAX_IN_FLIGHT_IDEMPOTENT, ProducerConfig, bac
 from logstore.client.metadata import Metadata
 from logstore.client.stream import OnFailure, OnResponse, ProduceStream
 from logstore.client.transactions import ProducerIdentity, Transaction
+from logstore.client.txn_end import PendingEnd
 from logstore.client.wire import encode_produce_request
 from logstore.errors import LogstoreError, NotLeaderError, UnavailableError
 
@@ -104,6 +105,8 @@ class Sender:
         self.duplicates = 0
         self._flush_requests = 0
         self._flush_lock = threading.Lock()
+        #: A transaction's end to send once nothing is queued or held (``end_transaction``).
+        self._ending: PendingEnd | None = None
         self._stopping = threading.Event()
         self._last_metadata = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="logstore-producer-sender",
@@ -122,6 +125,14 @@ class Sender:
         with self._flush_lock:
             self._flush_requests -= 1
 
+    def end_transaction(self, commit: bool) -> PendingEnd:
+        """Send everything queued, then the transaction's end right behind it on the same
+        stream (``txn_end``; a single node only). Flushes until the caller's ``end_flush``."""
+        pending = PendingEnd(commit)
+        self._ending = pending
+        self.begin_flush()
+        return pending
+
     def stop(self, timeout: float | None) -> None:
         """Send what is queued, wait for answers (up to ``timeout``), end the stream."""
         self.begin_flush()
@@ -137,6 +148,9 @@ class Sender:
         for batch in held:
             self._finish(batch, UnavailableError("the producer closed before the batch could be "
                                                  "sent again"))
+        ending, self._ending = self._ending, None
+        if ending is not None:
+            ending.failed(UnavailableError("the producer closed before the transaction ended"))
 
     @property
     def alive(self) -> bool:
@@ -176,6 +190,9 @@ class Sender:
                     for batch in batches:
                         self._finish(batch, error)
                 continue
+            if self._ending is not None and not self._held and not accumulator.pending():
+                self._send_end()
+                continue
             if self._stopping.is_set() and not accumulator.pending() and not self._held:
                 return
             timeout = IDLE_WAIT if wait is None else wait
@@ -185,7 +202,7 @@ class Sender:
         """A flush or stop came in since the last drain: drain again instead of sleeping.
         Called under the accumulator's lock."""
         accumulator = self._accumulator
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._ending is not None:
             return True
         return self._flush_requests > 0 and bool(accumulator.opened or accumulator.ready)
 
@@ -292,13 +309,7 @@ class Sender:
                 else:
                     blob = batch.encode(codec, identity.stamp(batch, transactional))
                 grouped.setdefault((batch.topic, batch.partition), []).append(blob)
-        stream = self._streams.get(address)
-        if stream is None:
-            stream = self._streams[address] = self._open_stream(
-                address,
-                lambda context, response: self._on_response(address, context, response),
-                lambda context, error: self._on_failure(address, context, error),
-            )
+        stream = self._stream(address)
         correlation_id = stream.next_id()
         payload = encode_produce_request(
             self._acks,
@@ -311,6 +322,29 @@ class Sender:
         except BaseException:
             self._accumulator.request_done()
             raise
+
+    def _stream(self, address: str) -> ProduceStream:
+        stream = self._streams.get(address)
+        if stream is None:
+            stream = self._streams[address] = self._open_stream(
+                address,
+                lambda context, response: self._on_response(address, context, response),
+                lambda context, error: self._on_failure(address, context, error),
+            )
+        return stream
+
+    def _send_end(self) -> None:
+        """The transaction's end, behind every batch sent (a single node: one stream)."""
+        pending, self._ending = self._ending, None
+        assert pending is not None and self._identity is not None
+        stream = self._stream(self._metadata.address())
+        correlation_id = stream.next_id()
+        self._accumulator.request_sent()
+        try:
+            stream.send(correlation_id, pending.request(self._identity, correlation_id), pending)
+        except LogstoreError as exc:
+            self._accumulator.request_done()
+            pending.failed(exc)
 
     def _maybe_refresh_metadata(self) -> None:
         now = time.monotonic()
@@ -372,9 +406,13 @@ class Sender:
 
     # -- answers (on the stream's reader thread) -----------------------------------------------
 
-    def _on_response(self, address: str, batches: list[ProducerBatch], response: Any) -> None:
+    def _on_response(self, address: str, batches: list[ProducerBatch] | PendingEnd,
+                     response: Any) -> None:
         try:
-            self._answer(address, batches, response)
+            if isinstance(batches, PendingEnd):
+                batches.answered(response)
+            else:
+                self._answer(address, batches, response)
         finally:
             self._accumulator.request_done()
 
@@ -428,12 +466,15 @@ class Sender:
             held = self._held.get((batch.topic, batch.partition), ())
             return any(b.stamp is not None and b.stamp[2] < sequence for b in held)
 
-    def _on_failure(self, address: str, batches: list[ProducerBatch],
+    def _on_failure(self, address: str, batches: list[ProducerBatch] | PendingEnd,
                     error: LogstoreError) -> None:
         """The stream to ``address`` failed. A single node's stream already retried; in a
         cluster the broker may be gone for good, so the batches go wherever metadata says."""
         try:
-            self._failed(address, batches, error)
+            if isinstance(batches, PendingEnd):
+                batches.failed(error)
+            else:
+                self._failed(address, batches, error)
         finally:
             self._accumulator.request_done()
 

@@ -67,6 +67,12 @@ class TxProducer:
     def abort(self) -> None:
         self.broker.end_txn(self.transactional_id, self.pid, self.epoch, False)
 
+    def end_after_batches(self, sequences: dict[tuple[str, int], int]) -> None:
+        self.broker.end_txn_after_batches(
+            self.transactional_id, self.pid, self.epoch, True,
+            [(topic, partition, sequence) for (topic, partition), sequence in sequences.items()],
+        )
+
 
 async def visible(broker: Broker, topic: str = "t", partition: int = 0) -> list[bytes | None]:
     return [r.value for r in await committed_records(broker, topic, partition)]
@@ -337,6 +343,27 @@ def test_a_request_adding_several_partitions_writes_one_state_record(tmp_path: P
             assert broker.transactions.transactions[TID].partitions == {("t", 0), ("t", 1), ("t", 2)}
             tx.commit()
             assert [markers(broker, "t", p) for p in range(3)] == [[COMMIT_MARKER]] * 3
+
+    run(body())
+
+
+def test_an_end_behind_the_batches_aborts_a_transaction_with_a_partition_not_counted(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 2)
+            tx = TxProducer(broker)
+            tx.end_after_batches({})  # nothing sent: nothing to end
+            await tx.send("t", 0, b"a")
+            await tx.send("t", 1, b"b")
+            with pytest.raises(TransactionAbortedError, match="t/1 has records in the transaction"):
+                tx.end_after_batches({("t", 0): 1})  # the producer lost count of partition 1
+            assert markers(broker, "t", 1) == [ABORT_MARKER]
+            assert broker.transactions.transactions[TID].state == COMPLETE_ABORT
+            await tx.send("t", 0, b"c")
+            tx.end_after_batches({("t", 0): 2})
+            assert await visible(broker, "t", 0) == [b"c"]
 
     run(body())
 
