@@ -252,7 +252,14 @@ class Producer:
         """Send everything, then commit. If a record of the transaction failed, raise its error
         without committing: the transaction can then only be aborted. ``ProducerFencedError``
         means a newer instance took over (or the broker aborted the transaction after
-        ``transaction_timeout_ms``): the producer must ``init_transactions()`` again."""
+        ``transaction_timeout_ms``): the producer must ``init_transactions()`` again.
+
+        On a single node the commit travels on the produce stream right behind the last batch
+        (one round trip, no wait for the batches' answers first): the broker commits only if it
+        appended every batch sent in the transaction, else it aborts it and this raises
+        ``TransactionAbortedError``. A ``RequestTimeoutError`` (``timeout`` seconds without an
+        answer) leaves the outcome open: call ``commit_transaction`` again, which is answered
+        as committed if the first one was. In a cluster: ``flush``, then ``EndTxn``."""
         transaction = self._require_transactional()
         transaction.require(IN_TRANSACTION, action="commit")
         if not self._metadata.view().clustered:  # one stream: the end right behind the batches
@@ -268,18 +275,26 @@ class Producer:
         transaction.end(commit=True)
 
     def _commit_pipelined(self, transaction: Transaction, timeout: float | None) -> None:
-        """``commit_transaction`` on a single node (``txn_end``): one round trip."""
-        pending = self._sender.end_transaction(commit=True)
-        try:
-            pending.future.exception(timeout)  # the end's answer comes after every batch's
-        except FutureTimeoutError:
-            raise RequestTimeoutError(
-                f"commit_transaction: no answer after {timeout} s; the commit may still happen "
-                f"(call commit_transaction again)"
-            ) from None
-        finally:
-            self._sender.end_flush()
-        error = pending.future.exception()
+        """``commit_transaction`` on a single node (``txn_end``): one round trip. An end that
+        got no answer (the stream failed, a retriable refusal) is sent again once every batch
+        is answered; the broker's answer to it, commit or abort, is the transaction's fate."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        error: BaseException | None = None
+        for attempt in range(2):
+            pending = self._sender.end_transaction(commit=True)
+            try:
+                pending.future.exception(_remaining(deadline))  # after every batch's answer
+            except FutureTimeoutError:
+                raise RequestTimeoutError(
+                    f"commit_transaction: no answer after {timeout} s; the commit may still "
+                    f"happen (call commit_transaction again)"
+                ) from None
+            finally:
+                self._sender.end_flush()
+            error = pending.future.exception()
+            if error is None or attempt or _definitive(error):
+                break
+            self.flush(_remaining(deadline))
         transaction.ended(error if isinstance(error, LogstoreError) else None)
         if error is None:
             return
@@ -410,3 +425,14 @@ class Producer:
     def _check_open(self) -> None:
         if self._closed:
             raise UnavailableError("the producer is closed")
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _definitive(error: BaseException) -> bool:
+    """An answer to a transaction's end that settles it (anything else: sent again)."""
+    return isinstance(error, LogstoreError) and error.reason in (
+        "TRANSACTION_ABORTED", "PRODUCER_FENCED", "INVALID_TXN_STATE", "UNKNOWN_TRANSACTIONAL_ID"
+    )

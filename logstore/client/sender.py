@@ -178,7 +178,7 @@ class Sender:
                 try:
                     if self._identity is not None:
                         self._prepare_identity()
-                    self._send(batches)
+                    self._send(batches, self._end_with(batches))
                 except LogstoreError as exc:  # no producer id, fenced, broker unreachable
                     log.warning("producer sender could not send %d batches: %s", len(batches),
                                 exc.message)
@@ -231,12 +231,23 @@ class Sender:
         else:
             identity.ensure()
 
-    def _send(self, batches: list[ProducerBatch]) -> None:
+    def _end_with(self, batches: list[ProducerBatch]) -> PendingEnd | None:
+        """The transaction's end, when ``batches`` are its last: it goes in their request."""
+        pending = self._ending
+        if pending is None or self._held or self._accumulator.pending():
+            return None
+        self._ending = None
+        pending.batches = batches
+        return pending
+
+    def _send(self, batches: list[ProducerBatch], end: PendingEnd | None = None) -> None:
         metadata = self._metadata
         if not metadata.clustered:  # a single node: one stream, no lookup per batch
             address = metadata.address()
-            self._send_to(address, batches)
+            self._send_to(address, batches, end)
             return
+        if end is not None:  # the producer ends a transaction this way only on a single node
+            self._ending = end
         try:
             view = metadata.view(retries=0)  # the sender thread does not wait: batches do
         except LogstoreError as exc:  # no broker answers metadata right now
@@ -285,7 +296,8 @@ class Sender:
             out.append(batch)
         return out
 
-    def _send_to(self, address: str, batches: list[ProducerBatch]) -> None:
+    def _send_to(self, address: str, batches: list[ProducerBatch],
+                 end: PendingEnd | None = None) -> None:
         codec = self._config.codec
         grouped: dict[Key, list[bytes]] = {}
         identity = self._identity
@@ -315,10 +327,12 @@ class Sender:
             self._acks,
             [(topic, partition, blobs) for (topic, partition), blobs in grouped.items()],
             correlation_id,
+            *(() if end is None or identity is None else
+              (identity.transactional_id, end.message(identity))),
         )
         self._accumulator.request_sent()
         try:
-            stream.send(correlation_id, payload, batches)
+            stream.send(correlation_id, payload, batches if end is None else end)
         except BaseException:
             self._accumulator.request_done()
             raise
@@ -410,7 +424,16 @@ class Sender:
                      response: Any) -> None:
         try:
             if isinstance(batches, PendingEnd):
-                batches.answered(response)
+                end, batches = batches, batches.batches
+                if batches and (response.results or not response.HasField("error")):
+                    error = response.error if response.HasField("error") else None
+                    response.ClearField("error")  # the end's: the batches have their results
+                    self._answer(address, batches, response)
+                    if error is not None:
+                        response.error.CopyFrom(error)
+                elif batches:  # the whole request failed: the end was not even tried
+                    self._answer(address, batches, response)
+                end.answered(response)
             else:
                 self._answer(address, batches, response)
         finally:
@@ -472,6 +495,8 @@ class Sender:
         cluster the broker may be gone for good, so the batches go wherever metadata says."""
         try:
             if isinstance(batches, PendingEnd):
+                if batches.batches:
+                    self._failed(address, batches.batches, error)
                 batches.failed(error)
             else:
                 self._failed(address, batches, error)

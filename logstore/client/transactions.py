@@ -197,16 +197,16 @@ class Transaction:
             self.state = READY
 
     def ended(self, error: LogstoreError | None) -> None:
-        """A pipelined end (``txn_end``) was answered: the transaction is over, as after
-        ``end``, except when the broker refused to commit because a record of it had failed
-        already: then, as when ``commit_transaction`` finds such a record before ending, it
-        stays open until ``abort_transaction``."""
+        """A pipelined end (``txn_end``) was answered: committed (``error`` None), or fenced
+        (for good), or aborted by the broker (over, unless a record of it had failed: then, as
+        when ``commit_transaction`` finds such a record before ending, it stays open until
+        ``abort_transaction``). Any other error leaves it open: commit again, or abort."""
         with self.lock:
             if error is None:
                 self.state = READY
             elif error.reason == "PRODUCER_FENCED":
                 self.state = FATAL
-            elif not (error.reason == "TRANSACTION_ABORTED" and self.error is not None):
+            elif error.reason == "TRANSACTION_ABORTED" and self.error is None:
                 self.state = READY
 
     def fail(self, error: LogstoreError) -> None:

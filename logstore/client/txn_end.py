@@ -21,23 +21,33 @@ from concurrent.futures import Future
 from typing import Any
 
 from logstore.api.v1 import records_pb2
+from logstore.client.batch import ProducerBatch
 from logstore.client.channel import error_from_detail
 from logstore.client.transactions import ProducerIdentity
 from logstore.errors import LogstoreError
 
 
 class PendingEnd:
-    """One end request: built when the sender sends it, resolved by its answer."""
+    """One end: built when the sender sends it, resolved by its answer. It goes in the request
+    of the transaction's last batches (``batches``) when they leave last, else alone."""
 
-    __slots__ = ("commit", "future")
+    __slots__ = ("commit", "future", "batches")
 
     def __init__(self, commit: bool) -> None:
         self.commit = commit
         self.future: Future[None] = Future()
+        self.batches: list[ProducerBatch] = []
 
     def request(self, identity: ProducerIdentity, correlation_id: int) -> bytes:
-        """The serialized end request, with the sequences of every partition the transaction
-        sent to (read when sent: after the last batch was stamped)."""
+        """A serialized request carrying the end alone."""
+        return records_pb2.ProduceRequest(
+            correlation_id=correlation_id, transactional_id=identity.transactional_id,
+            end_transaction=records_pb2.EndTransaction.FromString(self.message(identity)),
+        ).SerializeToString()
+
+    def message(self, identity: ProducerIdentity) -> bytes:
+        """The serialized ``EndTransaction``, with the sequences of every partition the
+        transaction sent to (read when sent: after its last batch was stamped)."""
         with identity.lock:
             sequences = [
                 records_pb2.PartitionSequence(
@@ -46,14 +56,10 @@ class PendingEnd:
                 )
                 for topic, partition in sorted(identity.transaction_partitions)
             ]
-            end = records_pb2.EndTransaction(
+            return records_pb2.EndTransaction(
                 producer_id=identity.producer_id, producer_epoch=identity.epoch,
                 commit=self.commit, sequences=sequences,
-            )
-        return records_pb2.ProduceRequest(
-            correlation_id=correlation_id, transactional_id=identity.transactional_id,
-            end_transaction=end,
-        ).SerializeToString()
+            ).SerializeToString()
 
     def answered(self, response: Any) -> None:
         if response.HasField("error"):
