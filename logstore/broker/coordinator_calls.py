@@ -62,6 +62,9 @@ class CoordinatorCalls:
     def _check_open(self) -> None:
         raise NotImplementedError
 
+    def producer_state(self, partition_log: PartitionLog) -> PartitionProducerState:
+        raise NotImplementedError
+
     # -- where a group is coordinated (a cluster) --------------------------------------------------
 
     def _coordinate(self, group_id: str, *, write: bool = False) -> None:

@@ -52,7 +52,7 @@ from logstore.client.config import MAX_IN_FLIGHT_IDEMPOTENT, ProducerConfig, bac
 from logstore.client.metadata import Metadata
 from logstore.client.stream import OnFailure, OnResponse, ProduceStream
 from logstore.client.transactions import ProducerIdentity, Transaction
-from logstore.client.txn_end import PendingEnd
+from logstore.client.txn_end import EndSending, PendingEnd
 from logstore.client.wire import encode_produce_request
 from logstore.errors import LogstoreError, NotLeaderError, UnavailableError
 
@@ -70,7 +70,7 @@ Key = tuple[str, int]
 StreamOpener = Callable[[str, OnResponse, OnFailure], ProduceStream]
 
 
-class Sender:
+class Sender(EndSending):
     def __init__(
         self,
         accumulator: Accumulator,
@@ -125,14 +125,6 @@ class Sender:
         with self._flush_lock:
             self._flush_requests -= 1
 
-    def end_transaction(self, commit: bool) -> PendingEnd:
-        """Send everything queued, then the transaction's end right behind it on the same
-        stream (``txn_end``; a single node only). Flushes until the caller's ``end_flush``."""
-        pending = PendingEnd(commit)
-        self._ending = pending
-        self.begin_flush()
-        return pending
-
     def stop(self, timeout: float | None) -> None:
         """Send what is queued, wait for answers (up to ``timeout``), end the stream."""
         self.begin_flush()
@@ -175,10 +167,12 @@ class Sender:
                 self._answered.wait(HELD_POLL_S if self._held else IDLE_WAIT)
                 continue
             if batches:
+                end = self._end_with(batches)
                 try:
                     if self._identity is not None:
                         self._prepare_identity()
-                    self._send(batches, self._end_with(batches))
+                    self._send(batches, end)
+                    end = None
                 except LogstoreError as exc:  # no producer id, fenced, broker unreachable
                     log.warning("producer sender could not send %d batches: %s", len(batches),
                                 exc.message)
@@ -189,6 +183,9 @@ class Sender:
                     error = LogstoreError(str(exc))
                     for batch in batches:
                         self._finish(batch, error)
+                if end is not None:  # not sent with them: it goes alone (the broker aborts)
+                    end.batches = []
+                    self._ending = end
                 continue
             if self._ending is not None and not self._held and not accumulator.pending():
                 self._send_end()
@@ -231,15 +228,6 @@ class Sender:
         else:
             identity.ensure()
 
-    def _end_with(self, batches: list[ProducerBatch]) -> PendingEnd | None:
-        """The transaction's end, when ``batches`` are its last: it goes in their request."""
-        pending = self._ending
-        if pending is None or self._held or self._accumulator.pending():
-            return None
-        self._ending = None
-        pending.batches = batches
-        return pending
-
     def _send(self, batches: list[ProducerBatch], end: PendingEnd | None = None) -> None:
         metadata = self._metadata
         if not metadata.clustered:  # a single node: one stream, no lookup per batch
@@ -247,6 +235,7 @@ class Sender:
             self._send_to(address, batches, end)
             return
         if end is not None:  # the producer ends a transaction this way only on a single node
+            end.batches = []
             self._ending = end
         try:
             view = metadata.view(retries=0)  # the sender thread does not wait: batches do
@@ -347,19 +336,6 @@ class Sender:
             )
         return stream
 
-    def _send_end(self) -> None:
-        """The transaction's end, behind every batch sent (a single node: one stream)."""
-        pending, self._ending = self._ending, None
-        assert pending is not None and self._identity is not None
-        stream = self._stream(self._metadata.address())
-        correlation_id = stream.next_id()
-        self._accumulator.request_sent()
-        try:
-            stream.send(correlation_id, pending.request(self._identity, correlation_id), pending)
-        except LogstoreError as exc:
-            self._accumulator.request_done()
-            pending.failed(exc)
-
     def _maybe_refresh_metadata(self) -> None:
         now = time.monotonic()
         if now - self._last_metadata < self._config.metadata_max_age_ms / 1000.0:
@@ -424,16 +400,7 @@ class Sender:
                      response: Any) -> None:
         try:
             if isinstance(batches, PendingEnd):
-                end, batches = batches, batches.batches
-                if batches and (response.results or not response.HasField("error")):
-                    error = response.error if response.HasField("error") else None
-                    response.ClearField("error")  # the end's: the batches have their results
-                    self._answer(address, batches, response)
-                    if error is not None:
-                        response.error.CopyFrom(error)
-                elif batches:  # the whole request failed: the end was not even tried
-                    self._answer(address, batches, response)
-                end.answered(response)
+                self._answer_end(address, batches, response)
             else:
                 self._answer(address, batches, response)
         finally:
