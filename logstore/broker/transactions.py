@@ -588,6 +588,8 @@ def _sequence_problem(
         want, have = sequences.get(tp), appended(tp)
         if want is None:
             return f"{tp[0]}/{tp[1]} has records in the transaction the producer did not count"
+        if have is None:
+            return f"the producer's last records in {tp[0]}/{tp[1]} were aborted (or are gone)"
         if have != want:
             return (f"{tp[0]}/{tp[1]} expects sequence {have} next from the producer, which sent "
                     f"up to sequence {want - 1}")

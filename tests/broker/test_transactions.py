@@ -368,6 +368,29 @@ def test_an_end_behind_the_batches_aborts_a_transaction_with_a_partition_not_cou
     run(body())
 
 
+def test_an_end_sent_again_is_not_answered_as_committed_when_recovery_aborted_the_batches(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 1)
+            tx = TxProducer(broker)
+            await tx.send("t", 0, b"a")
+            tx.end_after_batches({("t", 0): 1})
+            await tx.send("t", 0, b"b")
+            # the ONGOING record is lost (a power loss): the coordinator still says the last
+            # transaction committed, and the partition's orphan is aborted when its state loads
+            transaction = broker.transactions.transactions[TID]
+            transaction.state, transaction.partitions = COMPLETE_COMMIT, set()
+            broker.forget_producer_state("t", 0)
+            broker.producer_state(broker.data_dir.log("t", 0))
+            with pytest.raises(TransactionAbortedError, match="last records in t/0 were aborted"):
+                tx.end_after_batches({("t", 0): 2})
+            assert await visible(broker) == [b"a"]
+
+    run(body())
+
+
 def test_a_transactional_batch_needs_a_transactional_id(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
