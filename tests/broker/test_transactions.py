@@ -391,6 +391,29 @@ def test_an_end_sent_again_is_not_answered_as_committed_when_recovery_aborted_th
     run(body())
 
 
+def test_a_request_that_ends_its_transaction_writes_two_state_records(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock, LIGHT) as broker:
+            broker.create_topic("t", 1)
+            tx = TxProducer(broker)
+            state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
+            written = []
+            for sequence, ending in ((0, ""), (1, TID)):
+                before = state_log.log_end_offset
+                batch = encode_batch([b"v"], producer_id=tx.pid, producer_epoch=tx.epoch,
+                                     base_sequence=sequence, transactional=True)
+                (outcome,) = await broker.produce([ProduceItem("t", 0, batch)], ending=ending)
+                assert outcome.error is None
+                tx.end_after_batches({("t", 0): sequence + 1})
+                written.append(state_log.log_end_offset - before)
+            assert written == [3, 2]  # ONGOING, PREPARE, COMPLETE; PREPARE, COMPLETE
+            assert markers(broker) == [COMMIT_MARKER, COMMIT_MARKER]
+
+    run(body())
+
+
 def test_a_transactional_batch_needs_a_transactional_id(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
