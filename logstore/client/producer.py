@@ -92,7 +92,8 @@ class Producer:
         self._accumulator = Accumulator(
             batch_bytes=config.batch_bytes,
             linger_ms=config.linger_ms,
-            linger_when_idle=config.linger_when_idle,
+            linger_when_idle=(bool(config.transactional_id) if config.linger_when_idle is None
+                              else config.linger_when_idle),
             buffer_bytes=config.buffer_bytes,
             describe=self._partition_count,
         )
