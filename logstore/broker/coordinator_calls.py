@@ -15,6 +15,7 @@ from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC, partition_for
+from logstore.broker.pipelined_end import end_after_batches
 from logstore.broker.positions import reset_target
 from logstore.broker.producer_state import PartitionProducerState
 from logstore.broker.replication import Replication
@@ -377,7 +378,7 @@ class CoordinatorCalls:
     ) -> None:
         """``end_txn`` pipelined behind the transaction's batches: a commit checks first that
         every batch the producer counted in ``sequences`` (topic, partition, next sequence) was
-        appended (``TransactionCoordinator.end_after_batches``)."""
+        appended (``pipelined_end``)."""
         self._check_open()
         validate_topic_name(transactional_id, kind="transactional id")
         self._coordinate_transaction(transactional_id, write=True)
@@ -392,8 +393,8 @@ class CoordinatorCalls:
             return self.producer_state(partition_log).next_sequence(producer_id, producer_epoch)
 
         wanted = {(topic, partition): sequence for topic, partition, sequence in sequences}
-        self.transactions.end_after_batches(
-            transactional_id, producer_id, producer_epoch, commit, wanted, appended
+        end_after_batches(
+            self.transactions, transactional_id, producer_id, producer_epoch, commit, wanted, appended
         )
         self._wakeups.wake_all()
 

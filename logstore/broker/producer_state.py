@@ -159,7 +159,7 @@ class PartitionProducerState:
         """The sequence the producer's next batch here must carry at ``epoch``: one past the last
         record appended (0 when nothing of this epoch is); None when the producer has a newer
         epoch here, or when its last batch was aborted (a pipelined commit must not count it:
-        ``TransactionCoordinator.end_after_batches``)."""
+        ``pipelined_end``)."""
         entry = self.producers.get(producer_id)
         if entry is None or entry.epoch < epoch:
             return 0

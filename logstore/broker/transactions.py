@@ -410,40 +410,6 @@ class TransactionCoordinator:
             )
         self._complete(transaction, commit, prepare=True)
 
-    def end_after_batches(
-        self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool,
-        sequences: dict[TopicPartition, int], appended: Callable[[TopicPartition], int | None],
-    ) -> None:
-        """``end`` pipelined behind the transaction's batches (``ProduceRequest.end_transaction``):
-        the producer did not wait for their answers, so a commit first checks that every batch
-        it sent was appended. ``sequences`` is, per partition the producer sent to in the
-        transaction, the sequence its next batch there would carry; ``appended(tp)`` the one the
-        partition's producer state expects. They must agree, partition for partition, with the
-        transaction's partitions; otherwise the transaction is aborted (nothing committed) and
-        TransactionAbortedError names the first partition that differs. A commit that already
-        happened (the producer sent it again after a lost answer) is answered as done."""
-        transaction = self._current(transactional_id, producer_id, producer_epoch)
-        if not commit or transaction.abort_reason or transaction.state not in (
-            ONGOING, EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT
-        ):
-            self.end(transactional_id, producer_id, producer_epoch, commit)  # or raises
-            return
-        problem = _sequence_problem(
-            transaction.partitions if transaction.state == ONGOING else None, sequences, appended
-        )
-        if transaction.state != ONGOING:
-            if not sequences or (not problem and transaction.state == COMPLETE_COMMIT):
-                return  # nothing was sent in it, or this commit happened already
-            problem = problem or "it was aborted already"
-        if problem:
-            if transaction.state == ONGOING:
-                self._abort(transaction, bump_epoch=False)
-            raise TransactionAbortedError(
-                f"transaction {transactional_id!r} was not committed (and is aborted): {problem}",
-                transactional_id=transactional_id,
-            )
-        self.end(transactional_id, producer_id, producer_epoch, commit)
-
     def _complete(self, transaction: Transaction, commit: bool, prepare: bool = False) -> None:
         partitions = sorted(tp for tp in transaction.partitions if self.data_dir.has_topic(tp[0]))
         if prepare:
@@ -579,27 +545,6 @@ class TransactionCoordinator:
                 log.warning("aborting transaction %s: topic %s was deleted", transaction.transactional_id, topic)
                 transaction.abort_reason = f"topic {topic!r} was deleted"
                 self._abort(transaction, bump_epoch=False)
-
-
-def _sequence_problem(
-    partitions: set[TopicPartition] | None, sequences: dict[TopicPartition, int],
-    appended: Callable[[TopicPartition], int | None],
-) -> str:
-    """What differs between the batches a producer sent (``sequences``: next sequence per
-    partition) and those appended (``appended``; ``partitions``: the open transaction's, None
-    when none is open), or ""."""
-    for tp in sorted((partitions or set()) | set(sequences)):
-        want, have = sequences.get(tp), appended(tp)
-        if want is None:
-            return f"{tp[0]}/{tp[1]} has records in the transaction the producer did not count"
-        if have is None:
-            return f"the producer's last records in {tp[0]}/{tp[1]} were aborted (or are gone)"
-        if have != want:
-            return (f"{tp[0]}/{tp[1]} expects sequence {have} next from the producer, which sent "
-                    f"up to sequence {want - 1}")
-        if partitions is not None and tp not in partitions:
-            return f"none of the records sent to {tp[0]}/{tp[1]} is in the transaction"
-    return ""
 
 
 def _aborted(transaction: Transaction) -> TransactionAbortedError:
