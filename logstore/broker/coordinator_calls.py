@@ -15,6 +15,7 @@ from logstore.broker.config import BrokerConfig
 from logstore.broker.groups.coordinator import GroupCoordinator, HeartbeatResult
 from logstore.broker.groups.offsets import OffsetStore
 from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC, partition_for
+from logstore.broker.pipelined_end import end_after_batches
 from logstore.broker.positions import reset_target
 from logstore.broker.producer_state import PartitionProducerState
 from logstore.broker.replication import Replication
@@ -60,6 +61,9 @@ class CoordinatorCalls:
     _producer_states: dict[tuple[str, int], PartitionProducerState]
 
     def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def producer_state(self, partition_log: PartitionLog) -> PartitionProducerState:
         raise NotImplementedError
 
     # -- where a group is coordinated (a cluster) --------------------------------------------------
@@ -386,6 +390,32 @@ class CoordinatorCalls:
         validate_topic_name(transactional_id, kind="transactional id")
         self._coordinate_transaction(transactional_id, write=True)
         self.transactions.end(transactional_id, producer_id, producer_epoch, commit)
+        self._wakeups.wake_all()
+
+    def end_txn_after_batches(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool,
+        sequences: Sequence[tuple[str, int, int]],
+    ) -> None:
+        """``end_txn`` pipelined behind the transaction's batches: a commit checks first that
+        every batch the producer counted in ``sequences`` (topic, partition, next sequence) was
+        appended (``pipelined_end``)."""
+        self._check_open()
+        validate_topic_name(transactional_id, kind="transactional id")
+        self._coordinate_transaction(transactional_id, write=True)
+
+        def appended(tp: tuple[str, int]) -> int | None:
+            if not self.data_dir.has_topic(tp[0]):
+                return None
+            try:
+                partition_log = self.data_dir.log(*tp)
+            except LogstoreError:
+                return None
+            return self.producer_state(partition_log).next_sequence(producer_id, producer_epoch)
+
+        wanted = {(topic, partition): sequence for topic, partition, sequence in sequences}
+        end_after_batches(
+            self.transactions, transactional_id, producer_id, producer_epoch, commit, wanted, appended
+        )
         self._wakeups.wake_all()
 
     # -- share groups (the logic is in broker/share/) -----------------------------------------------

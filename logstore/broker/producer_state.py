@@ -155,6 +155,26 @@ class PartitionProducerState:
         if marker_offset + 1 > self.applied_offset:
             self.applied_offset = marker_offset + 1
 
+    def next_sequence(self, producer_id: int, epoch: int) -> int | None:
+        """The sequence the producer's next batch here must carry at ``epoch``: one past the last
+        record appended (0 when nothing of this epoch is); None when the producer has a newer
+        epoch here, or when its last batch was aborted (a pipelined commit must not count it:
+        ``pipelined_end``)."""
+        entry = self.producers.get(producer_id)
+        if entry is None or entry.epoch < epoch:
+            return 0
+        if entry.epoch > epoch:
+            return None
+        if not entry.batches:
+            return 0
+        last = entry.batches[-1]
+        for aborted in reversed(self.aborted):
+            if aborted.producer_id == producer_id and aborted.first_offset <= last.last_offset:
+                if last.last_offset <= aborted.last_offset:
+                    return None
+                break  # the newest abort of this producer ends before the batch
+        return (last.last_sequence + 1) & SEQUENCE_MASK
+
     def fence(self, producer_id: int, epoch: int) -> None:
         """A newer epoch exists for this producer id (InitProducerId bumped it)."""
         entry = self.producers.get(producer_id)

@@ -537,10 +537,14 @@ class TransactionCoordinator:
         transaction.partitions.add((topic, partition))
         self._added.add(transaction.transactional_id)
 
-    def persist_added(self) -> None:
+    def persist_added(self, skip: str = "") -> None:
         """Write the transactions ``add_produced`` changed, one record each (the broker calls it
-        at the end of a produce request's appends, with no await in between)."""
+        at the end of a produce request's appends, with no await in between). ``skip``: a
+        transactional id whose end follows at once; its PREPARE record says it all (if the
+        broker stops before writing it, the partitions' orphans are aborted, as when this
+        record is lost)."""
         added, self._added = self._added, set()
+        added.discard(skip)
         for transactional_id in added:
             transaction = self.transactions.get(transactional_id)
             if transaction is not None:

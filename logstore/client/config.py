@@ -76,8 +76,10 @@ class ProducerConfig:
     #: delay, and a busy one batches for as long as its requests take.
     linger_ms: float = 5.0
     #: True: every batch waits ``linger_ms`` even when nothing is in flight (Kafka's
-    #: ``linger.ms``): fewer, larger requests at low rates, at the cost of latency.
-    linger_when_idle: bool = False
+    #: ``linger.ms``): fewer, larger requests at low rates, at the cost of latency. None
+    #: (default): True for a transactional producer, whose records nobody reads before the
+    #: commit (which sends everything at once: a small transaction is one request), else False.
+    linger_when_idle: bool | None = None
     #: A partition's batch is sent once it holds this many bytes.
     batch_bytes: int = 1 << 20
     #: Batches of several partitions share a request up to this size.

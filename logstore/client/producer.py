@@ -23,6 +23,7 @@ import functools
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import TracebackType
 from typing import Any
 
@@ -45,6 +46,7 @@ from logstore.client.transactions import (
 )
 from logstore.errors import (
     InvalidTransactionStateError,
+    LogstoreError,
     RequestTimeoutError,
     TransactionAbortedError,
     UnavailableError,
@@ -90,7 +92,8 @@ class Producer:
         self._accumulator = Accumulator(
             batch_bytes=config.batch_bytes,
             linger_ms=config.linger_ms,
-            linger_when_idle=config.linger_when_idle,
+            linger_when_idle=(bool(config.transactional_id) if config.linger_when_idle is None
+                              else config.linger_when_idle),
             buffer_bytes=config.buffer_bytes,
             describe=self._partition_count,
         )
@@ -250,9 +253,19 @@ class Producer:
         """Send everything, then commit. If a record of the transaction failed, raise its error
         without committing: the transaction can then only be aborted. ``ProducerFencedError``
         means a newer instance took over (or the broker aborted the transaction after
-        ``transaction_timeout_ms``): the producer must ``init_transactions()`` again."""
+        ``transaction_timeout_ms``): the producer must ``init_transactions()`` again.
+
+        On a single node the commit travels on the produce stream right behind the last batch
+        (one round trip, no wait for the batches' answers first): the broker commits only if it
+        appended every batch sent in the transaction, else it aborts it and this raises
+        ``TransactionAbortedError``. A ``RequestTimeoutError`` (``timeout`` seconds without an
+        answer) leaves the outcome open: call ``commit_transaction`` again, which is answered
+        as committed if the first one was. In a cluster: ``flush``, then ``EndTxn``."""
         transaction = self._require_transactional()
         transaction.require(IN_TRANSACTION, action="commit")
+        if not self._metadata.view().clustered:  # one stream: the end right behind the batches
+            self._commit_pipelined(transaction, timeout)
+            return
         self.flush(timeout)
         if transaction.error is not None:
             raise TransactionAbortedError(
@@ -261,6 +274,38 @@ class Producer:
                 transactional_id=transaction.transactional_id,
             ) from transaction.error
         transaction.end(commit=True)
+
+    def _commit_pipelined(self, transaction: Transaction, timeout: float | None) -> None:
+        """``commit_transaction`` on a single node (``txn_end``): one round trip. An end that
+        got no answer (the stream failed, a retriable refusal) is sent again once every batch
+        is answered; the broker's answer to it, commit or abort, is the transaction's fate."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        error: BaseException | None = None
+        for attempt in range(2):
+            pending = self._sender.end_transaction(commit=True)
+            try:
+                pending.future.exception(_remaining(deadline))  # after every batch's answer
+            except FutureTimeoutError:
+                raise RequestTimeoutError(
+                    f"commit_transaction: no answer after {timeout} s; the commit may still "
+                    f"happen (call commit_transaction again)"
+                ) from None
+            finally:
+                self._sender.end_flush()
+            error = pending.future.exception()
+            if error is None or attempt or _definitive(error):
+                break
+            self.flush(_remaining(deadline))
+        transaction.ended(error if isinstance(error, LogstoreError) else None)
+        if error is None:
+            return
+        if transaction.error is not None and isinstance(error, TransactionAbortedError):
+            raise TransactionAbortedError(
+                f"a record of the transaction failed ({transaction.error.reason}: "
+                f"{transaction.error.message}); the broker aborted it: abort the transaction",
+                transactional_id=transaction.transactional_id,
+            ) from transaction.error
+        raise error
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         """Abort: records not yet sent fail with ``TransactionAbortedError``, records sent are
@@ -381,3 +426,14 @@ class Producer:
     def _check_open(self) -> None:
         if self._closed:
             raise UnavailableError("the producer is closed")
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _definitive(error: BaseException) -> bool:
+    """An answer to a transaction's end that settles it (anything else: sent again)."""
+    return isinstance(error, LogstoreError) and error.reason in (
+        "TRANSACTION_ABORTED", "PRODUCER_FENCED", "INVALID_TXN_STATE", "UNKNOWN_TRANSACTIONAL_ID"
+    )

@@ -54,6 +54,7 @@ from logstore.client.config import MAX_IN_FLIGHT_IDEMPOTENT, ProducerConfig, bac
 from logstore.client.metadata import Metadata
 from logstore.client.stream import OnFailure, OnResponse, ProduceStream
 from logstore.client.transactions import ProducerIdentity, Transaction
+from logstore.client.txn_end import EndSending, PendingEnd
 from logstore.client.wire import encode_produce_request
 from logstore.errors import LogstoreError, NotLeaderError, UnavailableError
 
@@ -71,7 +72,7 @@ Key = tuple[str, int]
 StreamOpener = Callable[[str, OnResponse, OnFailure], ProduceStream]
 
 
-class Sender:
+class Sender(EndSending):
     def __init__(
         self,
         accumulator: Accumulator,
@@ -106,6 +107,8 @@ class Sender:
         self.duplicates = 0
         self._flush_requests = 0
         self._flush_lock = threading.Lock()
+        #: A transaction's end to send once nothing is queued or held (``end_transaction``).
+        self._ending: PendingEnd | None = None
         self._stopping = threading.Event()
         self._last_metadata = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="logstore-producer-sender",
@@ -139,6 +142,9 @@ class Sender:
         for batch in held:
             self._finish(batch, UnavailableError("the producer closed before the batch could be "
                                                  "sent again"))
+        ending, self._ending = self._ending, None
+        if ending is not None:
+            ending.failed(UnavailableError("the producer closed before the transaction ended"))
 
     @property
     def alive(self) -> bool:
@@ -163,10 +169,12 @@ class Sender:
                 self._answered.wait(HELD_POLL_S if self._held else IDLE_WAIT)
                 continue
             if batches:
+                end = self._end_with(batches)
                 try:
                     if self._identity is not None:
                         self._prepare_identity()
-                    self._send(batches)
+                    self._send(batches, end)
+                    end = None
                 except LogstoreError as exc:  # no producer id, fenced, broker unreachable
                     log.warning("producer sender could not send %d batches: %s", len(batches),
                                 exc.message)
@@ -177,6 +185,12 @@ class Sender:
                     error = LogstoreError(str(exc))
                     for batch in batches:
                         self._finish(batch, error)
+                if end is not None:  # not sent with them: it goes alone (the broker aborts)
+                    end.batches = []
+                    self._ending = end
+                continue
+            if self._ending is not None and not self._held and not accumulator.pending():
+                self._send_end()
                 continue
             if self._stopping.is_set() and not accumulator.pending() and not self._held:
                 return
@@ -187,7 +201,7 @@ class Sender:
         """A flush or stop came in since the last drain: drain again instead of sleeping.
         Called under the accumulator's lock."""
         accumulator = self._accumulator
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._ending is not None:
             return True
         return self._flush_requests > 0 and bool(accumulator.opened or accumulator.ready)
 
@@ -216,12 +230,15 @@ class Sender:
         else:
             identity.ensure()
 
-    def _send(self, batches: list[ProducerBatch]) -> None:
+    def _send(self, batches: list[ProducerBatch], end: PendingEnd | None = None) -> None:
         metadata = self._metadata
         if not metadata.clustered:  # a single node: one stream, no lookup per batch
             address = metadata.address()
-            self._send_to(address, batches)
+            self._send_to(address, batches, end)
             return
+        if end is not None:  # the producer ends a transaction this way only on a single node
+            end.batches = []
+            self._ending = end
         try:
             view = metadata.view(retries=0)  # the sender thread does not wait: batches do
         except LogstoreError as exc:  # no broker answers metadata right now
@@ -275,7 +292,8 @@ class Sender:
             out.append(batch)
         return out
 
-    def _send_to(self, address: str, batches: list[ProducerBatch]) -> None:
+    def _send_to(self, address: str, batches: list[ProducerBatch],
+                 end: PendingEnd | None = None) -> None:
         codec = self._config.codec
         grouped: dict[Key, list[bytes]] = {}
         identity = self._identity
@@ -299,6 +317,23 @@ class Sender:
                 else:
                     blob = batch.encode(codec, identity.stamp(batch, transactional))
                 grouped.setdefault((batch.topic, batch.partition), []).append(blob)
+        stream = self._stream(address)
+        correlation_id = stream.next_id()
+        payload = encode_produce_request(
+            self._acks,
+            [(topic, partition, blobs) for (topic, partition), blobs in grouped.items()],
+            correlation_id,
+            *(() if end is None or identity is None else
+              (identity.transactional_id, end.message(identity))),
+        )
+        self._accumulator.request_sent()
+        try:
+            stream.send(correlation_id, payload, batches if end is None else end)
+        except BaseException:
+            self._accumulator.request_done()
+            raise
+
+    def _stream(self, address: str) -> ProduceStream:
         stream = self._streams.get(address)
         if stream is None:
             stream = self._streams[address] = self._open_stream(
@@ -306,18 +341,7 @@ class Sender:
                 lambda context, response: self._on_response(address, context, response),
                 lambda context, error: self._on_failure(address, context, error),
             )
-        correlation_id = stream.next_id()
-        payload = encode_produce_request(
-            self._acks,
-            [(topic, partition, blobs) for (topic, partition), blobs in grouped.items()],
-            correlation_id,
-        )
-        self._accumulator.request_sent()
-        try:
-            stream.send(correlation_id, payload, batches)
-        except BaseException:
-            self._accumulator.request_done()
-            raise
+        return stream
 
     def _maybe_refresh_metadata(self) -> None:
         now = time.monotonic()
@@ -379,9 +403,13 @@ class Sender:
 
     # -- answers (on the stream's reader thread) -----------------------------------------------
 
-    def _on_response(self, address: str, batches: list[ProducerBatch], response: Any) -> None:
+    def _on_response(self, address: str, batches: list[ProducerBatch] | PendingEnd,
+                     response: Any) -> None:
         try:
-            self._answer(address, batches, response)
+            if isinstance(batches, PendingEnd):
+                self._answer_end(address, batches, response)
+            else:
+                self._answer(address, batches, response)
         finally:
             self._accumulator.request_done()
 
@@ -435,12 +463,17 @@ class Sender:
             held = self._held.get((batch.topic, batch.partition), ())
             return any(b.stamp is not None and b.stamp[2] < sequence for b in held)
 
-    def _on_failure(self, address: str, batches: list[ProducerBatch],
+    def _on_failure(self, address: str, batches: list[ProducerBatch] | PendingEnd,
                     error: LogstoreError) -> None:
         """The stream to ``address`` failed. A single node's stream already retried; in a
         cluster the broker may be gone for good, so the batches go wherever metadata says."""
         try:
-            self._failed(address, batches, error)
+            if isinstance(batches, PendingEnd):
+                if batches.batches:
+                    self._failed(address, batches.batches, error)
+                batches.failed(error)
+            else:
+                self._failed(address, batches, error)
         finally:
             self._accumulator.request_done()
 

@@ -51,6 +51,8 @@ class ProducerIdentity:
         self.next_sequences: dict[TopicPartitionKey, int] = {}
         #: A stamped batch failed: sequences have a gap until ``init`` runs again.
         self.reset_needed = False
+        #: Partitions stamped transactional since the transaction began (``txn_end``).
+        self.transaction_partitions: set[TopicPartitionKey] = set()
         self._stub = stub
         self._server = server
         self._config = config
@@ -86,6 +88,7 @@ class ProducerIdentity:
         self.epoch = response.producer_epoch
         self.next_sequences = {}
         self.reset_needed = False
+        self.transaction_partitions = set()
 
     def stamp(self, batch: ProducerBatch, transactional: bool) -> Stamp:
         """The stamp of the next batch of ``batch``'s partition (sender thread, in send order)."""
@@ -93,6 +96,8 @@ class ProducerIdentity:
         with self.lock:
             sequence = self.next_sequences.get(key, 0)
             self.next_sequences[key] = (sequence + batch.record_count) & SEQUENCE_MASK
+            if transactional:
+                self.transaction_partitions.add(key)
             return (self.producer_id, self.epoch, sequence, transactional)
 
     def predicted_stamp(self, sequence: int, transactional: bool) -> Stamp:
@@ -158,6 +163,8 @@ class Transaction:
 
     def begin(self) -> None:
         self.require(READY, action="begin a transaction")
+        with self._identity.lock:
+            self._identity.transaction_partitions = set()
         with self.lock:
             self.state = IN_TRANSACTION
             self.error = None
@@ -233,6 +240,19 @@ class Transaction:
             raise
         with self.lock:
             self.state = READY
+
+    def ended(self, error: LogstoreError | None) -> None:
+        """A pipelined end (``txn_end``) was answered: committed (``error`` None), or fenced
+        (for good), or aborted by the broker (over, unless a record of it had failed: then, as
+        when ``commit_transaction`` finds such a record before ending, it stays open until
+        ``abort_transaction``). Any other error leaves it open: commit again, or abort."""
+        with self.lock:
+            if error is None:
+                self.state = READY
+            elif error.reason == "PRODUCER_FENCED":
+                self.state = FATAL
+            elif error.reason == "TRANSACTION_ABORTED" and self.error is None:
+                self.state = READY
 
     def fail(self, error: LogstoreError) -> None:
         """A batch of the open transaction failed (sender or reader thread)."""

@@ -33,6 +33,7 @@ PRODUCE_ACKS = 1
 PRODUCE_PARTITIONS = 2
 PRODUCE_CORRELATION_ID = 3
 PRODUCE_TRANSACTIONAL_ID = 4
+PRODUCE_END_TRANSACTION = 5
 # PartitionRecords
 RECORDS_TOPIC = 1
 RECORDS_PARTITION = 2
@@ -69,6 +70,7 @@ _RECORDS_RECORDS_TAG = _tag(RECORDS_RECORDS, LEN)
 _ACKS_TAG = _tag(PRODUCE_ACKS, VARINT)
 _CORRELATION_TAG = _tag(PRODUCE_CORRELATION_ID, VARINT)
 _TRANSACTIONAL_TAG = _tag(PRODUCE_TRANSACTIONAL_ID, LEN)
+_END_TRANSACTION_TAG = _tag(PRODUCE_END_TRANSACTION, LEN)
 
 #: One partition's part of a produce request: topic, partition, its batches back to back.
 PartitionBatches = tuple[str, int, Sequence[bytes]]
@@ -79,8 +81,10 @@ def encode_produce_request(
     partitions: Sequence[PartitionBatches],
     correlation_id: int = 0,
     transactional_id: str = "",
+    end_transaction: bytes = b"",
 ) -> bytes:
-    """The serialized ``ProduceRequest``; the batches are copied once, by the final join."""
+    """The serialized ``ProduceRequest``; the batches are copied once, by the final join.
+    ``end_transaction`` is a serialized ``EndTransaction`` (``txn_end``), or empty."""
     parts: list[bytes] = []
     if acks:
         parts += (_ACKS_TAG, encode_varint(acks))
@@ -102,6 +106,8 @@ def encode_produce_request(
     if transactional_id:
         encoded = transactional_id.encode()
         parts += (_TRANSACTIONAL_TAG, encode_varint(len(encoded)), encoded)
+    if end_transaction:
+        parts += (_END_TRANSACTION_TAG, encode_varint(len(end_transaction)), end_transaction)
     return b"".join(parts)
 
 

@@ -218,21 +218,45 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
 
     # -- records ------------------------------------------------------------------------------------
 
-    async def _produce(self, request: wire.ProduceRequestView, peer: str) -> records_pb2.ProduceResponse:
+    async def _produce(
+        self, request: wire.ProduceRequestView, peer: str, *, stream: bool = False
+    ) -> records_pb2.ProduceResponse:
         items = convert.produce_items(request)
         for topic in {item.topic for item in items}:
             self.authorizer.check("topic", topic, "write")
-        # the peer (client address and port) is the connection: its bytes in flight are bounded
-        outcomes = await self.broker.produce(items, convert.acks(request.acks), client=peer)
+        outcomes = []
+        if items or request.end_transaction is None:  # an end alone carries no partitions
+            # the peer (client address and port) is the connection: its bytes in flight are bounded
+            outcomes = await self.broker.produce(
+                items, convert.acks(request.acks), client=peer,
+                ending=request.transactional_id if request.end_transaction is not None else "",
+            )
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.error is None:
                 self.metrics.produced(item.topic, outcome.record_count, len(item.records))
             else:
                 self.metrics.errors.labels(reason=outcome.error.reason).inc()
-        return records_pb2.ProduceResponse(
+        response = records_pb2.ProduceResponse(
             correlation_id=request.correlation_id,
             results=[convert.produce_result(outcome) for outcome in outcomes],
         )
+        if request.end_transaction is not None:
+            try:
+                await self._end_transaction(request.transactional_id, request.end_transaction)
+            except LogstoreError as exc:
+                if not stream:
+                    raise
+                self.metrics.errors.labels(reason=exc.reason).inc()
+                response.error.CopyFrom(error_detail(exc))
+        return response
+
+    async def _end_transaction(self, transactional_id: str, end: records_pb2.EndTransaction) -> None:
+        """EndTxn pipelined behind a transaction's last batch (``ProduceRequest.end_transaction``)."""
+        self.broker.end_txn_after_batches(
+            transactional_id, end.producer_id, end.producer_epoch, end.commit,
+            [(s.topic, s.partition, s.next_sequence) for s in end.sequences],
+        )
+        await self.broker.transactions_replicated(transactional_id)
 
     async def Produce(self, requests: AsyncIterator[bytes], context: Any) -> records_pb2.ProduceResponse:
         """Takes the serialized request: batches stay views of it (see ``handlers.py``). gRPC
@@ -273,7 +297,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
                 try:
                     request = wire.parse_produce_request(raw)
                     correlation_id = request.correlation_id
-                    response = await self._produce(request, peer)
+                    response = await self._produce(request, peer, stream=True)
                 except LogstoreError as exc:
                     self.metrics.errors.labels(reason=exc.reason).inc()
                     response = records_pb2.ProduceResponse(

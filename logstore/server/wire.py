@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from logstore.api.v1 import records_pb2
 from logstore.errors import InvalidRequestError
@@ -95,6 +95,8 @@ class ProduceRequestView:
     partitions: list[PartitionRecordsView]
     correlation_id: int
     transactional_id: str
+    #: ``end_transaction`` (field 5), parsed by the generated class: it is small.
+    end_transaction: records_pb2.EndTransaction | None = None
 
 
 def _text(value: int | memoryview, name: str) -> str:
@@ -128,7 +130,18 @@ def parse_produce_request(data: bytes | memoryview) -> ProduceRequestView:
             request.correlation_id = value  # type: ignore[assignment]
         elif number == 4 and wire_type == LENGTH_DELIMITED:
             request.transactional_id = _text(value, "transactional_id")
+        elif number == 5 and wire_type == LENGTH_DELIMITED:
+            request.end_transaction = _end_transaction(value)  # type: ignore[arg-type]
     return request
+
+
+def _end_transaction(value: memoryview) -> records_pb2.EndTransaction:
+    try:
+        return records_pb2.EndTransaction.FromString(bytes(value))
+    except DecodeError:
+        raise InvalidRequestError(
+            "malformed request: end_transaction is not an EndTransaction", field="end_transaction"
+        ) from None
 
 
 def encode_fetched_partition(small: Message, records: bytes | memoryview) -> list[bytes | memoryview]:

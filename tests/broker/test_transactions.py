@@ -67,6 +67,12 @@ class TxProducer:
     def abort(self) -> None:
         self.broker.end_txn(self.transactional_id, self.pid, self.epoch, False)
 
+    def end_after_batches(self, sequences: dict[tuple[str, int], int]) -> None:
+        self.broker.end_txn_after_batches(
+            self.transactional_id, self.pid, self.epoch, True,
+            [(topic, partition, sequence) for (topic, partition), sequence in sequences.items()],
+        )
+
 
 async def visible(broker: Broker, topic: str = "t", partition: int = 0) -> list[bytes | None]:
     return [r.value for r in await committed_records(broker, topic, partition)]
@@ -337,6 +343,73 @@ def test_a_request_adding_several_partitions_writes_one_state_record(tmp_path: P
             assert broker.transactions.transactions[TID].partitions == {("t", 0), ("t", 1), ("t", 2)}
             tx.commit()
             assert [markers(broker, "t", p) for p in range(3)] == [[COMMIT_MARKER]] * 3
+
+    run(body())
+
+
+def test_an_end_behind_the_batches_aborts_a_transaction_with_a_partition_not_counted(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 2)
+            tx = TxProducer(broker)
+            tx.end_after_batches({})  # nothing sent: nothing to end
+            await tx.send("t", 0, b"a")
+            await tx.send("t", 1, b"b")
+            with pytest.raises(TransactionAbortedError, match="t/1 has records in the transaction"):
+                tx.end_after_batches({("t", 0): 1})  # the producer lost count of partition 1
+            assert markers(broker, "t", 1) == [ABORT_MARKER]
+            assert broker.transactions.transactions[TID].state == COMPLETE_ABORT
+            await tx.send("t", 0, b"c")
+            tx.end_after_batches({("t", 0): 2})
+            assert await visible(broker, "t", 0) == [b"c"]
+
+    run(body())
+
+
+def test_an_end_sent_again_is_not_answered_as_committed_when_recovery_aborted_the_batches(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 1)
+            tx = TxProducer(broker)
+            await tx.send("t", 0, b"a")
+            tx.end_after_batches({("t", 0): 1})
+            await tx.send("t", 0, b"b")
+            # the ONGOING record is lost (a power loss): the coordinator still says the last
+            # transaction committed, and the partition's orphan is aborted when its state loads
+            transaction = broker.transactions.transactions[TID]
+            transaction.state, transaction.partitions = COMPLETE_COMMIT, set()
+            broker.forget_producer_state("t", 0)
+            broker.producer_state(broker.data_dir.log("t", 0))
+            with pytest.raises(TransactionAbortedError, match="last records in t/0 were aborted"):
+                tx.end_after_batches({("t", 0): 2})
+            assert await visible(broker) == [b"a"]
+
+    run(body())
+
+
+def test_a_request_that_ends_its_transaction_writes_two_state_records(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock, LIGHT) as broker:
+            broker.create_topic("t", 1)
+            tx = TxProducer(broker)
+            state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
+            written = []
+            for sequence, ending in ((0, ""), (1, TID)):
+                before = state_log.log_end_offset
+                batch = encode_batch([b"v"], producer_id=tx.pid, producer_epoch=tx.epoch,
+                                     base_sequence=sequence, transactional=True)
+                (outcome,) = await broker.produce([ProduceItem("t", 0, batch)], ending=ending)
+                assert outcome.error is None
+                tx.end_after_batches({("t", 0): sequence + 1})
+                written.append(state_log.log_end_offset - before)
+            assert written == [3, 2]  # ONGOING, PREPARE, COMPLETE; PREPARE, COMPLETE
+            assert markers(broker) == [COMMIT_MARKER, COMMIT_MARKER]
 
     run(body())
 

@@ -184,3 +184,10 @@ def test_a_failed_record_makes_the_commit_fail(server: str, new_topic: Topic) ->
         producer.send(topic, b"next", partition=0)
         producer.commit_transaction()
     assert read(server, topic) == [b"next"]
+
+
+def test_a_transactional_producer_lingers_while_idle_unless_told_not_to(server: str) -> None:
+    with Producer(server, transactional_id=txn_id()) as transactional, Producer(server) as plain, \
+            Producer(server, transactional_id=txn_id(), linger_when_idle=False) as eager:
+        lingering = [p._accumulator.linger_when_idle for p in (transactional, plain, eager)]
+    assert lingering == [True, False, False]

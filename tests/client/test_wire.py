@@ -35,6 +35,17 @@ def test_produce_request_is_byte_identical_to_serialize_to_string(
     assert encode_produce_request(acks, partitions, correlation_id, transactional_id) == expected
 
 
+def test_a_produce_request_carries_a_transactions_end() -> None:
+    end = records_pb2.EndTransaction(producer_id=7, producer_epoch=2, commit=True, sequences=[
+        records_pb2.PartitionSequence(topic="t", partition=1, next_sequence=300)])
+    expected = records_pb2.ProduceRequest(
+        acks=3, partitions=[records_pb2.PartitionRecords(topic="t", partition=1, records=b"xy")],
+        correlation_id=9, transactional_id="tx", end_transaction=end,
+    ).SerializeToString()
+    encoded = encode_produce_request(3, [("t", 1, [b"x", b"y"])], 9, "tx", end.SerializeToString())
+    assert encoded == expected
+
+
 fetched = st.builds(
     records_pb2.FetchedPartition,
     topic=topics, partition=int32, records=st.binary(max_size=200), high_watermark=int64,

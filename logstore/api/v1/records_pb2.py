@@ -25,47 +25,51 @@ _sym_db = _symbol_database.Default()
 from logstore.api.v1 import common_pb2 as logstore_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlogstore/api/v1/records.proto\x12\x0flogstore.api.v1\x1a\x1clogstore/api/v1/common.proto\"E\n\x10PartitionRecords\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0f\n\x07records\x18\x03 \x01(\x0c\"\x9e\x01\n\x0eProduceRequest\x12#\n\x04\x61\x63ks\x18\x01 \x01(\x0e\x32\x15.logstore.api.v1.Acks\x12\x35\n\npartitions\x18\x02 \x03(\x0b\x32!.logstore.api.v1.PartitionRecords\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\x04\x12\x18\n\x10transactional_id\x18\x04 \x01(\t\"\xbe\x01\n\x16PartitionProduceResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x03 \x01(\x03\x12\x13\n\x0blast_offset\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x11\n\tduplicate\x18\x06 \x01(\x08\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"\x90\x01\n\x0fProduceResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\x04\x12\x38\n\x07results\x18\x02 \x03(\x0b\x32\'.logstore.api.v1.PartitionProduceResult\x12+\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"U\n\x0e\x46\x65tchPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\"\xf3\x01\n\x0c\x46\x65tchRequest\x12\x33\n\npartitions\x18\x01 \x03(\x0b\x32\x1f.logstore.api.v1.FetchPartition\x12\x13\n\x0bmax_wait_ms\x18\x02 \x01(\x05\x12\x11\n\tmin_bytes\x18\x03 \x01(\x05\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x38\n\x0fisolation_level\x18\x05 \x01(\x0e\x32\x1f.logstore.api.v1.IsolationLevel\x12\x10\n\x08group_id\x18\x06 \x01(\t\x12\x11\n\tmember_id\x18\x07 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x08 \x01(\x05\"T\n\x12\x41\x62ortedTransaction\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x03\x12\x13\n\x0blast_offset\x18\x03 \x01(\x03\"\x98\x02\n\x10\x46\x65tchedPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0f\n\x07records\x18\x03 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x1a\n\x12last_stable_offset\x18\x06 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x07 \x01(\x03\x12\x41\n\x14\x61\x62orted_transactions\x18\x08 \x03(\x0b\x32#.logstore.api.v1.AbortedTransaction\x12+\n\x05\x65rror\x18\t \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"F\n\rFetchResponse\x12\x35\n\npartitions\x18\x01 \x03(\x0b\x32!.logstore.api.v1.FetchedPartition\"\xd6\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12-\n\x05start\x18\x03 \x01(\x0e\x32\x1e.logstore.api.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x11\n\tmax_bytes\x18\x06 \x01(\x05\x12\x38\n\x0fisolation_level\x18\x07 \x01(\x0e\x32\x1f.logstore.api.v1.IsolationLevel\"\xc4\x01\n\x11SubscribeResponse\x12\x0f\n\x07records\x18\x01 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\x12\x41\n\x14\x61\x62orted_transactions\x18\x05 \x03(\x0b\x32#.logstore.api.v1.AbortedTransaction\x12\x14\n\x0cstart_offset\x18\x06 \x01(\x03\"y\n\x14ListOffsetsPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12)\n\x04spec\x18\x03 \x01(\x0e\x32\x1b.logstore.api.v1.OffsetSpec\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\x89\x01\n\x12ListOffsetsRequest\x12\x39\n\npartitions\x18\x01 \x03(\x0b\x32%.logstore.api.v1.ListOffsetsPartition\x12\x38\n\x0fisolation_level\x18\x02 \x01(\x0e\x32\x1f.logstore.api.v1.IsolationLevel\"m\n\x0cListedOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"E\n\x13ListOffsetsResponse\x12.\n\x07offsets\x18\x01 \x03(\x0b\x32\x1d.logstore.api.v1.ListedOffset*J\n\x04\x41\x63ks\x12\x14\n\x10\x41\x43KS_UNSPECIFIED\x10\x00\x12\r\n\tACKS_NONE\x10\x01\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x02\x12\x0c\n\x08\x41\x43KS_ALL\x10\x03*\\\n\rStartPosition\x12\x12\n\x0eSTART_EARLIEST\x10\x00\x12\x10\n\x0cSTART_LATEST\x10\x01\x12\x10\n\x0cSTART_OFFSET\x10\x02\x12\x13\n\x0fSTART_TIMESTAMP\x10\x03*J\n\nOffsetSpec\x12\x13\n\x0fOFFSET_EARLIEST\x10\x00\x12\x11\n\rOFFSET_LATEST\x10\x01\x12\x14\n\x10OFFSET_TIMESTAMP\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlogstore/api/v1/records.proto\x12\x0flogstore.api.v1\x1a\x1clogstore/api/v1/common.proto\"E\n\x10PartitionRecords\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0f\n\x07records\x18\x03 \x01(\x0c\"\xd8\x01\n\x0eProduceRequest\x12#\n\x04\x61\x63ks\x18\x01 \x01(\x0e\x32\x15.logstore.api.v1.Acks\x12\x35\n\npartitions\x18\x02 \x03(\x0b\x32!.logstore.api.v1.PartitionRecords\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\x04\x12\x18\n\x10transactional_id\x18\x04 \x01(\t\x12\x38\n\x0f\x65nd_transaction\x18\x05 \x01(\x0b\x32\x1f.logstore.api.v1.EndTransaction\"\x84\x01\n\x0e\x45ndTransaction\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x08\x12\x35\n\tsequences\x18\x04 \x03(\x0b\x32\".logstore.api.v1.PartitionSequence\"L\n\x11PartitionSequence\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x15\n\rnext_sequence\x18\x03 \x01(\x05\"\xbe\x01\n\x16PartitionProduceResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x0b\x62\x61se_offset\x18\x03 \x01(\x03\x12\x13\n\x0blast_offset\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x11\n\tduplicate\x18\x06 \x01(\x08\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"\x90\x01\n\x0fProduceResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\x04\x12\x38\n\x07results\x18\x02 \x03(\x0b\x32\'.logstore.api.v1.PartitionProduceResult\x12+\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"U\n\x0e\x46\x65tchPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\"\xf3\x01\n\x0c\x46\x65tchRequest\x12\x33\n\npartitions\x18\x01 \x03(\x0b\x32\x1f.logstore.api.v1.FetchPartition\x12\x13\n\x0bmax_wait_ms\x18\x02 \x01(\x05\x12\x11\n\tmin_bytes\x18\x03 \x01(\x05\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x38\n\x0fisolation_level\x18\x05 \x01(\x0e\x32\x1f.logstore.api.v1.IsolationLevel\x12\x10\n\x08group_id\x18\x06 \x01(\t\x12\x11\n\tmember_id\x18\x07 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x08 \x01(\x05\"T\n\x12\x41\x62ortedTransaction\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x03\x12\x13\n\x0blast_offset\x18\x03 \x01(\x03\"\x98\x02\n\x10\x46\x65tchedPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0f\n\x07records\x18\x03 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x1a\n\x12last_stable_offset\x18\x06 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x07 \x01(\x03\x12\x41\n\x14\x61\x62orted_transactions\x18\x08 \x03(\x0b\x32#.logstore.api.v1.AbortedTransaction\x12+\n\x05\x65rror\x18\t \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"F\n\rFetchResponse\x12\x35\n\npartitions\x18\x01 \x03(\x0b\x32!.logstore.api.v1.FetchedPartition\"\xd6\x01\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12-\n\x05start\x18\x03 \x01(\x0e\x32\x1e.logstore.api.v1.StartPosition\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x11\n\tmax_bytes\x18\x06 \x01(\x05\x12\x38\n\x0fisolation_level\x18\x07 \x01(\x0e\x32\x1f.logstore.api.v1.IsolationLevel\"\xc4\x01\n\x11SubscribeResponse\x12\x0f\n\x07records\x18\x01 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\x12\x41\n\x14\x61\x62orted_transactions\x18\x05 \x03(\x0b\x32#.logstore.api.v1.AbortedTransaction\x12\x14\n\x0cstart_offset\x18\x06 \x01(\x03\"y\n\x14ListOffsetsPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12)\n\x04spec\x18\x03 \x01(\x0e\x32\x1b.logstore.api.v1.OffsetSpec\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\x89\x01\n\x12ListOffsetsRequest\x12\x39\n\npartitions\x18\x01 \x03(\x0b\x32%.logstore.api.v1.ListOffsetsPartition\x12\x38\n\x0fisolation_level\x18\x02 \x01(\x0e\x32\x1f.logstore.api.v1.IsolationLevel\"m\n\x0cListedOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12+\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"E\n\x13ListOffsetsResponse\x12.\n\x07offsets\x18\x01 \x03(\x0b\x32\x1d.logstore.api.v1.ListedOffset*J\n\x04\x41\x63ks\x12\x14\n\x10\x41\x43KS_UNSPECIFIED\x10\x00\x12\r\n\tACKS_NONE\x10\x01\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x02\x12\x0c\n\x08\x41\x43KS_ALL\x10\x03*\\\n\rStartPosition\x12\x12\n\x0eSTART_EARLIEST\x10\x00\x12\x10\n\x0cSTART_LATEST\x10\x01\x12\x10\n\x0cSTART_OFFSET\x10\x02\x12\x13\n\x0fSTART_TIMESTAMP\x10\x03*J\n\nOffsetSpec\x12\x13\n\x0fOFFSET_EARLIEST\x10\x00\x12\x11\n\rOFFSET_LATEST\x10\x01\x12\x14\n\x10OFFSET_TIMESTAMP\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'logstore.api.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACKS']._serialized_start=2287
-  _globals['_ACKS']._serialized_end=2361
-  _globals['_STARTPOSITION']._serialized_start=2363
-  _globals['_STARTPOSITION']._serialized_end=2455
-  _globals['_OFFSETSPEC']._serialized_start=2457
-  _globals['_OFFSETSPEC']._serialized_end=2531
+  _globals['_ACKS']._serialized_start=2558
+  _globals['_ACKS']._serialized_end=2632
+  _globals['_STARTPOSITION']._serialized_start=2634
+  _globals['_STARTPOSITION']._serialized_end=2726
+  _globals['_OFFSETSPEC']._serialized_start=2728
+  _globals['_OFFSETSPEC']._serialized_end=2802
   _globals['_PARTITIONRECORDS']._serialized_start=80
   _globals['_PARTITIONRECORDS']._serialized_end=149
   _globals['_PRODUCEREQUEST']._serialized_start=152
-  _globals['_PRODUCEREQUEST']._serialized_end=310
-  _globals['_PARTITIONPRODUCERESULT']._serialized_start=313
-  _globals['_PARTITIONPRODUCERESULT']._serialized_end=503
-  _globals['_PRODUCERESPONSE']._serialized_start=506
-  _globals['_PRODUCERESPONSE']._serialized_end=650
-  _globals['_FETCHPARTITION']._serialized_start=652
-  _globals['_FETCHPARTITION']._serialized_end=737
-  _globals['_FETCHREQUEST']._serialized_start=740
-  _globals['_FETCHREQUEST']._serialized_end=983
-  _globals['_ABORTEDTRANSACTION']._serialized_start=985
-  _globals['_ABORTEDTRANSACTION']._serialized_end=1069
-  _globals['_FETCHEDPARTITION']._serialized_start=1072
-  _globals['_FETCHEDPARTITION']._serialized_end=1352
-  _globals['_FETCHRESPONSE']._serialized_start=1354
-  _globals['_FETCHRESPONSE']._serialized_end=1424
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1427
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1641
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1644
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1840
-  _globals['_LISTOFFSETSPARTITION']._serialized_start=1842
-  _globals['_LISTOFFSETSPARTITION']._serialized_end=1963
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=1966
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=2103
-  _globals['_LISTEDOFFSET']._serialized_start=2105
-  _globals['_LISTEDOFFSET']._serialized_end=2214
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=2216
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=2285
+  _globals['_PRODUCEREQUEST']._serialized_end=368
+  _globals['_ENDTRANSACTION']._serialized_start=371
+  _globals['_ENDTRANSACTION']._serialized_end=503
+  _globals['_PARTITIONSEQUENCE']._serialized_start=505
+  _globals['_PARTITIONSEQUENCE']._serialized_end=581
+  _globals['_PARTITIONPRODUCERESULT']._serialized_start=584
+  _globals['_PARTITIONPRODUCERESULT']._serialized_end=774
+  _globals['_PRODUCERESPONSE']._serialized_start=777
+  _globals['_PRODUCERESPONSE']._serialized_end=921
+  _globals['_FETCHPARTITION']._serialized_start=923
+  _globals['_FETCHPARTITION']._serialized_end=1008
+  _globals['_FETCHREQUEST']._serialized_start=1011
+  _globals['_FETCHREQUEST']._serialized_end=1254
+  _globals['_ABORTEDTRANSACTION']._serialized_start=1256
+  _globals['_ABORTEDTRANSACTION']._serialized_end=1340
+  _globals['_FETCHEDPARTITION']._serialized_start=1343
+  _globals['_FETCHEDPARTITION']._serialized_end=1623
+  _globals['_FETCHRESPONSE']._serialized_start=1625
+  _globals['_FETCHRESPONSE']._serialized_end=1695
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1698
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1912
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1915
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=2111
+  _globals['_LISTOFFSETSPARTITION']._serialized_start=2113
+  _globals['_LISTOFFSETSPARTITION']._serialized_end=2234
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=2237
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=2374
+  _globals['_LISTEDOFFSET']._serialized_start=2376
+  _globals['_LISTEDOFFSET']._serialized_end=2485
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=2487
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=2556
 # @@protoc_insertion_point(module_scope)

@@ -50,16 +50,40 @@ class PartitionRecords(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., records: _Optional[bytes] = ...) -> None: ...
 
 class ProduceRequest(_message.Message):
-    __slots__ = ("acks", "partitions", "correlation_id", "transactional_id")
+    __slots__ = ("acks", "partitions", "correlation_id", "transactional_id", "end_transaction")
     ACKS_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSACTIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    END_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
     acks: Acks
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionRecords]
     correlation_id: int
     transactional_id: str
-    def __init__(self, acks: _Optional[_Union[Acks, str]] = ..., partitions: _Optional[_Iterable[_Union[PartitionRecords, _Mapping]]] = ..., correlation_id: _Optional[int] = ..., transactional_id: _Optional[str] = ...) -> None: ...
+    end_transaction: EndTransaction
+    def __init__(self, acks: _Optional[_Union[Acks, str]] = ..., partitions: _Optional[_Iterable[_Union[PartitionRecords, _Mapping]]] = ..., correlation_id: _Optional[int] = ..., transactional_id: _Optional[str] = ..., end_transaction: _Optional[_Union[EndTransaction, _Mapping]] = ...) -> None: ...
+
+class EndTransaction(_message.Message):
+    __slots__ = ("producer_id", "producer_epoch", "commit", "sequences")
+    PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    producer_id: int
+    producer_epoch: int
+    commit: bool
+    sequences: _containers.RepeatedCompositeFieldContainer[PartitionSequence]
+    def __init__(self, producer_id: _Optional[int] = ..., producer_epoch: _Optional[int] = ..., commit: _Optional[bool] = ..., sequences: _Optional[_Iterable[_Union[PartitionSequence, _Mapping]]] = ...) -> None: ...
+
+class PartitionSequence(_message.Message):
+    __slots__ = ("topic", "partition", "next_sequence")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    next_sequence: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., next_sequence: _Optional[int] = ...) -> None: ...
 
 class PartitionProduceResult(_message.Message):
     __slots__ = ("topic", "partition", "base_offset", "last_offset", "log_start_offset", "duplicate", "error")
