@@ -89,7 +89,8 @@ class Broker(ProducePath, CoordinatorCalls):
         for state in list(self._producer_states.values()):  # built while the coordinator loaded
             self._abort_orphans(state)
         self.shares = ShareCoordinator(
-            data_dir, clock, config.offsets_topic_partitions, self._wakeups, self._executor, loop
+            data_dir, clock, config.offsets_topic_partitions, self._wakeups, self._executor, loop,
+            clustered=clustered,
         )
         self.checkpoints = StateCheckpoints(
             [self.offsets.take_snapshots, self.transactions.take_snapshots], clock,

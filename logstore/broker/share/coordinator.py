@@ -9,6 +9,11 @@ tick, all share-partitions' deltas of a tick in one append per state-log partiti
 waits until they (and any dead-letter copies) are durable as the topics' flush policies say.
 A group exists once a member fetched for it or its config was set.
 
+In a cluster (``attach``, see ``leadership.py``) a broker serves the share-partitions whose state
+partition it leads: a fetch acquires from those partitions of its topics (``NotLeaderError`` when
+it leads none of them), an acknowledgement of another partition is refused with
+``NotLeaderError``, and the admin calls see the share-partitions led here only.
+
 Threading: event loop thread only; the fsync waits run on the broker's executor.
 """
 
@@ -26,6 +31,7 @@ from logstore.broker.positions import reset_target
 from logstore.broker.share.config import ShareGroupConfig
 from logstore.broker.share.dead_letter import dead_letter
 from logstore.broker.share.group import ShareGroup
+from logstore.broker.share.leadership import STATE_TOPIC_PREFIX, ShareCluster, data_topic
 from logstore.broker.share.partition import Change, SharePartition
 from logstore.broker.share.state_log import ShareStateLog
 from logstore.broker.share.state_writer import StateWriter
@@ -44,6 +50,7 @@ from logstore.errors import (
     GroupNotEmptyError,
     InvalidRequestError,
     LogstoreError,
+    NotLeaderError,
     RecordNotAcquiredError,
     UnknownGroupError,
 )
@@ -60,7 +67,9 @@ MAX_RECORDS_LIMIT = 100_000
 
 class ShareCoordinator:
     def __init__(self, data_dir: DataDir, clock: Clock, partitions: int, wakeups: Wakeups,
-                 executor: Executor, loop: asyncio.AbstractEventLoop) -> None:
+                 executor: Executor, loop: asyncio.AbstractEventLoop, *, clustered: bool = False) -> None:
+        """``clustered``: the broker is about to join a cluster (``attach``): the local
+        ``__share_group_state`` is not loaded."""
         self.data_dir = data_dir
         self.clock = clock
         self._wakeups = wakeups
@@ -69,13 +78,95 @@ class ShareCoordinator:
         self.state_log = ShareStateLog(data_dir, partitions)
         self.writer = StateWriter(self.state_log, loop, executor)
         self.groups: dict[str, ShareGroup] = {}
-        loaded = self.state_log.load()
-        for group_id, config in loaded.configs.items():
-            self.groups[group_id] = ShareGroup(group_id, ShareGroupConfig.from_dict(config))
-        for (group_id, topic, partition), (window, generation, sequence) in loaded.windows.items():
-            group = self.groups.get(group_id) or self.groups.setdefault(group_id, ShareGroup(group_id))
+        self.cluster: ShareCluster | None = None
+        if not clustered:
+            loaded = self.state_log.load()
+            for group_id, config in loaded.configs.items():
+                self.groups[group_id] = ShareGroup(group_id, ShareGroupConfig.from_dict(config))
+            self._add_windows(loaded.windows)
+
+    def _add_windows(self, windows: dict[tuple[str, str, int], tuple[InFlightWindow, int, int]]) -> None:
+        for (group_id, topic, partition), (window, generation, sequence) in windows.items():
+            group = self.groups.get(group_id) or self._new_group(group_id)
             group.partitions[(topic, partition)] = SharePartition(
                 group_id, topic, partition, window, generation, sequence)
+
+    def _new_group(self, group_id: str) -> ShareGroup:
+        config = self.cluster.configs.get(group_id) if self.cluster is not None else None
+        group = self.groups[group_id] = ShareGroup(
+            group_id, ShareGroupConfig.from_dict(config) if config else None)
+        return group
+
+    # -- in a cluster (leadership.py) -----------------------------------------------------------
+
+    def attach(self, cluster: ShareCluster) -> None:
+        """Serve as a clustered broker: state in the state partitions led here."""
+        self.cluster = cluster
+        self.writer.locate = lambda key: (cluster.state_log(key[1], key[2]), cluster.epoch(key[1], key[2]))
+        self.writer.replicated = cluster.replicated
+
+    def _take_over(self, topic: str, partition: int, *, write: bool = False) -> None:
+        """In a cluster: raise ``NotLeaderError`` unless this broker leads the state partition
+        of ``topic``/``partition`` (with ``write``, ``NotEnoughReplicasError`` below its min
+        ISR); load its share-partitions the first time at a new leader epoch."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        epoch = cluster.epoch(topic, partition)
+        if cluster.loaded.get((topic, partition)) != epoch:
+            self._drop_partition(topic, partition)
+            loaded = ShareStateLog.load_logs([cluster.state_log(topic, partition)])
+            self._add_windows({k: v for k, v in loaded.windows.items() if k[1:] == (topic, partition)})
+            cluster.loaded[(topic, partition)] = epoch
+            log.info("share-partitions of %s/%d loaded at leader epoch %d", topic, partition, epoch)
+        if write:
+            cluster.check_writable(topic, partition)
+
+    def _drop_partition(self, topic: str, partition: int) -> None:
+        self.writer.forget(lambda key: key[1:] != (topic, partition))
+        for group in self.groups.values():
+            group.partitions.pop((topic, partition), None)
+
+    def _take_over_all(self) -> None:
+        """``_take_over`` every state partition led here (admin calls see all of them)."""
+        if self.cluster is None:
+            return
+        self.release_unled()
+        for name in self.data_dir.list_topics():
+            topic = data_topic(name)
+            if topic is not None:
+                for partition in range(self.data_dir.topic(name).partitions):
+                    try:
+                        self._take_over(topic, partition)
+                    except LogstoreError:
+                        pass  # led by another broker
+
+    def release_unled(self) -> None:
+        """Drop the share-partitions whose state partition this broker stopped leading."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        for (topic, partition), epoch in list(cluster.loaded.items()):
+            try:
+                led = cluster.epoch(topic, partition) == epoch
+            except LogstoreError:
+                led = False
+            if not led:
+                self._drop_partition(topic, partition)
+                del cluster.loaded[(topic, partition)]
+
+    def _readable_end(self, partition_log: PartitionLog) -> int:
+        if self.cluster is None:
+            return partition_log.log_end_offset
+        return self.cluster.readable_end(partition_log)
+
+    def set_configs(self, configs: dict[str, dict[str, object]]) -> None:
+        """The group configs of the cluster metadata changed (a cluster)."""
+        if self.cluster is None:
+            return
+        self.cluster.configs = configs
+        for group_id, group in self.groups.items():
+            group.config = ShareGroupConfig.from_dict(configs[group_id]) if group_id in configs else ShareGroupConfig()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -91,7 +182,7 @@ class ShareCoordinator:
         sp = group.partitions.get(key)
         if sp is None:
             start = (partition_log.log_start_offset if group.config.auto_offset_reset == "earliest"
-                     else partition_log.log_end_offset)
+                     else self._readable_end(partition_log))
             sp = group.partitions[key] = SharePartition(group.group_id, key[0], key[1], InFlightWindow(start))
         return sp
 
@@ -121,6 +212,7 @@ class ShareCoordinator:
 
     def expire(self) -> None:
         """Housekeeping: return expired locks everywhere (written at the end of the tick)."""
+        self.release_unled()
         now_ms = self.clock.now_ms()
         for group in self.groups.values():
             self._expire(group, list(group.partitions.values()), now_ms)
@@ -152,14 +244,22 @@ class ShareCoordinator:
         acquisition that follows to write in the same delta."""
         results = []
         changes: Pending = {} if pending is None else pending
+        elsewhere: dict[tuple[str, int], LogstoreError] = {}
         for key in {(a.topic, a.partition) for a in acks}:
+            try:
+                self._take_over(*key, write=True)
+            except LogstoreError as exc:  # (a cluster) served by another broker
+                elsewhere[key] = exc
+                continue
             sp = group.partitions.get(key)
             if sp is not None:
                 self._expire(group, [sp], now_ms)
         for ack in acks:
             sp = group.partitions.get((ack.topic, ack.partition))
-            error: LogstoreError | None
-            if sp is None:
+            error: LogstoreError | None = elsewhere.get((ack.topic, ack.partition))
+            if error is not None:
+                pass
+            elif sp is None:
                 error = RecordNotAcquiredError(
                     f"group {group.group_id!r} never delivered {ack.topic}/{ack.partition}",
                     group_id=group.group_id, topic=ack.topic, partition=ack.partition,
@@ -206,11 +306,30 @@ class ShareCoordinator:
             raise InvalidRequestError(f"lock_ms must not be negative, not {lock_ms}", field="lock_ms")
 
     def _logs(self, topics: Sequence[str]) -> list[PartitionLog]:
+        """The partitions of ``topics`` served here (in a cluster those whose state partition
+        this broker leads, with min ISR: ``NotLeaderError`` or ``NotEnoughReplicasError`` when
+        there are none)."""
         logs = []
         for topic in dict.fromkeys(topics):
             validate_topic_name(topic)
+            if topic.startswith(STATE_TOPIC_PREFIX):
+                raise InvalidRequestError(f"{topic!r} is internal: share groups cannot read it", field="topics")
             logs += self.data_dir.topic(topic).logs
-        return logs
+        if self.cluster is None:
+            return logs
+        served = []
+        refusal: LogstoreError | None = None
+        for partition_log in logs:
+            try:
+                self._take_over(partition_log.topic, partition_log.partition, write=True)
+            except LogstoreError as exc:
+                if refusal is None or isinstance(refusal, NotLeaderError):
+                    refusal = exc
+                continue
+            served.append(partition_log)
+        if not served and refusal is not None:
+            raise refusal
+        return served
 
     def _acquire(self, group: ShareGroup, owner: int, logs: list[PartitionLog], max_records: int,
                  max_bytes: int, lock_ms: int, pending: Pending) -> list[AcquiredPartition]:
@@ -227,7 +346,8 @@ class ShareCoordinator:
             sp = self._share_partition(group, partition_log)
             _, change = pending.pop((sp.topic, sp.partition), (sp, Change()))
             sp.expire(now_ms, group.config, change)
-            out = sp.acquire(partition_log, owner, now_ms, lock_ms, group.config, left_records, left_bytes, change)
+            out = sp.acquire(partition_log, owner, now_ms, lock_ms, group.config, left_records, left_bytes, change,
+                             self._readable_end(partition_log) if self.cluster is not None else None)
             self._persist(group, sp, change)
             if len(out.first_offsets):
                 outcomes.append(out)
@@ -270,7 +390,7 @@ class ShareCoordinator:
         logs = self._logs(topics)
         group = self.groups.get(group_id)
         if group is None:
-            group = self.groups[group_id] = ShareGroup(group_id)
+            group = self._new_group(group_id)
             log.info("share group %s created", group_id)
         now_ms = self.clock.now_ms()
         owner = group.owner(member_id, now_ms)
@@ -298,6 +418,7 @@ class ShareCoordinator:
 
     def list_groups(self) -> list[tuple[str, int, int]]:
         """(group, members seen within a lock, records acquired) of every share group."""
+        self._take_over_all()
         now_ms = self.clock.now_ms()
         result = []
         for name in sorted(self.groups):
@@ -307,6 +428,10 @@ class ShareCoordinator:
         return result
 
     def describe(self, group_id: str) -> ShareGroupInfo:
+        """In a cluster: the share-partitions led here only."""
+        self._take_over_all()
+        if self.cluster is not None and group_id in self.cluster.configs and group_id not in self.groups:
+            self._new_group(group_id)
         group = self.group(group_id)
         now_ms = self.clock.now_ms()
         self._expire(group, list(group.partitions.values()), now_ms)
@@ -314,7 +439,7 @@ class ShareCoordinator:
         for (topic, partition), sp in sorted(group.partitions.items()):
             window = sp.window
             try:
-                end = self.data_dir.log(topic, partition).log_end_offset
+                end = self._readable_end(self.data_dir.log(topic, partition))
             except LogstoreError:
                 continue
             counts = window.counts()
@@ -352,20 +477,34 @@ class ShareCoordinator:
         config = group.config.with_changes(changes)
         if config.dead_letter_topic:
             validate_topic_name(config.dead_letter_topic)
-        writes = [self.state_log.write_config(group_id, config.to_dict())]
+        if self.cluster is not None:
+            if config.dead_letter_topic:
+                raise InvalidRequestError(
+                    "dead_letter_topic is not supported by clustered brokers yet (records reaching "
+                    "max_deliveries are archived without a copy)", field="dead_letter_topic")
+            await self.cluster.store_config(group_id, config.to_dict())
+            self.cluster.configs[group_id] = config.to_dict()
+        else:
+            await self.writer.durable([self.state_log.write_config(group_id, config.to_dict())])
         group.config = config
         self.groups[group_id] = group
-        await self.writer.durable(writes)
         return config
 
     async def reset(self, group_id: str, topic: str, partitions: Sequence[int], spec: str,
                     offset: int = 0) -> list[SharePartitionInfo]:
         """Move the start offset of the group's share-partitions of ``topic`` to earliest,
-        latest or ``offset``, forgetting their windows. Refused while records are acquired."""
+        latest or ``offset``, forgetting their windows. Refused while records are acquired.
+        In a cluster: of the partitions led here (``NotLeaderError`` when none is)."""
+        self._take_over_all()
         group = self.group(group_id)
         validate_topic_name(topic)
         count = self.data_dir.topic(topic).partitions
         chosen = list(partitions) or list(range(count))
+        if self.cluster is not None:
+            served = [p for p in chosen if 0 <= p < count and self.cluster.loaded.get((topic, p)) is not None]
+            if not served:
+                self._take_over(topic, chosen[0] if chosen else 0)  # raises NotLeaderError
+            chosen = served
         now_ms = self.clock.now_ms()
         self._expire(group, list(group.partitions.values()), now_ms)
         held = sum(sp.acquired for (t, _), sp in group.partitions.items() if t == topic)
@@ -393,8 +532,11 @@ class ShareCoordinator:
             gone = [key for key in group.partitions if key[0] == topic]
             for key in gone:
                 del group.partitions[key]
-            if gone:
+            if gone and self.cluster is None:  # (a cluster deletes the topic's state topic)
                 self.state_log.delete_partitions(group.group_id, gone)
+        if self.cluster is not None:
+            for key in [k for k in self.cluster.loaded if k[0] == topic]:
+                del self.cluster.loaded[key]
 
     def stats(self) -> list[tuple[str, SharePartition]]:
         """(group, share-partition) of every share-partition (metrics)."""

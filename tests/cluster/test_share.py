@@ -1,0 +1,175 @@
+"""Share groups on a real 3-broker cluster: a share-partition is served by its partition's leader,
+its state is replicated in ``__share_state.<topic>``, and it survives a SIGKILL of that leader.
+
+One cluster for the module (three brokers, one SIGKILL waited out by the 2 s lease).
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from logstore import Admin, Producer, ShareConsumer
+from logstore.api.v1 import share_pb2
+from logstore.broker.share.leadership import state_topic
+from logstore.errors import LogstoreError
+from tests.server.helpers import expect_failure, unique_topic
+
+from .cluster_fixture import TIMEOUT_S
+
+PARTITIONS = 3
+TASKS_PER_PARTITION = 20
+#: The members' lock: short, so a record a member lost to the kill is not what the test waits on.
+LOCK_MS = 3000
+#: The holder's lock: longer than the test, so its records can only come back by the failover.
+HOLD_LOCK_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def cluster(module_cluster_factory):
+    return module_cluster_factory(brokers=3)
+
+
+def fetch_request(group_id, topic, **options):
+    return share_pb2.ShareFetchRequest(group_id=group_id, member_id="raw", topics=[topic], max_records=1,
+                                       **options)
+
+
+def test_a_share_fetch_is_served_by_the_partitions_leader_and_refused_elsewhere(cluster):
+    topic = unique_topic("share-leader")
+    cluster.create_topic(topic, partitions=1)
+    with Producer(cluster.bootstrap, acks="all") as producer:
+        producer.send_batch(topic, [b"a", b"b"], partition=0).result(timeout=30)
+    leader = cluster.leader_of(topic)
+    # the first fetch creates the topic's state topic; the leader serves once it leads it
+    response = cluster.wait_for(
+        lambda: cluster.stub(leader).ShareFetch(fetch_request("placed", topic), timeout=TIMEOUT_S).partitions,
+        what="the leader serving the share-partition")
+    assert [(p.topic, p.partition, list(p.first_offsets)) for p in response] == [(topic, 0, [0])]
+    state = cluster.wait_for_leader(state_topic(topic))
+    assert state.broker_id == leader.broker_id  # the controller keeps it with the data's leader
+    other = next(b for b in cluster.brokers if b is not leader)
+    failure = expect_failure(cluster.stub(other).ShareFetch, fetch_request("placed", topic),
+                             grpc.StatusCode.UNAVAILABLE, "NOT_LEADER")
+    assert failure.metadata["leader_id"] == str(leader.broker_id)
+
+
+class History:
+    """What the members saw: deliveries (partition, offset, delivery count), confirmed accepts."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[int, int, int]] = []
+        self.accepted: dict[tuple[int, int], int] = {}  # confirmed by a commit that returned
+        self.done_before: set[tuple[int, int]] = set()  # refused as done: a lost answer's accept
+
+    def commit(self, consumer, records) -> list[LogstoreError]:
+        consumer.acknowledge(records, "accept")
+        refused = consumer.commit(raise_refused=False)
+        bad = {(e.fields["partition"], o) for e in refused for o in range(e.first_offset, e.last_offset + 1)}
+        for e in refused:
+            if e.fields.get("state") in ("done", "acknowledged"):
+                self.done_before |= {(e.fields["partition"], o) for o in range(e.first_offset, e.last_offset + 1)}
+        for r in records:
+            if (r.partition, r.offset) not in bad:
+                self.accepted[(r.partition, r.offset)] = self.accepted.get((r.partition, r.offset), 0) + 1
+        return refused
+
+    def round(self, members) -> None:
+        for consumer in members:
+            try:
+                records = consumer.poll(timeout=0.2, max_records=4)
+                self.deliveries += [(r.partition, r.offset, r.delivery_count) for r in records]
+                if records:
+                    self.commit(consumer, records)
+            except LogstoreError:
+                time.sleep(0.05)  # a broker gone or no leader yet: the next round goes on
+
+
+@pytest.fixture(scope="module")
+def failover(cluster):
+    """Tasks consumed by three members; a holder keeps records of every partition locked; the
+    leader of partition 0 is SIGKILLed with a third of the tasks accepted."""
+    topic = unique_topic("share-failover")
+    group = "share-failover"
+    cluster.create_topic(topic, partitions=PARTITIONS)
+    with Producer(cluster.bootstrap, acks="all") as producer:
+        for partition in range(PARTITIONS):
+            values = [b"p%d-%02d" % (partition, i) for i in range(TASKS_PER_PARTITION)]
+            producer.send_batch(topic, values, partition=partition).result(timeout=30)
+    members = [ShareConsumer(cluster.bootstrap, group, topic, lock_ms=LOCK_MS) for _ in range(3)]
+    holder = ShareConsumer(cluster.bootstrap, group, topic, lock_ms=HOLD_LOCK_MS)
+    history = History()
+    deadline = time.monotonic() + 30
+    held = []
+    while len({r.partition for r in held}) < PARTITIONS and time.monotonic() < deadline:
+        try:
+            held += holder.poll(timeout=0.2, max_records=PARTITIONS * 2)
+        except LogstoreError:
+            time.sleep(0.1)
+    assert {r.partition for r in held} == set(range(PARTITIONS)), "the holder got no records of some partition"
+    history.deliveries += [(r.partition, r.offset, r.delivery_count) for r in held]
+    while len(history.accepted) < PARTITIONS * TASKS_PER_PARTITION // 3 and time.monotonic() < deadline:
+        history.round(members)
+    assert len(history.accepted) >= PARTITIONS * TASKS_PER_PARTITION // 3, "consumed too little before the kill"
+    victim = cluster.leader_of(topic, 0)
+    before = {(r.partition, r.offset) for r in held if r.partition == 0}
+    victim.kill()
+    cluster.wait_for_leader(topic, 0, not_in=(victim.broker_id,))
+    yield {"topic": topic, "group": group, "members": members, "holder": holder, "held": held,
+           "held_on_victim": before, "history": history, "victim": victim}
+    for consumer in (*members, holder):
+        try:
+            consumer.close()
+        except LogstoreError:
+            pass
+
+
+def test_acks_of_records_acquired_from_the_killed_leader_are_refused_and_the_others_kept(cluster, failover):
+    holder, history = failover["holder"], failover["history"]
+    deadline = time.monotonic() + 30
+    refused: list[LogstoreError] = []
+    holder.acknowledge(failover["held"], "accept")
+    while time.monotonic() < deadline:
+        try:
+            refused += holder.commit(raise_refused=False)
+        except LogstoreError:
+            time.sleep(0.2)  # the old leader gone, the new one not known yet: queued again
+            continue
+        if not holder.pending:
+            break
+    assert not holder.pending, "the holder's acknowledgements never reached the leaders"
+    refused_offsets = {(e.fields["partition"], o) for e in refused for o in range(e.first_offset, e.last_offset + 1)}
+    assert {e.reason for e in refused} == {"RECORD_NOT_ACQUIRED"}
+    assert refused_offsets == failover["held_on_victim"]  # those came back at the new leader
+    for r in failover["held"]:
+        if (r.partition, r.offset) not in refused_offsets:
+            history.accepted[(r.partition, r.offset)] = history.accepted.get((r.partition, r.offset), 0) + 1
+
+
+def test_members_consume_every_task_across_the_failover_each_accepted_once(cluster, failover):
+    members, history = failover["members"], failover["history"]
+    total = PARTITIONS * TASKS_PER_PARTITION
+    deadline = time.monotonic() + 60
+    while len(history.accepted.keys() | history.done_before) < total and time.monotonic() < deadline:
+        history.round(members)
+    everything = {(p, o) for p in range(PARTITIONS) for o in range(TASKS_PER_PARTITION)}
+    assert history.accepted.keys() | history.done_before == everything, "tasks lost"
+    assert all(count == 1 for count in history.accepted.values()), "a task accepted twice"
+    # the records the holder held on the killed leader came back (their lock had 2 minutes to go)
+    # with their delivery count kept: their next delivery is their second
+    again = {(p, o): n for p, o, n in history.deliveries if (p, o) in failover["held_on_victim"] and n > 1}
+    assert set(again) == failover["held_on_victim"] and set(again.values()) == {2}
+
+
+def test_describe_after_the_failover_shows_the_kept_state_from_the_new_leaders(cluster, failover):
+    with Admin(cluster.bootstrap) as admin:
+        description = admin.describe_share_group(failover["group"])
+        assert [(p.topic, p.partition) for p in description.partitions] == [
+            (failover["topic"], p) for p in range(PARTITIONS)]
+        for p in description.partitions:
+            assert (p.start_offset, p.available, p.acquired) == (TASKS_PER_PARTITION, 0, 0), p
+        victim_partition = description.partitions[0]
+        assert victim_partition.redeliveries >= len(failover["held_on_victim"])
+        assert failover["group"] in {g.group_id for g in admin.list_share_groups()}
