@@ -14,7 +14,8 @@ import pytest
 from logstore import Admin, Producer, ShareConsumer
 from logstore.api.v1 import share_pb2
 from logstore.broker.share.leadership import state_topic
-from logstore.errors import LogstoreError
+from logstore.client.share_stream import ShareStream
+from logstore.errors import LogstoreError, NotEnoughReplicasError, NotLeaderError
 from tests.server.helpers import expect_failure, unique_topic
 
 from .cluster_fixture import TIMEOUT_S
@@ -54,6 +55,13 @@ def test_a_share_fetch_is_served_by_the_partitions_leader_and_refused_elsewhere(
     failure = expect_failure(cluster.stub(other).ShareFetch, fetch_request("placed", topic),
                              grpc.StatusCode.UNAVAILABLE, "NOT_LEADER")
     assert failure.metadata["leader_id"] == str(leader.broker_id)
+    stream = ShareStream(cluster.stub(other), other.address)  # a stream: NOT_LEADER too
+    try:
+        stream.send(fetch_request("placed", topic))
+        with pytest.raises(NotLeaderError):
+            stream.receive()
+    finally:
+        stream.close()
 
 
 class History:
@@ -173,3 +181,25 @@ def test_describe_after_the_failover_shows_the_kept_state_from_the_new_leaders(c
         victim_partition = description.partitions[0]
         assert victim_partition.redeliveries >= len(failover["held_on_victim"])
         assert failover["group"] in {g.group_id for g in admin.list_share_groups()}
+
+
+def test_below_min_isr_the_state_partition_takes_no_write(cluster, failover):
+    """Last in the module: it leaves one broker running. With min_insync_replicas=2 a fetch
+    (it would write acquisitions) is refused and nothing is handed out."""
+    topic = unique_topic("share-min-isr")
+    cluster.create_topic(topic, partitions=1, replication_factor=2, min_insync_replicas="2")
+    with Producer(cluster.bootstrap, acks="all") as producer:
+        producer.send_batch(topic, [b"t"], partition=0).result(timeout=30)
+    leader = cluster.leader_of(topic)
+    request = fetch_request("min-isr", topic)
+    cluster.wait_for(lambda: cluster.stub(leader).ShareFetch(
+        fetch_request("warm", topic, max_wait_ms=0), timeout=TIMEOUT_S), what="the share-partition served")
+    other = next(b for b in cluster.running() if b is not leader)
+    other.kill()
+    cluster.wait_for_isr(state_topic(topic), 0, 1)
+    with pytest.raises(NotEnoughReplicasError):
+        with ShareConsumer(leader.address, "min-isr", topic) as consumer:
+            consumer.poll(timeout=0)
+    failure = expect_failure(cluster.stub(leader).ShareFetch, request, grpc.StatusCode.UNAVAILABLE,
+                             "NOT_ENOUGH_REPLICAS")
+    assert failure.metadata["min_insync_replicas"] == "2"
