@@ -32,11 +32,13 @@ from collections.abc import Awaitable, Callable
 
 from logstore.broker.replication import Replication
 from logstore.broker.share.state_log import STATE_TOPIC_CONFIG
-from logstore.errors import NotLeaderError
+from logstore.errors import InvalidRequestError, NotLeaderError
 from logstore.storage import DataDir, PartitionLog
 
 #: ``__share_state.<topic>`` holds the share-partitions of ``topic`` in a cluster.
 STATE_TOPIC_PREFIX = "__share_state."
+#: Longest topic name (``storage.validate_topic_name``).
+MAX_NAME_LENGTH = 249
 
 
 def state_topic(topic: str) -> str:
@@ -75,6 +77,11 @@ class ShareCluster:
         """This broker's leader epoch of ``topic``/``partition``'s state partition; raises
         ``NotLeaderError`` (of the data partition) when it does not lead it."""
         name = state_topic(topic)
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidRequestError(
+                f"share groups in a cluster need topic names of at most "
+                f"{MAX_NAME_LENGTH - len(STATE_TOPIC_PREFIX)} characters (their state topic is "
+                f"{STATE_TOPIC_PREFIX}<topic>), not {len(topic)}", field="topics")
         try:
             return self.replication.leader_epoch(name, partition)
         except NotLeaderError as exc:
