@@ -8,8 +8,7 @@ to="earliest"|"latest"|OFFSET)`` is refused (``GroupNotEmptyError``) while recor
 In a cluster each broker knows the share-partitions it leads: list, describe and reset ask every
 live broker and merge the answers (a group's members and acquired counts summed over brokers;
 each partition from its leader). A partition whose leader is unreachable right now is missing
-from the description (and not reset). The config is cluster metadata: one call, any broker;
-``dead_letter_topic`` is refused by a cluster (not supported there yet).
+from the description (and not reset). The config is cluster metadata: one call, any broker.
 """
 
 from __future__ import annotations

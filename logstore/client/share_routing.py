@@ -5,7 +5,9 @@ with its partition's leader; see the README's queue section).
 A poll asks every broker that leads a partition of the consumer's topics at once (one
 ``ShareFetch`` each, ``max_records`` shared between them), first without waiting, then — if
 none had records — long-polling in rounds of at most ``ROUND_MS`` until the poll's timeout, and
-returns what they acquired together. Acknowledgements go to the leader of their partition, with
+returns what they acquired together; when no broker answered, with a transient error (NOT_LEADER,
+UNAVAILABLE, ...), it asks again, after ``RETRY_BACKOFF_MS``, until the
+timeout, and only then raises. Acknowledgements go to the leader of their partition, with
 that broker's fetch or ``ShareAcknowledge``. A broker that fails (gone, no longer the leader)
 makes the client read the cluster map again; the acknowledgements it did not take are queued
 again, and go to the partition's new leader with the next call. The records it had handed out
@@ -24,12 +26,14 @@ from typing import Any
 import grpc
 
 from logstore.api.v1 import share_pb2
-from logstore.client.channel import Channels, error_from_rpc
+from logstore.client.channel import Channels, error_from_rpc, is_transient
 from logstore.client.metadata import Metadata
 from logstore.errors import LogstoreError
 
 #: Longest wait of one round of a long poll over several brokers.
 ROUND_MS = 100
+#: Wait before asking again when no broker answered a poll (NOT_LEADER, UNAVAILABLE...).
+RETRY_BACKOFF_MS = 50
 
 Messages = Sequence[share_pb2.ShareAcknowledgement]
 
@@ -109,9 +113,12 @@ class ShareRouter:
                 answered = True
                 merged.partitions.extend(response.partitions)
                 self._keep_refusals(response.refused, part.acknowledgements, merged, restore)
-            if not answered and failure is not None:
-                raise failure
             remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if not answered and failure is not None:
+                if not is_transient(failure) or remaining_ms <= 0:
+                    raise failure
+                time.sleep(min(RETRY_BACKOFF_MS, remaining_ms) / 1000)  # (a leader moving: the map is read again)
+                continue
             if merged.partitions or remaining_ms <= 0:
                 return merged
             round_ms = min(ROUND_MS, remaining_ms)

@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 
-from logstore import Admin, Producer, ShareConsumer
+from logstore import Admin, Consumer, Producer, ShareConsumer
 from logstore.api.v1 import share_pb2
 from logstore.broker.share.leadership import state_topic
 from logstore.client.share_stream import ShareStream
@@ -62,6 +62,39 @@ def test_a_share_fetch_is_served_by_the_partitions_leader_and_refused_elsewhere(
             stream.receive()
     finally:
         stream.close()
+
+
+def test_a_rejected_record_is_dead_lettered_in_the_cluster_with_its_headers(cluster):
+    topic, dlq, group = unique_topic("share-dlq"), unique_topic("share-dlq-copies"), "dlq-group"
+    cluster.create_topic(topic, partitions=1)
+    cluster.create_topic(dlq, partitions=PARTITIONS)  # (a cluster does not create it)
+    with Producer(cluster.bootstrap, acks="all") as producer:
+        producer.send_batch(topic, [b"poison"], partition=0).result(timeout=30)
+    with Admin(cluster.bootstrap) as admin:
+        admin.alter_share_group_config(group, {"dead_letter_topic": dlq})
+        # every broker follows the config (etcd); the leader's share-partition has it
+        cluster.wait_for(lambda: admin.describe_share_group(group).config.get("dead_letter_topic") == dlq,
+                         what="the config known")
+    with ShareConsumer(cluster.bootstrap, group, topic) as consumer:
+        records = []
+        deadline = time.monotonic() + 20
+        while not records and time.monotonic() < deadline:
+            records = consumer.poll(timeout=0.5)
+        (record,) = records
+        record.reject(error="bad input")
+        assert consumer.commit() == []
+    copies = []
+    with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as reader:
+        reader.assign(dlq)
+        deadline = time.monotonic() + 20
+        while not copies and time.monotonic() < deadline:
+            copies = reader.poll(timeout=0.5)
+    (copy,) = copies
+    headers = dict(copy.headers)
+    assert copy.value == b"poison"
+    assert {k: headers[k] for k in ("topic", "partition", "offset", "delivery_count", "last_error")} == {
+        "topic": topic.encode(), "partition": b"0", "offset": b"0", "delivery_count": b"1",
+        "last_error": b"bad input"}
 
 
 class History:

@@ -112,10 +112,21 @@ class ShareCoordinator(ClusteredShares):
         source = self.data_dir.log(sp.topic, sp.partition)
         topic = group.config.dead_letter_topic
         for archived in change.archived:
-            if topic:
+            if topic and self.cluster is not None:
+                target = self.cluster.dead_letter_target(topic, sp.partition)
+                if target is None:
+                    log.warning("group %s: %d records of %s/%d archived without a dead-letter copy: this "
+                                "broker leads no partition of %s", group.group_id, len(archived.offsets),
+                                sp.topic, sp.partition, topic)
+                    continue
+                written = dead_letter(self.data_dir, topic, source, archived.offsets, archived.counts,
+                                      archived.error, target=target[0], leader_epoch=target[1])
+            elif topic:
                 written = dead_letter(self.data_dir, topic, source, archived.offsets, archived.counts, archived.error)
-                if written is not None:
-                    self.writer.add_write(written)
+            else:
+                continue
+            if written is not None:
+                self.writer.add_write(written)
         change.archived.clear()
         self.writer.mark((group.group_id, sp.topic, sp.partition), sp, snapshot=snapshot)
         if change.freed or snapshot:  # (appends wake waiters themselves)
@@ -396,10 +407,6 @@ class ShareCoordinator(ClusteredShares):
         if config.dead_letter_topic:
             validate_topic_name(config.dead_letter_topic)
         if self.cluster is not None:
-            if config.dead_letter_topic:
-                raise InvalidRequestError(
-                    "dead_letter_topic is not supported by clustered brokers yet (records reaching "
-                    "max_deliveries are archived without a copy)", field="dead_letter_topic")
             await self.cluster.store_config(group_id, config.to_dict())
             self.cluster.configs[group_id] = config.to_dict()
         else:

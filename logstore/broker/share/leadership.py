@@ -21,7 +21,12 @@ This broker serves a share-partition only while it leads its state partition (el
   watermark are committed);
 - drops the share-partitions of state partitions it no longer leads (``release``).
 
-Group configs are cluster metadata (kept in etcd by the cluster layer, ``configs``).
+Group configs are cluster metadata (kept in etcd by the cluster layer, ``configs``). A
+dead-letter copy goes to a partition of the dead-letter topic this broker leads (the source
+partition's number modulo the partition count when it leads that one, else the first it leads),
+at its leader epoch, and the archive is answered once the copy is replicated too; when it leads
+none (or the topic does not exist: a cluster does not create it), the records are archived
+without a copy (logged).
 
 Threading: event loop thread only.
 """
@@ -32,7 +37,7 @@ from collections.abc import Awaitable, Callable
 
 from logstore.broker.replication import Replication
 from logstore.broker.share.state_log import STATE_TOPIC_CONFIG
-from logstore.errors import InvalidRequestError, NotLeaderError
+from logstore.errors import InvalidRequestError, LogstoreError, NotLeaderError
 from logstore.storage import DataDir, PartitionLog
 
 #: ``__share_state.<topic>`` holds the share-partitions of ``topic`` in a cluster.
@@ -100,13 +105,29 @@ class ShareCluster:
         """Records of the data partition below this offset may be handed out (committed)."""
         return self.replication.high_watermark(partition_log.topic, partition_log.partition)
 
+    def dead_letter_target(self, topic: str, source_partition: int) -> tuple[PartitionLog, int] | None:
+        """A partition of dead-letter topic ``topic`` led here, with min ISR, and its leader
+        epoch: ``source_partition % partitions`` if possible; None when there is none."""
+        if not self.data_dir.has_topic(topic):
+            return None
+        count = self.data_dir.topic(topic).partitions
+        first = source_partition % count
+        for partition in [first, *(p for p in range(count) if p != first)]:
+            try:
+                epoch = self.replication.leader_epoch(topic, partition)
+                self.replication.check_min_isr(topic, partition)
+            except LogstoreError:
+                continue
+            return self.data_dir.log(topic, partition), epoch
+        return None
+
     async def replicated(self, writes: list[tuple[PartitionLog, int]]) -> None:
-        """Wait until every write to a state partition is covered by its high watermark."""
+        """Wait until every write (to a state partition, or a dead-letter copy) is covered by
+        its partition's high watermark."""
         ends: dict[tuple[str, int], int] = {}
         for partition_log, end in writes:
             key = (partition_log.topic, partition_log.partition)
-            if data_topic(key[0]) is not None:
-                ends[key] = max(ends.get(key, 0), end)
+            ends[key] = max(ends.get(key, 0), end)
         for (name, partition), end in ends.items():
             try:
                 await self.replication.wait_replicated(name, partition, end)
