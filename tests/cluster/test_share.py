@@ -6,12 +6,13 @@ One cluster for the module (three brokers, one SIGKILL waited out by the 2 s lea
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
 import pytest
 
-from logstore import Admin, Consumer, Producer, ShareConsumer
+from logstore import Admin, Consumer, Producer, ShareConsumer, TaskQueue
 from logstore.api.v1 import share_pb2
 from logstore.broker.share.leadership import state_topic
 from logstore.client.share_stream import ShareStream
@@ -95,6 +96,27 @@ def test_a_rejected_record_is_dead_lettered_in_the_cluster_with_its_headers(clus
     assert {k: headers[k] for k in ("topic", "partition", "offset", "delivery_count", "last_error")} == {
         "topic": topic.encode(), "partition": b"0", "offset": b"0", "delivery_count": b"1",
         "last_error": b"bad input"}
+
+
+def test_a_task_queue_runs_on_the_cluster_with_more_workers_than_partitions(cluster):
+    topic = unique_topic("share-tasks")
+    cluster.create_topic(topic, partitions=2)
+    values = [b"task-%02d" % i for i in range(30)]
+    with Producer(cluster.bootstrap, acks="all") as producer:
+        for partition in (0, 1):
+            producer.send_batch(topic, values[partition::2], partition=partition).result(timeout=30)
+    done: list[bytes] = []
+    queue = TaskQueue(cluster.bootstrap, "cluster-tasks", topic, lambda r: done.append(r.value), workers=4)
+    thread = threading.Thread(target=queue.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while queue.metrics()["processed"] < len(values) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        queue.stop()
+        thread.join(30)
+    assert sorted(done) == values
 
 
 class History:
@@ -214,6 +236,11 @@ def test_describe_after_the_failover_shows_the_kept_state_from_the_new_leaders(c
         victim_partition = description.partitions[0]
         assert victim_partition.redeliveries >= len(failover["held_on_victim"])
         assert failover["group"] in {g.group_id for g in admin.list_share_groups()}
+        for consumer in (*failover["members"], failover["holder"]):
+            consumer.close()  # (nothing held: a reset is refused while records are acquired)
+        reset = admin.reset_share_group(failover["group"], failover["topic"], to="earliest")
+        assert sorted((p.partition, p.start_offset, p.available) for p in reset) == [
+            (p, 0, TASKS_PER_PARTITION) for p in range(PARTITIONS)]
 
 
 def test_below_min_isr_the_state_partition_takes_no_write(cluster, failover):
