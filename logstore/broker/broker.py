@@ -34,6 +34,7 @@ from logstore.broker.replication import Replication
 from logstore.broker.share import (
     ShareCoordinator,
 )
+from logstore.broker.share.leadership import data_topic
 from logstore.broker.state_checkpoints import StateCheckpoints
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
@@ -169,7 +170,7 @@ class Broker(ProducePath, CoordinatorCalls):
 
     def delete_topic(self, name: str) -> None:
         self._check_open()
-        if name.startswith("__"):
+        if name.startswith("__") and data_topic(name) is None:  # (a cluster drops share state topics)
             self.data_dir.topic(name)  # unknown -> UnknownTopicError
             raise InvalidRequestError(f"internal topic {name!r} cannot be deleted", field="name")
         self.data_dir.delete_topic(name)

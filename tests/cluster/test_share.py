@@ -65,6 +65,24 @@ def test_a_share_fetch_is_served_by_the_partitions_leader_and_refused_elsewhere(
         stream.close()
 
 
+def test_deleting_a_topic_deletes_its_share_state_topic(cluster):
+    topic = unique_topic("share-deleted")
+    cluster.create_topic(topic, partitions=1)
+    leader = cluster.leader_of(topic)
+    cluster.wait_for(lambda: cluster.stub(leader).ShareFetch(fetch_request("gone", topic), timeout=TIMEOUT_S),
+                     what="the share-partition served")
+    assert (leader.data_dir / f"{state_topic(topic)}-0").exists()
+    with Admin(cluster.bootstrap) as admin:
+        admin.delete_topic(topic)
+
+    def gone() -> bool:
+        answers = [cluster.metadata([state_topic(topic)], via=b).topics[0] for b in cluster.running()]
+        return all(t.error.reason == "UNKNOWN_TOPIC" for t in answers) and all(
+            not (b.data_dir / f"{state_topic(topic)}-0").exists() for b in cluster.running())
+
+    cluster.wait_for(gone, what="the state topic deleted everywhere")
+
+
 def test_a_rejected_record_is_dead_lettered_in_the_cluster_with_its_headers(cluster):
     topic, dlq, group = unique_topic("share-dlq"), unique_topic("share-dlq-copies"), "dlq-group"
     cluster.create_topic(topic, partitions=1)
