@@ -6,8 +6,8 @@ reset=["backoff"])`` creates the group if needed. ``reset_share_group(group, top
 to="earliest"|"latest"|OFFSET)`` is refused (``GroupNotEmptyError``) while records are acquired.
 
 In a cluster each broker knows the share-partitions it leads: list, describe and reset ask every
-live broker and merge the answers (a group's members and acquired counts summed over brokers;
-each partition from its leader). A partition whose leader is unreachable right now is missing
+live broker and merge the answers (list: the most members any broker saw, records acquired
+summed; describe: each member's acquired records summed, each partition from its leader). A partition whose leader is unreachable right now is missing
 from the description (and not reset). The config is cluster metadata: one call, any broker.
 """
 
@@ -114,8 +114,8 @@ class ShareAdminMixin:
         merged: dict[str, tuple[int, int]] = {}
         for response in self._each_broker("ListShareGroups", share_pb2.ListShareGroupsRequest()):
             for g in response.groups:
-                members, acquired = merged.get(g.group_id, (0, 0))
-                merged[g.group_id] = (members + g.members, acquired + g.acquired)
+                members, acquired = merged.get(g.group_id, (0, 0))  # (members poll every leader)
+                merged[g.group_id] = (max(members, g.members), acquired + g.acquired)
         return [ShareGroupSummary(group, *merged[group]) for group in sorted(merged)]
 
     def describe_share_group(self, group_id: str) -> ShareGroupDescription:

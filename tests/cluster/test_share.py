@@ -56,6 +56,10 @@ def test_a_share_fetch_is_served_by_the_partitions_leader_and_refused_elsewhere(
     failure = expect_failure(cluster.stub(other).ShareFetch, fetch_request("placed", topic),
                              grpc.StatusCode.UNAVAILABLE, "NOT_LEADER")
     assert failure.metadata["leader_id"] == str(leader.broker_id)
+    ack = share_pb2.ShareAcknowledgeRequest(
+        group_id="placed", member_id="raw", acknowledgements=[share_pb2.ShareAcknowledgement(
+            topic=topic, partition=0, first_offset=0, last_offset=0, kind=share_pb2.ACKNOWLEDGE_ACCEPT)])
+    expect_failure(cluster.stub(other).ShareAcknowledge, ack, grpc.StatusCode.UNAVAILABLE, "NOT_LEADER")
     stream = ShareStream(cluster.stub(other), other.address)  # a stream: NOT_LEADER too
     try:
         stream.send(fetch_request("placed", topic))
@@ -197,7 +201,9 @@ def failover(cluster):
     victim = cluster.leader_of(topic, 0)
     before = {(r.partition, r.offset) for r in held if r.partition == 0}
     victim.kill()
-    cluster.wait_for_leader(topic, 0, not_in=(victim.broker_id,))
+    leader = cluster.wait_for_leader(topic, 0, not_in=(victim.broker_id,))
+    cluster.wait_for(lambda: cluster.partition(state_topic(topic), 0).leader_id == leader.broker_id,
+                     what="the state partition led with its data partition")
     yield {"topic": topic, "group": group, "members": members, "holder": holder, "held": held,
            "held_on_victim": before, "history": history, "victim": victim}
     for consumer in (*members, holder):

@@ -208,9 +208,14 @@ class ShareCoordinator(ClusteredShares):
                           lock_ms: int = 0, leave: bool = False) -> list[AckResult]:
         """Apply ``acks`` (each range all or nothing: a range with a record the member does not
         hold is refused whole, with RecordNotAcquiredError as its result); with ``leave`` the
-        member's remaining records become Available at once. Answered once durable."""
+        member's remaining records become Available at once. Answered once durable. In a
+        cluster, ranges of partitions led elsewhere are refused with ``NotLeaderError`` (the call
+        itself, when this broker does not know the group)."""
         self._check_member(member_id, lock_ms)
         self.validate_acks(acks)
+        if self.cluster is not None and group_id not in self.groups:
+            for key in dict.fromkeys((a.topic, a.partition) for a in acks):
+                self._take_over(*key)  # NotLeaderError, or its state (and the group) loaded
         group = self.group(group_id)
         now_ms = self.clock.now_ms()
         owner = group.owner(member_id, now_ms)

@@ -238,7 +238,7 @@ class SharePartition:
             if current == ACQUIRED and int(window.owner[index]) != owner:
                 state = "acquired by another member"
             elif current == AVAILABLE and int(window.count[index]) > 0:
-                state = "available again (its lock expired or it was released)"
+                state = "available again (its lock expired, it was released, or the partition's leader changed)"
             elif current == AVAILABLE:
                 state = "never delivered"
             else:
