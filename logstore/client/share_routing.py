@@ -9,8 +9,13 @@ returns what they acquired together; when no broker answered, with a transient e
 UNAVAILABLE, ...), it asks again, after ``RETRY_BACKOFF_MS``, until the
 timeout, and only then raises. Acknowledgements go to the leader of their partition, with
 that broker's fetch or ``ShareAcknowledge``. A broker that fails (gone, no longer the leader)
-makes the client read the cluster map again; the acknowledgements it did not take are queued
-again, and go to the partition's new leader with the next call. The records it had handed out
+makes the client read the cluster map again. The acknowledgements a poll's broker did not take
+are queued again, for the next call; ``commit()`` sends them again itself (to the partition's
+leader as the map then says) until its timeout, so it returns only once every one of them was
+answered (applied, or refused for a reason other than ``NOT_LEADER`` or
+``NOT_ENOUGH_REPLICAS``, which it sends again) — and raises, with them queued again, if that
+does not happen in time. A poll also asks again, within its timeout, while its brokers answer
+``NOT_ENOUGH_REPLICAS``. The records it had handed out
 come back there (Available again, delivery counts kept), so an acknowledgement of one of them
 that reaches the new leader is refused with ``RECORD_NOT_ACQUIRED``.
 
@@ -28,12 +33,21 @@ import grpc
 from logstore.api.v1 import share_pb2
 from logstore.client.channel import Channels, error_from_rpc, is_transient
 from logstore.client.metadata import Metadata
-from logstore.errors import LogstoreError
+from logstore.errors import LogstoreError, NotLeaderError
 
 #: Longest wait of one round of a long poll over several brokers.
 ROUND_MS = 100
 #: Wait before asking again when no broker answered a poll (NOT_LEADER, UNAVAILABLE...).
 RETRY_BACKOFF_MS = 50
+#: Acknowledgement refusals that mean "not now, here": the range is sent again (to the
+#: partition's leader as the map then says) instead of being reported.
+RESEND_REASONS = frozenset(("NOT_LEADER", "NOT_ENOUGH_REPLICAS"))
+
+
+def _retriable(error: LogstoreError) -> bool:
+    """Worth asking again within the call's timeout: a transient failure, or the state
+    partition below its min ISR (a follower catching up)."""
+    return is_transient(error) or error.reason == "NOT_ENOUGH_REPLICAS"
 
 Messages = Sequence[share_pb2.ShareAcknowledgement]
 
@@ -115,7 +129,7 @@ class ShareRouter:
                 self._keep_refusals(response.refused, part.acknowledgements, merged, restore)
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if not answered and failure is not None:
-                if not is_transient(failure) or remaining_ms <= 0:
+                if not _retriable(failure) or remaining_ms <= 0:
                     raise failure
                 time.sleep(min(RETRY_BACKOFF_MS, remaining_ms) / 1000)  # (a leader moving: the map is read again)
                 continue
@@ -125,12 +139,12 @@ class ShareRouter:
 
     def _keep_refusals(self, refused: Any, sent: Messages, merged: share_pb2.ShareFetchResponse | None,
                        restore: Callable[[Messages], None]) -> list[Any]:
-        """Refusals to report; those saying NOT_LEADER are queued again instead (their
-        partition moved: the next call sends them to its new leader)."""
+        """Refusals to report; those of ``RESEND_REASONS`` are queued again instead (their
+        partition moved, or its state partition is below min ISR: sent again)."""
         kept = []
         moved = []
         for item in refused:
-            if item.error.reason == "NOT_LEADER":
+            if item.error.reason in RESEND_REASONS:
                 moved.append(item)
             else:
                 kept.append(item)
@@ -146,30 +160,40 @@ class ShareRouter:
     def acknowledge(self, request: share_pb2.ShareAcknowledgeRequest, topics: Sequence[str],
                     restore: Callable[[Messages], None]) -> list[Any]:
         """``ShareAcknowledge`` to each leader of the acknowledgements' partitions (with
-        ``leave``: to every leader of ``topics`` too); the refusals to report. Raises the first
-        failure after every broker was tried (the acknowledgements it did not take are queued
-        again); ``UNKNOWN_GROUP`` of a broker that never served the member is no failure."""
-        acks = self.split(list(request.acknowledgements))
-        addresses = list(acks)
-        if request.leave:
-            addresses = list(dict.fromkeys([*addresses, *self._leaders(topics)]))
+        ``leave``: to every leader of ``topics`` too); the refusals to report, once every
+        acknowledgement was answered. Ranges refused with ``NOT_LEADER`` and calls that failed
+        with a transient error are sent again (to the partition's leader as the map then says)
+        until ``timeout_s``; then the first failure is raised and they are queued again.
+        ``UNKNOWN_GROUP`` of a broker that never served the member is no failure."""
+        deadline = time.monotonic() + self.timeout_s
+        pending = list(request.acknowledgements)
+        leave_at = self._leaders(topics) if request.leave else []
         refusals: list[Any] = []
-        failure: LogstoreError | None = None
-        for address in addresses:
-            part = share_pb2.ShareAcknowledgeRequest()
-            part.CopyFrom(request)
-            del part.acknowledgements[:]
-            part.acknowledgements.extend(acks.get(address, []))
-            try:
-                response = self.channels.stub(address).ShareAcknowledge(part, timeout=self.timeout_s)
-            except grpc.RpcError as exc:
-                error = self._failed(exc, address)
-                if error.reason == "UNKNOWN_GROUP":
-                    continue  # never served this group: nothing to acknowledge or leave there
-                restore(part.acknowledgements)
-                failure = failure or error
-                continue
-            refusals += self._keep_refusals(response.refused, part.acknowledgements, None, restore)
-        if failure is not None:
-            raise failure
-        return refusals
+        while True:
+            acks = self.split(pending)
+            again: list[share_pb2.ShareAcknowledgement] = []
+            failure: LogstoreError | None = None
+            for address in dict.fromkeys([*acks, *leave_at]):
+                part = share_pb2.ShareAcknowledgeRequest()
+                part.CopyFrom(request)
+                del part.acknowledgements[:]
+                part.acknowledgements.extend(acks.get(address, []))
+                try:
+                    response = self.channels.stub(address).ShareAcknowledge(part, timeout=self.timeout_s)
+                except grpc.RpcError as exc:
+                    error = self._failed(exc, address)
+                    if error.reason == "UNKNOWN_GROUP":
+                        continue  # never served this group: nothing to acknowledge or leave there
+                    again += part.acknowledgements
+                    failure = failure or error
+                    continue
+                refusals += self._keep_refusals(response.refused, part.acknowledgements, None, again.extend)
+            if not again:
+                return refusals
+            if failure is None:
+                failure = NotLeaderError(again[0].topic, again[0].partition)
+            if not _retriable(failure) or time.monotonic() >= deadline:
+                restore(again)
+                raise failure
+            time.sleep(RETRY_BACKOFF_MS / 1000)
+            pending, leave_at = again, []

@@ -8,6 +8,7 @@ Not thread-safe: event loop thread only (the share coordinator's).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from logstore.broker.share.config import ShareGroupConfig
 from logstore.broker.share.group import ShareGroup
@@ -109,6 +110,22 @@ class ClusteredShares:
             if not led:
                 self._drop_partition(topic, partition)
                 del cluster.loaded[(topic, partition)]
+
+    async def settled(self, keys: Iterable[tuple[str, int]]) -> None:
+        """In a cluster: wait until the state partitions of these (topic, partition) are
+        replicated up to their log end. An answer may rest on state an earlier call wrote and
+        whose replication is still pending (that call failed waiting: NOT_ENOUGH_REPLICAS, a
+        timeout) — a refusal saying a record is done, say — so it is given only once that state
+        is replicated too. At once when it is (the usual case), and on a single node."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        writes = []
+        for topic, partition in dict.fromkeys(keys):
+            if cluster.loaded.get((topic, partition)) is not None:
+                state_log = cluster.state_log(topic, partition)
+                writes.append((state_log, state_log.log_end_offset))
+        await cluster.replicated(writes)
 
     def _readable_end(self, partition_log: PartitionLog) -> int:
         if self.cluster is None:

@@ -227,6 +227,7 @@ class ShareCoordinator(ClusteredShares):
                     self._persist(group, sp, change)
             group.forget(member_id)
         await self.writer.commit()
+        await self.settled([(a.topic, a.partition) for a in acks])
         return results
 
     # -- fetching ------------------------------------------------------------------------------
@@ -346,6 +347,7 @@ class ShareCoordinator(ClusteredShares):
                 self._wakeups.unregister(keys, future)
         group.last_seen_ms[member_id] = self.clock.now_ms()
         await self.writer.commit()
+        await self.settled([*keys, *((a.topic, a.partition) for a in acks)])
         return results, outcomes
 
     # -- admin ---------------------------------------------------------------------------------

@@ -101,7 +101,12 @@ class SharePartition:
             return out
         taken: list[np.ndarray] = []  # window indices
         budget = [max_bytes]
-        candidates = window.handable(now_ms)[:limit]
+        candidates = window.handable(now_ms)
+        if end_offset is not None and end_offset < window.end_offset:
+            # a cluster's copy behind the window (another broker built it): records it does not
+            # hold yet wait (they are not "gone", as past the log end after a recovery cut)
+            candidates = candidates[candidates < np.int64(end_offset - window.start_offset)]
+        candidates = candidates[:limit]
         if len(candidates):
             taken.append(self._take_window(partition_log, candidates, out, budget, change))
         room = limit - sum(len(t) for t in taken)
