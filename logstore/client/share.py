@@ -149,6 +149,8 @@ class ShareConsumer:
         self._channels = Channels(Credentials.take(credentials))
         if credentials:
             raise TypeError(f"unknown ShareConsumer options: {', '.join(sorted(credentials))}")
+        #: The first bootstrap address's channel (all calls on a single node).
+        self._channel = self._channels.channel(bootstrap_addresses(self.server)[0])
         self._stub = self._channels.stub(bootstrap_addresses(self.server)[0])
         self._router = ShareRouter(
             Metadata(self.server, self._channels, retries=2, retry_backoff_ms=100.0,
