@@ -221,6 +221,7 @@ class ShareCoordinator(ClusteredShares):
         owner = group.owner(member_id, now_ms)
         results = self._acknowledge(group, owner, acks, lock_ms, now_ms)
         if leave:
+            self.release_unled()  # (a cluster: only what is led here is released here)
             for sp in group.partitions.values():
                 change = Change()
                 if sp.release_member(owner, change):
