@@ -34,6 +34,7 @@ from logstore.broker.replication import Replication
 from logstore.broker.share import (
     ShareCoordinator,
 )
+from logstore.broker.share.leadership import data_topic
 from logstore.broker.state_checkpoints import StateCheckpoints
 from logstore.broker.transactions import TransactionCoordinator
 from logstore.broker.types import (
@@ -89,7 +90,8 @@ class Broker(ProducePath, CoordinatorCalls):
         for state in list(self._producer_states.values()):  # built while the coordinator loaded
             self._abort_orphans(state)
         self.shares = ShareCoordinator(
-            data_dir, clock, config.offsets_topic_partitions, self._wakeups, self._executor, loop
+            data_dir, clock, config.offsets_topic_partitions, self._wakeups, self._executor, loop,
+            clustered=clustered,
         )
         self.checkpoints = StateCheckpoints(
             [self.offsets.take_snapshots, self.transactions.take_snapshots], clock,
@@ -168,7 +170,7 @@ class Broker(ProducePath, CoordinatorCalls):
 
     def delete_topic(self, name: str) -> None:
         self._check_open()
-        if name.startswith("__"):
+        if name.startswith("__") and data_topic(name) is None:  # (a cluster drops share state topics)
             self.data_dir.topic(name)  # unknown -> UnknownTopicError
             raise InvalidRequestError(f"internal topic {name!r} cannot be deleted", field="name")
         self.data_dir.delete_topic(name)

@@ -30,6 +30,13 @@ piggybacked acknowledgements of earlier polls); ``refused`` lists them all, and
 ``commit(raise_refused=False)`` returns them instead. A call that fails (the broker is
 unreachable) queues its acknowledgements again; they go with the next call.
 
+In a cluster (``server`` may list several brokers, ``"h1:7070,h2:7070"``) each partition's
+share-partition is served by its leader: a poll asks every leader of the topics' partitions and
+acknowledgements go to their partition's leader (``share_routing.py``). When a leader dies, its
+partitions' records that were acquired and not acknowledged come back at the new leader (their
+delivery counts kept, after no lock), so acknowledging one of them is refused with
+``RECORD_NOT_ACQUIRED`` — the record is delivered again.
+
 ``close()`` sends what is queued and leaves the group: the records it still holds become
 available to the other members at once. Thread-safety: ``ack``/``release``/``reject`` and
 ``acknowledge`` may be called from any thread; ``poll``, ``commit`` and ``close`` from one
@@ -48,8 +55,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from logstore.api.v1 import share_pb2
-from logstore.client.channel import error_from_detail, open_channel, open_stub, translate_errors
-from logstore.client.config import Credentials, resolve_server
+from logstore.client.channel import Channels, error_from_detail, translate_errors
+from logstore.client.config import Credentials, bootstrap_addresses, resolve_server
+from logstore.client.metadata import Metadata
+from logstore.client.share_routing import ShareRouter
 from logstore.client.share_stream import ShareStream
 from logstore.errors import LogstoreError, RecordNotAcquiredError
 from logstore.records import decode_columns
@@ -137,10 +146,17 @@ class ShareConsumer:
         self.timeout = timeout
         self.stream = stream
         self._stream: ShareStream | None = None
-        self._channel = open_channel(self.server, Credentials.take(credentials))
+        self._channels = Channels(Credentials.take(credentials))
         if credentials:
             raise TypeError(f"unknown ShareConsumer options: {', '.join(sorted(credentials))}")
-        self._stub = open_stub(self._channel)
+        #: The first bootstrap address's channel (all calls on a single node).
+        self._channel = self._channels.channel(bootstrap_addresses(self.server)[0])
+        self._stub = self._channels.stub(bootstrap_addresses(self.server)[0])
+        self._router = ShareRouter(
+            Metadata(self.server, self._channels, retries=2, retry_backoff_ms=100.0,
+                     retry_backoff_max_ms=1000.0, timeout_s=timeout), self._channels, timeout)
+        #: Whether the brokers are a cluster (known after the first call).
+        self._clustered: bool | None = None
         self._lock = threading.Lock()
         self._pending: dict[_Key, list[int]] = {}
         #: Refusals since the last ``commit()``.
@@ -205,6 +221,11 @@ class ShareConsumer:
             error.last_offset = item.last_offset  # type: ignore[attr-defined]
             self.refused.append(error)
 
+    def _in_cluster(self) -> bool:
+        if self._clustered is None:
+            self._clustered = self._router.metadata.refresh().clustered
+        return self._clustered
+
     @property
     def pending(self) -> int:
         """Records whose acknowledgement is queued, not sent yet."""
@@ -216,8 +237,13 @@ class ShareConsumer:
         refusal collected since the last commit, or with ``raise_refused=False`` return them
         all (each has ``first_offset`` and ``last_offset``: the range refused, of its
         ``topic``/``partition``)."""
+        clustered = self._in_cluster()
         messages = self._take_pending()
-        if messages:
+        if messages and clustered:
+            self._collect(self._router.acknowledge(share_pb2.ShareAcknowledgeRequest(
+                group_id=self.group_id, member_id=self.member_id, acknowledgements=messages,
+                lock_ms=self.lock_ms), self.topics, self._restore))
+        elif messages:
             request = share_pb2.ShareAcknowledgeRequest(
                 group_id=self.group_id, member_id=self.member_id, acknowledgements=messages,
                 lock_ms=self.lock_ms)
@@ -242,16 +268,20 @@ class ShareConsumer:
             raise ValueError("the share consumer is closed")
         limit = max_records or self.max_records
         wait_ms = 30_000 if timeout is None else max(0, int(timeout * 1000))
+        clustered = self._in_cluster()
         messages = self._take_pending()
         request = share_pb2.ShareFetchRequest(
             group_id=self.group_id, member_id=self.member_id, topics=self.topics,
             max_records=limit, max_bytes=self.max_bytes, max_wait_ms=wait_ms, lock_ms=self.lock_ms,
             acknowledgements=messages)
-        try:
-            response = self._fetch(request, wait_ms)
-        except LogstoreError:
-            self._restore(messages)
-            raise
+        if clustered:  # (failed parts' acknowledgements are queued again by the router)
+            response = self._router.fetch(request, wait_ms, self._restore)
+        else:
+            try:
+                response = self._fetch(request, wait_ms)
+            except LogstoreError:
+                self._restore(messages)
+                raise
         self._collect(response.refused)
         records: list[ShareRecord] = []
         for part in response.partitions:
@@ -297,16 +327,19 @@ class ShareConsumer:
             request = share_pb2.ShareAcknowledgeRequest(
                 group_id=self.group_id, member_id=self.member_id,
                 acknowledgements=self._take_pending(), lock_ms=self.lock_ms, leave=True)
-            with translate_errors(self.server):
-                response = self._stub.ShareAcknowledge(request, timeout=self.timeout)
-            self._collect(response.refused)
+            if self._clustered:
+                self._collect(self._router.acknowledge(request, self.topics, lambda _: None))
+            else:
+                with translate_errors(self.server):
+                    response = self._stub.ShareAcknowledge(request, timeout=self.timeout)
+                self._collect(response.refused)
         except LogstoreError as exc:
             if exc.reason != "UNKNOWN_GROUP":  # never fetched: nothing to leave
                 raise
         finally:
             if self._stream is not None:
                 self._stream.close()
-            self._channel.close()
+            self._channels.close()
 
     def __enter__(self) -> ShareConsumer:
         return self

@@ -15,6 +15,11 @@ What it decides (``reconcile``, run on every metadata change and once a second):
   ISR (live, not shutting down, in assignment order), the leader epoch bumped, the ISR shrunk to
   live members; with no such replica the partition is offline (leader -1), unless the topic allows
   unclean leader election, which picks any live replica and may lose acknowledged records;
+- a state partition of share groups (``__share_state.<topic>``/p, see
+  ``broker/share/leadership.py``) is led by its data partition's leader whenever that broker is
+  eligible and in the state partition's ISR: its elections prefer it, and a state partition led
+  elsewhere is moved to it (leader epoch bumped), so a share-partition is served where its
+  records are led;
 - dead or shutting-down followers leave the ISR (so acks=all does not wait replica_lag_time_ms for
   them);
 - a broker that started again since a partition's state was written (its key's create revision
@@ -36,6 +41,7 @@ import json
 import logging
 from typing import Any
 
+from logstore.broker.share.leadership import data_topic
 from logstore.cluster.etcd import Compare, Op
 from logstore.cluster.internal_topics import INTERNAL_REPLICATION_FACTOR, ensure_internal_topics
 from logstore.cluster.metadata import MetadataCache
@@ -123,10 +129,17 @@ class Controller:
         live = metadata.live_brokers()
         eligible = {b for b, record in metadata.brokers.items() if not record.shutting_down}
         for name, topic in list(metadata.topics.items()):
+            source = data_topic(name)
             for partition, assigned in enumerate(topic.assignment):
                 entry = metadata.partitions.get((name, partition))
+                preferred = None
+                if source is not None:
+                    data_state = metadata.state(source, partition)
+                    preferred = data_state.leader if data_state is not None else None
                 if entry is None:
                     leader = next((b for b in assigned if b in eligible), -1)
+                    if preferred in eligible and preferred in assigned:
+                        leader = preferred
                     if leader < 0:
                         leader = next((b for b in assigned if b in live), -1)
                     isr = tuple(b for b in assigned if b in live) or tuple(assigned[:1])
@@ -141,21 +154,28 @@ class Controller:
                     b for b, record in metadata.brokers.items() if record.registered_revision > mod_revision
                 }
                 new = self._decide(state, assigned, live, eligible - restarted, topic.unclean_leader_election,
-                                   restarted)
+                                   restarted, preferred)
                 if new is not None and new != state:
                     await self._write(name, partition, new, mod_revision)
                 if not self.active:
                     return
 
     def _decide(self, state: PartitionState, assigned: list[int], live: set[int], eligible: set[int],
-                unclean: bool, restarted: set[int]) -> PartitionState | None:
+                unclean: bool, restarted: set[int], preferred: int | None = None) -> PartitionState | None:
+        """``preferred``: the broker to lead whenever it is eligible and in the ISR (a state
+        partition's data leader)."""
         if state.leader in eligible:
             isr = tuple(b for b in state.isr if b in eligible or b == state.leader)
+            if preferred is not None and preferred != state.leader and preferred in isr and preferred in eligible:
+                return PartitionState(preferred, state.leader_epoch + 1, isr, self.epoch)
             if isr != state.isr:
                 return PartitionState(state.leader, state.leader_epoch, isr, self.epoch)
             return None
         # the leader is dead, restarted, shutting down, or there is none: elect from the ISR
         candidates = [b for b in assigned if b in state.isr and b in eligible and b != state.leader]
+        if preferred in candidates:
+            candidates.remove(preferred)
+            candidates.insert(0, preferred)
         if not candidates and state.leader in live:
             if state.leader in restarted:  # nobody else can lead: grant it again, fenced by epoch
                 return PartitionState(state.leader, state.leader_epoch + 1, state.isr, self.epoch)

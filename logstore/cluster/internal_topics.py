@@ -9,8 +9,13 @@ a single node's (``offsets_topic_partitions``, the same on every broker), replic
 min(3, live brokers) and ``min_insync_replicas`` min(2, factor), and is replicated by the
 fetchers like any partition. ``__transaction_state`` is created the same way (min(3, live)
 copies); a clustered broker does not write to it yet (transactions are refused in a cluster, and
-producer id blocks come from etcd: ``producer_ids.py``). ``__share_group_state`` is not
-replicated yet (each broker keeps its own).
+producer id blocks come from etcd: ``producer_ids.py``).
+
+Share groups keep their state per data topic in ``__share_state.<topic>``
+(``broker/share/leadership.py``), created when a share group first fetches from the topic (and
+grown with it): the data topic's partition count, replica assignment, replication factor and
+``min_insync_replicas``, compacted and kept forever. Deleting the data topic deletes it.
+``__share_group_state`` stays a single node's.
 
 Threading: event loop thread only.
 """
@@ -21,6 +26,7 @@ import logging
 from typing import Any
 
 from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC
+from logstore.broker.share.leadership import state_topic, state_topic_config
 from logstore.cluster.etcd import Compare, Op
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
@@ -60,3 +66,35 @@ async def ensure_internal_topics(etcd: Any, keys: Keys, metadata: MetadataCache,
 
 def replicated_internal_topics(offsets_partitions: int) -> dict[str, int]:
     return {OFFSETS_TOPIC: offsets_partitions, TRANSACTIONS_TOPIC: TRANSACTIONS_PARTITIONS}
+
+
+def share_state_record(data: TopicRecord) -> TopicRecord:
+    """``__share_state.<topic>``'s record: placed like its data topic."""
+    return TopicRecord(state_topic(data.name), data.partitions, data.replication_factor,
+                       [list(replicas) for replicas in data.assignment], state_topic_config(),
+                       data.min_insync_replicas)
+
+
+async def ensure_share_state_topic(etcd: Any, keys: Keys, metadata: MetadataCache, topic: str) -> None:
+    """Create (or grow to the data topic's partitions) ``__share_state.<topic>``: a guarded
+    transaction, harmless when another broker did it first."""
+    data = metadata.topics.get(topic)
+    if data is None:
+        return
+    name = state_topic(topic)
+    current = metadata.topics.get(name)
+    if current is not None and current.partitions >= data.partitions:
+        return
+    record = share_state_record(data)
+    key = keys.topic(name)
+    if current is None:
+        compare = Compare.create_revision(key) == 0
+    else:
+        kv = await etcd.get(key)  # grown: rewrite if nobody else did meanwhile
+        if kv is None:
+            return
+        compare = Compare.mod_revision(key) == kv.mod_revision
+    result = await etcd.txn([compare], [Op.put(key, record.encode())], [])
+    if result.succeeded:
+        log.info("share state topic %s: %d partitions, factor %d", name, record.partitions,
+                 record.replication_factor)

@@ -40,6 +40,8 @@ class MetadataCache:
         self.partitions: dict[tuple[str, int], tuple[PartitionState, int]] = {}
         #: (broker id, create revision = epoch), or None while no controller is elected.
         self.controller: tuple[int, int] | None = None
+        #: share group -> its config (a JSON document, see ``broker/share/config.py``)
+        self.share_configs: dict[str, dict[str, object]] = {}
         self.revision = 0
         self.listeners: list[Callable[[], None]] = []
         self.loaded = asyncio.Event()
@@ -62,6 +64,7 @@ class MetadataCache:
         self.brokers.clear()
         self.topics.clear()
         self.partitions.clear()
+        self.share_configs.clear()
         self.controller = None
         for kv in kvs:
             self._put(_text(kv.key), kv)
@@ -116,6 +119,8 @@ class MetadataCache:
             elif key.startswith(k.partitions):
                 topic, _, partition = key[len(k.partitions):].rpartition("/")
                 self.partitions[(topic, int(partition))] = (PartitionState.decode(kv.value), int(kv.mod_revision))
+            elif key.startswith(k.share_groups):
+                self.share_configs[key[len(k.share_groups):]] = dict(json.loads(kv.value))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable metadata key %s: %s", key, exc)
 
@@ -130,6 +135,8 @@ class MetadataCache:
         elif key.startswith(k.partitions):
             topic, _, partition = key[len(k.partitions):].rpartition("/")
             self.partitions.pop((topic, int(partition)), None)
+        elif key.startswith(k.share_groups):
+            self.share_configs.pop(key[len(k.share_groups):], None)
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ Threading: event loop thread only.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -33,12 +34,17 @@ from logstore.api.v1 import cluster_pb2
 from logstore.broker import Broker
 from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC, partition_for
 from logstore.broker.producer_ids import ProducerIdPool
+from logstore.broker.share.leadership import ShareCluster, state_topic
 from logstore.cluster import topic_admin
 from logstore.cluster.config import ClusterConfig
 from logstore.cluster.controller import Controller
 from logstore.cluster.etcd import Compare, EtcdClient, EtcdError, Op
 from logstore.cluster.fetcher import FetcherManager
-from logstore.cluster.internal_topics import ensure_internal_topics, replicated_internal_topics
+from logstore.cluster.internal_topics import (
+    ensure_internal_topics,
+    ensure_share_state_topic,
+    replicated_internal_topics,
+)
 from logstore.cluster.metadata import MetadataCache
 from logstore.cluster.placement import assign_replicas
 from logstore.cluster.producer_ids import ProducerIdBlocks
@@ -87,6 +93,8 @@ class ClusterNode:
         self.txn_markers = MarkerSender(self)
         self.controller = Controller(self.etcd, self.keys, self.metadata, config.broker_id, self.internal_topics)
         self._creating_internal: asyncio.Task[None] | None = None
+        self._creating_share_state: dict[str, asyncio.Task[None]] = {}
+        self._share_configs: dict[str, dict[str, object]] = {}
         self.lease_id = 0
         self._keepalive: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,6 +109,8 @@ class ClusterNode:
         self.broker.transactions.id_pool = self.producer_ids.pool
         self.broker.transactions.leadership = lambda: self.replicas.leader_epoch(TRANSACTIONS_TOPIC, 0)
         self.broker.transactions.marker_sender = self.txn_markers.send
+        self.broker.shares.attach(ShareCluster(
+            self.broker.data_dir, self.replicas, self._ensure_share_state, self._store_share_config))
         await self._register()
         await self.metadata.start()
         self.metadata.listeners.append(self._reconcile)
@@ -166,6 +176,36 @@ class ClusterNode:
 
     def _reconcile(self) -> None:
         self.replicas.reconcile(self.metadata.topics, self.metadata.partitions, self.metadata.live_brokers())
+        if self.metadata.share_configs != self._share_configs:
+            self._share_configs = {k: dict(v) for k, v in self.metadata.share_configs.items()}
+            self.broker.shares.set_configs(dict(self._share_configs))
+
+    # -- share groups (broker/share/leadership.py) -------------------------------------------------
+
+    def _ensure_share_state(self, topic: str) -> None:
+        """Create ``__share_state.<topic>`` in the background (a share fetch found it missing)."""
+        task = self._creating_share_state.get(topic)
+        if task is None or task.done():
+            self._creating_share_state[topic] = asyncio.get_running_loop().create_task(
+                self._create_share_state(topic))
+
+    async def _create_share_state(self, topic: str) -> None:
+        try:
+            await ensure_share_state_topic(self.etcd, self.keys, self.metadata, topic)
+        except Exception as exc:
+            log.warning("creating the share state topic of %s failed: %s", topic, exc)
+
+    async def _store_share_config(self, group_id: str, config: dict[str, object] | None) -> None:
+        key = self.keys.share_group(group_id)
+        try:
+            if config is None:
+                await self.etcd.delete(key)
+            else:
+                await self.etcd.put(key, json.dumps(config).encode())
+        except EtcdError as exc:
+            raise MetadataUnavailableError(
+                f"cannot store share group {group_id!r}'s config: the metadata store is unavailable ({exc})"
+            ) from exc
 
     async def _housekeep(self) -> None:
         interval_s = max(self.config.replica_lag_time_ms / 4000, 0.05)
@@ -209,7 +249,7 @@ class ClusterNode:
         """Leave the cluster: stop every task, revoke the lease (so that the others see this
         broker gone at once), close etcd. Each step is bounded: shutdown never hangs on it."""
         self._shutting_down = True
-        for task in self._tasks:
+        for task in [*self._tasks, *self._creating_share_state.values()]:
             task.cancel()
         if self._reregistering is not None:
             self._reregistering.cancel()
@@ -321,6 +361,9 @@ class ClusterNode:
         try:
             await self.etcd.delete(self.keys.topic(name))
             await self.etcd.delete_prefix(self.keys.partitions + name + "/")
+            if state_topic(name) in self.metadata.topics:  # its share groups' state goes with it
+                await self.etcd.delete(self.keys.topic(state_topic(name)))
+                await self.etcd.delete_prefix(self.keys.partitions + state_topic(name) + "/")
         except EtcdError as exc:
             raise MetadataUnavailableError(f"cannot delete topic {name!r}: the metadata store is unavailable ({exc})") from exc
 

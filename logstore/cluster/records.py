@@ -10,6 +10,8 @@
                                "assignment": [[1, 2, 3], [2, 3, 1], [3, 1, 2]]}
     partitions/<name>/<p>      {"leader": 1, "leader_epoch": 4, "isr": [1, 2],
                                "controller_epoch": 17}
+    share_groups/<group>       a share group's config, as ``broker/share/config.py`` writes it
+                               (``{"lock_ms": 30000, "max_deliveries": 5, ...}``)
 
 Values are JSON. Only the controller writes leaders and leader epochs, each write an etcd
 transaction that compares the controller key's create revision with its epoch (a deposed
@@ -104,12 +106,16 @@ class Keys:
         self.topics = self.prefix + "topics/"
         self.partitions = self.prefix + "partitions/"
         self.producer_id_block = self.prefix + "producer_id_block"
+        self.share_groups = self.prefix + "share_groups/"
 
     def broker(self, broker_id: int) -> str:
         return f"{self.brokers}{broker_id}"
 
     def topic(self, name: str) -> str:
         return self.topics + name
+
+    def share_group(self, group_id: str) -> str:
+        return self.share_groups + group_id
 
     def partition(self, topic: str, partition: int) -> str:
         return f"{self.partitions}{topic}/{partition}"

@@ -22,8 +22,9 @@ leader, so its high watermark cannot move, and its ISR writes fail the compare.
 Internal topics. ``__consumer_offsets`` is replicated like any topic (the controller creates it,
 see ``internal_topics.py``); the leader of each of its partitions coordinates the groups that
 hash to it. Until the topic exists in the cluster nobody leads it (``NotLeaderError``: the
-broker answers NOT_COORDINATOR). ``__transaction_state`` is replicated the same way.
-``__share_group_state`` is not replicated yet: each broker keeps its own, as a single node does.
+broker answers NOT_COORDINATOR). ``__transaction_state`` is replicated the same way, and so is
+each ``__share_state.<topic>`` (the share-partitions' state of ``topic``, see
+``broker/share/leadership.py``). ``__share_group_state`` is a single node's only.
 
 Threading: event loop thread only.
 """
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from logstore.broker import Broker
 from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC
+from logstore.broker.share.leadership import STATE_TOPIC_PREFIX
 from logstore.cluster.records import PartitionState, TopicRecord
 from logstore.cluster.topic_config import CLUSTER_TOPIC_KEYS, apply_config
 from logstore.errors import (
@@ -140,7 +142,7 @@ class ReplicaManager:
     def leader_epoch(self, topic: str, partition: int) -> int:
         replica = self._replica(topic, partition)
         if replica is None:
-            if topic in REPLICATED_INTERNAL_TOPICS:
+            if topic in REPLICATED_INTERNAL_TOPICS or topic.startswith(STATE_TOPIC_PREFIX):
                 state = self.node.metadata.state(topic, partition)
                 raise NotLeaderError(topic, partition, *((state.leader, state.leader_epoch) if state else ()))
             if topic.startswith("__"):
@@ -254,7 +256,7 @@ class ReplicaManager:
         data_dir = self.broker.data_dir
         if not data_dir.has_topic(topic.name):
             config = {k: v for k, v in topic.config.items() if k not in CLUSTER_TOPIC_KEYS}
-            data_dir.create_topic(topic.name, topic.partitions, config)
+            data_dir.create_topic(topic.name, topic.partitions, config, internal=topic.name.startswith("__"))
         else:
             if data_dir.topic(topic.name).partitions < topic.partitions:
                 data_dir.add_partitions(topic.name, topic.partitions)

@@ -6,6 +6,10 @@ request that fails is answered with ``error`` set and the stream goes on.
 Rights: fetching and acknowledging need ``read`` on the group and on every topic (as a consumer
 group does); describing and listing need ``read`` on the group; changing the config or the start
 offset needs ``admin`` on the group.
+
+In a cluster a broker serves the share-partitions whose state partition it leads
+(``broker/share/leadership.py``): a fetch for partitions led elsewhere is NOT_LEADER, and the
+admin calls answer for the share-partitions led here (the client asks every broker and merges).
 """
 
 from __future__ import annotations
@@ -89,20 +93,12 @@ class ShareServiceMixin:
     async def _unary(self, method: str, context: Any, call: Any) -> Any:  # provided by the service
         raise NotImplementedError
 
-    def _refuse_share_in_cluster(self) -> None:
-        if getattr(self, "cluster", None) is not None:
-            raise InvalidRequestError(
-                "share groups are not supported by clustered brokers yet (their state is not "
-                "replicated; consumer groups are)", field="group_id",
-            )
-
     def _check_read(self, group_id: str, topics: Any) -> None:
         self.authorizer.check("group", group_id, "read")
         for topic in topics:
             self.authorizer.check("topic", topic, "read")
 
     async def _share_fetch(self, request: share_pb2.ShareFetchRequest) -> share_pb2.ShareFetchResponse:
-        self._refuse_share_in_cluster()
         acks = _acks(request.acknowledgements)
         self._check_read(request.group_id, {*request.topics, *(a.topic for a in acks)})
         results, outcomes = await self.broker.share_fetch(
@@ -127,7 +123,6 @@ class ShareServiceMixin:
         """Raw requests (``handlers.py``), each parsed, served and answered in turn."""
         requests = aiter(request_iterator)
         async with self._rpc("ShareStream", context, in_flight=False):
-            self._refuse_share_in_cluster()
             while True:
                 raw = await anext(requests, None)
                 if raw is None:
@@ -154,7 +149,6 @@ class ShareServiceMixin:
 
     async def ShareAcknowledge(self, request: share_pb2.ShareAcknowledgeRequest, context: Any) -> share_pb2.ShareAcknowledgeResponse:
         async def call() -> share_pb2.ShareAcknowledgeResponse:
-            self._refuse_share_in_cluster()
             acks = _acks(request.acknowledgements)
             self._check_read(request.group_id, {a.topic for a in acks})
             results = await self.broker.share_acknowledge(
@@ -165,7 +159,6 @@ class ShareServiceMixin:
 
     async def ListShareGroups(self, request: share_pb2.ListShareGroupsRequest, context: Any) -> share_pb2.ListShareGroupsResponse:
         async def call() -> share_pb2.ListShareGroupsResponse:
-            self._refuse_share_in_cluster()
             return share_pb2.ListShareGroupsResponse(groups=[
                 share_pb2.ShareGroupSummary(group_id=g, members=m, acquired=a)
                 for g, m, a in self.broker.list_share_groups()
@@ -176,7 +169,6 @@ class ShareServiceMixin:
 
     async def DescribeShareGroup(self, request: share_pb2.DescribeShareGroupRequest, context: Any) -> share_pb2.ShareGroupDescription:
         async def call() -> share_pb2.ShareGroupDescription:
-            self._refuse_share_in_cluster()
             self.authorizer.check("group", request.group_id, "read")
             return _description(self.broker.describe_share_group(request.group_id))
 
@@ -184,7 +176,6 @@ class ShareServiceMixin:
 
     async def AlterShareGroupConfig(self, request: share_pb2.AlterShareGroupConfigRequest, context: Any) -> share_pb2.ShareGroupDescription:
         async def call() -> share_pb2.ShareGroupDescription:
-            self._refuse_share_in_cluster()
             self.authorizer.check("group", request.group_id, "admin")
             await self.broker.alter_share_group_config(request.group_id, dict(request.set), list(request.reset))
             return _description(self.broker.describe_share_group(request.group_id))
@@ -193,7 +184,6 @@ class ShareServiceMixin:
 
     async def ResetShareGroup(self, request: share_pb2.ResetShareGroupRequest, context: Any) -> share_pb2.ResetShareGroupResponse:
         async def call() -> share_pb2.ResetShareGroupResponse:
-            self._refuse_share_in_cluster()
             spec = _RESET.get(request.spec)
             if spec is None:
                 raise InvalidRequestError(f"unknown reset spec {request.spec} (EARLIEST, LATEST, OFFSET)", field="spec")

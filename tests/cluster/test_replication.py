@@ -3,14 +3,12 @@ identical copies, failover with nothing acknowledged lost."""
 
 from __future__ import annotations
 
-import grpc
 import pytest
 
 from logstore.api.v1 import records_pb2
 from logstore.cluster.placement import assign_replicas
 from tests.server.helpers import (
     batch,
-    expect_failure,
     produce_request,
     read_all,
     unique_topic,
@@ -82,16 +80,6 @@ def test_min_insync_replicas_refuses_acks_all_when_too_few_are_in_sync(cluster):
     assert read_all(stub, topic, 0) == []  # nothing was appended
     ok = produce_all(stub, topic, 0, [b"acks-1"], acks=records_pb2.ACKS_LEADER).results[0]
     assert not ok.error.reason
-
-
-def test_share_groups_are_refused_until_their_state_is_replicated(cluster):
-    from logstore.api.v1 import share_pb2
-
-    error = expect_failure(
-        cluster.stub(cluster.brokers[0]).ListShareGroups, share_pb2.ListShareGroupsRequest(),
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST",
-    )
-    assert "share groups are not supported by clustered brokers yet" in error.message
 
 
 def test_any_broker_creates_a_topic_it_holds_no_copy_of(cluster):

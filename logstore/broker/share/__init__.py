@@ -7,10 +7,12 @@ the same partitions and acknowledge each.
 - ``partition.py``: a share-partition: its window over a partition log (acquire reads batches).
 - ``dead_letter.py``: archived records written to the group's dead-letter topic with headers.
 - ``coordinator.py``: every share group of the broker: fetch, acknowledge, admin calls.
+- ``leadership.py``: in a cluster, where a share-partition's state lives (``__share_state.<topic>``,
+  replicated with the partition) and the cluster's hooks; ``clustered.py``: the coordinator's
+  part in a cluster (serving the share-partitions led here, loading them at a new leader epoch).
 
-State lives on the broker that holds the partition (single broker today). Everything a
-share-partition needs is derived from its keys in ``__share_group_state``, so a future cluster
-can move it with its partition's leader by replaying those keys.
+On a single node the state is in ``__share_group_state``; in a cluster a share-partition is
+served by its partition's leader and rebuilt by the next one from its replicated state.
 """
 
 from logstore.broker.share.config import ShareGroupConfig

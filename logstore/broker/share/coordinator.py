@@ -9,6 +9,11 @@ tick, all share-partitions' deltas of a tick in one append per state-log partiti
 waits until they (and any dead-letter copies) are durable as the topics' flush policies say.
 A group exists once a member fetched for it or its config was set.
 
+In a cluster (``attach``, see ``leadership.py``) a broker serves the share-partitions whose state
+partition it leads: a fetch acquires from those partitions of its topics (``NotLeaderError`` when
+it leads none of them), an acknowledgement of another partition is refused with
+``NotLeaderError``, and the admin calls see the share-partitions led here only.
+
 Threading: event loop thread only; the fsync waits run on the broker's executor.
 """
 
@@ -23,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from logstore.broker.positions import reset_target
+from logstore.broker.share.clustered import ClusteredShares
 from logstore.broker.share.config import ShareGroupConfig
 from logstore.broker.share.dead_letter import dead_letter
 from logstore.broker.share.group import ShareGroup
+from logstore.broker.share.leadership import STATE_TOPIC_PREFIX, ShareCluster
 from logstore.broker.share.partition import Change, SharePartition
 from logstore.broker.share.state_log import ShareStateLog
 from logstore.broker.share.state_writer import StateWriter
@@ -44,6 +51,7 @@ from logstore.errors import (
     GroupNotEmptyError,
     InvalidRequestError,
     LogstoreError,
+    NotLeaderError,
     RecordNotAcquiredError,
     UnknownGroupError,
 )
@@ -58,9 +66,11 @@ Pending = dict[tuple[str, int], tuple[SharePartition, Change]]
 MAX_RECORDS_LIMIT = 100_000
 
 
-class ShareCoordinator:
+class ShareCoordinator(ClusteredShares):
     def __init__(self, data_dir: DataDir, clock: Clock, partitions: int, wakeups: Wakeups,
-                 executor: Executor, loop: asyncio.AbstractEventLoop) -> None:
+                 executor: Executor, loop: asyncio.AbstractEventLoop, *, clustered: bool = False) -> None:
+        """``clustered``: the broker is about to join a cluster (``attach``): the local
+        ``__share_group_state`` is not loaded."""
         self.data_dir = data_dir
         self.clock = clock
         self._wakeups = wakeups
@@ -69,13 +79,12 @@ class ShareCoordinator:
         self.state_log = ShareStateLog(data_dir, partitions)
         self.writer = StateWriter(self.state_log, loop, executor)
         self.groups: dict[str, ShareGroup] = {}
-        loaded = self.state_log.load()
-        for group_id, config in loaded.configs.items():
-            self.groups[group_id] = ShareGroup(group_id, ShareGroupConfig.from_dict(config))
-        for (group_id, topic, partition), (window, generation, sequence) in loaded.windows.items():
-            group = self.groups.get(group_id) or self.groups.setdefault(group_id, ShareGroup(group_id))
-            group.partitions[(topic, partition)] = SharePartition(
-                group_id, topic, partition, window, generation, sequence)
+        self.cluster: ShareCluster | None = None
+        if not clustered:
+            loaded = self.state_log.load()
+            for group_id, config in loaded.configs.items():
+                self.groups[group_id] = ShareGroup(group_id, ShareGroupConfig.from_dict(config))
+            self._add_windows(loaded.windows)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -91,7 +100,7 @@ class ShareCoordinator:
         sp = group.partitions.get(key)
         if sp is None:
             start = (partition_log.log_start_offset if group.config.auto_offset_reset == "earliest"
-                     else partition_log.log_end_offset)
+                     else self._readable_end(partition_log))
             sp = group.partitions[key] = SharePartition(group.group_id, key[0], key[1], InFlightWindow(start))
         return sp
 
@@ -103,10 +112,21 @@ class ShareCoordinator:
         source = self.data_dir.log(sp.topic, sp.partition)
         topic = group.config.dead_letter_topic
         for archived in change.archived:
-            if topic:
+            if topic and self.cluster is not None:
+                target = self.cluster.dead_letter_target(topic, sp.partition)
+                if target is None:
+                    log.warning("group %s: %d records of %s/%d archived without a dead-letter copy: this "
+                                "broker leads no partition of %s", group.group_id, len(archived.offsets),
+                                sp.topic, sp.partition, topic)
+                    continue
+                written = dead_letter(self.data_dir, topic, source, archived.offsets, archived.counts,
+                                      archived.error, target=target[0], leader_epoch=target[1])
+            elif topic:
                 written = dead_letter(self.data_dir, topic, source, archived.offsets, archived.counts, archived.error)
-                if written is not None:
-                    self.writer.add_write(written)
+            else:
+                continue
+            if written is not None:
+                self.writer.add_write(written)
         change.archived.clear()
         self.writer.mark((group.group_id, sp.topic, sp.partition), sp, snapshot=snapshot)
         if change.freed or snapshot:  # (appends wake waiters themselves)
@@ -121,6 +141,7 @@ class ShareCoordinator:
 
     def expire(self) -> None:
         """Housekeeping: return expired locks everywhere (written at the end of the tick)."""
+        self.release_unled()
         now_ms = self.clock.now_ms()
         for group in self.groups.values():
             self._expire(group, list(group.partitions.values()), now_ms)
@@ -152,14 +173,22 @@ class ShareCoordinator:
         acquisition that follows to write in the same delta."""
         results = []
         changes: Pending = {} if pending is None else pending
+        elsewhere: dict[tuple[str, int], LogstoreError] = {}
         for key in {(a.topic, a.partition) for a in acks}:
+            try:
+                self._take_over(*key, write=True)
+            except LogstoreError as exc:  # (a cluster) served by another broker
+                elsewhere[key] = exc
+                continue
             sp = group.partitions.get(key)
             if sp is not None:
                 self._expire(group, [sp], now_ms)
         for ack in acks:
             sp = group.partitions.get((ack.topic, ack.partition))
-            error: LogstoreError | None
-            if sp is None:
+            error: LogstoreError | None = elsewhere.get((ack.topic, ack.partition))
+            if error is not None:
+                pass
+            elif sp is None:
                 error = RecordNotAcquiredError(
                     f"group {group.group_id!r} never delivered {ack.topic}/{ack.partition}",
                     group_id=group.group_id, topic=ack.topic, partition=ack.partition,
@@ -179,20 +208,27 @@ class ShareCoordinator:
                           lock_ms: int = 0, leave: bool = False) -> list[AckResult]:
         """Apply ``acks`` (each range all or nothing: a range with a record the member does not
         hold is refused whole, with RecordNotAcquiredError as its result); with ``leave`` the
-        member's remaining records become Available at once. Answered once durable."""
+        member's remaining records become Available at once. Answered once durable. In a
+        cluster, ranges of partitions led elsewhere are refused with ``NotLeaderError`` (the call
+        itself, when this broker does not know the group)."""
         self._check_member(member_id, lock_ms)
         self.validate_acks(acks)
+        if self.cluster is not None and group_id not in self.groups:
+            for key in dict.fromkeys((a.topic, a.partition) for a in acks):
+                self._take_over(*key)  # NotLeaderError, or its state (and the group) loaded
         group = self.group(group_id)
         now_ms = self.clock.now_ms()
         owner = group.owner(member_id, now_ms)
         results = self._acknowledge(group, owner, acks, lock_ms, now_ms)
         if leave:
+            self.release_unled()  # (a cluster: only what is led here is released here)
             for sp in group.partitions.values():
                 change = Change()
                 if sp.release_member(owner, change):
                     self._persist(group, sp, change)
             group.forget(member_id)
         await self.writer.commit()
+        await self.settled([(a.topic, a.partition) for a in acks])
         return results
 
     # -- fetching ------------------------------------------------------------------------------
@@ -206,11 +242,30 @@ class ShareCoordinator:
             raise InvalidRequestError(f"lock_ms must not be negative, not {lock_ms}", field="lock_ms")
 
     def _logs(self, topics: Sequence[str]) -> list[PartitionLog]:
+        """The partitions of ``topics`` served here (in a cluster those whose state partition
+        this broker leads, with min ISR: ``NotLeaderError`` or ``NotEnoughReplicasError`` when
+        there are none)."""
         logs = []
         for topic in dict.fromkeys(topics):
             validate_topic_name(topic)
+            if topic.startswith(STATE_TOPIC_PREFIX):
+                raise InvalidRequestError(f"{topic!r} is internal: share groups cannot read it", field="topics")
             logs += self.data_dir.topic(topic).logs
-        return logs
+        if self.cluster is None:
+            return logs
+        served = []
+        refusal: LogstoreError | None = None
+        for partition_log in logs:
+            try:
+                self._take_over(partition_log.topic, partition_log.partition, write=True)
+            except LogstoreError as exc:
+                if refusal is None or isinstance(refusal, NotLeaderError):
+                    refusal = exc
+                continue
+            served.append(partition_log)
+        if not served and refusal is not None:
+            raise refusal
+        return served
 
     def _acquire(self, group: ShareGroup, owner: int, logs: list[PartitionLog], max_records: int,
                  max_bytes: int, lock_ms: int, pending: Pending) -> list[AcquiredPartition]:
@@ -227,7 +282,8 @@ class ShareCoordinator:
             sp = self._share_partition(group, partition_log)
             _, change = pending.pop((sp.topic, sp.partition), (sp, Change()))
             sp.expire(now_ms, group.config, change)
-            out = sp.acquire(partition_log, owner, now_ms, lock_ms, group.config, left_records, left_bytes, change)
+            out = sp.acquire(partition_log, owner, now_ms, lock_ms, group.config, left_records, left_bytes, change,
+                             self._readable_end(partition_log) if self.cluster is not None else None)
             self._persist(group, sp, change)
             if len(out.first_offsets):
                 outcomes.append(out)
@@ -270,7 +326,7 @@ class ShareCoordinator:
         logs = self._logs(topics)
         group = self.groups.get(group_id)
         if group is None:
-            group = self.groups[group_id] = ShareGroup(group_id)
+            group = self._new_group(group_id)
             log.info("share group %s created", group_id)
         now_ms = self.clock.now_ms()
         owner = group.owner(member_id, now_ms)
@@ -292,12 +348,14 @@ class ShareCoordinator:
                 self._wakeups.unregister(keys, future)
         group.last_seen_ms[member_id] = self.clock.now_ms()
         await self.writer.commit()
+        await self.settled([*keys, *((a.topic, a.partition) for a in acks)])
         return results, outcomes
 
     # -- admin ---------------------------------------------------------------------------------
 
     def list_groups(self) -> list[tuple[str, int, int]]:
         """(group, members seen within a lock, records acquired) of every share group."""
+        self._take_over_all()
         now_ms = self.clock.now_ms()
         result = []
         for name in sorted(self.groups):
@@ -307,6 +365,10 @@ class ShareCoordinator:
         return result
 
     def describe(self, group_id: str) -> ShareGroupInfo:
+        """In a cluster: the share-partitions led here only."""
+        self._take_over_all()
+        if self.cluster is not None and group_id in self.cluster.configs and group_id not in self.groups:
+            self._new_group(group_id)
         group = self.group(group_id)
         now_ms = self.clock.now_ms()
         self._expire(group, list(group.partitions.values()), now_ms)
@@ -314,7 +376,7 @@ class ShareCoordinator:
         for (topic, partition), sp in sorted(group.partitions.items()):
             window = sp.window
             try:
-                end = self.data_dir.log(topic, partition).log_end_offset
+                end = self._readable_end(self.data_dir.log(topic, partition))
             except LogstoreError:
                 continue
             counts = window.counts()
@@ -352,20 +414,30 @@ class ShareCoordinator:
         config = group.config.with_changes(changes)
         if config.dead_letter_topic:
             validate_topic_name(config.dead_letter_topic)
-        writes = [self.state_log.write_config(group_id, config.to_dict())]
+        if self.cluster is not None:
+            await self.cluster.store_config(group_id, config.to_dict())
+            self.cluster.configs[group_id] = config.to_dict()
+        else:
+            await self.writer.durable([self.state_log.write_config(group_id, config.to_dict())])
         group.config = config
         self.groups[group_id] = group
-        await self.writer.durable(writes)
         return config
 
     async def reset(self, group_id: str, topic: str, partitions: Sequence[int], spec: str,
                     offset: int = 0) -> list[SharePartitionInfo]:
         """Move the start offset of the group's share-partitions of ``topic`` to earliest,
-        latest or ``offset``, forgetting their windows. Refused while records are acquired."""
+        latest or ``offset``, forgetting their windows. Refused while records are acquired.
+        In a cluster: of the partitions led here (``NotLeaderError`` when none is)."""
+        self._take_over_all()
         group = self.group(group_id)
         validate_topic_name(topic)
         count = self.data_dir.topic(topic).partitions
         chosen = list(partitions) or list(range(count))
+        if self.cluster is not None:
+            served = [p for p in chosen if 0 <= p < count and self.cluster.loaded.get((topic, p)) is not None]
+            if not served:
+                self._take_over(topic, chosen[0] if chosen else 0)  # raises NotLeaderError
+            chosen = served
         now_ms = self.clock.now_ms()
         self._expire(group, list(group.partitions.values()), now_ms)
         held = sum(sp.acquired for (t, _), sp in group.partitions.items() if t == topic)
@@ -393,8 +465,11 @@ class ShareCoordinator:
             gone = [key for key in group.partitions if key[0] == topic]
             for key in gone:
                 del group.partitions[key]
-            if gone:
+            if gone and self.cluster is None:  # (a cluster deletes the topic's state topic)
                 self.state_log.delete_partitions(group.group_id, gone)
+        if self.cluster is not None:
+            for key in [k for k in self.cluster.loaded if k[0] == topic]:
+                del self.cluster.loaded[key]
 
     def stats(self) -> list[tuple[str, SharePartition]]:
         """(group, share-partition) of every share-partition (metrics)."""

@@ -4,7 +4,8 @@ The copy keeps the record's key, value and headers and adds the headers ``topic`
 ``partition``, ``offset`` (where it came from), ``delivery_count`` and ``last_error`` (the
 error text the member gave when it rejected or released it the last time, or ``lock expired``).
 It goes to partition ``source partition % dead-letter partitions``; the topic is created, with
-the source topic's partition count, when first needed. Dead-lettering is at least once: a crash
+the source topic's partition count, when first needed. In a cluster the caller chooses the
+partition (one this broker leads, ``leadership.py``) and its leader epoch. Dead-lettering is at least once: a crash
 after the copy is written but before the archive is durable archives (and copies) it again.
 
 Threading: event loop thread only.
@@ -47,20 +48,22 @@ def _read_records(source: PartitionLog, offsets: np.ndarray):  # type: ignore[no
 
 def dead_letter(
     data_dir: DataDir, topic: str, source: PartitionLog, offsets: np.ndarray,
-    counts: np.ndarray, last_error: str,
+    counts: np.ndarray, last_error: str, *, target: PartitionLog | None = None, leader_epoch: int = 0,
 ) -> tuple[PartitionLog, int] | None:
-    """Copy the records at ``offsets`` of ``source`` to ``topic`` (unsynced); the log and end
-    offset to wait on for durability, or None when nothing was copied."""
+    """Copy the records at ``offsets`` of ``source`` to ``topic`` (unsynced; to ``target`` at
+    ``leader_epoch`` when given); the log and end offset to wait on for durability, or None
+    when nothing was copied."""
     if not len(offsets):
         return None
-    if not data_dir.has_topic(topic):
-        try:
-            data_dir.create_topic(topic, data_dir.topic(source.topic).partitions)
-        except LogstoreError:
-            if not data_dir.has_topic(topic):
-                raise
-    target_topic = data_dir.topic(topic)
-    target = target_topic.logs[source.partition % target_topic.partitions]
+    if target is None:
+        if not data_dir.has_topic(topic):
+            try:
+                data_dir.create_topic(topic, data_dir.topic(source.topic).partitions)
+            except LogstoreError:
+                if not data_dir.has_topic(topic):
+                    raise
+        target_topic = data_dir.topic(topic)
+        target = target_topic.logs[source.partition % target_topic.partitions]
     values, keys, headers = [], [], []
     count_of = dict(zip(offsets.tolist(), counts.tolist(), strict=True))
     for columns, chosen in _read_records(source, offsets):  # the rare path: records one by one
@@ -77,6 +80,6 @@ def dead_letter(
     if not values:
         return None
     batch = encode_batch(values, keys=keys, timestamps=data_dir.clock.now_ms(), headers=headers)
-    result = target.append(batch, sync=False)
+    result = target.append(batch, sync=False, leader_epoch=leader_epoch)
     log.info("dead-lettered %d records of %s/%d to %s", len(values), source.topic, source.partition, topic)
     return target, result.log_end_offset

@@ -88,8 +88,11 @@ class SharePartition:
 
     def acquire(self, partition_log: PartitionLog, owner: int, now_ms: int, lock_ms: int,
                 config: ShareGroupConfig, max_records: int, max_bytes: int,
-                change: Change) -> AcquiredPartition:
+                change: Change, end_offset: int | None = None) -> AcquiredPartition:
+        """``end_offset``: records from there on are not handed out (a cluster's high
+        watermark; default the log end)."""
         window = self.window
+        end = partition_log.log_end_offset if end_offset is None else end_offset
         out = AcquiredPartition(self.topic, self.partition)
         if window.start_offset < partition_log.log_start_offset:
             window.skip_to(partition_log.log_start_offset)  # retention took them
@@ -98,12 +101,18 @@ class SharePartition:
             return out
         taken: list[np.ndarray] = []  # window indices
         budget = [max_bytes]
-        candidates = window.handable(now_ms)[:limit]
+        candidates = window.handable(now_ms)
+        if end_offset is not None and end_offset < window.end_offset:
+            # a cluster's copy behind the window (another broker built it): records it does not
+            # hold yet wait (they are not "gone", as past the log end after a recovery cut)
+            candidates = candidates[candidates < np.int64(end_offset - window.start_offset)]
+        candidates = candidates[:limit]
         if len(candidates):
             taken.append(self._take_window(partition_log, candidates, out, budget, change))
         room = limit - sum(len(t) for t in taken)
-        if room > 0 and budget[0] > 0 and window.end_offset < partition_log.log_end_offset:
-            taken.append(self._take_new(partition_log, room, not any(len(t) for t in taken), out, budget, change))
+        if room > 0 and budget[0] > 0 and window.end_offset < end:
+            taken.append(self._take_new(partition_log, end, room, not any(len(t) for t in taken), out, budget,
+                                        change))
         indices = np.concatenate(taken) if taken else np.empty(0, np.int64)
         if not len(indices):
             return out
@@ -158,12 +167,11 @@ class SharePartition:
             change.changed = True
         return np.concatenate(chosen) if chosen else np.empty(0, np.int64)
 
-    def _take_new(self, partition_log: PartitionLog, room: int, must: bool,
+    def _take_new(self, partition_log: PartitionLog, end: int, room: int, must: bool,
                   out: AcquiredPartition, budget: list[int], change: Change) -> np.ndarray:
-        """Records past the window's end: whole batches while they fit."""
+        """Records past the window's end (below ``end``): whole batches while they fit."""
         window = self.window
         first_new = window.end_offset
-        end = partition_log.log_end_offset
         taken_until = first_new
         skipped: list[tuple[int, int]] = []
         while taken_until < end and room > 0 and budget[0] > 0:
@@ -174,6 +182,9 @@ class SharePartition:
             for header in iter_headers(result.data):
                 if header.next_offset <= taken_until:
                     continue
+                if header.base_offset >= end:  # past the readable end (a cluster's high watermark)
+                    room = 0
+                    break
                 lo = max(header.base_offset, taken_until)
                 if lo > taken_until:
                     skipped.append((taken_until, lo))  # offsets with no batch (compacted)
@@ -186,7 +197,7 @@ class SharePartition:
                 if fresh > room and not must:
                     room = 0
                     break
-                upto = min(header.next_offset, lo + room)
+                upto = min(header.next_offset, lo + room, end)
                 if not (out.records and read_header(out.records[-1]).base_offset == header.base_offset):
                     out.records.append(result.data[header.position:header.end_position])
                     budget[0] -= header.batch_length  # (else: sent already for its redeliveries)
@@ -232,7 +243,7 @@ class SharePartition:
             if current == ACQUIRED and int(window.owner[index]) != owner:
                 state = "acquired by another member"
             elif current == AVAILABLE and int(window.count[index]) > 0:
-                state = "available again (its lock expired or it was released)"
+                state = "available again (its lock expired, it was released, or the partition's leader changed)"
             elif current == AVAILABLE:
                 state = "never delivered"
             else:

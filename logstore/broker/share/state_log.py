@@ -24,8 +24,9 @@ each key, never loses a delta that counts, and a share-partition costs at most
 ``1 + DELTAS_PER_SNAPSHOT`` live keys. Rebuilding: the newest snapshot, then its generation's
 deltas in sequence order; acquired records become Available again (their delivery counts kept).
 
-Everything a share-partition needs is under its own keys, so a future cluster can rebuild it on
-whichever broker leads the partition. Threading: event loop thread only.
+In a cluster the same keys live in ``__share_state.<topic>`` (``leadership.py``): one partition
+of it per data partition, loaded by whichever broker leads it (``load_logs``).
+Threading: event loop thread only.
 """
 
 from __future__ import annotations
@@ -133,9 +134,15 @@ class ShareStateLog:
     # -- rebuilding ---------------------------------------------------------------------------
 
     def load(self) -> LoadedState:
+        return self.load_logs(self._logs)
+
+    @staticmethod
+    def load_logs(logs: Sequence[PartitionLog]) -> LoadedState:
+        """The configs and windows kept in ``logs`` (of ``__share_group_state``, or of a state
+        topic in a cluster)."""
         configs: dict[str, dict[str, object]] = {}
         found: dict[PartitionKey, _Loaded] = {}
-        for partition_log in self._logs:
+        for partition_log in logs:
             for _, key, value in read_entries(partition_log, raw_values=True):
                 if not isinstance(key, list) or not key:
                     continue
@@ -159,7 +166,7 @@ class ShareStateLog:
         for pk, loaded in found.items():
             if loaded.snapshot is None:
                 continue
-            windows[pk] = self._rebuild(loaded)
+            windows[pk] = ShareStateLog._rebuild(loaded)
         log.info("loaded %d share groups, %d share-partitions", len(configs), len(windows))
         return LoadedState(configs, windows)
 

@@ -11,7 +11,11 @@ reset, every ``DELTAS_PER_SNAPSHOT`` deltas) — then clears the dirty marks and
 records at the window's head. ``commit()`` returns once that append (and any dead-letter copies
 ``add_write`` was told of) is durable as the topics' flush policies say: written to the log
 (``flush=interval``, the state topic's default: a process crash loses nothing), or fsynced too
-(``flush=always``; one fdatasync per log shared by every waiter, on the executor).
+(``flush=always``; one fdatasync per log shared by every waiter, on the executor). In a cluster
+(``locate`` and ``replicated`` set, see ``leadership.py``) each share-partition's entry goes to
+its state partition at this broker's leader epoch of it, and ``commit()`` also waits until the
+state partitions' high watermarks cover the append (acks=all); a share-partition this broker no
+longer leads is not written, and the tick's waiters get its ``NotLeaderError``.
 
 Threading: event loop thread only (the share coordinator's).
 """
@@ -19,7 +23,7 @@ Threading: event loop thread only (the share coordinator's).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 import numpy as np
@@ -33,6 +37,7 @@ from logstore.broker.share.state_log import (
     PartitionKey,
     ShareStateLog,
 )
+from logstore.errors import LogstoreError
 from logstore.storage import PartitionLog
 from logstore.storage.config import FLUSH_ALWAYS
 
@@ -51,6 +56,11 @@ class StateWriter:
         self._tick: asyncio.Future[Writes] | None = None
         #: Appends to ``__share_group_state`` so far (each holds every change of one tick).
         self.appends = 0
+        #: In a cluster: the state partition of a share-partition and this broker's leader epoch
+        #: of it (raises ``NotLeaderError``); None on a single node (``log_for``, epoch 0).
+        self.locate: Callable[[PartitionKey], tuple[PartitionLog, int]] | None = None
+        #: In a cluster: waits until the writes are replicated to the state partitions' ISRs.
+        self.replicated: Callable[[Writes], Awaitable[None]] | None = None
 
     def mark(self, key: PartitionKey, sp: SharePartition, *, snapshot: bool = False) -> None:
         """``sp`` changed (or needs a snapshot): write it at the end of this tick."""
@@ -96,6 +106,8 @@ class StateWriter:
                 self._loop.run_in_executor(self._executor, partition_log.wait_durable, end)
                 for partition_log, end in ends.values()
             ))
+        if self.replicated is not None:
+            await self.replicated(writes)
 
     def _write(self) -> None:
         tick, self._tick = self._tick, None
@@ -103,19 +115,32 @@ class StateWriter:
         snapshots, self._snapshots = self._snapshots, set()
         writes, self._extra = self._extra, []
         assert tick is not None
+        failure: LogstoreError | None = None
         try:
-            entries: dict[int, tuple[PartitionLog, list[tuple[bytes, bytes | None]]]] = {}
+            entries: dict[int, tuple[PartitionLog, int, list[tuple[bytes, bytes | None]]]] = {}
             for key, sp in marked.items():
+                if self.locate is None:
+                    partition_log, epoch = self.state_log.log_for(*key), 0
+                else:
+                    try:
+                        partition_log, epoch = self.locate(key)
+                    except LogstoreError as exc:  # no longer led here: its next leader reloads it
+                        failure = failure or exc
+                        continue
                 record = self._entry(key, sp, key in snapshots)
-                partition_log = self.state_log.log_for(*key)
-                entries.setdefault(id(partition_log), (partition_log, []))[1].append(record)
-            for partition_log, batch in entries.values():
-                writes.append((partition_log, append_entries(partition_log, batch, sync=False) + 1))
+                entries.setdefault(id(partition_log), (partition_log, epoch, []))[2].append(record)
+            for partition_log, epoch, batch in entries.values():
+                last = append_entries(partition_log, batch, sync=False, leader_epoch=epoch)
+                writes.append((partition_log, last + 1))
                 self.appends += 1
         except BaseException as exc:
             tick.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
+            return
+        if failure is not None:
+            tick.set_exception(failure)
+            tick.exception()  # (housekeeping's expiries wait for no tick: not an unretrieved error)
             return
         tick.set_result(writes)
 
