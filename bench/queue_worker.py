@@ -55,8 +55,8 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
 
     from logstore.client import ShareConsumer
 
-    consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch,
-                             prefetch=args.prefetch)
+    options = {"prefetch": args.prefetch} if args.prefetch else {}  # (older clients: no prefetch)
+    consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch, **options)
     grpc.channel_ready_future(consumer._channel).result(timeout=30)  # connected before "go", as the others
     wait_for()
     first = time.time()
