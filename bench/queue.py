@@ -135,14 +135,15 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
                 progress.done()
         if "logstore" in systems:
             progress.start(f"logstore: fetch round trip at {PACED_RATE:,} tasks/s")
-            paced = _run_once("logstore", running["logstore"], PACED_WORKERS, plan.paced_tasks, env, PACED_BATCH, 0,
+            paced_tasks = min(plan.paced_tasks, max(tasks, PACED_WORKERS * PACED_BATCH))  # (a small --tasks: less)
+            paced = _run_once("logstore", running["logstore"], PACED_WORKERS, paced_tasks, env, PACED_BATCH, 0,
                               rate=PACED_RATE / PACED_WORKERS)
             results.append(Result(
                 "queue", "latency",
-                f"logstore: fetch round trip at {plan.paced_tasks / paced.seconds / 1000:.1f} k tasks/s "
+                f"logstore: fetch round trip at {paced_tasks / paced.seconds / 1000:.1f} k tasks/s "
                 f"(paced {PACED_RATE // 1000} k; {PACED_WORKERS} workers, batch {PACED_BATCH})",
                 "poll", 1, None, paced.polls, Goal(max_seconds=0.005, percentile=99, label="p99 <= 5 ms"),
-                params={"rate": plan.paced_tasks / paced.seconds}))
+                params={"rate": paced_tasks / paced.seconds}))
             progress.done()
             progress.start("logstore: redelivery after SIGKILL")
             delays = [_redelivery(running["logstore"], env) for _ in range(3)]
