@@ -36,7 +36,9 @@ acquires the next ones (each with a lock; records prefetched count as held by th
 ``poll`` sends one fetch, carrying the acknowledgements queued so far, then returns the oldest
 answer, so an acknowledgement reaches the broker with the next ``poll`` as without prefetch.
 Default 0: a poll acquires only what it returns. Prefetched records are released at once by
-``close()`` (or come back after their lock if the process dies).
+``close()`` (or come back after their lock if the process dies). A poll may wait up to the
+timeout of the poll that sent the fetch it returns. When the stream breaks, the
+acknowledgements of every fetch not answered are queued again, as for one.
 
 ``close()`` sends what is queued and leaves the group: the records it still holds become
 available to the other members at once. Thread-safety: ``ack``/``release``/``reject`` and
