@@ -4,6 +4,8 @@ with delay, dead letters, refusals, leaving, iteration, the asyncio twin and the
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -160,6 +162,33 @@ def test_prefetch_needs_the_stream() -> None:
         ShareConsumer("127.0.0.1:1", "g", "t", prefetch=1, stream=False)
     with pytest.raises(ValueError, match="prefetch must be within 0..16"):
         ShareConsumer("127.0.0.1:1", "g", "t", prefetch=17)
+
+
+def test_acks_appended_while_taken_are_never_lost() -> None:
+    from logstore.client.share import Accepted
+
+    accepted = Accepted(None)  # type: ignore[arg-type]
+    total = 200_000
+
+    def ack_all() -> None:
+        for offset in range(total):
+            accepted.offsets.append(offset)  # what record.ack() does
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        thread = threading.Thread(target=ack_all)
+        thread.start()
+        taken: list[int] = []
+        takes = 0
+        while thread.is_alive():
+            taken += accepted.taken()
+            takes += 1
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    taken += accepted.taken()
+    assert taken == list(range(total)) and takes > 10
 
 
 def test_acknowledge_many_with_one_kind(server: str, new_topic: Topic) -> None:
