@@ -1,10 +1,11 @@
-"""One worker process of ``bench queue``: takes tasks from logstore, Redis Streams or JetStream
-and acknowledges each, from the harness's "go" (after this worker printed "ready") until nothing
-came for ``--idle-s``; then
-prints one JSON line: {"acked": n, "last": wall time of the last acknowledgement answered,
-"poll_s": [seconds of each fetch that returned tasks]}.
+"""One worker process of ``bench queue``: takes tasks from logstore, Redis Streams or JetStream,
+reads each task's value and acknowledges each, from the harness's "go" (after this worker
+printed "ready") until nothing came for ``--idle-s``; then prints one JSON line: {"acked": n,
+"first": wall time the first fetch was sent, "last": wall time of the last acknowledgement
+answered, "poll_s": [seconds of each fetch that returned tasks], "cpu_s": this process's CPU
+seconds from "go" to the end}. ``--rate R`` paces the worker to R tasks/s (the latency run).
 
-    python -m bench.queue_worker logstore|redis|nats ADDRESS NAME --start-at T [--batch N]
+    python -m bench.queue_worker logstore|redis|nats ADDRESS NAME [--batch N] [--prefetch N] [--rate R]
     python -m bench.queue_worker hold ADDRESS NAME      (acquire one task, say so, wait to be killed)
 
 NAME is the share group (logstore), the stream-name prefix (Redis: NAME-0, NAME-1, group
@@ -23,13 +24,30 @@ from typing import Any
 from bench.common import tune_malloc
 
 PARTITIONS = 2
+#: This process's CPU seconds at "go" (the report's ``cpu_s`` counts from there).
+CPU_AT_GO = 0.0
 
 
-def wait_for(start_at: float) -> None:
+def wait_for() -> None:
     """Say "ready" (connected, imported), then wait for the harness's "go" line on stdin."""
-    del start_at
     print("ready", flush=True)
     sys.stdin.readline()
+    global CPU_AT_GO
+    CPU_AT_GO = time.process_time()
+
+
+class Pace:
+    """Sleeps so that ``done`` tasks take at least ``done / rate`` seconds (no pacing at 0)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.start = time.perf_counter()
+
+    def after(self, done: int) -> None:
+        if self.rate:
+            ahead = done / self.rate - (time.perf_counter() - self.start)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
@@ -37,13 +55,16 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
 
     from logstore.client import ShareConsumer
 
-    consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch)
+    options = {"prefetch": args.prefetch} if args.prefetch else {}  # (older clients: no prefetch)
+    consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch, **options)
     grpc.channel_ready_future(consumer._channel).result(timeout=30)  # connected before "go", as the others
-    wait_for(args.start_at)
-    acked, last, idle_since, polls, got = 0, time.time(), time.monotonic(), [], args.batch
+    wait_for()
+    first = time.time()
+    pace = Pace(args.rate)
+    acked, last, idle_since, polls, got, size = 0, time.time(), time.monotonic(), [], args.batch, 0
     while True:
         carried = consumer.pending
-        if carried and got < args.batch:  # draining: send the acks now, not after a long poll
+        if carried and got < args.batch and not args.rate:  # draining: send the acks now, not after a long poll
             consumer.commit(raise_refused=False)
             acked += carried
             last = time.time()
@@ -59,11 +80,13 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
             polls.append(elapsed)
             idle_since = time.monotonic()
             for record in records:
+                size += len(record.value or b"")  # the task's payload, as a worker would read it
                 record.ack()  # per record; sent with the next poll
+            pace.after(acked + got)
         elif time.monotonic() - idle_since > args.idle_s:
             break
     consumer.close()
-    return {"acked": acked, "last": last, "poll_s": polls}
+    return {"acked": acked, "first": first, "last": last, "poll_s": polls, "bytes": size}
 
 
 def run_redis(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,8 +97,10 @@ def run_redis(args: argparse.Namespace) -> dict[str, Any]:
     streams = {f"{args.name}-{p}": ">" for p in range(PARTITIONS)}
     consumer = f"c-{time.monotonic_ns()}"
     client.ping()  # connected before "go"
-    wait_for(args.start_at)
-    acked, last, idle_since, polls = 0, time.time(), time.monotonic(), []
+    wait_for()
+    first = time.time()
+    pace = Pace(args.rate)
+    acked, last, idle_since, polls, size = 0, time.time(), time.monotonic(), [], 0
     while True:
         started = time.perf_counter()
         reply = client.xreadgroup("workers", consumer, streams, count=args.batch, block=200)
@@ -85,16 +110,18 @@ def run_redis(args: argparse.Namespace) -> dict[str, Any]:
             pipe = client.pipeline(transaction=False)
             count = 0
             for stream, entries in reply:
-                for entry_id, _fields in entries:
+                for entry_id, fields in entries:
+                    size += len(fields[b"v"])
                     pipe.xack(stream, "workers", entry_id)  # one XACK per task, pipelined
                     count += 1
             pipe.execute()
             acked += count
             last = time.time()
+            pace.after(acked)
         elif time.monotonic() - idle_since > args.idle_s:
             break
     client.close()
-    return {"acked": acked, "last": last, "poll_s": polls}
+    return {"acked": acked, "first": first, "last": last, "poll_s": polls, "bytes": size}
 
 
 def run_nats(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,8 +132,10 @@ def run_nats(args: argparse.Namespace) -> dict[str, Any]:
         connection = await nats.connect(f"nats://{args.address}")
         js = connection.jetstream()
         subscription = await js.pull_subscribe(f"{args.name}.*", durable="workers", stream=args.name)
-        wait_for(args.start_at)
-        acked, last, idle_since, polls = 0, time.time(), time.monotonic(), []
+        wait_for()
+        first = time.time()
+        pace = Pace(args.rate)
+        acked, last, idle_since, polls, size = 0, time.time(), time.monotonic(), [], 0
         while True:
             started = time.perf_counter()
             try:
@@ -117,14 +146,16 @@ def run_nats(args: argparse.Namespace) -> dict[str, Any]:
                 polls.append(time.perf_counter() - started)
                 idle_since = time.monotonic()
                 for message in messages:
+                    size += len(message.data)
                     await message.ack()  # explicit ack, one per task
                 await connection.flush()
                 acked += len(messages)
                 last = time.time()
+                pace.after(acked)
             elif time.monotonic() - idle_since > args.idle_s:
                 break
         await connection.close()
-        return {"acked": acked, "last": last, "poll_s": polls}
+        return {"acked": acked, "first": first, "last": last, "poll_s": polls, "bytes": size}
 
     return asyncio.run(body())
 
@@ -144,8 +175,9 @@ def main() -> int:
     parser.add_argument("system", choices=["logstore", "redis", "nats", "hold"])
     parser.add_argument("address")
     parser.add_argument("name")
-    parser.add_argument("--start-at", type=float, default=0.0)
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--prefetch", type=int, default=1, help="logstore: fetches in flight beyond the polled one")
+    parser.add_argument("--rate", type=float, default=0.0, help="pace to this many tasks/s (0: as fast as it goes)")
     parser.add_argument("--idle-s", type=float, default=1.0)
     parser.add_argument("--lock-ms", type=int, default=1000)
     args = parser.parse_args()
@@ -154,7 +186,9 @@ def main() -> int:
         hold(args)
         return 0
     runner = {"logstore": run_logstore, "redis": run_redis, "nats": run_nats}[args.system]
-    print(json.dumps(runner(args)), flush=True)
+    report = runner(args)
+    report["cpu_s"] = time.process_time() - CPU_AT_GO
+    print(json.dumps(report), flush=True)
     return 0
 
 

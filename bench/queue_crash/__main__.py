@@ -61,7 +61,8 @@ class Workers:
         self.started += 1
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "bench.queue_crash.worker", self.broker.address, GROUP, TOPIC,
-             str(self.work_dir / f"{name}.jsonl"), name, "--work-ms", str(self.args.work_ms)],
+             str(self.work_dir / f"{name}.jsonl"), name, "--work-ms", str(self.args.work_ms),
+             "--prefetch", str(self.started % 2)],  # every other worker pipelines its fetches
             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=open(self.work_dir / f"{name}.err", "wb"),  # noqa: SIM115
         )
 

@@ -5,7 +5,8 @@ Each task's value is ``task-<n>``: ``n % POISON_EVERY == POISON_AT`` is poison (
 accepted after ``--work-ms``. The history is JSON lines, flushed one by one (a SIGKILL loses at
 most the line being written)::
 
-    {"ev": "deliver", "w": ID, "p": partition, "o": offset, "dc": delivery count, "t": wall s}
+    {"ev": "deliver", "w": ID, "p": partition, "o": offset, "dc": delivery count, "t": wall s
+     when the fetch was asked for (with --prefetch, by an earlier poll)}
     {"ev": "sent", "w": ID, "p", "o", "kind": "accept"|"release"|"reject", "t"}   before the call
     {"ev": "ok", ...same}        the broker answered and applied it
     {"ev": "refused", ..., "state": why}   the broker answered and refused it
@@ -45,6 +46,7 @@ def main() -> int:
         parser.add_argument(name)
     parser.add_argument("--work-ms", type=float, default=2.0)
     parser.add_argument("--max-records", type=int, default=5)
+    parser.add_argument("--prefetch", type=int, default=0, help="fetches in flight beyond the polled one")
     args = parser.parse_args()
     stopping = False
 
@@ -58,22 +60,33 @@ def main() -> int:
     def write(ev: str, p: int, o: int, **fields: Any) -> None:
         history.write(json.dumps({"ev": ev, "w": args.id, "p": p, "o": o, "t": time.time(), **fields}) + "\n")
 
-    consumer = ShareConsumer(args.server, args.group, args.topic, max_records=args.max_records, timeout=5)
+    consumer = ShareConsumer(args.server, args.group, args.topic, max_records=args.max_records, timeout=5,
+                             prefetch=args.prefetch)
+    # When each poll of the current stream began: with prefetch the records a poll returns were
+    # asked for by an earlier poll, and their lock may have started as early as that one began;
+    # the history's "deliver" time is that (the checker reasons about lock expiry from it).
+    poll_starts: list[float] = []
     while not stopping:
+        poll_starts.append(time.time())
         try:
             records = consumer.poll(timeout=0.5)
         except LogstoreError:
+            poll_starts.clear()  # the stream died: the next poll sends afresh
             time.sleep(0.1)
             continue
+        asked_at = poll_starts[max(0, len(poll_starts) - 1 - args.prefetch)]
         sent = []
         for record in records:
-            write("deliver", record.partition, record.offset, dc=record.delivery_count)
+            write("deliver", record.partition, record.offset, dc=record.delivery_count, t=asked_at)
         for record in records:
             time.sleep(args.work_ms / 1000)
             kind = kind_for(record)
             delay = RELEASE_DELAY_MS if kind == "release" else None
             write("sent", record.partition, record.offset, kind=kind)
-            consumer.acknowledge([record], kind, delay_ms=delay, error=kind)
+            if kind == "accept":
+                record.ack()  # the per-record hot path
+            else:
+                consumer.acknowledge([record], kind, delay_ms=delay, error=kind)
             sent.append((record, kind))
         while sent:
             try:

@@ -37,6 +37,16 @@ partitions' records that were acquired and not acknowledged come back at the new
 delivery counts kept, after no lock), so acknowledging one of them is refused with
 ``RECORD_NOT_ACQUIRED`` — the record is delivered again.
 
+Pipelining. With ``prefetch=N`` (stream mode only) the consumer keeps N fetches in flight
+beyond the one ``poll`` waits for: while the caller works on a batch, the broker already
+acquires the next ones (each with a lock; records prefetched count as held by this member). A
+``poll`` sends one fetch, carrying the acknowledgements queued so far, then returns the oldest
+answer, so an acknowledgement reaches the broker with the next ``poll`` as without prefetch.
+Default 0: a poll acquires only what it returns. Prefetched records are released at once by
+``close()`` (or come back after their lock if the process dies). A poll may wait up to the
+timeout of the poll that sent the fetch it returns. When the stream breaks, the
+acknowledgements of every fetch not answered are queued again, as for one.
+
 ``close()`` sends what is queued and leaves the group: the records it still holds become
 available to the other members at once. Thread-safety: ``ack``/``release``/``reject`` and
 ``acknowledge`` may be called from any thread; ``poll``, ``commit`` and ``close`` from one
@@ -73,10 +83,31 @@ KINDS = {
 }
 
 
-class ShareRecord(NamedTuple):
-    """One acquired record. ``delivery_count`` is 1 on its first delivery."""
+class Accepted:
+    """The ``ack()``-ed offsets of one partition not sent yet, and the consumer they belong to.
 
-    consumer: ShareConsumer
+    Thread-safety without a lock: ``ack()`` only appends (one atomic list operation) and the
+    consumer takes a prefix (``taken()``: a copy of the first n, then a delete of the same n, each
+    atomic), so an offset appended meanwhile stays for the next send."""
+
+    __slots__ = ("consumer", "offsets")
+
+    def __init__(self, consumer: ShareConsumer) -> None:
+        self.consumer = consumer
+        self.offsets: list[int] = []
+
+    def taken(self) -> list[int]:
+        count = len(self.offsets)
+        first = self.offsets[:count]
+        del self.offsets[:count]
+        return first
+
+
+class ShareRecord(NamedTuple):
+    """One acquired record. ``delivery_count`` is 1 on its first delivery. ``accepted`` is the
+    internal queue ``ack()`` appends to (``consumer`` is its consumer)."""
+
+    accepted: Accepted
     topic: str
     partition: int
     delivery_count: int
@@ -90,9 +121,13 @@ class ShareRecord(NamedTuple):
         return (f"ShareRecord(topic={self.topic!r}, partition={self.partition}, offset={self.offset}, "
                 f"delivery_count={self.delivery_count}, key={self.key!r}, value={self.value!r})")
 
+    @property
+    def consumer(self) -> ShareConsumer:
+        return self.accepted.consumer
+
     def ack(self) -> None:
-        """Done: it is never delivered again."""
-        self.consumer._accept(self.topic, self.partition, self.offset)
+        """Done: it is never delivered again (queued: its offset appended to a list)."""
+        self.accepted.offsets.append(self.offset)
 
     def release(self, delay_ms: int | None = None, error: str = "") -> None:
         """Give it back: available again now (``delay_ms=0``), after ``delay_ms``, or (None)
@@ -111,6 +146,8 @@ class ShareRecord(NamedTuple):
 
 _Key = tuple[str, int, int, int, str]  # topic, partition, kind, delay (-1 = backoff), error
 _ACCEPT = int(share_pb2.ACKNOWLEDGE_ACCEPT)
+#: Most fetches ``prefetch`` may keep in flight.
+MAX_PREFETCH = 16
 
 
 class ShareConsumer:
@@ -126,14 +163,20 @@ class ShareConsumer:
         member_id: str | None = None,
         timeout: float = 30.0,
         stream: bool = True,
+        prefetch: int = 0,
         **credentials: Any,
     ) -> None:
         """``lock_ms``: 0 = the group's (30 s unless configured). ``max_records``: most records
         one ``poll`` acquires. ``stream``: polls are messages of one ``ShareStream`` call (the
-        default; cheaper) rather than a ``ShareFetch`` call each. ``credentials``: ``tls_ca``,
-        ``tls_cert``, ``tls_key``, ``token``."""
+        default; cheaper) rather than a ``ShareFetch`` call each. ``prefetch``: fetches kept in
+        flight beyond the one a ``poll`` waits for (0..16; stream mode only; see "Pipelining"
+        above). ``credentials``: ``tls_ca``, ``tls_cert``, ``tls_key``, ``token``."""
         if max_records < 1:
             raise ValueError(f"max_records must be at least 1, not {max_records}")
+        if not 0 <= prefetch <= MAX_PREFETCH:
+            raise ValueError(f"prefetch must be within 0..{MAX_PREFETCH}, not {prefetch}")
+        if prefetch and not stream:
+            raise ValueError("prefetch needs stream=True (fetches pipelined over one ShareStream call)")
         if lock_ms < 0:
             raise ValueError(f"lock_ms must not be negative, not {lock_ms}")
         self.server = resolve_server(server)
@@ -145,6 +188,7 @@ class ShareConsumer:
         self.member_id = member_id or uuid.uuid4().hex
         self.timeout = timeout
         self.stream = stream
+        self.prefetch = prefetch
         self._stream: ShareStream | None = None
         self._channels = Channels(Credentials.take(credentials))
         if credentials:
@@ -159,6 +203,8 @@ class ShareConsumer:
         self._clustered: bool | None = None
         self._lock = threading.Lock()
         self._pending: dict[_Key, list[int]] = {}
+        #: ``ack()``-ed offsets by (topic, partition): the per-record hot path, one append.
+        self._accepted: dict[tuple[str, int], Accepted] = {}
         #: Refusals since the last ``commit()``.
         self.refused: list[RecordNotAcquiredError | LogstoreError] = []
         self._closed = False
@@ -178,23 +224,18 @@ class ShareConsumer:
             for record in records:
                 self._pending.setdefault((record.topic, record.partition, number, delay, error), []).append(record.offset)
 
-    def _accept(self, topic: str, partition: int, offset: int) -> None:
-        """``acknowledge([record], "accept")`` without its checks (the per-record hot path)."""
-        key = (topic, partition, _ACCEPT, -1, "")
-        with self._lock:
-            offsets = self._pending.get(key)
-            if offsets is None:
-                self._pending[key] = [offset]
-            else:
-                offsets.append(offset)
-
     def _take_pending(self) -> list[share_pb2.ShareAcknowledgement]:
         """The queued acknowledgements as ranges of consecutive offsets (numpy)."""
         with self._lock:
             pending, self._pending = self._pending, {}
+        for (topic, partition), accepted in list(self._accepted.items()):
+            if accepted.offsets:
+                pending.setdefault((topic, partition, _ACCEPT, -1, ""), []).extend(accepted.taken())
         messages = []
         for (topic, partition, kind, delay, error), offsets in pending.items():
-            ordered = np.unique(np.asarray(offsets, dtype=np.int64))
+            ordered = np.array(offsets, dtype=np.int64)
+            if len(ordered) > 1 and not (ordered[1:] > ordered[:-1]).all():
+                ordered = np.unique(ordered)  # (acks in offset order need no sort)
             breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
             firsts = ordered[np.concatenate(([0], breaks))].tolist()
             lasts = ordered[np.concatenate((breaks - 1, [len(ordered) - 1]))].tolist()
@@ -230,7 +271,8 @@ class ShareConsumer:
     def pending(self) -> int:
         """Records whose acknowledgement is queued, not sent yet."""
         with self._lock:
-            return sum(len(offsets) for offsets in self._pending.values())
+            return (sum(len(offsets) for offsets in self._pending.values())
+                    + sum(len(accepted.offsets) for accepted in list(self._accepted.values())))
 
     def commit(self, *, raise_refused: bool = True) -> list[LogstoreError]:
         """Send the queued acknowledgements now (durable when this returns); raise the first
@@ -263,22 +305,23 @@ class ShareConsumer:
 
     def poll(self, timeout: float | None = 1.0, max_records: int | None = None) -> list[ShareRecord]:
         """Acquire up to ``max_records`` records, waiting up to ``timeout`` seconds for some;
-        the queued acknowledgements go in the same call."""
+        the queued acknowledgements go in the same call. With ``prefetch`` the answer is that
+        of an earlier fetch (sent by an earlier poll, with that poll's limits)."""
         if self._closed:
             raise ValueError("the share consumer is closed")
         limit = max_records or self.max_records
         wait_ms = 30_000 if timeout is None else max(0, int(timeout * 1000))
         clustered = self._in_cluster()
         messages = self._take_pending()
-        request = share_pb2.ShareFetchRequest(
-            group_id=self.group_id, member_id=self.member_id, topics=self.topics,
-            max_records=limit, max_bytes=self.max_bytes, max_wait_ms=wait_ms, lock_ms=self.lock_ms,
-            acknowledgements=messages)
+        request = self._request(limit, wait_ms, messages)
         if clustered:  # (failed parts' acknowledgements are queued again by the router)
             response = self._router.fetch(request, wait_ms, self._restore)
+        elif self.stream:
+            response = self._stream_fetch(request, limit, wait_ms)
         else:
             try:
-                response = self._fetch(request, wait_ms)
+                with translate_errors(self.server):
+                    response = self._stub.ShareFetch(request, timeout=self.timeout + wait_ms / 1000)
             except LogstoreError:
                 self._restore(messages)
                 raise
@@ -288,27 +331,45 @@ class ShareConsumer:
             records += self._records(part)
         return records
 
-    def _fetch(self, request: share_pb2.ShareFetchRequest, wait_ms: int) -> share_pb2.ShareFetchResponse:
-        if not self.stream:
-            with translate_errors(self.server):
-                response: share_pb2.ShareFetchResponse = self._stub.ShareFetch(
-                    request, timeout=self.timeout + wait_ms / 1000)
-            return response
+    def _request(self, limit: int, wait_ms: int,
+                 messages: Sequence[share_pb2.ShareAcknowledgement]) -> share_pb2.ShareFetchRequest:
+        return share_pb2.ShareFetchRequest(
+            group_id=self.group_id, member_id=self.member_id, topics=self.topics,
+            max_records=limit, max_bytes=self.max_bytes, max_wait_ms=wait_ms, lock_ms=self.lock_ms,
+            acknowledgements=messages)
+
+    def _stream_fetch(self, request: share_pb2.ShareFetchRequest, limit: int,
+                      wait_ms: int) -> share_pb2.ShareFetchResponse:
+        """Send ``request`` (and prefetches up to ``prefetch`` in flight); the oldest answer."""
         if self._stream is None or self._stream.broken:
             self._stream = ShareStream(self._stub, self.server)
-        self._stream.send(request)
-        return self._stream.receive()
+        stream = self._stream
+        stream.send(request)
+        while len(stream.in_flight) <= self.prefetch:
+            stream.send(self._request(limit, wait_ms, ()))
+        oldest = stream.in_flight[0]
+        try:
+            return stream.receive()
+        except LogstoreError:
+            # the call died: no request in flight will be answered; else only the oldest failed
+            for lost in (stream.in_flight if stream.broken else [oldest]):
+                self._restore(lost.acknowledgements)
+            if stream.broken:
+                stream.in_flight.clear()
+            raise
 
     def _records(self, part: share_pb2.AcquiredRecords) -> list[ShareRecord]:
         columns = decode_columns(part.records)
-        firsts = np.asarray(part.first_offsets, dtype=np.int64)
-        lasts = np.asarray(part.last_offsets, dtype=np.int64)
+        accepted = self._accepted.get((part.topic, part.partition))
+        if accepted is None:
+            accepted = self._accepted[(part.topic, part.partition)] = Accepted(self)
+        ranges = zip(list(part.first_offsets), list(part.last_offsets), list(part.delivery_counts), strict=True)
         out: list[ShareRecord] = []
-        for first, last, count in zip(firsts.tolist(), lasts.tolist(), list(part.delivery_counts), strict=True):
+        for first, last, count in ranges:
             lo = int(np.searchsorted(columns.offsets, np.int64(first)))
             hi = int(np.searchsorted(columns.offsets, np.int64(last), side="right"))
             if hi > lo:
-                out += columns.slice(lo, hi).records(ShareRecord, self, part.topic, part.partition, count)
+                out += columns.slice(lo, hi).records(ShareRecord, accepted, part.topic, part.partition, count)
         return out
 
     def __iter__(self) -> Iterator[ShareRecord]:
@@ -319,10 +380,15 @@ class ShareConsumer:
     # -- closing --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Send the queued acknowledgements and leave: held records go back at once."""
+        """Send the queued acknowledgements and leave: held records go back at once (those of
+        fetches still in flight too: the stream is ended first)."""
         if self._closed:
             return
         self._closed = True
+        if self._stream is not None:
+            for lost in self._stream.in_flight:  # prefetches: their acks go with the leave
+                self._restore(lost.acknowledgements)
+            self._stream.close()
         try:
             request = share_pb2.ShareAcknowledgeRequest(
                 group_id=self.group_id, member_id=self.member_id,
@@ -337,8 +403,6 @@ class ShareConsumer:
             if exc.reason != "UNKNOWN_GROUP":  # never fetched: nothing to leave
                 raise
         finally:
-            if self._stream is not None:
-                self._stream.close()
             self._channels.close()
 
     def __enter__(self) -> ShareConsumer:

@@ -5,7 +5,9 @@ broker's CPU per fetch, see the README's queue section).
 ``send`` puts a request on the call's queue (gRPC's own thread writes it to the broker);
 ``receive`` reads the next answer in the caller's thread. The broker serves the requests of a
 stream one after another and answers them in order, so requests may be sent ahead of their
-answers (pipelined): each is then already read when the previous one is answered. A request
+answers (pipelined, the consumer's ``prefetch``): each is then already read when the previous
+one is answered. ``in_flight`` keeps the requests sent and not answered, oldest first, so the
+consumer can queue their acknowledgements again when the call dies. A request
 that failed as a whole comes back with ``error`` set (raised here as its typed error); the
 stream stays usable. When the call itself fails (broker gone: keepalive notices an idle one),
 ``receive`` raises the typed error and the stream is dead: the consumer opens a new one on its
@@ -32,17 +34,18 @@ class ShareStream:
         self._requests: queue.SimpleQueue[share_pb2.ShareFetchRequest | None] = queue.SimpleQueue()
         self._call = stub.ShareStream(iter(self._requests.get, None))
         self._ids = itertools.count(1)
-        #: Correlation ids of the requests sent and not answered yet, oldest first.
-        self.in_flight: list[int] = []
+        #: The requests sent and not answered yet, oldest first.
+        self.in_flight: list[share_pb2.ShareFetchRequest] = []
         self.broken = False
 
     def send(self, request: share_pb2.ShareFetchRequest) -> None:
         request.correlation_id = next(self._ids)
-        self.in_flight.append(request.correlation_id)
+        self.in_flight.append(request)
         self._requests.put(request)
 
     def receive(self) -> share_pb2.ShareFetchResponse:
-        """The answer to the oldest request in flight (its error raised)."""
+        """The answer to the oldest request in flight (its error raised). When the call fails,
+        ``in_flight`` still holds every request not answered (the oldest included)."""
         try:
             with translate_errors(self._server):
                 response: share_pb2.ShareFetchResponse | None = next(self._call, None)
@@ -51,7 +54,7 @@ class ShareStream:
         except BaseException:
             self.close()
             raise
-        expected = self.in_flight.pop(0)
+        expected = self.in_flight.pop(0).correlation_id
         if response.correlation_id != expected:
             self.close()
             raise RuntimeError(f"ShareStream answered request {response.correlation_id}, expected {expected}")

@@ -22,7 +22,12 @@ def test_quick_queue_run_measures_every_workload(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     results = json.loads((tmp_path / "out.json").read_text())["results"]
     names = [r["name"] for r in results]
-    assert names[:4] == ["redis: 1 worker", "redis: 2 workers", "logstore: 1 worker", "logstore: 2 workers"]
-    assert names[4] == "logstore: fetch round trip (1 workers)"
+    assert names[:4] == ["redis: 1 worker, batch 1000", "redis: 2 workers, batch 1000",
+                         "logstore: 1 worker, batch 1000, prefetch 1", "logstore: 2 workers, batch 1000, prefetch 1"]
+    assert names[4].startswith("logstore: fetch round trip at ") and "paced 10 k" in names[4]
     assert "redelivery after SIGKILL" in names[5] and len(names) == 6
     assert all(r["records_per_second"] > 0 for r in results)
+    # (the server's CPU is counted in clock ticks of 10 ms: a small run may show none)
+    assert all(r["params"]["worker_cpu_us_per_task"] > 0 and r["params"]["server_cpu_us_per_task"] >= 0
+               for r in results[:4])
+    assert "CPU per task" in completed.stdout

@@ -38,6 +38,20 @@ def test_acquire_counts_deliveries_and_locks() -> None:
     assert window.expired(1499).tolist() == [] and window.expired(1500).tolist() == [1, 2]
 
 
+def test_expiry_timer_finds_a_renewed_lock_at_its_new_deadline() -> None:
+    window = InFlightWindow(0)
+    window.extend(3)
+    window.acquire(np.array([0, 1]), owner=1, now_ms=1000, lock_ms=500)
+    window.acquire(np.array([2]), owner=2, now_ms=1200, lock_ms=500)
+    assert window.next_expiry_ms == 1500
+    window.deadline_ms[0:2] = 2000  # renewed (the timer stays early: one scan finds nothing due)
+    assert window.expired(1600).tolist() == [] and window.next_expiry_ms == 1700
+    assert window.expired(1700).tolist() == [2]
+    window.set_state(np.array([2]), AVAILABLE)
+    assert window.next_expiry_ms == 2000 and window.expired(1999).tolist() == []
+    assert window.expired(2000).tolist() == [0, 1]
+
+
 def test_handable_waits_for_available_after_time() -> None:
     window = InFlightWindow(0)
     window.extend(2)

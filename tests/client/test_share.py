@@ -4,6 +4,8 @@ with delay, dead letters, refusals, leaving, iteration, the asyncio twin and the
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -124,6 +126,69 @@ def test_close_returns_held_records_at_once(server: str, new_topic: Topic) -> No
         records[0].ack()
     with ShareConsumer(server, group, topic) as other:
         assert [r.offset for r in other.poll(timeout=5)] == [1, 2]
+
+
+def test_prefetch_keeps_the_next_batch_acquired_while_acks_ride_the_polls(
+        server: str, admin: Admin, new_topic: Topic) -> None:
+    topic, group = new_topic(1), group_name()
+    fill(server, topic, 6)
+    with ShareConsumer(server, group, topic, max_records=2, prefetch=1) as consumer:
+        seen = []
+        while len(seen) < 6:
+            records = consumer.poll(timeout=5)
+            assert records and len(records) <= 2
+            for record in records:
+                record.ack()
+            seen += [r.offset for r in records]
+            if len(seen) == 2:  # this batch in hand, the next one acquired ahead
+                assert admin.describe_share_group(group).partitions[0].acquired == 4
+        assert seen == list(range(6))
+        consumer.commit()
+        state = admin.describe_share_group(group).partitions[0]
+        assert (state.start_offset, state.acquired) == (6, 0)  # all accepted
+
+
+def test_close_returns_prefetched_records_at_once(server: str, new_topic: Topic) -> None:
+    topic, group = new_topic(1), group_name()
+    fill(server, topic, 4)
+    with ShareConsumer(server, group, topic, max_records=2, prefetch=1, lock_ms=60_000) as consumer:
+        assert [r.offset for r in consumer.poll(timeout=5)] == [0, 1]
+    with ShareConsumer(server, group, topic) as other:
+        assert sorted(r.offset for r in other.poll(timeout=5)) == [0, 1, 2, 3]
+
+
+def test_prefetch_needs_the_stream() -> None:
+    with pytest.raises(ValueError, match="prefetch needs stream=True"):
+        ShareConsumer("127.0.0.1:1", "g", "t", prefetch=1, stream=False)
+    with pytest.raises(ValueError, match="prefetch must be within 0..16"):
+        ShareConsumer("127.0.0.1:1", "g", "t", prefetch=17)
+
+
+def test_acks_appended_while_taken_are_never_lost() -> None:
+    from logstore.client.share import Accepted
+
+    accepted = Accepted(None)  # type: ignore[arg-type]
+    total = 200_000
+
+    def ack_all() -> None:
+        for offset in range(total):
+            accepted.offsets.append(offset)  # what record.ack() does
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        thread = threading.Thread(target=ack_all)
+        thread.start()
+        taken: list[int] = []
+        takes = 0
+        while thread.is_alive():
+            taken += accepted.taken()
+            takes += 1
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    taken += accepted.taken()
+    assert taken == list(range(total)) and takes > 10
 
 
 def test_acknowledge_many_with_one_kind(server: str, new_topic: Topic) -> None:

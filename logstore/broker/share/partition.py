@@ -174,6 +174,7 @@ class SharePartition:
         first_new = window.end_offset
         taken_until = first_new
         skipped: list[tuple[int, int]] = []
+        sent_base = read_header(out.records[-1]).base_offset if out.records else -1
         while taken_until < end and room > 0 and budget[0] > 0:
             result = partition_log.read(taken_until, min(READ_CHUNK_BYTES, budget[0]))
             if not len(result.data):
@@ -198,9 +199,10 @@ class SharePartition:
                     room = 0
                     break
                 upto = min(header.next_offset, lo + room, end)
-                if not (out.records and read_header(out.records[-1]).base_offset == header.base_offset):
+                if header.base_offset != sent_base:
                     out.records.append(result.data[header.position:header.end_position])
                     budget[0] -= header.batch_length  # (else: sent already for its redeliveries)
+                    sent_base = header.base_offset
                 room -= upto - lo
                 must = False
                 taken_until = upto
@@ -278,7 +280,7 @@ class SharePartition:
             window.set_state(indices, AVAILABLE, after)
             if over.any():
                 self._archive(indices[over], ack.error or "released", change)
-            change.freed = True
+            change.freed = True  # (a delayed one too: waiters then set their timer to its end)
         change.changed = True
         if not change.freed and self.acquired + (hi - lo) >= config.max_acquired_records:
             change.freed = True  # the window was full: room again

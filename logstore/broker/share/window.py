@@ -12,7 +12,10 @@ no delivery). Each record in it has:
   (``state_writer.py`` writes the dirty records as one delta and clears the column).
 
 Records are addressed by index ``offset - start_offset``; every operation is a numpy slice or
-mask, never a Python loop over records. ``advance`` moves ``start_offset`` past the leading
+mask, never a Python loop over records. Lock expiry is a timer, not a scan per call:
+``next_expiry_ms`` is at most the earliest lock deadline (an acquisition lowers it; renewing or
+acknowledging leaves it early, which only costs one scan), and ``expired`` looks at the
+records only once that time has come, then sets it to the earliest deadline still running. ``advance`` moves ``start_offset`` past the leading
 records that are done and drops them. The durable form (runs of equal state) is in
 ``state_log.py``.
 
@@ -33,16 +36,22 @@ STATE_NAMES = ("available", "acquired", "acknowledged", "archived")
 RUN_DTYPE = np.dtype([("first", "<i8"), ("last", "<i8"), ("after_ms", "<i8"),
                       ("count", "<u4"), ("state", "u1")])
 
+#: ``next_expiry_ms`` when no lock is running.
+NEVER_MS = 1 << 62
+_NO_INDICES = np.empty(0, np.int64)
+
 _FIELDS = (("state", np.uint8), ("count", np.uint32), ("after_ms", np.int64),
            ("deadline_ms", np.int64), ("owner", np.int32), ("since_ms", np.int64), ("dirty", np.uint8))
 
 
 class InFlightWindow:
     __slots__ = ("start_offset", "_n", "_head", "state", "count", "after_ms", "deadline_ms",
-                 "owner", "since_ms", "dirty", "_buffers")
+                 "owner", "since_ms", "dirty", "_buffers", "next_expiry_ms")
 
     def __init__(self, start_offset: int) -> None:
         self.start_offset = start_offset
+        #: No lock runs out before this (the expiry timer; see the module doc).
+        self.next_expiry_ms = NEVER_MS
         self._n = 0
         self._head = 0
         self._buffers: dict[str, np.ndarray] = {name: np.zeros(64, dtype) for name, dtype in _FIELDS}
@@ -127,8 +136,15 @@ class InFlightWindow:
         return np.flatnonzero((self.state == AVAILABLE) & (self.after_ms <= np.int64(now_ms)))
 
     def expired(self, now_ms: int) -> np.ndarray:
-        """Indices of acquired records whose lock has run out."""
-        return np.flatnonzero((self.state == ACQUIRED) & (self.deadline_ms <= np.int64(now_ms)))
+        """Indices of acquired records whose lock has run out (the caller makes them
+        Available or Archived); no scan before ``next_expiry_ms``."""
+        if now_ms < self.next_expiry_ms:
+            return _NO_INDICES
+        acquired = self.state == ACQUIRED
+        due = self.deadline_ms <= np.int64(now_ms)
+        running = acquired & ~due
+        self.next_expiry_ms = int(self.deadline_ms[running].min()) if running.any() else NEVER_MS
+        return np.flatnonzero(acquired & due)
 
     def next_deadline_ms(self, now_ms: int) -> int | None:
         """The earliest moment after ``now_ms`` something changes by itself (a lock expiry or a
@@ -153,6 +169,7 @@ class InFlightWindow:
         self.count[indices] += 1
         self.owner[indices] = owner
         self.deadline_ms[indices] = now_ms + lock_ms
+        self.next_expiry_ms = min(self.next_expiry_ms, now_ms + lock_ms)
         self.dirty[indices] = 1
         first = indices[self.since_ms[indices] == 0]
         self.since_ms[first] = now_ms
