@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--linger-ms", type=float, default=None)
-    parser.add_argument("--floor-rate", type=int, default=500,
+    parser.add_argument("--floor-rate", type=int, default=200,
                         help="the raw gRPC relay's rate (bench/raw_relay.py; 0: skip it)")
     args = parser.parse_args(argv)
     hook_producer()

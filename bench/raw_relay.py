@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import multiprocessing
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import grpc
 import numpy as np
 
 from bench.peers.clock import Pacer
+from bench.peers.grpc_ceiling import serve_raw
 from bench.peers.records import STAMP, filler, latency_summary, read_stamp
 
 SERVICE = "bench.Relay"
@@ -45,9 +45,6 @@ SUBSCRIBE = f"/{SERVICE}/Subscribe"
 
 
 async def serve(listen: str) -> None:
-    from logstore.server.app import grpc_options
-    from logstore.server.config import ServerConfig
-
     subscribers: list[asyncio.Queue[bytes]] = []
 
     async def publish(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
@@ -66,21 +63,10 @@ async def serve(listen: str) -> None:
         finally:
             subscribers.remove(mine)
 
-    server = grpc.aio.server(options=grpc_options(ServerConfig()))
-    handlers = {
+    await serve_raw(listen, SERVICE, {
         "Publish": grpc.stream_stream_rpc_method_handler(publish),
         "Subscribe": grpc.unary_stream_rpc_method_handler(subscribe),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    if server.add_insecure_port(listen) == 0:
-        raise SystemExit(f"cannot listen on {listen}")
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await server.stop(0.5)
+    })
 
 
 def _channel(address: str, options: tuple[tuple[str, Any], ...] = ()) -> grpc.Channel:

@@ -61,12 +61,17 @@ async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncI
 
 
 async def serve(listen: str) -> None:
-    server = grpc.aio.server(options=_server_options())
-    handlers = {
+    await serve_raw(listen, SERVICE, {
         "Upload": grpc.stream_unary_rpc_method_handler(_upload),
         "Download": grpc.unary_stream_rpc_method_handler(_download),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    })
+
+
+async def serve_raw(listen: str, service: str, handlers: dict[str, Any]) -> None:
+    """A ``grpc.aio`` server with logstore's options serving ``handlers`` (raw bytes) as
+    ``service`` on ``listen``, until SIGTERM or SIGINT."""
+    server = grpc.aio.server(options=_server_options())
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     if server.add_insecure_port(listen) == 0:
         raise SystemExit(f"cannot listen on {listen}")
     await server.start()
