@@ -20,7 +20,6 @@ what gRPC Python and the thread hand-offs alone cost on this machine, the floor 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
 import queue
@@ -36,7 +35,7 @@ import grpc
 import numpy as np
 
 from bench.peers.clock import Pacer
-from bench.peers.grpc_ceiling import serve_raw
+from bench.peers.grpc_ceiling import serve_main, serve_raw
 from bench.peers.records import STAMP, filler, latency_summary, read_stamp
 
 SERVICE = "bench.Relay"
@@ -168,11 +167,7 @@ class RelayServer:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="raw gRPC relay server for the latency floor")
-    parser.add_argument("--listen", required=True, metavar="HOST:PORT")
-    args = parser.parse_args()
-    asyncio.run(serve(args.listen))
-    return 0
+    return serve_main(serve, "raw gRPC relay server for the latency floor")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import asyncio
 import signal
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import grpc
@@ -125,12 +125,17 @@ def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any
 ROLES = {"upload": upload, "download": download}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="raw gRPC bandwidth server for the ceiling probe")
+def serve_main(serve_on: Callable[[str], Coroutine[Any, Any, None]], description: str) -> int:
+    """``python -m MODULE --listen HOST:PORT``: run ``serve_on(listen)`` until stopped."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--listen", required=True, metavar="HOST:PORT")
     args = parser.parse_args()
-    asyncio.run(serve(args.listen))
+    asyncio.run(serve_on(args.listen))
     return 0
+
+
+def main() -> int:
+    return serve_main(serve, "raw gRPC bandwidth server for the ceiling probe")
 
 
 if __name__ == "__main__":
