@@ -279,6 +279,9 @@ def hop_times(run: dict[str, Any], broker: dict[str, list[tuple[int, int]]]) -> 
     hops["poll"] = np.asarray(run["poll"], dtype=np.int64)
     by_cid = dict(producer.get("acked", []))
     hops["acked"] = np.array([by_cid.get(int(c), 0) for c in record_cid], dtype=np.int64)
+    silent = [name for name, times in hops.items() if not times.any()]
+    if silent:  # the hooks patch private names: a rename must not print zeros as timings
+        raise RuntimeError(f"no events from the hooks of {', '.join(silent)}: did what they patch move?")
     return hops
 
 
