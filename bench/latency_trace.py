@@ -178,6 +178,23 @@ def serve_traced(argv: list[str]) -> int:
         profiler.dump_stats(profile_path)
 
 
+def context_switches(pid: int | None = None) -> int:
+    """Voluntary context switches so far of every thread of process ``pid`` (default: this
+    one): each is a thread going to sleep until woken, so they count the hops (preemptions by
+    other processes, which grow with the load, are left out)."""
+    total = 0
+    task_dir = f"/proc/{pid or os.getpid()}/task"
+    for task in os.listdir(task_dir):
+        try:
+            with open(f"{task_dir}/{task}/status", encoding="ascii") as file:
+                for line in file:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        total += int(line.split()[1])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
+
+
 def _dump(path: str) -> None:
     with open(path, "w", encoding="ascii") as file:
         json.dump(_events, file)
@@ -201,7 +218,7 @@ def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
         consumer.assign([(spec["topic"], 0)])
         consumer.position((spec["topic"], 0))
         barrier.wait()
-        cpu_s = time.process_time()
+        cpu_s, switches = time.process_time(), context_switches()
         while count < total and time.monotonic() < deadline:
             records = consumer.poll(timeout=0.5)
             now = time.time_ns()
@@ -210,7 +227,8 @@ def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
                 polled[count] = now
                 offsets[count] = record.offset
                 count += 1
-    answer.put({"consumer_cpu_s": time.process_time() - cpu_s, "sent": sent[:count].tolist(), "poll": polled[:count].tolist(),
+    answer.put({"consumer_cpu_s": time.process_time() - cpu_s,
+                "consumer_switches": context_switches() - switches, "sent": sent[:count].tolist(), "poll": polled[:count].tolist(),
                 "offsets": offsets[:count].tolist(), "events": _events})
 
 
@@ -232,10 +250,13 @@ def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
     receiver.start()
     _events.clear()
     broker_cpu_s, own_cpu_s = _process_cpu_s(server_pid), time.process_time()
+    broker_switches, own_switches = context_switches(server_pid), context_switches()
     latency_send(spec, barrier.wait)
     received = answer.get()
     received["broker_cpu_s"] = _process_cpu_s(server_pid) - broker_cpu_s
     received["producer_cpu_s"] = time.process_time() - own_cpu_s
+    received["broker_switches"] = context_switches(server_pid) - broker_switches
+    received["producer_switches"] = context_switches() - own_switches
     receiver.join(10)
     with Admin(server) as admin:
         admin.delete_topic(topic)
@@ -291,9 +312,14 @@ def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, A
     records = len(run["sent"])
     cpu = "  ".join(f"{who} {run[f'{who}_cpu_s'] / records * 1e6:.0f}"
                     for who in ("producer", "broker", "consumer"))
+    pushes = max(len(run["events"].get("consumer", [])), 1)
+    switches = (f"producer {run['producer_switches'] / max(requests, 1):.1f}, broker"
+                f" {run['broker_switches'] / max(requests, 1):.1f} per request; consumer"
+                f" {run['consumer_switches'] / pushes:.1f} per pushed message")
     lines = [f"at {rate:,} rec/s, {len(sent):,} records (after the first {settle:,}),"
              f" {records / max(requests, 1):.1f} records per request;"
              f" CPU µs per record: {cpu}",
+             f"  voluntary context switches: {switches}",
              f"  {'hop':<12} {'since send() p50':>17} {'p99':>8} {'step p50':>9} {'p99':>8}  (ms)"]
     previous = sent
     for name in ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
@@ -377,9 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             floor = measure(relay.address, args.floor_rate, args.seconds)
         finally:
             relay.close()
-        print(f"the floor, raw gRPC relay with logstore's threads, one message per record at"
-              f" {args.floor_rate:,}/s: p50 {floor['p50_ms']:.3f} ms, p99 {floor['p99_ms']:.3f} ms,"
-              f" p99.9 {floor['p999_ms']:.3f} ms")
+        for reader, result in floor.items():
+            print(f"the floor, a raw gRPC relay, one message per record at {args.floor_rate:,}/s,"
+                  f" {reader}: p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms,"
+                  f" {result['switches']:.1f} voluntary context switches per message")
     print(f"(load average {os.getloadavg()[0]:.2f}; the hooks add a few µs per hop)")
     return 0
 

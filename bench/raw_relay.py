@@ -8,7 +8,9 @@ pushes each one to every open ``Subscribe`` stream. The client side copies logst
   and a reader thread takes the acks (``client/stream.py``'s ``ProduceStream``);
 - the receiver's reader thread iterates its ``Subscribe`` call, polling the call itself
   (``READER_POLLS_STREAMS``), and hands each message over a ``SimpleQueue`` to the thread that
-  waits for it (``client/subscription.py`` and ``Consumer.poll``).
+  waits for it (``client/subscription.py`` and ``Consumer.poll``); a second receiver, subscribed
+  at the same time, reads through gRPC's default channel spin thread instead (logstore before
+  ``READER_POLLS_STREAMS``), so the two are compared under the same load.
 
 One message per record, stamped with ``time.time_ns()`` like the latency workload's records, at
 a low fixed rate (what logstore's producer does while nothing is in flight): the latencies are
@@ -74,11 +76,13 @@ def _channel(address: str, options: tuple[tuple[str, Any], ...] = ()) -> grpc.Ch
     return grpc.insecure_channel(address, options=CHANNEL_OPTIONS + list(options))
 
 
-def _receive(address: str, total: int, ready: Any, answer: Any) -> None:
+def _receive(address: str, total: int, reader_polls: bool, ready: Any, answer: Any) -> None:
+    from bench.latency_trace import context_switches
     from logstore.client.channel import READER_POLLS_STREAMS
 
     inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-    with _channel(address, (READER_POLLS_STREAMS,)) as channel:
+    options = (READER_POLLS_STREAMS,) if reader_polls else ()
+    with _channel(address, options) as channel:
         call = channel.unary_stream(SUBSCRIBE)(b"")
 
         def read() -> None:
@@ -93,6 +97,7 @@ def _receive(address: str, total: int, ready: Any, answer: Any) -> None:
         ready.set()
         latencies = np.zeros(total, dtype=np.int64)
         count = 0
+        switches = context_switches()
         try:
             while count < total:
                 message = inbox.get(timeout=30)
@@ -100,24 +105,38 @@ def _receive(address: str, total: int, ready: Any, answer: Any) -> None:
                 count += 1
         except queue.Empty:
             pass
+        switches = context_switches() - switches
         call.cancel()
-    answer.put(latencies[:count].tolist())
+    answer.put((reader_polls, latencies[:count].tolist(), switches / max(count, 1)))
+
+
+#: The receivers ``measure`` runs side by side: logstore's (the reader thread polls its call)
+#: and gRPC's default (the channel's spin thread reads it and wakes the reader thread).
+READERS = {True: "reader thread polls its call", False: "channel spin thread wakes the reader"}
 
 
 def measure(address: str, rate: int, seconds: float, settle_s: float = 0.3) -> dict[str, Any]:
-    """p50/p99/p99.9 (ms) of ``rate`` messages/s of 100 B for ``seconds``, after ``settle_s``."""
+    """Per receiver of ``READERS`` (both subscribed at once, so under the same load): the
+    latency summary (ms) of ``rate`` messages/s of 100 B for ``seconds``, after ``settle_s``,
+    and its voluntary context switches per message (``switches``)."""
     total = int(rate * seconds)
     context = multiprocessing.get_context("spawn")
-    ready, answer = context.Event(), context.SimpleQueue()
-    receiver = context.Process(target=_receive, args=(address, total, ready, answer), daemon=True)
-    receiver.start()
-    if not ready.wait(60):
-        raise RuntimeError("the relay's receiver did not subscribe")
+    answer = context.SimpleQueue()
+    receivers, readies = [], []
+    for reader_polls in READERS:
+        ready = context.Event()
+        receivers.append(context.Process(target=_receive, daemon=True,
+                                         args=(address, total, reader_polls, ready, answer)))
+        receivers[-1].start()
+        readies.append(ready)
+    if not all(ready.wait(60) for ready in readies):
+        raise RuntimeError("the relay's receivers did not subscribe")
     tail = filler(100, 7)
     outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    results: dict[str, Any] = {}
     with _channel(address) as channel:
         call = channel.stream_stream(PUBLISH)(iter(outbox.get, None))
-        acks = threading.Thread(target=lambda: sum(1 for _ in call), daemon=True)
+        acks = threading.Thread(target=_drain, args=(call,), daemon=True)
         acks.start()
         pacer = Pacer(rate, total)
         pacer.start()
@@ -130,12 +149,24 @@ def measure(address: str, rate: int, seconds: float, settle_s: float = 0.3) -> d
             for _ in range(due - sent):
                 outbox.put(STAMP.pack(time.time_ns()) + tail)
             sent = due
-        latencies = np.asarray(answer.get(), dtype=np.int64)
+        for _ in receivers:
+            reader_polls, latencies, switches = answer.get()
+            keep = int(min(settle_s * rate, len(latencies) // 2))
+            summary = latency_summary(np.asarray(latencies, dtype=np.int64)[keep:])
+            results[READERS[reader_polls]] = {**summary, "switches": switches}
         outbox.put(None)
         acks.join(10)
-    receiver.join(10)
-    keep = int(min(settle_s * rate, len(latencies) // 2))
-    return latency_summary(latencies[keep:])
+    for receiver in receivers:
+        receiver.join(10)
+    return results
+
+
+def _drain(call: Any) -> None:
+    try:
+        for _ in call:
+            pass
+    except grpc.RpcError:  # the channel closed at the end
+        pass
 
 
 class RelayServer:
