@@ -134,8 +134,8 @@ def hook_broker() -> None:
         _note("appended", partition_log.log_end_offset)
         on_append(self, partition_log)
 
-    service.wire.parse_produce_request = traced_parse  # type: ignore[attr-defined]
-    service.wire.encode_subscribe_response = traced_encode  # type: ignore[attr-defined]
+    service.wire.parse_produce_request = traced_parse  # type: ignore[assignment]
+    service.wire.encode_subscribe_response = traced_encode  # type: ignore[assignment]
     wakeups.Wakeups.on_append = traced_on_append  # type: ignore[method-assign]
 
 
@@ -155,7 +155,7 @@ def hook_consumer() -> None:
             _note("consumer", fetched.next_offset)
         store(self, accepted)
 
-    subscription.wire.decode_subscribe_response = traced_decode  # type: ignore[attr-defined]
+    subscription.wire.decode_subscribe_response = traced_decode  # type: ignore[assignment]
     fetcher.Fetcher._store = traced_store  # type: ignore[method-assign]
 
 
@@ -251,7 +251,7 @@ def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
     _events.clear()
     broker_cpu_s, own_cpu_s = _process_cpu_s(server_pid), time.process_time()
     broker_switches, own_switches = context_switches(server_pid), context_switches()
-    latency_send(spec, barrier.wait)
+    latency_send(spec, lambda: _wait(barrier))
     received = answer.get()
     received["broker_cpu_s"] = _process_cpu_s(server_pid) - broker_cpu_s
     received["producer_cpu_s"] = time.process_time() - own_cpu_s
@@ -261,6 +261,10 @@ def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
     with Admin(server) as admin:
         admin.delete_topic(topic)
     return {"producer": {k: list(v) for k, v in _events.items()}, **received}
+
+
+def _wait(barrier: Any) -> None:
+    barrier.wait()
 
 
 def _first_end_above(events: list[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:
