@@ -19,7 +19,7 @@ import asyncio
 import signal
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import grpc
@@ -61,12 +61,17 @@ async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncI
 
 
 async def serve(listen: str) -> None:
-    server = grpc.aio.server(options=_server_options())
-    handlers = {
+    await serve_raw(listen, SERVICE, {
         "Upload": grpc.stream_unary_rpc_method_handler(_upload),
         "Download": grpc.unary_stream_rpc_method_handler(_download),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    })
+
+
+async def serve_raw(listen: str, service: str, handlers: dict[str, Any]) -> None:
+    """A ``grpc.aio`` server with logstore's options serving ``handlers`` (raw bytes) as
+    ``service`` on ``listen``, until SIGTERM or SIGINT."""
+    server = grpc.aio.server(options=_server_options())
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     if server.add_insecure_port(listen) == 0:
         raise SystemExit(f"cannot listen on {listen}")
     await server.start()
@@ -120,12 +125,17 @@ def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any
 ROLES = {"upload": upload, "download": download}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="raw gRPC bandwidth server for the ceiling probe")
+def serve_main(serve_on: Callable[[str], Coroutine[Any, Any, None]], description: str) -> int:
+    """``python -m MODULE --listen HOST:PORT``: run ``serve_on(listen)`` until stopped."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--listen", required=True, metavar="HOST:PORT")
     args = parser.parse_args()
-    asyncio.run(serve(args.listen))
+    asyncio.run(serve_on(args.listen))
     return 0
+
+
+def main() -> int:
+    return serve_main(serve, "raw gRPC bandwidth server for the ceiling probe")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ class ByteBudget:
 
     def release(self, size: int) -> None:
         self.used -= size
-        asyncio.get_running_loop().create_task(self._notify())
+        if self.waiting:  # nobody waits (the common case): no task, no loop turn before a push
+            asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
         async with self._changed:

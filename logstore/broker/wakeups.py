@@ -4,6 +4,11 @@ A fetch or subscription that finds nothing new registers a future under each par
 the partition log's append listener (called on whatever thread appended) resolves them. No
 sleep-polling anywhere.
 
+Each waiter owns its future and awaits it directly; ``wait``'s timeout is a loop timer that
+resolves the same future with False. So an append on the loop's thread resumes the waiter at the
+loop's next turn (``asyncio.wait_for`` over a ``shield`` would take three turns: the shield's
+callback, the waiter's, then the task), which is what a pushed record's latency is made of.
+
 Locking: the waiter table is touched only on the event loop's thread; a listener called from
 another thread hops onto the loop with ``call_soon_threadsafe``.
 """
@@ -23,7 +28,7 @@ class Wakeups:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._loop_thread = threading.get_ident()
-        self._waiters: dict[Key, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[Key, set[asyncio.Future[bool]]] = {}
 
     def on_append(self, partition_log: PartitionLog) -> None:
         """The partition log's listener: wake everyone waiting on it."""
@@ -38,7 +43,7 @@ class Wakeups:
     def _wake(self, key: Key) -> None:
         for future in self._waiters.pop(key, ()):
             if not future.done():
-                future.set_result(None)
+                future.set_result(True)
 
     def wake(self, keys: Iterable[Key]) -> None:
         """Wake the waiters of these partitions (records became available without an append).
@@ -52,13 +57,14 @@ class Wakeups:
         for key in list(self._waiters):
             self._wake(key)
 
-    def register(self, keys: Iterable[Key]) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = self._loop.create_future()
+    def register(self, keys: Iterable[Key]) -> asyncio.Future[bool]:
+        """A future of the caller's own, resolved (True) by the first append to any of ``keys``."""
+        future: asyncio.Future[bool] = self._loop.create_future()
         for key in keys:
             self._waiters.setdefault(key, set()).add(future)
         return future
 
-    def unregister(self, keys: Iterable[Key], future: asyncio.Future[None]) -> None:
+    def unregister(self, keys: Iterable[Key], future: asyncio.Future[bool]) -> None:
         for key in keys:
             waiting = self._waiters.get(key)
             if waiting is not None:
@@ -71,12 +77,20 @@ class Wakeups:
         return sum(len(v) for v in self._waiters.values())
 
 
-async def wait(future: asyncio.Future[None], timeout: float) -> bool:
-    """Wait for ``future`` up to ``timeout`` seconds; True if it was resolved."""
+async def wait(future: asyncio.Future[bool], timeout: float) -> bool:
+    """Wait for ``future`` (from ``register``) up to ``timeout`` seconds; True if an append
+    resolved it. On timeout the future is resolved with False, so it must be the caller's own."""
+    if future.done():
+        return future.result() if not future.cancelled() else False
     if timeout <= 0:
-        return future.done()
-    try:
-        await asyncio.wait_for(asyncio.shield(future), timeout)
-        return True
-    except TimeoutError:
         return False
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)

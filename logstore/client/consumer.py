@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
-from logstore.client.channel import Channels, refused_as
+from logstore.client.channel import READER_POLLS_STREAMS, Channels, refused_as
 from logstore.client.config import ConsumerConfig, Credentials, build, resolve_server
 from logstore.client.consumer_group import ConsumerGroup, RebalanceCallback
 from logstore.client.fetcher import Fetcher, Partition
@@ -66,7 +66,8 @@ class Consumer:
         self.config: ConsumerConfig = build(ConsumerConfig, options)
         self.server = resolve_server(server)
         config = self.config
-        self._channels = Channels(credentials)
+        # Subscribe streams are read by their reader threads directly (one thread hop less)
+        self._channels = Channels(credentials, (READER_POLLS_STREAMS,))
         self._cluster = Metadata(
             self.server, self._channels, retries=config.retries,
             retry_backoff_ms=config.retry_backoff_ms,

@@ -55,3 +55,13 @@ def test_a_stream_reads_only_below_the_cap_and_counts_what_it_read() -> None:
         await asyncio.wait_for(blocked, 1)
         assert waits["max_queued_request_bytes"] == 1
     asyncio.run(scenario())
+
+
+def test_a_release_with_nobody_waiting_schedules_nothing() -> None:
+    async def scenario() -> None:
+        queued = QueuedRequests(2 * MIB, 4 * MIB, timeout_s=1.0, waits=Counter())
+        held = queued.take(1 * MIB)
+        tasks = len(asyncio.all_tasks())
+        queued.release(held)  # every answered request does this: no task, no extra loop turn
+        assert len(asyncio.all_tasks()) == tasks and queued.used == 0
+    asyncio.run(scenario())

@@ -1,0 +1,434 @@
+"""Where one record's end-to-end latency goes: timestamps at every hop (``python -m bench.latency_trace``).
+
+Runs the peers bench's latency workload (a ``send()`` stamped with the wall clock at a fixed rate,
+a second process ``poll()``ing its ``Subscribe`` stream) against a broker process of its own, with
+hooks in all three processes that note ``time.time_ns()`` (one clock for every process) at each
+hop of a record:
+
+====================  ==========================================================================
+``sender``            the producer's sender thread starts sending the request (``Sender._send``)
+``queued``            the request is on the produce stream's queue (``ProduceStream.send``)
+``grpc_took``         gRPC's request thread took it from the queue
+``broker_read``       the broker parsed it (``wire.parse_produce_request``)
+``appended``          the append moved the log end past the record (``Wakeups.on_append``)
+``pushed``            the Subscribe stream encoded the batch carrying it
+``reader``            the consumer's stream reader thread got it from gRPC
+``consumer``          the consumer's thread took it off the queue (``Fetcher._store``)
+``poll``              ``poll()`` returned it
+``acked``             (the producer's side) its answer reached the produce stream's reader
+====================  ==========================================================================
+
+The table shows, per hop, the median and p99 of the time since ``send()`` and of the step from
+the hop before. Offsets tie the hops together (one partition, a new topic: offset = record
+number); a producer request's offsets come from its answer. A diagnostic tool, not a timed bench:
+the hooks cost a few µs per hop.
+
+Last, the floor: ``bench/raw_relay.py``, the same gRPC hops and threads with no logstore code, one
+message per record at ``--floor-rate``.
+
+``python -m bench.latency_trace [--rate 1000 10000] [--seconds 2] [--linger-ms MS]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+EVENTS_ENV = "LOGSTORE_TRACE_EVENTS"
+#: Set to a file name: the broker's loop thread runs under cProfile, its stats written there.
+PROFILE_ENV = "LOGSTORE_TRACE_PROFILE"
+HOPS = ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
+        "consumer", "poll")
+
+#: event name -> list of (key, time_ns) noted by this process's hooks.
+_events: dict[str, list[tuple[int, int]]] = {}
+
+
+def _note(name: str, key: int) -> None:
+    _events.setdefault(name, []).append((key, time.time_ns()))
+
+
+# -- hooks --------------------------------------------------------------------------------------
+
+
+def hook_producer() -> None:
+    from logstore.client import sender, stream
+
+    send_batches = sender.Sender._send
+    stream_send = stream.ProduceStream.send
+    answer = stream.ProduceStream._answer
+    open_call = stream.ProduceStream._open
+    local = threading.local()
+
+    def traced_send(self: Any, batches: Any) -> Any:
+        local.started = time.time_ns()
+        return send_batches(self, batches)
+
+    def traced_stream_send(self: Any, correlation_id: int, payload: bytes, context: Any) -> None:
+        _events.setdefault("sender", []).append((correlation_id, local.started))
+        _note("queued", correlation_id)
+        self._trace_order = getattr(self, "_trace_order", [])
+        self._trace_order.append(correlation_id)
+        stream_send(self, correlation_id, payload, context)
+
+    def traced_answer(self: Any, response: Any) -> None:
+        now = time.time_ns()
+        for result in response.results:
+            _events.setdefault("request_offsets", []).append(
+                (response.correlation_id, int(result.base_offset)))
+        _events.setdefault("acked", []).append((response.correlation_id, now))
+        answer(self, response)
+
+    def traced_open(self: Any) -> None:
+        method = self._method
+        if not getattr(method, "_traced", False):
+            def wrapped(requests: Iterator[bytes]) -> Any:
+                def took() -> Iterator[bytes]:
+                    for index, payload in enumerate(requests):
+                        _note("grpc_took", self._trace_order[index])
+                        yield payload
+                return method(took())
+            wrapped._traced = True  # type: ignore[attr-defined]
+            self._method = wrapped
+        open_call(self)
+
+    sender.Sender._send = traced_send  # type: ignore[method-assign]
+    stream.ProduceStream.send = traced_stream_send  # type: ignore[method-assign]
+    stream.ProduceStream._answer = traced_answer  # type: ignore[method-assign]
+    stream.ProduceStream._open = traced_open  # type: ignore[method-assign]
+
+
+def hook_broker() -> None:
+    from logstore.broker import wakeups
+    from logstore.server import service, wire
+
+    parse = wire.parse_produce_request
+    encode = wire.encode_subscribe_response
+    on_append = wakeups.Wakeups.on_append
+
+    def traced_parse(raw: Any) -> Any:
+        request = parse(raw)
+        _note("broker_read", request.correlation_id)
+        return request
+
+    def traced_encode(message: Any, records: Any) -> Any:
+        _note("pushed", message.next_offset)
+        return encode(message, records)
+
+    def traced_on_append(self: Any, partition_log: Any) -> None:
+        _note("appended", partition_log.log_end_offset)
+        on_append(self, partition_log)
+
+    service.wire.parse_produce_request = traced_parse  # type: ignore[assignment]
+    service.wire.encode_subscribe_response = traced_encode  # type: ignore[assignment]
+    wakeups.Wakeups.on_append = traced_on_append  # type: ignore[method-assign]
+
+
+def hook_consumer() -> None:
+    from logstore.client import fetcher, subscription
+
+    decode = subscription.wire.decode_subscribe_response
+    store = fetcher.Fetcher._store
+
+    def traced_decode(message: Any, topic: str, partition: int) -> Any:
+        fetched, start = decode(message, topic, partition)
+        _note("reader", fetched.next_offset)
+        return fetched, start
+
+    def traced_store(self: Any, accepted: Any) -> None:
+        for _tp, fetched in accepted:
+            _note("consumer", fetched.next_offset)
+        store(self, accepted)
+
+    subscription.wire.decode_subscribe_response = traced_decode  # type: ignore[assignment]
+    fetcher.Fetcher._store = traced_store  # type: ignore[method-assign]
+
+
+def serve_traced(argv: list[str]) -> int:
+    """A ``logstore serve`` whose hooks write their events to $LOGSTORE_TRACE_EVENTS at exit."""
+    hook_broker()
+    path = os.environ[EVENTS_ENV]
+    atexit.register(lambda: _dump(path))
+    from logstore.cli.main import main
+
+    profile_path = os.environ.get(PROFILE_ENV)
+    if not profile_path:
+        return main(argv)
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(main, argv)
+    finally:
+        profiler.dump_stats(profile_path)
+
+
+def context_switches(pid: int | None = None) -> int:
+    """Voluntary context switches so far of every thread of process ``pid`` (default: this
+    one): each is a thread going to sleep until woken, so they count the hops (preemptions by
+    other processes, which grow with the load, are left out)."""
+    total = 0
+    task_dir = f"/proc/{pid or os.getpid()}/task"
+    for task in os.listdir(task_dir):
+        try:
+            with open(f"{task_dir}/{task}/status", encoding="ascii") as file:
+                for line in file:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        total += int(line.split()[1])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return total
+
+
+def _dump(path: str) -> None:
+    with open(path, "w", encoding="ascii") as file:
+        json.dump(_events, file)
+
+
+# -- the workload -------------------------------------------------------------------------------
+
+
+def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
+    hook_consumer()
+    from bench.peers.records import read_stamp
+    from logstore import Consumer
+
+    total = spec["records"]
+    sent = np.zeros(total, dtype=np.int64)
+    polled = np.zeros(total, dtype=np.int64)
+    offsets = np.zeros(total, dtype=np.int64)
+    count = 0
+    deadline = time.monotonic() + 60
+    with Consumer(spec["server"], auto_offset_reset="earliest") as consumer:
+        consumer.assign([(spec["topic"], 0)])
+        consumer.position((spec["topic"], 0))
+        barrier.wait()
+        cpu_s, switches = time.process_time(), context_switches()
+        while count < total and time.monotonic() < deadline:
+            records = consumer.poll(timeout=0.5)
+            now = time.time_ns()
+            for record in records[: total - count]:
+                sent[count] = read_stamp(record.value)
+                polled[count] = now
+                offsets[count] = record.offset
+                count += 1
+    answer.put({"consumer_cpu_s": time.process_time() - cpu_s,
+                "consumer_switches": context_switches() - switches, "sent": sent[:count].tolist(), "poll": polled[:count].tolist(),
+                "offsets": offsets[:count].tolist(), "events": _events})
+
+
+def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
+             server_pid: int) -> dict[str, Any]:
+    from bench.client import _process_cpu_s
+    from bench.peers.logstore_runner import latency_send
+    from logstore.client import Admin
+
+    topic = f"trace-{uuid.uuid4().hex[:8]}"
+    with Admin(server) as admin:
+        admin.create_topic(topic, partitions=1, config={"flush": "never"})
+    spec = {"server": server, "topic": topic, "records": int(rate * seconds), "rate": rate,
+            "size": 100, "seed": 7, "options": options}
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    answer = context.SimpleQueue()
+    receiver = context.Process(target=_receive, args=(spec, barrier, answer), daemon=True)
+    receiver.start()
+    _events.clear()
+    broker_cpu_s, own_cpu_s = _process_cpu_s(server_pid), time.process_time()
+    broker_switches, own_switches = context_switches(server_pid), context_switches()
+    latency_send(spec, lambda: _wait(barrier))
+    received = answer.get()
+    received["broker_cpu_s"] = _process_cpu_s(server_pid) - broker_cpu_s
+    received["producer_cpu_s"] = time.process_time() - own_cpu_s
+    received["broker_switches"] = context_switches(server_pid) - broker_switches
+    received["producer_switches"] = context_switches() - own_switches
+    receiver.join(10)
+    with Admin(server) as admin:
+        admin.delete_topic(topic)
+    return {"producer": {k: list(v) for k, v in _events.items()}, **received}
+
+
+def _wait(barrier: Any) -> None:
+    barrier.wait()
+
+
+def _first_end_above(events: list[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:
+    """For each offset, the time of the first event whose end offset (exclusive) is above it."""
+    if not events:
+        return np.zeros(len(offsets), dtype=np.int64)
+    ends = np.array([e for e, _ in events], dtype=np.int64)
+    times = np.array([t for _, t in events], dtype=np.int64)
+    order = np.argsort(ends, kind="stable")
+    ends, times = ends[order], times[order]
+    index = np.searchsorted(ends, offsets, side="right")
+    index = np.minimum(index, len(ends) - 1)
+    return np.asarray(times[index])
+
+
+def hop_times(run: dict[str, Any], broker: dict[str, list[tuple[int, int]]]) -> dict[str, np.ndarray]:
+    """Per record (in offset order), the time of each hop."""
+    offsets = np.asarray(run["offsets"], dtype=np.int64)
+    producer = run["producer"]
+    # a request's first offset, from its answer: its hops apply to offsets from there on
+    base = dict(producer.get("request_offsets", []))
+    starts = sorted((offset, cid) for cid, offset in base.items() if offset >= 0)
+    first = np.array([offset for offset, _ in starts], dtype=np.int64)
+    cids = np.array([cid for _, cid in starts], dtype=np.int64)
+    record_cid = cids[np.maximum(np.searchsorted(first, offsets, side="right") - 1, 0)]
+    hops: dict[str, np.ndarray] = {"send": np.asarray(run["sent"], dtype=np.int64)}
+    for name in ("sender", "queued", "grpc_took"):
+        by_cid = dict(producer.get(name, []))
+        hops[name] = np.array([by_cid.get(int(c), 0) for c in record_cid], dtype=np.int64)
+    by_cid = dict(broker.get("broker_read", []))
+    hops["broker_read"] = np.array([by_cid.get(int(c), 0) for c in record_cid], dtype=np.int64)
+    hops["appended"] = _first_end_above(broker.get("appended", []), offsets)
+    hops["pushed"] = _first_end_above(broker.get("pushed", []), offsets)
+    events = run["events"]
+    hops["reader"] = _first_end_above(events.get("reader", []), offsets)
+    hops["consumer"] = _first_end_above(events.get("consumer", []), offsets)
+    hops["poll"] = np.asarray(run["poll"], dtype=np.int64)
+    by_cid = dict(producer.get("acked", []))
+    hops["acked"] = np.array([by_cid.get(int(c), 0) for c in record_cid], dtype=np.int64)
+    silent = [name for name, times in hops.items() if not times.any()]
+    if silent:  # the hooks patch private names: a rename must not print zeros as timings
+        raise RuntimeError(f"no events from the hooks of {', '.join(silent)}: did what they patch move?")
+    return hops
+
+
+def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, Any]) -> str:
+    sent = hops["send"][settle:]
+    requests = len(run["producer"].get("queued", []))
+    records = len(run["sent"])
+    cpu = "  ".join(f"{who} {run[f'{who}_cpu_s'] / records * 1e6:.0f}"
+                    for who in ("producer", "broker", "consumer"))
+    pushes = max(len(run["events"].get("consumer", [])), 1)
+    switches = (f"producer {run['producer_switches'] / max(requests, 1):.1f}, broker"
+                f" {run['broker_switches'] / max(requests, 1):.1f} per request; consumer"
+                f" {run['consumer_switches'] / pushes:.1f} per pushed message")
+    lines = [f"at {rate:,} rec/s, {len(sent):,} records (after the first {settle:,}),"
+             f" {records / max(requests, 1):.1f} records per request;"
+             f" CPU µs per record: {cpu}",
+             f"  voluntary context switches: {switches}",
+             f"  {'hop':<12} {'since send() p50':>17} {'p99':>8} {'step p50':>9} {'p99':>8}  (ms)"]
+    previous = sent
+    for name in ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
+                 "consumer", "poll", "acked"):
+        times = hops[name][settle:]
+        since = (times - sent) / 1e6
+        step = (times - previous) / 1e6
+        lines.append(f"  {name:<12} {np.percentile(since, 50):17.3f} {np.percentile(since, 99):8.3f}"
+                     f" {np.percentile(step, 50):9.3f} {np.percentile(step, 99):8.3f}")
+        if name != "poll":
+            previous = times
+        else:
+            previous = sent  # acked is measured from send(), beside poll
+    # Nagle: a record sent while an earlier request was unanswered waits for its answer
+    held = _held_behind_request(hops)[settle:]
+    step = (hops["sender"][settle:] - sent) / 1e6
+    if held.any():
+        lines.append(f"  {held.mean():.0%} of records found a request in flight; their send()->sender"
+                     f" p50 {np.percentile(step[held], 50):.3f} ms, the others'"
+                     f" {np.percentile(step[~held], 50) if (~held).any() else 0:.3f} ms")
+    return "\n".join(lines)
+
+
+def _held_behind_request(hops: dict[str, np.ndarray]) -> np.ndarray:
+    """Per record: was the request before its own still unanswered when it was sent?"""
+    acked, sender = hops["acked"], hops["sender"]
+    requests = np.unique(sender)
+    acks = np.array([acked[sender == s].max() for s in requests])
+    index = np.searchsorted(requests, sender) - 1  # the request before the record's own
+    previous_ack = np.where(index >= 0, acks[np.maximum(index, 0)], 0)
+    return np.asarray(hops["send"] < previous_ack)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.latency_trace", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--linger-ms", type=float, default=None)
+    parser.add_argument("--floor-rate", type=int, default=200,
+                        help="the raw gRPC relay's rate (bench/raw_relay.py; 0: skip it)")
+    args = parser.parse_args(argv)
+    hook_producer()
+    directory = tempfile.mkdtemp(prefix="logstore-trace-")
+    events_path = os.path.join(directory, "broker-events.json")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    code = ("import sys; from bench.latency_trace import serve_traced; "
+            "sys.exit(serve_traced(sys.argv[1:]))")
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--data-dir", os.path.join(directory, "data"),
+         "--listen", address, "--metrics-listen", "", "--log-level", "warning"],
+        env={**os.environ, EVENTS_ENV: events_path},
+    )
+    options = {} if args.linger_ms is None else {"linger_ms": args.linger_ms}
+    runs: list[tuple[int, dict[str, Any]]] = []
+    try:
+        _wait_up(address)
+        for rate in args.rate:
+            runs.append((rate, run_rate(address, rate, args.seconds, options, process.pid)))
+    finally:
+        process.terminate()
+        process.wait(30)
+    with open(events_path, encoding="ascii") as file:
+        broker_events: dict[str, list[tuple[int, int]]] = json.load(file)
+    shutil.rmtree(directory, ignore_errors=True)
+    # the broker's events of all runs are in one file: split them by time
+    for rate, run in runs:
+        start, end = min(run["sent"]), max(run["poll"])
+        window = {name: [(k, t) for k, t in items if start <= t <= end]
+                  for name, items in broker_events.items()}
+        hops = hop_times(run, window)
+        print(report(rate, hops, len(run["sent"]) // 5, run))
+    if args.floor_rate > 0:
+        from bench.raw_relay import RelayServer, measure
+
+        relay = RelayServer()
+        try:
+            floor = measure(relay.address, args.floor_rate, args.seconds)
+        finally:
+            relay.close()
+        for reader, result in floor.items():
+            print(f"the floor, a raw gRPC relay, one message per record at {args.floor_rate:,}/s,"
+                  f" {reader}: p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms,"
+                  f" {result['switches']:.1f} voluntary context switches per message")
+    print(f"(load average {os.getloadavg()[0]:.2f}; the hooks add a few µs per hop)")
+    return 0
+
+
+def _wait_up(address: str, timeout_s: float = 30.0) -> None:
+    from logstore.client import Admin
+
+    deadline = time.monotonic() + timeout_s
+    with Admin(address, timeout=1.0) as admin:
+        while True:
+            try:
+                admin.list_topics()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
