@@ -44,7 +44,7 @@ from bench.peers.servers import child_env, process_cpu_seconds
 
 PARTS = ("main", "grpc", "other")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-_REQUESTS = re.compile(r'logstore_requests_total\{code="[A-Z_]+",method="ReplicaFetch"\} (\S+)')
+_REQUESTS = re.compile(r'logstore_requests_total\{code="[A-Z_]+",method="ReplicaFetch(?:Channel)?"\} (\S+)')
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:

@@ -1,0 +1,84 @@
+"""Followers copy their leaders over the leader's replica data channel (plain TCP, no gRPC) when
+the leader advertises one in its registration: the default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+
+import pytest
+
+from logstore.api.v1 import cluster_pb2
+from logstore.cluster.etcd import EtcdClient
+from logstore.cluster.replica_channel import ReplicaChannel
+from tests.server.helpers import batch, produce_request, unique_topic, values_of
+
+from .cluster_fixture import TIMEOUT_S
+
+
+def replica_address(cluster, broker) -> str:
+    """The replica channel ``broker`` registered in etcd ("" if none)."""
+    name = broker.args[broker.args.index("--cluster-name") + 1]
+
+    async def read() -> str:
+        async with EtcdClient(cluster.etcd.endpoints) as client:
+            found = await client.get(f"/logstore/{name}/brokers/{broker.broker_id}", timeout_s=TIMEOUT_S)
+        assert found is not None
+        return str(json.loads(found.value).get("replica_address", ""))
+
+    return asyncio.run(read())
+
+
+def fetches_served(broker, method: str) -> float:
+    with urllib.request.urlopen(f"http://{broker.metrics_address}/metrics", timeout=TIMEOUT_S) as reply:
+        text = reply.read().decode()
+    pattern = rf'logstore_requests_total\{{code="OK",method="{method}"\}} (\S+)'
+    return sum(float(m) for m in re.findall(pattern, text))
+
+
+@pytest.fixture(scope="module")
+def cluster(module_cluster_factory):
+    return module_cluster_factory(brokers=3)
+
+
+def test_followers_fetch_over_the_leaders_replica_channel(cluster):
+    topic = unique_topic("channel")
+    cluster.create_topic(topic, partitions=1)
+    leader = cluster.leader_of(topic)
+    assert replica_address(cluster, leader).startswith(f"{leader.host}:")
+    values = values_of("v", 30)
+    result = cluster.stub(leader).Produce(produce_request(topic, batch(values)), timeout=TIMEOUT_S).results[0]
+    assert not result.error.reason  # acks=all: both followers copied the batch
+    assert fetches_served(leader, "ReplicaFetchChannel") > 0
+    assert fetches_served(leader, "ReplicaFetch") == 0
+
+
+def test_the_replica_channel_answers_what_replica_fetch_answers(cluster):
+    topic = unique_topic("answer")
+    cluster.create_topic(topic, partitions=1)
+    leader = cluster.leader_of(topic)
+    values = values_of("w", 5)
+    cluster.stub(leader).Produce(produce_request(topic, batch(values)), timeout=TIMEOUT_S)
+    epoch = cluster.partition(topic, 0).leader_epoch
+    request = cluster_pb2.ReplicaFetchRequest(replica_id=99, max_wait_ms=0, max_bytes=1 << 20)
+    request.partitions.add(topic=topic, partition=0, leader_epoch=epoch, fetch_offset=0)
+    request.partitions.add(topic=topic, partition=0, leader_epoch=epoch + 5, fetch_offset=0)
+
+    address = replica_address(cluster, leader)
+
+    async def fetch() -> list:
+        channel = await ReplicaChannel.connect(address, broker_id=99, token="",
+                                               ssl_context=None, timeout_s=TIMEOUT_S)
+        try:
+            return [(f.fields, bytes(f.records)) for f in await channel.fetch(request)]
+        finally:
+            channel.close()
+
+    over_channel = asyncio.run(fetch())
+    over_grpc = cluster.stub(leader).ReplicaFetch(request, timeout=TIMEOUT_S).partitions
+    assert [(f.high_watermark, f.log_end_offset, f.error.reason, records) for f, records in over_channel] == [
+        (f.high_watermark, f.log_end_offset, f.error.reason, f.records) for f in over_grpc
+    ]
+    assert over_channel[0][1] and over_channel[1][0].error.reason == "FENCED_LEADER_EPOCH"
