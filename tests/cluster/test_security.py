@@ -1,17 +1,22 @@
 """Brokers of a secured cluster call each other with a token of their own: a principal with the
 `replica` right on `cluster` copies partitions; a client principal without it cannot fetch as a
-replica."""
+replica, over gRPC or the replica data channel."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import pytest
 
 from logstore.api.v1 import cluster_pb2
+from logstore.cluster.replica_channel import ReplicaChannel, ReplicaChannelRefused
 from logstore.records import encode_batch
 from logstore.server.auth import hash_token
 from tests.server.helpers import failure, produce_request, read_all, unique_topic
 
 from .cluster_fixture import TIMEOUT_S
+from .test_replica_channel import fetches_served, replica_address
 
 BROKER_TOKEN = "broker-secret"
 CLIENT_TOKEN = "client-secret"
@@ -64,3 +69,10 @@ def test_a_secured_cluster_replicates_with_the_broker_token_only(cluster_factory
     except grpc.RpcError as err:
         got = failure(err)
         assert (got.code, got.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_AUTHORIZED")
+    assert fetches_served(new, "ReplicaFetchChannel") > 0  # its follower, with the broker token
+    address = replica_address(cluster, new)
+    for token, reason in ((CLIENT_TOKEN, "NOT_AUTHORIZED"), ("wrong", "NOT_AUTHENTICATED")):
+        with pytest.raises(ReplicaChannelRefused) as refused:
+            asyncio.run(ReplicaChannel.connect(address, broker_id=9, token=token, ssl_context=None,
+                                               timeout_s=TIMEOUT_S))
+        assert refused.value.reason == reason
