@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import urllib.request
 
 import pytest
@@ -31,8 +32,11 @@ def replica_address(cluster, broker) -> str:
     return asyncio.run(read())
 
 
-def fetches_served(broker, method: str) -> float:
-    with urllib.request.urlopen(f"http://{broker.metrics_address}/metrics", timeout=TIMEOUT_S) as reply:
+def fetches_served(broker, method: str, tls: ssl.SSLContext | None = None) -> float:
+    """The fetches the broker answered over ``method`` (its /metrics; https when ``tls``)."""
+    scheme = "https" if tls is not None else "http"
+    with urllib.request.urlopen(f"{scheme}://{broker.metrics_address}/metrics", timeout=TIMEOUT_S,
+                                context=tls) as reply:
         text = reply.read().decode()
     pattern = rf'logstore_requests_total\{{code="OK",method="{method}"\}} (\S+)'
     return sum(float(m) for m in re.findall(pattern, text))
