@@ -5,8 +5,9 @@ A leader process holds a 64 MiB "segment" and answers both transports with the s
 gRPC the response is built as the broker builds it (``wire``: one copy out of the segment, then
 grpcio's own copies), over TCP as ``[u32 header length][ReplicaFetchResponse without records]
 [u32 records length per partition][records]`` sent with ``sendmsg`` straight from the segment's
-memoryview. The follower (this process) fetches ``--mib`` MiB in ranges of each size, parsing
-each answer into memoryviews (gRPC: ``replica_wire``; TCP: ``recv_into`` a reusable bytearray).
+memoryview (both ends are ``logstore.cluster.replica_channel``'s code). The follower (this
+process) fetches ``--mib`` MiB in ranges of each size, parsing each answer into memoryviews (gRPC:
+``replica_wire``; TCP: ``recv_into`` a reusable bytearray.
 Per transport and size it prints the CPU of the follower and of the leader per MiB (medians of
 ``--rounds`` alternating rounds) and the TCP / gRPC ratio. No disk writes: what differs is only
 the transport, so the appends both would do are left out.
@@ -19,7 +20,6 @@ import asyncio
 import os
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -27,11 +27,17 @@ import time
 import grpc
 
 from logstore.api.v1 import cluster_pb2
+from logstore.cluster.replica_channel import (
+    Connection,
+    ReplicaChannel,
+    ReplicaChannelError,
+    frame,
+    response_pieces,
+)
 from logstore.cluster.replica_wire import METHOD, decode_replica_fetch_response
 from logstore.server import wire
 
 SEGMENT_BYTES = 64 << 20
-U32 = struct.Struct("<I")
 
 
 def _segment() -> memoryview:
@@ -70,50 +76,22 @@ async def _serve() -> None:
     print(grpc_port, listener.getsockname()[1], flush=True)
 
     async def connection(sock: socket.socket) -> None:
-        buffer = bytearray(1 << 16)
-        view = memoryview(buffer)
-        while True:
-            if not await _recv_exactly(loop, sock, view[:4]):
-                return
-            (length,) = U32.unpack_from(buffer)
-            await _recv_exactly(loop, sock, view[:length])
-            request = cluster_pb2.ReplicaFetchRequest.FromString(view[:length])
-            p = request.partitions[0]
-            start = p.fetch_offset % (SEGMENT_BYTES - request.max_bytes)
-            records = segment[start : start + request.max_bytes]
-            header = cluster_pb2.ReplicaFetchResponse(partitions=[_small(len(records))]).SerializeToString()
-            await _send(loop, sock, [U32.pack(len(header)), header, U32.pack(len(records)), records])
+        channel = Connection(sock)
+        try:
+            await channel.read_frame()  # the hello
+            await channel.send(frame(b'{"ok": true}'))
+            while True:
+                request = cluster_pb2.ReplicaFetchRequest.FromString(await channel.read_frame())
+                p = request.partitions[0]
+                start = p.fetch_offset % (SEGMENT_BYTES - request.max_bytes)
+                records = segment[start : start + request.max_bytes]
+                await channel.send(response_pieces([(_small(len(records)), records)]))
+        except ReplicaChannelError:
+            channel.close()
 
     while True:
         sock, _ = await loop.sock_accept(listener)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         loop.create_task(connection(sock))
-
-
-async def _send(loop: asyncio.AbstractEventLoop, sock: socket.socket, pieces: list) -> None:
-    views = [memoryview(p).cast("B") for p in pieces]
-    while views:
-        try:
-            sent = sock.sendmsg(views)
-        except BlockingIOError:
-            sent = 0
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
-        if views:
-            views[0] = views[0][sent:]
-            await loop.sock_sendall(sock, views.pop(0))
-
-
-async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, view: memoryview) -> bool:
-    got = 0
-    while got < len(view):
-        n = await loop.sock_recv_into(sock, view[got:])
-        if not n:
-            return False
-        got += n
-    return True
 
 
 def _cpu_of(pid: int) -> float:
@@ -135,28 +113,14 @@ async def _via_grpc(port: int, size: int, count: int) -> None:
 
 
 async def _via_tcp(port: int, size: int, count: int) -> None:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    buffer = bytearray(size + (1 << 16))
-    view = memoryview(buffer)
+    channel = await ReplicaChannel.connect(f"127.0.0.1:{port}", broker_id=1, token="", ssl_context=None,
+                                           timeout_s=10)
     for i in range(count):
         request = cluster_pb2.ReplicaFetchRequest(replica_id=1, max_bytes=size)
         request.partitions.add(topic="t", partition=0, leader_epoch=1, fetch_offset=i * size)
-        body = request.SerializeToString()
-        await _send(loop, sock, [U32.pack(len(body)), body])
-        await _recv_exactly(loop, sock, view[:4])
-        (length,) = U32.unpack_from(buffer)
-        await _recv_exactly(loop, sock, view[:length])
-        header = cluster_pb2.ReplicaFetchResponse.FromString(view[:length])
-        lengths = view[: 4 * len(header.partitions)]
-        await _recv_exactly(loop, sock, lengths)
-        (records_length,) = U32.unpack_from(buffer)
-        await _recv_exactly(loop, sock, view[:records_length])
-        assert records_length == size
-    sock.close()
+        fetched = await channel.fetch(request)
+        assert len(fetched[0].records) == size
+    channel.close()
 
 
 def main() -> None:
@@ -175,7 +139,7 @@ def main() -> None:
         assert leader.stdout is not None
         grpc_port, tcp_port = (int(x) for x in leader.stdout.readline().split())
         print(f"load: {os.getloadavg()[0]:.1f}; ms of CPU per MiB, median of {args.rounds} rounds")
-        print("| MiB/fetch | gRPC follower | gRPC leader | TCP follower | TCP leader | TCP/gRPC (both) | goal <= 0.75 |")
+        print("| MiB/fetch | gRPC follower | gRPC leader | TCP follower | TCP leader | TCP/gRPC (both ends) | goal <= 0.75 |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for size_mib in (int(s) for s in args.sizes.split(",")):
             size = size_mib << 20

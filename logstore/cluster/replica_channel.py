@@ -98,10 +98,14 @@ class Connection:
             except asyncio.IncompleteReadError:
                 raise ReplicaChannelError("the replica channel was closed") from None
             return
-        assert self._sock is not None
+        sock = self._sock
+        assert sock is not None
         got = 0
         while got < len(view):
-            count = await self._loop.sock_recv_into(self._sock, view[got:])
+            try:  # what is there already, without a coroutine and a trip through the event loop
+                count = sock.recv_into(view[got:])
+            except BlockingIOError:
+                count = await self._loop.sock_recv_into(sock, view[got:])
             if not count:
                 raise ReplicaChannelError("the replica channel was closed")
             got += count
