@@ -40,6 +40,8 @@ from logstore.cluster.replica_wire import ReplicaFetched
 U32 = struct.Struct("<I")
 #: The largest hello, welcome or request frame (a request names partitions: a few KiB).
 MAX_CONTROL_FRAME_BYTES = 4 << 20
+#: Buffers per ``sendmsg`` (Linux takes at most IOV_MAX = 1024).
+MAX_IOVECS = 512
 #: The largest response frame accepted (the leader caps one at max_bytes plus one batch).
 MAX_RESPONSE_BYTES = 1 << 30
 
@@ -80,13 +82,15 @@ class Connection:
         assert self._sock is not None
         views = [memoryview(p).cast("B") for p in pieces if len(p)]
         while views:
+            batch = views[:MAX_IOVECS]
             try:
-                sent = self._sock.sendmsg(views)
+                sent = self._sock.sendmsg(batch)
             except BlockingIOError:
                 sent = 0
+            full = sent < sum(len(v) for v in batch)
             while views and sent >= len(views[0]):
                 sent -= len(views.pop(0))
-            if views:  # the socket buffer is full: the rest as the socket drains
+            if views and full:  # the socket buffer is full: this piece as the socket drains
                 views[0] = views[0][sent:]
                 await self._loop.sock_sendall(self._sock, views.pop(0))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import ssl
 import urllib.request
 
@@ -13,7 +14,13 @@ import pytest
 
 from logstore.api.v1 import cluster_pb2
 from logstore.cluster.etcd import EtcdClient
-from logstore.cluster.replica_channel import ReplicaChannel
+from logstore.cluster.replica_channel import (
+    MAX_IOVECS,
+    Connection,
+    ReplicaChannel,
+    frame,
+    response_pieces,
+)
 from tests.server.helpers import batch, produce_request, unique_topic, values_of
 
 from .cluster_fixture import TIMEOUT_S
@@ -86,3 +93,35 @@ def test_the_replica_channel_answers_what_replica_fetch_answers(cluster):
         (f.high_watermark, f.log_end_offset, f.error.reason, f.records) for f in over_grpc
     ]
     assert over_channel[0][1] and over_channel[1][0].error.reason == "FENCED_LEADER_EPOCH"
+
+
+def test_a_response_of_many_partitions_and_megabytes_arrives_whole():
+    """More partitions than one sendmsg takes, and more bytes than the socket buffers hold."""
+    records = [bytes([i % 251]) * (i * 97) for i in range(MAX_IOVECS + 100)]
+    records[7] = b"x" * (6 << 20)
+
+    async def main() -> list[tuple[int, bytes]]:
+        async def serve() -> None:
+            sock, _ = await loop.sock_accept(listener)
+            connection = Connection(sock)
+            await connection.read_frame()  # hello
+            await connection.send(frame(b'{"ok": true}'))
+            cluster_pb2.ReplicaFetchRequest.FromString(await connection.read_frame())
+            smalls = [cluster_pb2.ReplicaFetchedPartition(topic="t", partition=i) for i in range(len(records))]
+            await connection.send(response_pieces(list(zip(smalls, [memoryview(r) for r in records], strict=True))))
+            connection.close()
+
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        serving = loop.create_task(serve())
+        channel = await ReplicaChannel.connect(f"127.0.0.1:{listener.getsockname()[1]}", broker_id=1,
+                                               token="", ssl_context=None, timeout_s=TIMEOUT_S)
+        fetched = await channel.fetch(cluster_pb2.ReplicaFetchRequest(replica_id=1))
+        answer = [(f.fields.partition, bytes(f.records)) for f in fetched]
+        await serving
+        channel.close()
+        listener.close()
+        return answer
+
+    assert asyncio.run(main()) == list(enumerate(records))
