@@ -142,6 +142,8 @@ class ReplicaListener:
         except LogstoreError as exc:
             log.info("replica channel fetch refused: %s (%s); closing", exc.message, exc.reason)
             service.metrics.errors.labels(reason=exc.reason).inc()
+        except Exception:
+            log.exception("replica channel fetch failed; closing")
         finally:
             connection.close()
 

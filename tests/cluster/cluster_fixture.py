@@ -206,9 +206,10 @@ def logstore_clusters(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..
     started: list[LogstoreCluster] = []
 
     def factory(brokers: int = 3, etcd_members: int = 1, security_file: Path | None = None,
-                token: str = "", tls: Certificates | None = None, **settings: Any) -> LogstoreCluster:
+                token: str = "", tls: Certificates | None = None, broker_args: tuple[str, ...] = (),
+                **settings: Any) -> LogstoreCluster:
         """``tls``: every broker serves TLS with the server certificate (made for the brokers'
-        addresses) and verifies the others with the CA."""
+        addresses) and verifies the others with the CA; ``broker_args``: more `serve` options."""
         # broker i reaches etcd at 127.0.0.(30+i) and listens at 127.0.0.(10+i): nftables rules
         # on those two addresses cut one broker off from everything
         etcd = etcd_factory(size=etcd_members, client_aliases=[etcd_alias(b) for b in range(1, brokers + 1)])
@@ -231,7 +232,8 @@ def logstore_clusters(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..
                 tmp_path / f"c{index}-broker{broker_id}", host, broker_id,
                 ["--cluster", f"etcd://{etcd.endpoints_via(etcd_alias(broker_id))}", "--broker-id", str(broker_id),
                  "--cluster-name", f"test{index}"]
-                + (["--security-file", str(security_file)] if security_file else []) + tls_args,
+                + (["--security-file", str(security_file)] if security_file else []) + tls_args
+                + list(broker_args),
                 config,
             )
             member.port = free_port()

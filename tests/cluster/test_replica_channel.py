@@ -95,6 +95,18 @@ def test_the_replica_channel_answers_what_replica_fetch_answers(cluster):
     assert over_channel[0][1] and over_channel[1][0].error.reason == "FENCED_LEADER_EPOCH"
 
 
+def test_followers_fetch_over_grpc_from_a_leader_without_a_replica_channel(cluster_factory):
+    cluster = cluster_factory(brokers=2, broker_args=("--replica-port", "-1"))
+    topic = unique_topic("grpc")
+    cluster.create_topic(topic, partitions=1, replication_factor=2)
+    leader = cluster.leader_of(topic)
+    assert replica_address(cluster, leader) == ""
+    result = cluster.stub(leader).Produce(produce_request(topic, batch([b"a"])), timeout=TIMEOUT_S).results[0]
+    assert not result.error.reason  # acks=all: the follower copied it over gRPC
+    assert fetches_served(leader, "ReplicaFetch") > 0
+    assert fetches_served(leader, "ReplicaFetchChannel") == 0
+
+
 def test_a_response_of_many_partitions_and_megabytes_arrives_whole():
     """More partitions than one sendmsg takes, and more bytes than the socket buffers hold."""
     records = [bytes([i % 251]) * (i * 97) for i in range(MAX_IOVECS + 100)]
