@@ -8,6 +8,8 @@ import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -21,6 +23,7 @@ from logstore.cluster.replica_channel import (
     frame,
     response_pieces,
 )
+from tests.broker_fixture import ROOT, free_port
 from tests.server.helpers import batch, produce_request, unique_topic, values_of
 
 from .cluster_fixture import TIMEOUT_S
@@ -137,3 +140,20 @@ def test_a_response_of_many_partitions_and_megabytes_arrives_whole():
         return answer
 
     assert asyncio.run(main()) == list(enumerate(records))
+
+
+def test_a_replica_port_out_of_range_or_taken_exits_2(tmp_path):
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        for port, says in (("70000", "--replica-port must be a port"),
+                           (str(taken.getsockname()[1]), "cannot listen on the replica port")):
+            result = subprocess.run(
+                [sys.executable, "-m", "logstore", "serve", "--data-dir", str(tmp_path / "data"),
+                 "--listen", f"127.0.0.1:{free_port()}", "--metrics-listen", "", "--log-format", "text",
+                 "--cluster", "etcd://127.0.0.1:1", "--broker-id", "1", "--replica-port", port],
+                capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )
+            assert result.returncode == 2, result.stderr
+            assert says in result.stderr
+    finally:
+        taken.close()
