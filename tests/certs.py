@@ -41,12 +41,13 @@ def _signed(directory: Path, common_name: str, cert: Path, key: Path, extensions
     _run(*command, cwd=directory)
 
 
-def make_certificates(directory: Path) -> Certificates:
+def make_certificates(directory: Path, ips: tuple[str, ...] = ("127.0.0.1",)) -> Certificates:
+    """A CA and a server certificate for ``ips`` and localhost."""
     directory.mkdir(parents=True, exist_ok=True)
     _run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
          "-days", "2", "-subj", "/CN=logstore test CA", cwd=directory)
     _signed(
         directory, "server", directory / "server.crt", directory / "server.key",
-        extensions="subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        extensions="subjectAltName=" + "".join(f"IP:{ip}," for ip in ips) + "DNS:localhost\n",
     )
     return Certificates(directory / "ca.crt", directory / "server.crt", directory / "server.key", directory)

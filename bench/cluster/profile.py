@@ -17,7 +17,9 @@ record: of the client processes, and of the brokers split by thread —
 and the ReplicaFetch calls the brokers answered, with the MiB they carried per call (what the
 followers wrote, from ``/proc/<pid>/io``, over the calls). The summary gives the medians and the
 replication's cost, factor 3 minus factor 1, per part. On a shared box compare CPU per record,
-not records/s. ``--perf FILE`` records the brokers with ``perf record -g`` during the last
+not records/s. ``--transports grpc,channel`` compares the followers' two fetch transports
+(docs/cluster.md, "The replica data channel"): each repeat starts a fresh cluster per transport
+in turn and the summary is given per transport. ``--perf FILE`` records the brokers with ``perf record -g`` during the last
 factor-3 run and prints its top symbols (kernel page-cache copies, memmove, Python, gRPC).
 """
 
@@ -44,7 +46,7 @@ from bench.peers.servers import child_env, process_cpu_seconds
 
 PARTS = ("main", "grpc", "other")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-_REQUESTS = re.compile(r'logstore_requests_total\{code="[A-Z_]+",method="ReplicaFetch"\} (\S+)')
+_REQUESTS = re.compile(r'logstore_requests_total\{code="[A-Z_]+",method="ReplicaFetch(?:Channel)?"\} (\S+)')
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
@@ -178,6 +180,9 @@ def main() -> int:
     parser.add_argument("--perf", type=Path, metavar="FILE",
                         help="perf record -g the brokers during the last factor-3 run")
     parser.add_argument("--top", type=int, default=25, help="perf symbols to print")
+    parser.add_argument("--transports", default="default",
+                        help="followers' fetch transports to compare, comma-separated: grpc, channel "
+                        "(LOGSTORE_REPLICA_TRANSPORT); default: as the environment says")
     args = parser.parse_args()
     if args.perf is not None and shutil.which("perf") is None:
         raise SystemExit("perf is not installed (Debian: linux-perf)")
@@ -185,25 +190,37 @@ def main() -> int:
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="cluster-profile-", dir=parent))
     env = child_env()
-    runs: list[Run] = []
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()] or ["default"]
+    runs: dict[str, list[Run]] = {t: [] for t in transports}
     try:
-        with ClusterServers(root, env) as servers:
-            cluster = servers.start_logstore(metrics=True)
-            pool = Pool(env, root, size=3)
-            try:
-                bench = Throughput(cluster, NatsCluster([]), pool, timeout_s=300)
-                measure(bench, 3, args.size, max(args.records // 10, 30), None)  # warm-up
-                for index in range(args.repeats):
-                    for factor in (1, 3):
-                        last = index == args.repeats - 1 and factor == 3
-                        runs.append(measure(bench, factor, args.size, args.records,
-                                            args.perf if last else None))
-                        print(runs[-1].line(), flush=True)
-            finally:
-                pool.close()
+        # with several transports, each repeat starts a fresh cluster per transport in turn, so
+        # that the load of a shared box weighs on them alike
+        blocks = [(index, t) for index in range(args.repeats) for t in transports] if len(transports) > 1 \
+            else [(None, transports[0])]
+        for index, transport in blocks:
+            block_env = env if transport == "default" else dict(env, LOGSTORE_REPLICA_TRANSPORT=transport)
+            repeats = range(args.repeats) if index is None else [index]
+            with ClusterServers(root / f"{transport}-{index}", block_env) as servers:
+                cluster = servers.start_logstore(metrics=True)
+                pool = Pool(block_env, root, size=3)
+                try:
+                    bench = Throughput(cluster, NatsCluster([]), pool, timeout_s=300)
+                    measure(bench, 3, args.size, max(args.records // 10, 30), None)  # warm-up
+                    for repeat in repeats:
+                        for factor in (1, 3):
+                            last = repeat == args.repeats - 1 and factor == 3 and transport == transports[-1]
+                            runs[transport].append(measure(bench, factor, args.size, args.records,
+                                                           args.perf if last else None))
+                            label = "" if len(transports) == 1 else f"[{transport}] "
+                            print(label + runs[transport][-1].line(), flush=True)
+                finally:
+                    pool.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print("\n".join(summary(runs)))
+    for transport in transports:
+        if len(transports) > 1:
+            print(f"\ntransport {transport}:", end="")
+        print("\n".join(summary(runs[transport])))
     if args.perf is not None:
         print("\n" + "\n".join(perf_top(args.perf, args.top)))
     return 0

@@ -45,6 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--advertise", metavar="HOST:PORT",
                         help="address other brokers and clients use (default: --listen)")
     parser.add_argument("--cluster-name", metavar="NAME", help="cluster name in etcd (default 'default')")
+    parser.add_argument("--replica-port", type=int, metavar="PORT",
+                        help="port of the followers' replica data channel on the --advertise host "
+                        "(default 0: an ephemeral port; -1: none, followers fetch over gRPC)")
     parser.set_defaults(func=run)
 
 
@@ -82,4 +85,5 @@ def load(args: argparse.Namespace) -> ServerConfig:
         broker_id=args.broker_id,
         advertise=args.advertise,
         cluster_name=args.cluster_name,
+        replica_port=args.replica_port,
     )

@@ -33,6 +33,9 @@ class ClusterConfig:
     inter_broker_token: str = ""
     #: CA (PEM) to verify other brokers' TLS certificates; "" = plaintext between brokers.
     inter_broker_tls_ca: str = ""
+    #: host:port of this broker's replica data channel, advertised in its registration ("" =
+    #: none: its followers fetch over gRPC). Set by the server once the channel listens.
+    replica_address: str = ""
 
     @property
     def prefix(self) -> str:

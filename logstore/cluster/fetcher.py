@@ -1,6 +1,11 @@
 """Followers copy their leaders: one fetcher per leader broker, fetching every partition this
 broker follows from it in one long-polling ReplicaFetch (Kafka's replica fetcher threads).
 
+The fetch goes over the leader's replica data channel (``replica_channel``: plain TCP or TLS,
+no gRPC copies of the megabytes) when the leader advertises one, else over gRPC ReplicaFetch;
+``LOGSTORE_REPLICA_TRANSPORT=grpc`` in the follower's environment forces gRPC (for A/B
+measurements). The request and the handling of its answer are the same on both.
+
 Before a partition's first fetch under a leader epoch, the follower asks the leader where its own
 latest epoch ended (EpochEndOffset) and truncates to the smaller of that and, when the leader
 answers with an older epoch, its own end of that epoch (KIP-101, KIP-279): never by high
@@ -20,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +35,12 @@ import grpc
 from logstore.api.v1 import cluster_pb2, logstore_pb2_grpc
 from logstore.broker import Broker
 from logstore.broker.replication import append_replica, restart_replica_at, truncate_replica
-from logstore.cluster.replica_wire import METHOD, decode_replica_fetch_response
+from logstore.cluster.replica_channel import (
+    ReplicaChannel,
+    ReplicaChannelError,
+    ReplicaChannelRefused,
+)
+from logstore.cluster.replica_wire import METHOD, ReplicaFetched, decode_replica_fetch_response
 from logstore.errors import CorruptBatchError, LogstoreError
 
 if TYPE_CHECKING:
@@ -38,6 +50,11 @@ log = logging.getLogger(__name__)
 
 BACKOFF_S = 0.1
 MAX_BACKOFF_S = 1.0
+#: Connecting to a leader's replica channel, hello included, gives up after this long.
+CONNECT_TIMEOUT_S = 10.0
+#: The environment variable that forces gRPC ReplicaFetch ("grpc"); anything else: the channel
+#: when the leader has one.
+TRANSPORT_ENV = "LOGSTORE_REPLICA_TRANSPORT"
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", 256 << 20),
@@ -79,6 +96,8 @@ class ReplicaFetcher:
             METHOD, request_serializer=cluster_pb2.ReplicaFetchRequest.SerializeToString,
             response_deserializer=_received,
         )
+        #: The replica channel in use and the address it is connected to.
+        self._data: tuple[str, ReplicaChannel] | None = None
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._backoff = BACKOFF_S
 
@@ -91,7 +110,13 @@ class ReplicaFetcher:
             await self._task
         except (asyncio.CancelledError, Exception):
             pass
+        self._close_data()
         await self._channel.close()
+
+    def _close_data(self) -> None:
+        if self._data is not None:
+            self._data[1].close()
+            self._data = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -118,6 +143,13 @@ class ReplicaFetcher:
                 raise
             except grpc.aio.AioRpcError as exc:
                 log.debug("fetch from broker %d failed: %s %s", self.leader_id, exc.code().name, exc.details())
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+            except ReplicaChannelRefused as exc:
+                log.warning("broker %d refused this broker's replica channel: %s", self.leader_id, exc)
+                await asyncio.sleep(MAX_BACKOFF_S)
+            except (ReplicaChannelError, OSError, TimeoutError) as exc:
+                log.debug("fetch from broker %d over its replica channel failed: %r", self.leader_id, exc)
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
             except Exception:
@@ -194,10 +226,13 @@ class ReplicaFetcher:
                 fetch_offset=broker.data_dir.log(f.topic, f.partition).log_end_offset,
             )
             epochs[(f.topic, f.partition)] = f.leader_epoch
-        response = await self._replica_fetch(
-            request, timeout=manager.max_wait_ms / 1000 + 10, metadata=self._metadata()
-        )
-        for fetched in decode_replica_fetch_response(response):
+        answer = await self._fetch_over_channel(request)
+        if answer is None:
+            response = await self._replica_fetch(
+                request, timeout=manager.max_wait_ms / 1000 + 10, metadata=self._metadata()
+            )
+            answer = decode_replica_fetch_response(response)
+        for fetched in answer:
             result = fetched.fields
             key = (result.topic, result.partition)
             current = self.partitions.get(key)
@@ -219,6 +254,30 @@ class ReplicaFetcher:
                     f.paused_until = asyncio.get_running_loop().time() + BACKOFF_S
                     continue
             manager.replicas.follower_high_watermark(f.topic, f.partition, result.high_watermark)
+
+    async def _fetch_over_channel(self, request: cluster_pb2.ReplicaFetchRequest) -> list[ReplicaFetched] | None:
+        """The answer over the leader's replica channel (connected first if needed); None if
+        the leader has none (or gRPC is forced). A fetch that fails or is cancelled closes the
+        channel: its answer may still be on the way."""
+        manager = self.manager
+        address = manager.replica_address_of(self.leader_id) if manager.use_channel else ""
+        if not address:
+            self._close_data()
+            return None
+        if self._data is None or self._data[0] != address:
+            self._close_data()
+            channel = await ReplicaChannel.connect(
+                address, broker_id=manager.broker_id, token=manager.token,
+                ssl_context=manager.ssl_context(), timeout_s=CONNECT_TIMEOUT_S,
+            )
+            self._data = (address, channel)
+        channel = self._data[1]
+        try:
+            async with asyncio.timeout(manager.max_wait_ms / 1000 + 10):
+                return await channel.fetch(request)
+        except BaseException:
+            self._close_data()
+            raise
 
     def _fetch_error(self, f: FollowedPartition, result: Any) -> None:
         reason = result.error.reason
@@ -244,12 +303,17 @@ class FetcherManager:
     """The fetchers of one broker, one per leader it follows; moves partitions between them as
     the metadata changes leaders."""
 
-    def __init__(self, broker: Broker, broker_id: int, replicas: ReplicaManager, address_of: Any, *,
-                 max_wait_ms: int, max_bytes: int, token: str = "", tls_ca: str = "") -> None:
+    def __init__(self, broker: Broker, broker_id: int, replicas: ReplicaManager, address_of: Any,
+                 replica_address_of: Any = None, *, max_wait_ms: int, max_bytes: int, token: str = "",
+                 tls_ca: str = "") -> None:
         self.broker = broker
         self.broker_id = broker_id
         self.replicas = replicas
         self.address_of = address_of
+        #: broker id -> its replica channel's host:port ("" = none: fetch over gRPC).
+        self.replica_address_of = replica_address_of or (lambda broker_id: "")
+        self.use_channel = os.environ.get(TRANSPORT_ENV, "") != "grpc"
+        self._ssl_context: ssl.SSLContext | None = None
         self.max_wait_ms = max_wait_ms
         self.max_bytes = max_bytes
         self.token = token
@@ -263,6 +327,12 @@ class FetcherManager:
                 credentials = grpc.ssl_channel_credentials(file.read())
             return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS to the other brokers' replica channels (the gRPC channels' CA), or None."""
+        if self.tls_ca and self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context(cafile=self.tls_ca)
+        return self._ssl_context if self.tls_ca else None
 
     def add(self, topic: str, partition: int, leader_id: int, leader_epoch: int) -> None:
         self.remove(topic, partition, keep=leader_id)

@@ -151,3 +151,8 @@ class MetadataCache:
         record = self.brokers.get(broker_id)
         return record.address if record else None
 
+    def replica_address(self, broker_id: int) -> str:
+        """The broker's replica data channel ("" if it has none or is unknown)."""
+        record = self.brokers.get(broker_id)
+        return record.replica_address if record else ""
+

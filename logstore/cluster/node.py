@@ -83,7 +83,7 @@ class ClusterNode:
         self.metadata = MetadataCache(self.etcd, self.keys)
         self.replicas = ReplicaManager(broker, config.broker_id, self, config.replica_lag_time_ms)
         self.fetchers = FetcherManager(
-            broker, config.broker_id, self.replicas, self.metadata.address,
+            broker, config.broker_id, self.replicas, self.metadata.address, self.metadata.replica_address,
             max_wait_ms=config.replica_fetch_max_wait_ms, max_bytes=config.replica_fetch_max_bytes,
             token=config.inter_broker_token, tls_ca=config.inter_broker_tls_ca,
         )
@@ -125,7 +125,8 @@ class ClusterNode:
 
     async def _register(self) -> None:
         ttl_s = max(1, round(self.config.lease_ttl_ms / 1000))
-        record = BrokerRecord(self.broker_id, self.config.advertise, self._shutting_down)
+        record = BrokerRecord(self.broker_id, self.config.advertise, self._shutting_down,
+                              replica_address=self.config.replica_address)
         key = self.keys.broker(self.broker_id)
         self.lease_id = await self.etcd.grant(ttl_s)
         await self.etcd.delete(key)  # an earlier incarnation's key: register anew
@@ -221,7 +222,8 @@ class ClusterNode:
         self._shutting_down = True
         if self.lease_id and not self.replicas.fenced:
             try:
-                record = BrokerRecord(self.broker_id, self.config.advertise, True)
+                record = BrokerRecord(self.broker_id, self.config.advertise, True,
+                                      replica_address=self.config.replica_address)
                 await self.etcd.put(self.keys.broker(self.broker_id), record.encode(), lease_id=self.lease_id)
                 deadline = asyncio.get_running_loop().time() + self.config.controlled_shutdown_timeout_ms / 1000
                 while (self.replicas.leads() and self._successors_exist()

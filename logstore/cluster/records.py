@@ -1,6 +1,8 @@
 """What the cluster keeps in etcd, and its key layout (prefix ``/logstore/<cluster>/``)::
 
-    brokers/<id>               {"address": "127.0.0.2:7070", "shutting_down": false}   (under the
+    brokers/<id>               {"address": "127.0.0.2:7070", "shutting_down": false,
+                               "replica_address": "127.0.0.2:40123"}   (replica_address: the
+                               replica data channel, absent if none; under the
                                broker's lease: it disappears when the broker dies; created anew
                                at every start, so its create revision tells incarnations apart)
     controller                 {"broker_id": 2}   (under the controller's lease; its create
@@ -35,14 +37,20 @@ class BrokerRecord:
     #: The etcd revision that created the key: each start of the broker registers anew, so a
     #: partition state written before it was granted to an earlier incarnation (not encoded).
     registered_revision: int = 0
+    #: host:port of the broker's replica data channel ("": none, fetch from it over gRPC).
+    replica_address: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps({"address": self.address, "shutting_down": self.shutting_down}).encode()
+        value: dict[str, object] = {"address": self.address, "shutting_down": self.shutting_down}
+        if self.replica_address:
+            value["replica_address"] = self.replica_address
+        return json.dumps(value).encode()
 
     @classmethod
     def decode(cls, broker_id: int, data: bytes, registered_revision: int = 0) -> BrokerRecord:
         value = json.loads(data)
-        return cls(broker_id, value["address"], bool(value.get("shutting_down", False)), registered_revision)
+        return cls(broker_id, value["address"], bool(value.get("shutting_down", False)), registered_revision,
+                   str(value.get("replica_address", "")))
 
 
 @dataclass(frozen=True)

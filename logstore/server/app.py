@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from logstore.server.console.pages.overview import BrokerRow, ClusterView
 from logstore.server.handlers import generic_handler
 from logstore.server.logs import configure
 from logstore.server.metrics import Metrics
+from logstore.server.replica_listener import ReplicaListener
 from logstore.server.service import LogStoreService, freeze_startup_objects
 
 log = logging.getLogger("logstore.server")
@@ -209,6 +211,24 @@ async def run(config: ServerConfig) -> int:
         log.error("bad cluster settings: %s", exc)
         await broker.close()
         return EXIT_CONFIG
+    replica_listener: ReplicaListener | None = None
+    if cluster_config is not None and config.replica_port >= 0:
+        replica_listener = ReplicaListener(service, security, http_ssl_context(config))
+        replica_host = cluster_config.advertise.rpartition(":")[0].strip("[]")
+        try:
+            replica_bound = await replica_listener.start(replica_host, config.replica_port)
+        except OSError as exc:
+            await replica_listener.close()
+            replica_listener = None
+            if config.replica_port:
+                log.error("cannot listen on the replica port %s:%d: %s", replica_host, config.replica_port, exc)
+                await broker.close()
+                return EXIT_CONFIG
+            log.warning("no replica data channel on %s (%s): followers fetch from here over gRPC",
+                        replica_host, exc)
+        else:
+            shown = f"[{replica_host}]" if ":" in replica_host else replica_host
+            cluster_config = dataclasses.replace(cluster_config, replica_address=f"{shown}:{replica_bound}")
     freeze_startup_objects()
     await server.start()
     if cluster_config is not None:
@@ -222,6 +242,8 @@ async def run(config: ServerConfig) -> int:
             log.error("cannot join the cluster at %s: %s", cluster_config.etcd_endpoints, exc)
             await server.stop(0)
             await cluster.stop()
+            if replica_listener is not None:
+                await replica_listener.close()
             await broker.close()
             return EXIT_CONFIG
         service.advertised = cluster_config.advertise
@@ -244,6 +266,8 @@ async def run(config: ServerConfig) -> int:
         except (LogstoreError, OSError, ssl.SSLError) as exc:
             log.error("cannot listen on %s: %s", config.metrics_listen, exc)
             await server.stop(0)
+            if replica_listener is not None:
+                await replica_listener.close()
             await broker.close()
             return EXIT_CONFIG
         metrics_address = f"{metrics_host}:{metrics_bound}"
@@ -281,6 +305,8 @@ async def run(config: ServerConfig) -> int:
     while (service.in_flight or loop.time() < refusing_until) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     await server.stop(max(deadline - loop.time(), 0))
+    if replica_listener is not None:
+        await replica_listener.close()
     if http is not None:
         await http.close()
     await console.close()

@@ -39,6 +39,7 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     broker_id = 1
     advertise = "127.0.0.2:7070"        # the address other brokers and clients use
     cluster_name = "default"
+    replica_port = 0                    # followers' data channel: 0 an ephemeral port, -1 none
 
     [cluster_settings]                  # tunables of a clustered broker (README: Cluster)
     lease_ttl_ms = 3000
@@ -90,6 +91,9 @@ class ServerConfig:
     #: host:port other brokers and clients reach this broker at (default: the listen address).
     advertise: str = ""
     cluster_name: str = "default"
+    #: The replica data channel's port on the advertise host (followers fetch over it instead of
+    #: gRPC ReplicaFetch; docs/cluster.md): 0 = an ephemeral port, -1 = none (gRPC only).
+    replica_port: int = 0
     #: ClusterConfig tunables (lease_ttl_ms, replica_lag_time_ms, ...).
     cluster_settings: dict[str, Any] = field(default_factory=dict)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -104,7 +108,7 @@ class ServerConfig:
                 value=self.broker_id,
             )
         known = {f.name for f in dataclasses.fields(ClusterConfig)}
-        fixed = {"etcd_endpoints", "broker_id", "advertise", "cluster_name"}
+        fixed = {"etcd_endpoints", "broker_id", "advertise", "cluster_name", "replica_address"}
         for key in self.cluster_settings:
             if key not in known - fixed:
                 raise InvalidConfigError(f"unknown cluster setting {key!r}", key=key)
@@ -112,6 +116,11 @@ class ServerConfig:
         settings: dict[str, Any] = {
             k: (str(v) if types[k] in (str, "str") else int(v)) for k, v in self.cluster_settings.items()
         }
+        if not -1 <= self.replica_port < 1 << 16:
+            raise InvalidConfigError(
+                f"--replica-port must be a port, 0 (ephemeral) or -1 (none), not {self.replica_port}",
+                key="replica_port", value=self.replica_port,
+            )
         advertise = self.advertise or bound_listen
         if advertise.rpartition(":")[0] in ("0.0.0.0", "", "[::]"):
             raise InvalidConfigError(

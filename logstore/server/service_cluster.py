@@ -95,12 +95,7 @@ class ClusterServiceMixin:
         the same range with the same answer (the usual case: both followers of a partition are
         caught up) share one response: it is built once."""
         async def call() -> bytes:
-            self._check_replica()
-            items = [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions]
-            outcomes = await self.cluster.replicas.serve_fetch(
-                request.replica_id, items, max_wait_ms=request.max_wait_ms,
-                max_bytes=request.max_bytes or (8 << 20),
-            )
+            items, outcomes = await self.replica_fetch_outcomes(request)
             # a leader's log at one leader epoch only grows, so a range (offset, length) at
             # that epoch is the same bytes every time
             key = tuple((*item, len(o.records), o.high_watermark, o.log_start_offset, o.log_end_offset)
@@ -108,21 +103,38 @@ class ClusterServiceMixin:
             shared = self._last_replica_response
             if shared is not None and shared[0] == key:
                 return shared[1]
-            partitions = []
-            for o in outcomes:
-                small = cluster_pb2.ReplicaFetchedPartition(
-                    topic=o.topic, partition=o.partition, high_watermark=o.high_watermark,
-                    log_start_offset=o.log_start_offset, log_end_offset=o.log_end_offset,
-                )
-                if o.error is not None:
-                    small.error.CopyFrom(error_detail(o.error))
-                partitions.append(wire.encode_fetched_partition(small, o.records))
-            response = wire.encode_fetch_response(partitions)
+            response = wire.encode_fetch_response(
+                [wire.encode_fetched_partition(self.replica_fetched_partition(o), o.records) for o in outcomes]
+            )
             if all(o.error is None for o in outcomes) and any(o.records for o in outcomes):
                 self._last_replica_response = (key, response)
             return response
 
         return await self._unary("ReplicaFetch", context, call)
+
+    async def replica_fetch_outcomes(
+        self, request: cluster_pb2.ReplicaFetchRequest
+    ) -> tuple[list[tuple[str, int, int, int]], list[Any]]:
+        """A follower's fetch, whatever its transport (gRPC ReplicaFetch or the replica channel):
+        the partitions asked for, and what each gets (``ReplicaFetchOutcome``)."""
+        self._check_replica()
+        items = [(p.topic, p.partition, p.fetch_offset, p.leader_epoch) for p in request.partitions]
+        outcomes = await self.cluster.replicas.serve_fetch(
+            request.replica_id, items, max_wait_ms=request.max_wait_ms,
+            max_bytes=request.max_bytes or (8 << 20),
+        )
+        return items, outcomes
+
+    @staticmethod
+    def replica_fetched_partition(outcome: Any) -> cluster_pb2.ReplicaFetchedPartition:
+        """An outcome's small fields (its records left out)."""
+        small = cluster_pb2.ReplicaFetchedPartition(
+            topic=outcome.topic, partition=outcome.partition, high_watermark=outcome.high_watermark,
+            log_start_offset=outcome.log_start_offset, log_end_offset=outcome.log_end_offset,
+        )
+        if outcome.error is not None:
+            small.error.CopyFrom(error_detail(outcome.error))
+        return small
 
     async def EpochEndOffset(
         self, request: cluster_pb2.EpochEndOffsetRequest, context: Any
@@ -162,6 +174,10 @@ class ClusterServiceMixin:
             return response
 
         return await self._unary("WriteTxnMarkers", context, call)
+
+    def replica_fetch_allowed(self) -> None:
+        """Raises unless this broker is clustered and the caller has the replica right."""
+        self._check_replica()
 
     def _check_replica(self) -> None:
         if self.cluster is None:

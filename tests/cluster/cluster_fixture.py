@@ -23,6 +23,7 @@ import pytest
 
 from logstore.api.v1 import admin_pb2, cluster_pb2, logstore_pb2_grpc
 from tests.broker_fixture import BrokerProcess, free_port
+from tests.certs import Certificates
 
 #: Test-speed cluster settings (the production defaults are 3 s and 10 s).
 LEASE_TTL_MS = 2000
@@ -62,14 +63,18 @@ class _Token(grpc.UnaryUnaryClientInterceptor):
 
 
 class LogstoreCluster:
-    def __init__(self, etcd: Any, brokers: list[ClusterBroker], token: str = "") -> None:
+    def __init__(self, etcd: Any, brokers: list[ClusterBroker], token: str = "",
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.etcd = etcd
         self.brokers = brokers
         #: Sent with every call the helpers below make (clusters started with a security file).
         self.token = token
+        #: TLS of the helpers' channels (clusters started with ``tls``).
+        self.credentials = credentials
 
     def channel(self, address: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(address)
+        channel = (grpc.insecure_channel(address) if self.credentials is None
+                   else grpc.secure_channel(address, self.credentials))
         return grpc.intercept_channel(channel, _Token(self.token)) if self.token else channel
 
     @property
@@ -201,11 +206,20 @@ def logstore_clusters(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..
     started: list[LogstoreCluster] = []
 
     def factory(brokers: int = 3, etcd_members: int = 1, security_file: Path | None = None,
-                token: str = "", **settings: Any) -> LogstoreCluster:
+                token: str = "", tls: Certificates | None = None, broker_args: tuple[str, ...] = (),
+                **settings: Any) -> LogstoreCluster:
+        """``tls``: every broker serves TLS with the server certificate (made for the brokers'
+        addresses) and verifies the others with the CA; ``broker_args``: more `serve` options."""
         # broker i reaches etcd at 127.0.0.(30+i) and listens at 127.0.0.(10+i): nftables rules
         # on those two addresses cut one broker off from everything
         etcd = etcd_factory(size=etcd_members, client_aliases=[etcd_alias(b) for b in range(1, brokers + 1)])
         values = {"lease_ttl_ms": LEASE_TTL_MS, "replica_lag_time_ms": REPLICA_LAG_TIME_MS, **settings}
+        credentials = None
+        tls_args: list[str] = []
+        if tls is not None:
+            values["inter_broker_tls_ca"] = str(tls.ca)
+            tls_args = ["--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)]
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca.read_bytes())
         index = len(started)
         config = tmp_path / f"cluster{index}.toml"
         config.write_text(LOG_LEVEL + "[cluster_settings]\n" + "".join(
@@ -218,7 +232,8 @@ def logstore_clusters(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..
                 tmp_path / f"c{index}-broker{broker_id}", host, broker_id,
                 ["--cluster", f"etcd://{etcd.endpoints_via(etcd_alias(broker_id))}", "--broker-id", str(broker_id),
                  "--cluster-name", f"test{index}"]
-                + (["--security-file", str(security_file)] if security_file else []),
+                + (["--security-file", str(security_file)] if security_file else []) + tls_args
+                + list(broker_args),
                 config,
             )
             member.port = free_port()
@@ -226,8 +241,8 @@ def logstore_clusters(tmp_path: Path, etcd_factory: Any) -> Iterator[Callable[..
         for member in members:
             member.start(wait=False)
         for member in members:
-            member.wait_ready()
-        cluster = LogstoreCluster(etcd, members, token)
+            member.wait_ready(credentials=credentials)
+        cluster = LogstoreCluster(etcd, members, token, credentials)
         started.append(cluster)
         cluster.wait_for(lambda: cluster.metadata().controller_id > 0, what="a controller")
         cluster.wait_for_members()

@@ -1,18 +1,25 @@
 """Brokers of a secured cluster call each other with a token of their own: a principal with the
-`replica` right on `cluster` copies partitions and writes transaction markers; a client principal
-without it can do neither."""
+`replica` right on `cluster` copies partitions (over gRPC or the replica data channel) and writes
+transaction markers; a client principal without it can do neither."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+
 import grpc
+import pytest
 
 from logstore import Consumer, Producer, TopicPartition
 from logstore.api.v1 import cluster_pb2
+from logstore.cluster.replica_channel import ReplicaChannel, ReplicaChannelRefused
 from logstore.records import encode_batch
 from logstore.server.auth import hash_token
+from tests.certs import make_certificates
 from tests.server.helpers import failure, produce_request, read_all, unique_topic
 
 from .cluster_fixture import TIMEOUT_S
+from .test_replica_channel import fetches_served, replica_address
 
 BROKER_TOKEN = "broker-secret"
 CLIENT_TOKEN = "client-secret"
@@ -84,3 +91,33 @@ def test_a_secured_cluster_replicates_with_the_broker_token_only(cluster_factory
     except grpc.RpcError as err:
         got = failure(err)
         assert (got.code, got.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_AUTHORIZED")
+    assert fetches_served(new, "ReplicaFetchChannel") > 0  # its follower, with the broker token
+    address = replica_address(cluster, new)
+    for token, reason in ((CLIENT_TOKEN, "NOT_AUTHORIZED"), ("wrong", "NOT_AUTHENTICATED")):
+        with pytest.raises(ReplicaChannelRefused) as refused:
+            asyncio.run(ReplicaChannel.connect(address, broker_id=9, token=token, ssl_context=None,
+                                               timeout_s=TIMEOUT_S))
+        assert refused.value.reason == reason
+
+
+def test_a_tls_cluster_replicates_over_the_replica_channel_with_tls(cluster_factory, tmp_path):
+    certificates = make_certificates(tmp_path / "certs", ips=("127.0.0.11", "127.0.0.12"))
+    cluster = cluster_factory(
+        brokers=2, security_file=security_file(tmp_path / "security.toml"), token=CLIENT_TOKEN,
+        inter_broker_token=BROKER_TOKEN, tls=certificates,
+    )
+    topic = unique_topic("tls")
+    cluster.create_topic(topic, partitions=1, replication_factor=2)
+    leader = cluster.leader_of(topic)
+    result = cluster.stub(leader).Produce(produce_request(topic, encode_batch([b"a"])), timeout=TIMEOUT_S)
+    assert not result.results[0].error.reason  # acks=all: the follower fetched over TLS
+    trusting = ssl.create_default_context(cafile=str(certificates.ca))
+    assert fetches_served(leader, "ReplicaFetchChannel", tls=trusting) > 0
+    address = replica_address(cluster, leader)
+    with pytest.raises(ReplicaChannelRefused) as refused:
+        asyncio.run(ReplicaChannel.connect(address, broker_id=9, token="wrong", ssl_context=trusting,
+                                           timeout_s=TIMEOUT_S))
+    assert refused.value.reason == "NOT_AUTHENTICATED"
+    with pytest.raises(ConnectionError):  # no plaintext on a TLS broker's replica port
+        asyncio.run(ReplicaChannel.connect(address, broker_id=9, token=BROKER_TOKEN, ssl_context=None,
+                                           timeout_s=TIMEOUT_S))
