@@ -1,7 +1,10 @@
 """The producer's record accumulator: one open batch per partition, and the queue of closed ones.
 
 ``Accumulator.append`` is the whole of ``Producer.send``: under one lock it appends the record to
-its partition's open batch (plain Python lists) and returns a ``RecordFuture`` of two slots. A batch
+its partition's open batch (plain Python lists) and returns a ``RecordFuture`` of two slots. A
+keyless bytes value without a partition takes a fast path: one dict lookup (``sticky_open``, the
+open batch of the topic's sticky partition), the append, the size check, and the last future
+handed out reused when its caller dropped it (``spare``). A batch
 closes when it reaches ``batch_bytes`` (``append`` closes it), or in the sender's ``drain``: at
 once when no produce request is in flight (``in_flight`` is 0: Nagle's rule, so an idle producer
 sends a record immediately and batches only while an answer is awaited), else once it is
@@ -22,6 +25,7 @@ partitioner is only used under it, except ``Partitioner.for_key`` (a cache of pu
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +38,12 @@ from logstore.client.partitioner import Partitioner
 from logstore.errors import LogstoreError, UnknownPartitionError
 from logstore.records import RECORD_OVERHEAD
 from logstore.records.headers import encode_headers
+
+#: ``sys.getrefcount`` of ``Accumulator.spare`` inside ``append`` when no caller holds it (the
+#: attribute, a local and the call's argument). Without getrefcount (not CPython) no future is
+#: ever reused.
+_SPARE_UNREFERENCED = 3
+_refcount: Callable[[Any], int] = getattr(sys, "getrefcount", lambda _obj: 0)
 
 __all__ = ["Accumulator", "EMPTY", "MIXED", "ProducerBatch", "RecordFuture", "TopicState"]
 
@@ -65,6 +75,8 @@ class Accumulator:
         "buffer_bytes",
         "partitioner",
         "topics",
+        "sticky_open",
+        "spare",
         "opened",
         "ready",
         "ready_bytes",
@@ -96,6 +108,11 @@ class Accumulator:
         self.buffer_bytes = buffer_bytes
         self.partitioner = partitioner or Partitioner()
         self.topics: dict[str, TopicState] = {}
+        #: Per topic, the open batch of its sticky partition (if one is open): where ``append``'s
+        #: fast path puts keyless records.
+        self.sticky_open: dict[str, ProducerBatch] = {}
+        #: The future ``append`` returned last (see ``append``).
+        self.spare = RecordFuture()
         #: Open batches, oldest first (a dict as an ordered set).
         self.opened: dict[ProducerBatch, None] = {}
         #: Closed batches waiting for the sender, in the order they must be sent.
@@ -125,48 +142,42 @@ class Accumulator:
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> RecordFuture:
-        if key is not None or headers is not None or timestamp is not None:
-            return self._append_extras(topic, value, key, headers, partition, timestamp)
-        # The common case, kept to the fewest bytecodes: a value, maybe a partition.
-        try:
-            state = self.topics[topic]
-        except KeyError:
-            state = self.learn(topic)
-        if value.__class__ is bytes:
-            length = len(value)
-        else:
-            value, length = _as_value(value)
-        if partition is None:
-            partition = state.sticky
-        elif partition < 0 or partition >= state.count:
-            state = self.learn(topic, partition)
-        lock = self.lock
-        lock.acquire()
-        try:
-            batch = state.open[partition]
-            if batch is None:
-                batch = self._open(state, topic, partition)
-            values = batch.values
-            index = len(values)
-            values.append(value)
-            if length != batch.value_length:
-                if length < 0:
-                    batch.nulls = True
-                batch.value_length = length if index == 0 else MIXED
-            size = batch.size + length + RECORD_OVERHEAD
-            batch.size = size
-            if size >= self.batch_bytes:
-                self._close(state, batch)
-                if self.ready_bytes > self.buffer_bytes:
-                    self._wait_for_space()
-        finally:
-            lock.release()
-        future = RecordFuture()
-        future._batch = batch
-        future._index = index
-        return future
+        # The common case in the fewest calls: a keyless bytes value into the open batch of the
+        # topic's sticky partition (``sticky_open``). Anything else takes ``_append_general``.
+        if (key is None and headers is None and partition is None and timestamp is None
+                and value.__class__ is bytes):
+            lock = self.lock
+            lock.acquire()
+            try:
+                try:
+                    batch = self.sticky_open[topic]
+                except KeyError:  # no batch open there (the first record, or one just closed)
+                    batch = None
+                if batch is not None:
+                    values = batch.values
+                    index = len(values)
+                    values.append(value)
+                    length = len(value)
+                    if length != batch.value_length:
+                        batch.value_length = MIXED  # the batch's first value set it
+                    size = batch.size + length + RECORD_OVERHEAD
+                    batch.size = size
+                    if size >= self.batch_bytes:
+                        self._close_full(batch)
+                    # The last future handed out is reused when its caller dropped it (only
+                    # ``spare``, ``future`` and getrefcount's argument refer to it): nobody can
+                    # see the change, and an allocation and a free per record are saved.
+                    future = self.spare
+                    if _refcount(future) != _SPARE_UNREFERENCED:
+                        future = self.spare = RecordFuture()
+                    future._batch = batch
+                    future._index = index
+                    return future
+            finally:
+                lock.release()
+        return self._append_general(topic, value, key, headers, partition, timestamp)
 
-    def _append_extras(
+    def _append_general(
         self,
         topic: str,
         value: Any,
@@ -175,7 +186,8 @@ class Accumulator:
         partition: int | None,
         timestamp: int | None,
     ) -> RecordFuture:
-        """``append`` of a record with a key, headers or a timestamp."""
+        """``append`` of a record with a key, headers, a timestamp or a partition, a value other
+        than bytes, or one that opens its partition's batch."""
         try:
             state = self.topics[topic]
         except KeyError:
@@ -197,6 +209,7 @@ class Accumulator:
             headers = encode_headers(checked_headers(headers)) or None
         if timestamp is not None:
             timestamp = int(timestamp)
+        extras = key is not None or headers is not None or timestamp is not None
         lock = self.lock
         lock.acquire()
         try:
@@ -210,20 +223,24 @@ class Accumulator:
                 if length < 0:
                     batch.nulls = True
                 batch.value_length = length if index == 0 else MIXED
-            size = batch.size + length + RECORD_OVERHEAD + self._extras(
-                batch, index, key, headers, timestamp
-            )
+            size = batch.size + length + RECORD_OVERHEAD
+            if extras:
+                size += self._extras(batch, index, key, headers, timestamp)
             batch.size = size
             if size >= self.batch_bytes:
-                self._close(state, batch)
-                if self.ready_bytes > self.buffer_bytes:
-                    self._wait_for_space()
+                self._close_full(batch)
         finally:
             lock.release()
         future = RecordFuture()
         future._batch = batch
         future._index = index
         return future
+
+    def _close_full(self, batch: ProducerBatch) -> None:
+        """An append filled ``batch``: close it, and block while too much waits (under the lock)."""
+        self._close(self.topics[batch.topic], batch)
+        if self.ready_bytes > self.buffer_bytes:
+            self._wait_for_space()
 
     def _extras(
         self, batch: ProducerBatch, index: int, key: Any, headers: Any, timestamp: Any
@@ -242,6 +259,8 @@ class Accumulator:
     def _open(self, state: TopicState, topic: str, partition: int) -> ProducerBatch:
         batch = ProducerBatch(topic, partition, time.monotonic())
         state.open[partition] = batch
+        if partition == state.sticky:
+            self.sticky_open[topic] = batch
         self.opened[batch] = None
         self.incomplete[batch] = None
         if self.idle:
@@ -253,6 +272,9 @@ class Accumulator:
         """Move an open batch to the ready queue (under the lock)."""
         state.open[batch.partition] = None
         del self.opened[batch]
+        topic = batch.topic
+        if self.sticky_open.get(topic) is batch:
+            del self.sticky_open[topic]
         if batch.values:
             self.ready.append(batch)
             self.ready_bytes += batch.size
@@ -264,10 +286,19 @@ class Accumulator:
             del self.incomplete[batch]
             batch.complete(-1)
         if state.sticky == batch.partition:
-            state.sticky = self.partitioner.next_sticky(state.count, batch.partition)
+            self._move_sticky(state, topic)
         if self.idle:
             self.idle = False
             self.wakeup.set()
+
+    def _move_sticky(self, state: TopicState, topic: str) -> None:
+        """Keyless records move on to the next partition (under the lock)."""
+        sticky = state.sticky = self.partitioner.next_sticky(state.count, state.sticky)
+        following = state.open[sticky]
+        if following is not None:  # keyed records opened a batch there already
+            self.sticky_open[topic] = following
+        else:
+            self.sticky_open.pop(topic, None)
 
     def _wait_for_space(self) -> None:
         """Block the caller (holding the lock, via the condition) while too much is queued."""
@@ -333,7 +364,7 @@ class Accumulator:
             out = []
             for _ in range(chunks):
                 out.append(state.sticky)
-                state.sticky = self.partitioner.next_sticky(state.count, state.sticky)
+                self._move_sticky(state, topic)
             return out
 
     # -- metadata ------------------------------------------------------------------------------
@@ -462,6 +493,7 @@ class Accumulator:
             self.opened.clear()
             self.ready.clear()
             self.ready_bytes = 0
+            self.sticky_open.clear()
             for state in self.topics.values():
                 state.open = [None] * state.count
             for batch in batches:

@@ -227,3 +227,43 @@ def test_bad_headers_are_refused_at_send_and_leave_the_batch_alone() -> None:
         accumulator.append("t", b"bad", headers=[("k", 12)], partition=0)
     batch, = accumulator.drain(1 << 20, force=True)[0]
     assert [r.value for r in decode_records(batch.encode("none"))] == [b"ok"]
+
+
+def test_keyless_records_join_a_batch_keyed_records_opened_on_the_sticky_partition() -> None:
+    accumulator = make(partitions=3)
+    sticky = accumulator.learn("t").sticky
+    key = next(k for k in (b"k%d" % i for i in range(100)) if partition_for_key(k, 3) == sticky)
+    accumulator.append("t", b"keyed", key=key)
+    accumulator.append("t", b"plain")
+    (batch,) = accumulator.opened
+    assert (batch.partition, batch.record_count) == (sticky, 2)
+
+
+def test_keyless_records_follow_the_sticky_partition_that_send_batch_moved() -> None:
+    accumulator = make(partitions=3)
+    state = accumulator.learn("t")
+    first = state.sticky
+    accumulator.append("t", b"a")
+    assert accumulator.sticky_partitions("t", 1) == [first]  # the open batch stays on first
+    accumulator.append("t", b"b")
+    partitions = sorted(batch.partition for batch in accumulator.opened)
+    assert partitions == sorted({first, state.sticky}) and state.sticky != first
+
+
+def test_a_future_the_caller_keeps_is_never_reused() -> None:
+    accumulator = make()
+    kept = [accumulator.append("t", b"v") for _ in range(5)]
+    assert len({id(future) for future in kept}) == 5
+    (batch,) = accumulator.opened
+    batch.complete(100)
+    assert [future.result().offset for future in kept] == [100, 101, 102, 103, 104]
+
+
+def test_a_future_the_caller_dropped_is_handed_out_again() -> None:
+    accumulator = make()
+    accumulator.append("t", b"opens the batch")
+    accumulator.append("t", b"v")
+    dropped = id(accumulator.spare)
+    future = accumulator.append("t", b"w")
+    assert id(future) == dropped and future._index == 2
+    assert accumulator.append("t", b"x") is not future  # held now: a new one
