@@ -2,9 +2,9 @@
 
 ``Accumulator.append`` is the whole of ``Producer.send``: under one lock it appends the record to
 its partition's open batch (plain Python lists) and returns a ``RecordFuture`` of two slots. A
-keyless bytes value without a partition takes a fast path: one dict lookup (``sticky_open``, the
-open batch of the topic's sticky partition), the append, the size check, and the last future
-handed out reused when its caller dropped it (``spare``). A batch
+keyless bytes value into an open batch takes a fast path: one dict lookup (``sticky_open``, the
+open batch of the topic's sticky partition; or the given partition's), the append, the size
+check, and the last future handed out reused when its caller dropped it (``spare``). A batch
 closes when it reaches ``batch_bytes`` (``append`` closes it), or in the sender's ``drain``: at
 once when no produce request is in flight (``in_flight`` is 0: Nagle's rule, so an idle producer
 sends a record immediately and batches only while an answer is awaited), else once it is
@@ -142,17 +142,24 @@ class Accumulator:
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> RecordFuture:
-        # The common case in the fewest calls: a keyless bytes value into the open batch of the
-        # topic's sticky partition (``sticky_open``). Anything else takes ``_append_general``.
-        if (key is None and headers is None and partition is None and timestamp is None
-                and value.__class__ is bytes):
+        # The common case in the fewest calls: a keyless bytes value into an open batch, the
+        # one of the topic's sticky partition (``sticky_open``) or of the partition given.
+        # Anything else (and a record that must open its batch) takes ``_append_general``.
+        if key is None and headers is None and timestamp is None and value.__class__ is bytes:
             lock = self.lock
             lock.acquire()
             try:
-                try:
-                    batch = self.sticky_open[topic]
-                except KeyError:  # no batch open there (the first record, or one just closed)
-                    batch = None
+                batch = None
+                if partition is None:
+                    try:
+                        batch = self.sticky_open[topic]
+                    except KeyError:  # no batch open there (the first record, or one just closed)
+                        pass
+                elif partition >= 0:
+                    try:
+                        batch = self.topics[topic].open[partition]
+                    except (KeyError, IndexError):  # an unknown topic or partition
+                        pass
                 if batch is not None:
                     values = batch.values
                     index = len(values)

@@ -267,3 +267,15 @@ def test_a_future_the_caller_dropped_is_handed_out_again() -> None:
     future = accumulator.append("t", b"w")
     assert id(future) == dropped and future._index == 2
     assert accumulator.append("t", b"x") is not future  # held now: a new one
+
+
+def test_records_for_a_given_partition_join_its_open_batch_and_an_unknown_one_is_refused() -> None:
+    accumulator = make(partitions=2)
+    first = accumulator.append("t", b"a", partition=1)
+    second = accumulator.append("t", b"b", partition=1)
+    (batch,) = accumulator.opened
+    assert (batch.partition, first._index, second._index) == (1, 0, 1)
+    with pytest.raises(UnknownPartitionError):
+        accumulator.append("t", b"c", partition=2)
+    with pytest.raises(UnknownPartitionError):
+        accumulator.append("t", b"c", partition=-1)
