@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from logstore.client.batch import EMPTY, MIXED, ProducerBatch, RecordFuture
-from logstore.client.bulk import SEQUENCE_MASK, checked_headers
+from logstore.client.bulk import SEQUENCE_MASK, as_key, as_value, checked_headers
 from logstore.client.partitioner import Partitioner
 from logstore.errors import LogstoreError, UnknownPartitionError
 from logstore.records import RECORD_OVERHEAD
@@ -202,9 +202,9 @@ class Accumulator:
         if value.__class__ is bytes:
             length = len(value)
         else:
-            value, length = _as_value(value)
+            value, length = as_value(value)
         if key is not None and key.__class__ is not bytes:
-            key = _as_key(key)
+            key = as_key(key)
         if partition is None:
             if key is None:
                 partition = state.sticky
@@ -509,25 +509,3 @@ class Accumulator:
         for batch in batches:
             batch.fail(error)
 
-
-def _as_value(value: Any) -> tuple[bytes | None, int]:
-    """A value other than bytes as (bytes or None, length; -1 for None)."""
-    if value is None:
-        return None, -1
-    if isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-        return value, len(value)
-    if isinstance(value, str):
-        value = value.encode()
-        return value, len(value)
-    raise TypeError(f"record values are bytes (or str, or None), not {type(value).__name__}")
-
-
-def _as_key(key: Any) -> bytes:
-    if key.__class__ is bytes:
-        return key  # type: ignore[no-any-return]
-    if isinstance(key, str):
-        return key.encode()
-    if isinstance(key, (bytearray, memoryview)):
-        return bytes(key)
-    raise TypeError(f"record keys are bytes (or str, or None), not {type(key).__name__}")
