@@ -92,7 +92,8 @@ class AppendPath:
                 gate.pop()  # the token (see ``gate``)
             except IndexError:  # another append or a slow path holds it: take the lock instead
                 return self._append_general(topic, value, key, headers, partition, timestamp)
-            try:
+            try:  # only a miss allocates (its KeyError) while the token is held, as few as
+                # under a lock: a finalizer that send()s, run by a collection here, would hang
                 batch = None
                 if partition is None:
                     try:
@@ -116,14 +117,20 @@ class AppendPath:
                     # The last future handed out is reused when its caller dropped it (only
                     # ``spare``, ``future`` and getrefcount's argument refer to it): nobody can
                     # see the change, and an allocation and a free per record are saved.
-                    future = self.spare
-                    if _refcount(future) != _SPARE_UNREFERENCED:
-                        future = self.spare = RecordFuture()  # type: ignore[misc]  # a slot of Accumulator
-                    future._batch = batch
-                    future._index = index
+                    future: RecordFuture | None = self.spare
+                    if _refcount(future) == _SPARE_UNREFERENCED:
+                        future._batch = batch  # type: ignore[union-attr]
+                        future._index = index  # type: ignore[union-attr]
+                    else:
+                        future = None
             finally:
                 gate.append(None)
             if batch is not None:
+                if future is None:  # made after the gate: another thread's reuse check sees
+                    future = RecordFuture()  # this one referenced, so it is never handed out
+                    future._batch = batch
+                    future._index = index
+                    self.spare = future  # type: ignore[misc]  # a slot of Accumulator
                 if size >= self.batch_bytes:
                     self._close_filled(batch)
                 return future
