@@ -12,6 +12,8 @@ sets goals for:
 - **consume, 100 B**: a topic written once, read from the beginning by a fresh ``Consumer`` with
   ``assign()``: ``poll_columns()`` (numpy columns, values as zero-copy views) and ``poll()`` (a
   ``ConsumerRecord`` per record). Timed from the first poll until the last record arrived.
+  The ``send()`` and ``poll()`` rows also show the client's CPU per record (``ClientCpu``: the
+  whole process, and the calling thread alone), which a shared box's wall clock hides.
 - **1 KiB**: ``send_batch()`` and ``poll_columns()`` of 1,024-byte records, in MB/s; the produce
   row also shows the spawned broker's CPU time per MiB (user + system, from ``/proc``), and the
   row after it the broker alone: the same batches through ``Broker.produce`` in this process
@@ -217,21 +219,27 @@ class ClientBench:
         values = [bytes(row) for row in self._records(SMALL, min(count, 65_536))]
         values = (values * (count // len(values) + 1))[:count]
 
+        cpu = ClientCpu(count)
+
         def body() -> float:
             topic = self._topic()
             try:
                 with Producer(self.server) as producer:
                     send = producer.send
+                    cpu.start()
                     start = time.perf_counter()
                     for value in values:
                         send(topic, value)
+                    cpu.caller_done()
                     producer.flush()
-                    return time.perf_counter() - start
+                    elapsed = time.perf_counter() - start
+                    cpu.stop()
+                    return elapsed
             finally:
                 self.admin.delete_topic(topic)
 
-        return Result("client", group, name, "run", count, count * SMALL, self._runs(body),
-                      Goal(min_rate=2.5e6))
+        return cpu.describe(Result("client", group, name, "run", count, count * SMALL,
+                                   self._runs(body), Goal(min_rate=2.5e6)))
 
     # -- consume -----------------------------------------------------------------------------
 
@@ -250,7 +258,8 @@ class ClientBench:
             self._filled[size] = (topic, count)
         return self._filled[size][0]
 
-    def _consume(self, topic: str, count: int, columns: bool) -> Callable[[], float]:
+    def _consume(self, topic: str, count: int, columns: bool,
+                 cpu: ClientCpu | None = None) -> Callable[[], float]:
         from logstore.client import Consumer
 
         def body() -> float:
@@ -259,6 +268,8 @@ class ClientBench:
                 consumer.position((topic, 0))  # ListOffsets before the clock starts
                 seen = 0
                 deadline = time.monotonic() + 300
+                if cpu is not None:
+                    cpu.start()
                 start = time.perf_counter()
                 if columns:
                     while seen < count and time.monotonic() < deadline:
@@ -268,6 +279,9 @@ class ClientBench:
                     while seen < count and time.monotonic() < deadline:
                         seen += len(consumer.poll(timeout=1.0))
                 elapsed = time.perf_counter() - start
+                if cpu is not None:
+                    cpu.caller_done()
+                    cpu.stop()
             if seen < count:
                 raise RuntimeError(f"read {seen} of {count} records")
             return elapsed
@@ -283,8 +297,10 @@ class ClientBench:
     def consume_records(self, group: str, name: str) -> Result:
         count = self.plan.consume_records
         topic = self._filled_topic(SMALL, count)
-        return Result("client", group, name, "run", count, count * SMALL,
-                      self._runs(self._consume(topic, count, False)), Goal(min_rate=4e6))
+        cpu = ClientCpu(count)
+        return cpu.describe(Result("client", group, name, "run", count, count * SMALL,
+                                   self._runs(self._consume(topic, count, False, cpu)),
+                                   Goal(min_rate=4e6)))
 
     def consume_large(self, group: str, name: str) -> Result:
         count = self.plan.large_records
@@ -357,6 +373,39 @@ def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
     from bench.peers.logstore_runner import latency_receive
 
     answer.put(latency_receive(spec, barrier.wait))
+class ClientCpu:
+    """CPU time of this (the client's) process per record over the timed runs: all its threads
+    (the sender and gRPC's too) and the calling thread alone (``time.thread_time``), so a row
+    says what a record costs the client, which a shared box's wall clock does not."""
+
+    def __init__(self, records: int) -> None:
+        self.records = records
+        self._process: list[float] = []
+        self._caller: list[float] = []
+        self._start = (0.0, 0.0)
+        self._caller_end = 0.0
+
+    def start(self) -> None:
+        self._start = (time.process_time(), time.thread_time())
+
+    def caller_done(self) -> None:
+        """The calling thread's part ends here (before ``flush``, which only waits)."""
+        self._caller_end = time.thread_time()
+
+    def stop(self) -> None:
+        self._process.append(time.process_time() - self._start[0])
+        self._caller.append(self._caller_end - self._start[1])
+
+    def describe(self, result: Result) -> Result:
+        """``result`` with the medians (the warm-up run left out) in its name and params."""
+        process_ns = statistics.median(self._process[1:] or self._process) * 1e9 / self.records
+        caller_ns = statistics.median(self._caller[1:] or self._caller) * 1e9 / self.records
+        result.params.update(client_cpu_ns_per_record=process_ns,
+                             caller_cpu_ns_per_record=caller_ns)
+        result.name += f" (client CPU {process_ns:.0f} ns/record, {caller_ns:.0f} in the caller)"
+        return result
+
+
 def _process_cpu_s(pid: int | None) -> float:
     """User + system CPU seconds of process ``pid`` so far (0 when unknown)."""
     if pid is None:

@@ -100,7 +100,8 @@ def peers_latency(workload: str, size: int, percentile: str) -> Lookup:
 
 def client_rate(name: str) -> Lookup:
     def lookup(results: Sequence[Result]) -> float | None:
-        rows = [r for r in results if r.suite == "client" and r.name == name]
+        rows = [r for r in results if r.suite == "client"
+                and (r.name == name or r.name.startswith(f"{name} ("))]  # "(client CPU ...)"
         return max((r.records_per_second for r in rows), default=None)
     return lookup
 

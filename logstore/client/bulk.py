@@ -77,6 +77,30 @@ def checked_headers(headers: Any) -> list[tuple[str | bytes, Any]]:
     return pairs  # type: ignore[return-value]
 
 
+def as_value(value: Any) -> tuple[bytes | None, int]:
+    """A value other than bytes as (bytes or None, length; -1 for None)."""
+    if value is None:
+        return None, -1
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+        return value, len(value)
+    if isinstance(value, str):
+        value = value.encode()
+        return value, len(value)
+    raise TypeError(f"record values are bytes (or str, or None), not {type(value).__name__}")
+
+
+def as_key(key: Any) -> bytes:
+    """A key as bytes (str is UTF-8 encoded)."""
+    if key.__class__ is bytes:
+        return key  # type: ignore[no-any-return]
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, (bytearray, memoryview)):
+        return bytes(key)
+    raise TypeError(f"record keys are bytes (or str, or None), not {type(key).__name__}")
+
+
 def headers_column(headers: Sequence[Any], count: int) -> Column:
     """Per-record headers (None or pairs) encoded; the one per-record loop, for a rare input."""
     if len(headers) != count:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -227,3 +228,125 @@ def test_bad_headers_are_refused_at_send_and_leave_the_batch_alone() -> None:
         accumulator.append("t", b"bad", headers=[("k", 12)], partition=0)
     batch, = accumulator.drain(1 << 20, force=True)[0]
     assert [r.value for r in decode_records(batch.encode("none"))] == [b"ok"]
+
+
+def test_keyless_records_join_a_batch_keyed_records_opened_on_the_sticky_partition() -> None:
+    accumulator = make(partitions=3)
+    sticky = accumulator.learn("t").sticky
+    key = next(k for k in (b"k%d" % i for i in range(100)) if partition_for_key(k, 3) == sticky)
+    accumulator.append("t", b"keyed", key=key)
+    accumulator.append("t", b"plain")
+    (batch,) = accumulator.opened
+    assert (batch.partition, batch.record_count) == (sticky, 2)
+
+
+def test_keyless_records_follow_the_sticky_partition_that_send_batch_moved() -> None:
+    accumulator = make(partitions=3)
+    state = accumulator.learn("t")
+    first = state.sticky
+    accumulator.append("t", b"a")
+    assert accumulator.sticky_partitions("t", 1) == [first]  # the open batch stays on first
+    accumulator.append("t", b"b")
+    partitions = sorted(batch.partition for batch in accumulator.opened)
+    assert partitions == sorted({first, state.sticky}) and state.sticky != first
+
+
+def test_a_future_the_caller_keeps_is_never_reused() -> None:
+    accumulator = make()
+    kept = [accumulator.append("t", b"v") for _ in range(5)]
+    assert len({id(future) for future in kept}) == 5
+    (batch,) = accumulator.opened
+    batch.complete(100)
+    assert [future.result().offset for future in kept] == [100, 101, 102, 103, 104]
+
+
+def test_a_future_the_caller_dropped_is_handed_out_again() -> None:
+    accumulator = make()
+    accumulator.append("t", b"opens the batch")
+    accumulator.append("t", b"v")
+    dropped = id(accumulator.spare)
+    future = accumulator.append("t", b"w")
+    assert id(future) == dropped and future._index == 2
+    assert accumulator.append("t", b"x") is not future  # held now: a new one
+
+
+def test_records_for_a_given_partition_join_its_open_batch_and_an_unknown_one_is_refused() -> None:
+    accumulator = make(partitions=2)
+    first = accumulator.append("t", b"a", partition=1)
+    second = accumulator.append("t", b"b", partition=1)
+    (batch,) = accumulator.opened
+    assert (batch.partition, first._index, second._index) == (1, 0, 1)
+    with pytest.raises(UnknownPartitionError):
+        accumulator.append("t", b"c", partition=2)
+    with pytest.raises(UnknownPartitionError):
+        accumulator.append("t", b"c", partition=-1)
+
+
+def test_threads_sending_while_the_sender_drains_lose_and_repeat_nothing() -> None:
+    accumulator = make(partitions=3, batch_bytes=40 * (8 + RECORD_OVERHEAD))
+    accumulator.learn("t")
+    senders, per_sender = 4, 3000
+    kept: list[tuple[bytes, object]] = []
+    drained: list[ProducerBatch] = []
+    done = threading.Event()
+
+    def send(n: int) -> None:
+        for i in range(per_sender):
+            value = b"%02d-%05d" % (n, i)
+            future = accumulator.append("t", value, partition=None if i % 3 else i % 2)
+            if i % 7 == 0:
+                kept.append((value, future))  # list.append is atomic
+
+    def drain() -> None:
+        while not done.is_set():
+            drained.extend(accumulator.drain(1 << 20, force=True)[0])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch every few bytecodes: the races happen
+    try:
+        drainer = threading.Thread(target=drain)
+        drainer.start()
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        drainer.join()
+    finally:
+        sys.setswitchinterval(interval)
+    drained.extend(accumulator.drain(1 << 20, force=True)[0])
+    values = [value for batch in drained for value in batch.values]
+    assert sorted(values) == sorted(b"%02d-%05d" % (n, i)
+                                    for n in range(senders) for i in range(per_sender))
+    for value, future in kept:
+        assert future._batch.values[future._index] == value  # type: ignore[attr-defined]
+    assert accumulator.gate == [None]
+
+
+def test_the_sender_waits_for_a_fast_path_append_to_give_the_gate_back() -> None:
+    accumulator = make()
+    accumulator.append("t", b"v")
+    accumulator.gate.pop()  # as a fast-path append in progress holds it
+    drained: list[list[ProducerBatch]] = []
+    drainer = threading.Thread(target=lambda: drained.append(accumulator.drain(1 << 20, True)[0]))
+    drainer.start()
+    drainer.join(0.05)
+    assert drainer.is_alive() and not drained
+    accumulator.gate.append(None)
+    drainer.join(5)
+    assert [batch.record_count for batch in drained[0]] == [1]
+
+
+def test_a_send_while_the_batches_are_held_waits_on_the_lock() -> None:
+    accumulator = make()
+    accumulator.append("t", b"v")
+    futures: list[object] = []
+    with accumulator.exclusive:
+        sender = threading.Thread(target=lambda: futures.append(accumulator.append("t", b"w")))
+        sender.start()
+        sender.join(0.05)
+        assert sender.is_alive() and not futures
+    sender.join(5)
+    (batch,) = accumulator.opened
+    assert batch.values == [b"v", b"w"] and accumulator.gate == [None]

@@ -175,6 +175,16 @@ def test_every_record_the_same_size_and_many_batches():
     assert [r.value for r in records] == [b"%04d" % i for i in range(150)]
 
 
+
+def test_same_size_values_and_keys_keep_their_zero_bytes():
+    values = [b"\x00\x00", b"a\x00", b"\x00b"]
+    buffer = encode_batch(values, keys=[b"\x00", b"\x01", b"\x00"], timestamps=NOW)
+    buffer += encode_batch([b"\x00\x00"], keys=[b"\x00"], base_offset=3, timestamps=NOW)
+    records = decode_records(buffer)
+    assert [r.value for r in records] == [*values, b"\x00\x00"]
+    assert [r.key for r in records] == [b"\x00", b"\x01", b"\x00", b"\x00"]
+    assert all(type(r.value) is bytes and type(r.key) is bytes for r in records)
+
 @settings(max_examples=80, deadline=None)
 @given(
     batches=st.lists(
