@@ -209,7 +209,7 @@ def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[s
         raise RuntimeError(f"{system}: {acked} of {tasks} tasks acknowledged")
     if sum(r["bytes"] for r in reports) < tasks * VALUE_BYTES:
         raise RuntimeError(f"{system}: the workers read fewer task bytes than were sent")
-    seconds = max(r["last"] for r in reports) - min(r["first"] for r in reports)
+    seconds = max(1e-6, max(r["last"] for r in reports) - min(r["first"] for r in reports))
     return Run(seconds, [s for r in reports for s in r["poll_s"]],
                sum(r["cpu_s"] for r in reports), server_cpu_s)
 
