@@ -15,6 +15,12 @@ read in place with ``np.frombuffer``, and nothing per record:
     headers     an empty map each (no headers) or ``headers.to_map``
     partition   a slice of one shared array
 
+The batches of one fetched message are built together: their partition, offset and timestamp
+columns (and null keys, empty header maps) are one array each, sliced per batch, and their value
+offsets one int32 array, so a log batch costs a few numpy calls and its Arrow arrays (~50 us
+less a batch than building each alone: ~50 ns a record at 1 KiB, where a 1 MiB batch holds
+~1,000 records).
+
 ``columns.to_batches`` reaches the same arrays through ``decode_columns`` (positions of every
 record in one buffer, then per-run offsets); this path skips the positions, which is most of
 the client's work at 100 B a record. A compressed batch is decompressed once, straight into an
@@ -30,7 +36,8 @@ ones, and each caller slices the one it read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lz4.frame
@@ -74,9 +81,11 @@ def _arange(count: int) -> np.ndarray:
     return arange[:count]
 
 
-def _binary(pa: Any, section: memoryview, start: int, lengths: np.ndarray) -> tuple[Any, int]:
+def _binary(pa: Any, section: memoryview, start: int, lengths: np.ndarray,
+            offsets: np.ndarray, offsets_buffer: Any, at: int) -> tuple[Any, int]:
     """(a binary array of the values ``lengths`` (-1 null) that begin at ``section[start]``,
-    the position after them)."""
+    the position after them). Its int32 offsets are written into ``offsets[at : at + n + 1]``
+    (one array for a whole message; ``offsets_buffer`` is that array as an Arrow buffer)."""
     count = len(lengths)
     low = int(lengths.min())
     clipped = lengths if low >= 0 else np.maximum(lengths, 0)
@@ -86,9 +95,8 @@ def _binary(pa: Any, section: memoryview, start: int, lengths: np.ndarray) -> tu
             f"record lengths say {total} bytes from position {start}, the batch holds "
             f"{len(section)}"
         )
-    offsets = np.empty(count + 1, dtype=np.int32)
-    offsets[0] = 0
-    np.cumsum(clipped, out=offsets[1:])
+    offsets[at] = 0
+    np.cumsum(clipped, out=offsets[at + 1 : at + count + 1])
     validity, nulls = None, 0
     if low < 0:
         valid = lengths >= 0
@@ -96,27 +104,39 @@ def _binary(pa: Any, section: memoryview, start: int, lengths: np.ndarray) -> tu
         nulls = count - int(np.count_nonzero(valid))
     array = pa.Array.from_buffers(
         pa.binary(), count,
-        [validity, pa.py_buffer(offsets), pa.py_buffer(section[start : start + total])],
+        [validity, offsets_buffer.slice(4 * at, 4 * (count + 1)),
+         pa.py_buffer(section[start : start + total])],
         null_count=nulls)
     return array, start + total
 
 
-def to_record_batch(
-    buffer: Any, header: BatchHeader, partition: int, first: int, stop: int,
-    names: Sequence[str] = COLUMNS,
-) -> Any:
-    """The records of the log batch ``header`` (in ``buffer``) with offsets in [first, stop)
-    as one Arrow record batch of the columns ``names``, or None when none are in range."""
-    pa = pyarrow()
+@dataclass(slots=True)
+class _Stored:
+    """One log batch's record section and its length columns (views of the section)."""
+
+    header: BatchHeader
+    section: memoryview
+    count: int
+    lo: int  # the records [lo, hi) lie in the range asked for
+    hi: int
+    deltas: np.ndarray | None  # offset deltas; None: dense
+    stamps: np.ndarray | None  # timestamp deltas; None: all base_timestamp
+    key_lengths: np.ndarray | None  # None: no keys
+    value_lengths: np.ndarray
+    headers_lengths: np.ndarray | None  # None: no headers
+    position: int  # where the keys begin in ``section``
+
+
+def _stored(pa: Any, buffer: Any, header: BatchHeader, first: int, stop: int) -> _Stored | None:
+    """The batch ``header``'s columns, or None when none of its records is in [first, stop)."""
     section = _section(pa, buffer, header)
     count = header.record_count
     attributes = header.attributes
     present = present_columns(attributes)
     if present * count * COLUMN_WIDTH > len(section):
         raise CorruptBatchError(f"a batch of {count} records holds only {len(section)} bytes")
-    stored = np.frombuffer(section, dtype=COLUMN_DTYPE, count=present * count).reshape(
-        present, count)
-    rows = iter(stored)
+    rows = iter(np.frombuffer(section, dtype=COLUMN_DTYPE, count=present * count).reshape(
+        present, count))
     deltas = None if attributes & DENSE_OFFSETS_FLAG else next(rows)
     stamps = None if attributes & SAME_TIMESTAMP_FLAG else next(rows)
     key_lengths = None if attributes & NO_KEYS_FLAG else next(rows)
@@ -126,25 +146,110 @@ def to_record_batch(
     lo, hi = _trim(deltas, count, first - base, stop - base)
     if lo >= hi:
         return None
+    return _Stored(header, section, count, lo, hi, deltas, stamps, key_lengths, value_lengths,
+                   headers_lengths, present * count * COLUMN_WIDTH)
+
+
+def to_record_batch(
+    buffer: Any, header: BatchHeader, partition: int, first: int, stop: int,
+    names: Sequence[str] = COLUMNS,
+) -> Any:
+    """The records of the log batch ``header`` (in ``buffer``) with offsets in [first, stop)
+    as one Arrow record batch of the columns ``names``, or None when none are in range."""
+    batches = _record_batches(buffer, [header], partition, first, stop, names)
+    return batches[0] if batches else None
+
+
+def _record_batches(
+    buffer: Any, headers: list[BatchHeader], partition: int, first: int, stop: int,
+    names: Sequence[str],
+) -> list[Any]:
+    """One Arrow record batch per log batch of ``headers`` that holds records in [first, stop).
+
+    The partition, offset and timestamp columns (and null keys, empty header maps) are built
+    once for all the batches and sliced per batch; the value (and key) offsets of every batch
+    are written into one int32 array. So the work per log batch is a few numpy calls and the
+    Arrow arrays over its bytes (~1 KiB records come ~1,000 to a 1 MiB batch: what a batch
+    costs matters as much as what a record costs)."""
+    pa = pyarrow()
+    stored = [s for s in (_stored(pa, buffer, h, first, stop) for h in headers) if s is not None]
+    if not stored:
+        return []
+    counts = [s.count for s in stored]
+    starts = np.zeros(len(stored) + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    begins = starts.tolist()
+    total = begins[-1]
     out_schema = schema(names)
-    position = present * count * COLUMN_WIDTH
-    keys, position = ((None, position) if key_lengths is None
-                      else _binary(pa, section, position, key_lengths))
-    values, position = _binary(pa, section, position, value_lengths)
-    builders: dict[str, Callable[[], Any]] = {
-        "partition": lambda: partitions_array(partition, count),
-        "offset": lambda: _int64(pa, pa.int64(), _arange(count) + base if deltas is None
-                                 else deltas.astype(np.int64) + base),
-        "timestamp": lambda: _int64(pa, out_schema.field("timestamp").type,
-                                    np.full(count, header.base_timestamp, dtype=np.int64)
-                                    if stamps is None
-                                    else stamps.astype(np.int64) + header.base_timestamp),
-        "key": lambda: keys if keys is not None else null_keys(count),
-        "value": lambda: values,
-        "headers": lambda: _headers(pa, section, position, headers_lengths, count),
-    }
-    batch = pa.RecordBatch.from_arrays([builders[name]() for name in names], schema=out_schema)
-    return batch if (lo, hi) == (0, count) else batch.slice(lo, hi - lo)
+    whole: dict[str, Any] = {}
+    if "partition" in names:
+        whole["partition"] = partitions_array(partition, total)
+    if "offset" in names:
+        whole["offset"] = _int64(pa, pa.int64(), _offsets(stored, begins))
+    if "timestamp" in names:
+        whole["timestamp"] = _int64(pa, out_schema.field("timestamp").type,
+                                    _timestamps(stored, begins))
+    keyless = all(s.key_lengths is None for s in stored)
+    if "key" in names and keyless:
+        whole["key"] = null_keys(total)
+    if "headers" in names and all(s.headers_lengths is None or not s.headers_lengths.any()
+                                  for s in stored):
+        whole["headers"] = header_columns.empty_maps(pa, total)
+    offsets = np.empty(total + len(stored), dtype=np.int32)  # batch k's at begins[k] + k
+    offsets_buffer = pa.py_buffer(offsets)
+    key_offsets = offsets if keyless else np.empty(total + len(stored), dtype=np.int32)
+    key_offsets_buffer = offsets_buffer if keyless else pa.py_buffer(key_offsets)
+    batches = []
+    for index, item in enumerate(stored):
+        begin, count, section, position = begins[index], item.count, item.section, item.position
+        at = begin + index
+        keys = None
+        if item.key_lengths is not None:
+            keys, position = _binary(pa, section, position, item.key_lengths, key_offsets,
+                                     key_offsets_buffer, at)
+        values, position = _binary(pa, section, position, item.value_lengths, offsets,
+                                   offsets_buffer, at)
+        arrays = []
+        for name in names:
+            if name in whole:
+                arrays.append(whole[name].slice(begin, count))
+            elif name == "value":
+                arrays.append(values)
+            elif name == "key":
+                arrays.append(keys if keys is not None else null_keys(count))
+            else:
+                arrays.append(_headers(pa, section, position, item.headers_lengths, count))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=out_schema)
+        batches.append(batch if (item.lo, item.hi) == (0, count)
+                       else batch.slice(item.lo, item.hi - item.lo))
+    return batches
+
+
+def _offsets(stored: list[_Stored], begins: list[int]) -> np.ndarray:
+    """The int64 offset of every record of ``stored``, back to back (one ``arange`` when the
+    batches are dense and follow one another, as they usually do)."""
+    first_base = stored[0].header.base_offset
+    if all(s.deltas is None and s.header.base_offset - first_base == begin
+           for s, begin in zip(stored, begins, strict=False)):
+        return np.arange(first_base, first_base + begins[-1], dtype=np.int64)
+    out = np.empty(begins[-1], dtype=np.int64)
+    for item, begin in zip(stored, begins, strict=False):
+        base = np.int64(item.header.base_offset)
+        np.add(_arange(item.count) if item.deltas is None else item.deltas, base,
+               out=out[begin : begin + item.count])
+    return out
+
+
+def _timestamps(stored: list[_Stored], begins: list[int]) -> np.ndarray:
+    """The int64 timestamp (ms) of every record of ``stored``, back to back."""
+    out = np.empty(begins[-1], dtype=np.int64)
+    for item, begin in zip(stored, begins, strict=False):
+        base = item.header.base_timestamp
+        if item.stamps is None:
+            out[begin : begin + item.count] = base
+        else:
+            np.add(item.stamps, np.int64(base), out=out[begin : begin + item.count])
+    return out
 
 
 def _section(pa: Any, buffer: Any, header: BatchHeader) -> memoryview:
@@ -224,6 +329,4 @@ def message_batches(
             frame_columns.MIN_RUN_RECORDS * len(headers)):
         decoded = frame_columns.decode(records, first, stop, aborted)
         return frame_columns.to_batches(decoded, partition, names)
-    batches = (to_record_batch(records, header, partition, first, stop, names)
-               for header in headers)
-    return [batch for batch in batches if batch is not None]
+    return _record_batches(records, headers, partition, first, stop, names)
