@@ -1,4 +1,4 @@
-"""One log batch -> one ``pyarrow.RecordBatch``, read straight from the batch's bytes.
+"""One fetched message's log batches -> one ``pyarrow.Table``, read straight from their bytes.
 
 The record section of a log batch (``logstore.records.layout``) is::
 
@@ -15,11 +15,12 @@ read in place with ``np.frombuffer``, and nothing per record:
     headers     an empty map each (no headers) or ``headers.to_map``
     partition   a slice of one shared array
 
-The batches of one fetched message are built together: their partition, offset and timestamp
-columns (and null keys, empty header maps) are one array each, sliced per batch, and their value
-offsets one int32 array, so a log batch costs a few numpy calls and its Arrow arrays (~50 us
-less a batch than building each alone: ~50 ns a record at 1 KiB, where a 1 MiB batch holds
-~1,000 records).
+The batches of one fetched message are built together, as one table: its partition, offset and
+timestamp columns (and null keys, empty header maps) are one chunk for the whole message, its
+key and value columns one chunk per log batch (their int32 offsets in one array), so a log batch
+costs a few numpy calls and its binary arrays, and no record batch is assembled: ~30 us a 1 MiB
+batch of 1 KiB records, ~100 us when each batch was built alone (~70 ns a record less at 1 KiB).
+``to_batches()`` cuts the table at every chunk boundary: one record batch per log batch.
 
 ``columns.to_batches`` reaches the same arrays through ``decode_columns`` (positions of every
 record in one buffer, then per-run offsets); this path skips the positions, which is most of
@@ -27,7 +28,7 @@ the client's work at 100 B a record. A compressed batch is decompressed once, st
 Arrow buffer, and its arrays view that buffer. A batch whose length columns say more bytes than it holds raises
 ``CorruptBatchError`` (Arrow must never be handed offsets past its data).
 
-Records before ``first`` or from ``stop`` on are cut by slicing the record batch (no copy).
+Records before ``first`` or from ``stop`` on are cut by slicing the table (no copy).
 
 Threading: ``read``'s decode threads call this at once; the shared arrays (``_arange``,
 ``columns.partitions_array``, ``headers.empty_maps``) are never written, only replaced by larger
@@ -156,73 +157,85 @@ def to_record_batch(
 ) -> Any:
     """The records of the log batch ``header`` (in ``buffer``) with offsets in [first, stop)
     as one Arrow record batch of the columns ``names``, or None when none are in range."""
-    batches = _record_batches(buffer, [header], partition, first, stop, names)
-    return batches[0] if batches else None
+    table = _table(buffer, [header], partition, first, stop, names)
+    return None if table is None else table.combine_chunks().to_batches()[0]
 
 
-def _record_batches(
+def _table(
     buffer: Any, headers: list[BatchHeader], partition: int, first: int, stop: int,
     names: Sequence[str],
-) -> list[Any]:
-    """One Arrow record batch per log batch of ``headers`` that holds records in [first, stop).
+) -> Any:
+    """The records of the log batches ``headers`` with offsets in [first, stop) as one
+    ``pyarrow.Table`` (None when there are none): the key and value columns one chunk per log
+    batch (views of its bytes), the partition, offset and timestamp columns (and null keys,
+    empty header maps) one chunk for all of them.
 
-    The partition, offset and timestamp columns (and null keys, empty header maps) are built
-    once for all the batches and sliced per batch; the value (and key) offsets of every batch
-    are written into one int32 array. So the work per log batch is a few numpy calls and the
-    Arrow arrays over its bytes (~1 KiB records come ~1,000 to a 1 MiB batch: what a batch
-    costs matters as much as what a record costs)."""
+    So the work per log batch is a few numpy calls and the Arrow arrays over its bytes, and no
+    record batch is assembled (~1 KiB records come ~1,000 to a 1 MiB batch: what a batch
+    costs matters as much as what a record costs). ``to_batches()`` cuts the table at every
+    chunk boundary: one record batch per log batch."""
     pa = pyarrow()
     stored = [s for s in (_stored(pa, buffer, h, first, stop) for h in headers) if s is not None]
     if not stored:
-        return []
-    counts = [s.count for s in stored]
+        return None
     starts = np.zeros(len(stored) + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
+    np.cumsum([s.count for s in stored], out=starts[1:])
     begins = starts.tolist()
     total = begins[-1]
     out_schema = schema(names)
-    whole: dict[str, Any] = {}
+    columns: dict[str, Any] = {}
     if "partition" in names:
-        whole["partition"] = partitions_array(partition, total)
+        columns["partition"] = [partitions_array(partition, total)]
     if "offset" in names:
-        whole["offset"] = _int64(pa, pa.int64(), _offsets(stored, begins))
+        columns["offset"] = [_int64(pa, pa.int64(), _offsets(stored, begins))]
     if "timestamp" in names:
-        whole["timestamp"] = _int64(pa, out_schema.field("timestamp").type,
-                                    _timestamps(stored, begins))
+        columns["timestamp"] = [_int64(pa, out_schema.field("timestamp").type,
+                                       _timestamps(stored, begins))]
     keyless = all(s.key_lengths is None for s in stored)
     if "key" in names and keyless:
-        whole["key"] = null_keys(total)
+        columns["key"] = [null_keys(total)]
     if "headers" in names and all(s.headers_lengths is None or not s.headers_lengths.any()
                                   for s in stored):
-        whole["headers"] = header_columns.empty_maps(pa, total)
+        columns["headers"] = [header_columns.empty_maps(pa, total)]
+    per_batch: dict[str, list[Any]] = {
+        name: [] for name in ("key", "value", "headers") if name in names and name not in columns}
     offsets = np.empty(total + len(stored), dtype=np.int32)  # batch k's at begins[k] + k
     offsets_buffer = pa.py_buffer(offsets)
     key_offsets = offsets if keyless else np.empty(total + len(stored), dtype=np.int32)
     key_offsets_buffer = offsets_buffer if keyless else pa.py_buffer(key_offsets)
-    batches = []
     for index, item in enumerate(stored):
-        begin, count, section, position = begins[index], item.count, item.section, item.position
-        at = begin + index
+        count, section, position, at = item.count, item.section, item.position, begins[index] + index
         keys = None
         if item.key_lengths is not None:
             keys, position = _binary(pa, section, position, item.key_lengths, key_offsets,
                                      key_offsets_buffer, at)
         values, position = _binary(pa, section, position, item.value_lengths, offsets,
                                    offsets_buffer, at)
-        arrays = []
-        for name in names:
-            if name in whole:
-                arrays.append(whole[name].slice(begin, count))
-            elif name == "value":
-                arrays.append(values)
-            elif name == "key":
-                arrays.append(keys if keys is not None else null_keys(count))
-            else:
-                arrays.append(_headers(pa, section, position, item.headers_lengths, count))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=out_schema)
-        batches.append(batch if (item.lo, item.hi) == (0, count)
-                       else batch.slice(item.lo, item.hi - item.lo))
-    return batches
+        if "value" in per_batch:
+            per_batch["value"].append(values)
+        if "key" in per_batch:
+            per_batch["key"].append(keys if keys is not None else null_keys(count))
+        if "headers" in per_batch:
+            per_batch["headers"].append(
+                _headers(pa, section, position, item.headers_lengths, count))
+    columns.update(per_batch)
+    table = pa.Table.from_arrays(
+        [pa.chunked_array(columns[name], type=out_schema.field(name).type) for name in names],
+        schema=out_schema)
+    return _trimmed(pa, table, stored, begins)
+
+
+def _trimmed(pa: Any, table: Any, stored: list[_Stored], begins: list[int]) -> Any:
+    """``table`` without the records of each batch outside its [lo, hi) (only the first and
+    the last batch of a range are cut, so this is one zero-copy slice)."""
+    if all((s.lo, s.hi) == (0, s.count) for s in stored):
+        return table
+    if all((s.lo, s.hi) == (0, s.count) for s in stored[1:-1]) and (
+            len(stored) == 1 or (stored[0].hi == stored[0].count and stored[-1].lo == 0)):
+        low = stored[0].lo
+        return table.slice(low, begins[-2] + stored[-1].hi - low)
+    return pa.concat_tables([table.slice(begin + s.lo, s.hi - s.lo)
+                             for s, begin in zip(stored, begins, strict=False)])
 
 
 def _offsets(stored: list[_Stored], begins: list[int]) -> np.ndarray:
@@ -311,22 +324,33 @@ def _headers(pa: Any, section: memoryview, start: int, lengths: np.ndarray | Non
     return header_columns.to_map(pa, section, positions, lengths)
 
 
-def message_batches(
+def message_table(
     records: Any, first: int, stop: int, aborted: list[tuple[int, int, int]], partition: int,
     names: Sequence[str] = COLUMNS,
-) -> list[Any]:
-    """The record batches of one fetched message: one per log batch holding records in
-    [first, stop), control batches and aborted transactions left out. A message of short log
-    batches (fewer than ``columns.MIN_RUN_RECORDS`` records on average) goes through
-    ``columns.to_batches`` instead, which gathers them into one."""
+) -> Any:
+    """The records of one fetched message with offsets in [first, stop), control batches and
+    aborted transactions left out, as one ``pyarrow.Table`` (see ``_table``), or None when it
+    has none. A message of short log batches (fewer than ``columns.MIN_RUN_RECORDS`` records
+    on average) goes through ``columns.to_batches`` instead, which gathers them into one."""
     include = skip_aborted(aborted)
     headers = [header for header in iter_headers(records)
                if header.record_count > 0 and not header.is_control
                and (include is None or include(header)) and header.base_offset < stop and header.next_offset > first]
     if not headers:
-        return []
+        return None
     if len(headers) > 1 and sum(h.record_count for h in headers) < (
             frame_columns.MIN_RUN_RECORDS * len(headers)):
         decoded = frame_columns.decode(records, first, stop, aborted)
-        return frame_columns.to_batches(decoded, partition, names)
-    return _record_batches(records, headers, partition, first, stop, names)
+        batches = frame_columns.to_batches(decoded, partition, names)
+        return pyarrow().Table.from_batches(batches, schema=schema(names)) if batches else None
+    return _table(records, headers, partition, first, stop, names)
+
+
+def message_batches(
+    records: Any, first: int, stop: int, aborted: list[tuple[int, int, int]], partition: int,
+    names: Sequence[str] = COLUMNS,
+) -> list[Any]:
+    """``message_table`` as record batches: one per log batch (or one of gathered short
+    batches)."""
+    table = message_table(records, first, stop, aborted, partition, names)
+    return [] if table is None else table.to_batches()

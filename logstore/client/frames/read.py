@@ -2,10 +2,11 @@
 
 ``iter_arrow`` yields Arrow record batches as messages arrive (see ``fetch``: memory stays at a
 few messages however long the range); each partition's in offset order, partitions interleaved.
-``read_arrow`` collects them into one ``pyarrow.Table``, partition by partition, each in offset
-order; with ``value_format="json"`` each message is parsed as it arrives (``values``). Each chunk
-is one log batch (``log_batches``; short ones gathered by ``columns``), so its buffers are views
-of the fetched bytes. A table whose keys or values add up to 2 GiB or more gets that column as
+``read_arrow`` collects the messages' tables into one ``pyarrow.Table``, partition by partition,
+each in offset order; with ``value_format="json"`` each message is parsed as it arrives
+(``values``). Each key and value chunk is one log batch, the other columns one chunk per message
+(``log_batches``; short batches gathered by ``columns``), so the buffers are views of the
+fetched bytes. A table whose keys or values add up to 2 GiB or more gets that column as
 ``large_binary`` (int64 offsets; the data buffers are kept), so that ``combine_chunks`` and
 friends cannot overflow int32 offsets; ``iter_arrow`` batches always use ``binary``.
 
@@ -29,7 +30,7 @@ from logstore.client.frames import columns as frame_columns
 from logstore.client.frames import values as value_formats
 from logstore.client.frames.extras import pyarrow, require
 from logstore.client.frames.fetch import iter_messages
-from logstore.client.frames.log_batches import message_batches
+from logstore.client.frames.log_batches import message_table
 from logstore.client.frames.span import Bound, Link, resolve
 from logstore.client.malloc import keep_freed
 
@@ -50,20 +51,20 @@ def _isolation(link: Link, isolation_level: str | None) -> str:
     return level
 
 
-def iter_message_batches(
+def iter_message_tables(
     link: Link, topic: str, partitions: Iterable[int] | None, start: Bound, end: Bound,
     isolation_level: str | None, columns: Sequence[str] | None,
-) -> Iterator[tuple[int, list[Any]]]:
-    """(partition, the record batches of one fetched message) with the raw (binary) columns."""
+) -> Iterator[tuple[int, Any]]:
+    """(partition, the table of one fetched message) with the raw (binary) columns."""
     pyarrow("iter_arrow")
     names = frame_columns.check_columns(columns)
     level = _isolation(link, isolation_level)
     spans = resolve(link, topic, partitions, start, end, ISOLATION_LEVELS[level])
-    pending: deque[tuple[int, Future[list[Any]]]] = deque()
+    pending: deque[tuple[int, Future[Any]]] = deque()
     with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="logstore-frames-decode") as pool:
         for partition, first, stop, message in iter_messages(link, topic, spans, level):
             pending.append((partition, pool.submit(
-                message_batches, message.records, first, stop, message.aborted_transactions,
+                message_table, message.records, first, stop, message.aborted_transactions,
                 partition, names)))
             while len(pending) > DECODE_AHEAD_MESSAGES or (pending and pending[0][1].done()):
                 yield from _decoded(pending.popleft())
@@ -71,11 +72,11 @@ def iter_message_batches(
             yield from _decoded(pending.popleft())
 
 
-def _decoded(item: tuple[int, Future[list[Any]]]) -> list[tuple[int, list[Any]]]:
-    """[(partition, its record batches)] of one decoded message, [] when it had none."""
+def _decoded(item: tuple[int, Future[Any]]) -> list[tuple[int, Any]]:
+    """[(partition, its table)] of one decoded message, [] when it had no records."""
     partition, decoded = item
-    batches = decoded.result()
-    return [(partition, batches)] if batches else []
+    table = decoded.result()
+    return [] if table is None else [(partition, table)]
 
 
 def iter_binary(
@@ -83,9 +84,9 @@ def iter_binary(
     isolation_level: str | None, columns: Sequence[str] | None,
 ) -> Iterator[Any]:
     """(partition, record batch) with the raw (binary) columns."""
-    for partition, batches in iter_message_batches(link, topic, partitions, start, end,
-                                                   isolation_level, columns):
-        for batch in batches:
+    for partition, table in iter_message_tables(link, topic, partitions, start, end,
+                                                isolation_level, columns):
+        for batch in table.to_batches():
             yield partition, batch
 
 
@@ -109,15 +110,14 @@ def read_arrow(
     columns: Sequence[str] | None = None, value_format: str = "binary",
     schema: Any = None, errors: str = "raise",
 ) -> Any:
-    pa = pyarrow("read_arrow")
+    pyarrow("read_arrow")
     formatter = value_formats.Formatter(value_format, schema, errors)
     names = frame_columns.check_columns(columns)
     inner = _with(names, formatter.needs)
     binary_schema = frame_columns.schema(inner)
     by_partition: dict[int, list[tuple[Any, Any]]] = {}
-    for partition, batches in iter_message_batches(link, topic, partitions, start, end,
-                                                   isolation_level, inner):
-        raw = pa.Table.from_batches(batches, schema=binary_schema)
+    for partition, raw in iter_message_tables(link, topic, partitions, start, end,
+                                              isolation_level, inner):
         by_partition.setdefault(partition, []).append((raw, formatter.piece(raw)))
     ordered = [pair for p in sorted(by_partition) for pair in by_partition[p]]
     table = formatter.join([raw for raw, _ in ordered], [piece for _, piece in ordered],
