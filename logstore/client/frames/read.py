@@ -154,8 +154,8 @@ def widen(table: Any, threshold_bytes: int = LARGE_BINARY_BYTES) -> Any:
         if name not in table.column_names:
             continue
         column = table.column(name)
-        if column.type != pa.binary():
-            continue
+        if column.type != pa.binary() or column.nbytes < threshold_bytes:
+            continue  # nbytes counts the data and the offsets: less means less data
         size = sum(chunk.buffers()[2].size for chunk in column.chunks if chunk.buffers()[2] is not None)
         if size >= threshold_bytes:
             index = table.column_names.index(name)
