@@ -14,6 +14,9 @@ Against a spawned broker on loopback, one partition, one client, a topic written
   decompresses each into its Arrow buffer on two threads (fewer bytes through gRPC, the cost
   per record that random bytes cannot avoid). ``read_arrow`` and ``poll_columns()``.
 - **1 KiB** (1 M; ``--quick`` 50 k): ``read_arrow`` and ``poll_columns()``, in MB/s.
+- **floor** (100 B and 1 KiB): ``read_arrow``'s fetch alone (its Subscribe stream, messages kept,
+  nothing decoded); the CPU lines then print read_arrow's own client CPU per record (read_arrow
+  minus this), the part the ratio to ``poll_columns()`` is about.
 - **JSON** (1 M objects of ~110 B; ``--quick`` 50 k): ``read_arrow(value_format="json")`` into
   typed columns.
 - **peers** (100 B, 200 k; ``--quick`` 5 k; JetStream the first 20 k, ``--quick`` 2 k: it
@@ -82,10 +85,12 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
         bench = FramesBench(broker.address, plan, broker.process.pid)
         tasks: list[tuple[str, Callable[[], Result]]] = [
             ("100 B", bench.read_arrow_small), ("100 B", bench.poll_columns_small),
+            ("100 B", bench.stream_small),
             ("100 B", bench.read_pandas), ("100 B", bench.read_polars),
             ("100 B", bench.parquet), ("100 B", bench.poll_frame),
             ("100 B lz4", bench.read_arrow_lz4), ("100 B lz4", bench.poll_columns_lz4),
             ("1 KiB", bench.read_arrow_large), ("1 KiB", bench.poll_columns_large),
+            ("1 KiB", bench.stream_large),
             ("JSON", bench.read_json),
         ]
         if not options.no_peers:
@@ -236,6 +241,25 @@ class FramesBench:
         return self._result("100 B", "100 B: poll_columns() loop (reference)", count, SMALL,
                             self._timed(self._poll_columns(topic, count), count))
 
+    def _stream(self, topic: str, count: int) -> Callable[[Any], int]:
+        """read_arrow's fetch alone (``frames.fetch.iter_messages``: its Subscribe stream, its
+        message size and queue), every message kept as a table keeps it, nothing decoded: the
+        floor under read_arrow's client CPU, so that read_arrow minus this is its own work."""
+        def call(consumer: Any) -> int:
+            from logstore.client.frames.fetch import iter_messages
+
+            kept = list(iter_messages(consumer._link(), topic, {0: (0, count)},
+                                      "read_uncommitted"))
+            return min(kept[-1][3].next_offset, count) if kept else 0
+
+        return call
+
+    def stream_small(self) -> Result:
+        count = self.plan.small_records
+        topic = self._filled(SMALL, count)
+        return self._result("100 B", "100 B: its Subscribe stream alone, kept (floor)", count,
+                            SMALL, self._timed(self._stream(topic, count), count))
+
     def read_pandas(self) -> Result:
         count = self.plan.slow_records
         topic = self._filled(SMALL, self.plan.small_records)
@@ -315,6 +339,12 @@ class FramesBench:
         topic = self._filled(LARGE, count)
         return self._result("1 KiB", "1 KiB: poll_columns() loop (reference)", count, LARGE,
                             self._timed(self._poll_columns(topic, count), count))
+
+    def stream_large(self) -> Result:
+        count = self.plan.large_records
+        topic = self._filled(LARGE, count)
+        return self._result("1 KiB", "1 KiB: its Subscribe stream alone, kept (floor)", count,
+                            LARGE, self._timed(self._stream(topic, count), count))
 
     # -- JSON ---------------------------------------------------------------------------------------
 
@@ -474,6 +504,14 @@ def print_results(results: list[Result]) -> None:
             client = result.params["client_cpu_ns_per_record"]
             broker = result.params["broker_cpu_ns_per_record"]
             print(f"  {result.name:<{width}}  client {client:7.0f} ns  broker {broker:6.0f} ns")
+        for group in ("100 B", "1 KiB"):
+            arrow = next((r for r in cpu if r.group == group and "read_arrow" in r.name), None)
+            floor = next((r for r in cpu if r.group == group and "(floor)" in r.name), None)
+            if arrow and floor:
+                own = (arrow.params["client_cpu_ns_per_record"]
+                       - floor.params["client_cpu_ns_per_record"])
+                print(f"  {group}: read_arrow's own client CPU (read_arrow - its stream alone): "
+                      f"{own:.0f} ns a record")
     goals = goal_lines(results)
     if goals:
         print("\nGoals of issue 14 (one run):")

@@ -23,7 +23,7 @@ def test_quick_frames_run_measures_every_workload(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     results = json.loads((tmp_path / "out.json").read_text())["results"]
-    assert [r["group"] for r in results] == (["100 B"] * 6 + ["100 B lz4"] * 2 + ["1 KiB"] * 2
+    assert [r["group"] for r in results] == (["100 B"] * 7 + ["100 B lz4"] * 2 + ["1 KiB"] * 3
                                              + ["JSON"]
                                              + ["peers"] * 2 + ["memory"] * 2)
     for result in results:
@@ -35,6 +35,7 @@ def test_quick_frames_run_measures_every_workload(tmp_path: Path) -> None:
     assert "100 B lz4: read_arrow / poll_columns" in completed.stdout
     assert "read_arrow / Redis XRANGE" in completed.stdout
     assert "iter_arrow memory flat" in completed.stdout
+    assert "1 KiB: read_arrow's own client CPU" in completed.stdout
     assert "of 9 goals met." in completed.stdout
 
 
