@@ -93,3 +93,14 @@ def test_lengths_past_the_batch_are_corrupt() -> None:
     with pytest.raises(CorruptBatchError, match="record lengths"):
         log_batches.to_record_batch(memoryview(bytes(data)), read_header(bytes(data)), 0, 0,
                                     10)
+
+
+def test_a_message_is_one_table_with_a_value_chunk_per_log_batch_trimmed_at_both_ends() -> None:
+    data = b"".join(encode_batch([b"v%d" % (b * 400 + i) for i in range(400)],
+                                 base_offset=b * 400) for b in range(3))
+    table = log_batches.message_table(memoryview(data), 100, 1100, [], 5)
+    assert table.column("offset").to_pylist() == list(range(100, 1100))
+    assert table.column("value").to_pylist() == [b"v%d" % i for i in range(100, 1100)]
+    assert table.column("value").num_chunks == 3 and table.column("offset").num_chunks == 1
+    assert [batch.num_rows for batch in table.to_batches()] == [300, 400, 300]
+    assert log_batches.message_table(memoryview(data), 1200, 1300, [], 5) is None
