@@ -166,19 +166,9 @@ class InFlightWindow:
 
     def acquire(self, indices: np.ndarray, owner: int, now_ms: int, lock_ms: int) -> None:
         """``indices`` sorted and unique (consecutive ones, the usual case, go as one slice)."""
+        where: np.ndarray | slice = indices
         if len(indices) and int(indices[-1]) - int(indices[0]) + 1 == len(indices):
-            self._acquire_slice(slice(int(indices[0]), int(indices[-1]) + 1), owner, now_ms, lock_ms)
-            return
-        self.state[indices] = ACQUIRED
-        self.count[indices] += 1
-        self.owner[indices] = owner
-        self.deadline_ms[indices] = now_ms + lock_ms
-        self.next_expiry_ms = min(self.next_expiry_ms, now_ms + lock_ms)
-        self.dirty[indices] = 1
-        first = indices[self.since_ms[indices] == 0]
-        self.since_ms[first] = now_ms
-
-    def _acquire_slice(self, where: slice, owner: int, now_ms: int, lock_ms: int) -> None:
+            where = slice(int(indices[0]), int(indices[-1]) + 1)
         self.state[where] = ACQUIRED
         self.count[where] += 1
         self.owner[where] = owner
@@ -186,7 +176,11 @@ class InFlightWindow:
         self.next_expiry_ms = min(self.next_expiry_ms, now_ms + lock_ms)
         self.dirty[where] = 1
         since = self.since_ms[where]
-        since[since == 0] = now_ms
+        first = since == 0
+        if isinstance(where, slice):
+            since[first] = now_ms  # (a view of the column)
+        else:
+            self.since_ms[indices[first]] = now_ms
 
     def set_state(self, indices: np.ndarray | slice, state: int, after_ms: int | np.ndarray = 0) -> None:
         self.state[indices] = state
