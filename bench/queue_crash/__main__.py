@@ -84,9 +84,14 @@ class Workers:
                 process.wait()
 
 
-def remaining(address: str) -> int:
+def remaining(address: str, partitions: int) -> int:
+    """Records available or acquired; -1 while some partition has no share-partition yet (no
+    worker fetched from it since the broker started: its records are all still to do)."""
     with Admin(address, timeout=10) as admin:
-        return sum(s.available + s.acquired for s in admin.describe_share_group(GROUP).partitions)
+        states = admin.describe_share_group(GROUP).partitions
+    if len({s.partition for s in states if s.topic == TOPIC}) < partitions:
+        return -1
+    return sum(s.available + s.acquired for s in states)
 
 
 def produce_tasks(address: str, count: int, partitions: int) -> dict[tuple[int, int], int]:
@@ -154,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         left = -1
         while time.monotonic() < deadline:
             try:
-                left = remaining(broker.address)
+                left = remaining(broker.address, args.partitions)
             except LogstoreError:
                 left = -1
             if left == 0:
@@ -162,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(0.5)
         workers.stop()
         dead = dead_letters(broker.address)
-        left = remaining(broker.address)
+        left = remaining(broker.address, args.partitions)
     finally:
         workers.stop()
         broker.stop()

@@ -7,7 +7,9 @@ dead-letter topic, and counts anomalies (each should be 0):
 - ``unjustified_redelivery``: a task delivered again while its previous delivery still held
   its lock: no release was sent for it, no broker crash came between, and the lock (``lock_ms``
   from that delivery) had not run out;
-- ``count_not_increasing``: a delivery whose delivery count is not above the previous one;
+- ``count_not_increasing``: a delivery whose delivery count is not above that of the delivery
+  answered before it (deliveries are ordered by when their poll returned, ``got``: a long poll
+  asked early may return after a delivery asked later);
 - ``not_done``: records the broker still had available or acquired at the end.
 """
 
@@ -52,6 +54,11 @@ def read_events(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return events
 
 
+def _answered(delivery: dict[str, Any]) -> float:
+    """When the poll that delivered it returned (histories without "got": when it was asked)."""
+    return float(delivery.get("got", delivery["t"]))
+
+
 def check(tasks: dict[tuple[int, int], int], events: list[dict[str, Any]], dead: set[tuple[int, int]],
           crashes: list[float], lock_ms: int, remaining: int) -> Report:
     """``tasks``: (partition, offset) -> task number; ``dead``: (partition, offset) found in the
@@ -81,11 +88,13 @@ def check(tasks: dict[tuple[int, int], int], events: list[dict[str, Any]], dead:
         if poison and accepted[key]:
             report.flag("poison_accepted", f"task {number} at {key}")
         previous: dict[str, Any] | None = None
-        for delivery in deliveries[key]:
+        # in the order the deliveries were answered: a long poll asked early ("t") may be answered
+        # after a delivery asked later; "got" bounds when its records were acquired
+        for delivery in sorted(deliveries[key], key=_answered):
             if previous is not None:
                 if delivery["dc"] <= previous["dc"]:
                     report.flag("count_not_increasing", f"task {number}: {previous['dc']} then {delivery['dc']}")
-                start, now = previous["t"], delivery["t"]
+                start, now = previous["t"], _answered(delivery)
                 released = any(start - SLACK_S <= t <= now + SLACK_S for t in releases[key])
                 crashed = any(start - SLACK_S <= t <= now + SLACK_S for t in crashes)
                 expired = now + SLACK_S >= start + lock_ms / 1000

@@ -64,7 +64,8 @@ def main() -> int:
                              prefetch=args.prefetch)
     # When each poll of the current stream began: with prefetch the records a poll returns were
     # asked for by an earlier poll, and their lock may have started as early as that one began;
-    # the history's "deliver" time is that (the checker reasons about lock expiry from it).
+    # the history's "deliver" time is that (the checker reasons about lock expiry from it), and
+    # "got" when the poll returned them (a long poll asked early may return after a later one).
     poll_starts: list[float] = []
     while not stopping:
         poll_starts.append(time.time())
@@ -75,9 +76,11 @@ def main() -> int:
             time.sleep(0.1)
             continue
         asked_at = poll_starts[max(0, len(poll_starts) - 1 - args.prefetch)]
+        answered_at = time.time()
         sent = []
         for record in records:
-            write("deliver", record.partition, record.offset, dc=record.delivery_count, t=asked_at)
+            write("deliver", record.partition, record.offset, dc=record.delivery_count, t=asked_at,
+                  got=answered_at)
         for record in records:
             time.sleep(args.work_ms / 1000)
             kind = kind_for(record)

@@ -58,7 +58,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -213,16 +213,36 @@ class ShareConsumer:
 
     def acknowledge(self, records: Iterable[ShareRecord], kind: str = "accept", *,
                     delay_ms: int | None = None, error: str = "") -> None:
-        """Queue ``kind`` ("accept", "release", "reject", "renew") for every record."""
+        """Queue ``kind`` ("accept", "release", "reject", "renew") for every record. Accepting
+        the records of a poll this way costs about what ``record.ack()`` on each does."""
         number = KINDS.get(kind)
         if number is None:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if delay_ms is not None and (delay_ms < 0 or kind != "release"):
             raise ValueError("delay_ms is for release only and must not be negative")
+        if number == _ACCEPT and not error:
+            records = self._accept_own(records)  # the ack() path; what is left: another consumer's
         delay = -1 if delay_ms is None else int(delay_ms)
         with self._lock:
             for record in records:
                 self._pending.setdefault((record.topic, record.partition, number, delay, error), []).append(record.offset)
+
+    def _accept_own(self, records: Iterable[ShareRecord]) -> list[ShareRecord]:
+        """Queue the acceptance of this consumer's records as ``ack()`` does (one append each,
+        no lock, no key); the records of other consumers are returned."""
+        others: list[ShareRecord] = []
+        last: Accepted | None = None
+        append: Callable[[int], None] | None = None
+        for record in records:
+            accepted = record.accepted
+            if accepted is not last:
+                last = accepted
+                append = accepted.offsets.append if accepted.consumer is self else None
+            if append is None:
+                others.append(record)
+            else:
+                append(record.offset)
+        return others
 
     def _take_pending(self) -> list[share_pb2.ShareAcknowledgement]:
         """The queued acknowledgements as ranges of consecutive offsets (numpy)."""
@@ -236,7 +256,7 @@ class ShareConsumer:
             ordered = np.array(offsets, dtype=np.int64)
             if len(ordered) > 1 and not (ordered[1:] > ordered[:-1]).all():
                 ordered = np.unique(ordered)  # (acks in offset order need no sort)
-            breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+            breaks = np.flatnonzero(ordered[1:] != ordered[:-1] + 1) + 1
             firsts = ordered[np.concatenate(([0], breaks))].tolist()
             lasts = ordered[np.concatenate((breaks - 1, [len(ordered) - 1]))].tolist()
             for first, last in zip(firsts, lasts, strict=True):

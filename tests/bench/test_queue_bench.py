@@ -30,4 +30,8 @@ def test_quick_queue_run_measures_every_workload(tmp_path: Path) -> None:
     # (the server's CPU is counted in clock ticks of 10 ms: a small run may show none)
     assert all(r["params"]["worker_cpu_us_per_task"] > 0 and r["params"]["server_cpu_us_per_task"] >= 0
                for r in results[:4])
+    # (to the last acknowledgement, and to the end with the idle tail: never less)
+    assert all(r["params"]["worker_cpu_total_us_per_task"] >= r["params"]["worker_cpu_us_per_task"]
+               and r["params"]["server_cpu_total_us_per_task"] >= r["params"]["server_cpu_us_per_task"]
+               for r in results[:4])
     assert "CPU per task" in completed.stdout

@@ -38,6 +38,17 @@ def test_acquire_counts_deliveries_and_locks() -> None:
     assert window.expired(1499).tolist() == [] and window.expired(1500).tolist() == [1, 2]
 
 
+def test_first_delivery_time_is_kept_on_redelivery_consecutive_or_not() -> None:
+    window = InFlightWindow(0)
+    window.extend(6)
+    window.acquire(np.array([1, 2, 3]), owner=1, now_ms=100, lock_ms=50)  # consecutive: one slice
+    window.set_state(np.array([1, 2, 3]), AVAILABLE)
+    window.acquire(np.array([0, 2, 5]), owner=2, now_ms=200, lock_ms=50)  # scattered
+    window.acquire(np.array([1, 3]), owner=3, now_ms=300, lock_ms=50)
+    assert window.since_ms.tolist() == [200, 100, 100, 100, 0, 200]
+    assert window.count.tolist() == [1, 2, 2, 2, 0, 1] and window.owner.tolist() == [2, 3, 2, 3, 0, 2]
+
+
 def test_expiry_timer_finds_a_renewed_lock_at_its_new_deadline() -> None:
     window = InFlightWindow(0)
     window.extend(3)

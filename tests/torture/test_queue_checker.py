@@ -55,5 +55,14 @@ def test_a_delivery_count_going_back_is_flagged() -> None:
     assert check(TASKS, events, set(), [], lock_ms=1000, remaining=0).anomalies["count_not_increasing"] == 1
 
 
+def test_a_long_poll_asked_early_and_answered_late_is_ordered_by_its_answer() -> None:
+    # w1's long poll was asked at 0.0 and answered at 0.4, after w0's delivery asked and
+    # answered at 0.1 and its release: counts 1 then 2 in the order the broker handed them out
+    events = [ev("deliver", 0.0, w="w1", dc=2, got=0.4), ev("deliver", 0.1, dc=1, got=0.1),
+              ev("sent", 0.2, kind="release"), ev("sent", 0.5, w="w1", kind="accept")]
+    report = check(TASKS, events, set(), [], lock_ms=1000, remaining=0)
+    assert report.anomalies["count_not_increasing"] == 0 and report.anomalies["unjustified_redelivery"] == 0
+
+
 def test_records_left_at_the_end_are_flagged() -> None:
     assert check({}, [], set(), [], lock_ms=1000, remaining=3).anomalies["not_done"] == 1
