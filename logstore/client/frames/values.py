@@ -3,7 +3,8 @@
 - ``"binary"`` (the default): the value's bytes, as stored.
 - ``"utf8"``: the value as an Arrow string (UTF-8 checked by Arrow; the data buffer is kept).
 - ``"json"``: every value is one JSON object; Arrow's JSON reader parses each fetched message's
-  values at once (``read_arrow`` as each message arrives, ``Formatter.piece``) into a
+  values at once (``read_arrow`` as each message arrives, ``Formatter.piece``, two messages at
+  once on the formatter's threads; ``Formatter.join`` waits for them) into a
   ``struct`` column with typed, nested fields (``schema=`` a ``pyarrow.schema`` fixes the
   fields and types; otherwise they are inferred: over the whole range by ``read_arrow``, the
   messages' types unified by ``Formatter.join``, each message tried first with the types of the
@@ -25,6 +26,7 @@ Finding *which* value is bad costs a per-record check, done only after Arrow ref
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,9 @@ NEWLINE, CARRIAGE_RETURN, SPACE = 10, 13, 32
 #: Arrow's JSON reader parses blocks of this size on its thread pool, one block per thread: a
 #: message of 4 MiB is four blocks (its type inference is unified across blocks).
 JSON_BLOCK_BYTES = 1 << 20
+#: Threads that parse ``read_arrow``'s JSON pieces: two fetched messages are parsed at once (each
+#: by one ``read_json`` call, which releases the GIL), beside the fetch and decode of the next.
+JSON_PARSE_THREADS = 2
 
 
 class ValueFormatError(ValueError):
@@ -54,7 +59,9 @@ class ValueFormatError(ValueError):
 
 class Formatter:
     """Turns the binary ``value`` column into ``value_format``; keeps an inferred JSON schema
-    from one ``iter_arrow`` batch to the next."""
+    from one ``iter_arrow`` batch to the next. One caller thread uses it; the JSON pieces it
+    parses on its own threads share only ``_piece_hint``, replaced whole (no lock: a piece that
+    reads an older hint parses to the same table, a little slower)."""
 
     def __init__(self, value_format: str, schema: Any, errors: str) -> None:
         if value_format not in FORMATS:
@@ -70,6 +77,7 @@ class Formatter:
         #: The types the last JSON piece parsed into: the next piece parses with them as an
         #: explicit schema (other fields still inferred), which saves Arrow most of its inference.
         self._piece_hint: Any = None
+        self._parsers: ThreadPoolExecutor | None = None
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -90,11 +98,15 @@ class Formatter:
         return self._format(table, streaming=False)
 
     def piece(self, table: Any) -> Any:
-        """One fetched message's records (``read_arrow``): JSON is parsed at once, so that
-        parsing overlaps the transfer of the next messages; other formats wait for ``join``."""
+        """One fetched message's records (``read_arrow``): JSON starts parsing at once, on the
+        formatter's threads (a ``Future`` of the table), so that parsing overlaps the transfer
+        of the next messages and two messages parse at once; other formats wait for ``join``."""
         if self.value_format != "json" or "value" not in table.column_names:
             return table
-        return self._format(table, streaming=False, hinted=self.schema is None)
+        if self._parsers is None:
+            self._parsers = ThreadPoolExecutor(JSON_PARSE_THREADS,
+                                               thread_name_prefix="logstore-frames-json")
+        return self._parsers.submit(self._format, table, False, self.schema is None)
 
     def join(self, raw: list[Any], pieces: list[Any], binary_schema: Any) -> Any:
         """The table of every piece (``pieces[i]`` is ``piece(raw[i])``), in order. JSON
@@ -102,6 +114,7 @@ class Formatter:
         to double becomes double); when their types cannot be unified (a string next to a
         timestamp), the whole range is parsed again at once, as one inference."""
         pa = pyarrow()
+        pieces = self._parsed(pieces)
         if not pieces:
             return self.table(pa.Table.from_batches([], schema=binary_schema))
         if self.value_format != "json" or "value" not in binary_schema.names:
@@ -110,6 +123,15 @@ class Formatter:
             return pa.concat_tables(pieces, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return self.table(pa.concat_tables(raw))
+
+    def _parsed(self, pieces: list[Any]) -> list[Any]:
+        """The pieces' tables, in order: the first that failed raises (the rest are dropped)."""
+        try:
+            return [piece.result() if isinstance(piece, Future) else piece for piece in pieces]
+        finally:
+            if self._parsers is not None:
+                self._parsers.shutdown(cancel_futures=True)
+                self._parsers = None
 
     def _format(self, table: Any, streaming: bool, hinted: bool = False) -> Any:
         pa = pyarrow()

@@ -183,3 +183,26 @@ def test_json_pieces_parsed_with_the_previous_pieces_types_still_infer_what_diff
     assert table.column("value").to_pylist() == [
         {"a": 1.0, "n": None, "c": None}, {"a": 2.5, "n": "x", "c": {"d": 1, "e": None}},
         {"a": 3.0, "n": None, "c": {"d": 2, "e": True}}]
+
+
+def test_json_pieces_parse_on_their_own_threads_and_the_first_bad_one_in_order_raises() -> None:
+    from concurrent.futures import Future
+
+    from logstore.client.frames.values import Formatter
+
+    def piece(partition: int, first: int, values: list[bytes]) -> pa.Table:
+        return pa.table({"partition": pa.array([partition] * len(values), pa.int32()),
+                         "offset": pa.array(range(first, first + len(values))),
+                         "value": pa.array(values, pa.binary())})
+
+    raws = [piece(0, 0, [b'{"a": 1}']), piece(1, 4, [b'{"a": 2}', b"nope"]),
+            piece(2, 0, [b"[1]"])]
+    formatter = Formatter("json", None, "raise")
+    pieces = [formatter.piece(raw) for raw in raws]
+    assert all(isinstance(parsing, Future) for parsing in pieces)
+    with pytest.raises(ValueFormatError) as failure:
+        formatter.join(raws, pieces, raws[0].schema)
+    assert (failure.value.partition, failure.value.offset) == (1, 5)
+    good = raws[:1] + [piece(1, 4, [b'{"a": 2.5}'])]
+    table = formatter.join(good, [formatter.piece(raw) for raw in good], good[0].schema)
+    assert table.column("value").to_pylist() == [{"a": 1.0}, {"a": 2.5}]
