@@ -4,7 +4,8 @@
 - ``"utf8"``: the value as an Arrow string (UTF-8 checked by Arrow; the data buffer is kept).
 - ``"json"``: every value is one JSON object; Arrow's JSON reader parses each fetched message's
   values at once (``read_arrow`` as each message arrives, ``Formatter.piece``, two messages at
-  once on the formatter's threads; ``Formatter.join`` waits for them) into a
+  once on the formatter's threads; a bad value raises as soon as its message and those fetched
+  before it are parsed, else ``Formatter.join`` does) into a
   ``struct`` column with typed, nested fields (``schema=`` a ``pyarrow.schema`` fixes the
   fields and types; otherwise they are inferred: over the whole range by ``read_arrow``, the
   messages' types unified by ``Formatter.join``, each message tried first with the types of the
@@ -26,6 +27,7 @@ Finding *which* value is bad costs a per-record check, done only after Arrow ref
 from __future__ import annotations
 
 import json
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -78,6 +80,7 @@ class Formatter:
         #: explicit schema (other fields still inferred), which saves Arrow most of its inference.
         self._piece_hint: Any = None
         self._parsers: ThreadPoolExecutor | None = None
+        self._parsing: deque[Future[Any]] = deque()  # pieces not yet seen done, in fetch order
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -103,10 +106,16 @@ class Formatter:
         of the next messages and two messages parse at once; other formats wait for ``join``."""
         if self.value_format != "json" or "value" not in table.column_names:
             return table
+        while self._parsing and self._parsing[0].done():  # a bad value raises as soon as
+            parsed = self._parsing.popleft()  # its message (and those before it) parsed
+            if parsed.exception() is not None:
+                self._parsed([parsed])
         if self._parsers is None:
             self._parsers = ThreadPoolExecutor(JSON_PARSE_THREADS,
                                                thread_name_prefix="logstore-frames-json")
-        return self._parsers.submit(self._format, table, False, self.schema is None)
+        parsing = self._parsers.submit(self._format, table, False, self.schema is None)
+        self._parsing.append(parsing)
+        return parsing
 
     def join(self, raw: list[Any], pieces: list[Any], binary_schema: Any) -> Any:
         """The table of every piece (``pieces[i]`` is ``piece(raw[i])``), in order. JSON
@@ -129,6 +138,7 @@ class Formatter:
         try:
             return [piece.result() if isinstance(piece, Future) else piece for piece in pieces]
         finally:
+            self._parsing.clear()
             if self._parsers is not None:
                 self._parsers.shutdown(cancel_futures=True)
                 self._parsers = None

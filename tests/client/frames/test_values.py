@@ -185,24 +185,39 @@ def test_json_pieces_parsed_with_the_previous_pieces_types_still_infer_what_diff
         {"a": 3.0, "n": None, "c": {"d": 2, "e": True}}]
 
 
-def test_json_pieces_parse_on_their_own_threads_and_the_first_bad_one_in_order_raises() -> None:
+def _json_piece(partition: int, first: int, values: list[bytes]) -> pa.Table:
+    return pa.table({"partition": pa.array([partition] * len(values), pa.int32()),
+                     "offset": pa.array(range(first, first + len(values))),
+                     "value": pa.array(values, pa.binary())})
+
+
+def test_json_pieces_parse_on_their_own_threads_and_join_raises_the_first_bad_one_in_order() -> None:
     from concurrent.futures import Future
 
     from logstore.client.frames.values import Formatter
 
-    def piece(partition: int, first: int, values: list[bytes]) -> pa.Table:
-        return pa.table({"partition": pa.array([partition] * len(values), pa.int32()),
-                         "offset": pa.array(range(first, first + len(values))),
-                         "value": pa.array(values, pa.binary())})
-
-    raws = [piece(0, 0, [b'{"a": 1}']), piece(1, 4, [b'{"a": 2}', b"nope"]),
-            piece(2, 0, [b"[1]"])]
+    raws = [_json_piece(0, 0, [b'{"a": 1}']), _json_piece(1, 4, [b'{"a": 2}', b"nope"]),
+            _json_piece(2, 0, [b"[1]"])]
     formatter = Formatter("json", None, "raise")
-    pieces = [formatter.piece(raw) for raw in raws]
-    assert all(isinstance(parsing, Future) for parsing in pieces)
+    pieces: list[object] = []
     with pytest.raises(ValueFormatError) as failure:
+        for raw in raws:  # piece() itself raises once the bad message before it has parsed
+            pieces.append(formatter.piece(raw))
         formatter.join(raws, pieces, raws[0].schema)
+    assert pieces and all(isinstance(parsing, Future) for parsing in pieces)
     assert (failure.value.partition, failure.value.offset) == (1, 5)
-    good = raws[:1] + [piece(1, 4, [b'{"a": 2.5}'])]
+    good = raws[:1] + [_json_piece(1, 4, [b'{"a": 2.5}'])]
     table = formatter.join(good, [formatter.piece(raw) for raw in good], good[0].schema)
     assert table.column("value").to_pylist() == [{"a": 1.0}, {"a": 2.5}]
+
+
+def test_a_bad_json_piece_raises_at_the_next_piece_once_parsed() -> None:
+    from concurrent.futures import wait
+
+    from logstore.client.frames.values import Formatter
+
+    formatter = Formatter("json", None, "raise")
+    wait([formatter.piece(_json_piece(3, 7, [b'{"a": ']))])
+    with pytest.raises(ValueFormatError) as failure:
+        formatter.piece(_json_piece(3, 8, [b'{"a": 1}']))
+    assert (failure.value.partition, failure.value.offset) == (3, 7)
