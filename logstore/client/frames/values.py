@@ -45,6 +45,7 @@ NEWLINE, CARRIAGE_RETURN, SPACE = 10, 13, 32
 JSON_BLOCK_BYTES = 1 << 20
 #: Threads that parse ``read_arrow``'s JSON pieces: two fetched messages are parsed at once (each
 #: by one ``read_json`` call, which releases the GIL), beside the fetch and decode of the next.
+#: 0 parses each piece in the caller's thread as it arrives (``bench.frames`` compares the two).
 JSON_PARSE_THREADS = 2
 
 
@@ -106,6 +107,8 @@ class Formatter:
         of the next messages and two messages parse at once; other formats wait for ``join``."""
         if self.value_format != "json" or "value" not in table.column_names:
             return table
+        if JSON_PARSE_THREADS < 1:
+            return self._format(table, streaming=False, hinted=self.schema is None)
         while self._parsing and self._parsing[0].done():  # a bad value raises as soon as
             parsed = self._parsing.popleft()  # its message (and those before it) parsed
             if parsed.exception() is not None:

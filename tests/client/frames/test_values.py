@@ -221,3 +221,16 @@ def test_a_bad_json_piece_raises_at_the_next_piece_once_parsed() -> None:
     with pytest.raises(ValueFormatError) as failure:
         formatter.piece(_json_piece(3, 8, [b'{"a": 1}']))
     assert (failure.value.partition, failure.value.offset) == (3, 7)
+
+
+def test_no_json_parse_threads_parses_each_piece_in_the_callers_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from logstore.client.frames import values
+
+    monkeypatch.setattr(values, "JSON_PARSE_THREADS", 0)
+    formatter = values.Formatter("json", None, "raise")
+    raws = [_json_piece(0, 0, [b'{"a": 1}']), _json_piece(0, 1, [b'{"a": 2.5, "b": "x"}'])]
+    pieces = [formatter.piece(raw) for raw in raws]
+    assert all(isinstance(piece, pa.Table) for piece in pieces)
+    assert formatter.join(raws, pieces, raws[0].schema).column("value").to_pylist() == [
+        {"a": 1.0, "b": None}, {"a": 2.5, "b": "x"}]
