@@ -47,6 +47,9 @@ JSON_BLOCK_BYTES = 1 << 20
 #: by one ``read_json`` call, which releases the GIL), beside the fetch and decode of the next.
 #: 0 parses each piece in the caller's thread as it arrives (``bench.frames`` compares the two).
 JSON_PARSE_THREADS = 2
+#: How many of the first piece's values are inferred first, their types a hint for the pieces
+#: that parse before one has finished (~1 ms).
+HINT_SAMPLE_VALUES = 1024
 
 
 class ValueFormatError(ValueError):
@@ -107,6 +110,8 @@ class Formatter:
         of the next messages and two messages parse at once; other formats wait for ``join``."""
         if self.value_format != "json" or "value" not in table.column_names:
             return table
+        if self.schema is None and self._piece_hint is None:  # pieces that parse before any
+            self._piece_hint = _sample_hint(pyarrow(), table.column("value"))  # has finished
         if JSON_PARSE_THREADS < 1:
             return self._format(table, streaming=False, hinted=self.schema is None)
         while self._parsing and self._parsing[0].done():  # a bad value raises as soon as
@@ -271,7 +276,7 @@ def _lines(pa: Any, values: Any, valid: np.ndarray) -> tuple[Any, int]:
     data_buffer = values.buffers()[2]
     data = (np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
             if data_buffer is not None else np.empty(0, np.uint8))
-    if (data < SPACE).any():
+    if len(data) and data.min() < SPACE:  # a reduction: no temporary array
         breaks = (data == NEWLINE) | (data == CARRIAGE_RETURN)
         if breaks.any():
             cleaned = np.where(breaks, np.uint8(SPACE), data)
@@ -294,7 +299,17 @@ def _parse(pa: Any, values: Any, valid: np.ndarray, schema: Any, ignore_others: 
     parsed = pa_json.read_json(pa.BufferReader(buffer), read_options=read, parse_options=parse)
     if parsed.num_rows != int(np.count_nonzero(valid)):
         raise pa.ArrowInvalid(f"{parsed.num_rows} JSON rows for {np.count_nonzero(valid)} values")
-    return _struct(pa, parsed)
+    return _struct_chunks(pa, parsed)
+
+
+def _struct_chunks(pa: Any, table: Any) -> Any:
+    """A table's rows as a chunked struct array, one chunk per record batch (Arrow's JSON
+    reader gives one a block): its columns' buffers are kept, not copied."""
+    if not table.num_columns:
+        return _struct(pa, table)
+    fields = list(table.schema)
+    return pa.chunked_array([pa.StructArray.from_arrays(batch.columns, fields=fields)
+                             for batch in table.to_batches()], pa.struct(fields))
 
 
 def _struct(pa: Any, table: Any) -> Any:
@@ -303,6 +318,18 @@ def _struct(pa: Any, table: Any) -> Any:
         return pa.array([{}] * table.num_rows, pa.struct([]))
     return pa.StructArray.from_arrays([column.combine_chunks() for column in table.columns],
                                       fields=list(table.schema))
+
+
+def _sample_hint(pa: Any, column: Any) -> Any:
+    """The types Arrow infers from the first ``HINT_SAMPLE_VALUES`` values (fields that are
+    only null there left to inference), or None when they do not parse."""
+    try:
+        parsed, problems = _json(pa, column.slice(0, HINT_SAMPLE_VALUES).combine_chunks(), None, False)
+    except ValueFormatError:
+        return None
+    if problems or not pa.types.is_struct(parsed.type):
+        return None
+    return pa.schema([field for field in parsed.type if not pa.types.is_null(field.type)])
 
 
 def _json(pa: Any, values: Any, schema: Any, ignore_others: bool,
