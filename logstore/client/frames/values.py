@@ -9,7 +9,8 @@
   ``struct`` column with typed, nested fields (``schema=`` a ``pyarrow.schema`` fixes the
   fields and types; otherwise they are inferred: over the whole range by ``read_arrow``, the
   messages' types unified by ``Formatter.join``, each message tried first with the types of the
-  one before (``_json``'s ``hint``), from the first batch by ``iter_arrow``, whose
+  latest one parsed, or of the first message's first ``HINT_SAMPLE_VALUES`` values
+  (``_json``'s ``hint``), from the first batch by ``iter_arrow``, whose
   later batches keep that schema and drop other fields). The values are joined as JSON lines
   (one copy); a raw line break inside a value is
   read as a space. ``table.flatten()`` turns the struct into ``value.<field>`` columns.

@@ -234,3 +234,16 @@ def test_no_json_parse_threads_parses_each_piece_in_the_callers_thread(
     assert all(isinstance(piece, pa.Table) for piece in pieces)
     assert formatter.join(raws, pieces, raws[0].schema).column("value").to_pylist() == [
         {"a": 1.0, "b": None}, {"a": 2.5, "b": "x"}]
+
+
+def test_json_types_hinted_by_the_first_values_still_widen_with_the_values_after() -> None:
+    from logstore.client.frames.values import HINT_SAMPLE_VALUES, Formatter
+
+    values = [b'{"a": 1, "n": null}'] * HINT_SAMPLE_VALUES + [b'{"a": 2.5, "n": "x"}']
+    raws = [_json_piece(0, 0, values), _json_piece(0, len(values), [b'{"a": 3, "n": "y"}'])]
+    formatter = Formatter("json", None, "raise")
+    table = formatter.join(raws, [formatter.piece(raw) for raw in raws], raws[0].schema)
+    kind = table.schema.field("value").type
+    assert (kind.field("a").type, kind.field("n").type) == (pa.float64(), pa.string())
+    assert table.column("value").to_pylist()[-3:] == [
+        {"a": 1.0, "n": None}, {"a": 2.5, "n": "x"}, {"a": 3.0, "n": "y"}]
