@@ -18,7 +18,8 @@ Against a spawned broker on loopback, one partition, one client, a topic written
   nothing decoded); the CPU lines then print read_arrow's own client CPU per record (read_arrow
   minus this), the part the ratio to ``poll_columns()`` is about.
 - **JSON** (1 M objects of ~110 B; ``--quick`` 50 k): ``read_arrow(value_format="json")`` into
-  typed columns.
+  typed columns, and the same with each message parsed in the caller's thread (no parse
+  threads: their A/B in one run).
 - **peers** (100 B, 200 k; ``--quick`` 5 k; JetStream the first 20 k, ``--quick`` 2 k: it
   reads ~3 k/s): Redis Streams ``XRANGE`` and NATS JetStream pull ``fetch`` into a pandas
   DataFrame (``bench.frames_peers``); the goal for ``read_arrow`` is >= 50x the Redis path,
@@ -91,7 +92,7 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
             ("100 B lz4", bench.read_arrow_lz4), ("100 B lz4", bench.poll_columns_lz4),
             ("1 KiB", bench.read_arrow_large), ("1 KiB", bench.poll_columns_large),
             ("1 KiB", bench.stream_large),
-            ("JSON", bench.read_json),
+            ("JSON", bench.read_json), ("JSON", bench.read_json_inline),
         ]
         if not options.no_peers:
             tasks += [("peers", bench.redis), ("peers", bench.jetstream)]
@@ -348,7 +349,8 @@ class FramesBench:
 
     # -- JSON ---------------------------------------------------------------------------------------
 
-    def read_json(self) -> Result:
+    def _json_topic(self) -> tuple[str, float]:
+        """A topic of ``json_records`` JSON objects and their mean size in bytes."""
         count = self.plan.json_records
         cities = ["Oslo", "Lima", "Pune", "Kobe"]
         documents = [json.dumps({"id": i, "price": round(i * 0.37 % 100, 2), "name": f"item-{i}",
@@ -361,12 +363,32 @@ class FramesBench:
                 producer.send_batch(name, documents[: min(len(documents), count - first)],
                                     partition=0)
 
-        topic = self._topic(f"json-{count}", fill)
-        size = sum(map(len, documents)) / len(documents)
+        return self._topic(f"json-{count}", fill), sum(map(len, documents)) / len(documents)
+
+    def read_json(self) -> Result:
+        count = self.plan.json_records
+        topic, size = self._json_topic()
         return self._result("JSON", f"JSON ~{size:.0f} B: read_arrow(value_format='json')",
                             count, size,
                             self._timed(lambda c: c.read_arrow(topic, value_format="json").num_rows,
                                         count), Goal(min_rate=1e6))
+
+    def read_json_inline(self) -> Result:
+        """The row above with each message parsed in the caller's thread as it arrives (no
+        parse threads: ``values.JSON_PARSE_THREADS = 0``), the A/B of those threads."""
+        from logstore.client.frames import values
+
+        count = self.plan.json_records
+        topic, size = self._json_topic()
+        threads = values.JSON_PARSE_THREADS
+        values.JSON_PARSE_THREADS = 0
+        try:
+            return self._result(
+                "JSON", f"JSON ~{size:.0f} B: the same, parsed in the caller's thread (A/B)",
+                count, size, self._timed(
+                    lambda c: c.read_arrow(topic, value_format="json").num_rows, count))
+        finally:
+            values.JSON_PARSE_THREADS = threads
 
     # -- peers --------------------------------------------------------------------------------------
 

@@ -3,11 +3,14 @@
 - ``"binary"`` (the default): the value's bytes, as stored.
 - ``"utf8"``: the value as an Arrow string (UTF-8 checked by Arrow; the data buffer is kept).
 - ``"json"``: every value is one JSON object; Arrow's JSON reader parses each fetched message's
-  values at once (``read_arrow`` as each message arrives, ``Formatter.piece``) into a
+  values at once (``read_arrow`` as each message arrives, ``Formatter.piece``, two messages at
+  once on the formatter's threads; a bad value raises as soon as its message and those fetched
+  before it are parsed, else ``Formatter.join`` does) into a
   ``struct`` column with typed, nested fields (``schema=`` a ``pyarrow.schema`` fixes the
   fields and types; otherwise they are inferred: over the whole range by ``read_arrow``, the
   messages' types unified by ``Formatter.join``, each message tried first with the types of the
-  one before (``_json``'s ``hint``), from the first batch by ``iter_arrow``, whose
+  latest one parsed, or of the first message's first ``HINT_SAMPLE_VALUES`` values
+  (``_json``'s ``hint``), from the first batch by ``iter_arrow``, whose
   later batches keep that schema and drop other fields). The values are joined as JSON lines
   (one copy); a raw line break inside a value is
   read as a space. ``table.flatten()`` turns the struct into ``value.<field>`` columns.
@@ -25,6 +28,8 @@ Finding *which* value is bad costs a per-record check, done only after Arrow ref
 from __future__ import annotations
 
 import json
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,13 @@ NEWLINE, CARRIAGE_RETURN, SPACE = 10, 13, 32
 #: Arrow's JSON reader parses blocks of this size on its thread pool, one block per thread: a
 #: message of 4 MiB is four blocks (its type inference is unified across blocks).
 JSON_BLOCK_BYTES = 1 << 20
+#: Threads that parse ``read_arrow``'s JSON pieces: two fetched messages are parsed at once (each
+#: by one ``read_json`` call, which releases the GIL), beside the fetch and decode of the next.
+#: 0 parses each piece in the caller's thread as it arrives (``bench.frames`` compares the two).
+JSON_PARSE_THREADS = 2
+#: How many of the first piece's values are inferred first, their types a hint for the pieces
+#: that parse before one has finished (~1 ms).
+HINT_SAMPLE_VALUES = 1024
 
 
 class ValueFormatError(ValueError):
@@ -54,7 +66,9 @@ class ValueFormatError(ValueError):
 
 class Formatter:
     """Turns the binary ``value`` column into ``value_format``; keeps an inferred JSON schema
-    from one ``iter_arrow`` batch to the next."""
+    from one ``iter_arrow`` batch to the next. One caller thread uses it; the JSON pieces it
+    parses on its own threads share only ``_piece_hint``, replaced whole (no lock: a piece that
+    reads an older hint parses to the same table, a little slower)."""
 
     def __init__(self, value_format: str, schema: Any, errors: str) -> None:
         if value_format not in FORMATS:
@@ -70,6 +84,8 @@ class Formatter:
         #: The types the last JSON piece parsed into: the next piece parses with them as an
         #: explicit schema (other fields still inferred), which saves Arrow most of its inference.
         self._piece_hint: Any = None
+        self._parsers: ThreadPoolExecutor | None = None
+        self._parsing: deque[Future[Any]] = deque()  # pieces not yet seen done, in fetch order
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -90,11 +106,25 @@ class Formatter:
         return self._format(table, streaming=False)
 
     def piece(self, table: Any) -> Any:
-        """One fetched message's records (``read_arrow``): JSON is parsed at once, so that
-        parsing overlaps the transfer of the next messages; other formats wait for ``join``."""
+        """One fetched message's records (``read_arrow``): JSON starts parsing at once, on the
+        formatter's threads (a ``Future`` of the table), so that parsing overlaps the transfer
+        of the next messages and two messages parse at once; other formats wait for ``join``."""
         if self.value_format != "json" or "value" not in table.column_names:
             return table
-        return self._format(table, streaming=False, hinted=self.schema is None)
+        if self.schema is None and self._piece_hint is None:  # pieces that parse before any
+            self._piece_hint = _sample_hint(pyarrow(), table.column("value"))  # has finished
+        if JSON_PARSE_THREADS < 1:
+            return self._format(table, streaming=False, hinted=self.schema is None)
+        while self._parsing and self._parsing[0].done():  # a bad value raises as soon as
+            parsed = self._parsing.popleft()  # its message (and those before it) parsed
+            if parsed.exception() is not None:
+                self._parsed([parsed])
+        if self._parsers is None:
+            self._parsers = ThreadPoolExecutor(JSON_PARSE_THREADS,
+                                               thread_name_prefix="logstore-frames-json")
+        parsing = self._parsers.submit(self._format, table, False, self.schema is None)
+        self._parsing.append(parsing)
+        return parsing
 
     def join(self, raw: list[Any], pieces: list[Any], binary_schema: Any) -> Any:
         """The table of every piece (``pieces[i]`` is ``piece(raw[i])``), in order. JSON
@@ -102,6 +132,7 @@ class Formatter:
         to double becomes double); when their types cannot be unified (a string next to a
         timestamp), the whole range is parsed again at once, as one inference."""
         pa = pyarrow()
+        pieces = self._parsed(pieces)
         if not pieces:
             return self.table(pa.Table.from_batches([], schema=binary_schema))
         if self.value_format != "json" or "value" not in binary_schema.names:
@@ -110,6 +141,16 @@ class Formatter:
             return pa.concat_tables(pieces, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return self.table(pa.concat_tables(raw))
+
+    def _parsed(self, pieces: list[Any]) -> list[Any]:
+        """The pieces' tables, in order: the first that failed raises (the rest are dropped)."""
+        try:
+            return [piece.result() if isinstance(piece, Future) else piece for piece in pieces]
+        finally:
+            self._parsing.clear()
+            if self._parsers is not None:
+                self._parsers.shutdown(cancel_futures=True)
+                self._parsers = None
 
     def _format(self, table: Any, streaming: bool, hinted: bool = False) -> Any:
         pa = pyarrow()
@@ -236,7 +277,7 @@ def _lines(pa: Any, values: Any, valid: np.ndarray) -> tuple[Any, int]:
     data_buffer = values.buffers()[2]
     data = (np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
             if data_buffer is not None else np.empty(0, np.uint8))
-    if (data < SPACE).any():
+    if len(data) and data.min() < SPACE:  # a reduction: no temporary array
         breaks = (data == NEWLINE) | (data == CARRIAGE_RETURN)
         if breaks.any():
             cleaned = np.where(breaks, np.uint8(SPACE), data)
@@ -259,7 +300,17 @@ def _parse(pa: Any, values: Any, valid: np.ndarray, schema: Any, ignore_others: 
     parsed = pa_json.read_json(pa.BufferReader(buffer), read_options=read, parse_options=parse)
     if parsed.num_rows != int(np.count_nonzero(valid)):
         raise pa.ArrowInvalid(f"{parsed.num_rows} JSON rows for {np.count_nonzero(valid)} values")
-    return _struct(pa, parsed)
+    return _struct_chunks(pa, parsed)
+
+
+def _struct_chunks(pa: Any, table: Any) -> Any:
+    """A table's rows as a chunked struct array, one chunk per record batch (Arrow's JSON
+    reader gives one a block): its columns' buffers are kept, not copied."""
+    if not table.num_columns:
+        return _struct(pa, table)
+    fields = list(table.schema)
+    return pa.chunked_array([pa.StructArray.from_arrays(batch.columns, fields=fields)
+                             for batch in table.to_batches()], pa.struct(fields))
 
 
 def _struct(pa: Any, table: Any) -> Any:
@@ -268,6 +319,18 @@ def _struct(pa: Any, table: Any) -> Any:
         return pa.array([{}] * table.num_rows, pa.struct([]))
     return pa.StructArray.from_arrays([column.combine_chunks() for column in table.columns],
                                       fields=list(table.schema))
+
+
+def _sample_hint(pa: Any, column: Any) -> Any:
+    """The types Arrow infers from the first ``HINT_SAMPLE_VALUES`` values (fields that are
+    only null there left to inference), or None when they do not parse."""
+    try:
+        parsed, problems = _json(pa, column.slice(0, HINT_SAMPLE_VALUES).combine_chunks(), None, False)
+    except ValueFormatError:
+        return None
+    if problems or not pa.types.is_struct(parsed.type):
+        return None
+    return pa.schema([field for field in parsed.type if not pa.types.is_null(field.type)])
 
 
 def _json(pa: Any, values: Any, schema: Any, ignore_others: bool,

@@ -183,3 +183,67 @@ def test_json_pieces_parsed_with_the_previous_pieces_types_still_infer_what_diff
     assert table.column("value").to_pylist() == [
         {"a": 1.0, "n": None, "c": None}, {"a": 2.5, "n": "x", "c": {"d": 1, "e": None}},
         {"a": 3.0, "n": None, "c": {"d": 2, "e": True}}]
+
+
+def _json_piece(partition: int, first: int, values: list[bytes]) -> pa.Table:
+    return pa.table({"partition": pa.array([partition] * len(values), pa.int32()),
+                     "offset": pa.array(range(first, first + len(values))),
+                     "value": pa.array(values, pa.binary())})
+
+
+def test_json_pieces_parse_on_their_own_threads_and_join_raises_the_first_bad_one_in_order() -> None:
+    from concurrent.futures import Future
+
+    from logstore.client.frames.values import Formatter
+
+    raws = [_json_piece(0, 0, [b'{"a": 1}']), _json_piece(1, 4, [b'{"a": 2}', b"nope"]),
+            _json_piece(2, 0, [b"[1]"])]
+    formatter = Formatter("json", None, "raise")
+    pieces: list[object] = []
+    with pytest.raises(ValueFormatError) as failure:
+        for raw in raws:  # piece() itself raises once the bad message before it has parsed
+            pieces.append(formatter.piece(raw))
+        formatter.join(raws, pieces, raws[0].schema)
+    assert pieces and all(isinstance(parsing, Future) for parsing in pieces)
+    assert (failure.value.partition, failure.value.offset) == (1, 5)
+    good = raws[:1] + [_json_piece(1, 4, [b'{"a": 2.5}'])]
+    table = formatter.join(good, [formatter.piece(raw) for raw in good], good[0].schema)
+    assert table.column("value").to_pylist() == [{"a": 1.0}, {"a": 2.5}]
+
+
+def test_a_bad_json_piece_raises_at_the_next_piece_once_parsed() -> None:
+    from concurrent.futures import wait
+
+    from logstore.client.frames.values import Formatter
+
+    formatter = Formatter("json", None, "raise")
+    wait([formatter.piece(_json_piece(3, 7, [b'{"a": ']))])
+    with pytest.raises(ValueFormatError) as failure:
+        formatter.piece(_json_piece(3, 8, [b'{"a": 1}']))
+    assert (failure.value.partition, failure.value.offset) == (3, 7)
+
+
+def test_no_json_parse_threads_parses_each_piece_in_the_callers_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from logstore.client.frames import values
+
+    monkeypatch.setattr(values, "JSON_PARSE_THREADS", 0)
+    formatter = values.Formatter("json", None, "raise")
+    raws = [_json_piece(0, 0, [b'{"a": 1}']), _json_piece(0, 1, [b'{"a": 2.5, "b": "x"}'])]
+    pieces = [formatter.piece(raw) for raw in raws]
+    assert all(isinstance(piece, pa.Table) for piece in pieces)
+    assert formatter.join(raws, pieces, raws[0].schema).column("value").to_pylist() == [
+        {"a": 1.0, "b": None}, {"a": 2.5, "b": "x"}]
+
+
+def test_json_types_hinted_by_the_first_values_still_widen_with_the_values_after() -> None:
+    from logstore.client.frames.values import HINT_SAMPLE_VALUES, Formatter
+
+    values = [b'{"a": 1, "n": null}'] * HINT_SAMPLE_VALUES + [b'{"a": 2.5, "n": "x"}']
+    raws = [_json_piece(0, 0, values), _json_piece(0, len(values), [b'{"a": 3, "n": "y"}'])]
+    formatter = Formatter("json", None, "raise")
+    table = formatter.join(raws, [formatter.piece(raw) for raw in raws], raws[0].schema)
+    kind = table.schema.field("value").type
+    assert (kind.field("a").type, kind.field("n").type) == (pa.float64(), pa.string())
+    assert table.column("value").to_pylist()[-3:] == [
+        {"a": 1.0, "n": None}, {"a": 2.5, "n": "x"}, {"a": 3.0, "n": "y"}]
