@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Result, format_count
-from bench.peers.harness import MESSAGE_BYTES, Measurement, size_label
+from bench.peers.harness import Measurement, size_label
 from bench.peers.plan import PEERS
 from bench.peers.servers import TIERS
 
@@ -94,9 +94,9 @@ def ceiling_mb(results: Sequence[Result], direction: str) -> float | None:
 
 
 def cpu_ms_per_mib(result: Result) -> tuple[float, float]:
-    """(client, server) CPU ms per MiB of record values (a ceiling "record" is 1 MiB)."""
+    """(client, server) CPU ms per MiB of record values (a ceiling's "record" is a message)."""
     p = result.params
-    per_mib = (1 << 20) / (MESSAGE_BYTES if p["kind"] == "ceiling" else p["size"])
+    per_mib = (1 << 20) * result.records / result.nbytes if result.nbytes else 0.0
     return (p["client_cpu_ns_per_record"] * per_mib / 1e6,
             p["server_cpu_ns_per_record"] * per_mib / 1e6)
 
