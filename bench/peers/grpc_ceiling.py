@@ -6,7 +6,9 @@ no protobuf) and a synchronous client, with the same channel and server options 
 directions:
 
 - ``upload``: the client streams ``messages`` x 1 MiB to the server (a producer's direction);
-- ``download``: the server streams them to the client (a consumer's direction).
+- ``download``: the server streams them to the client (a consumer's direction), read the way
+  the consumer reads a ``Subscribe`` stream: on a channel with the consumer's extra option
+  (``READER_POLLS_STREAMS``: the iterating thread polls the call itself).
 
 The server runs as ``python -m bench.peers.grpc_ceiling --listen HOST:PORT``; the client roles
 run in an agent process like every other client.
@@ -44,6 +46,12 @@ def _channel_options() -> list[tuple[str, Any]]:
     from logstore.client.channel import CHANNEL_OPTIONS
 
     return list(CHANNEL_OPTIONS)
+
+
+def _consumer_channel_options() -> list[tuple[str, Any]]:
+    from logstore.client.channel import READER_POLLS_STREAMS
+
+    return [*_channel_options(), READER_POLLS_STREAMS]
 
 
 async def _upload(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
@@ -106,7 +114,7 @@ def upload(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
 
 def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
     count = int(spec["messages"])
-    with grpc.insecure_channel(spec["server"], options=_channel_options()) as channel:
+    with grpc.insecure_channel(spec["server"], options=_consumer_channel_options()) as channel:
         call = channel.unary_stream(DOWNLOAD)
         for _ in call(COUNT.pack(1), timeout=30):  # connect before timing
             pass

@@ -93,6 +93,30 @@ def ceiling_mb(results: Sequence[Result], direction: str) -> float | None:
     return None
 
 
+def cpu_ms_per_mib(result: Result) -> tuple[float, float]:
+    """(client, server) CPU ms per MiB of record values (a ceiling's "record" is a message)."""
+    p = result.params
+    per_mib = (1 << 20) * result.records / result.nbytes if result.nbytes else 0.0
+    return (p["client_cpu_ns_per_record"] * per_mib / 1e6,
+            p["server_cpu_ns_per_record"] * per_mib / 1e6)
+
+
+def cpu_against_ceiling(results: Sequence[Result], size: int = 1024) -> list[str]:
+    """logstore's fastest consume of ``size`` records against the download ceiling by CPU per
+    MiB, client and server (each process's user + system time, all threads): what a shared
+    box's wall clock hides, and which side costs more than gRPC alone."""
+    ceiling = next((r for r in results if r.params["kind"] == "ceiling"
+                    and r.params["direction"] == "download"), None)
+    consume = best(results, "logstore", "page", size, "consume")
+    if ceiling is None or consume is None or not cpu_ms_per_mib(ceiling)[0]:
+        return []
+    (ceiling_client, ceiling_server), (client, server) = cpu_ms_per_mib(ceiling), cpu_ms_per_mib(consume)
+    ratio = (ceiling_client + ceiling_server) / (client + server) if client + server else 0.0
+    return [f"CPU per MiB, client + server: download ceiling {ceiling_client:.2f} + "
+            f"{ceiling_server:.2f} ms; consume {size_label(size)} {consume.params['variant']} "
+            f"{client:.2f} + {server:.2f} ms ({ratio:.0%} of the ceiling by CPU)"]
+
+
 def best(results: Sequence[Result], system: str, tier: str, size: int, workload: str) -> Result | None:
     rows = [r for r in results if r.params["system"] == system and _key(r) == (tier, size, workload)]
     return max(rows, key=lambda r: r.records_per_second, default=None)
@@ -203,6 +227,8 @@ def print_table(results: Sequence[Result], context: dict[str, Any], file: Any = 
                  if r.mb_per_second is not None]
         print(f"gRPC ceiling (raw 1 MiB messages over loopback, no logstore code): "
               f"{', '.join(parts)}", file=out)
+        for line in cpu_against_ceiling(results):
+            print(line, file=out)
     for tier, rows in rows_by_tier.items():
         settings = "; ".join(f"{system} {text}" for system, text in TIERS[tier].items())
         print(f"\n== {tier} tier: {settings}", file=out)

@@ -160,7 +160,7 @@ class Fetcher:
         out: list[Any] = []
         for tp in list(self.buffer):
             buffered = self.buffer[tp]
-            columns = self.columns(buffered, as_bytes=True)
+            columns = self.columns(buffered)
             take = min(limit - len(out), len(columns))
             out += columns.slice(0, take).records(record_type, tp.topic, tp.partition)
             state = self.states[tp]
@@ -178,7 +178,7 @@ class Fetcher:
         """Every buffered record as columns per partition, advancing positions past them."""
         out: dict[TopicPartition, RecordColumns] = {}
         for tp, buffered in self.buffer.items():
-            out[tp] = self.columns(buffered, as_bytes=False)
+            out[tp] = self.columns(buffered)
             self.states[tp].position = buffered.end
         self.buffer = {}
         return out
@@ -393,12 +393,11 @@ class Fetcher:
             elif state.position is not None and fetched.next_offset > state.position:
                 state.position = fetched.next_offset  # only control batches or a gap
 
-    def columns(self, buffered: Buffered, as_bytes: bool) -> RecordColumns:
-        """Decode once: over a bytes copy for record tuples, over the fetched view for columns."""
+    def columns(self, buffered: Buffered) -> RecordColumns:
+        """Decode once, over the fetched view (record tuples copy only their keys and values)."""
         if buffered.columns is None:
-            data: Any = bytes(buffered.records) if as_bytes else buffered.records
             buffered.columns = decode_columns(
-                data, min_offset=buffered.start, include=buffered.include()
+                buffered.records, min_offset=buffered.start, include=buffered.include()
             )
         return buffered.columns
 

@@ -161,10 +161,10 @@ class RecordColumns:
         return _slices(memoryview(self.buffer), self.key_positions, self.key_lengths)
 
     def values_bytes(self) -> list[bytes | None]:
-        return _slices(_as_bytes(self.buffer), self.value_positions, self.value_lengths)
+        return _bytes_slices(self.buffer, self.value_positions, self.value_lengths)
 
     def keys_bytes(self) -> list[bytes | None]:
-        return _slices(_as_bytes(self.buffer), self.key_positions, self.key_lengths)
+        return _bytes_slices(self.buffer, self.key_positions, self.key_lengths)
 
     def slice(self, start: int, stop: int | None = None) -> RecordColumns:
         """Records [start, stop) as another view (numpy slices, no copy)."""
@@ -188,17 +188,18 @@ class RecordColumns:
         count = len(self.offsets)
         if count == 0:
             return []
-        data = _as_bytes(self.buffer)
         key_lengths = self.key_lengths
+        no_keys = key_lengths.max() < 0
+        # same-size values are read from the buffer as it is (a view of the fetched message
+        # needs no copy); keys make it one bytes copy, shared by keys and values
+        data = self.buffer if no_keys else _as_bytes(self.buffer)
         keys: Any = (
-            repeat(None)
-            if key_lengths.max() < 0
-            else _slices(data, self.key_positions, key_lengths)
+            repeat(None) if no_keys else _bytes_slices(data, self.key_positions, key_lengths)
         )
         headers: Any = repeat(NO_HEADERS)
         if self.headers_lengths.any():
             headers = [self.headers(i) for i in range(count)]
-        values = _slices(data, self.value_positions, self.value_lengths)
+        values = _bytes_slices(data, self.value_positions, self.value_lengths)
         columns: list[Any] = [repeat(item) for item in prefix]
         stamps = self.timestamps
         first_stamp = int(stamps[0])
@@ -267,11 +268,23 @@ def _as_bytes(buffer: Buffer) -> bytes:
     return buffer if isinstance(buffer, bytes) else bytes(buffer)
 
 
-def _slices(data: Any, positions: np.ndarray, lengths: np.ndarray) -> list[Any]:
+def _bytes_slices(data: Buffer, positions: np.ndarray, lengths: np.ndarray) -> list[Any]:
+    """``[bytes(data[p:p+l]) for p, l in ...]`` at C speed; None where the length is -1.
+
+    Same-size items come from ``data`` as it is (any buffer: no copy of a memoryview); others
+    from one ``bytes`` copy of it when it is not ``bytes`` already (see ``_slices``)."""
+    size = int(lengths[0]) if len(lengths) else 0
+    if size > 0 and (lengths == size).all():
+        return _slices(data, positions, lengths, same_size=size)
+    return _slices(_as_bytes(data), positions, lengths)
+
+
+def _slices(data: Any, positions: np.ndarray, lengths: np.ndarray, same_size: int = 0) -> list[Any]:
     """``[data[p:p+l] for p, l in ...]`` at C speed; None where the length is -1.
 
     For ``bytes`` it reads runs of adjacent records from one BytesIO with ``map(read, lengths)``
-    (a C-level loop, ~4x faster than slicing); a run breaks only between batches.
+    (a C-level loop, ~4x faster than slicing); a run breaks only between batches. With
+    ``same_size`` (every length is that, > 0) it makes ``bytes`` from any buffer ``data``.
     """
     count = len(positions)
     if count == 0:
@@ -280,13 +293,13 @@ def _slices(data: Any, positions: np.ndarray, lengths: np.ndarray) -> list[Any]:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if isinstance(data, bytes):
+        if same_size or isinstance(data, bytes):
             ends = positions + clipped
             breaks = (np.flatnonzero(positions[1:] != ends[:-1]) + 1).tolist()
             out: list[Any] = []
             run_start = 0
-            size = int(lengths[0])
-            if size > 0 and (lengths == size).all():
+            size = same_size or int(lengths[0])
+            if size > 0 and (same_size or (lengths == size).all()):
                 # Every item the same size: each run is an array of that many raw bytes, which
                 # numpy's tolist turns into bytes objects (~20 % less than BytesIO.read per item).
                 raw = np.dtype((np.void, size))

@@ -75,3 +75,22 @@ def test_only_refuses_an_unknown_system(tmp_path: Path) -> None:
     completed = run_bench("--quick", "--only", "logstore,kafka", tmp_path=tmp_path, timeout=60)
     assert completed.returncode != 0
     assert "logstore,redis,nats" in completed.stderr
+
+
+def test_the_1k_consume_row_is_set_against_the_download_ceiling_by_cpu_per_mib() -> None:
+    from bench.common import Result
+    from bench.peers.report import cpu_against_ceiling
+
+    def result(kind: str, system: str, size: int, client_ns: float, server_ns: float) -> Result:
+        params = {"kind": kind, "system": system, "tier": "page", "size": size,
+                  "workload": "consume" if kind == "consume" else "ceiling-download",
+                  "direction": "download", "variant": "poll_columns",
+                  "client_cpu_ns_per_record": client_ns, "server_cpu_ns_per_record": server_ns}
+        return Result("peers", kind, kind, "run", 1000, 1000 * size, [1.0], params=params)
+
+    ceiling = result("ceiling", "grpc", 1 << 20, 0.6e6, 0.4e6)  # a "record" is 1 MiB
+    consume = result("consume", "logstore", 1024, 0.75e6 / 1024, 0.5e6 / 1024)
+    [line] = cpu_against_ceiling([ceiling, consume])
+    assert "download ceiling 0.60 + 0.40 ms" in line
+    assert "consume 1 KiB poll_columns 0.75 + 0.50 ms (80% of the ceiling by CPU)" in line
+    assert cpu_against_ceiling([consume]) == []

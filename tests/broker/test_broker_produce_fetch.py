@@ -362,6 +362,27 @@ def test_subscribe_yields_what_is_there_then_what_is_appended(tmp_path: Path, cl
     run(body())
 
 
+def test_subscribe_messages_start_small_and_double_up_to_max_bytes(tmp_path: Path, clock: ManualClock) -> None:
+    """The first message holds up to SUBSCRIBE_FIRST_BYTES (256 KiB), each next one twice the
+    one before, until max_bytes: whole batches of 64 KiB arrive 4, 8, 16, then 16 at a time."""
+    batch_values = [bytes(1000)] * 64  # ~64 KiB per batch
+
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 1)
+            for _ in range(48):
+                await produce(broker, "t", 0, *batch_values)
+            stream = broker.subscribe("t", 0, 0, max_bytes=1 << 20)
+            counts = []
+            for _ in range(4):
+                outcome = await asyncio.wait_for(stream.__anext__(), 5)
+                counts.append(len(decode_records(outcome.records)) // len(batch_values))
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+            assert counts == [4, 8, 16, 16]  # batches of ~63 KiB in 256 KiB, 512 KiB, 1 MiB
+
+    run(body())
+
+
 def test_list_offsets_earliest_latest_and_by_time(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:

@@ -176,6 +176,23 @@ def test_every_record_the_same_size_and_many_batches():
 
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+@pytest.mark.parametrize("sizes", ["same", "mixed"])
+def test_records_from_a_memoryview_are_the_bytes_records(keyed, sizes):
+    """A fetched response is a view of the received message: records built over it are the
+    same bytes-valued tuples as over a bytes copy (same-size values are read from the view)."""
+    values = [b"ab", b"cd", b"ef"] if sizes == "same" else [b"a", b"bcd", None]
+    keys = [b"k0", None, b"k2"] if keyed else None
+    buffer = b"!" + encode_batch(values, keys, timestamps=NOW) + encode_batch(
+        values, keys, base_offset=3, timestamps=NOW)
+    view = memoryview(buffer)[1:]
+    records = decode_columns(view).records()
+    assert records == decode_columns(bytes(view)).records()
+    assert [r.value for r in records] == values * 2
+    assert all(type(r.value) is bytes for r in records if r.value is not None)
+    assert decode_columns(view).values_bytes() == values * 2
+
+
 def test_same_size_values_and_keys_keep_their_zero_bytes():
     values = [b"\x00\x00", b"a\x00", b"\x00b"]
     buffer = encode_batch(values, keys=[b"\x00", b"\x01", b"\x00"], timestamps=NOW)
