@@ -5,8 +5,12 @@ no protobuf) and a synchronous client, with the same channel and server options 
 (``logstore.client.channel.CHANNEL_OPTIONS`` and ``logstore.server.app.grpc_options``), in two
 directions:
 
-- ``upload``: the client streams ``messages`` x 1 MiB to the server (a producer's direction);
-- ``download``: the server streams them to the client (a consumer's direction).
+- ``upload``: the client sends ``messages`` x 1 MiB on one stream, no answers (a producer's
+  direction, and what the table prints as the upload ceiling until it shows both);
+- ``produce``: the producer's shape: the client sends ``messages`` x 4 MiB (``max_request_bytes``)
+  on a bidirectional stream, the server answers each with 8 bytes, and at most 5
+  (``max_in_flight``) are unanswered, as logstore's ``ProduceStream`` does;
+- ``download``: the server streams 1 MiB messages to the client (a consumer's direction).
 
 The server runs as ``python -m bench.peers.grpc_ceiling --listen HOST:PORT``; the client roles
 run in an agent process like every other client.
@@ -19,6 +23,7 @@ import asyncio
 import signal
 import struct
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -28,8 +33,12 @@ from bench.peers.clock import Timer
 
 SERVICE = "bench.Ceiling"
 UPLOAD = f"/{SERVICE}/Upload"
+PRODUCE = f"/{SERVICE}/Produce"
 DOWNLOAD = f"/{SERVICE}/Download"
 MESSAGE_BYTES = 1 << 20
+#: The producer's shape (``ProducerConfig`` defaults): request size and requests in flight.
+PRODUCE_MESSAGE_BYTES = 4 << 20
+PRODUCE_IN_FLIGHT = 5
 COUNT = struct.Struct("<q")
 
 
@@ -53,6 +62,12 @@ async def _upload(requests: AsyncIterator[bytes], context: grpc.aio.ServicerCont
     return COUNT.pack(total)
 
 
+async def _produce(requests: AsyncIterator[bytes],
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async for message in requests:
+        yield COUNT.pack(len(message))
+
+
 async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     (count,) = COUNT.unpack(request)
     payload = bytes(MESSAGE_BYTES)
@@ -63,6 +78,7 @@ async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncI
 async def serve(listen: str) -> None:
     await serve_raw(listen, SERVICE, {
         "Upload": grpc.stream_unary_rpc_method_handler(_upload),
+        "Produce": grpc.stream_stream_rpc_method_handler(_produce),
         "Download": grpc.unary_stream_rpc_method_handler(_download),
     })
 
@@ -104,6 +120,39 @@ def upload(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
     return timer.result(count, bytes=received)
 
 
+def produce(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
+    """``messages`` x 4 MiB, each answered, at most ``PRODUCE_IN_FLIGHT`` unanswered."""
+    count = int(spec["messages"])
+    payload = bytes(PRODUCE_MESSAGE_BYTES)
+    room = threading.Semaphore(PRODUCE_IN_FLIGHT)
+
+    def messages(total: int) -> Iterator[bytes]:
+        for _ in range(total):
+            room.acquire()
+            yield payload
+
+    def answered(total: int, timeout_s: float) -> int:
+        received = 0
+        for answer in call(messages(total), timeout=timeout_s):
+            (size,) = COUNT.unpack(answer)
+            received += size
+            room.release()
+        return received
+
+    with grpc.insecure_channel(spec["server"], options=_channel_options()) as channel:
+        call = channel.stream_stream(PRODUCE)
+        answered(1, 30)  # connect and warm the path before timing
+        timer = Timer()
+        barrier()
+        timer.start()
+        received = answered(count, spec["timeout_s"])
+        timer.stop()
+    if received != count * PRODUCE_MESSAGE_BYTES:
+        raise RuntimeError(f"the server received {received} bytes, not "
+                           f"{count * PRODUCE_MESSAGE_BYTES}")
+    return timer.result(count, bytes=received)
+
+
 def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
     count = int(spec["messages"])
     with grpc.insecure_channel(spec["server"], options=_channel_options()) as channel:
@@ -122,7 +171,7 @@ def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any
     return timer.result(count, bytes=received)
 
 
-ROLES = {"upload": upload, "download": download}
+ROLES = {"upload": upload, "produce": produce, "download": download}
 
 
 def serve_main(serve_on: Callable[[str], Coroutine[Any, Any, None]], description: str) -> int:
