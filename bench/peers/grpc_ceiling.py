@@ -9,7 +9,8 @@ directions:
   direction, and what the table prints as the upload ceiling until it shows both);
 - ``produce``: the producer's shape: the client sends ``messages`` x 4 MiB (``max_request_bytes``)
   on a bidirectional stream, the server answers each with 8 bytes, and at most 5
-  (``max_in_flight``) are unanswered, as logstore's ``ProduceStream`` does;
+  (``max_in_flight``) are unanswered, as logstore's ``ProduceStream`` does; the messages cycle
+  through 64 MiB of distinct buffers, as a producer's records do;
 - ``download``: the server streams 1 MiB messages to the client (a consumer's direction).
 
 The server runs as ``python -m bench.peers.grpc_ceiling --listen HOST:PORT``; the client roles
@@ -39,6 +40,8 @@ MESSAGE_BYTES = 1 << 20
 #: The producer's shape (``ProducerConfig`` defaults): request size and requests in flight.
 PRODUCE_MESSAGE_BYTES = 4 << 20
 PRODUCE_IN_FLIGHT = 5
+#: Messages of the producer's shape cycle through this many buffers (64 MiB, past the caches).
+PRODUCE_DISTINCT = 16
 COUNT = struct.Struct("<q")
 
 
@@ -123,13 +126,14 @@ def upload(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
 def produce(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
     """``messages`` x 4 MiB, each answered, at most ``PRODUCE_IN_FLIGHT`` unanswered."""
     count = int(spec["messages"])
-    payload = bytes(PRODUCE_MESSAGE_BYTES)
+    # distinct messages, as a producer's are: the same buffer each time would stay in the cache
+    payloads = [bytes([index]) * PRODUCE_MESSAGE_BYTES for index in range(PRODUCE_DISTINCT)]
     room = threading.Semaphore(PRODUCE_IN_FLIGHT)
 
     def messages(total: int) -> Iterator[bytes]:
-        for _ in range(total):
+        for index in range(total):
             room.acquire()
-            yield payload
+            yield payloads[index % PRODUCE_DISTINCT]
 
     def answered(total: int, timeout_s: float) -> int:
         received = 0
