@@ -5,10 +5,15 @@ no protobuf) and a synchronous client, with the same channel and server options 
 (``logstore.client.channel.CHANNEL_OPTIONS`` and ``logstore.server.app.grpc_options``), in two
 directions:
 
-- ``upload``: the client streams ``messages`` x 1 MiB to the server (a producer's direction);
-- ``download``: the server streams them to the client (a consumer's direction), read the way
-  the consumer reads a ``Subscribe`` stream: on a channel with the consumer's extra option
-  (``READER_POLLS_STREAMS``: the iterating thread polls the call itself).
+- ``upload``: the client sends ``messages`` x 1 MiB on one stream, no answers (a producer's
+  direction, and what the table prints as the upload ceiling until it shows both);
+- ``produce``: the producer's shape: the client sends ``messages`` x 4 MiB (``max_request_bytes``)
+  on a bidirectional stream, the server answers each with 8 bytes, and at most 5
+  (``max_in_flight``) are unanswered, as logstore's ``ProduceStream`` does; the messages cycle
+  through 64 MiB of distinct buffers, as a producer's records do;
+- ``download``: the server streams 1 MiB messages to the client (a consumer's direction), read
+  the way the consumer reads a ``Subscribe`` stream: on a channel with the consumer's extra
+  option (``READER_POLLS_STREAMS``: the iterating thread polls the call itself).
 
 The server runs as ``python -m bench.peers.grpc_ceiling --listen HOST:PORT``; the client roles
 run in an agent process like every other client.
@@ -21,6 +26,7 @@ import asyncio
 import signal
 import struct
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -30,8 +36,14 @@ from bench.peers.clock import Timer
 
 SERVICE = "bench.Ceiling"
 UPLOAD = f"/{SERVICE}/Upload"
+PRODUCE = f"/{SERVICE}/Produce"
 DOWNLOAD = f"/{SERVICE}/Download"
 MESSAGE_BYTES = 1 << 20
+#: The producer's shape (``ProducerConfig`` defaults): request size and requests in flight.
+PRODUCE_MESSAGE_BYTES = 4 << 20
+PRODUCE_IN_FLIGHT = 5
+#: Messages of the producer's shape cycle through this many buffers (64 MiB, past the caches).
+PRODUCE_DISTINCT = 16
 COUNT = struct.Struct("<q")
 
 
@@ -61,6 +73,12 @@ async def _upload(requests: AsyncIterator[bytes], context: grpc.aio.ServicerCont
     return COUNT.pack(total)
 
 
+async def _produce(requests: AsyncIterator[bytes],
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async for message in requests:
+        yield COUNT.pack(len(message))
+
+
 async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     (count,) = COUNT.unpack(request)
     payload = bytes(MESSAGE_BYTES)
@@ -71,6 +89,7 @@ async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncI
 async def serve(listen: str) -> None:
     await serve_raw(listen, SERVICE, {
         "Upload": grpc.stream_unary_rpc_method_handler(_upload),
+        "Produce": grpc.stream_stream_rpc_method_handler(_produce),
         "Download": grpc.unary_stream_rpc_method_handler(_download),
     })
 
@@ -112,6 +131,40 @@ def upload(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
     return timer.result(count, bytes=received)
 
 
+def produce(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
+    """``messages`` x 4 MiB, each answered, at most ``PRODUCE_IN_FLIGHT`` unanswered."""
+    count = int(spec["messages"])
+    # distinct messages, as a producer's are: the same buffer each time would stay in the cache
+    payloads = [bytes([index]) * PRODUCE_MESSAGE_BYTES for index in range(PRODUCE_DISTINCT)]
+    room = threading.Semaphore(PRODUCE_IN_FLIGHT)
+
+    def messages(total: int) -> Iterator[bytes]:
+        for index in range(total):
+            room.acquire()
+            yield payloads[index % PRODUCE_DISTINCT]
+
+    def answered(total: int, timeout_s: float) -> int:
+        received = 0
+        for answer in call(messages(total), timeout=timeout_s):
+            (size,) = COUNT.unpack(answer)
+            received += size
+            room.release()
+        return received
+
+    with grpc.insecure_channel(spec["server"], options=_channel_options()) as channel:
+        call = channel.stream_stream(PRODUCE)
+        answered(1, 30)  # connect and warm the path before timing
+        timer = Timer()
+        barrier()
+        timer.start()
+        received = answered(count, spec["timeout_s"])
+        timer.stop()
+    if received != count * PRODUCE_MESSAGE_BYTES:
+        raise RuntimeError(f"the server received {received} bytes, not "
+                           f"{count * PRODUCE_MESSAGE_BYTES}")
+    return timer.result(count, bytes=received)
+
+
 def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
     count = int(spec["messages"])
     with grpc.insecure_channel(spec["server"], options=_consumer_channel_options()) as channel:
@@ -130,7 +183,7 @@ def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any
     return timer.result(count, bytes=received)
 
 
-ROLES = {"upload": upload, "download": download}
+ROLES = {"upload": upload, "produce": produce, "download": download}
 
 
 def serve_main(serve_on: Callable[[str], Coroutine[Any, Any, None]], description: str) -> int:

@@ -6,8 +6,8 @@ variant. So every system runs every workload once per run, alternating with the 
 same minute, and the order of the systems rotates from run to run. Within a run, *consume* reads
 the log that *produce* (one producer) wrote, and the three group workloads share one 8-partition
 fill; everything a run created is deleted when it ends. In the fsync tier only the workloads that
-write (produce, latency) run: reads cost the same in both tiers. The gRPC ceiling (upload, then
-download) opens every run of every size in the first tier, so it too is measured in the same
+write (produce, latency) run: reads cost the same in both tiers. The gRPC ceiling (upload, the
+producer's shape, then download) opens every run of every size in the first tier, so it too is measured in the same
 minutes as the systems; its number is the median over all those runs.
 
 What one measurement's number is (``seconds``):
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import Progress
+from bench.peers.grpc_ceiling import PRODUCE_MESSAGE_BYTES
 from bench.peers.plan import (
     TIERED_KINDS,
     Context,
@@ -106,7 +107,7 @@ class Harness:
                 for system in self.systems:
                     if tier in system.tiers:
                         per_size += len(system.variants(workload))
-        ceiling = 2 if self.ceiling is not None else 0
+        ceiling = 3 if self.ceiling is not None else 0
         return (ceiling + per_size) * len(self.plan.sizes) * len(self.runs())
 
     # -- running -----------------------------------------------------------------------------------
@@ -192,14 +193,18 @@ class Harness:
     def _ceiling_measurements(self) -> list[Measurement]:
         if self.ceiling is None:
             return []
-        messages = max(1, self.plan.ceiling_bytes // MESSAGE_BYTES)
-        workloads = [Workload("ceiling-upload", "raw gRPC, client -> server, 1 MiB messages",
-                              "ceiling", "upload"),
-                     Workload("ceiling-download", "raw gRPC, server -> client, 1 MiB messages",
-                              "ceiling", "download")]
-        return [Measurement("page", MESSAGE_BYTES, w, "grpc",
-                            Variant(w.direction, "generic handler, raw bytes"), messages)
-                for w in workloads]
+        workloads = [(Workload("ceiling-upload", "raw gRPC, client -> server, 1 MiB messages",
+                               "ceiling", "upload"), MESSAGE_BYTES),
+                     # the producer's shape (see grpc_ceiling): printed beside the upload ceiling
+                     (Workload("ceiling-produce", "raw gRPC, client -> server, 4 MiB messages, "
+                               "each answered, 5 in flight", "ceiling", "produce"),
+                      PRODUCE_MESSAGE_BYTES),
+                     (Workload("ceiling-download", "raw gRPC, server -> client, 1 MiB messages",
+                               "ceiling", "download"), MESSAGE_BYTES)]
+        return [Measurement("page", size, w, "grpc",
+                            Variant(w.direction, "generic handler, raw bytes"),
+                            max(1, self.plan.ceiling_bytes // size))
+                for w, size in workloads]
 
     def _ceiling(self, measurements: list[Measurement], run: int) -> None:
         """One upload and one download run (run 0: a warm-up with fewer messages)."""

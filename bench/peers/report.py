@@ -170,7 +170,7 @@ GOALS = (
     Goal("100 B produce, logstore >= 100x JetStream", "page", 100, "produce", "nats", 100),
     Goal("100 B consume, logstore >= 40x Redis Streams", "page", 100, "consume", "redis", 40),
     Goal("100 B consume, logstore >= 40x JetStream", "page", 100, "consume", "nats", 40),
-    Goal("1 KiB produce >= 60% of the gRPC ceiling", "page", 1024, "produce", "grpc", 0.60),
+    Goal("1 KiB produce >= 70% of the gRPC ceiling", "page", 1024, "produce", "grpc", 0.70),
     Goal("1 KiB consume >= 85% of the gRPC ceiling", "page", 1024, "consume", "grpc", 0.85),
     Goal("fsync tier, 100 B produce, logstore >= 50x Redis appendfsync always", "fsync", 100,
          "produce", "redis", 50),
@@ -225,7 +225,9 @@ def print_table(results: Sequence[Result], context: dict[str, Any], file: Any = 
     if ceiling:
         parts = [f"{r.params['direction']} {r.mb_per_second:,.0f} MB/s" for r in ceiling
                  if r.mb_per_second is not None]
-        print(f"gRPC ceiling (raw 1 MiB messages over loopback, no logstore code): "
+        print(f"gRPC ceiling (raw bytes over loopback, no logstore code; upload, download: 1 MiB "
+              f"messages on one stream; produce: the producer's shape, 4 MiB messages each "
+              f"answered, 5 in flight): "
               f"{', '.join(parts)}", file=out)
         for line in cpu_against_ceiling(results):
             print(line, file=out)

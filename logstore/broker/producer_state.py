@@ -1,7 +1,9 @@
 """Producer state of one partition: idempotent dedup, open transactions, aborted transactions.
 
-For every producer id that appended here it remembers the epoch and the last ``BATCH_CACHE`` (5)
-batches' sequence ranges and offsets, as Kafka's ``ProducerStateManager`` does:
+For every producer id that appended here it remembers the epoch and the last ``BATCH_CACHE`` (20)
+batches' sequence ranges and offsets, as Kafka's ``ProducerStateManager`` does (Kafka keeps 5,
+one batch per partition in each of 5 requests in flight; a logstore request carries up to 4
+batches of a partition at the defaults, so 5 requests in flight are 20 batches):
 
 - a batch whose sequences match a remembered batch is a retry: it is answered with the original
   offsets and not appended again;
@@ -36,7 +38,9 @@ from logstore.storage.files import atomic_write_json, read_json, remove_quietly
 
 log = logging.getLogger(__name__)
 
-BATCH_CACHE = 5
+#: Batches remembered per producer and partition: an idempotent producer keeps at most this
+#: many of a partition unanswered (``logstore.client.config.MAX_UNANSWERED_BATCHES``).
+BATCH_CACHE = 20
 SNAPSHOT_FILE = "producer_state.json"
 COMMIT_MARKER = b"COMMIT"
 ABORT_MARKER = b"ABORT"

@@ -9,9 +9,9 @@ on the stream's reader thread (``_on_response``): each batch gets its base offse
 partition's error, and its futures resolve.
 
 Idempotence (``identity``): every batch is stamped with the producer id, epoch and its
-partition's next sequence just before it is sent, in send order, and no more than 5 batches of a
-partition are ever unanswered (the broker remembers 5 per partition, so any retry is recognized);
-a partition at 5 waits for an answer. A stamped batch that fails for good leaves a gap in its partition's sequences: the
+partition's next sequence just before it is sent, in send order, and no more than 20 batches of a
+partition are ever unanswered (``MAX_UNANSWERED_BATCHES``: the broker remembers 20 per partition,
+so any retry is recognized); a partition at 20 waits for an answer. A stamped batch that fails for good leaves a gap in its partition's sequences: the
 sender then waits for every answer and takes a new producer id (transactional producers do that
 when the transaction is aborted). Transactions (``transaction``): batches are stamped
 transactional; on a single node the broker adds each partition to the open transaction with
@@ -50,7 +50,7 @@ from typing import Any
 from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch
 from logstore.client.channel import error_from_detail, is_transient
-from logstore.client.config import MAX_IN_FLIGHT_IDEMPOTENT, ProducerConfig, backoff_seconds
+from logstore.client.config import MAX_UNANSWERED_BATCHES, ProducerConfig, backoff_seconds
 from logstore.client.metadata import Metadata
 from logstore.client.stream import OnFailure, OnResponse, ProduceStream
 from logstore.client.transactions import ProducerIdentity, Transaction
@@ -90,7 +90,7 @@ class Sender(EndSending):
         self._metadata = metadata
         self._identity = identity
         self._transaction = transaction
-        #: Idempotence: unanswered batches per partition (at most 5), and a signal per answer;
+        #: Idempotence: unanswered batches per partition (at most 20), and a signal per answer;
         #: in a cluster also the broker they went to.
         self._unanswered: dict[Key, int] = {}
         self._counted: set[ProducerBatch] = set()
@@ -210,7 +210,7 @@ class Sender(EndSending):
         (none while it has batches held for a retry: they go first)."""
         if self._held and key in self._held:
             return 0
-        return MAX_IN_FLIGHT_IDEMPOTENT - self._unanswered.get(key, 0)
+        return MAX_UNANSWERED_BATCHES - self._unanswered.get(key, 0)
 
     def _room_held(self, key: Key) -> int:
         """Without idempotence: only partitions holding batches for a retry wait."""

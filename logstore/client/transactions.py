@@ -3,7 +3,7 @@
 ``ProducerIdentity``: the producer id and epoch ``InitProducerId`` hands out, and the next
 sequence number per partition. The sender stamps every batch just before it goes out
 (``stamp``): producer id, epoch, the partition's next sequence, the transactional flag. A retry
-re-sends the same bytes, so the broker recognizes it (it remembers the last 5 batches per producer
+re-sends the same bytes, so the broker recognizes it (it remembers the last 20 batches per producer
 and partition) and answers with the original offsets instead of appending again. When a stamped
 batch fails for good, the partition's sequences have a gap the broker would refuse forever: an
 idempotent producer then waits for what is in flight and takes a new producer id (``reset``), a

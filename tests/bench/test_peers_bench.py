@@ -37,7 +37,7 @@ def test_quick_run_measures_every_system_and_workload_with_positive_numbers(tmp_
         for workload in FSYNC_WORKLOADS:
             assert ("fsync", system, workload) in seen, (system, workload)
     assert {r["params"]["workload"] for r in results if r["params"]["system"] == "grpc"} == {
-        "ceiling-upload", "ceiling-download"}
+        "ceiling-upload", "ceiling-produce", "ceiling-download"}
     apis = {(r["params"]["system"], r["params"]["variant"]) for r in results}
     assert {("logstore", "send"), ("logstore", "send_batch"), ("logstore", "poll"),
             ("logstore", "poll_columns")} <= apis

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from logstore.broker import Broker, ProduceItem
 from logstore.broker.producer_state import BATCH_CACHE, SNAPSHOT_FILE
+from logstore.client.config import MAX_UNANSWERED_BATCHES, ProducerConfig
 from logstore.errors import OutOfOrderSequenceError, ProducerFencedError
 from logstore.records import decode_records, encode_batch
 from logstore.storage import ManualClock
@@ -209,7 +210,7 @@ def test_a_new_epoch_restarts_the_sequence_at_zero(tmp_path: Path, clock: Manual
     run(body())
 
 
-def test_only_the_last_five_batches_are_remembered(tmp_path: Path, clock: ManualClock) -> None:
+def test_only_the_last_batch_cache_batches_are_remembered(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
             broker.create_topic("t", 1)
@@ -224,6 +225,15 @@ def test_only_the_last_five_batches_are_remembered(tmp_path: Path, clock: Manual
             assert broker.data_dir.log("t", 0).log_end_offset == BATCH_CACHE + 1
 
     run(body())
+
+
+def test_the_broker_remembers_every_batch_a_producer_may_leave_unanswered() -> None:
+    # a retry of any unanswered batch must be recognized; at the defaults the whole window of
+    # max_in_flight requests may hold batches of one partition (send_batch of a large array)
+    defaults = ProducerConfig()
+    assert BATCH_CACHE >= MAX_UNANSWERED_BATCHES
+    assert MAX_UNANSWERED_BATCHES >= defaults.max_in_flight * (
+        defaults.max_request_bytes // defaults.batch_bytes)
 
 
 def test_producers_do_not_interfere(tmp_path: Path, clock: ManualClock) -> None:
