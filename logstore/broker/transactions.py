@@ -17,8 +17,15 @@ and ``end`` to commit or abort:
 fsyncs follow the flush policy of the partitions written, nothing more: one fsync of the PREPARE
 record (and one round of marker fsyncs, group-committed) when a partition is ``flush=always`` or
 group offsets are committed; none otherwise. The other state records are not waited for: a
-transaction's ONGOING record lost in a power loss is found again from the partitions' producer
-state, a lost COMPLETE record makes recovery write the markers again (a no-op the second time).
+lost COMPLETE record makes recovery write the markers again (a no-op the second time).
+
+A single node writes a transaction's state once when it can (``_complete``): a partition that
+joins a transaction with its first batch (``add_produced``) writes no ONGOING record — if the
+broker stops, the partition's open transaction is found when its producer state is rebuilt and
+aborted there (``Broker._abort_orphans``, via ``is_open_in``) — and a transaction over one
+partition, without group offsets and with no ONGOING record in the log, skips PREPARE too: its
+one marker is the commit point (stopped before it, the orphan is aborted; after it, the log
+still holds the previous state, which asks recovery for nothing), so it writes COMPLETE alone.
 
 The state of every transactional id lives in the compacted internal topic
 ``__transaction_state``; after a restart a PREPARE_* transaction is finished and an ONGOING one
@@ -171,8 +178,6 @@ class TransactionCoordinator:
         self._persisted: dict[str, dict[str, Any]] = {}
         self._persisted_block_end = 0
         self._snapshot_offset = -1  # the log offset the snapshot on disk covers
-        #: transactional ids ``add_produced`` changed since the last ``persist_added``
-        self._added: set[str] = set()
         #: In a cluster: this broker's leader epoch of the topic's partition (raises
         #: NotLeaderError); None on a single node.
         self.leadership: Callable[[], int] | None = None
@@ -224,7 +229,6 @@ class TransactionCoordinator:
         self.transactions, self._by_producer, self._persisted = {}, {}, {}
         self._block_end = self._persisted_block_end = 0
         self._snapshot_offset = -1
-        self._added = set()
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -451,7 +455,7 @@ class TransactionCoordinator:
 
     def _complete(self, transaction: Transaction, commit: bool, prepare: bool = False) -> None:
         partitions = sorted(tp for tp in transaction.partitions if self.data_dir.has_topic(tp[0]))
-        if prepare:
+        if prepare and not self._marker_commits(transaction, partitions):
             transaction.state = PREPARE_COMMIT if commit else PREPARE_ABORT
             self._persist(transaction, sync=self._durable(transaction, partitions))
         if self.marker_sender is not None:
@@ -467,6 +471,15 @@ class TransactionCoordinator:
         # No fsync needed: if this record is lost, recovery finds PREPARE_* and writes the
         # markers (and offsets) again, which changes nothing the second time.
         self._persist(transaction, sync=False)
+
+    def _marker_commits(self, transaction: Transaction, partitions: list[TopicPartition]) -> bool:
+        """Whether the PREPARE record can be left out (a single node, see the module
+        docstring): one partition, no group offsets, no ONGOING record in the log (which
+        recovery would abort although the marker was written)."""
+        return (
+            self.marker_sender is None and len(partitions) <= 1 and not transaction.offsets
+            and self._persisted.get(transaction.transactional_id, {}).get("state") != ONGOING
+        )
 
     def finish(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> bool:
         """A cluster: every marker of the PREPARE_* transaction was written (``marker_sender``):
@@ -528,29 +541,14 @@ class TransactionCoordinator:
 
     def add_produced(self, producer_id: int, topic: str, partition: int) -> None:
         """A transactional batch (``check_produce`` passed) is being appended to ``partition``:
-        begin the transaction if none is open and add the partition to it. The new state is
-        written by ``persist_added``, once per produce request however many partitions it adds."""
+        begin the transaction if none is open and add the partition to it. Nothing is written:
+        the end's record says it all, and if the broker stops first, the partition's open
+        transaction is an orphan its producer state finds and aborts (``is_open_in``)."""
         transaction = self._by_producer[producer_id]
         if transaction.state == ONGOING and (topic, partition) in transaction.partitions:
             return
         self._begin(transaction)
         transaction.partitions.add((topic, partition))
-        self._added.add(transaction.transactional_id)
-
-    def persist_added(self, skip: str = "") -> None:
-        """Write the transactions ``add_produced`` changed, one record each (the broker calls it
-        at the end of a produce request's appends, with no await in between). ``skip``: a
-        transactional id whose end follows at once; its PREPARE record says it all (if the
-        broker stops before writing it, the partitions' orphans are aborted, as when this
-        record is lost)."""
-        added, self._added = self._added, set()
-        added.discard(skip)
-        for transactional_id in added:
-            transaction = self.transactions.get(transactional_id)
-            if transaction is not None:
-                # No fsync: if this is lost, the partition's open transaction is found when its
-                # producer state is rebuilt and aborted there (``is_open_in``).
-                self._persist(transaction, sync=False)
 
     def is_open_in(self, producer_id: int, topic: str, partition: int) -> bool:
         """Whether an ongoing transaction of ``producer_id`` covers this partition."""
