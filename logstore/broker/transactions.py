@@ -40,22 +40,15 @@ open is aborted with its epoch bumped (the markers fence the old instance), and 
 takes an ONGOING transaction over as it is. A group's offsets are staged at its own coordinator
 (``groups/txn_offsets``), not here.
 
-Loading reads the snapshot ``transactions.snapshot`` in the partition directory (kind ``txns``,
-format version 1: a JSON document ``{"block_end", "transactions": {id: value}}`` inside
-``snapshot_file``'s crc-checked frame, as of a log offset) and replays only the records after
-it, in bulk; without a usable snapshot, the whole partition. The snapshot holds exactly what the
-log holds (``_persisted``, the last value written for each id), never unpersisted changes.
+Loading and snapshots of the state: ``txn_state_log``.
 
 Threading: event loop thread only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from logstore.broker.groups.offsets import OffsetStore
@@ -66,11 +59,20 @@ from logstore.broker.internal import (
     encode_key,
     encode_value,
     ensure_topic,
-    parse_many,
-    read_latest,
 )
 from logstore.broker.producer_ids import ProducerIdPool
-from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
+from logstore.broker.snapshot_file import PendingSnapshot
+from logstore.broker.txn_state import (
+    COMPLETE_ABORT,
+    COMPLETE_COMMIT,
+    EMPTY,
+    ONGOING,
+    PREPARE_ABORT,
+    PREPARE_COMMIT,
+    TopicPartition,
+    Transaction,
+)
+from logstore.broker.txn_state_log import read_state, snapshot_of
 from logstore.errors import (
     ConcurrentTransactionsError,
     InvalidRequestError,
@@ -86,75 +88,16 @@ from logstore.storage.config import FLUSH_ALWAYS
 
 log = logging.getLogger(__name__)
 
-TopicPartition = tuple[str, int]
-
-EMPTY = "empty"
-ONGOING = "ongoing"
-PREPARE_COMMIT = "prepare_commit"
-PREPARE_ABORT = "prepare_abort"
-COMPLETE_COMMIT = "complete_commit"
-COMPLETE_ABORT = "complete_abort"
-
 PRODUCER_ID_BLOCK = 1000
 DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 MAX_TRANSACTION_TIMEOUT_MS = 15 * 60_000
 MAX_EPOCH = (1 << 15) - 1
-SNAPSHOT_FILE = "transactions.snapshot"
-SNAPSHOT_KIND = "txns"
-SNAPSHOT_VERSION = 1
 
 #: (producer id, epoch, partitions, commit) -> writes the markers.
 MarkerWriter = Callable[[int, int, list[TopicPartition], bool], None]
 #: A cluster's marker sender: takes a PREPARE_* transaction (commit or not), sends its markers to
 #: the partitions' leaders in the background and then calls ``TransactionCoordinator.finish``.
-MarkerSender = Callable[["Transaction", bool], None]
-
-
-@dataclass
-class Transaction:
-    transactional_id: str
-    producer_id: int
-    producer_epoch: int
-    timeout_ms: int
-    state: str = EMPTY
-    partitions: set[TopicPartition] = field(default_factory=set)
-    offsets: dict[str, dict[TopicPartition, tuple[int, str]]] = field(default_factory=dict)
-    started_ms: int = 0
-    #: Set when the broker aborted the transaction on its own (a topic was deleted); the producer
-    #: learns it from its next call.
-    abort_reason: str = ""
-
-    def to_value(self) -> dict:  # type: ignore[type-arg]
-        return {
-            "producer_id": self.producer_id,
-            "producer_epoch": self.producer_epoch,
-            "timeout_ms": self.timeout_ms,
-            "state": self.state,
-            "partitions": sorted([t, p] for t, p in self.partitions),
-            "offsets": {
-                group: [[t, p, o, m] for (t, p), (o, m) in sorted(entries.items())]
-                for group, entries in self.offsets.items()
-            },
-            "started_ms": self.started_ms,
-            "abort_reason": self.abort_reason,
-        }
-
-    @classmethod
-    def from_value(cls, transactional_id: str, value: dict) -> Transaction:  # type: ignore[type-arg]
-        return cls(
-            transactional_id,
-            int(value["producer_id"]),
-            int(value["producer_epoch"]),
-            int(value["timeout_ms"]),
-            str(value["state"]),
-            {(t, int(p)) for t, p in value.get("partitions", [])},
-            {
-                group: {(t, int(p)): (int(o), str(m)) for t, p, o, m in entries}
-                for group, entries in value.get("offsets", {}).items()
-            },
-            int(value.get("started_ms", 0)),
-            str(value.get("abort_reason", "")),
-        )
+MarkerSender = Callable[[Transaction, bool], None]
 
 
 class TransactionCoordinator:
@@ -233,45 +176,10 @@ class TransactionCoordinator:
     # -- persistence ----------------------------------------------------------------------------
 
     def _load(self) -> None:
-        started = time.perf_counter()
-        path = self._log.directory / SNAPSHOT_FILE
-        snapshot = read_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION, self._log)
-        start, source = self._log.log_start_offset, "log"
-        if snapshot is not None:
-            try:
-                document = json.loads(snapshot.payload)
-                block_end = int(document["block_end"])
-                persisted = {str(k): dict(v) for k, v in document["transactions"].items()}
-                transactions = {k: Transaction.from_value(k, v) for k, v in persisted.items()}
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("ignoring the state snapshot %s: %s; replaying the log from its start", path, exc)
-            else:
-                self._block_end, self._persisted, self.transactions = block_end, persisted, transactions
-                start, source = snapshot.offset, "snapshot"
-                self._snapshot_offset = snapshot.offset
-        latest, records = read_latest(self._log, start)
-        raw_values = list(latest.values())
-        values = iter(parse_many([v for v in raw_values if v is not None]))
-        for key, raw in zip(parse_many(list(latest)), raw_values, strict=True):
-            value = None if raw is None else next(values)
-            if key == ["producer_id_block"] and value is not None:
-                self._block_end = max(self._block_end, int(value["end"]))
-            elif isinstance(key, list) and len(key) == 2 and key[0] == "txn":
-                if value is None:
-                    self.transactions.pop(key[1], None)
-                    self._persisted.pop(key[1], None)
-                else:
-                    self.transactions[key[1]] = Transaction.from_value(key[1], value)
-                    self._persisted[key[1]] = value
-        self._persisted_block_end = self._block_end
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        log.info(
-            "loaded %d transactional ids from %s/0: %s up to offset %d, then %d records of the "
-            "log, in %.1f ms", len(self.transactions), TRANSACTIONS_TOPIC,
-            "the snapshot" if source == "snapshot" else "no snapshot", start, records, elapsed_ms,
-            extra={"source": source, "snapshot_offset": start, "records": records,
-                   "transactional_ids": len(self.transactions), "load_ms": round(elapsed_ms, 1)},
-        )
+        state = read_state(self._log)
+        self._block_end = self._persisted_block_end = state.block_end
+        self._persisted, self.transactions = state.persisted, state.transactions
+        self._snapshot_offset = state.snapshot_offset
         self._next_producer_id = self._block_end  # never reuse ids of an unfinished block
         for transaction in self.transactions.values():
             self._by_producer[transaction.producer_id] = transaction
@@ -290,12 +198,8 @@ class TransactionCoordinator:
         end = self._log.log_end_offset
         if (not force and end == self._snapshot_offset) or not self.leads_loaded():
             return []
-        document = {"block_end": self._persisted_block_end, "transactions": self._persisted}
-        payload = json.dumps(document, separators=(",", ":")).encode()
         self._snapshot_offset = end
-        return [PendingSnapshot(
-            self._log, self._log.directory / SNAPSHOT_FILE, SNAPSHOT_KIND, SNAPSHOT_VERSION, end, payload
-        )]
+        return [snapshot_of(self._log, self._persisted_block_end, self._persisted, end)]
 
     def _persist(self, transaction: Transaction, *, sync: bool = True) -> None:
         value = transaction.to_value()
