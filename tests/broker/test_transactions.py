@@ -447,6 +447,28 @@ def test_a_crash_ending_a_one_partition_transaction_keeps_it_whole(
     run(body())
 
 
+def test_a_restart_aborts_a_transaction_its_batches_began_and_the_producer_goes_on(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 1)
+            tx = TxProducer(broker)
+            await tx.send("t", 0, b"a")  # no state record: the partition knows
+            crash(broker)
+        async with opened(tmp_path, clock) as broker:
+            tx.broker = broker
+            assert lso(broker) == log_end(broker)  # its producer state loads: the orphan is aborted
+            assert markers(broker) == [ABORT_MARKER]
+            with pytest.raises(TransactionAbortedError, match="last records in t/0 were aborted"):
+                tx.end_after_batches(dict(tx.sequences))
+            await tx.send("t", 0, b"b")  # the same epoch: the next transaction
+            tx.end_after_batches(dict(tx.sequences))
+            assert await visible(broker) == [b"b"]
+
+    run(body())
+
+
 def test_a_transactional_batch_needs_a_transactional_id(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock) as broker:
