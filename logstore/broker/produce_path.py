@@ -3,7 +3,7 @@ sequences, append, and wait as ``acks`` says (fsync for ``flush=always``, the hi
 cluster). A mixin of ``Broker``, which owns the state named below; split from ``broker.py`` so that
 each file keeps to one concept.
 
-Threading: event loop thread only, like the broker. ``_append_each`` has no await inside, so
+Threading: event loop thread only, like the broker. ``_append_all`` has no await inside, so
 nothing else appends to a request's partitions between its sequence check and its append.
 """
 
@@ -110,17 +110,12 @@ class ProducePath:
 
     async def produce(
         self, items: Sequence[ProduceItem], acks: Acks = Acks.ALL, client: str | None = None,
-        *, ending: str = "",
     ) -> list[ProduceOutcome]:
         """Validate every batch (all or nothing), append, and wait as ``acks`` says.
 
         Whole-request problems (unknown topic, corrupt batch, too large, no room under a
         backpressure budget) raise; a failure while appending to one partition (disk full) is
         that partition's ``error``. ``client`` names the connection for its byte budget.
-        ``ending``: the transactional id whose end the caller runs right after this request
-        (``ProduceRequest.end_transaction``): the state record of the partitions the request
-        adds to it is left to the end's PREPARE record, so a small transaction writes two
-        state records, not three.
         """
         self._check_open()
         prepared = self._prepare(items)
@@ -141,7 +136,7 @@ class ProducePath:
             if waited:  # the loop ran meanwhile: transactions, topics may have changed
                 self._check_open()
                 prepared = self._prepare(items)
-            outcomes, durable = self._append_all(prepared, acks is Acks.ALL, ending)
+            outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
             if durable:
                 waits = [
                     self._loop.run_in_executor(self._executor, partition_log.wait_durable, end_offset)
@@ -181,19 +176,10 @@ class ProducePath:
             log.exception("acks=0 append failed")
 
     def _append_all(
-        self, prepared: Prepared, want_durable: bool, ending: str = ""
+        self, prepared: Prepared, want_durable: bool
     ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
         """Check producer sequences, append, and update producer state — with no await in
         between, so nothing else can append to these partitions meanwhile."""
-        try:
-            return self._append_each(prepared, want_durable)
-        finally:
-            # one state record per transaction the request added to (but ``ending``'s)
-            self.transactions.persist_added(skip=ending)
-
-    def _append_each(
-        self, prepared: Prepared, want_durable: bool
-    ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
         outcomes: list[ProduceOutcome] = []
         durable: list[tuple[int, PartitionLog, int]] = []
         replication = self.replication

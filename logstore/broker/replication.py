@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from logstore.broker.groups.offsets import SNAPSHOT_FILE as OFFSETS_SNAPSHOT_FILE
 from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC
-from logstore.broker.transactions import SNAPSHOT_FILE as TRANSACTIONS_SNAPSHOT_FILE
+from logstore.broker.txn_state_log import SNAPSHOT_FILE as TRANSACTIONS_SNAPSHOT_FILE
 from logstore.records import validate_batches
 from logstore.storage import AppendResult
 from logstore.storage.files import remove_quietly

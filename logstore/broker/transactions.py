@@ -17,8 +17,15 @@ and ``end`` to commit or abort:
 fsyncs follow the flush policy of the partitions written, nothing more: one fsync of the PREPARE
 record (and one round of marker fsyncs, group-committed) when a partition is ``flush=always`` or
 group offsets are committed; none otherwise. The other state records are not waited for: a
-transaction's ONGOING record lost in a power loss is found again from the partitions' producer
-state, a lost COMPLETE record makes recovery write the markers again (a no-op the second time).
+lost COMPLETE record makes recovery write the markers again (a no-op the second time).
+
+A single node writes a transaction's state once when it can (``_complete``): a partition that
+joins a transaction with its first batch (``add_produced``) writes no ONGOING record — if the
+broker stops, the partition's open transaction is found when its producer state is rebuilt and
+aborted there (``Broker._abort_orphans``, via ``is_open_in``) — and a transaction over one
+partition, without group offsets and with no ONGOING record in the log, skips PREPARE too: its
+one marker is the commit point (stopped before it, the orphan is aborted; after it, the log
+still holds the previous state, which asks recovery for nothing), so it writes COMPLETE alone.
 
 The state of every transactional id lives in the compacted internal topic
 ``__transaction_state``; after a restart a PREPARE_* transaction is finished and an ONGOING one
@@ -33,22 +40,15 @@ open is aborted with its epoch bumped (the markers fence the old instance), and 
 takes an ONGOING transaction over as it is. A group's offsets are staged at its own coordinator
 (``groups/txn_offsets``), not here.
 
-Loading reads the snapshot ``transactions.snapshot`` in the partition directory (kind ``txns``,
-format version 1: a JSON document ``{"block_end", "transactions": {id: value}}`` inside
-``snapshot_file``'s crc-checked frame, as of a log offset) and replays only the records after
-it, in bulk; without a usable snapshot, the whole partition. The snapshot holds exactly what the
-log holds (``_persisted``, the last value written for each id), never unpersisted changes.
+Loading and snapshots of the state: ``txn_state_log``.
 
 Threading: event loop thread only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from logstore.broker.groups.offsets import OffsetStore
@@ -59,11 +59,20 @@ from logstore.broker.internal import (
     encode_key,
     encode_value,
     ensure_topic,
-    parse_many,
-    read_latest,
 )
 from logstore.broker.producer_ids import ProducerIdPool
-from logstore.broker.snapshot_file import PendingSnapshot, read_snapshot
+from logstore.broker.snapshot_file import PendingSnapshot
+from logstore.broker.txn_state import (
+    COMPLETE_ABORT,
+    COMPLETE_COMMIT,
+    EMPTY,
+    ONGOING,
+    PREPARE_ABORT,
+    PREPARE_COMMIT,
+    TopicPartition,
+    Transaction,
+)
+from logstore.broker.txn_state_log import read_state, snapshot_of
 from logstore.errors import (
     ConcurrentTransactionsError,
     InvalidRequestError,
@@ -79,75 +88,16 @@ from logstore.storage.config import FLUSH_ALWAYS
 
 log = logging.getLogger(__name__)
 
-TopicPartition = tuple[str, int]
-
-EMPTY = "empty"
-ONGOING = "ongoing"
-PREPARE_COMMIT = "prepare_commit"
-PREPARE_ABORT = "prepare_abort"
-COMPLETE_COMMIT = "complete_commit"
-COMPLETE_ABORT = "complete_abort"
-
 PRODUCER_ID_BLOCK = 1000
 DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 MAX_TRANSACTION_TIMEOUT_MS = 15 * 60_000
 MAX_EPOCH = (1 << 15) - 1
-SNAPSHOT_FILE = "transactions.snapshot"
-SNAPSHOT_KIND = "txns"
-SNAPSHOT_VERSION = 1
 
 #: (producer id, epoch, partitions, commit) -> writes the markers.
 MarkerWriter = Callable[[int, int, list[TopicPartition], bool], None]
 #: A cluster's marker sender: takes a PREPARE_* transaction (commit or not), sends its markers to
 #: the partitions' leaders in the background and then calls ``TransactionCoordinator.finish``.
-MarkerSender = Callable[["Transaction", bool], None]
-
-
-@dataclass
-class Transaction:
-    transactional_id: str
-    producer_id: int
-    producer_epoch: int
-    timeout_ms: int
-    state: str = EMPTY
-    partitions: set[TopicPartition] = field(default_factory=set)
-    offsets: dict[str, dict[TopicPartition, tuple[int, str]]] = field(default_factory=dict)
-    started_ms: int = 0
-    #: Set when the broker aborted the transaction on its own (a topic was deleted); the producer
-    #: learns it from its next call.
-    abort_reason: str = ""
-
-    def to_value(self) -> dict:  # type: ignore[type-arg]
-        return {
-            "producer_id": self.producer_id,
-            "producer_epoch": self.producer_epoch,
-            "timeout_ms": self.timeout_ms,
-            "state": self.state,
-            "partitions": sorted([t, p] for t, p in self.partitions),
-            "offsets": {
-                group: [[t, p, o, m] for (t, p), (o, m) in sorted(entries.items())]
-                for group, entries in self.offsets.items()
-            },
-            "started_ms": self.started_ms,
-            "abort_reason": self.abort_reason,
-        }
-
-    @classmethod
-    def from_value(cls, transactional_id: str, value: dict) -> Transaction:  # type: ignore[type-arg]
-        return cls(
-            transactional_id,
-            int(value["producer_id"]),
-            int(value["producer_epoch"]),
-            int(value["timeout_ms"]),
-            str(value["state"]),
-            {(t, int(p)) for t, p in value.get("partitions", [])},
-            {
-                group: {(t, int(p)): (int(o), str(m)) for t, p, o, m in entries}
-                for group, entries in value.get("offsets", {}).items()
-            },
-            int(value.get("started_ms", 0)),
-            str(value.get("abort_reason", "")),
-        )
+MarkerSender = Callable[[Transaction, bool], None]
 
 
 class TransactionCoordinator:
@@ -171,8 +121,6 @@ class TransactionCoordinator:
         self._persisted: dict[str, dict[str, Any]] = {}
         self._persisted_block_end = 0
         self._snapshot_offset = -1  # the log offset the snapshot on disk covers
-        #: transactional ids ``add_produced`` changed since the last ``persist_added``
-        self._added: set[str] = set()
         #: In a cluster: this broker's leader epoch of the topic's partition (raises
         #: NotLeaderError); None on a single node.
         self.leadership: Callable[[], int] | None = None
@@ -224,50 +172,14 @@ class TransactionCoordinator:
         self.transactions, self._by_producer, self._persisted = {}, {}, {}
         self._block_end = self._persisted_block_end = 0
         self._snapshot_offset = -1
-        self._added = set()
 
     # -- persistence ----------------------------------------------------------------------------
 
     def _load(self) -> None:
-        started = time.perf_counter()
-        path = self._log.directory / SNAPSHOT_FILE
-        snapshot = read_snapshot(path, SNAPSHOT_KIND, SNAPSHOT_VERSION, self._log)
-        start, source = self._log.log_start_offset, "log"
-        if snapshot is not None:
-            try:
-                document = json.loads(snapshot.payload)
-                block_end = int(document["block_end"])
-                persisted = {str(k): dict(v) for k, v in document["transactions"].items()}
-                transactions = {k: Transaction.from_value(k, v) for k, v in persisted.items()}
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                log.warning("ignoring the state snapshot %s: %s; replaying the log from its start", path, exc)
-            else:
-                self._block_end, self._persisted, self.transactions = block_end, persisted, transactions
-                start, source = snapshot.offset, "snapshot"
-                self._snapshot_offset = snapshot.offset
-        latest, records = read_latest(self._log, start)
-        raw_values = list(latest.values())
-        values = iter(parse_many([v for v in raw_values if v is not None]))
-        for key, raw in zip(parse_many(list(latest)), raw_values, strict=True):
-            value = None if raw is None else next(values)
-            if key == ["producer_id_block"] and value is not None:
-                self._block_end = max(self._block_end, int(value["end"]))
-            elif isinstance(key, list) and len(key) == 2 and key[0] == "txn":
-                if value is None:
-                    self.transactions.pop(key[1], None)
-                    self._persisted.pop(key[1], None)
-                else:
-                    self.transactions[key[1]] = Transaction.from_value(key[1], value)
-                    self._persisted[key[1]] = value
-        self._persisted_block_end = self._block_end
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        log.info(
-            "loaded %d transactional ids from %s/0: %s up to offset %d, then %d records of the "
-            "log, in %.1f ms", len(self.transactions), TRANSACTIONS_TOPIC,
-            "the snapshot" if source == "snapshot" else "no snapshot", start, records, elapsed_ms,
-            extra={"source": source, "snapshot_offset": start, "records": records,
-                   "transactional_ids": len(self.transactions), "load_ms": round(elapsed_ms, 1)},
-        )
+        state = read_state(self._log)
+        self._block_end = self._persisted_block_end = state.block_end
+        self._persisted, self.transactions = state.persisted, state.transactions
+        self._snapshot_offset = state.snapshot_offset
         self._next_producer_id = self._block_end  # never reuse ids of an unfinished block
         for transaction in self.transactions.values():
             self._by_producer[transaction.producer_id] = transaction
@@ -286,12 +198,8 @@ class TransactionCoordinator:
         end = self._log.log_end_offset
         if (not force and end == self._snapshot_offset) or not self.leads_loaded():
             return []
-        document = {"block_end": self._persisted_block_end, "transactions": self._persisted}
-        payload = json.dumps(document, separators=(",", ":")).encode()
         self._snapshot_offset = end
-        return [PendingSnapshot(
-            self._log, self._log.directory / SNAPSHOT_FILE, SNAPSHOT_KIND, SNAPSHOT_VERSION, end, payload
-        )]
+        return [snapshot_of(self._log, self._persisted_block_end, self._persisted, end)]
 
     def _persist(self, transaction: Transaction, *, sync: bool = True) -> None:
         value = transaction.to_value()
@@ -451,7 +359,7 @@ class TransactionCoordinator:
 
     def _complete(self, transaction: Transaction, commit: bool, prepare: bool = False) -> None:
         partitions = sorted(tp for tp in transaction.partitions if self.data_dir.has_topic(tp[0]))
-        if prepare:
+        if prepare and not self._marker_commits(transaction, partitions):
             transaction.state = PREPARE_COMMIT if commit else PREPARE_ABORT
             self._persist(transaction, sync=self._durable(transaction, partitions))
         if self.marker_sender is not None:
@@ -467,6 +375,15 @@ class TransactionCoordinator:
         # No fsync needed: if this record is lost, recovery finds PREPARE_* and writes the
         # markers (and offsets) again, which changes nothing the second time.
         self._persist(transaction, sync=False)
+
+    def _marker_commits(self, transaction: Transaction, partitions: list[TopicPartition]) -> bool:
+        """Whether the PREPARE record can be left out (a single node, see the module
+        docstring): one partition, no group offsets, no ONGOING record in the log (which
+        recovery would abort although the marker was written)."""
+        return (
+            self.marker_sender is None and len(partitions) <= 1 and not transaction.offsets
+            and self._persisted.get(transaction.transactional_id, {}).get("state") != ONGOING
+        )
 
     def finish(self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool) -> bool:
         """A cluster: every marker of the PREPARE_* transaction was written (``marker_sender``):
@@ -528,29 +445,14 @@ class TransactionCoordinator:
 
     def add_produced(self, producer_id: int, topic: str, partition: int) -> None:
         """A transactional batch (``check_produce`` passed) is being appended to ``partition``:
-        begin the transaction if none is open and add the partition to it. The new state is
-        written by ``persist_added``, once per produce request however many partitions it adds."""
+        begin the transaction if none is open and add the partition to it. Nothing is written:
+        the end's record says it all, and if the broker stops first, the partition's open
+        transaction is an orphan its producer state finds and aborts (``is_open_in``)."""
         transaction = self._by_producer[producer_id]
         if transaction.state == ONGOING and (topic, partition) in transaction.partitions:
             return
         self._begin(transaction)
         transaction.partitions.add((topic, partition))
-        self._added.add(transaction.transactional_id)
-
-    def persist_added(self, skip: str = "") -> None:
-        """Write the transactions ``add_produced`` changed, one record each (the broker calls it
-        at the end of a produce request's appends, with no await in between). ``skip``: a
-        transactional id whose end follows at once; its PREPARE record says it all (if the
-        broker stops before writing it, the partitions' orphans are aborted, as when this
-        record is lost)."""
-        added, self._added = self._added, set()
-        added.discard(skip)
-        for transactional_id in added:
-            transaction = self.transactions.get(transactional_id)
-            if transaction is not None:
-                # No fsync: if this is lost, the partition's open transaction is found when its
-                # producer state is rebuilt and aborted there (``is_open_in``).
-                self._persist(transaction, sync=False)
 
     def is_open_in(self, producer_id: int, topic: str, partition: int) -> bool:
         """Whether an ongoing transaction of ``producer_id`` covers this partition."""

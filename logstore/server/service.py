@@ -227,10 +227,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
         outcomes = []
         if items or request.end_transaction is None:  # an end alone carries no partitions
             # the peer (client address and port) is the connection: its bytes in flight are bounded
-            outcomes = await self.broker.produce(
-                items, convert.acks(request.acks), client=peer,
-                ending=request.transactional_id if request.end_transaction is not None else "",
-            )
+            outcomes = await self.broker.produce(items, convert.acks(request.acks), client=peer)
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.error is None:
                 self.metrics.produced(item.topic, outcome.record_count, len(item.records))

@@ -17,7 +17,7 @@ from logstore.broker.groups.offsets import SNAPSHOT_FILE as OFFSETS_SNAPSHOT
 from logstore.broker.internal import OFFSETS_TOPIC, TRANSACTIONS_TOPIC
 from logstore.broker.snapshot_file import write_snapshot
 from logstore.broker.state_checkpoints import write_all
-from logstore.broker.transactions import SNAPSHOT_FILE as TRANSACTIONS_SNAPSHOT
+from logstore.broker.txn_state_log import SNAPSHOT_FILE as TRANSACTIONS_SNAPSHOT
 from logstore.storage import ManualClock, PartitionLog
 
 from .helpers import LIGHT, crash, opened, produce, run

@@ -123,15 +123,16 @@ def test_commit_writes_a_commit_marker_and_makes_the_records_visible(tmp_path: P
 def test_a_commit_fsyncs_only_what_the_flush_policy_asks(tmp_path: Path, clock: ManualClock, flush: str) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock, LIGHT) as broker:
-            broker.create_topic("t", 1, {"flush": flush})
+            broker.create_topic("t", 2, {"flush": flush})
             partition_log = broker.data_dir.log("t", 0)
             state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
             tx = TxProducer(broker)
             await tx.send("t", 0, b"a")
+            await tx.send("t", 1, b"b")  # two partitions: a PREPARE record
             state_durable = state_log.recovery_point
             tx.commit()
-            assert markers(broker, "t", 0) == [COMMIT_MARKER]
-            if flush == "always":  # the marker and the PREPARE record are on disk
+            assert markers(broker, "t", 0) == markers(broker, "t", 1) == [COMMIT_MARKER]
+            if flush == "always":  # the markers and the PREPARE record are on disk
                 assert partition_log.recovery_point == log_end(broker) == 2
                 assert state_log.recovery_point > state_durable
             else:  # neither waited for: the log's flush policy decides when
@@ -327,7 +328,7 @@ def test_a_transactional_batch_adds_its_partition_to_the_transaction(tmp_path: P
     run(body())
 
 
-def test_a_request_adding_several_partitions_writes_one_state_record(tmp_path: Path, clock: ManualClock) -> None:
+def test_a_request_adding_several_partitions_writes_no_state_record(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock, LIGHT) as broker:
             broker.create_topic("t", 3)
@@ -339,9 +340,10 @@ def test_a_request_adding_several_partitions_writes_one_state_record(tmp_path: P
             outcomes = await broker.produce(
                 [ProduceItem("t", p, encode_batch([b"v"], **stamp)) for p in range(3)])
             assert all(outcome.error is None for outcome in outcomes)
-            assert state_log.log_end_offset == before + 1  # ONGOING with the 3 partitions
+            assert state_log.log_end_offset == before  # the partitions' producer state knows
             assert broker.transactions.transactions[TID].partitions == {("t", 0), ("t", 1), ("t", 2)}
             tx.commit()
+            assert state_log.log_end_offset == before + 2  # PREPARE, COMPLETE: 3 markers
             assert [markers(broker, "t", p) for p in range(3)] == [[COMMIT_MARKER]] * 3
 
     run(body())
@@ -391,7 +393,7 @@ def test_an_end_sent_again_is_not_answered_as_committed_when_recovery_aborted_th
     run(body())
 
 
-def test_a_request_that_ends_its_transaction_writes_two_state_records(
+def test_a_transaction_over_one_partition_writes_one_state_record(
     tmp_path: Path, clock: ManualClock
 ) -> None:
     async def body() -> None:
@@ -400,16 +402,69 @@ def test_a_request_that_ends_its_transaction_writes_two_state_records(
             tx = TxProducer(broker)
             state_log = broker.data_dir.log(TRANSACTIONS_TOPIC, 0)
             written = []
-            for sequence, ending in ((0, ""), (1, TID)):
+            for _ in range(2):
                 before = state_log.log_end_offset
-                batch = encode_batch([b"v"], producer_id=tx.pid, producer_epoch=tx.epoch,
-                                     base_sequence=sequence, transactional=True)
-                (outcome,) = await broker.produce([ProduceItem("t", 0, batch)], ending=ending)
-                assert outcome.error is None
-                tx.end_after_batches({("t", 0): sequence + 1})
+                await tx.send("t", 0, b"v")  # a request of its own, then the end
+                await tx.send("t", 0, b"w")
+                tx.end_after_batches(dict(tx.sequences))
                 written.append(state_log.log_end_offset - before)
-            assert written == [3, 2]  # ONGOING, PREPARE, COMPLETE; PREPARE, COMPLETE
+            assert written == [1, 1]  # COMPLETE_COMMIT alone: the marker is the commit point
             assert markers(broker) == [COMMIT_MARKER, COMMIT_MARKER]
+            assert await visible(broker) == [b"v", b"w", b"v", b"w"]
+
+    run(body())
+
+
+@pytest.mark.parametrize("marker", [False, True], ids=["before_the_marker", "after_the_marker"])
+def test_a_crash_ending_a_one_partition_transaction_keeps_it_whole(
+    tmp_path: Path, clock: ManualClock, marker: bool
+) -> None:
+    """No ONGOING nor PREPARE record: stopped before its marker the transaction is an orphan
+    the restart aborts; stopped after it, it stays committed."""
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 1)
+            tx = TxProducer(broker)
+            await tx.send("t", 0, b"a")
+            tx.end_after_batches(dict(tx.sequences))
+            await tx.send("t", 0, b"b", b"c")
+            write_markers = broker.transactions.write_markers
+
+            def crash_around_marker(pid: int, epoch: int, partitions: list[tuple[str, int]], commit: bool) -> None:
+                if marker:
+                    write_markers(pid, epoch, partitions, commit)
+                raise SimulatedCrash()
+
+            broker.transactions.write_markers = crash_around_marker
+            with pytest.raises(SimulatedCrash):
+                tx.end_after_batches(dict(tx.sequences))
+            crash(broker)
+        async with opened(tmp_path, clock) as broker:
+            assert await visible(broker) == ([b"a", b"b", b"c"] if marker else [b"a"])
+            assert markers(broker) == [COMMIT_MARKER, COMMIT_MARKER if marker else ABORT_MARKER]
+            assert lso(broker) == log_end(broker)
+
+    run(body())
+
+
+def test_a_restart_aborts_a_transaction_its_batches_began_and_the_producer_goes_on(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async def body() -> None:
+        async with opened(tmp_path, clock) as broker:
+            broker.create_topic("t", 1)
+            tx = TxProducer(broker)
+            await tx.send("t", 0, b"a")  # no state record: the partition knows
+            crash(broker)
+        async with opened(tmp_path, clock) as broker:
+            tx.broker = broker
+            assert lso(broker) == log_end(broker)  # its producer state loads: the orphan is aborted
+            assert markers(broker) == [ABORT_MARKER]
+            with pytest.raises(TransactionAbortedError, match="last records in t/0 were aborted"):
+                tx.end_after_batches(dict(tx.sequences))
+            await tx.send("t", 0, b"b")  # the same epoch: the next transaction
+            tx.end_after_batches(dict(tx.sequences))
+            assert await visible(broker) == [b"b"]
 
     run(body())
 
