@@ -333,10 +333,10 @@ class Accumulator(AppendPath):
         flight is late, so waiting for it gains nothing either (under the lock)."""
         return not self.linger_when_idle and self.hold.send_now(now)
 
-    def request_sent(self) -> None:
+    def request_sent(self, size_bytes: int = 0) -> None:
         now = time.monotonic()
         with self.lock:
-            self.hold.sent(now)
+            self.hold.sent(now, size_bytes)
 
     def request_done(self) -> None:
         """An answer (or a failure) came: with none left in flight, open batches go now."""

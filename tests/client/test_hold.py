@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from logstore.client.hold import FIRST_ROUND_TRIP_S, LATE_FACTOR, LATE_MIN_S, Hold
+from logstore.client.hold import (
+    FIRST_ROUND_TRIP_S,
+    LATE_FACTOR,
+    LATE_MAX_REQUEST_BYTES,
+    LATE_MIN_S,
+    Hold,
+)
 
 
 def test_nothing_in_flight_sends_at_once() -> None:
@@ -24,6 +30,16 @@ def test_two_in_flight_never_count_as_late() -> None:
     hold.sent(0.0)
     assert hold.late_at() is None
     assert not hold.send_now(100.0)
+
+
+def test_a_large_request_is_never_late() -> None:
+    hold = Hold()
+    hold.sent(0.0, LATE_MAX_REQUEST_BYTES + 1)
+    assert hold.late_at() is None
+    assert not hold.send_now(100.0)
+    hold.answered(1.0)
+    hold.sent(2.0, LATE_MAX_REQUEST_BYTES)
+    assert hold.late_at() is not None
 
 
 def test_answers_move_the_round_trip_and_the_late_point_follows() -> None:
