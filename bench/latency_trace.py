@@ -26,7 +26,8 @@ the hooks cost a few µs per hop.
 Last, the floor: ``bench/raw_relay.py``, the same gRPC hops and threads with no logstore code, one
 message per record at ``--floor-rate``.
 
-``python -m bench.latency_trace [--rate 1000 10000] [--seconds 2] [--linger-ms MS]``
+``python -m bench.latency_trace [--rate 1000 10000] [--seconds 2] [--linger-ms MS]
+[--late-factor F]``
 """
 
 from __future__ import annotations
@@ -63,10 +64,28 @@ def _note(name: str, key: int) -> None:
     _events.setdefault(name, []).append((key, time.time_ns()))
 
 
+def watch_gc() -> None:
+    """Note every cyclic collection of this process: ``gc<generation>`` events of
+    (duration_ns, start time_ns), so the report can say whether collections own the tail."""
+    import gc
+
+    started = [0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        now = time.time_ns()
+        if phase == "start":
+            started[0] = now
+        else:
+            _events.setdefault(f"gc{info['generation']}", []).append((now - started[0], started[0]))
+
+    gc.callbacks.append(callback)
+
+
 # -- hooks --------------------------------------------------------------------------------------
 
 
 def hook_producer() -> None:
+    watch_gc()
     from logstore.client import sender, stream
 
     send_batches = sender.Sender._send
@@ -75,9 +94,9 @@ def hook_producer() -> None:
     open_call = stream.ProduceStream._open
     local = threading.local()
 
-    def traced_send(self: Any, batches: Any) -> Any:
+    def traced_send(self: Any, batches: Any, *rest: Any) -> Any:
         local.started = time.time_ns()
-        return send_batches(self, batches)
+        return send_batches(self, batches, *rest)
 
     def traced_stream_send(self: Any, correlation_id: int, payload: bytes, context: Any) -> None:
         _events.setdefault("sender", []).append((correlation_id, local.started))
@@ -107,13 +126,14 @@ def hook_producer() -> None:
             self._method = wrapped
         open_call(self)
 
-    sender.Sender._send = traced_send  # type: ignore[method-assign]
+    sender.Sender._send = traced_send  # type: ignore[method-assign,assignment]
     stream.ProduceStream.send = traced_stream_send  # type: ignore[method-assign]
     stream.ProduceStream._answer = traced_answer  # type: ignore[method-assign]
     stream.ProduceStream._open = traced_open  # type: ignore[method-assign]
 
 
 def hook_broker() -> None:
+    watch_gc()
     from logstore.broker import wakeups
     from logstore.server import service, wire
 
@@ -140,6 +160,7 @@ def hook_broker() -> None:
 
 
 def hook_consumer() -> None:
+    watch_gc()
     from logstore.client import fetcher, subscription
 
     decode = subscription.wire.decode_subscribe_response
@@ -310,7 +331,32 @@ def hop_times(run: dict[str, Any], broker: dict[str, list[tuple[int, int]]]) -> 
     return hops
 
 
-def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, Any]) -> str:
+def gc_summary(processes: dict[str, dict[str, list[tuple[int, int]]]], sent: np.ndarray,
+               polled: np.ndarray) -> str:
+    """Per process: cyclic collections per generation while the measured records travelled,
+    the longest pause, and the share of the slowest 1 % of records whose way (send() to poll())
+    overlapped a pause of that process."""
+    start, end = int(sent.min()), int(polled.max())
+    latency = polled - sent
+    slow = latency >= np.percentile(latency, 99)
+    parts = []
+    for who, events in processes.items():
+        pauses = [(d, t) for g in range(3) for d, t in events.get(f"gc{g}", [])
+                  if start <= t <= end]
+        counts = "/".join(str(sum(1 for d, t in events.get(f"gc{g}", []) if start <= t <= end))
+                          for g in range(3))
+        longest = max((d for d, _ in pauses), default=0) / 1e6
+        hit = np.zeros(len(sent), dtype=bool)
+        for duration, begin in pauses:
+            if duration > 1_000_000:  # only pauses over 1 ms can own a 2 ms tail
+                hit |= (sent <= begin + duration) & (polled >= begin)
+        parts.append(f"{who} {counts} (max {longest:.2f} ms; slowest 1 % overlapping a pause"
+                     f" over 1 ms: {hit[slow].mean():.0%})")
+    return "  GC gen0/1/2: " + "; ".join(parts)
+
+
+def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, Any],
+           broker: dict[str, list[tuple[int, int]]] | None = None) -> str:
     sent = hops["send"][settle:]
     requests = len(run["producer"].get("queued", []))
     records = len(run["sent"])
@@ -337,6 +383,8 @@ def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, A
             previous = times
         else:
             previous = sent  # acked is measured from send(), beside poll
+    lines.append(gc_summary({"producer": run["producer"], "broker": broker or {},
+                             "consumer": run["events"]}, sent, hops["poll"][settle:]))
     # Nagle: a record sent while an earlier request was unanswered waits for its answer
     held = _held_behind_request(hops)[settle:]
     step = (hops["sender"][settle:] - sent) / 1e6
@@ -363,9 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--linger-ms", type=float, default=None)
+    parser.add_argument("--late-factor", type=float, default=None,
+                        help="client/hold.py's LATE_FACTOR for this run (1e9: plain Nagle)")
     parser.add_argument("--floor-rate", type=int, default=200,
                         help="the raw gRPC relay's rate (bench/raw_relay.py; 0: skip it)")
     args = parser.parse_args(argv)
+    if args.late_factor is not None:
+        from logstore.client import hold
+
+        hold.LATE_FACTOR = args.late_factor
     hook_producer()
     directory = tempfile.mkdtemp(prefix="logstore-trace-")
     events_path = os.path.join(directory, "broker-events.json")
@@ -398,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         window = {name: [(k, t) for k, t in items if start <= t <= end]
                   for name, items in broker_events.items()}
         hops = hop_times(run, window)
-        print(report(rate, hops, len(run["sent"]) // 5, run))
+        print(report(rate, hops, len(run["sent"]) // 5, run, window))
     if args.floor_rate > 0:
         from bench.raw_relay import RelayServer, measure
 

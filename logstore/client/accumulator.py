@@ -6,8 +6,9 @@ slots. A keyless bytes value into an open batch takes a fast path without the lo
 Thread-safety): one dict lookup (``sticky_open``, the open batch of the topic's sticky
 partition; or the given partition's), the append, the size check, and the last future handed
 out reused when its caller dropped it (``spare``); other records take the lock. A batch closes when it reaches ``batch_bytes`` (``append`` closes it), or in the sender's ``drain``: at
-once when no produce request is in flight (``in_flight`` is 0: Nagle's rule, so an idle producer
-sends a record immediately and batches only while an answer is awaited), else once it is
+once when no produce request is in flight (Nagle's rule, so an idle producer
+sends a record immediately and batches only while an answer is awaited) or when the one request
+in flight is late (``hold``: twice the recent round trip old), else once it is
 ``linger_ms`` old (or ``linger_when_idle``: always ``linger_ms``, as Kafka does); closed batches wait in ``ready``, in order, for the sender thread, which
 encodes them (``ProducerBatch.encode``) and sends them. ``send_batch`` puts batches it encoded
 itself on the same queue (``enqueue``), behind the partition's open batch, so per-partition order
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from logstore.client.append_path import AppendPath, Exclusive
 from logstore.client.batch import EMPTY, MIXED, ProducerBatch, RecordFuture
 from logstore.client.bulk import SEQUENCE_MASK
+from logstore.client.hold import Hold
 from logstore.client.partitioner import Partitioner
 from logstore.errors import LogstoreError, UnknownPartitionError
 
@@ -66,7 +68,7 @@ class Accumulator(AppendPath):
         "batch_bytes",
         "linger",
         "linger_when_idle",
-        "in_flight",
+        "hold",
         "buffer_bytes",
         "partitioner",
         "topics",
@@ -100,8 +102,9 @@ class Accumulator(AppendPath):
         self.batch_bytes = batch_bytes
         self.linger = linger_ms / 1000.0
         self.linger_when_idle = linger_when_idle
-        #: Produce requests sent and not yet answered (``request_sent``/``request_done``).
-        self.in_flight = 0
+        #: Produce requests sent and not yet answered (``request_sent``/``request_done``), and
+        #: whether open batches may go while one is (see ``hold``).
+        self.hold = Hold()
         self.buffer_bytes = buffer_bytes
         self.partitioner = partitioner or Partitioner()
         self.topics: dict[str, TopicState] = {}
@@ -290,7 +293,7 @@ class Accumulator(AppendPath):
         now = time.monotonic()
         with self.exclusive:
             linger = self.linger
-            force = force or self._idle_link()
+            force = force or self._idle_link(now)
             for batch in list(self.opened):
                 if not force and now - batch.opened < linger:
                     break
@@ -320,21 +323,27 @@ class Accumulator(AppendPath):
             if self.opened:
                 oldest = next(iter(self.opened))
                 wait = max(0.0, oldest.opened + linger - now)
+                late = None if self.linger_when_idle else self.hold.late_at()
+                if late is not None:
+                    wait = max(0.0, min(wait, late - now))
             return taken, wait
 
-    def _idle_link(self) -> bool:
-        """Nagle's rule: nothing is in flight, so waiting gains nothing (under the lock)."""
-        return self.in_flight == 0 and not self.linger_when_idle
+    def _idle_link(self, now: float) -> bool:
+        """Nagle's rule: nothing is in flight, so waiting gains nothing; or the one request in
+        flight is late, so waiting for it gains nothing either (under the lock)."""
+        return not self.linger_when_idle and self.hold.send_now(now)
 
-    def request_sent(self) -> None:
+    def request_sent(self, size_bytes: int = 0) -> None:
+        now = time.monotonic()
         with self.lock:
-            self.in_flight += 1
+            self.hold.sent(now, size_bytes)
 
     def request_done(self) -> None:
         """An answer (or a failure) came: with none left in flight, open batches go now."""
+        now = time.monotonic()
         with self.lock:
-            self.in_flight -= 1
-            if self.in_flight == 0 and self.opened and self.idle and not self.linger_when_idle:
+            self.hold.answered(now)
+            if not self.hold.in_flight and self.opened and self.idle and not self.linger_when_idle:
                 self.idle = False
                 self.wakeup.set()
 
@@ -351,7 +360,7 @@ class Accumulator(AppendPath):
                 return
             self.idle = True
             self.wakeup.clear()
-            if urgent() or (self.opened and self._idle_link()):
+            if urgent() or (self.opened and self._idle_link(time.monotonic())):
                 self.idle = False
                 return
         self.wakeup.wait(timeout)

@@ -78,7 +78,9 @@ class ProducerConfig:
     #: How long a batch that is not full waits for more records while a produce request is in
     #: flight (it goes as soon as the answer comes, or after ``linger_ms``, whichever is first).
     #: With nothing in flight a batch is sent at once (Nagle's rule): an idle producer adds no
-    #: delay, and a busy one batches for as long as its requests take.
+    #: delay, and a busy one batches for as long as its requests take. When the one request in
+    #: flight is late (a request of at most 64 KiB older than twice the recent round trip), the
+    #: open batches go as a second request (``client/hold.py``).
     linger_ms: float = 5.0
     #: True: every batch waits ``linger_ms`` even when nothing is in flight (Kafka's
     #: ``linger.ms``): fewer, larger requests at low rates, at the cost of latency. None

@@ -62,7 +62,8 @@ class Producer:
 
     ``Producer(server, acks="all", linger_ms=5, batch_bytes=1 MiB, codec="none", ...)``; the
     options are ``ProducerConfig``'s. A record sent while no request is in flight goes at once;
-    records sent while one is batch up until its answer comes (at most ``linger_ms``), so the
+    records sent while one is batch up until its answer comes (at most ``linger_ms``; sooner, as
+    a second request, if that small request is late: twice the recent round trip), so the
     producer is fast when idle and batches under load with the same defaults. ``server`` defaults to ``$LOGSTORE_SERVER`` or
     ``127.0.0.1:7070``; it may list several bootstrap addresses (``"h1:7070,h2:7070"``), tried
     in turn until one answers. In a cluster each partition's batches go to its leader, and a

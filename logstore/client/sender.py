@@ -326,7 +326,7 @@ class Sender(EndSending):
             *(() if end is None or identity is None else
               (identity.transactional_id, end.message(identity))),
         )
-        self._accumulator.request_sent()
+        self._accumulator.request_sent(len(payload))
         try:
             stream.send(correlation_id, payload, batches if end is None else end)
         except BaseException:

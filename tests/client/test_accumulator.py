@@ -10,6 +10,7 @@ import pytest
 
 from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch
+from logstore.client.hold import FIRST_ROUND_TRIP_S
 from logstore.client.models import RecordMetadata
 from logstore.client.partitioner import Partitioner, partition_for_key
 from logstore.errors import UnknownPartitionError, UnknownTopicError
@@ -34,10 +35,25 @@ def test_batch_closes_when_it_reaches_batch_bytes() -> None:
     assert len(accumulator.opened) == 1
 
 
-def test_drain_takes_no_open_batch_before_linger_while_a_request_is_in_flight() -> None:
+def test_drain_takes_no_open_batch_while_a_request_is_in_flight_and_on_time() -> None:
     accumulator = make(linger_ms=10_000)
     accumulator.request_sent()
     accumulator.append("t", b"v", partition=0)
+    batches, wait = accumulator.drain(1 << 20)
+    assert batches == []
+    # the sender wakes when the request would be late (twice the first assumed round trip)
+    assert wait is not None and 0.0 < wait <= 2 * FIRST_ROUND_TRIP_S
+
+
+def test_a_late_request_lets_the_open_batches_go_as_a_second_one() -> None:
+    accumulator = make(linger_ms=10_000)
+    accumulator.request_sent()
+    accumulator.append("t", b"v", partition=0)
+    time.sleep(2 * FIRST_ROUND_TRIP_S + 0.002)
+    assert [batch.record_count for batch in accumulator.drain(1 << 20)[0]] == [1]
+    accumulator.request_sent()  # two in flight: the next batch waits for an answer or linger
+    accumulator.append("t", b"w", partition=0)
+    time.sleep(2 * FIRST_ROUND_TRIP_S + 0.002)
     batches, wait = accumulator.drain(1 << 20)
     assert batches == []
     assert wait is not None and 9.0 < wait <= 10.0
