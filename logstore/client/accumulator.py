@@ -66,6 +66,7 @@ class Accumulator(AppendPath):
     __slots__ = (
         "lock",
         "batch_bytes",
+        "admit",
         "linger",
         "linger_when_idle",
         "hold",
@@ -100,6 +101,11 @@ class Accumulator(AppendPath):
     ) -> None:
         self.lock = threading.Lock()
         self.batch_bytes = batch_bytes
+        #: Called by ``append`` for every record it cannot put in an open batch the fast way,
+        #: so for the first record of every batch; it raises to refuse the record. A
+        #: transactional producer's check that a transaction is open: its batches all close
+        #: when the transaction ends, so a record outside one never finds an open batch.
+        self.admit: Callable[[], None] | None = None
         self.linger = linger_ms / 1000.0
         self.linger_when_idle = linger_when_idle
         #: Produce requests sent and not yet answered (``request_sent``/``request_done``), and

@@ -64,6 +64,7 @@ class AppendPath:
     exclusive: Exclusive
     spare: RecordFuture
     batch_bytes: int
+    admit: Callable[[], None] | None
     buffer_bytes: int
     ready_bytes: int
     partitioner: Partitioner
@@ -146,7 +147,10 @@ class AppendPath:
         timestamp: int | None,
     ) -> RecordFuture:
         """``append`` of a record with a key, headers, a timestamp or a partition, a value other
-        than bytes, or one that opens its partition's batch."""
+        than bytes, or one that opens its partition's batch (``admit`` first: it may refuse)."""
+        admit = self.admit
+        if admit is not None:
+            admit()
         try:
             state = self.topics[topic]
         except KeyError:

@@ -108,12 +108,13 @@ class Producer:
                 self._transaction = Transaction(stub, self.server, config, self._identity, self._metadata)
         self._sender = Sender(self._accumulator, self._open_stream, config, self._refresh,
                               self._metadata, self._identity, self._transaction)
-        #: ``send`` is the accumulator's append itself: one call less per record (a
-        #: transactional producer checks that a transaction is open first).
-        if self._transaction is None:
-            self.send = self._accumulator.append  # type: ignore[method-assign]
-        else:
-            self.send = self._send_in_transaction  # type: ignore[method-assign]
+        #: ``send`` is the accumulator's append itself: one call less per record. A
+        #: transactional producer checks that a transaction is open for the first record of each
+        #: batch (``Accumulator.admit``): every batch closes when a transaction ends, so a record
+        #: sent outside one always takes that path.
+        self.send = self._accumulator.append  # type: ignore[method-assign]
+        if self._transaction is not None:
+            self._accumulator.admit = self._admit_in_transaction
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -331,15 +332,12 @@ class Producer:
                 "the producer is not transactional: create it with transactional_id=...")
         return self._transaction
 
-    def _send_in_transaction(
-        self, topic: str, value: Any, key: Any = None, headers: Any = None,
-        partition: int | None = None, timestamp: int | None = None,
-    ) -> RecordFuture:
+    def _admit_in_transaction(self) -> None:
+        """A record opening a batch (``Accumulator.admit``): only inside a transaction."""
         transaction = self._transaction
         assert transaction is not None
         if transaction.state != IN_TRANSACTION:
             transaction.require(IN_TRANSACTION, action="send")
-        return self._accumulator.append(topic, value, key, headers, partition, timestamp)
 
     @property
     def producer_id(self) -> int:

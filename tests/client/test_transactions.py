@@ -170,6 +170,23 @@ def test_transaction_calls_out_of_order_are_refused(server: str, new_topic: Topi
         plain.begin_transaction()
 
 
+def test_a_record_sent_after_the_transaction_ended_is_refused(server: str, new_topic: Topic) -> None:
+    # send() checks the transaction only for a record that opens a batch: every batch of the
+    # transaction must be closed once it ends, so the next record is checked again
+    topic = new_topic(1)
+    with Producer(server, transactional_id=txn_id()) as producer:
+        producer.init_transactions()
+        for end in (producer.commit_transaction, producer.abort_transaction):
+            producer.begin_transaction()
+            producer.send(topic, b"inside", partition=0)
+            producer.send(topic, b"inside")  # the sticky partition: the same open batch
+            end()
+            for arguments in ({"partition": 0}, {}):
+                with pytest.raises(InvalidTransactionStateError):
+                    producer.send(topic, b"outside", **arguments)
+    assert read(server, topic) == [b"inside", b"inside"]
+
+
 def test_a_failed_record_makes_the_commit_fail(server: str, new_topic: Topic) -> None:
     topic = new_topic(1, max_batch_bytes=2048)
     with Producer(server, transactional_id=txn_id(), linger_ms=0) as producer:
