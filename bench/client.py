@@ -62,6 +62,8 @@ class Plan:
     e2e_seconds: float = 3.0  # how long the end-to-end latency workload sends
     transaction_records: int = 20_000  # records per transactional / idempotent run
     end_txn_samples: int = 50
+    #: Interleaved (idempotent, transactional) pairs of the 10,000-record row, at least.
+    transaction_goal_pairs: int = 1
 
 
 QUICK = Plan(produce_records=100_000, consume_records=200_000, large_records=20_000,
@@ -69,7 +71,7 @@ QUICK = Plan(produce_records=100_000, consume_records=200_000, large_records=20_
              end_txn_samples=30)
 FULL = Plan(produce_records=2_000_000, consume_records=4_000_000, large_records=500_000,
             latency_samples=3_000, repeats=3, e2e_seconds=3.0, transaction_records=200_000,
-            end_txn_samples=200)
+            end_txn_samples=200, transaction_goal_pairs=7)
 #: The end-to-end latency workload's rate (issue 16's row).
 E2E_RATE = 10_000
 
@@ -89,7 +91,8 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
         bench = ClientBench(options.server or broker.address, plan,  # type: ignore[union-attr]
                             None if broker is None else broker.process.pid)
         txn = TransactionBench(bench.server, plan.transaction_records, plan.repeats,
-                               plan.end_txn_samples, bench._topic, bench.admin.delete_topic)
+                               plan.end_txn_samples, bench._topic, bench.admin.delete_topic,
+                               plan.transaction_goal_pairs)
         tasks: list[tuple[str, str, Callable[[str, str], Result]]] = [
             ("produce", "produce 100 B: send_batch(), flush=never", bench.produce_batch),
             ("produce", "produce 100 B: send() per record, flush=never", bench.produce_send),
