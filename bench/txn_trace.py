@@ -12,10 +12,12 @@ own, with hooks in the producer that note ``time.perf_counter()`` at each step:
 ``returned``    ``commit_transaction()`` returned
 ==============  =================================================================================
 
-and, per transaction, when its first batch sent alone was answered, the client's CPU time (all
-threads), how many batches and requests it took, and how many of its records were still unsent
-when the commit began (the tail). The table shows each phase's median and p90 over
-the transactions after the first ``--warmup``. A diagnostic tool, not a timed bench.
+and, per transaction, when its first batch sent alone was answered, the calling thread's CPU time
+in the ``send()`` loop, the client's CPU time (all threads), how many batches and requests it
+took, and how many of its records were still unsent when the commit began (the tail); and the
+broker process's CPU time per transaction (its mean over the run, warm-up included). The table
+shows each phase's median and p90 over the transactions after the first ``--warmup``. A
+diagnostic tool, not a timed bench.
 
 ``python -m bench.txn_trace [--records 10000] [--transactions 50] [--warmup 5]
 [--option NAME=VALUE]``
@@ -43,7 +45,8 @@ class Trace:
         self.committing = False
 
     def start(self) -> None:
-        self.row = {"begin": time.perf_counter(), "cpu0": time.process_time(), "requests": 0, "batches": 0,
+        self.row = {"begin": time.perf_counter(), "cpu0": time.process_time(),
+                    "thread0": time.thread_time(), "requests": 0, "batches": 0,
                     "records_after_commit": 0}
         self.committing = False
         self.rows.append(self.row)
@@ -88,7 +91,7 @@ def install(trace: Trace) -> None:
             trace.note("first_answer")
         on_response(self, address, context, response)
 
-    sender.Sender._on_response = traced_on_response  # type: ignore[method-assign]
+    sender.Sender._on_response = traced_on_response  # type: ignore[method-assign,assignment]
     sender.Sender._send_to = traced_send_to  # type: ignore[method-assign]
     txn_end.EndSending._send_end = traced_send_end  # type: ignore[method-assign]
     txn_end.PendingEnd.answered = traced_answered  # type: ignore[method-assign]
@@ -109,6 +112,7 @@ def run(server: str, topic: str, records: int, transactions: int, trace: Trace,
             for _ in range(records):
                 send(topic, value, partition=0)
             trace.note("last_send")
+            trace.row["loop_cpu"] = time.thread_time() - trace.row["thread0"]
             trace.committing = True
             producer.commit_transaction()
             trace.note("returned")
@@ -133,10 +137,21 @@ def table(rows: list[dict[str, float]]) -> str:
     if answers:
         lines.append(f"{'last_send -> first batch answered':<34}{statistics.median(answers):>10.2f}"
                      f"   ({len(answers)} of {len(rows)} had one)")
+    lines.append(f"{'caller CPU in the send() loop ms':<34}"
+                 f"{statistics.median(r['loop_cpu'] for r in rows) * 1e3:>10.2f}")
     lines.append(f"{'client CPU per transaction ms':<34}{statistics.median(r['cpu'] for r in rows) * 1e3:>10.2f}")
     for name in ("requests", "batches", "records_after_commit"):
         lines.append(f"{name + ' per transaction':<34}{statistics.median(r[name] for r in rows):>10g}")
     return "\n".join(lines)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux: /proc)."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -159,11 +174,15 @@ def main() -> None:
             install(trace)
             producer_options = {name: ast.literal_eval(value) for name, value in
                                 (option.split("=", 1) for option in options.option)}
+            before = process_cpu_s(broker.process.pid)
             run(broker.address, topic, options.records, options.transactions + options.warmup,
                 trace, producer_options)
+            broker_ms = (process_cpu_s(broker.process.pid) - before) * 1e3
             print(f"{options.records:,} records of {VALUE_BYTES} B per transaction, "
                   f"{options.transactions} transactions {producer_options or ''}")
             print(table(trace.rows[options.warmup:]))
+            print(f"{'broker CPU per transaction ms':<34}"
+                  f"{broker_ms / (options.transactions + options.warmup):>10.2f}   (mean)")
     finally:
         broker.stop()
 
