@@ -68,7 +68,7 @@ class Plan:
 
 QUICK = Plan(produce_records=100_000, consume_records=200_000, large_records=20_000,
              latency_samples=200, repeats=1, e2e_seconds=0.5, transaction_records=20_000,
-             end_txn_samples=30)
+             end_txn_samples=30, transaction_goal_pairs=5)  # 20,000 records a run: 5 pairs are cheap
 FULL = Plan(produce_records=2_000_000, consume_records=4_000_000, large_records=500_000,
             latency_samples=3_000, repeats=3, e2e_seconds=3.0, transaction_records=200_000,
             end_txn_samples=200, transaction_goal_pairs=7)
