@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import statistics
 import time
 import uuid
@@ -134,7 +135,8 @@ class ClientBench:
         self.plan = plan
         #: The spawned broker's process (its CPU time is read from /proc); None with --server.
         self.server_pid = server_pid
-        self._server_cpu_s: list[float] = []
+        #: CPU seconds of each send_batch run: the broker, its event loop thread, this client.
+        self._server_cpu_s: list[tuple[float, ...]] = []
         self.admin = Admin(server)
         self._filled: dict[int, tuple[str, int]] = {}
         rng = np.random.default_rng(7)
@@ -171,11 +173,12 @@ class ClientBench:
             topic = self._topic(flush)
             try:
                 with Producer(self.server) as producer:
-                    cpu = _process_cpu_s(self.server_pid)
+                    before = _cpu_s(self.server_pid)
                     start = time.perf_counter()
                     producer.send_batch(topic, rows, partition=0).result()
                     elapsed = time.perf_counter() - start
-                    self._server_cpu_s.append(_process_cpu_s(self.server_pid) - cpu)
+                    after = _cpu_s(self.server_pid)
+                    self._server_cpu_s.append(tuple(b - a for a, b in zip(before, after, strict=True)))
                     return elapsed
             finally:
                 self.admin.delete_topic(topic)
@@ -200,10 +203,12 @@ class ClientBench:
         samples = self._runs(self._send_batch(LARGE, count, "never"))
         result = Result("client", group, name, "run", count, count * LARGE, samples,
                         Goal(min_rate=700 * MB / LARGE, label=">= 700 MB/s"))
-        if self.server_pid is not None:
-            cpu_ms_per_mib = statistics.median(self._server_cpu_s[1:]) * 1e3 / (count * LARGE / MIB)
-            result.params["server_cpu_ms_per_mib"] = cpu_ms_per_mib
-            result.name += f" (broker CPU {cpu_ms_per_mib:.2f} ms/MiB)"
+        if self.server_pid is not None:  # CPU per MiB: broker, its event loop thread, this client
+            broker, loop, client = (statistics.median(column) * 1e3 / (count * LARGE / MIB)
+                                    for column in zip(*self._server_cpu_s[1:], strict=True))
+            result.params.update(server_cpu_ms_per_mib=broker, server_loop_cpu_ms_per_mib=loop,
+                                 client_cpu_ms_per_mib=client)
+            result.name += f" (CPU ms/MiB: broker {broker:.2f}, {loop:.2f} of it its loop; client {client:.2f})"
         return result
 
     def produce_large_broker_alone(self, group: str, name: str) -> Result:
@@ -409,13 +414,21 @@ class ClientCpu:
         return result
 
 
-def _process_cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 when unknown)."""
+def _process_cpu_s(pid: int | None, stat: str = "stat") -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 when unknown); ``stat`` =
+    ``task/PID/stat``: of its main thread alone (the broker's event loop)."""
     if pid is None:
         return 0.0
-    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+    with open(f"/proc/{pid}/{stat}", encoding="ascii") as file:
         fields = file.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int | None) -> tuple[float, float, float]:
+    """CPU seconds so far of the broker, of its event loop thread, and of this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (_process_cpu_s(pid), _process_cpu_s(pid, f"task/{pid}/stat"),
+            usage.ru_utime + usage.ru_stime)
 
 
 def _percentiles(result: Result) -> dict[str, Any]:

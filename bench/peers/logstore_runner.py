@@ -363,9 +363,7 @@ class LogstoreSystem:
     def info(self) -> dict[str, Any]:
         return {
             "server": self.server.info,
-            "client": {"producer": "Producer(acks='all'), defaults otherwise (idempotent, "
-                                   "linger_ms=5 while a request is in flight, batch_bytes=1 MiB, "
-                                   "max_in_flight=5)",
+            "client": {"producer": _producer_settings(),
                        "latency_producer": f"Producer(acks='all', {LATENCY_PRODUCER or 'defaults'})",
                        "consumer": "Consumer(auto_offset_reset='earliest') + assign(), defaults",
                        "consumer_groups": self.groups},
@@ -374,3 +372,14 @@ class LogstoreSystem:
 
     def close(self) -> None:
         self.admin.close()
+
+
+def _producer_settings() -> str:
+    """What the produce rows measure: the producer's defaults (read from ``ProducerConfig``)."""
+    from logstore.client.config import ProducerConfig
+
+    config = ProducerConfig()
+    return (f"Producer(acks='all'), defaults otherwise (idempotent, linger_ms={config.linger_ms:g} "
+            f"while a request is in flight, batch_bytes={config.batch_bytes >> 20} MiB, "
+            f"max_request_bytes={config.max_request_bytes >> 20} MiB, "
+            f"max_in_flight={config.max_in_flight})")

@@ -162,6 +162,11 @@ class QueuedRequests:
         self.budget.release(reserved - size)
         return size
 
+    @property
+    def has_room(self) -> bool:
+        """Whether a stream may read its next request now (``wait_below`` would not wait)."""
+        return self.budget.used < self.budget.limit
+
     async def wait_below(self) -> None:
         """Wait until a stream may read its next request."""
         if self.budget.used >= self.budget.limit:

@@ -48,6 +48,13 @@ T = TypeVar("T")
 #: 16 connections flooding 1 MiB requests peaked at 140 instead of 430 MiB of heap.
 MIN_COLLECT_BYTES = 8 << 20
 
+#: A ProduceStream request at least this large has its stream's next request read while it is
+#: handled. The broker turns off gRPC's BDP probing, so a stream's flow-control window opens only
+#: while its handler reads: without this read the next request's bytes waited in the client
+#: until the answer had gone, and the loopback transfer of each 4 MiB request never overlapped
+#: the work on the one before. Smaller requests (one-record round trips) are read as before.
+READ_AHEAD_BYTES = 256 << 10
+
 
 def freeze_startup_objects() -> None:
     """Move every object alive now (modules, classes, the loaded broker state) out of the
@@ -277,36 +284,49 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
     ) -> AsyncIterator[records_pb2.ProduceResponse]:
         """Requests are handled one after another, so responses keep request order. A request
         that fails is answered with ``error`` set; the stream stays open. The next request is
-        read only while ``max_queued_request_bytes`` has room."""
+        read only while ``max_queued_request_bytes`` has room; while a large request is written
+        (on the broker's writer thread) the next one is already being read."""
         peer = context.peer()
         queued = self.broker.backpressure.queued
         requests = aiter(request_iterator)
+        #: The next request, read while the one before it is written.
+        reading: asyncio.Future[bytes | None] | None = None
         async with self._rpc("ProduceStream", context, in_flight=False):
-            while True:
-                await queued.wait_below()
-                raw = await anext(requests, None)
-                if raw is None:
-                    break
-                held = queued.take(len(raw))
-                started = time.perf_counter()
-                correlation_id = 0
-                self.in_flight += 1
-                try:
-                    request = wire.parse_produce_request(raw)
-                    correlation_id = request.correlation_id
-                    response = await self._produce(request, peer, stream=True)
-                except LogstoreError as exc:
-                    self.metrics.errors.labels(reason=exc.reason).inc()
-                    response = records_pb2.ProduceResponse(
-                        correlation_id=correlation_id, error=error_detail(exc)
-                    )
-                finally:
-                    self.in_flight -= 1
-                    self._release(held)
-                self.metrics.latency.labels(method="ProduceStream.request").observe(
-                    time.perf_counter() - started
-                )
-                yield response
+            try:
+                while True:
+                    if reading is None:
+                        await queued.wait_below()
+                        raw = await anext(requests, None)
+                    else:
+                        raw, reading = await reading, None
+                    if raw is None:
+                        break
+                    held = queued.take(len(raw))
+                    if len(raw) >= READ_AHEAD_BYTES and queued.has_room:
+                        reading = asyncio.ensure_future(anext(requests, None))
+                    yield await self._stream_request(raw, held, peer)
+            finally:
+                if reading is not None:
+                    reading.cancel()
+
+    async def _stream_request(self, raw: bytes, held: int, peer: str) -> records_pb2.ProduceResponse:
+        """One request of a ProduceStream (``held`` bytes of ``max_queued_request_bytes``, freed
+        here): its answer, or its error as the answer's ``error``."""
+        started = time.perf_counter()
+        correlation_id = 0
+        self.in_flight += 1
+        try:
+            request = wire.parse_produce_request(raw)
+            correlation_id = request.correlation_id
+            response = await self._produce(request, peer, stream=True)
+        except LogstoreError as exc:
+            self.metrics.errors.labels(reason=exc.reason).inc()
+            response = records_pb2.ProduceResponse(correlation_id=correlation_id, error=error_detail(exc))
+        finally:
+            self.in_flight -= 1
+            self._release(held)
+        self.metrics.latency.labels(method="ProduceStream.request").observe(time.perf_counter() - started)
+        return response
 
     async def Fetch(self, request: records_pb2.FetchRequest, context: Any) -> bytes:
         """Answers a serialized FetchResponse (see ``handlers.py``)."""

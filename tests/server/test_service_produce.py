@@ -159,6 +159,25 @@ def test_produce_stream_answers_in_request_order_with_correlation_ids(stub, topi
     assert values(read_all(stub, topic)) == [v for i in range(30) for v in values_of(f"s{i}", 2)]
 
 
+def test_produce_stream_reads_ahead_of_large_requests_and_still_answers_in_order(stub, topic):
+    create_topic(stub, topic)
+    large = [b"L" * (300 << 10)]  # a request past READ_AHEAD_BYTES: the next is read meanwhile
+    requests = [
+        produce_request(topic, batch(large), correlation_id=1),
+        produce_request(topic, batch(large), correlation_id=2),
+        produce_request(topic, b"\x00" * (300 << 10), correlation_id=3),
+        produce_request(topic, batch([b"small"]), correlation_id=4),
+        produce_request(topic, batch(large), correlation_id=5),
+    ]
+
+    responses = list(stub.ProduceStream(iter(requests), timeout=TIMEOUT_S))
+
+    assert [r.correlation_id for r in responses] == [1, 2, 3, 4, 5]
+    assert responses[2].error.reason == "CORRUPT_BATCH"
+    assert [r.results[0].base_offset for r in responses if not r.HasField("error")] == [0, 1, 2, 3]
+    assert values(read_all(stub, topic)) == [large[0], large[0], b"small", large[0]]
+
+
 def test_produce_stream_honours_each_requests_acks(stub, topic):
     create_topic(stub, topic)
     acks = [records_pb2.ACKS_ALL, records_pb2.ACKS_LEADER, records_pb2.ACKS_NONE, records_pb2.ACKS_ALL]
