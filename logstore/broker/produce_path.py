@@ -4,10 +4,7 @@ cluster). A mixin of ``Broker``, which owns the state named below; split from ``
 each file keeps to one concept.
 
 Threading: event loop thread only, like the broker. ``_append_all`` has no await inside, so
-nothing else appends to a request's partitions between its sequence check and its append. With
-``write_off_loop_bytes`` set, a large request's writes run on the broker's writer thread
-(``append_writer``); its partitions are busy from the sequence check until the producer state
-is updated back on the loop, and every other request for them waits (``wait_free``).
+nothing else appends to a request's partitions between its sequence check and its append.
 """
 
 from __future__ import annotations
