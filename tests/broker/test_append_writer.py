@@ -8,7 +8,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-from logstore.broker import Acks, Broker, BrokerConfig, ProduceItem, ProduceOutcome
+from logstore.broker import Acks, Broker, BrokerConfig, ProduceItem
 from logstore.records import decode_records, encode_batch
 from logstore.storage import ManualClock, PartitionLog
 
@@ -25,21 +25,6 @@ def batch(pid: int, seq: int, count: int = 2) -> bytes:
 
 def values(broker: Broker) -> list[bytes | None]:
     return [r.value for r in decode_records(broker.data_dir.log("t", 0).read(0, 1 << 30).data)]
-
-
-async def send(broker: Broker, data: bytes, acks: Acks = Acks.ALL) -> ProduceOutcome:
-    (outcome,) = await broker.produce([ProduceItem("t", 0, data)], acks)
-    return outcome
-
-
-async def first_write_on_the_thread(broker: Broker) -> tuple[int, asyncio.Future[ProduceOutcome]]:
-    """Topic t, a producer id, and the produce of its first batch, whose write is on the thread."""
-    broker.create_topic("t", 1)
-    pid, _ = broker.init_producer_id()
-    pending = asyncio.ensure_future(send(broker, batch(pid, 0)))
-    await asyncio.sleep(0)  # it ran up to its write
-    assert broker._append_writer.busy([broker.data_dir.log("t", 0)]) is not None
-    return pid, pending
 
 
 def appending_threads(broker: Broker) -> list[str]:
@@ -73,8 +58,10 @@ def test_requests_for_one_partition_sent_at_once_are_appended_in_order(tmp_path:
         async with opened(tmp_path, clock, OFF_LOOP) as broker:
             broker.create_topic("t", 1)
             pid, _ = broker.init_producer_id()
-            outcomes = await asyncio.gather(*(send(broker, batch(pid, seq)) for seq in range(0, 10, 2)))
-            assert [(o.error, o.base_offset) for o in outcomes] == [(None, n) for n in range(0, 10, 2)]
+            outcomes = await asyncio.gather(
+                *(broker.produce([ProduceItem("t", 0, batch(pid, seq))]) for seq in range(0, 10, 2))
+            )
+            assert [(o.error, o.base_offset) for (o,) in outcomes] == [(None, n) for n in range(0, 10, 2)]
             assert values(broker) == [f"v{n}".encode() for n in range(10)]
 
     run(body())
@@ -83,9 +70,14 @@ def test_requests_for_one_partition_sent_at_once_are_appended_in_order(tmp_path:
 def test_a_retry_that_arrives_while_the_original_is_written_is_answered_as_a_duplicate(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock, OFF_LOOP) as broker:
-            pid, original = await first_write_on_the_thread(broker)
-            retry = await send(broker, batch(pid, 0))
-            first = await original
+            broker.create_topic("t", 1)
+            pid, _ = broker.init_producer_id()
+            data = batch(pid, 0)
+            original = asyncio.ensure_future(broker.produce([ProduceItem("t", 0, data)]))
+            await asyncio.sleep(0)  # the original's write is on the thread now
+            assert broker._append_writer.busy([broker.data_dir.log("t", 0)]) is not None
+            (retry,) = await broker.produce([ProduceItem("t", 0, data)])
+            (first,) = await original
             assert not first.duplicate and retry.duplicate
             assert (retry.base_offset, retry.last_offset) == (first.base_offset, first.last_offset) == (0, 1)
             assert values(broker) == [b"v0", b"v1"]
@@ -96,10 +88,13 @@ def test_a_retry_that_arrives_while_the_original_is_written_is_answered_as_a_dup
 def test_a_cancelled_request_whose_write_went_ahead_is_still_in_the_producer_state(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock, OFF_LOOP) as broker:
-            pid, cancelled = await first_write_on_the_thread(broker)
+            broker.create_topic("t", 1)
+            pid, _ = broker.init_producer_id()
+            cancelled = asyncio.ensure_future(broker.produce([ProduceItem("t", 0, batch(pid, 0))]))
+            await asyncio.sleep(0)
             cancelled.cancel()
-            retry = await send(broker, batch(pid, 0))
-            following = await send(broker, batch(pid, 2))
+            (retry,) = await broker.produce([ProduceItem("t", 0, batch(pid, 0))])
+            (following,) = await broker.produce([ProduceItem("t", 0, batch(pid, 2))])
             assert retry.duplicate and (retry.base_offset, following.base_offset) == (0, 2)
             assert values(broker) == [b"v0", b"v1", b"v2", b"v3"]
 
@@ -109,8 +104,11 @@ def test_a_cancelled_request_whose_write_went_ahead_is_still_in_the_producer_sta
 def test_acks_zero_waits_for_the_append_on_the_thread(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock, OFF_LOOP) as broker:
-            pid, first = await first_write_on_the_thread(broker)
-            await send(broker, batch(pid, 2), Acks.NONE)
+            broker.create_topic("t", 1)
+            pid, _ = broker.init_producer_id()
+            first = asyncio.ensure_future(broker.produce([ProduceItem("t", 0, batch(pid, 0))]))
+            await asyncio.sleep(0)
+            await broker.produce([ProduceItem("t", 0, batch(pid, 2))], Acks.NONE)
             await first
             for _ in range(100):  # the acks=0 append runs once the partition is free
                 if broker.data_dir.log("t", 0).log_end_offset == 4:
@@ -124,12 +122,15 @@ def test_acks_zero_waits_for_the_append_on_the_thread(tmp_path: Path, clock: Man
 def test_closing_the_broker_finishes_the_append_on_the_thread(tmp_path: Path, clock: ManualClock) -> None:
     async def body() -> None:
         async with opened(tmp_path, clock, OFF_LOOP) as broker:
-            pid, pending = await first_write_on_the_thread(broker)
+            broker.create_topic("t", 1)
+            pid, _ = broker.init_producer_id()
+            pending = asyncio.ensure_future(broker.produce([ProduceItem("t", 0, batch(pid, 0))]))
+            await asyncio.sleep(0)
             await broker.close()
-            outcome = await pending
+            (outcome,) = await pending
             assert outcome.error is None and outcome.base_offset == 0
         async with opened(tmp_path, clock, OFF_LOOP) as reopened:
-            retry = await send(reopened, batch(pid, 0))
+            (retry,) = await reopened.produce([ProduceItem("t", 0, batch(pid, 0))])
             assert retry.duplicate  # the producer state snapshot taken at close has the append
 
     run(body())
