@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from logstore.broker.append_writer import AppendWriter
 from logstore.broker.backpressure import Backpressure
 from logstore.broker.config import BrokerConfig
 from logstore.broker.coordinator_calls import CoordinatorCalls
@@ -82,8 +81,6 @@ class Broker(ProducePath, CoordinatorCalls):
         self._wakeups = Wakeups(loop)
         data_dir.add_append_listener(self._wakeups.on_append)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-sync")
-        #: Large produce requests are written on this thread, off the loop (``append_writer``).
-        self._append_writer = AppendWriter(loop)
         self.closing = False
         self.subscriptions = 0
         #: Set by the cluster layer on a clustered broker; None on a single node.
@@ -158,7 +155,6 @@ class Broker(ProducePath, CoordinatorCalls):
         self._wakeups.wake_all()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        await self._append_writer.close()  # appends on its thread end, producer states updated
         await self.checkpoints.close(self._loop, self._executor)
         for state in self._producer_states.values():
             try:

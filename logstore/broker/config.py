@@ -49,9 +49,5 @@ class BrokerConfig:
     #: (see backpressure.QueuedRequests), so the broker's memory follows this, not what clients send.
     max_queued_request_bytes: int = 256 * MIB
     backpressure_timeout_ms: int = 30_000
-    #: A produce request with at least this many record bytes is appended on the broker's writer
-    #: thread instead of its event loop (single node; 0 = never): the loop receives the next
-    #: request meanwhile. Measured on 2 cores it costs more CPU than it saves (docs/produce.md).
-    write_off_loop_bytes: int = 0
     #: RPCs served at once (streams included); more are refused with RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 4096

@@ -14,9 +14,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from logstore.broker.append_writer import AppendWriter
 from logstore.broker.backpressure import Backpressure
-from logstore.broker.config import BrokerConfig
 from logstore.broker.producer_state import PartitionProducerState
 from logstore.broker.replication import Replication
 from logstore.broker.transactions import TransactionCoordinator
@@ -28,21 +26,17 @@ from logstore.errors import (
     LogstoreError,
 )
 from logstore.records import BatchHeader, validate_batches
-from logstore.storage import AppendResult, DataDir, PartitionLog
+from logstore.storage import DataDir, PartitionLog
 from logstore.storage.config import FLUSH_ALWAYS
 
 log = logging.getLogger(__name__)
 
 Prepared = list[tuple[ProduceItem, PartitionLog, list[BatchHeader]]]
-#: (index in the request, its log, the offset that must be durable before the answer)
-Durable = list[tuple[int, PartitionLog, int]]
-Appended = tuple[list[ProduceOutcome], Durable]
 
 
 class ProducePath:
     """Provided by ``Broker``."""
 
-    config: BrokerConfig
     replication: Replication | None
     data_dir: DataDir
     clustered: bool
@@ -50,7 +44,6 @@ class ProducePath:
     backpressure: Backpressure
     _loop: asyncio.AbstractEventLoop
     _executor: ThreadPoolExecutor
-    _append_writer: AppendWriter
 
     def _check_open(self) -> None:
         raise NotImplementedError
@@ -140,14 +133,10 @@ class ProducePath:
                     unflushed[key] = unflushed.get(key, 0) + len(item.records)
         waited = await self.backpressure.hold(client, size, unflushed)
         try:
-            while True:  # and no partition of the request has an append on the writer thread
-                if waited:  # the loop ran meanwhile: transactions, topics may have changed
-                    self._check_open()
-                    prepared = self._prepare(items)
-                waited = await self._append_writer.wait_free(pl for _, pl, _ in prepared)
-                if not waited:
-                    break
-            outcomes, durable = await self._append(prepared, acks is Acks.ALL)
+            if waited:  # the loop ran meanwhile: transactions, topics may have changed
+                self._check_open()
+                prepared = self._prepare(items)
+            outcomes, durable = self._append_all(prepared, acks is Acks.ALL)
             if durable:
                 waits = [
                     self._loop.run_in_executor(self._executor, partition_log.wait_durable, end_offset)
@@ -180,91 +169,41 @@ class ProducePath:
                 raise result
 
     def _append_quietly(self, prepared: Prepared) -> None:
-        """acks=0: nobody hears about errors but the log. A partition with an append on the
-        writer thread is waited for (its producer state is not updated yet)."""
-        busy = self._append_writer.busy(partition_log for _, partition_log, _ in prepared)
-        if busy is not None:
-            busy.add_done_callback(lambda _: self._append_quietly(prepared))
-            return
+        """acks=0: nobody hears about errors but the log."""
         try:
             self._append_all(prepared, False)
         except Exception:
             log.exception("acks=0 append failed")
 
-    def _write_off_loop(self, prepared: Prepared) -> bool:
-        """Whether this request's appends go to the writer thread (``write_off_loop_bytes``): a
-        single node, a large enough request, no transactional batch, and no partition twice (each
-        partition's sequence check must see the state after the one before it)."""
-        threshold = self.config.write_off_loop_bytes
-        if threshold <= 0 or self.replication is not None:
-            return False
-        if sum(len(item.records) for item, _, _ in prepared) < threshold:
-            return False
-        if len({id(partition_log) for _, partition_log, _ in prepared}) != len(prepared):
-            return False
-        return not any(header.is_transactional for _, _, headers in prepared for header in headers)
-
-    async def _append(self, prepared: Prepared, want_durable: bool) -> Appended:
-        """``_append_all``, or for a large request (``_write_off_loop``) the same steps with the
-        writes on the writer thread: the sequence checks on the loop, the writes on the thread,
-        the producer states updated back on the loop before any other request may touch these
-        partitions (``AppendWriter``)."""
-        if not self._write_off_loop(prepared):
-            return self._append_all(prepared, want_durable)
-        outcomes: list[ProduceOutcome | None] = [None] * len(prepared)
-        states: list[PartitionProducerState | None] = [None] * len(prepared)
-        for index, (item, partition_log, headers) in enumerate(prepared):
-            try:
-                checked = self._check_sequences(item, partition_log, headers)
-            except LogstoreError as exc:
-                outcomes[index] = _failed(item, exc)
-                continue
-            if isinstance(checked, ProduceOutcome):  # a duplicate: nothing to write
-                outcomes[index] = checked
-            else:
-                states[index] = checked
-        todo = [index for index, outcome in enumerate(outcomes) if outcome is None]
-
-        def write() -> list[AppendResult | LogstoreError]:  # on the writer thread
-            results: list[AppendResult | LogstoreError] = []
-            for index in todo:
-                item, partition_log, headers = prepared[index]
-                try:
-                    results.append(partition_log.append(item.records, headers=headers, sync=False))
-                except LogstoreError as exc:
-                    results.append(exc)
-            return results
-
-        def written(results: list[AppendResult | LogstoreError]) -> list[ProduceOutcome]:
-            for index, result in zip(todo, results, strict=True):
-                item, partition_log, headers = prepared[index]
-                outcomes[index] = (
-                    _failed(item, result) if isinstance(result, LogstoreError)
-                    else _appended(item, partition_log, headers, states[index], result)
-                )
-            return [outcome for outcome in outcomes if outcome is not None]
-
-        done = await self._append_writer.run(
-            (partition_log for _, partition_log, _ in prepared), write, written
-        )
-        return done, _durable(prepared, done, want_durable)
-
-    def _append_all(self, prepared: Prepared, want_durable: bool) -> Appended:
+    def _append_all(
+        self, prepared: Prepared, want_durable: bool
+    ) -> tuple[list[ProduceOutcome], list[tuple[int, PartitionLog, int]]]:
         """Check producer sequences, append, and update producer state — with no await in
         between, so nothing else can append to these partitions meanwhile."""
         outcomes: list[ProduceOutcome] = []
+        durable: list[tuple[int, PartitionLog, int]] = []
         replication = self.replication
-        for item, partition_log, headers in prepared:
+        for index, (item, partition_log, headers) in enumerate(prepared):
+            idempotent = any(header.producer_id >= 0 for header in headers)
             try:
                 leader_epoch = 0
                 if replication is not None:
                     leader_epoch = replication.leader_epoch(item.topic, item.partition)
                     if want_durable:
                         replication.check_min_isr(item.topic, item.partition)
-                checked = self._check_sequences(item, partition_log, headers)
-                if isinstance(checked, ProduceOutcome):  # a duplicate: nothing to write
-                    outcomes.append(checked)
-                    continue
+                if idempotent:
+                    state = self.producer_state(partition_log)
+                    original = state.check(headers)
+                    if original is not None:
+                        outcomes.append(
+                            ProduceOutcome(
+                                item.topic, item.partition, original[0], original[1],
+                                partition_log.log_start_offset, duplicate=True,
+                            )
+                        )
+                        if want_durable and partition_log.config.flush == FLUSH_ALWAYS:
+                            durable.append((index, partition_log, original[1] + 1))
+                        continue
                 for header in headers:
                     if header.is_transactional and not self.clustered:
                         self.transactions.add_produced(header.producer_id, item.topic, item.partition)
@@ -272,59 +211,22 @@ class ProducePath:
                 result = partition_log.append(
                     item.records, headers=headers, leader_epoch=leader_epoch, sync=False
                 )
+                if idempotent:
+                    base = result.base_offset
+                    for header in headers:
+                        span = header.last_offset_delta + 1
+                        state.update(header, base, base + span - 1)
+                        base += span
             except LogstoreError as exc:
-                outcomes.append(_failed(item, exc))
+                log.warning("append to %s/%s failed: %s", item.topic, item.partition, exc)
+                outcomes.append(ProduceOutcome(item.topic, item.partition, error=exc))
                 continue
-            outcomes.append(_appended(item, partition_log, headers, checked, result))
-        return outcomes, _durable(prepared, outcomes, want_durable)
-
-    def _check_sequences(
-        self, item: ProduceItem, partition_log: PartitionLog, headers: list[BatchHeader]
-    ) -> ProduceOutcome | PartitionProducerState | None:
-        """An idempotent producer's sequence check before its append: a duplicate's outcome
-        (nothing to append), or the producer state to update after the append; None when no
-        batch is idempotent. Raises what the check refuses (OUT_OF_ORDER_SEQUENCE, ...)."""
-        if not any(header.producer_id >= 0 for header in headers):
-            return None
-        state = self.producer_state(partition_log)
-        original = state.check(headers)
-        if original is None:
-            return state
-        return ProduceOutcome(
-            item.topic, item.partition, original[0], original[1],
-            partition_log.log_start_offset, duplicate=True,
-        )
-
-
-def _failed(item: ProduceItem, error: LogstoreError) -> ProduceOutcome:
-    log.warning("append to %s/%s failed: %s", item.topic, item.partition, error)
-    return ProduceOutcome(item.topic, item.partition, error=error)
-
-
-def _appended(
-    item: ProduceItem, partition_log: PartitionLog, headers: list[BatchHeader],
-    state: PartitionProducerState | None, result: AppendResult,
-) -> ProduceOutcome:
-    """Record an idempotent producer's appended batches in its state; the outcome."""
-    if state is not None:
-        base = result.base_offset
-        for header in headers:
-            span = header.last_offset_delta + 1
-            state.update(header, base, base + span - 1)
-            base += span
-    return ProduceOutcome(
-        item.topic, item.partition, result.base_offset, result.last_offset,
-        partition_log.log_start_offset,
-    )
-
-
-def _durable(prepared: Prepared, outcomes: list[ProduceOutcome], want_durable: bool) -> Durable:
-    """The appended (or duplicate) partitions whose answer waits for an fsync (``flush=always``
-    with acks=all): (index, log, the offset that must be durable)."""
-    if not want_durable:
-        return []
-    return [
-        (index, partition_log, outcome.last_offset + 1)
-        for index, ((_, partition_log, _), outcome) in enumerate(zip(prepared, outcomes, strict=True))
-        if outcome.error is None and partition_log.config.flush == FLUSH_ALWAYS
-    ]
+            outcomes.append(
+                ProduceOutcome(
+                    item.topic, item.partition, result.base_offset, result.last_offset,
+                    partition_log.log_start_offset,
+                )
+            )
+            if want_durable and partition_log.config.flush == FLUSH_ALWAYS:
+                durable.append((index, partition_log, result.log_end_offset))
+        return outcomes, durable
