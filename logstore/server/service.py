@@ -284,8 +284,8 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
     ) -> AsyncIterator[records_pb2.ProduceResponse]:
         """Requests are handled one after another, so responses keep request order. A request
         that fails is answered with ``error`` set; the stream stays open. The next request is
-        read only while ``max_queued_request_bytes`` has room; while a large request is written
-        (on the broker's writer thread) the next one is already being read."""
+        read only while ``max_queued_request_bytes`` has room; while a large request (256 KiB or
+        more) is handled, the next one is already being read."""
         peer = context.peer()
         queued = self.broker.backpressure.queued
         requests = aiter(request_iterator)
