@@ -1,0 +1,122 @@
+"""``frames.socket_stream``: Subscribe read straight off its own socket, and the way back to gRPC
+(``frames.fetch``) when such a stream ends early."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from logstore.client import Admin, Consumer, Producer
+from logstore.client.frames import fetch
+from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_integer, split_address
+from logstore.client.models import TopicPartition
+from logstore.errors import NotAuthenticatedError, NotAuthorizedError
+from logstore.server.auth import hash_token
+from tests.broker_fixture import BrokerProcess
+from tests.client.frames.helpers import polled, table_rows
+
+Topic = Callable[..., str]
+
+
+def test_addresses_that_are_not_host_and_port_stay_with_grpc() -> None:
+    assert split_address("127.0.0.1:9092") == ("127.0.0.1", 9092)
+    assert split_address("broker-1.local:80") == ("broker-1.local", 80)
+    assert split_address("[::1]:9092") == ("::1", 9092)
+    for target in ("unix:/tmp/broker.sock", "dns:///broker:9092", "::1:9092", "broker", "host:x"):
+        assert split_address(target) is None
+
+
+def test_hpack_integers_follow_rfc_7541() -> None:
+    assert _hpack_integer(10, 5) == b"\x0a"  # C.1.1
+    assert _hpack_integer(1337, 5) == b"\x1f\x9a\x0a"  # C.1.2
+    assert _hpack_integer(42, 8) == b"\x2a"  # C.1.3
+    assert _hpack_integer(127, 7) == b"\x7f\x00"
+
+
+def test_a_range_reads_through_its_own_socket_and_equals_grpc(server: str, new_topic: Topic) -> None:
+    topic = new_topic(2)
+    with Producer(server) as producer:
+        for partition in range(2):
+            producer.send_batch(topic, [b"v%d" % i for i in range(3_000)], partition=partition,
+                                keys=[b"k%d" % i for i in range(3_000)])
+        producer.flush()
+    with Consumer(server) as consumer:
+        batches = consumer.iter_arrow(topic)
+        first = next(batches)
+        readers = [t.name for t in threading.enumerate() if t.name.startswith("logstore-frames-socket")]
+        rest = list(batches)
+        direct = consumer.read_arrow(topic)
+        fetch.SOCKET_STREAMS = False
+        try:
+            through_grpc = consumer.read_arrow(topic)
+        finally:
+            fetch.SOCKET_STREAMS = True
+    assert readers  # the stream was read by a socket reader, not by gRPC's
+    assert sum(b.num_rows for b in [first, *rest]) == 6_000
+    assert table_rows(direct) == table_rows(through_grpc) == polled(server, topic)
+
+
+def test_a_read_carries_on_through_grpc_when_the_broker_restarts_under_it(
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    broker = broker_factory()
+    count = 240_000  # 24 MB: more than the socket buffers and the queue hold at the restart
+    with Admin(broker.address) as admin:
+        admin.create_topic("restarts", 1, {"flush": "never"})
+    with Producer(broker.address) as producer:
+        for first in range(0, count, 40_000):
+            producer.send_batch("restarts", np.full((40_000, 100), first // 40_000, np.uint8),
+                                partition=0)
+        producer.flush()
+    with Consumer(broker.address, max_partition_fetch_bytes=256 << 10, retries=20) as consumer:
+        batches = consumer.iter_arrow("restarts", columns=["offset"])
+        offsets = [next(batches).column("offset")]
+        broker.restart()
+        offsets += [batch.column("offset") for batch in batches]
+    read = np.concatenate([column.to_numpy() for column in offsets])
+    assert np.array_equal(read, np.arange(count))  # nothing lost, nothing twice
+
+
+READER, STRANGER = "reader-token-1", "stranger-token-1"
+SECURITY = f"""
+[principals.reader]
+token_sha256 = "{hash_token(READER)}"
+[principals.stranger]
+token_sha256 = "{hash_token(STRANGER)}"
+[[acl]]
+principal = "reader"
+resource = "topic"
+name = "*"
+operations = ["admin"]
+"""
+
+
+def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
+    broker_factory: Callable[..., BrokerProcess], tmp_path: Path,
+) -> None:
+    (tmp_path / "security.toml").write_text(SECURITY)
+    broker = broker_factory(args=["--security-file", str(tmp_path / "security.toml")])
+    with Admin(broker.address, token=READER) as admin:
+        admin.create_topic("guarded", 1)
+    with Producer(broker.address, token=READER) as producer:
+        producer.send_batch("guarded", [b"a", b"b", b"c"], partition=0).result(20)
+    tp = TopicPartition("guarded", 0)
+    first: dict[str | None, object] = {}
+    for token in (READER, STRANGER, None):
+        out: queue.Queue[tuple[SocketStream, object]] = queue.Queue()
+        stream = SocketStream(broker.address, tp, 0, 0, 1 << 20, out, token)
+        first[token] = out.get(timeout=20)[1]
+        stream.close()
+    assert bytes(getattr(first[READER], "records", b"")).endswith(b"c")
+    assert isinstance(first[STRANGER], Ended) and isinstance(first[None], Ended)
+    with Consumer(broker.address, token=READER) as consumer:
+        assert consumer.read_arrow("guarded").column("value").to_pylist() == [b"a", b"b", b"c"]
+    with Consumer(broker.address, token=STRANGER) as consumer, pytest.raises(NotAuthorizedError):
+        consumer.read_arrow("guarded")
+    with Consumer(broker.address) as consumer, pytest.raises(NotAuthenticatedError):
+        consumer.read_arrow("guarded")
