@@ -59,8 +59,10 @@ DEFAULT_WINDOW_BYTES = 65_535
 MAX_FRAME_BYTES = (1 << 24) - 1
 STREAM_ID = 1
 
-#: Credit the broker may send ahead of what the reader has read (stream and connection).
-WINDOW_BYTES = 64 << 20
+#: Credit the broker may send ahead of what the reader has read (stream and connection): one
+#: message of the broker's default ``max_subscribe_bytes``, renewed every quarter of it (64 MiB
+#: and 256 MiB read no faster, and would let a stalled reader leave more with the broker).
+WINDOW_BYTES = 16 << 20
 #: How long ``close`` lets a reader blocked on a full queue take to notice.
 PUT_POLL_S = 0.1
 
