@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,9 +16,9 @@ from logstore.client.frames import fetch
 from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_integer, split_address
 from logstore.client.models import TopicPartition
 from logstore.errors import NotAuthenticatedError, NotAuthorizedError
-from logstore.server.auth import hash_token
 from tests.broker_fixture import BrokerProcess
 from tests.client.frames.helpers import polled, table_rows
+from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
 
 Topic = Callable[..., str]
 
@@ -38,26 +38,31 @@ def test_hpack_integers_follow_rfc_7541() -> None:
     assert _hpack_integer(127, 7) == b"\x7f\x00"
 
 
-def test_a_range_reads_through_its_own_socket_and_equals_grpc(server: str, new_topic: Topic) -> None:
+def test_a_range_reads_through_its_own_socket_and_equals_grpc(
+    server: str, new_topic: Topic, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     topic = new_topic(2)
     with Producer(server) as producer:
         for partition in range(2):
             producer.send_batch(topic, [b"v%d" % i for i in range(3_000)], partition=partition,
                                 keys=[b"k%d" % i for i in range(3_000)])
         producer.flush()
+    opened: list[SocketStream] = []
+
+    class Counted(SocketStream):  # the real stream, counted
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(fetch, "SocketStream", Counted)
     with Consumer(server) as consumer:
-        batches = consumer.iter_arrow(topic)
-        first = next(batches)
-        readers = [t.name for t in threading.enumerate() if t.name.startswith("logstore-frames-socket")]
-        rest = list(batches)
         direct = consumer.read_arrow(topic)
-        fetch.SOCKET_STREAMS = False
-        try:
-            through_grpc = consumer.read_arrow(topic)
-        finally:
-            fetch.SOCKET_STREAMS = True
-    assert readers  # the stream was read by a socket reader, not by gRPC's
-    assert sum(b.num_rows for b in [first, *rest]) == 6_000
+        batches = list(consumer.iter_arrow(topic))
+        assert [s.tp.partition for s in opened] == [0, 1, 0, 1]
+        monkeypatch.setattr(fetch, "SOCKET_STREAMS", False)
+        through_grpc = consumer.read_arrow(topic)
+    assert len(opened) == 4
+    assert sum(batch.num_rows for batch in batches) == 6_000
     assert table_rows(direct) == table_rows(through_grpc) == polled(server, topic)
 
 
@@ -82,41 +87,27 @@ def test_a_read_carries_on_through_grpc_when_the_broker_restarts_under_it(
     assert np.array_equal(read, np.arange(count))  # nothing lost, nothing twice
 
 
-READER, STRANGER = "reader-token-1", "stranger-token-1"
-SECURITY = f"""
-[principals.reader]
-token_sha256 = "{hash_token(READER)}"
-[principals.stranger]
-token_sha256 = "{hash_token(STRANGER)}"
-[[acl]]
-principal = "reader"
-resource = "topic"
-name = "*"
-operations = ["admin"]
-"""
-
-
 def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
     broker_factory: Callable[..., BrokerProcess], tmp_path: Path,
 ) -> None:
     (tmp_path / "security.toml").write_text(SECURITY)
     broker = broker_factory(args=["--security-file", str(tmp_path / "security.toml")])
-    with Admin(broker.address, token=READER) as admin:
-        admin.create_topic("guarded", 1)
-    with Producer(broker.address, token=READER) as producer:
+    with Admin(broker.address, token=ADMIN_TOKEN) as admin:
+        admin.create_topic("guarded", 1)  # the reader may read public.* only
+    with Producer(broker.address, token=ADMIN_TOKEN) as producer:
         producer.send_batch("guarded", [b"a", b"b", b"c"], partition=0).result(20)
     tp = TopicPartition("guarded", 0)
     first: dict[str | None, object] = {}
-    for token in (READER, STRANGER, None):
+    for token in (ADMIN_TOKEN, READER_TOKEN, None):
         out: queue.Queue[tuple[SocketStream, object]] = queue.Queue()
         stream = SocketStream(broker.address, tp, 0, 0, 1 << 20, out, token)
         first[token] = out.get(timeout=20)[1]
         stream.close()
-    assert bytes(getattr(first[READER], "records", b"")).endswith(b"c")
-    assert isinstance(first[STRANGER], Ended) and isinstance(first[None], Ended)
-    with Consumer(broker.address, token=READER) as consumer:
+    assert bytes(getattr(first[ADMIN_TOKEN], "records", b"")).endswith(b"c")
+    assert isinstance(first[READER_TOKEN], Ended) and isinstance(first[None], Ended)
+    with Consumer(broker.address, token=ADMIN_TOKEN) as consumer:
         assert consumer.read_arrow("guarded").column("value").to_pylist() == [b"a", b"b", b"c"]
-    with Consumer(broker.address, token=STRANGER) as consumer, pytest.raises(NotAuthorizedError):
+    with Consumer(broker.address, token=READER_TOKEN) as consumer, pytest.raises(NotAuthorizedError):
         consumer.read_arrow("guarded")
     with Consumer(broker.address) as consumer, pytest.raises(NotAuthenticatedError):
         consumer.read_arrow("guarded")
