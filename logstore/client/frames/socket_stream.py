@@ -199,7 +199,7 @@ class SocketStream:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(request_bytes(self.server, self._request, self._token))
             self._read(sock)
-        except (OSError, _Closed, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: the caller goes on through gRPC
             reason = str(exc) or type(exc).__name__
         finally:
             with self._lock:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import queue
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,24 @@ def test_hpack_integers_follow_rfc_7541() -> None:
     assert _hpack_integer(1337, 5) == b"\x1f\x9a\x0a"  # C.1.2
     assert _hpack_integer(42, 8) == b"\x2a"  # C.1.3
     assert _hpack_integer(127, 7) == b"\x7f\x00"
+
+
+def test_a_connection_refused_or_closed_at_once_ends_the_stream() -> None:
+    tp = TopicPartition("orders", 0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        closer = threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True)
+        closer.start()
+        out: queue.Queue[tuple[SocketStream, object]] = queue.Queue()
+        SocketStream(f"127.0.0.1:{listener.getsockname()[1]}", tp, 0, 0, 1 << 20, out)
+        assert isinstance(out.get(timeout=10)[1], Ended)
+        closer.join(10)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once it is closed
+    SocketStream(f"127.0.0.1:{port}", tp, 0, 0, 1 << 20, out)
+    assert isinstance(out.get(timeout=10)[1], Ended)
 
 
 def test_a_range_reads_through_its_own_socket_and_equals_grpc(
