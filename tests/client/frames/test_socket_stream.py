@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_int
 from logstore.client.models import TopicPartition
 from logstore.errors import NotAuthenticatedError, NotAuthorizedError
 from tests.broker_fixture import BrokerProcess
+from tests.certs import make_certificates
 from tests.client.frames.helpers import polled, table_rows
 from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
 
@@ -58,8 +60,22 @@ def test_a_connection_refused_or_closed_at_once_ends_the_stream() -> None:
     assert isinstance(out.get(timeout=10)[1], Ended)
 
 
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[SocketStream]:
+    """Every socket stream the range reads open (the real streams, counted)."""
+    streams: list[SocketStream] = []
+
+    class Counted(SocketStream):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            streams.append(self)
+
+    monkeypatch.setattr(fetch, "SocketStream", Counted)
+    return streams
+
+
 def test_a_range_reads_through_its_own_socket_and_equals_grpc(
-    server: str, new_topic: Topic, monkeypatch: pytest.MonkeyPatch,
+    server: str, new_topic: Topic, opened: list[SocketStream], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     topic = new_topic(2)
     with Producer(server) as producer:
@@ -67,14 +83,6 @@ def test_a_range_reads_through_its_own_socket_and_equals_grpc(
             producer.send_batch(topic, [b"v%d" % i for i in range(3_000)], partition=partition,
                                 keys=[b"k%d" % i for i in range(3_000)])
         producer.flush()
-    opened: list[SocketStream] = []
-
-    class Counted(SocketStream):  # the real stream, counted
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            opened.append(self)
-
-    monkeypatch.setattr(fetch, "SocketStream", Counted)
     with Consumer(server) as consumer:
         direct = consumer.read_arrow(topic)
         batches = list(consumer.iter_arrow(topic))
@@ -86,7 +94,7 @@ def test_a_range_reads_through_its_own_socket_and_equals_grpc(
     assert table_rows(direct) == table_rows(through_grpc) == polled(server, topic)
 
 
-def test_a_read_carries_on_through_grpc_when_the_broker_restarts_under_it(
+def test_a_read_carries_on_through_grpc_when_the_broker_dies_under_it(
     broker_factory: Callable[..., BrokerProcess],
 ) -> None:
     broker = broker_factory()
@@ -98,10 +106,12 @@ def test_a_read_carries_on_through_grpc_when_the_broker_restarts_under_it(
             producer.send_batch("restarts", np.full((40_000, 100), first // 40_000, np.uint8),
                                 partition=0)
         producer.flush()
-    with Consumer(broker.address, max_partition_fetch_bytes=256 << 10, retries=20) as consumer:
+    with Consumer(broker.address, max_partition_fetch_bytes=256 << 10, retries=40,
+                  retry_backoff_ms=50, retry_backoff_max_ms=200) as consumer:
         batches = consumer.iter_arrow("restarts", columns=["offset"])
         offsets = [next(batches).column("offset")]
-        broker.restart()
+        broker.kill()  # no grace period: the stream is cut mid-range
+        broker.start()
         offsets += [batch.column("offset") for batch in batches]
     read = np.concatenate([column.to_numpy() for column in offsets])
     assert np.array_equal(read, np.arange(count))  # nothing lost, nothing twice
@@ -131,3 +141,22 @@ def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
         consumer.read_arrow("guarded")
     with Consumer(broker.address) as consumer, pytest.raises(NotAuthenticatedError):
         consumer.read_arrow("guarded")
+
+
+def test_under_tls_a_range_reads_through_grpc(tmp_path: Path, opened: list[SocketStream]) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    broker = BrokerProcess(tmp_path / "data", args=["--tls-cert", str(certs.server_cert),
+                                                    "--tls-key", str(certs.server_key)])
+    broker.start(wait=False)
+    try:
+        broker.wait_ready(credentials=grpc.ssl_channel_credentials(certs.ca.read_bytes()))
+        ca = str(certs.ca)
+        with Admin(broker.address, tls_ca=ca) as admin:
+            admin.create_topic("sealed", 1)
+        with Producer(broker.address, tls_ca=ca) as producer:
+            producer.send_batch("sealed", [b"a", b"b"], partition=0).result(20)
+        with Consumer(broker.address, tls_ca=ca) as consumer:
+            assert consumer.read_arrow("sealed").column("value").to_pylist() == [b"a", b"b"]
+    finally:
+        broker.kill()
+    assert opened == []
