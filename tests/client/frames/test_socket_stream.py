@@ -1,0 +1,162 @@
+"""``frames.socket_stream``: Subscribe read straight off its own socket, and the way back to gRPC
+(``frames.fetch``) when such a stream ends early."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from logstore.client import Admin, Consumer, Producer
+from logstore.client.frames import fetch
+from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_integer, split_address
+from logstore.client.models import TopicPartition
+from logstore.errors import NotAuthenticatedError, NotAuthorizedError
+from tests.broker_fixture import BrokerProcess
+from tests.certs import make_certificates
+from tests.client.frames.helpers import polled, table_rows
+from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
+
+Topic = Callable[..., str]
+
+
+def test_addresses_that_are_not_host_and_port_stay_with_grpc() -> None:
+    assert split_address("127.0.0.1:9092") == ("127.0.0.1", 9092)
+    assert split_address("broker-1.local:80") == ("broker-1.local", 80)
+    assert split_address("[::1]:9092") == ("::1", 9092)
+    for target in ("unix:/tmp/broker.sock", "dns:///broker:9092", "::1:9092", "broker", "host:x"):
+        assert split_address(target) is None
+
+
+def test_hpack_integers_follow_rfc_7541() -> None:
+    assert _hpack_integer(10, 5) == b"\x0a"  # C.1.1
+    assert _hpack_integer(1337, 5) == b"\x1f\x9a\x0a"  # C.1.2
+    assert _hpack_integer(42, 8) == b"\x2a"  # C.1.3
+    assert _hpack_integer(127, 7) == b"\x7f\x00"
+
+
+def test_a_connection_refused_or_closed_at_once_ends_the_stream() -> None:
+    tp = TopicPartition("orders", 0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        closer = threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True)
+        closer.start()
+        out: queue.Queue[tuple[SocketStream, object]] = queue.Queue()
+        SocketStream(f"127.0.0.1:{listener.getsockname()[1]}", tp, 0, 0, 1 << 20, out)
+        assert isinstance(out.get(timeout=10)[1], Ended)
+        closer.join(10)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once it is closed
+    SocketStream(f"127.0.0.1:{port}", tp, 0, 0, 1 << 20, out)
+    assert isinstance(out.get(timeout=10)[1], Ended)
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[SocketStream]:
+    """Every socket stream the range reads open (the real streams, counted)."""
+    streams: list[SocketStream] = []
+
+    class Counted(SocketStream):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            streams.append(self)
+
+    monkeypatch.setattr(fetch, "SocketStream", Counted)
+    return streams
+
+
+def test_a_range_reads_through_its_own_socket_and_equals_grpc(
+    server: str, new_topic: Topic, opened: list[SocketStream], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topic = new_topic(2)
+    with Producer(server) as producer:
+        for partition in range(2):
+            producer.send_batch(topic, [b"v%d" % i for i in range(3_000)], partition=partition,
+                                keys=[b"k%d" % i for i in range(3_000)])
+        producer.flush()
+    with Consumer(server) as consumer:
+        direct = consumer.read_arrow(topic)
+        batches = list(consumer.iter_arrow(topic))
+        assert [s.tp.partition for s in opened] == [0, 1, 0, 1]
+        monkeypatch.setattr(fetch, "SOCKET_STREAMS", False)
+        through_grpc = consumer.read_arrow(topic)
+    assert len(opened) == 4
+    assert sum(batch.num_rows for batch in batches) == 6_000
+    assert table_rows(direct) == table_rows(through_grpc) == polled(server, topic)
+
+
+def test_a_read_carries_on_through_grpc_when_the_broker_dies_under_it(
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    broker = broker_factory()
+    count = 240_000  # 24 MB: more than the socket buffers and the queue hold at the restart
+    with Admin(broker.address) as admin:
+        admin.create_topic("restarts", 1, {"flush": "never"})
+    with Producer(broker.address) as producer:
+        for first in range(0, count, 40_000):
+            producer.send_batch("restarts", np.full((40_000, 100), first // 40_000, np.uint8),
+                                partition=0)
+        producer.flush()
+    with Consumer(broker.address, max_partition_fetch_bytes=256 << 10, retries=40,
+                  retry_backoff_ms=50, retry_backoff_max_ms=200) as consumer:
+        batches = consumer.iter_arrow("restarts", columns=["offset"])
+        offsets = [next(batches).column("offset")]
+        broker.kill()  # no grace period: the stream is cut mid-range
+        broker.start()
+        offsets += [batch.column("offset") for batch in batches]
+    read = np.concatenate([column.to_numpy() for column in offsets])
+    assert np.array_equal(read, np.arange(count))  # nothing lost, nothing twice
+
+
+def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
+    broker_factory: Callable[..., BrokerProcess], tmp_path: Path,
+) -> None:
+    (tmp_path / "security.toml").write_text(SECURITY)
+    broker = broker_factory(args=["--security-file", str(tmp_path / "security.toml")])
+    with Admin(broker.address, token=ADMIN_TOKEN) as admin:
+        admin.create_topic("guarded", 1)  # the reader may read public.* only
+    with Producer(broker.address, token=ADMIN_TOKEN) as producer:
+        producer.send_batch("guarded", [b"a", b"b", b"c"], partition=0).result(20)
+    tp = TopicPartition("guarded", 0)
+    first: dict[str | None, object] = {}
+    for token in (ADMIN_TOKEN, READER_TOKEN, None):
+        out: queue.Queue[tuple[SocketStream, object]] = queue.Queue()
+        stream = SocketStream(broker.address, tp, 0, 0, 1 << 20, out, token)
+        first[token] = out.get(timeout=20)[1]
+        stream.close()
+    assert bytes(getattr(first[ADMIN_TOKEN], "records", b"")).endswith(b"c")
+    assert isinstance(first[READER_TOKEN], Ended) and isinstance(first[None], Ended)
+    with Consumer(broker.address, token=ADMIN_TOKEN) as consumer:
+        assert consumer.read_arrow("guarded").column("value").to_pylist() == [b"a", b"b", b"c"]
+    with Consumer(broker.address, token=READER_TOKEN) as consumer, pytest.raises(NotAuthorizedError):
+        consumer.read_arrow("guarded")
+    with Consumer(broker.address) as consumer, pytest.raises(NotAuthenticatedError):
+        consumer.read_arrow("guarded")
+
+
+def test_under_tls_a_range_reads_through_grpc(tmp_path: Path, opened: list[SocketStream]) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    broker = BrokerProcess(tmp_path / "data", args=["--tls-cert", str(certs.server_cert),
+                                                    "--tls-key", str(certs.server_key)])
+    broker.start(wait=False)
+    try:
+        broker.wait_ready(credentials=grpc.ssl_channel_credentials(certs.ca.read_bytes()))
+        ca = str(certs.ca)
+        with Admin(broker.address, tls_ca=ca) as admin:
+            admin.create_topic("sealed", 1)
+        with Producer(broker.address, tls_ca=ca) as producer:
+            producer.send_batch("sealed", [b"a", b"b"], partition=0).result(20)
+        with Consumer(broker.address, tls_ca=ca) as consumer:
+            assert consumer.read_arrow("sealed").column("value").to_pylist() == [b"a", b"b"]
+    finally:
+        broker.kill()
+    assert opened == []
