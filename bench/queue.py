@@ -95,12 +95,15 @@ class Run:
     #: The same to the end of the run (with the workers' idle tail, ``--idle-s`` of empty polls).
     worker_cpu_total_s: float = 0.0
     server_cpu_total_s: float = 0.0
+    #: Workers' CPU seconds from "go" to their first poll's answer (a fixed cost per worker).
+    first_cpu_s: float = 0.0
 
     def poll_params(self, tasks: int) -> dict[str, float]:
         """Polls that returned tasks: how many per second (all workers) and tasks per poll."""
         polls = len(self.polls) + len(self.first_polls)
         return {"polls": polls, "polls_per_s": polls / self.seconds,
                 "first_poll_s": statistics.median(self.first_polls) if self.first_polls else 0.0,
+                "first_cpu_us_per_task": self.first_cpu_s / tasks * 1e6,
                 "tasks_per_poll": tasks / max(1, polls)}
 
 
@@ -194,7 +197,8 @@ def print_results(results: list[Result]) -> None:
 
     print_table(results)
     print("\nCPU per task (us; workers: all worker processes together; server: the server process;"
-          " to the last acknowledgement, and in brackets to the end, with the workers' idle tail):")
+          " to the last acknowledgement, and in brackets to the end, with the workers' idle tail;"
+          " polls that returned tasks):")
     for result in results:
         if "worker_cpu_us_per_task" in result.params:
             params = result.params
@@ -202,7 +206,9 @@ def print_results(results: list[Result]) -> None:
                   f" ({params.get('worker_cpu_total_us_per_task', 0.0):5.1f})"
                   f"   server {params['server_cpu_us_per_task']:6.1f}"
                   f" ({params.get('server_cpu_total_us_per_task', 0.0):5.1f})"
-                  f"   {params.get('polls_per_s', 0.0):7,.0f} polls/s, {params.get('tasks_per_poll', 0.0):6.0f} tasks/poll")
+                  f"   {params.get('polls_per_s', 0.0):7,.0f} polls/s, {params.get('tasks_per_poll', 0.0):6.0f} tasks/poll"
+                  + (f", of the workers' CPU {params['first_cpu_us_per_task']:.2f} to their first answers"
+                     if params.get("first_cpu_us_per_task") else ""))
     for result in results:
         if result.group == "latency" and result.op == "poll":
             print(f"\nlogstore fetch+ack round trip (a poll sent with the last batch's acks until its answer:"
@@ -258,9 +264,14 @@ def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[s
     if sum(r["bytes"] for r in reports) < tasks * VALUE_BYTES:
         raise RuntimeError(f"{system}: the workers read fewer task bytes than were sent")
     seconds = max(1e-6, max(r["last"] for r in reports) - min(r["first"] for r in reports))
-    return Run(seconds, [s for r in reports for s in r["poll_s"]], [s for r in reports for s in r.get("first_poll_s", [])],
+    firsts = [s for r in reports for s in r.get("first_poll_s", [])]
+    polls = [s for r in reports for s in r["poll_s"]]
+    if not polls:  # (a tiny run: one poll per worker; then those are all there is)
+        polls, firsts = firsts, []
+    return Run(seconds, polls, firsts,
                sum(r["cpu_s"] for r in reports), samples.at(max(r["last"] for r in reports)),
-               sum(r.get("cpu_total_s", r["cpu_s"]) for r in reports), samples.at(time.time()))
+               sum(r.get("cpu_total_s", r["cpu_s"]) for r in reports), samples.at(time.time()),
+               sum(r.get("first_cpu_s", 0.0) for r in reports))
 
 
 class _CpuSamples:
