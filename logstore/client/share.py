@@ -461,6 +461,9 @@ class AsyncShareConsumer:
     def member_id(self) -> str:
         return self._sync.member_id
 
+    async def connect(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self._sync.connect, timeout)
+
     async def poll(self, timeout: float | None = 1.0, max_records: int | None = None) -> list[ShareRecord]:
         return await asyncio.to_thread(self._sync.poll, timeout, max_records)
 

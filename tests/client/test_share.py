@@ -251,6 +251,7 @@ def test_async_share_consumer(server: str, new_topic: Topic) -> None:
 
     async def body() -> list[int]:
         async with AsyncShareConsumer(server, group, topic) as consumer:
+            await consumer.connect(timeout=5)
             records = await consumer.poll(timeout=5)
             for record in records:
                 record.ack()
