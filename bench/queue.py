@@ -123,6 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--paced-phases", choices=("spread", "aligned"), default="spread",
                        help="paced run: workers start at phases spread over a poll's period (a steady "
                             "stream of polls, the default) or all at once (their polls in bursts)")
+    group.add_argument("--paced-unary", action="store_true",
+                       help="paced run: each poll a unary ShareFetch call (ShareConsumer(stream=False)), not a "
+                            "ShareStream message")
     group.add_argument("--paced-spin-ms", type=float, default=0.0,
                        help="paced run: each worker busy-waits the last MS of its pause (default 0: sleeps)")
 
@@ -174,10 +177,10 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
             paced_tasks = options.paced_tasks or min(plan.paced_tasks, max(tasks, PACED_WORKERS * PACED_BATCH))
             paced = _run_once("logstore", running["logstore"], PACED_WORKERS, paced_tasks, env, PACED_BATCH, 0,
                               rate=PACED_RATE / PACED_WORKERS, spread=options.paced_phases == "spread",
-                              spin_ms=options.paced_spin_ms)
+                              spin_ms=options.paced_spin_ms, unary=options.paced_unary)
             label = (f"logstore: fetch+ack round trip at {paced_tasks / paced.seconds / 1000:.1f} k tasks/s "
                      f"(paced {PACED_RATE // 1000} k; {PACED_WORKERS} workers, batch {PACED_BATCH}, "
-                     f"{options.paced_phases} phases")
+                     f"{options.paced_phases} phases" + (", unary ShareFetch" if options.paced_unary else ""))
             label += f", spin {options.paced_spin_ms:g} ms)" if options.paced_spin_ms else ")"
             results.append(Result(
                 "queue", "latency", label,
@@ -222,9 +225,11 @@ def print_results(results: list[Result]) -> None:
 
 
 def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[str, str], batch: int,
-              prefetch: int, rate: float = 0.0, spread: bool = True, spin_ms: float = 0.0) -> Run:
+              prefetch: int, rate: float = 0.0, spread: bool = True, spin_ms: float = 0.0,
+              unary: bool = False) -> Run:
     """``rate``: pace each worker to ``rate`` tasks/s, worker i starting i/workers of a poll's
-    period late with ``spread`` (else all at once), busy-waiting the last ``spin_ms`` of each pause."""
+    period late with ``spread`` (else all at once), busy-waiting the last ``spin_ms`` of each pause;
+    ``unary``: logstore workers poll with ShareFetch calls."""
     name = f"q{uuid.uuid4().hex[:8]}"
     {"logstore": _preload_logstore, "redis": _preload_redis, "nats": _preload_nats}[system](server, name, tasks)
     if system == "logstore":
@@ -237,7 +242,8 @@ def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[s
         subprocess.Popen([sys.executable, "-m", "bench.queue_worker", system, server.address, name,
                           "--batch", str(batch), "--prefetch", str(prefetch), "--rate", str(rate),
                           "--idle-s", "3" if system == "nats" else "1",
-                          "--phase", str(i / workers if spread else 0.0), "--spin-ms", str(spin_ms)],
+                          "--phase", str(i / workers if spread else 0.0), "--spin-ms", str(spin_ms),
+                          *(["--unary"] if unary else [])],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         for i in range(workers)
     ]

@@ -81,7 +81,9 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
 
     from logstore.client import ShareConsumer
 
-    options = {"prefetch": args.prefetch} if args.prefetch else {}  # (older clients: no prefetch)
+    options: dict[str, Any] = {"prefetch": args.prefetch} if args.prefetch else {}  # (older clients: no prefetch)
+    if args.unary:
+        options["stream"] = False
     consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch, **options)
     # connected before "go", as the others (and, where the client can, its stream opened: as a
     # JetStream worker's pull subscription is made before "go")
@@ -217,6 +219,7 @@ def main() -> int:
                         help="with --rate: start this fraction (0..1) of a poll's period late")
     parser.add_argument("--spin-ms", type=float, default=0.0,
                         help="with --rate: busy-wait the last MS of each pause instead of sleeping")
+    parser.add_argument("--unary", action="store_true", help="logstore: a ShareFetch call per poll, not ShareStream")
     parser.add_argument("--idle-s", type=float, default=1.0)
     parser.add_argument("--lock-ms", type=int, default=1000)
     args = parser.parse_args()
