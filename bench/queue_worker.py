@@ -47,17 +47,33 @@ def wait_for() -> None:
 
 
 class Pace:
-    """Sleeps so that ``done`` tasks take at least ``done / rate`` seconds (no pacing at 0)."""
+    """Sleeps so that ``done`` tasks take at least ``done / rate`` seconds (no pacing at 0), the
+    schedule shifted by ``phase_s`` (workers of one run start at spread phases, so that their
+    polls come as a steady stream rather than all at once). With ``spin_s`` the last
+    ``spin_s`` of each wait is a busy loop instead of a sleep (the process stays on its core,
+    warm, as a worker busy with its tasks would be)."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, phase_s: float = 0.0, spin_s: float = 0.0) -> None:
         self.rate = rate
-        self.start = time.perf_counter()
+        self.spin_s = spin_s
+        self.start = time.perf_counter() + phase_s
 
     def after(self, done: int) -> None:
         if self.rate:
-            ahead = done / self.rate - (time.perf_counter() - self.start)
-            if ahead > 0:
-                time.sleep(ahead)
+            until = self.start + done / self.rate
+            ahead = until - time.perf_counter()
+            if ahead > self.spin_s:
+                time.sleep(ahead - self.spin_s)
+            while self.spin_s and time.perf_counter() < until:
+                pass
+
+
+def start_pace(args: argparse.Namespace) -> Pace:
+    """This worker's pace: ``--rate`` tasks/s, its first poll ``--phase`` of a poll's period late."""
+    phase_s = args.phase * args.batch / args.rate if args.rate else 0.0
+    paced = Pace(args.rate, phase_s, args.spin_ms / 1000)
+    paced.after(0)
+    return paced
 
 
 def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,13 +81,21 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
 
     from logstore.client import ShareConsumer
 
-    options = {"prefetch": args.prefetch} if args.prefetch else {}  # (older clients: no prefetch)
+    options: dict[str, Any] = {"prefetch": args.prefetch} if args.prefetch else {}  # (older clients: no prefetch)
+    if args.unary:
+        options["stream"] = False
     consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch, **options)
-    grpc.channel_ready_future(consumer._channel).result(timeout=30)  # connected before "go", as the others
+    # connected before "go", as the others (and, where the client can, its stream opened: as a
+    # JetStream worker's pull subscription is made before "go")
+    if hasattr(consumer, "connect"):
+        consumer.connect(30)
+    else:  # (older clients)
+        grpc.channel_ready_future(consumer._channel).result(timeout=30)
     wait_for()
+    pace = start_pace(args)
     first = time.time()
-    pace = Pace(args.rate)
     acked, last, idle_since, polls, got, size = 0, time.time(), time.monotonic(), [], args.batch, 0
+    first_cpu_s = 0.0
     while True:
         carried = consumer.pending
         if carried and got < args.batch and not args.rate:  # draining: send the acks now, not after a long poll
@@ -87,6 +111,8 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
             last = done()
         got = len(records)
         if records:
+            if not polls:
+                first_cpu_s = time.process_time() - CPU_AT_GO
             polls.append(elapsed)
             idle_since = time.monotonic()
             for record in records:
@@ -96,7 +122,8 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
         elif time.monotonic() - idle_since > args.idle_s:
             break
     consumer.close()
-    return {"acked": acked, "first": first, "last": last, "poll_s": polls, "bytes": size}
+    return {"acked": acked, "first": first, "last": last, "poll_s": polls[1:], "first_poll_s": polls[:1],
+            "first_cpu_s": first_cpu_s, "bytes": size}
 
 
 def run_redis(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,8 +135,8 @@ def run_redis(args: argparse.Namespace) -> dict[str, Any]:
     consumer = f"c-{time.monotonic_ns()}"
     client.ping()  # connected before "go"
     wait_for()
+    pace = start_pace(args)
     first = time.time()
-    pace = Pace(args.rate)
     acked, last, idle_since, polls, size = 0, time.time(), time.monotonic(), [], 0
     while True:
         started = time.perf_counter()
@@ -143,8 +170,8 @@ def run_nats(args: argparse.Namespace) -> dict[str, Any]:
         js = connection.jetstream()
         subscription = await js.pull_subscribe(f"{args.name}.*", durable="workers", stream=args.name)
         wait_for()
+        pace = start_pace(args)
         first = time.time()
-        pace = Pace(args.rate)
         acked, last, idle_since, polls, size = 0, time.time(), time.monotonic(), [], 0
         while True:
             started = time.perf_counter()
@@ -188,6 +215,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--prefetch", type=int, default=1, help="logstore: fetches in flight beyond the polled one")
     parser.add_argument("--rate", type=float, default=0.0, help="pace to this many tasks/s (0: as fast as it goes)")
+    parser.add_argument("--phase", type=float, default=0.0,
+                        help="with --rate: start this fraction (0..1) of a poll's period late")
+    parser.add_argument("--spin-ms", type=float, default=0.0,
+                        help="with --rate: busy-wait the last MS of each pause instead of sleeping")
+    parser.add_argument("--unary", action="store_true", help="logstore: a ShareFetch call per poll, not ShareStream")
     parser.add_argument("--idle-s", type=float, default=1.0)
     parser.add_argument("--lock-ms", type=int, default=1000)
     args = parser.parse_args()

@@ -62,6 +62,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from types import TracebackType
 from typing import Any, NamedTuple
 
+import grpc
 import numpy as np
 
 from logstore.api.v1 import share_pb2
@@ -70,7 +71,7 @@ from logstore.client.config import Credentials, bootstrap_addresses, resolve_ser
 from logstore.client.metadata import Metadata
 from logstore.client.share_routing import ShareRouter
 from logstore.client.share_stream import ShareStream
-from logstore.errors import LogstoreError, RecordNotAcquiredError
+from logstore.errors import LogstoreError, RecordNotAcquiredError, UnavailableError
 from logstore.records import decode_columns
 from logstore.records.headers import Headers
 
@@ -323,6 +324,22 @@ class ShareConsumer:
 
     # -- fetching -------------------------------------------------------------------------------
 
+    def connect(self, timeout: float | None = None) -> None:
+        """Get ready to poll without acquiring anything: connect to the broker (waiting up to
+        ``timeout`` seconds, default the consumer's ``timeout``), learn whether it is a cluster
+        and, in stream mode on a single node, open the ``ShareStream`` call. The first ``poll``
+        then costs what the others do (otherwise it does this itself). Raises
+        ``UnavailableError`` when the broker cannot be reached in time."""
+        if self._closed:
+            raise ValueError("the share consumer is closed")
+        wait_s = self.timeout if timeout is None else timeout
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=wait_s)
+        except grpc.FutureTimeoutError:
+            raise UnavailableError(f"{self.server}: no connection within {wait_s:g} s") from None
+        if not self._in_cluster() and self.stream and (self._stream is None or self._stream.broken):
+            self._stream = ShareStream(self._stub, self.server)
+
     def poll(self, timeout: float | None = 1.0, max_records: int | None = None) -> list[ShareRecord]:
         """Acquire up to ``max_records`` records, waiting up to ``timeout`` seconds for some;
         the queued acknowledgements go in the same call. With ``prefetch`` the answer is that
@@ -443,6 +460,9 @@ class AsyncShareConsumer:
     @property
     def member_id(self) -> str:
         return self._sync.member_id
+
+    async def connect(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self._sync.connect, timeout)
 
     async def poll(self, timeout: float | None = 1.0, max_records: int | None = None) -> list[ShareRecord]:
         return await asyncio.to_thread(self._sync.poll, timeout, max_records)

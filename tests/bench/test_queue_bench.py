@@ -24,7 +24,8 @@ def test_quick_queue_run_measures_every_workload(tmp_path: Path) -> None:
     names = [r["name"] for r in results]
     assert names[:4] == ["redis: 1 worker, batch 1000", "redis: 2 workers, batch 1000",
                          "logstore: 1 worker, batch 1000, prefetch 1", "logstore: 2 workers, batch 1000, prefetch 1"]
-    assert names[4].startswith("logstore: fetch round trip at ") and "paced 10 k" in names[4]
+    assert names[4].startswith("logstore: fetch+ack round trip at ") and "paced 10 k" in names[4]
+    assert "spread phases" in names[4]
     assert "redelivery after SIGKILL" in names[5] and len(names) == 6
     assert all(r["records_per_second"] > 0 for r in results)
     # (the server's CPU is counted in clock ticks of 10 ms: a small run may show none)
@@ -35,3 +36,5 @@ def test_quick_queue_run_measures_every_workload(tmp_path: Path) -> None:
                and r["params"]["server_cpu_total_us_per_task"] >= r["params"]["server_cpu_us_per_task"]
                for r in results[:4])
     assert "CPU per task" in completed.stdout
+    # polls that returned tasks: per second and tasks per poll (a worker's first poll counted too)
+    assert all(r["params"]["polls"] >= 1 and 0 < r["params"]["tasks_per_poll"] <= 1000 for r in results[2:5])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from logstore.broker import Broker
-from logstore.broker.internal import SHARE_STATE_TOPIC, read_entries
+import pytest
+
+from logstore.broker import Broker, BrokerConfig
+from logstore.broker.internal import SHARE_STATE_TOPIC, partition_for, read_entries
 from logstore.broker.share import AckKind
-from logstore.broker.share.state_log import DELTAS_PER_SNAPSHOT
+from logstore.broker.share.state_log import DELTAS_PER_SNAPSHOT, ShareStateLog
 from logstore.storage import ManualClock
 
 from .helpers import LIGHT, crash, open_broker, opened, produce, run
@@ -143,5 +145,64 @@ def test_the_state_topic_is_written_through_not_fsynced_per_call(tmp_path: Path)
     async def body() -> None:
         async with opened(tmp_path, ManualClock(), LIGHT) as broker:
             assert broker.data_dir.topic(SHARE_STATE_TOPIC).config.flush == "interval"
+
+    run(body())
+
+
+#: Four state partitions (the default), so share-partitions can land apart.
+FOUR = BrokerConfig(offsets_topic_partitions=4)
+
+
+def _apart_group() -> str:
+    """A group whose share-partitions 0 and 1 of ``tasks`` earlier versions placed in different
+    state partitions (by group, topic and partition)."""
+    return next(g for g in (f"g{i}" for i in range(100))
+                if partition_for(f"{g}\x00tasks\x000", 4) != partition_for(f"{g}\x00tasks\x001", 4))
+
+
+def test_a_fetch_acking_one_partition_and_acquiring_another_is_one_append(tmp_path: Path) -> None:
+    async def body() -> None:
+        group = _apart_group()
+        async with opened(tmp_path, ManualClock(), FOUR) as broker:
+            broker.create_topic("tasks", 2)
+            for partition in (0, 1):
+                await produce(broker, "tasks", partition, b"a", b"b")
+            (first, _) = await fetch(broker, "w", group=group, max_records=2)  # one partition's batch
+            appends = broker.shares.writer.appends
+            other = await fetch(broker, "w", group=group, max_records=2,
+                                acks=[ack("tasks", first[1], 0, 1)])
+            assert {r[1] for r in other} == {1 - first[1]}  # acked one share-partition, acquired the other
+            assert broker.shares.writer.appends == appends + 1  # both deltas in one append
+
+    run(body())
+
+
+def test_state_written_where_earlier_versions_put_it_is_loaded_and_moved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body() -> None:
+        group, clock = _apart_group(), ManualClock()
+        with monkeypatch.context() as patch:  # an earlier version: placed by group, topic, partition
+            patch.setattr(ShareStateLog, "log_for", lambda self, g, t=None, p=0: (
+                self._logs[partition_for(g if t is None else f"{g}\x00{t}\x00{p}", len(self._logs))]))
+            async with opened(tmp_path, clock, FOUR) as broker:
+                broker.create_topic("tasks", 2)
+                for partition in (0, 1):
+                    await produce(broker, "tasks", partition, b"a", b"b", b"c")
+                got = await fetch(broker, "w", group=group, max_records=6)
+                await broker.share_acknowledge(group, "w", [ack(t, p, o) for t, p, o, _, _ in got if o == 0])
+        async with opened(tmp_path, clock, FOUR) as broker:  # this version: loads it, moves it
+            got = await fetch(broker, "w2", group=group, max_records=6)
+            assert sorted((r[1], r[2], r[4]) for r in got) == [(p, o, 2) for p in (0, 1) for o in (1, 2)]
+            await broker.share_acknowledge(group, "w2", [ack(t, p, o) for t, p, o, _, _ in got if o == 1])
+        async with opened(tmp_path, clock, FOUR) as broker:  # the newest state wins over the old place's
+            got = await fetch(broker, "w3", group=group, max_records=6)
+            assert sorted((r[1], r[2], r[4]) for r in got) == [(0, 2, 3), (1, 2, 3)]
+            for t, p, o, _, _ in got:
+                await broker.share_acknowledge(group, "w3", [ack(t, p, o, kind=AckKind.RELEASE, delay_ms=0)])
+            broker.delete_topic("tasks")  # tombstones in both places
+            broker.create_topic("tasks", 2)
+            await produce(broker, "tasks", 0, b"new")
+        async with opened(tmp_path, clock, FOUR) as broker:
+            assert [(r[2], r[3], r[4]) for r in await fetch(broker, "w4", group=group)] == [(0, b"new", 1)]
 
     run(body())

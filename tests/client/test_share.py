@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from logstore.client import Admin, AsyncShareConsumer, Producer, ShareConsumer
-from logstore.errors import RecordNotAcquiredError
+from logstore.errors import RecordNotAcquiredError, UnavailableError
+from tests.broker_fixture import free_port
 from tests.client.helpers import read_all
 
 Topic = Callable[..., str]
@@ -43,6 +44,26 @@ def test_accepted_records_are_not_delivered_again(server: str, new_topic: Topic)
         consumer.commit()
     with ShareConsumer(server, group, topic) as other:
         assert other.poll(timeout=0.2) == []
+
+
+def test_connect_acquires_nothing_and_opens_the_stream(server: str, new_topic: Topic) -> None:
+    topic, group = new_topic(1), group_name()
+    fill(server, topic, 2, size=2)
+    with ShareConsumer(server, group, topic) as consumer, ShareConsumer(server, group, topic) as other:
+        consumer.connect(timeout=5)
+        assert consumer._stream is not None and not consumer._stream.broken
+        assert len(other.poll(timeout=5)) == 2  # nothing was held by the connected consumer
+        other.commit()
+
+
+def test_connect_to_no_broker_is_unavailable() -> None:
+    consumer = ShareConsumer(f"127.0.0.1:{free_port()}", group_name(), "t")
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match="no connection within 0.2 s"):
+        consumer.connect(timeout=0.2)
+    assert time.monotonic() - started < 2
+    with pytest.raises(UnavailableError):  # (close sends the leave, which cannot go either)
+        consumer.close()
 
 
 def test_unary_polls_work_like_the_stream(server: str, new_topic: Topic) -> None:
@@ -230,6 +251,7 @@ def test_async_share_consumer(server: str, new_topic: Topic) -> None:
 
     async def body() -> list[int]:
         async with AsyncShareConsumer(server, group, topic) as consumer:
+            await consumer.connect(timeout=5)
             records = await consumer.poll(timeout=5)
             for record in records:
                 record.ack()

@@ -84,7 +84,10 @@ class ShareCoordinator(ClusteredShares):
             loaded = self.state_log.load()
             for group_id, config in loaded.configs.items():
                 self.groups[group_id] = ShareGroup(group_id, ShareGroupConfig.from_dict(config))
-            self._add_windows(loaded.windows)
+            # sequence 0: each share-partition's first write is a snapshot, at the place this
+            # version writes it (``log_for``), which may not be where it was loaded from
+            self._add_windows({key: (window, generation, 0)
+                               for key, (window, generation, _) in loaded.windows.items()})
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -99,8 +99,16 @@ class ShareStateLog:
         self._logs = ensure_topic(data_dir, SHARE_STATE_TOPIC, partitions, STATE_TOPIC_CONFIG)
 
     def log_for(self, group: str, topic: str | None = None, partition: int = 0) -> PartitionLog:
-        name = group if topic is None else f"{group}\x00{topic}\x00{partition}"
+        """Where a group's keys are written: its config by group, its share-partitions of one
+        topic all in one partition (by group and topic; ``partition`` does not choose it), so a
+        tick's deltas of a group's topic are one append."""
+        name = group if topic is None else f"{group}\x00{topic}"
         return self._logs[partition_for(name, len(self._logs))]
+
+    def legacy_log_for(self, group: str, topic: str, partition: int) -> PartitionLog:
+        """Where earlier versions wrote a share-partition's keys (by group, topic and partition):
+        loading still reads them (the newest generation wins), deleting tombstones them too."""
+        return self._logs[partition_for(f"{group}\x00{topic}\x00{partition}", len(self._logs))]
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -127,8 +135,10 @@ class ShareStateLog:
             entries: list[tuple[bytes, bytes | None]] = [(encode_key("share-snap", group, topic, partition), None)]
             entries += [(encode_key("share-delta", group, topic, partition, slot), None)
                         for slot in range(DELTAS_PER_SNAPSHOT)]
-            partition_log = self.log_for(group, topic, partition)
-            written.append((partition_log, append_entries(partition_log, entries, sync=False) + 1))
+            places = {id(log): log for log in (self.log_for(group, topic, partition),
+                                                self.legacy_log_for(group, topic, partition))}
+            for partition_log in places.values():
+                written.append((partition_log, append_entries(partition_log, entries, sync=False) + 1))
         return written
 
     # -- rebuilding ---------------------------------------------------------------------------
@@ -143,25 +153,17 @@ class ShareStateLog:
         configs: dict[str, dict[str, object]] = {}
         found: dict[PartitionKey, _Loaded] = {}
         for partition_log in logs:
-            for _, key, value in read_entries(partition_log, raw_values=True):
-                if not isinstance(key, list) or not key:
+            # each log on its own (its tombstones delete what it holds), then the newest
+            # generation of a share-partition across the logs (earlier versions placed it by
+            # partition, this one by topic: after a move both places may hold it)
+            here: dict[PartitionKey, _Loaded] = {}
+            ShareStateLog._read_log(partition_log, configs, here, found)
+            for pk, loaded in here.items():
+                if loaded.snapshot is None:
                     continue
-                if key[0] == "share-config" and len(key) == 2:
-                    if value is None:
-                        configs.pop(key[1], None)
-                        for pk in [pk for pk in found if pk[0] == key[1]]:
-                            del found[pk]
-                    else:
-                        configs[key[1]] = json.loads(value)
-                elif key[0] == "share-snap" and len(key) == 4:
-                    pk = (key[1], key[2], int(key[3]))
-                    if value is None:
-                        found.pop(pk, None)
-                    else:
-                        found.setdefault(pk, _Loaded()).snapshot = decode_state(bytes(value))
-                elif key[0] == "share-delta" and len(key) == 5 and value is not None:
-                    pk = (key[1], key[2], int(key[3]))
-                    found.setdefault(pk, _Loaded()).deltas[int(key[4])] = decode_state(bytes(value))
+                seen = found.get(pk)
+                if seen is None or seen.snapshot is None or seen.snapshot[1] < loaded.snapshot[1]:
+                    found[pk] = loaded
         windows = {}
         for pk, loaded in found.items():
             if loaded.snapshot is None:
@@ -169,6 +171,32 @@ class ShareStateLog:
             windows[pk] = ShareStateLog._rebuild(loaded)
         log.info("loaded %d share groups, %d share-partitions", len(configs), len(windows))
         return LoadedState(configs, windows)
+
+    @staticmethod
+    def _read_log(partition_log: PartitionLog, configs: dict[str, dict[str, object]],
+                  found: dict[PartitionKey, _Loaded], earlier: dict[PartitionKey, _Loaded]) -> None:
+        """The entries of one log, in order: configs into ``configs``, share-partitions into
+        ``found`` (a config's tombstone drops its group's share-partitions from ``earlier`` too)."""
+        for _, key, value in read_entries(partition_log, raw_values=True):
+            if not isinstance(key, list) or not key:
+                continue
+            if key[0] == "share-config" and len(key) == 2:
+                if value is None:
+                    configs.pop(key[1], None)
+                    for table in (found, earlier):
+                        for pk in [pk for pk in table if pk[0] == key[1]]:
+                            del table[pk]
+                else:
+                    configs[key[1]] = json.loads(value)
+            elif key[0] == "share-snap" and len(key) == 4:
+                pk = (key[1], key[2], int(key[3]))
+                if value is None:
+                    found.pop(pk, None)
+                else:
+                    found.setdefault(pk, _Loaded()).snapshot = decode_state(bytes(value))
+            elif key[0] == "share-delta" and len(key) == 5 and value is not None:
+                pk = (key[1], key[2], int(key[3]))
+                found.setdefault(pk, _Loaded()).deltas[int(key[4])] = decode_state(bytes(value))
 
     @staticmethod
     def _rebuild(loaded: _Loaded) -> tuple[InFlightWindow, int, int]:
