@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 
 EVENTS_ENV = "LOGSTORE_TRACE_EVENTS"
+#: Set (to the threshold in ms): every process runs a ``bench.stall_watch`` watchdog.
+WATCH_ENV = "LOGSTORE_TRACE_WATCH_MS"
 #: Set to a file name: the broker's loop thread runs under cProfile, its stats written there.
 PROFILE_ENV = "LOGSTORE_TRACE_PROFILE"
 HOPS = ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
@@ -58,6 +60,27 @@ HOPS = ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "r
 
 #: event name -> list of (key, time_ns) noted by this process's hooks.
 _events: dict[str, list[tuple[int, int]]] = {}
+#: This process's stall watchdog's notes (``--watch``).
+_stalls: list[dict[str, Any]] = []
+
+
+def start_watch(loop: Any = None) -> None:
+    """With $LOGSTORE_TRACE_WATCH_MS set, watch this process for stalls (see ``stall_watch``)."""
+    threshold = os.environ.get(WATCH_ENV)
+    if not threshold:
+        return
+    from bench.stall_watch import StallWatch
+
+    watch = StallWatch(_events, threshold_ms=float(threshold), loop=loop)
+    _stalls.clear()
+    _watches.append(watch)
+
+
+_watches: list[Any] = []
+
+
+def _stall_infos() -> list[dict[str, Any]]:
+    return [info for watch in _watches for info in watch.infos]
 
 
 def _note(name: str, key: int) -> None:
@@ -154,6 +177,13 @@ def hook_broker() -> None:
         _note("appended", partition_log.log_end_offset)
         on_append(self, partition_log)
 
+    wakeups_init = wakeups.Wakeups.__init__
+
+    def traced_init(self: Any, loop: Any) -> None:
+        wakeups_init(self, loop)
+        start_watch(loop)
+
+    wakeups.Wakeups.__init__ = traced_init  # type: ignore[method-assign]
     service.wire.parse_produce_request = traced_parse  # type: ignore[assignment]
     service.wire.encode_subscribe_response = traced_encode  # type: ignore[assignment]
     wakeups.Wakeups.on_append = traced_on_append  # type: ignore[method-assign]
@@ -218,14 +248,17 @@ def context_switches(pid: int | None = None) -> int:
 
 def _dump(path: str) -> None:
     with open(path, "w", encoding="ascii") as file:
-        json.dump(_events, file)
+        json.dump({**_events, "stall_infos": _stall_infos()}, file)
 
 
 # -- the workload -------------------------------------------------------------------------------
 
 
 def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
+    if spec.get("own_session"):
+        os.setsid()
     hook_consumer()
+    start_watch()
     from bench.peers.records import read_stamp
     from logstore import Consumer
 
@@ -250,11 +283,12 @@ def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
                 count += 1
     answer.put({"consumer_cpu_s": time.process_time() - cpu_s,
                 "consumer_switches": context_switches() - switches, "sent": sent[:count].tolist(), "poll": polled[:count].tolist(),
-                "offsets": offsets[:count].tolist(), "events": _events})
+                "offsets": offsets[:count].tolist(), "events": _events,
+                "stall_infos": _stall_infos()})
 
 
 def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
-             server_pid: int) -> dict[str, Any]:
+             server_pid: int, own_session: bool = False) -> dict[str, Any]:
     from bench.client import _process_cpu_s
     from bench.peers.logstore_runner import latency_send
     from logstore.client import Admin
@@ -263,7 +297,7 @@ def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
     with Admin(server) as admin:
         admin.create_topic(topic, partitions=1, config={"flush": "never"})
     spec = {"server": server, "topic": topic, "records": int(rate * seconds), "rate": rate,
-            "size": 100, "seed": 7, "options": options}
+            "size": 100, "seed": 7, "options": options, "own_session": own_session}
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     answer = context.SimpleQueue()
@@ -395,6 +429,61 @@ def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, A
     return "\n".join(lines)
 
 
+def slowest_report(hops: dict[str, np.ndarray], settle: int, count: int) -> str:
+    """The steps (ms) of the slowest record of each of the ``count`` slowest requests, so a
+    stall shows the hop it sat in."""
+    sent = hops["send"][settle:]
+    latency = hops["poll"][settle:] - sent
+    sender = hops["sender"][settle:]
+    order = np.argsort(-latency, kind="stable")
+    seen: set[int] = set()
+    names = ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
+             "consumer", "poll")
+    lines = ["  the slowest records' steps (ms): " + " ".join(f"{n:>8}" for n in names)
+             + "    acked   at (s)"]
+    for index in order:
+        if int(sender[index]) in seen:
+            continue
+        seen.add(int(sender[index]))
+        previous = int(sent[index])
+        steps = []
+        for name in names:
+            now = int(hops[name][settle + index])
+            steps.append((now - previous) / 1e6)
+            previous = now
+        acked = (int(hops["acked"][settle + index]) - int(sent[index])) / 1e6
+        lines.append(f"  {latency[index] / 1e6:30.1f}  " + " ".join(f"{s:8.2f}" for s in steps)
+                     + f" {acked:8.2f} {(int(sent[index]) - int(sent.min())) / 1e9:8.3f}")
+        if len(seen) >= count:
+            break
+    return "\n".join(lines)
+
+
+def stall_report(hops: dict[str, np.ndarray], settle: int,
+                 processes: dict[str, list[dict[str, Any]]]) -> str:
+    """Per process, its stalls while the measured records travelled and what they were, and
+    the share of the slowest 1 % of records whose way overlapped one."""
+    from bench.stall_watch import summary
+
+    sent, polled = hops["send"][settle:], hops["poll"][settle:]
+    start, end = int(sent.min()), int(polled.max())
+    latency = polled - sent
+    slow = latency >= np.percentile(latency, 99)
+    lines = [f"  stalls (watchdog; the slowest 1 %: {np.percentile(latency, 99) / 1e6:.2f} ms and"
+             " over):"]
+    hit_any = np.zeros(len(sent), dtype=bool)
+    for who, infos in processes.items():
+        lines += summary(who, infos, start, end)
+        hit = np.zeros(len(sent), dtype=bool)
+        for info in infos:
+            length = int(info.get("late_ms", info.get("loop_ms", 0)) * 1e6)
+            hit |= (sent <= info["at_ns"] + length) & (polled >= info["at_ns"])
+        hit_any |= hit
+        lines.append(f"    slowest 1 % overlapping a {who} stall: {hit[slow].mean():.0%}")
+    lines.append(f"  slowest 1 % overlapping any stall: {hit_any[slow].mean():.0%}")
+    return "\n".join(lines)
+
+
 def _held_behind_request(hops: dict[str, np.ndarray]) -> np.ndarray:
     """Per record: was the request before its own still unanswered when it was sent?"""
     acked, sender = hops["acked"], hops["sender"]
@@ -413,6 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linger-ms", type=float, default=None)
     parser.add_argument("--late-factor", type=float, default=None,
                         help="client/hold.py's LATE_FACTOR for this run (1e9: plain Nagle)")
+    parser.add_argument("--watch", type=float, default=0.0, metavar="MS",
+                        help="a stall watchdog in every process: note stalls over MS ms and who"
+                             " caused them (bench/stall_watch.py)")
+    parser.add_argument("--sessions", choices=("one", "own"), default="own",
+                        help="own (default): the broker and the consumer each run in a session"
+                             " of their own, as separate programs do (the kernel's autogroups"
+                             " share the cores per session); one: all in this one")
+    parser.add_argument("--slowest", type=int, default=0, metavar="N",
+                        help="also print the steps of the N slowest requests' records")
     parser.add_argument("--floor-rate", type=int, default=200,
                         help="the raw gRPC relay's rate (bench/raw_relay.py; 0: skip it)")
     args = parser.parse_args(argv)
@@ -420,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         from logstore.client import hold
 
         hold.LATE_FACTOR = args.late_factor
+    if args.watch:
+        os.environ[WATCH_ENV] = str(args.watch)
     hook_producer()
+    start_watch()
     directory = tempfile.mkdtemp(prefix="logstore-trace-")
     events_path = os.path.join(directory, "broker-events.json")
     with socket.socket() as sock:
@@ -432,19 +533,22 @@ def main(argv: list[str] | None = None) -> int:
     process = subprocess.Popen(
         [sys.executable, "-c", code, "serve", "--data-dir", os.path.join(directory, "data"),
          "--listen", address, "--metrics-listen", "", "--log-level", "warning"],
-        env={**os.environ, EVENTS_ENV: events_path},
+        env={**os.environ, EVENTS_ENV: events_path}, start_new_session=args.sessions == "own",
     )
     options = {} if args.linger_ms is None else {"linger_ms": args.linger_ms}
     runs: list[tuple[int, dict[str, Any]]] = []
     try:
         _wait_up(address)
         for rate in args.rate:
-            runs.append((rate, run_rate(address, rate, args.seconds, options, process.pid)))
+            runs.append((rate, run_rate(address, rate, args.seconds, options, process.pid,
+                                        args.sessions == "own")))
     finally:
         process.terminate()
         process.wait(30)
     with open(events_path, encoding="ascii") as file:
         broker_events: dict[str, list[tuple[int, int]]] = json.load(file)
+    broker_stalls: list[dict[str, Any]] = broker_events.pop("stall_infos", [])  # type: ignore[assignment]
+    producer_stalls = _stall_infos()
     shutil.rmtree(directory, ignore_errors=True)
     # the broker's events of all runs are in one file: split them by time
     for rate, run in runs:
@@ -453,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
                   for name, items in broker_events.items()}
         hops = hop_times(run, window)
         print(report(rate, hops, len(run["sent"]) // 5, run, window))
+        if args.slowest:
+            print(slowest_report(hops, len(run["sent"]) // 5, args.slowest))
+        if args.watch:
+            print(stall_report(hops, len(run["sent"]) // 5, {
+                "producer": producer_stalls, "broker": broker_stalls,
+                "consumer": run["stall_infos"]}))
     if args.floor_rate > 0:
         from bench.raw_relay import RelayServer, measure
 
