@@ -119,6 +119,8 @@ def hook_producer() -> None:
 
     def traced_send(self: Any, batches: Any, *rest: Any) -> Any:
         local.started = time.time_ns()
+        if threading.current_thread() is not self._thread:  # send()'s or the answer's thread
+            _note("direct", 0)
         return send_batches(self, batches, *rest)
 
     def traced_stream_send(self: Any, correlation_id: int, payload: bytes, context: Any) -> None:
@@ -423,9 +425,11 @@ def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, A
     held = _held_behind_request(hops)[settle:]
     step = (hops["sender"][settle:] - sent) / 1e6
     if held.any():
+        direct = len(run["producer"].get("direct", []))
         lines.append(f"  {held.mean():.0%} of records found a request in flight; their send()->sender"
                      f" p50 {np.percentile(step[held], 50):.3f} ms, the others'"
-                     f" {np.percentile(step[~held], 50) if (~held).any() else 0:.3f} ms")
+                     f" {np.percentile(step[~held], 50) if (~held).any() else 0:.3f} ms;"
+                     f" {direct / max(requests, 1):.0%} of requests sent without waking the sender thread (by send()'s or the answer's thread)")
     return "\n".join(lines)
 
 

@@ -175,4 +175,7 @@ def summary(who: str, infos: list[dict[str, Any]], start_ns: int, end_ns: int) -
                      " running); its stack then:")
         for stack in worst["stacks"].values():
             lines.extend("      " + s for s in stack.strip().splitlines()[-6:])
+        ran = sum(i["ran_ms"] for i in loops)
+        lines.append(f"    the loop thread ran {ran:.1f} ms of the {total:.0f} (the rest it was"
+                     " blocked: waiting for the GIL or a lock held by a thread off its core)")
     return lines
