@@ -107,9 +107,23 @@ def watch_gc() -> None:
 # -- hooks --------------------------------------------------------------------------------------
 
 
+#: ``thread_switches()`` as the producer closes (its threads end with it).
+_at_close: dict[str, int] = {}
+
+
 def hook_producer() -> None:
     watch_gc()
-    from logstore.client import sender, stream
+    from logstore.client import producer, sender, stream
+
+    close = producer.Producer.close
+
+    def traced_close(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.flush()
+        _at_close.clear()
+        _at_close.update(thread_switches())
+        close(self, *args, **kwargs)
+
+    producer.Producer.close = traced_close  # type: ignore[method-assign]
 
     send_batches = sender.Sender._send
     stream_send = stream.ProduceStream.send
@@ -248,6 +262,23 @@ def context_switches(pid: int | None = None) -> int:
     return total
 
 
+def thread_switches() -> dict[str, int]:
+    """Voluntary context switches so far of each Python thread of this process by name (the
+    producer's sender, its stream reader, the caller; gRPC's two threads together)."""
+    out: dict[str, int] = {}
+    for thread in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/status", encoding="ascii") as file:
+                for line in file:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        # gRPC's request and channel spin threads are unnamed ("Thread-N (_run)")
+                        name = "gRPC's" if thread.name.startswith("Thread-") else thread.name
+                        out[name] = out.get(name, 0) + int(line.split()[1])
+        except OSError:
+            continue
+    return out
+
+
 def _dump(path: str) -> None:
     with open(path, "w", encoding="ascii") as file:
         json.dump({**_events, "stall_infos": _stall_infos()}, file)
@@ -308,12 +339,19 @@ def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
     _events.clear()
     broker_cpu_s, own_cpu_s = _process_cpu_s(server_pid), time.process_time()
     broker_switches, own_switches = context_switches(server_pid), context_switches()
-    latency_send(spec, lambda: _wait(barrier))
+    own_threads: dict[str, int] = {}
+
+    def start() -> None:  # the producer's threads exist now: latency_send is about to send
+        _wait(barrier)
+        own_threads.update(thread_switches())
+    latency_send(spec, start)
     received = answer.get()
     received["broker_cpu_s"] = _process_cpu_s(server_pid) - broker_cpu_s
     received["producer_cpu_s"] = time.process_time() - own_cpu_s
     received["broker_switches"] = context_switches(server_pid) - broker_switches
     received["producer_switches"] = context_switches() - own_switches
+    received["producer_threads"] = {name: count - own_threads.get(name, 0)
+                                    for name, count in _at_close.items()}
     receiver.join(10)
     with Admin(server) as admin:
         admin.delete_topic(topic)
@@ -402,10 +440,14 @@ def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, A
     switches = (f"producer {run['producer_switches'] / max(requests, 1):.1f}, broker"
                 f" {run['broker_switches'] / max(requests, 1):.1f} per request; consumer"
                 f" {run['consumer_switches'] / pushes:.1f} per pushed message")
+    threads = ", ".join(f"{name} {count / max(records, 1) * 1000:.0f}"
+                        for name, count in sorted(run.get("producer_threads", {}).items())
+                        if count and name not in ("stall-watch",))
     lines = [f"at {rate:,} rec/s, {len(sent):,} records (after the first {settle:,}),"
              f" {records / max(requests, 1):.1f} records per request;"
              f" CPU µs per record: {cpu}",
              f"  voluntary context switches: {switches}",
+             f"  the producer's threads, voluntary switches per 1,000 records: {threads}",
              f"  {'hop':<12} {'since send() p50':>17} {'p99':>8} {'step p50':>9} {'p99':>8}  (ms)"]
     previous = sent
     for name in ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
