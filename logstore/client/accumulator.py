@@ -355,20 +355,14 @@ class Accumulator(AppendPath):
         with self.lock:
             self.hold.sent(now, size_bytes)
 
-    def request_done(self, answering: bool = False) -> bool:
-        """An answer (or a failure) came: with none left in flight, open batches go now. The
-        sender thread is woken for them, unless ``answering`` (the thread that read the answer)
-        and ``send_direct`` is set: then True is returned and that thread sends them itself
-        (``Sender.send_direct``), one thread hop less for every record Nagle's rule held."""
+    def request_done(self) -> None:
+        """An answer (or a failure) came: with none left in flight, open batches go now."""
         now = time.monotonic()
         with self.lock:
             self.hold.answered(now)
             if not self.hold.in_flight and self.opened and self.idle and not self.linger_when_idle:
-                if answering and self.send_direct is not None:
-                    return True
                 self.idle = False
                 self.wakeup.set()
-        return False
 
     def pending(self) -> bool:
         """Anything open or ready (not counting batches already sent)?"""

@@ -187,10 +187,7 @@ class Sender(EndSending):
     def send_direct(self) -> None:
         """``send()``'s own send (``Accumulator.send_direct``): a record opened a batch while
         nothing was in flight and the sender thread slept, so the calling thread drains and sends
-        at once, as the sender thread would have after waking up (one thread hop less). The
-        stream's reader thread does the same with the batches Nagle's rule held, once the last
-        answer is in (``Accumulator.request_done``): no slot can be taken then, so its
-        ``ProduceStream.send`` never waits for an answer it would have to read itself. Anything
+        at once, as the sender thread would have after waking up (one thread hop less). Anything
         unusual — the sender busy, batches held for a retry, a transaction's end pending, no
         producer id yet or a new one needed, a flush or close under way — wakes the sender
         thread instead, which handles it as before."""
@@ -449,8 +446,7 @@ class Sender(EndSending):
             else:
                 self._answer(address, batches, response)
         finally:
-            if self._accumulator.request_done(answering=True):
-                self.send_direct()  # what Nagle's rule held goes from this thread
+            self._accumulator.request_done()
 
     def _answer(self, address: str, batches: list[ProducerBatch], response: Any) -> None:
         if response.HasField("error"):

@@ -56,24 +56,3 @@ def test_a_direct_drain_that_leaves_batches_wakes_the_sender() -> None:
     taken, _ = accumulator.drain(1 << 20, room=lambda key: 0, direct=True)
     assert taken == []
     assert accumulator.wakeup.is_set()  # what the caller left is the sender thread's
-
-
-def test_the_last_answer_hands_the_held_batches_to_the_answering_thread() -> None:
-    accumulator, sent = asleep()
-    accumulator.request_sent()
-    accumulator.append("t", b"v", partition=0)  # held: a request is in flight
-    accumulator.idle = True  # the sender sleeps out the hold
-    accumulator.wakeup.clear()
-    assert accumulator.request_done(answering=True)  # the reader sends them (send_direct)
-    assert not accumulator.wakeup.is_set()
-    assert [batch.record_count for batch in accumulator.drain(1 << 20, direct=True)[0]] == [1]
-
-
-def test_a_failure_wakes_the_sender_for_the_held_batches() -> None:
-    accumulator, _ = asleep()
-    accumulator.request_sent()
-    accumulator.append("t", b"v", partition=0)
-    accumulator.idle = True
-    accumulator.wakeup.clear()
-    assert not accumulator.request_done()  # not the answering path: as before
-    assert accumulator.wakeup.is_set()
