@@ -133,7 +133,7 @@ def hook_producer() -> None:
 
     def traced_send(self: Any, batches: Any, *rest: Any) -> Any:
         local.started = time.time_ns()
-        if threading.current_thread() is not self._thread:  # send()'s or the answer's thread
+        if threading.current_thread() is not self._thread:  # send()'s own thread
             _note("direct", 0)
         return send_batches(self, batches, *rest)
 
@@ -471,7 +471,7 @@ def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, A
         lines.append(f"  {held.mean():.0%} of records found a request in flight; their send()->sender"
                      f" p50 {np.percentile(step[held], 50):.3f} ms, the others'"
                      f" {np.percentile(step[~held], 50) if (~held).any() else 0:.3f} ms;"
-                     f" {direct / max(requests, 1):.0%} of requests sent without waking the sender thread (by send()'s or the answer's thread)")
+                     f" {direct / max(requests, 1):.0%} of requests sent by send()'s own thread, without waking the sender thread")
     return "\n".join(lines)
 
 
