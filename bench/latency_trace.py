@@ -27,7 +27,7 @@ Last, the floor: ``bench/raw_relay.py``, the same gRPC hops and threads with no 
 message per record at ``--floor-rate``.
 
 ``python -m bench.latency_trace [--rate 1000 10000] [--seconds 2] [--linger-ms MS]
-[--late-factor F]``
+[--late-factor F] [--watch MS] [--slowest N] [--sessions one|own] [--checkpoint-ms MS]``
 """
 
 from __future__ import annotations
@@ -557,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
                              " share the cores per session); one: all in this one")
     parser.add_argument("--slowest", type=int, default=0, metavar="N",
                         help="also print the steps of the N slowest requests' records")
+    parser.add_argument("--checkpoint-ms", type=int, default=None, metavar="MS",
+                        help="the broker's [maintenance] checkpoint_interval_ms (default 10,000:"
+                             " a short one shows what the periodic checkpoint costs the tail)")
     parser.add_argument("--floor-rate", type=int, default=200,
                         help="the raw gRPC relay's rate (bench/raw_relay.py; 0: skip it)")
     args = parser.parse_args(argv)
@@ -576,9 +579,15 @@ def main(argv: list[str] | None = None) -> int:
     address = f"127.0.0.1:{port}"
     code = ("import sys; from bench.latency_trace import serve_traced; "
             "sys.exit(serve_traced(sys.argv[1:]))")
+    extra: list[str] = []
+    if args.checkpoint_ms is not None:
+        config_path = os.path.join(directory, "logstore.toml")
+        with open(config_path, "w", encoding="ascii") as file:
+            file.write(f"[maintenance]\ncheckpoint_interval_ms = {args.checkpoint_ms}\n")
+        extra = ["--config", config_path]
     process = subprocess.Popen(
         [sys.executable, "-c", code, "serve", "--data-dir", os.path.join(directory, "data"),
-         "--listen", address, "--metrics-listen", "", "--log-level", "warning"],
+         "--listen", address, "--metrics-listen", "", "--log-level", "warning", *extra],
         env={**os.environ, EVENTS_ENV: events_path}, start_new_session=args.sessions == "own",
     )
     options = {} if args.linger_ms is None else {"linger_ms": args.linger_ms}
