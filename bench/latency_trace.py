@@ -27,7 +27,7 @@ Last, the floor: ``bench/raw_relay.py``, the same gRPC hops and threads with no 
 message per record at ``--floor-rate``.
 
 ``python -m bench.latency_trace [--rate 1000 10000] [--seconds 2] [--linger-ms MS]
-[--late-factor F]``
+[--late-factor F] [--watch MS] [--slowest N] [--sessions one|own] [--checkpoint-ms MS]``
 """
 
 from __future__ import annotations
@@ -50,7 +50,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.trace_report import hop_times, report, slowest_report, stall_report
+
 EVENTS_ENV = "LOGSTORE_TRACE_EVENTS"
+#: Set (to the threshold in ms): every process runs a ``bench.stall_watch`` watchdog.
+WATCH_ENV = "LOGSTORE_TRACE_WATCH_MS"
 #: Set to a file name: the broker's loop thread runs under cProfile, its stats written there.
 PROFILE_ENV = "LOGSTORE_TRACE_PROFILE"
 HOPS = ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
@@ -58,6 +62,27 @@ HOPS = ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "r
 
 #: event name -> list of (key, time_ns) noted by this process's hooks.
 _events: dict[str, list[tuple[int, int]]] = {}
+#: This process's stall watchdog's notes (``--watch``).
+_stalls: list[dict[str, Any]] = []
+
+
+def start_watch(loop: Any = None) -> None:
+    """With $LOGSTORE_TRACE_WATCH_MS set, watch this process for stalls (see ``stall_watch``)."""
+    threshold = os.environ.get(WATCH_ENV)
+    if not threshold:
+        return
+    from bench.stall_watch import StallWatch
+
+    watch = StallWatch(_events, threshold_ms=float(threshold), loop=loop)
+    _stalls.clear()
+    _watches.append(watch)
+
+
+_watches: list[Any] = []
+
+
+def _stall_infos() -> list[dict[str, Any]]:
+    return [info for watch in _watches for info in watch.infos]
 
 
 def _note(name: str, key: int) -> None:
@@ -84,9 +109,23 @@ def watch_gc() -> None:
 # -- hooks --------------------------------------------------------------------------------------
 
 
+#: ``thread_switches()`` as the producer closes (its threads end with it).
+_at_close: dict[str, int] = {}
+
+
 def hook_producer() -> None:
     watch_gc()
-    from logstore.client import sender, stream
+    from logstore.client import producer, sender, stream
+
+    close = producer.Producer.close
+
+    def traced_close(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.flush()
+        _at_close.clear()
+        _at_close.update(thread_switches())
+        close(self, *args, **kwargs)
+
+    producer.Producer.close = traced_close  # type: ignore[method-assign]
 
     send_batches = sender.Sender._send
     stream_send = stream.ProduceStream.send
@@ -96,6 +135,8 @@ def hook_producer() -> None:
 
     def traced_send(self: Any, batches: Any, *rest: Any) -> Any:
         local.started = time.time_ns()
+        if threading.current_thread() is not self._thread:  # send()'s own thread
+            _note("direct", 0)
         return send_batches(self, batches, *rest)
 
     def traced_stream_send(self: Any, correlation_id: int, payload: bytes, context: Any) -> None:
@@ -154,6 +195,13 @@ def hook_broker() -> None:
         _note("appended", partition_log.log_end_offset)
         on_append(self, partition_log)
 
+    wakeups_init = wakeups.Wakeups.__init__
+
+    def traced_init(self: Any, loop: Any) -> None:
+        wakeups_init(self, loop)
+        start_watch(loop)
+
+    wakeups.Wakeups.__init__ = traced_init  # type: ignore[method-assign]
     service.wire.parse_produce_request = traced_parse  # type: ignore[assignment]
     service.wire.encode_subscribe_response = traced_encode  # type: ignore[assignment]
     wakeups.Wakeups.on_append = traced_on_append  # type: ignore[method-assign]
@@ -216,16 +264,36 @@ def context_switches(pid: int | None = None) -> int:
     return total
 
 
+def thread_switches() -> dict[str, int]:
+    """Voluntary context switches so far of each Python thread of this process by name (the
+    producer's sender, its stream reader, the caller; gRPC's two threads together)."""
+    out: dict[str, int] = {}
+    for thread in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/status", encoding="ascii") as file:
+                for line in file:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        # gRPC's request and channel spin threads are unnamed ("Thread-N (_run)")
+                        name = "gRPC's" if thread.name.startswith("Thread-") else thread.name
+                        out[name] = out.get(name, 0) + int(line.split()[1])
+        except OSError:
+            continue
+    return out
+
+
 def _dump(path: str) -> None:
     with open(path, "w", encoding="ascii") as file:
-        json.dump(_events, file)
+        json.dump({**_events, "stall_infos": _stall_infos()}, file)
 
 
 # -- the workload -------------------------------------------------------------------------------
 
 
 def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
+    if spec.get("own_session"):
+        os.setsid()
     hook_consumer()
+    start_watch()
     from bench.peers.records import read_stamp
     from logstore import Consumer
 
@@ -250,11 +318,12 @@ def _receive(spec: dict[str, Any], barrier: Any, answer: Any) -> None:
                 count += 1
     answer.put({"consumer_cpu_s": time.process_time() - cpu_s,
                 "consumer_switches": context_switches() - switches, "sent": sent[:count].tolist(), "poll": polled[:count].tolist(),
-                "offsets": offsets[:count].tolist(), "events": _events})
+                "offsets": offsets[:count].tolist(), "events": _events,
+                "stall_infos": _stall_infos()})
 
 
 def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
-             server_pid: int) -> dict[str, Any]:
+             server_pid: int, own_session: bool = False) -> dict[str, Any]:
     from bench.client import _process_cpu_s
     from bench.peers.logstore_runner import latency_send
     from logstore.client import Admin
@@ -263,7 +332,7 @@ def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
     with Admin(server) as admin:
         admin.create_topic(topic, partitions=1, config={"flush": "never"})
     spec = {"server": server, "topic": topic, "records": int(rate * seconds), "rate": rate,
-            "size": 100, "seed": 7, "options": options}
+            "size": 100, "seed": 7, "options": options, "own_session": own_session}
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     answer = context.SimpleQueue()
@@ -272,12 +341,19 @@ def run_rate(server: str, rate: int, seconds: float, options: dict[str, Any],
     _events.clear()
     broker_cpu_s, own_cpu_s = _process_cpu_s(server_pid), time.process_time()
     broker_switches, own_switches = context_switches(server_pid), context_switches()
-    latency_send(spec, lambda: _wait(barrier))
+    own_threads: dict[str, int] = {}
+
+    def start() -> None:  # the producer's threads exist now: latency_send is about to send
+        _wait(barrier)
+        own_threads.update(thread_switches())
+    latency_send(spec, start)
     received = answer.get()
     received["broker_cpu_s"] = _process_cpu_s(server_pid) - broker_cpu_s
     received["producer_cpu_s"] = time.process_time() - own_cpu_s
     received["broker_switches"] = context_switches(server_pid) - broker_switches
     received["producer_switches"] = context_switches() - own_switches
+    received["producer_threads"] = {name: count - own_threads.get(name, 0)
+                                    for name, count in _at_close.items()}
     receiver.join(10)
     with Admin(server) as admin:
         admin.delete_topic(topic)
@@ -288,123 +364,6 @@ def _wait(barrier: Any) -> None:
     barrier.wait()
 
 
-def _first_end_above(events: list[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:
-    """For each offset, the time of the first event whose end offset (exclusive) is above it."""
-    if not events:
-        return np.zeros(len(offsets), dtype=np.int64)
-    ends = np.array([e for e, _ in events], dtype=np.int64)
-    times = np.array([t for _, t in events], dtype=np.int64)
-    order = np.argsort(ends, kind="stable")
-    ends, times = ends[order], times[order]
-    index = np.searchsorted(ends, offsets, side="right")
-    index = np.minimum(index, len(ends) - 1)
-    return np.asarray(times[index])
-
-
-def hop_times(run: dict[str, Any], broker: dict[str, list[tuple[int, int]]]) -> dict[str, np.ndarray]:
-    """Per record (in offset order), the time of each hop."""
-    offsets = np.asarray(run["offsets"], dtype=np.int64)
-    producer = run["producer"]
-    # a request's first offset, from its answer: its hops apply to offsets from there on
-    base = dict(producer.get("request_offsets", []))
-    starts = sorted((offset, cid) for cid, offset in base.items() if offset >= 0)
-    first = np.array([offset for offset, _ in starts], dtype=np.int64)
-    cids = np.array([cid for _, cid in starts], dtype=np.int64)
-    record_cid = cids[np.maximum(np.searchsorted(first, offsets, side="right") - 1, 0)]
-    hops: dict[str, np.ndarray] = {"send": np.asarray(run["sent"], dtype=np.int64)}
-    for name in ("sender", "queued", "grpc_took"):
-        by_cid = dict(producer.get(name, []))
-        hops[name] = np.array([by_cid.get(int(c), 0) for c in record_cid], dtype=np.int64)
-    by_cid = dict(broker.get("broker_read", []))
-    hops["broker_read"] = np.array([by_cid.get(int(c), 0) for c in record_cid], dtype=np.int64)
-    hops["appended"] = _first_end_above(broker.get("appended", []), offsets)
-    hops["pushed"] = _first_end_above(broker.get("pushed", []), offsets)
-    events = run["events"]
-    hops["reader"] = _first_end_above(events.get("reader", []), offsets)
-    hops["consumer"] = _first_end_above(events.get("consumer", []), offsets)
-    hops["poll"] = np.asarray(run["poll"], dtype=np.int64)
-    by_cid = dict(producer.get("acked", []))
-    hops["acked"] = np.array([by_cid.get(int(c), 0) for c in record_cid], dtype=np.int64)
-    silent = [name for name, times in hops.items() if not times.any()]
-    if silent:  # the hooks patch private names: a rename must not print zeros as timings
-        raise RuntimeError(f"no events from the hooks of {', '.join(silent)}: did what they patch move?")
-    return hops
-
-
-def gc_summary(processes: dict[str, dict[str, list[tuple[int, int]]]], sent: np.ndarray,
-               polled: np.ndarray) -> str:
-    """Per process: cyclic collections per generation while the measured records travelled,
-    the longest pause, and the share of the slowest 1 % of records whose way (send() to poll())
-    overlapped a pause of that process."""
-    start, end = int(sent.min()), int(polled.max())
-    latency = polled - sent
-    slow = latency >= np.percentile(latency, 99)
-    parts = []
-    for who, events in processes.items():
-        pauses = [(d, t) for g in range(3) for d, t in events.get(f"gc{g}", [])
-                  if start <= t <= end]
-        counts = "/".join(str(sum(1 for d, t in events.get(f"gc{g}", []) if start <= t <= end))
-                          for g in range(3))
-        longest = max((d for d, _ in pauses), default=0) / 1e6
-        hit = np.zeros(len(sent), dtype=bool)
-        for duration, begin in pauses:
-            if duration > 1_000_000:  # only pauses over 1 ms can own a 2 ms tail
-                hit |= (sent <= begin + duration) & (polled >= begin)
-        parts.append(f"{who} {counts} (max {longest:.2f} ms; slowest 1 % overlapping a pause"
-                     f" over 1 ms: {hit[slow].mean():.0%})")
-    return "  GC gen0/1/2: " + "; ".join(parts)
-
-
-def report(rate: int, hops: dict[str, np.ndarray], settle: int, run: dict[str, Any],
-           broker: dict[str, list[tuple[int, int]]] | None = None) -> str:
-    sent = hops["send"][settle:]
-    requests = len(run["producer"].get("queued", []))
-    records = len(run["sent"])
-    cpu = "  ".join(f"{who} {run[f'{who}_cpu_s'] / records * 1e6:.0f}"
-                    for who in ("producer", "broker", "consumer"))
-    pushes = max(len(run["events"].get("consumer", [])), 1)
-    switches = (f"producer {run['producer_switches'] / max(requests, 1):.1f}, broker"
-                f" {run['broker_switches'] / max(requests, 1):.1f} per request; consumer"
-                f" {run['consumer_switches'] / pushes:.1f} per pushed message")
-    lines = [f"at {rate:,} rec/s, {len(sent):,} records (after the first {settle:,}),"
-             f" {records / max(requests, 1):.1f} records per request;"
-             f" CPU µs per record: {cpu}",
-             f"  voluntary context switches: {switches}",
-             f"  {'hop':<12} {'since send() p50':>17} {'p99':>8} {'step p50':>9} {'p99':>8}  (ms)"]
-    previous = sent
-    for name in ("sender", "queued", "grpc_took", "broker_read", "appended", "pushed", "reader",
-                 "consumer", "poll", "acked"):
-        times = hops[name][settle:]
-        since = (times - sent) / 1e6
-        step = (times - previous) / 1e6
-        lines.append(f"  {name:<12} {np.percentile(since, 50):17.3f} {np.percentile(since, 99):8.3f}"
-                     f" {np.percentile(step, 50):9.3f} {np.percentile(step, 99):8.3f}")
-        if name != "poll":
-            previous = times
-        else:
-            previous = sent  # acked is measured from send(), beside poll
-    lines.append(gc_summary({"producer": run["producer"], "broker": broker or {},
-                             "consumer": run["events"]}, sent, hops["poll"][settle:]))
-    # Nagle: a record sent while an earlier request was unanswered waits for its answer
-    held = _held_behind_request(hops)[settle:]
-    step = (hops["sender"][settle:] - sent) / 1e6
-    if held.any():
-        lines.append(f"  {held.mean():.0%} of records found a request in flight; their send()->sender"
-                     f" p50 {np.percentile(step[held], 50):.3f} ms, the others'"
-                     f" {np.percentile(step[~held], 50) if (~held).any() else 0:.3f} ms")
-    return "\n".join(lines)
-
-
-def _held_behind_request(hops: dict[str, np.ndarray]) -> np.ndarray:
-    """Per record: was the request before its own still unanswered when it was sent?"""
-    acked, sender = hops["acked"], hops["sender"]
-    requests = np.unique(sender)
-    acks = np.array([acked[sender == s].max() for s in requests])
-    index = np.searchsorted(requests, sender) - 1  # the request before the record's own
-    previous_ack = np.where(index >= 0, acks[np.maximum(index, 0)], 0)
-    return np.asarray(hops["send"] < previous_ack)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.latency_trace", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -413,6 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linger-ms", type=float, default=None)
     parser.add_argument("--late-factor", type=float, default=None,
                         help="client/hold.py's LATE_FACTOR for this run (1e9: plain Nagle)")
+    parser.add_argument("--watch", type=float, default=0.0, metavar="MS",
+                        help="a stall watchdog in every process: note stalls over MS ms and who"
+                             " caused them (bench/stall_watch.py)")
+    parser.add_argument("--sessions", choices=("one", "own"), default="own",
+                        help="own (default): the broker and the consumer each run in a session"
+                             " of their own, as separate programs do (the kernel's autogroups"
+                             " share the cores per session); one: all in this one")
+    parser.add_argument("--slowest", type=int, default=0, metavar="N",
+                        help="also print the steps of the N slowest requests' records")
+    parser.add_argument("--checkpoint-ms", type=int, default=None, metavar="MS",
+                        help="the broker's [maintenance] checkpoint_interval_ms (default 10,000:"
+                             " a short one shows what the periodic checkpoint costs the tail)")
     parser.add_argument("--floor-rate", type=int, default=200,
                         help="the raw gRPC relay's rate (bench/raw_relay.py; 0: skip it)")
     args = parser.parse_args(argv)
@@ -420,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         from logstore.client import hold
 
         hold.LATE_FACTOR = args.late_factor
+    if args.watch:
+        os.environ[WATCH_ENV] = str(args.watch)
     hook_producer()
+    start_watch()
     directory = tempfile.mkdtemp(prefix="logstore-trace-")
     events_path = os.path.join(directory, "broker-events.json")
     with socket.socket() as sock:
@@ -429,22 +403,31 @@ def main(argv: list[str] | None = None) -> int:
     address = f"127.0.0.1:{port}"
     code = ("import sys; from bench.latency_trace import serve_traced; "
             "sys.exit(serve_traced(sys.argv[1:]))")
+    extra: list[str] = []
+    if args.checkpoint_ms is not None:
+        config_path = os.path.join(directory, "logstore.toml")
+        with open(config_path, "w", encoding="ascii") as file:
+            file.write(f"[maintenance]\ncheckpoint_interval_ms = {args.checkpoint_ms}\n")
+        extra = ["--config", config_path]
     process = subprocess.Popen(
         [sys.executable, "-c", code, "serve", "--data-dir", os.path.join(directory, "data"),
-         "--listen", address, "--metrics-listen", "", "--log-level", "warning"],
-        env={**os.environ, EVENTS_ENV: events_path},
+         "--listen", address, "--metrics-listen", "", "--log-level", "warning", *extra],
+        env={**os.environ, EVENTS_ENV: events_path}, start_new_session=args.sessions == "own",
     )
     options = {} if args.linger_ms is None else {"linger_ms": args.linger_ms}
     runs: list[tuple[int, dict[str, Any]]] = []
     try:
         _wait_up(address)
         for rate in args.rate:
-            runs.append((rate, run_rate(address, rate, args.seconds, options, process.pid)))
+            runs.append((rate, run_rate(address, rate, args.seconds, options, process.pid,
+                                        args.sessions == "own")))
     finally:
         process.terminate()
         process.wait(30)
     with open(events_path, encoding="ascii") as file:
         broker_events: dict[str, list[tuple[int, int]]] = json.load(file)
+    broker_stalls: list[dict[str, Any]] = broker_events.pop("stall_infos", [])  # type: ignore[assignment]
+    producer_stalls = _stall_infos()
     shutil.rmtree(directory, ignore_errors=True)
     # the broker's events of all runs are in one file: split them by time
     for rate, run in runs:
@@ -453,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                   for name, items in broker_events.items()}
         hops = hop_times(run, window)
         print(report(rate, hops, len(run["sent"]) // 5, run, window))
+        if args.slowest:
+            print(slowest_report(hops, len(run["sent"]) // 5, args.slowest))
+        if args.watch:
+            print(stall_report(hops, len(run["sent"]) // 5, {
+                "producer": producer_stalls, "broker": broker_stalls,
+                "consumer": run["stall_infos"]}))
     if args.floor_rate > 0:
         from bench.raw_relay import RelayServer, measure
 

@@ -86,6 +86,8 @@ class Accumulator(AppendPath):
         "space",
         "closed",
         "sequences",
+        "send_direct",
+        "direct_due",
         "_describe",
     )
 
@@ -141,6 +143,12 @@ class Accumulator(AppendPath):
         #: everything queued before it is sent in order (``Sequencer`` has the final word);
         #: None when not idempotent.
         self.sequences: dict[tuple[str, int], int] | None = None
+        #: The caller's own send (``Sender.send_direct``): with nothing in flight and the sender
+        #: asleep, a record that opens a batch is sent by the thread that called ``send()``, after
+        #: its append (``direct_due``), instead of waking the sender thread to do it: one thread
+        #: hop less per request at low rates. None: always wake the sender.
+        self.send_direct: Callable[[], None] | None = None
+        self.direct_due = False
         self._describe = describe
 
     # -- the send path -------------------------------------------------------------------------
@@ -153,12 +161,16 @@ class Accumulator(AppendPath):
         self.opened[batch] = None
         self.incomplete[batch] = None
         if self.idle:
-            self.idle = False
-            self.wakeup.set()
+            if self.send_direct is not None and not self.hold.in_flight and not self.linger_when_idle:
+                self.direct_due = True  # the caller sends it once appended (``send_direct``)
+            else:
+                self.idle = False
+                self.wakeup.set()
         return batch
 
-    def _close(self, state: TopicState, batch: ProducerBatch) -> None:
-        """Move an open batch to the ready queue (under the lock)."""
+    def _close(self, state: TopicState, batch: ProducerBatch, wake: bool = True) -> None:
+        """Move an open batch to the ready queue (under the lock); ``wake`` a sleeping sender
+        thread for it (not when the caller drains it itself)."""
         state.open[batch.partition] = None
         del self.opened[batch]
         topic = batch.topic
@@ -176,7 +188,7 @@ class Accumulator(AppendPath):
             batch.complete(-1)
         if state.sticky == batch.partition:
             self._move_sticky(state, topic)
-        if self.idle:
+        if wake and self.idle:
             self.idle = False
             self.wakeup.set()
 
@@ -289,12 +301,14 @@ class Accumulator(AppendPath):
 
     def drain(
         self, max_bytes: int, force: bool = False,
-        room: Callable[[tuple[str, int]], int] | None = None,
+        room: Callable[[tuple[str, int]], int] | None = None, direct: bool = False,
     ) -> tuple[list[ProducerBatch], float | None]:
         """Close lingered batches (every open one if ``force``, or if no request is in flight
         and not ``linger_when_idle``) and take ready batches up to ``max_bytes`` (at least one,
         unless ``room``, the batches a partition may still take, says 0 for the first). Returns
         them and how long until the next batch lingers enough (None when no batch is open).
+        ``direct``: a caller's own send (``send_direct``) takes them, so a sleeping sender thread
+        is not woken for what it takes (only for what it leaves).
         """
         now = time.monotonic()
         with self.exclusive:
@@ -303,7 +317,7 @@ class Accumulator(AppendPath):
             for batch in list(self.opened):
                 if not force and now - batch.opened < linger:
                     break
-                self._close(self.topics[batch.topic], batch)
+                self._close(self.topics[batch.topic], batch, wake=not direct)
             taken: list[ProducerBatch] = []
             total = 0
             ready = self.ready
@@ -325,6 +339,9 @@ class Accumulator(AppendPath):
             if taken:
                 self.ready_bytes -= total
                 self.space.notify_all()
+            if direct and ready and self.idle:  # left for the sender thread
+                self.idle = False
+                self.wakeup.set()
             wait = None
             if self.opened:
                 oldest = next(iter(self.opened))

@@ -72,8 +72,10 @@ class AppendPath:
     sticky_open: dict[str, ProducerBatch]
     learn: Callable[..., TopicState]
     _open: Callable[[TopicState, str, int], ProducerBatch]
-    _close: Callable[[TopicState, ProducerBatch], None]
+    _close: Callable[..., None]
     _wait_for_space: Callable[[], None]
+    send_direct: Callable[[], None] | None
+    direct_due: bool
 
     def append(
         self,
@@ -200,8 +202,12 @@ class AppendPath:
                 if self.ready_bytes > self.buffer_bytes:
                     self._wait_for_space()
         finally:
+            direct = self.direct_due
+            self.direct_due = False  # type: ignore[misc]  # a slot of Accumulator
             gate.append(None)
             lock.release()
+        if direct:  # this record opened a batch while nothing was in flight (``_open``)
+            self.send_direct()  # type: ignore[misc]
         future = RecordFuture()
         future._batch = batch
         future._index = index

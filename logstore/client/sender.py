@@ -110,10 +110,14 @@ class Sender(EndSending):
         #: A transaction's end to send once nothing is queued or held (``end_transaction``).
         self._ending: PendingEnd | None = None
         self._stopping = threading.Event()
+        #: Held from ``drain`` until its batches are on a stream, by the sender thread or a
+        #: caller sending directly (``send_direct``), so requests go in the order drained.
+        self._send_lock = threading.Lock()
         self._last_metadata = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="logstore-producer-sender",
                                         daemon=True)
         self._thread.start()
+        accumulator.send_direct = self.send_direct
 
     # -- control from the producer -----------------------------------------------------------
 
@@ -163,31 +167,14 @@ class Sender(EndSending):
             room = self._room if idempotent else (self._room_held if self._held else None)
             force = self._flush_requests > 0
             self._answered.clear()
-            batches, wait = accumulator.drain(max_bytes, force=force, room=room)
-            if not batches and room is not None and accumulator.ready:
+            with self._send_lock:
+                batches, wait = accumulator.drain(max_bytes, force=force, room=room)
+                if batches:
+                    self._send_drained(batches)
+                    continue
+            if room is not None and accumulator.ready:
                 # the next partition has 5 unanswered, or batches held for a retry
                 self._answered.wait(HELD_POLL_S if self._held else IDLE_WAIT)
-                continue
-            if batches:
-                end = self._end_with(batches)
-                try:
-                    if self._identity is not None:
-                        self._prepare_identity()
-                    self._send(batches, end)
-                    end = None
-                except LogstoreError as exc:  # no producer id, fenced, broker unreachable
-                    log.warning("producer sender could not send %d batches: %s", len(batches),
-                                exc.message)
-                    for batch in batches:
-                        self._finish(batch, exc)
-                except Exception as exc:  # a bug or an encoding error: fail these records only
-                    log.exception("producer sender failed to send %d batches", len(batches))
-                    error = LogstoreError(str(exc))
-                    for batch in batches:
-                        self._finish(batch, error)
-                if end is not None:  # not sent with them: it goes alone (the broker aborts)
-                    end.batches = []
-                    self._ending = end
                 continue
             if self._ending is not None and not self._held and not accumulator.pending():
                 self._send_end()
@@ -196,6 +183,54 @@ class Sender(EndSending):
                 return
             timeout = IDLE_WAIT if wait is None else wait
             accumulator.sleep(min(timeout, HELD_POLL_S) if self._held else timeout, self._urgent)
+
+    def send_direct(self) -> None:
+        """``send()``'s own send (``Accumulator.send_direct``): a record opened a batch while
+        nothing was in flight and the sender thread slept, so the calling thread drains and sends
+        at once, as the sender thread would have after waking up (one thread hop less). Anything
+        unusual — the sender busy, batches held for a retry, a transaction's end pending, no
+        producer id yet or a new one needed, a flush or close under way — wakes the sender
+        thread instead, which handles it as before."""
+        identity = self._identity
+        if (self._held or self._ending is not None or self._stopping.is_set()
+                or self._flush_requests or self._transaction is not None
+                or (identity is not None and (identity.producer_id < 0 or identity.reset_needed))
+                or not self._send_lock.acquire(blocking=False)):
+            self._accumulator.wake()
+            return
+        try:
+            if self._accumulator.hold.in_flight:  # the sender thread was quicker: Nagle's rule
+                self._accumulator.wake()  # holds the batch; the sender times the late rule
+                return
+            room = self._room if identity is not None else None
+            batches, _ = self._accumulator.drain(self._config.max_request_bytes, room=room,
+                                                 direct=True)
+            if batches:
+                self._send_drained(batches)
+        finally:
+            self._send_lock.release()
+
+    def _send_drained(self, batches: list[ProducerBatch]) -> None:
+        """Send what ``drain`` gave (under ``_send_lock``); a batch that cannot go fails."""
+        end = self._end_with(batches)
+        try:
+            if self._identity is not None:
+                self._prepare_identity()
+            self._send(batches, end)
+            end = None
+        except LogstoreError as exc:  # no producer id, fenced, broker unreachable
+            log.warning("producer sender could not send %d batches: %s", len(batches),
+                        exc.message)
+            for batch in batches:
+                self._finish(batch, exc)
+        except Exception as exc:  # a bug or an encoding error: fail these records only
+            log.exception("producer sender failed to send %d batches", len(batches))
+            error = LogstoreError(str(exc))
+            for batch in batches:
+                self._finish(batch, error)
+        if end is not None:  # not sent with them: it goes alone (the broker aborts)
+            end.batches = []
+            self._ending = end
 
     def _urgent(self) -> bool:
         """A flush or stop came in since the last drain: drain again instead of sleeping.

@@ -14,7 +14,8 @@ Files in a partition directory::
     .clean_shutdown                 present only after a clean close
 
 Locking: ``_lock`` guards every mutation — append, roll, truncate, delete, segment swaps — so there
-is one writer per partition. Readers take no lock: they read ``_segments`` (a tuple replaced
+is one writer per partition. The periodic checkpoint is written outside it (``checkpoint``), its
+writers ordered by ``_checkpoint_lock``. Readers take no lock: they read ``_segments`` (a tuple replaced
 whole), ``log_start_offset`` and ``log_end_offset`` (published after the bytes are written) and
 the bytes below each segment's published size, which never change. Truncation and deletion
 (``truncate_to``, ``delete_records_before``, segment swaps) are in ``log_truncation.py``.
@@ -99,6 +100,10 @@ class PartitionLog(LogTruncation):
         self.clock = clock
         self._on_roll = on_roll
         self._lock = threading.RLock()
+        #: Orders checkpoint file writers (``_store_checkpoint``); taken after ``_lock``.
+        self._checkpoint_lock = threading.Lock()
+        self._checkpoints_taken = 0
+        self._checkpoint_written = 0
         self._segments: tuple[LogSegment, ...] = tuple(segments)
         self._base_offsets: list[int] = [s.base_offset for s in segments]
         self.log_start_offset = log_start_offset
@@ -416,15 +421,39 @@ class PartitionLog(LogTruncation):
         return target
 
     def checkpoint(self) -> None:
-        """Persist log start and recovery point (periodically, and when log start moves)."""
+        """Persist log start and recovery point (the maintenance thread, periodically). The
+        values are taken under ``_lock`` but the file is written outside it: its two fsyncs
+        take 10-100 ms on a busy disk, and an append waiting for the lock meanwhile stalled the
+        broker's event loop that long (``docs/latency.md``)."""
         with self._lock:
-            self._write_checkpoint(self.recovery_point)
+            if self.closed:
+                return
+            taken, values = self._checkpoint_values(self.recovery_point)
+        self._store_checkpoint(taken, values)
 
     def _write_checkpoint(self, recovery_point: int) -> None:
-        atomic_write_json(
-            self.directory / CHECKPOINT_FILE,
-            {"log_start_offset": self.log_start_offset, "recovery_point": recovery_point},
-        )
+        """Persist the checkpoint now (under ``_lock``: log start moved, truncation, close)."""
+        self._store_checkpoint(*self._checkpoint_values(recovery_point))
+
+    def _checkpoint_values(self, recovery_point: int) -> tuple[int, dict[str, int]]:
+        """The checkpoint's content and its place in the order they were taken (under ``_lock``)."""
+        self._checkpoints_taken += 1
+        return self._checkpoints_taken, {"log_start_offset": self.log_start_offset,
+                                         "recovery_point": recovery_point}
+
+    def _store_checkpoint(self, taken: int, values: dict[str, int]) -> None:
+        """Write a checkpoint unless one taken later is on disk already (``_checkpoint_lock``
+        orders the writers; it is taken after ``_lock``, never before)."""
+        with self._checkpoint_lock:
+            if taken <= self._checkpoint_written:
+                return
+            try:
+                atomic_write_json(self.directory / CHECKPOINT_FILE, values)
+            except FileNotFoundError:
+                if not self.closed:
+                    raise
+                return  # deleted meanwhile (a periodic checkpoint racing delete_topic)
+            self._checkpoint_written = taken
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -236,3 +236,18 @@ def test_a_topic_deleted_under_the_producer_fails_its_records(server: str, admin
         with pytest.raises(UnknownTopicError) as caught:
             producer.send(topic, b"second").result(10)
         assert caught.value.topic == topic
+
+
+def test_an_idle_producer_has_sent_the_record_when_send_returns(server: str,
+                                                                new_topic: Topic) -> None:
+    topic = new_topic()
+    with Producer(server, acks=1, linger_ms=5) as producer:
+        producer.send(topic, b"warm-up", partition=0).result(timeout=10)
+        deadline = time.monotonic() + 5
+        while producer._accumulator.hold.in_flight and time.monotonic() < deadline:
+            time.sleep(0.001)
+        accumulator = producer._accumulator
+        future = producer.send(topic, b"v", partition=0)
+        with accumulator.lock:  # already on the stream: nothing open, nothing queued
+            assert not accumulator.opened and not accumulator.ready
+        assert future.result(timeout=10).offset == 1
