@@ -110,3 +110,12 @@ def test_every_variant_takes_its_turn_at_running_first() -> None:
     firsts = [_turns(variants, run)[0].key for run in range(4)]
     assert firsts == ["poll_columns", "poll", "poll_columns", "poll"]
     assert sorted(v.key for v in _turns(variants, 1)) == ["poll", "poll_columns"]
+
+
+def test_consume_split_sorts_a_clients_threads_into_main_reader_and_grpc() -> None:
+    from bench.peers.consume_split import split
+
+    names = {"10": "MainThread", "11": "logstore-subscribe-t-0"}  # 12 is a thread gRPC started
+    before = {"10": 1.0, "11": 0.5}
+    after = {"10": 1.25, "11": 1.0, "12": 0.75}  # 12 started after the first snapshot
+    assert split(before, after, names) == {"main": 0.25, "reader": 0.5, "grpc": 0.75}
