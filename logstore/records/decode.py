@@ -24,7 +24,11 @@ from logstore.records.layout import (
     COLUMN_COUNT,
     COLUMN_DTYPE,
     COLUMN_WIDTH,
+    DENSE_OFFSETS_FLAG,
     HEADER_SIZE,
+    NO_KEYS_FLAG,
+    OMIT_MASK,
+    SAME_TIMESTAMP_FLAG,
     present_columns,
 )
 
@@ -78,7 +82,11 @@ class RecordColumns:
         keys_starts: np.ndarray,
         base_offsets: np.ndarray,
         base_timestamps: np.ndarray,
+        *,
+        omitted: int = 0,
     ) -> None:
+        """``omitted``: the ``OMIT_FLAGS`` every batch here has (their columns hold the fill), so
+        offsets, timestamps and key lengths follow from the batch headers alone."""
         self.buffer = buffer
         self._columns = columns
         self._firsts = firsts
@@ -88,10 +96,16 @@ class RecordColumns:
         self._hi = columns.shape[1]
         self._key_positions: np.ndarray | None = None
         self._headers_positions: np.ndarray | None = None
-        self.offsets = _per_record(columns[0], base_offsets, counts)
-        self.timestamps = _per_record(columns[1], base_timestamps, counts)
+        if omitted & DENSE_OFFSETS_FLAG:
+            self.offsets = _dense_offsets(base_offsets, firsts, counts)
+        else:
+            self.offsets = _per_record(columns[0], base_offsets, counts)
+        if omitted & SAME_TIMESTAMP_FLAG:
+            self.timestamps = _per_batch(base_timestamps, counts)
+        else:
+            self.timestamps = _per_record(columns[1], base_timestamps, counts)
         key_lengths = columns[2]
-        if len(key_lengths) and key_lengths.max() < 0:
+        if omitted & NO_KEYS_FLAG or (len(key_lengths) and key_lengths.max() < 0):
             self._values_starts = keys_starts
         else:
             self._values_starts = keys_starts + _batch_sums(key_lengths, firsts)
@@ -229,6 +243,25 @@ def _per_record(column: np.ndarray, bases: np.ndarray, counts: np.ndarray) -> np
     else:
         out += np.repeat(bases, counts)
     return out
+
+
+def _dense_offsets(bases: np.ndarray, firsts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Offsets of batches whose records are numbered base, base + 1, ... (no offset column):
+    one ``arange`` when each batch starts where the one before it ended (the common case)."""
+    total = int(counts.sum())
+    if len(bases) == 1 or (bases[1:] == bases[:-1] + counts[:-1]).all():
+        first = int(bases[0])
+        return np.arange(first, first + total, dtype=np.int64)
+    out = np.arange(total, dtype=np.int64)
+    out += np.repeat(bases - firsts, counts)
+    return out
+
+
+def _per_batch(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each batch's value for every one of its records, as int64."""
+    if len(values) == 1:
+        return np.full(int(counts[0]), values[0], dtype=np.int64)
+    return np.repeat(values.astype(np.int64, copy=False), counts)
 
 
 def _batch_sums(lengths: np.ndarray, firsts: np.ndarray) -> np.ndarray:
@@ -385,6 +418,9 @@ def decode_columns(
         header.record_count * COLUMN_WIDTH * present_columns(header.attributes) for header in headers
     ]
     keys_starts = np.array(section_starts, dtype=np.int64) + np.array(column_bytes, dtype=np.int64)
+    omitted = OMIT_MASK
+    for header in headers:
+        omitted &= header.attributes
     result = RecordColumns(
         data,
         columns,
@@ -393,6 +429,7 @@ def decode_columns(
         keys_starts,
         np.array([header.base_offset for header in headers], dtype=np.int64),
         np.array([header.base_timestamp for header in headers], dtype=np.int64),
+        omitted=omitted,
     )
     if min_offset is not None and result.offsets[0] < min_offset:
         result = result.slice(int(np.searchsorted(result.offsets, np.int64(min_offset))))
