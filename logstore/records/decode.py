@@ -76,7 +76,7 @@ class RecordColumns:
     def __init__(
         self,
         buffer: Buffer,
-        columns: np.ndarray,
+        columns: np.ndarray | tuple[np.ndarray, ...],
         firsts: np.ndarray,
         counts: np.ndarray,
         keys_starts: np.ndarray,
@@ -93,7 +93,7 @@ class RecordColumns:
         self._counts = counts
         self._keys_starts = keys_starts
         self._lo = 0
-        self._hi = columns.shape[1]
+        self._hi = len(columns[3])
         self._key_positions: np.ndarray | None = None
         self._headers_positions: np.ndarray | None = None
         if omitted & DENSE_OFFSETS_FLAG:
@@ -402,7 +402,13 @@ def decode_columns(
         data = buffer
         section_starts = [header.position + HEADER_SIZE for header in headers]
     counts_list = [header.record_count for header in headers]
-    if len(headers) == 1:
+    omitted = OMIT_MASK
+    for header in headers:
+        omitted &= header.attributes
+    columns: np.ndarray | tuple[np.ndarray, ...]
+    if omitted == OMIT_MASK:  # only value lengths are stored: the other columns are fills
+        columns = _value_lengths_only(data, section_starts, counts_list)
+    elif len(headers) == 1:
         columns = read_columns(data, section_starts[0], counts_list[0], headers[0].attributes)
     else:  # each batch's columns written straight into one matrix (no concatenate)
         columns = np.empty((COLUMN_COUNT, sum(counts_list)), dtype=COLUMN_DTYPE)
@@ -418,9 +424,6 @@ def decode_columns(
         header.record_count * COLUMN_WIDTH * present_columns(header.attributes) for header in headers
     ]
     keys_starts = np.array(section_starts, dtype=np.int64) + np.array(column_bytes, dtype=np.int64)
-    omitted = OMIT_MASK
-    for header in headers:
-        omitted &= header.attributes
     result = RecordColumns(
         data,
         columns,
@@ -434,6 +437,23 @@ def decode_columns(
     if min_offset is not None and result.offsets[0] < min_offset:
         result = result.slice(int(np.searchsorted(result.offsets, np.int64(min_offset))))
     return result
+
+
+def _value_lengths_only(data: Buffer, starts: list[int], counts: list[int]) -> tuple[np.ndarray, ...]:
+    """The five columns of batches that store only value lengths (dense offsets, one timestamp,
+    no keys, no headers: what ``send_batch`` of keyless values writes): the value lengths (a view
+    of ``data`` for one batch), and read-only broadcasts of the fills for the others (no memory).
+    Offset and timestamp deltas are never read: ``RecordColumns`` takes those from the headers."""
+    if len(counts) == 1:
+        lengths = np.frombuffer(data, dtype=COLUMN_DTYPE, count=counts[0], offset=starts[0])
+    else:
+        lengths = np.concatenate([
+            np.frombuffer(data, dtype=COLUMN_DTYPE, count=count, offset=start)
+            for start, count in zip(starts, counts, strict=True)
+        ])
+    total = len(lengths)
+    zeros = np.broadcast_to(COLUMN_DTYPE.type(0), (total,))
+    return (zeros, zeros, np.broadcast_to(COLUMN_DTYPE.type(-1), (total,)), lengths, zeros)
 
 
 def skip_aborted(

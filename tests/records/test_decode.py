@@ -261,5 +261,11 @@ def test_dense_same_timestamp_batches_read_offsets_and_timestamps_from_their_hea
     assert columns.offsets.dtype == columns.timestamps.dtype == np.int64
     assert [bytes(v) for v in columns.values()] == [b"a", b"b", b"c", b"d", b"e", b"f"]
     assert columns.key_lengths.tolist() == [-1] * 6
+    assert columns.headers_lengths.tolist() == [0] * 6
+    assert columns.keys() == [None] * 6
+    assert columns.slice(1, 4).records() == [
+        Record(11, NOW, None, b"b", ()), Record(12, NOW + 7, None, b"c", ()),
+        Record(13, NOW + 7, None, b"d", ()),
+    ]
     assert decode_columns(first + second).offsets.tolist() == [10, 11, 12, 13, 14]
     assert decode_columns(second + after_gap, min_offset=14).offsets.tolist() == [14, 20]
