@@ -13,7 +13,11 @@ directions:
   through 64 MiB of distinct buffers, as a producer's records do;
 - ``download``: the server streams 1 MiB messages to the client (a consumer's direction), read
   the way the consumer reads a ``Subscribe`` stream: on a channel with the consumer's extra
-  option (``READER_POLLS_STREAMS``: the iterating thread polls the call itself).
+  option (``READER_POLLS_STREAMS``: the iterating thread polls the call itself);
+- ``consume``: the consumer's shape: as ``download``, but 4 MiB messages (a consumer's
+  ``Subscribe`` message size), each read with ``os.pread`` from a 64 MiB file in the page cache
+  (the copy out of the page cache any broker makes, into memory past the CPU caches), where
+  ``download`` sends one cached buffer again and again.
 
 The server runs as ``python -m bench.peers.grpc_ceiling --listen HOST:PORT``; the client roles
 run in an agent process like every other client.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import struct
 import sys
@@ -38,7 +43,12 @@ SERVICE = "bench.Ceiling"
 UPLOAD = f"/{SERVICE}/Upload"
 PRODUCE = f"/{SERVICE}/Produce"
 DOWNLOAD = f"/{SERVICE}/Download"
+CONSUME = f"/{SERVICE}/Consume"
 MESSAGE_BYTES = 1 << 20
+#: The consumer's shape: its Subscribe messages' size, read from a file of this many bytes.
+CONSUME_MESSAGE_BYTES = 4 << 20
+CONSUME_FILE_BYTES = 64 << 20
+CONSUME_FILE = "consume-pages.bin"
 #: The producer's shape (``ProducerConfig`` defaults): request size and requests in flight.
 PRODUCE_MESSAGE_BYTES = 4 << 20
 PRODUCE_IN_FLIGHT = 5
@@ -86,11 +96,32 @@ async def _download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncI
         yield payload
 
 
+def _write_pages(path: str) -> None:
+    """``CONSUME_FILE_BYTES`` of distinct bytes, written once: they stay in the page cache."""
+    chunk = bytes(range(256)) * (1 << 12)  # 1 MiB
+    with open(path, "wb") as file:
+        for index in range(CONSUME_FILE_BYTES // len(chunk)):
+            file.write(bytes([index]) + chunk[1:])
+
+
+async def _consume(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    (count,) = COUNT.unpack(request)
+    fd = os.open(CONSUME_FILE, os.O_RDONLY)
+    try:
+        for index in range(count):
+            position = index * CONSUME_MESSAGE_BYTES % CONSUME_FILE_BYTES
+            yield os.pread(fd, CONSUME_MESSAGE_BYTES, position)
+    finally:
+        os.close(fd)
+
+
 async def serve(listen: str) -> None:
+    _write_pages(CONSUME_FILE)  # in the server's working directory (its own, in the bench)
     await serve_raw(listen, SERVICE, {
         "Upload": grpc.stream_unary_rpc_method_handler(_upload),
         "Produce": grpc.stream_stream_rpc_method_handler(_produce),
         "Download": grpc.unary_stream_rpc_method_handler(_download),
+        "Consume": grpc.unary_stream_rpc_method_handler(_consume),
     })
 
 
@@ -166,9 +197,19 @@ def produce(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]
 
 
 def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
+    return _stream_down(spec, barrier, DOWNLOAD, MESSAGE_BYTES)
+
+
+def consume(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any]:
+    """``download`` in the consumer's shape: 4 MiB messages read from the page cache."""
+    return _stream_down(spec, barrier, CONSUME, CONSUME_MESSAGE_BYTES)
+
+
+def _stream_down(spec: dict[str, Any], barrier: Callable[[], None], method: str,
+                 message_bytes: int) -> dict[str, Any]:
     count = int(spec["messages"])
     with grpc.insecure_channel(spec["server"], options=_consumer_channel_options()) as channel:
-        call = channel.unary_stream(DOWNLOAD)
+        call = channel.unary_stream(method)
         for _ in call(COUNT.pack(1), timeout=30):  # connect before timing
             pass
         timer = Timer()
@@ -178,12 +219,12 @@ def download(spec: dict[str, Any], barrier: Callable[[], None]) -> dict[str, Any
         for message in call(COUNT.pack(count), timeout=spec["timeout_s"]):
             received += len(message)
         timer.stop()
-    if received != count * MESSAGE_BYTES:
-        raise RuntimeError(f"received {received} bytes, not {count * MESSAGE_BYTES}")
+    if received != count * message_bytes:
+        raise RuntimeError(f"received {received} bytes, not {count * message_bytes}")
     return timer.result(count, bytes=received)
 
 
-ROLES = {"upload": upload, "produce": produce, "download": download}
+ROLES = {"upload": upload, "produce": produce, "download": download, "consume": consume}
 
 
 def serve_main(serve_on: Callable[[str], Coroutine[Any, Any, None]], description: str) -> int:

@@ -24,7 +24,11 @@ from logstore.records.layout import (
     COLUMN_COUNT,
     COLUMN_DTYPE,
     COLUMN_WIDTH,
+    DENSE_OFFSETS_FLAG,
     HEADER_SIZE,
+    NO_KEYS_FLAG,
+    OMIT_MASK,
+    SAME_TIMESTAMP_FLAG,
     present_columns,
 )
 
@@ -72,26 +76,36 @@ class RecordColumns:
     def __init__(
         self,
         buffer: Buffer,
-        columns: np.ndarray,
+        columns: np.ndarray | tuple[np.ndarray, ...],
         firsts: np.ndarray,
         counts: np.ndarray,
         keys_starts: np.ndarray,
         base_offsets: np.ndarray,
         base_timestamps: np.ndarray,
+        *,
+        omitted: int = 0,
     ) -> None:
+        """``omitted``: the ``OMIT_FLAGS`` every batch here has (their columns hold the fill), so
+        offsets, timestamps and key lengths follow from the batch headers alone."""
         self.buffer = buffer
         self._columns = columns
         self._firsts = firsts
         self._counts = counts
         self._keys_starts = keys_starts
         self._lo = 0
-        self._hi = columns.shape[1]
+        self._hi = len(columns[3])
         self._key_positions: np.ndarray | None = None
         self._headers_positions: np.ndarray | None = None
-        self.offsets = _per_record(columns[0], base_offsets, counts)
-        self.timestamps = _per_record(columns[1], base_timestamps, counts)
+        if omitted & DENSE_OFFSETS_FLAG:
+            self.offsets = _dense_offsets(base_offsets, firsts, counts)
+        else:
+            self.offsets = _per_record(columns[0], base_offsets, counts)
+        if omitted & SAME_TIMESTAMP_FLAG:
+            self.timestamps = _per_batch(base_timestamps, counts)
+        else:
+            self.timestamps = _per_record(columns[1], base_timestamps, counts)
         key_lengths = columns[2]
-        if len(key_lengths) and key_lengths.max() < 0:
+        if omitted & NO_KEYS_FLAG or (len(key_lengths) and key_lengths.max() < 0):
             self._values_starts = keys_starts
         else:
             self._values_starts = keys_starts + _batch_sums(key_lengths, firsts)
@@ -229,6 +243,25 @@ def _per_record(column: np.ndarray, bases: np.ndarray, counts: np.ndarray) -> np
     else:
         out += np.repeat(bases, counts)
     return out
+
+
+def _dense_offsets(bases: np.ndarray, firsts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Offsets of batches whose records are numbered base, base + 1, ... (no offset column):
+    one ``arange`` when each batch starts where the one before it ended (the common case)."""
+    total = int(counts.sum())
+    if len(bases) == 1 or (bases[1:] == bases[:-1] + counts[:-1]).all():
+        first = int(bases[0])
+        return np.arange(first, first + total, dtype=np.int64)
+    out = np.arange(total, dtype=np.int64)
+    out += np.repeat(bases - firsts, counts)
+    return out
+
+
+def _per_batch(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each batch's value for every one of its records, as int64."""
+    if len(values) == 1:
+        return np.full(int(counts[0]), values[0], dtype=np.int64)
+    return np.repeat(values.astype(np.int64, copy=False), counts)
 
 
 def _batch_sums(lengths: np.ndarray, firsts: np.ndarray) -> np.ndarray:
@@ -369,7 +402,13 @@ def decode_columns(
         data = buffer
         section_starts = [header.position + HEADER_SIZE for header in headers]
     counts_list = [header.record_count for header in headers]
-    if len(headers) == 1:
+    omitted = OMIT_MASK
+    for header in headers:
+        omitted &= header.attributes
+    columns: np.ndarray | tuple[np.ndarray, ...]
+    if omitted == OMIT_MASK:  # only value lengths are stored: the other columns are fills
+        columns = _value_lengths_only(data, section_starts, counts_list)
+    elif len(headers) == 1:
         columns = read_columns(data, section_starts[0], counts_list[0], headers[0].attributes)
     else:  # each batch's columns written straight into one matrix (no concatenate)
         columns = np.empty((COLUMN_COUNT, sum(counts_list)), dtype=COLUMN_DTYPE)
@@ -393,10 +432,28 @@ def decode_columns(
         keys_starts,
         np.array([header.base_offset for header in headers], dtype=np.int64),
         np.array([header.base_timestamp for header in headers], dtype=np.int64),
+        omitted=omitted,
     )
     if min_offset is not None and result.offsets[0] < min_offset:
         result = result.slice(int(np.searchsorted(result.offsets, np.int64(min_offset))))
     return result
+
+
+def _value_lengths_only(data: Buffer, starts: list[int], counts: list[int]) -> tuple[np.ndarray, ...]:
+    """The five columns of batches that store only value lengths (dense offsets, one timestamp,
+    no keys, no headers: what ``send_batch`` of keyless values writes): the value lengths (a view
+    of ``data`` for one batch), and read-only broadcasts of the fills for the others (no memory).
+    Offset and timestamp deltas are never read: ``RecordColumns`` takes those from the headers."""
+    if len(counts) == 1:
+        lengths = np.frombuffer(data, dtype=COLUMN_DTYPE, count=counts[0], offset=starts[0])
+    else:
+        lengths = np.concatenate([
+            np.frombuffer(data, dtype=COLUMN_DTYPE, count=count, offset=start)
+            for start, count in zip(starts, counts, strict=True)
+        ])
+    total = len(lengths)
+    zeros = np.broadcast_to(COLUMN_DTYPE.type(0), (total,))
+    return (zeros, zeros, np.broadcast_to(COLUMN_DTYPE.type(-1), (total,)), lengths, zeros)
 
 
 def skip_aborted(

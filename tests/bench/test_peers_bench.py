@@ -37,7 +37,7 @@ def test_quick_run_measures_every_system_and_workload_with_positive_numbers(tmp_
         for workload in FSYNC_WORKLOADS:
             assert ("fsync", system, workload) in seen, (system, workload)
     assert {r["params"]["workload"] for r in results if r["params"]["system"] == "grpc"} == {
-        "ceiling-upload", "ceiling-produce", "ceiling-download"}
+        "ceiling-upload", "ceiling-produce", "ceiling-download", "ceiling-consume"}
     apis = {(r["params"]["system"], r["params"]["variant"]) for r in results}
     assert {("logstore", "send"), ("logstore", "send_batch"), ("logstore", "poll"),
             ("logstore", "poll_columns")} <= apis
@@ -81,10 +81,11 @@ def test_the_1k_consume_row_is_set_against_the_download_ceiling_by_cpu_per_mib()
     from bench.common import Result
     from bench.peers.report import cpu_against_ceiling
 
-    def result(kind: str, system: str, size: int, client_ns: float, server_ns: float) -> Result:
+    def result(kind: str, system: str, size: int, client_ns: float, server_ns: float,
+               direction: str = "download") -> Result:
         params = {"kind": kind, "system": system, "tier": "page", "size": size,
-                  "workload": "consume" if kind == "consume" else "ceiling-download",
-                  "direction": "download", "variant": "poll_columns",
+                  "workload": "consume" if kind == "consume" else f"ceiling-{direction}",
+                  "direction": direction, "variant": "poll_columns",
                   "client_cpu_ns_per_record": client_ns, "server_cpu_ns_per_record": server_ns}
         return Result("peers", kind, kind, "run", 1000, 1000 * size, [1.0], params=params)
 
@@ -94,3 +95,27 @@ def test_the_1k_consume_row_is_set_against_the_download_ceiling_by_cpu_per_mib()
     assert "download ceiling 0.60 + 0.40 ms" in line
     assert "consume 1 KiB poll_columns 0.75 + 0.50 ms (80% of the ceiling by CPU)" in line
     assert cpu_against_ceiling([consume]) == []
+
+    shaped = result("ceiling", "grpc", 4 << 20, 4 * 0.7e6, 4 * 0.55e6, direction="consume")
+    [line] = cpu_against_ceiling([ceiling, shaped, consume])
+    assert "(80% of the ceiling by CPU); the consumer-shaped ceiling 0.70 + 0.55 ms " \
+           "(consume at 100% of it by CPU)" in line
+
+
+def test_every_variant_takes_its_turn_at_running_first() -> None:
+    from bench.peers.harness import _turns
+    from bench.peers.plan import Variant
+
+    variants = [Variant("poll_columns", "poll_columns()"), Variant("poll", "poll() records")]
+    firsts = [_turns(variants, run)[0].key for run in range(4)]
+    assert firsts == ["poll_columns", "poll", "poll_columns", "poll"]
+    assert sorted(v.key for v in _turns(variants, 1)) == ["poll", "poll_columns"]
+
+
+def test_consume_split_sorts_a_clients_threads_into_main_reader_and_grpc() -> None:
+    from bench.peers.consume_split import split
+
+    names = {"10": "MainThread", "11": "logstore-subscribe-t-0"}  # 12 is a thread gRPC started
+    before = {"10": 1.0, "11": 0.5}
+    after = {"10": 1.25, "11": 1.0, "12": 0.75}  # 12 started after the first snapshot
+    assert split(before, after, names) == {"main": 0.25, "reader": 0.5, "grpc": 0.75}

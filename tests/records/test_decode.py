@@ -248,3 +248,24 @@ def test_batch_starts_follow_slices_and_the_min_offset() -> None:
     assert columns.batch_starts.tolist() == [0, 4, 8]
     assert columns.slice(2, 10).batch_starts.tolist() == [0, 2, 6]
     assert decode_columns(data, min_offset=5).batch_starts.tolist() == [0, 3]
+
+
+def test_dense_same_timestamp_batches_read_offsets_and_timestamps_from_their_headers() -> None:
+    # keyless, one timestamp per batch: no offset, timestamp or key column is stored
+    first = encode_batch([b"a", b"b"], timestamps=NOW, base_offset=10)
+    second = encode_batch([b"c", b"d", b"e"], timestamps=NOW + 7, base_offset=12)
+    after_gap = encode_batch([b"f"], timestamps=NOW + 9, base_offset=20)  # e.g. a marker between
+    columns = decode_columns(first + second + after_gap)
+    assert columns.offsets.tolist() == [10, 11, 12, 13, 14, 20]
+    assert columns.timestamps.tolist() == [NOW, NOW, NOW + 7, NOW + 7, NOW + 7, NOW + 9]
+    assert columns.offsets.dtype == columns.timestamps.dtype == np.int64
+    assert [bytes(v) for v in columns.values()] == [b"a", b"b", b"c", b"d", b"e", b"f"]
+    assert columns.key_lengths.tolist() == [-1] * 6
+    assert columns.headers_lengths.tolist() == [0] * 6
+    assert columns.keys() == [None] * 6
+    assert columns.slice(1, 4).records() == [
+        Record(11, NOW, None, b"b", ()), Record(12, NOW + 7, None, b"c", ()),
+        Record(13, NOW + 7, None, b"d", ()),
+    ]
+    assert decode_columns(first + second).offsets.tolist() == [10, 11, 12, 13, 14]
+    assert decode_columns(second + after_gap, min_offset=14).offsets.tolist() == [14, 20]
