@@ -139,7 +139,9 @@ class StallWatch:
                     self.infos.append(loop_stall)
                     loop_stall = None
                     last_beat = 0
-            runqueue, steal, before = runqueue_now, steal_now, time.monotonic_ns()
+            # from this wake-up, not from the end of this turn: the /proc reads above let the
+            # GIL go, so a thread holding it then would stall the watchdog unseen
+            runqueue, steal, before = runqueue_now, steal_now, now
 
 
 def summary(who: str, infos: list[dict[str, Any]], start_ns: int, end_ns: int) -> list[str]:
