@@ -305,6 +305,11 @@ class Channels:
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, logstore_pb2_grpc.LogStoreStub] = {}
 
+    @property
+    def credentials(self) -> Credentials | None:
+        """The client's credentials (None: plaintext, no token), for connections of its own."""
+        return self._credentials
+
     def channel(self, address: str) -> grpc.Channel:
         channel = self._channels.get(address)
         if channel is None:

@@ -49,7 +49,7 @@ SOCKET_STREAMS = True
 
 def _socket_token(link: Link) -> tuple[bool, str | None]:
     """(may streams use their own sockets, the bearer token to send): not under TLS."""
-    credentials = getattr(link.channels, "_credentials", None)  # Channels keeps them private
+    credentials = link.channels.credentials
     if credentials is None:
         return SOCKET_STREAMS, None
     return SOCKET_STREAMS and not credentials.tls, credentials.token
