@@ -17,9 +17,10 @@ Against a spawned broker on loopback, one partition, one client, a topic written
 - **floor** (100 B and 1 KiB): ``read_arrow``'s fetch alone (its Subscribe stream, messages kept,
   nothing decoded); the CPU lines then print read_arrow's own client CPU per record (read_arrow
   minus this), the part the ratio to ``poll_columns()`` is about.
-- **through gRPC** (100 B and 1 KiB): ``read_arrow`` with its streams read by grpcio
-  (``fetch.SOCKET_STREAMS = False``) instead of off their own sockets (``socket_stream``): the
-  A/B of that change in one run.
+- **A/B of the transport** (100 B and 1 KiB): ``read_arrow`` with its streams read as HTTP/2
+  calls to the gRPC port, served by the broker's grpcio (``fetch.CHANNEL_STREAMS = False``:
+  ``socket_stream``), and read by grpcio on both ends (``fetch.SOCKET_STREAMS = False``),
+  instead of off the broker's Subscribe data channel (``channel_stream``, the default).
 - **JSON** (1 M objects of ~110 B; ``--quick`` 50 k): ``read_arrow(value_format="json")`` into
   typed columns, and the same with each message parsed in the caller's thread (no parse
   threads: their A/B in one run).
@@ -89,12 +90,14 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
         bench = FramesBench(broker.address, plan, broker.process.pid)
         tasks: list[tuple[str, Callable[[], Result]]] = [
             ("100 B", bench.read_arrow_small), ("100 B", bench.poll_columns_small),
-            ("100 B", bench.stream_small), ("100 B", bench.read_arrow_grpc_small),
+            ("100 B", bench.stream_small), ("100 B", bench.read_arrow_http2_small),
+            ("100 B", bench.read_arrow_grpc_small),
             ("100 B", bench.read_pandas), ("100 B", bench.read_polars),
             ("100 B", bench.parquet), ("100 B", bench.poll_frame),
             ("100 B lz4", bench.read_arrow_lz4), ("100 B lz4", bench.poll_columns_lz4),
             ("1 KiB", bench.read_arrow_large), ("1 KiB", bench.poll_columns_large),
-            ("1 KiB", bench.stream_large), ("1 KiB", bench.read_arrow_grpc_large),
+            ("1 KiB", bench.stream_large), ("1 KiB", bench.read_arrow_http2_large),
+            ("1 KiB", bench.read_arrow_grpc_large),
             ("JSON", bench.read_json), ("JSON", bench.read_json_inline),
         ]
         if not options.no_peers:
@@ -264,27 +267,37 @@ class FramesBench:
         return self._result("100 B", "100 B: its Subscribe stream alone, kept (floor)", count,
                             SMALL, self._timed(self._stream(topic, count), count))
 
-    def _through_grpc(self, group: str, size: int, count: int) -> Result:
-        """``read_arrow`` with every stream read by grpcio, not off its own socket (the A/B)."""
+    def _transport_ab(self, group: str, size: int, count: int, grpc_only: bool) -> Result:
+        """``read_arrow`` with its streams read as HTTP/2 calls to the gRPC port (the broker's
+        grpcio serves them: ``fetch.CHANNEL_STREAMS = False``) or by grpcio on both ends
+        (``SOCKET_STREAMS = False``), not off the broker's data channel: the A/B rows."""
         from logstore.client.frames import fetch
 
         topic = self._filled(size, count)
+        flag = "SOCKET_STREAMS" if grpc_only else "CHANNEL_STREAMS"
 
         def call(consumer: Any) -> int:
-            fetch.SOCKET_STREAMS = False
+            setattr(fetch, flag, False)
             try:
                 return int(consumer.read_arrow(topic).num_rows)
             finally:
-                fetch.SOCKET_STREAMS = True
+                setattr(fetch, flag, True)
 
-        return self._result(group, f"{group}: read_arrow, streams through gRPC (A/B)", count,
-                            size, self._timed(call, count))
+        how = "streams through gRPC" if grpc_only else "streams as HTTP/2 calls, grpcio broker"
+        return self._result(group, f"{group}: read_arrow, {how} (A/B)", count, size,
+                            self._timed(call, count))
 
     def read_arrow_grpc_small(self) -> Result:
-        return self._through_grpc("100 B", SMALL, self.plan.small_records)
+        return self._transport_ab("100 B", SMALL, self.plan.small_records, True)
 
     def read_arrow_grpc_large(self) -> Result:
-        return self._through_grpc("1 KiB", LARGE, self.plan.large_records)
+        return self._transport_ab("1 KiB", LARGE, self.plan.large_records, True)
+
+    def read_arrow_http2_small(self) -> Result:
+        return self._transport_ab("100 B", SMALL, self.plan.small_records, False)
+
+    def read_arrow_http2_large(self) -> Result:
+        return self._transport_ab("1 KiB", LARGE, self.plan.large_records, False)
 
     def read_pandas(self) -> Result:
         count = self.plan.slow_records

@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--replica-port", type=int, metavar="PORT",
                         help="port of the followers' replica data channel on the --advertise host "
                         "(default 0: an ephemeral port; -1: none, followers fetch over gRPC)")
+    parser.add_argument("--stream-port", type=int, metavar="PORT",
+                        help="port of the table reads' Subscribe data channel on the --listen host "
+                        "(default 0: an ephemeral port; -1: none, they read over gRPC)")
     parser.set_defaults(func=run)
 
 
@@ -86,4 +89,5 @@ def load(args: argparse.Namespace) -> ServerConfig:
         advertise=args.advertise,
         cluster_name=args.cluster_name,
         replica_port=args.replica_port,
+        stream_port=args.stream_port,
     )

@@ -281,7 +281,7 @@ class Consumer:
         if self._closed:
             raise InvalidRequestError("the consumer is closed")
         return Link(self._channels, lambda tp: self._cluster.leader(*tp), self.config, self._fetcher.list_offsets,
-                    self._partition_count)
+                    self._partition_count, self._cluster.stream_port)
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         """Records as they arrive; stops after ``consumer_timeout_ms`` without one (if set)."""

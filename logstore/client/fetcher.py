@@ -43,6 +43,7 @@ from logstore.client.group import REJOIN_REASONS, Membership
 from logstore.client.metadata import Metadata
 from logstore.client.models import TopicPartition
 from logstore.client.routing import Fetches
+from logstore.client.socket_reader import Ended
 from logstore.client.subscription import Subscriptions
 from logstore.errors import InvalidRequestError, LogstoreError
 from logstore.records import BatchHeader, RecordColumns, decode_columns
@@ -123,6 +124,7 @@ class Fetcher:
         self._subscriptions = Subscriptions(
             channels, lambda tp: cluster.leader(*tp), self.isolation,
             config.max_partition_fetch_bytes or min(config.fetch_max_bytes, 4 << 20),
+            stream_port=cluster.stream_port,
         )
         self._failures = 0
         self._retry_at = 0.0
@@ -273,6 +275,11 @@ class Fetcher:
         if held is None:
             return True
         state = held
+        if isinstance(item, Ended):  # its data channel cannot serve it: another transport
+            error = subscriptions.ended(stream, item)
+            if error is None:
+                return True
+            item = error
         if isinstance(item, LogstoreError):
             subscriptions.drop(tp)
             self.cluster.observe(item, stream.server)

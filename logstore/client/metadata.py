@@ -87,7 +87,7 @@ class ClusterMap:
 
     @classmethod
     def from_response(cls, response: cluster_pb2.MetadataResponse) -> ClusterMap:
-        brokers = {b.broker_id: BrokerInfo(b.broker_id, b.address, b.alive) for b in response.brokers}
+        brokers = {b.broker_id: BrokerInfo(b.broker_id, b.address, b.alive, b.stream_port) for b in response.brokers}
         topics: dict[str, TopicRoute] = {}
         errors: dict[str, LogstoreError] = {}
         for topic in response.topics:
@@ -251,6 +251,20 @@ class Metadata:
             self.invalidate()
             raise NotLeaderError(topic, partition)
         return address
+
+    def stream_port(self, address: str, fresh: bool = False) -> int | None:
+        """The Subscribe data channel's port of the broker reached at ``address`` (0: none):
+        the one broker's on a single node, whatever address reached it; in a cluster the
+        broker advertised at ``address``. From the map as it is (read once if there is none),
+        or read anew when ``fresh`` (a broker restarted on another ephemeral port); None when
+        no broker answers."""
+        try:
+            current = self.refresh(retries=0) if fresh or self._map is None else self._map
+        except LogstoreError:
+            return None
+        if not current.clustered:
+            return next((b.stream_port for b in current.brokers.values()), 0)
+        return next((b.stream_port for b in current.brokers.values() if b.address == address), 0)
 
     def coordinator(self, key_type: int, key: str) -> str:
         """The address of the group's (``GROUP``) or transactional id's (``TRANSACTION``)

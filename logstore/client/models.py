@@ -131,6 +131,9 @@ class BrokerInfo:
     address: str
     #: Holds a live membership lease (always True on a single node).
     alive: bool = True
+    #: Port of its Subscribe data channel on the host of ``address`` (0: none; table reads
+    #: then go through gRPC).
+    stream_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)

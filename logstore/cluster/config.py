@@ -36,6 +36,9 @@ class ClusterConfig:
     #: host:port of this broker's replica data channel, advertised in its registration ("" =
     #: none: its followers fetch over gRPC). Set by the server once the channel listens.
     replica_address: str = ""
+    #: The port of this broker's Subscribe data channel on its advertise host, advertised in
+    #: its registration (0 = none). Set by the server once the channel listens.
+    stream_port: int = 0
 
     @property
     def prefix(self) -> str:

@@ -126,7 +126,8 @@ class ClusterNode:
     async def _register(self) -> None:
         ttl_s = max(1, round(self.config.lease_ttl_ms / 1000))
         record = BrokerRecord(self.broker_id, self.config.advertise, self._shutting_down,
-                              replica_address=self.config.replica_address)
+                              replica_address=self.config.replica_address,
+                              stream_port=self.config.stream_port)
         key = self.keys.broker(self.broker_id)
         self.lease_id = await self.etcd.grant(ttl_s)
         await self.etcd.delete(key)  # an earlier incarnation's key: register anew
@@ -223,7 +224,8 @@ class ClusterNode:
         if self.lease_id and not self.replicas.fenced:
             try:
                 record = BrokerRecord(self.broker_id, self.config.advertise, True,
-                                      replica_address=self.config.replica_address)
+                                      replica_address=self.config.replica_address,
+                                      stream_port=self.config.stream_port)
                 await self.etcd.put(self.keys.broker(self.broker_id), record.encode(), lease_id=self.lease_id)
                 deadline = asyncio.get_running_loop().time() + self.config.controlled_shutdown_timeout_ms / 1000
                 while (self.replicas.leads() and self._successors_exist()
@@ -420,7 +422,8 @@ class ClusterNode:
             controller_id=controller[0], controller_epoch=controller[1],
         )
         for broker_id, broker in sorted(metadata.brokers.items()):
-            response.brokers.add(broker_id=broker_id, address=broker.address, alive=True)
+            response.brokers.add(broker_id=broker_id, address=broker.address, alive=True,
+                                 stream_port=broker.stream_port)
         wanted = names or sorted(t for t in metadata.topics if include_internal or not t.startswith("__"))
         for name in wanted:
             record = metadata.topics.get(name)

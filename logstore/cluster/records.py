@@ -1,8 +1,9 @@
 """What the cluster keeps in etcd, and its key layout (prefix ``/logstore/<cluster>/``)::
 
     brokers/<id>               {"address": "127.0.0.2:7070", "shutting_down": false,
-                               "replica_address": "127.0.0.2:40123"}   (replica_address: the
-                               replica data channel, absent if none; under the
+                               "replica_address": "127.0.0.2:40123", "stream_port": 40124}
+                               (replica_address: the replica data channel, stream_port: the
+                               Subscribe data channel's port, each absent if none; under the
                                broker's lease: it disappears when the broker dies; created anew
                                at every start, so its create revision tells incarnations apart)
     controller                 {"broker_id": 2}   (under the controller's lease; its create
@@ -39,18 +40,22 @@ class BrokerRecord:
     registered_revision: int = 0
     #: host:port of the broker's replica data channel ("": none, fetch from it over gRPC).
     replica_address: str = ""
+    #: Port of the broker's Subscribe data channel on its address's host (0: none).
+    stream_port: int = 0
 
     def encode(self) -> bytes:
         value: dict[str, object] = {"address": self.address, "shutting_down": self.shutting_down}
         if self.replica_address:
             value["replica_address"] = self.replica_address
+        if self.stream_port:
+            value["stream_port"] = self.stream_port
         return json.dumps(value).encode()
 
     @classmethod
     def decode(cls, broker_id: int, data: bytes, registered_revision: int = 0) -> BrokerRecord:
         value = json.loads(data)
         return cls(broker_id, value["address"], bool(value.get("shutting_down", False)), registered_revision,
-                   str(value.get("replica_address", "")))
+                   str(value.get("replica_address", "")), int(value.get("stream_port", 0)))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from logstore.server.logs import configure
 from logstore.server.metrics import Metrics
 from logstore.server.replica_listener import ReplicaListener
 from logstore.server.service import LogStoreService, freeze_startup_objects
+from logstore.server.stream_listener import StreamListener
 
 log = logging.getLogger("logstore.server")
 
@@ -211,6 +212,22 @@ async def run(config: ServerConfig) -> int:
         log.error("bad cluster settings: %s", exc)
         await broker.close()
         return EXIT_CONFIG
+    stream_listener: StreamListener | None = None
+    if credentials is None and config.stream_port >= 0:
+        stream_listener = StreamListener(service, security)
+        try:
+            service.stream_port = await stream_listener.start(host, config.stream_port)
+        except OSError as exc:
+            await stream_listener.close()
+            stream_listener = None
+            if config.stream_port:
+                log.error("cannot listen on the stream port %s:%d: %s", host, config.stream_port, exc)
+                await broker.close()
+                return EXIT_CONFIG
+            log.warning("no Subscribe data channel on %s (%s): table reads go through gRPC", host, exc)
+        else:
+            if cluster_config is not None:
+                cluster_config = dataclasses.replace(cluster_config, stream_port=service.stream_port)
     replica_listener: ReplicaListener | None = None
     if cluster_config is not None and config.replica_port >= 0:
         replica_listener = ReplicaListener(service, security, http_ssl_context(config))
@@ -222,6 +239,8 @@ async def run(config: ServerConfig) -> int:
             replica_listener = None
             if config.replica_port:
                 log.error("cannot listen on the replica port %s:%d: %s", replica_host, config.replica_port, exc)
+                if stream_listener is not None:
+                    await stream_listener.close()
                 await broker.close()
                 return EXIT_CONFIG
             log.warning("no replica data channel on %s (%s): followers fetch from here over gRPC",
@@ -244,6 +263,8 @@ async def run(config: ServerConfig) -> int:
             await cluster.stop()
             if replica_listener is not None:
                 await replica_listener.close()
+            if stream_listener is not None:
+                await stream_listener.close()
             await broker.close()
             return EXIT_CONFIG
         service.advertised = cluster_config.advertise
@@ -268,6 +289,8 @@ async def run(config: ServerConfig) -> int:
             await server.stop(0)
             if replica_listener is not None:
                 await replica_listener.close()
+            if stream_listener is not None:
+                await stream_listener.close()
             await broker.close()
             return EXIT_CONFIG
         metrics_address = f"{metrics_host}:{metrics_bound}"
@@ -307,6 +330,8 @@ async def run(config: ServerConfig) -> int:
     await server.stop(max(deadline - loop.time(), 0))
     if replica_listener is not None:
         await replica_listener.close()
+    if stream_listener is not None:
+        await stream_listener.close()
     if http is not None:
         await http.close()
     await console.close()

@@ -14,6 +14,7 @@ Example ``logstore.toml`` (every key optional; the README lists them all)::
     tls_key = ""
     tls_client_ca = ""                  # PEM CA: require client certificates (mutual TLS)
     security_file = ""                  # tokens and ACLs (see README: Security)
+    stream_port = 0                     # table reads' Subscribe data channel: 0 ephemeral, -1 none
 
     [limits]
     max_topics = 10000
@@ -94,6 +95,10 @@ class ServerConfig:
     #: The replica data channel's port on the advertise host (followers fetch over it instead of
     #: gRPC ReplicaFetch; docs/cluster.md): 0 = an ephemeral port, -1 = none (gRPC only).
     replica_port: int = 0
+    #: The Subscribe data channel's port on the listen host (``read_arrow`` and ``iter_arrow``
+    #: streams without gRPC's copies; docs/frames.md): 0 = an ephemeral port, -1 = none. Not
+    #: opened when the broker has TLS (``tls_cert``): TLS clients read through gRPC.
+    stream_port: int = 0
     #: ClusterConfig tunables (lease_ttl_ms, replica_lag_time_ms, ...).
     cluster_settings: dict[str, Any] = field(default_factory=dict)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -108,7 +113,7 @@ class ServerConfig:
                 value=self.broker_id,
             )
         known = {f.name for f in dataclasses.fields(ClusterConfig)}
-        fixed = {"etcd_endpoints", "broker_id", "advertise", "cluster_name", "replica_address"}
+        fixed = {"etcd_endpoints", "broker_id", "advertise", "cluster_name", "replica_address", "stream_port"}
         for key in self.cluster_settings:
             if key not in known - fixed:
                 raise InvalidConfigError(f"unknown cluster setting {key!r}", key=key)
@@ -164,6 +169,12 @@ class ServerConfig:
                 raise InvalidConfigError(f"{key} must be true or false, not {values[key]!r}", key=key)
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
+        port = values.get("stream_port", 0)
+        if isinstance(port, bool) or not isinstance(port, int) or not -1 <= port < 1 << 16:
+            raise InvalidConfigError(
+                f"--stream-port must be a port, 0 (ephemeral) or -1 (none), not {port!r}",
+                key="stream_port", value=port,
+            )
         broker_fields = {f.name for f in dataclasses.fields(BrokerConfig)} - {"topic_defaults", "limits"}
         limit_fields = {f.name for f in dataclasses.fields(Limits)}
         for key in limits:

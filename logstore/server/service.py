@@ -75,6 +75,8 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
         self.broker = broker
         self.cluster = cluster
         self.advertised = advertised
+        #: The Subscribe data channel's port (``stream_listener``), 0 while there is none.
+        self.stream_port = 0
         self.metrics = metrics
         #: ACL checks; allows everything when the server runs without a security file.
         self.authorizer = authorizer or Authorizer(SecurityConfig())
@@ -370,36 +372,44 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
                     limit_name="max_subscriptions_per_connection",
                     limit=limit,
                 )
-            self.authorizer.check("topic", request.topic, "read")
-            start = self.broker.resolve_start(
-                request.topic, request.partition, convert.subscribe_start(request),
-                request.offset, request.timestamp_ms,
-            )
             self._subscriptions_by_peer[peer] += 1
-            self.metrics.subscriptions.inc()
-            position = start  # offsets delivered so far end here
             try:
-                async for outcome in self.broker.subscribe(
-                    request.topic, request.partition, start,
-                    max_bytes=request.max_bytes, isolation=convert.isolation(request.isolation_level),
-                ):
-                    self.metrics.fetched(request.topic, outcome.next_offset - position, len(outcome.records))
-                    position = outcome.next_offset
-                    yield wire.encode_subscribe_response(
-                        records_pb2.SubscribeResponse(
-                            high_watermark=outcome.high_watermark,
-                            log_start_offset=outcome.log_start_offset,
-                            next_offset=outcome.next_offset,
-                            start_offset=start,
-                            aborted_transactions=convert.aborted(outcome.aborted),
-                        ),
-                        outcome.records,
-                    )
+                async for small, records in self.subscribe_messages(request):
+                    yield wire.encode_subscribe_response(small, records)
             finally:
-                self.metrics.subscriptions.dec()
                 self._subscriptions_by_peer[peer] -= 1
                 if self._subscriptions_by_peer[peer] <= 0:
                     del self._subscriptions_by_peer[peer]
+
+    async def subscribe_messages(
+        self, request: records_pb2.SubscribeRequest,
+    ) -> AsyncIterator[tuple[records_pb2.SubscribeResponse, bytes | memoryview]]:
+        """A Subscribe's messages, each as its small fields (``records`` unset) and its records
+        (a view of the segment): what the gRPC call and the Subscribe data channel
+        (``stream_listener``) send, each its own way. Checks the caller's read right first."""
+        self.authorizer.check("topic", request.topic, "read")
+        start = self.broker.resolve_start(
+            request.topic, request.partition, convert.subscribe_start(request),
+            request.offset, request.timestamp_ms,
+        )
+        self.metrics.subscriptions.inc()
+        position = start  # offsets delivered so far end here
+        try:
+            async for outcome in self.broker.subscribe(
+                request.topic, request.partition, start,
+                max_bytes=request.max_bytes, isolation=convert.isolation(request.isolation_level),
+            ):
+                self.metrics.fetched(request.topic, outcome.next_offset - position, len(outcome.records))
+                position = outcome.next_offset
+                yield records_pb2.SubscribeResponse(
+                    high_watermark=outcome.high_watermark,
+                    log_start_offset=outcome.log_start_offset,
+                    next_offset=outcome.next_offset,
+                    start_offset=start,
+                    aborted_transactions=convert.aborted(outcome.aborted),
+                ), outcome.records
+        finally:
+            self.metrics.subscriptions.dec()
 
     async def ListOffsets(self, request: records_pb2.ListOffsetsRequest, context: Any) -> records_pb2.ListOffsetsResponse:
         async def call() -> records_pb2.ListOffsetsResponse:

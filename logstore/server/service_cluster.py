@@ -29,6 +29,7 @@ class ClusterServiceMixin:
     cluster: Any
     #: host:port this broker tells clients to use (the bound listen address on a single node).
     advertised: str
+    stream_port: int
     #: The last ReplicaFetch response with records, and what it answered (see ReplicaFetch).
     _last_replica_response: tuple[tuple[Any, ...], bytes] | None = None
 
@@ -57,7 +58,8 @@ class ClusterServiceMixin:
     def _single_node_metadata(self, names: list[str], include_internal: bool) -> cluster_pb2.MetadataResponse:
         response = cluster_pb2.MetadataResponse(
             clustered=False, broker_id=SINGLE_NODE_ID, controller_id=SINGLE_NODE_ID,
-            brokers=[cluster_pb2.BrokerInfo(broker_id=SINGLE_NODE_ID, address=self.advertised, alive=True)],
+            brokers=[cluster_pb2.BrokerInfo(broker_id=SINGLE_NODE_ID, address=self.advertised, alive=True,
+                                            stream_port=self.stream_port)],
         )
         listed = {name: (count, internal) for name, count, internal in self.broker.list_topics(True)}
         wanted = names or [n for n, (_, internal) in listed.items() if include_internal or not internal]

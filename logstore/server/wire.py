@@ -165,8 +165,14 @@ def encode_fetch_response(partitions: Sequence[list[bytes | memoryview]]) -> byt
     return b"".join(pieces)
 
 
-def encode_subscribe_response(small: records_pb2.SubscribeResponse, records: bytes | memoryview) -> bytes:
+def subscribe_response_pieces(small: records_pb2.SubscribeResponse,
+                              records: bytes | memoryview) -> list[bytes | memoryview]:
+    """The pieces of one serialized SubscribeResponse: ``small`` (records unset) + records."""
     head = small.SerializeToString()
     if not len(records):
-        return head
-    return b"".join([head, SUBSCRIBE_RECORDS_KEY, encode_varint(len(records)), records])
+        return [head]
+    return [head, SUBSCRIBE_RECORDS_KEY, encode_varint(len(records)), records]
+
+
+def encode_subscribe_response(small: records_pb2.SubscribeResponse, records: bytes | memoryview) -> bytes:
+    return b"".join(subscribe_response_pieces(small, records))

@@ -1,5 +1,6 @@
 """Followers copy their leaders over the leader's replica data channel (plain TCP, no gRPC) when
-the leader advertises one in its registration: the default."""
+the leader advertises one in its registration: the default. Table reads use each leader's
+Subscribe data channel (its stream port, in the cluster's metadata) the same way."""
 
 from __future__ import annotations
 
@@ -157,3 +158,26 @@ def test_a_replica_port_out_of_range_or_taken_exits_2(tmp_path):
             assert says in result.stderr
     finally:
         taken.close()
+
+
+def test_a_range_read_goes_over_each_leaders_stream_channel(cluster):
+    from logstore import Consumer, Producer
+
+    topic = unique_topic("table")
+    cluster.create_topic(topic, partitions=3)
+    leaders = [cluster.partition(topic, p).leader_id for p in range(3)]
+    with Producer(cluster.bootstrap, acks="all") as producer:
+        for partition in range(3):
+            producer.send_batch(topic, [b"%d-%d" % (partition, i) for i in range(100)], partition=partition)
+        producer.flush(30)
+    assert all(b.stream_port > 0 for b in cluster.metadata().brokers)
+    before = {b.broker_id: fetches_served(b, "SubscribeChannel") for b in cluster.brokers}
+    with Consumer(cluster.bootstrap) as consumer:
+        table = consumer.read_arrow(topic, columns=["partition", "value"])
+    assert table.column("value").to_pylist() == [b"%d-%d" % (p, i) for p in range(3) for i in range(100)]
+
+    def served() -> list[float]:  # counted as each stream ends, once the reader has closed it
+        return [fetches_served(b, "SubscribeChannel") - before[b.broker_id] for b in cluster.brokers]
+
+    expected = [leaders.count(b.broker_id) for b in cluster.brokers]
+    cluster.wait_for(lambda: served() == expected, what=f"streams served {expected}")

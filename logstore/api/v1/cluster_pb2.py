@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from logstore.api.v1 import common_pb2 as logstore_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlogstore/api/v1/cluster.proto\x12\x0flogstore.api.v1\x1a\x1clogstore/api/v1/common.proto\"?\n\nBrokerInfo\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\";\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x18\n\x10include_internal\x18\x02 \x01(\x08\"\x86\x01\n\x11PartitionMetadata\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x11\n\tleader_id\x18\x02 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x10\n\x08replicas\x18\x04 \x03(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x12\x16\n\x0ehigh_watermark\x18\x06 \x01(\x03\"\xb0\x01\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08internal\x18\x02 \x01(\x08\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12\x36\n\npartitions\x18\x04 \x03(\x0b\x32\".logstore.api.v1.PartitionMetadata\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"\xdd\x01\n\x10MetadataResponse\x12\x11\n\tclustered\x18\x01 \x01(\x08\x12\x14\n\x0c\x63luster_name\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\x05\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\x12\x18\n\x10\x63ontroller_epoch\x18\x05 \x01(\x03\x12,\n\x07\x62rokers\x18\x06 \x03(\x0b\x32\x1b.logstore.api.v1.BrokerInfo\x12.\n\x06topics\x18\x07 \x03(\x0b\x32\x1e.logstore.api.v1.TopicMetadata\"\x8f\x01\n\x16\x46indCoordinatorRequest\x12\x41\n\x08key_type\x18\x01 \x01(\x0e\x32/.logstore.api.v1.FindCoordinatorRequest.KeyType\x12\x0b\n\x03key\x18\x02 \x01(\t\"%\n\x07KeyType\x12\t\n\x05GROUP\x10\x00\x12\x0f\n\x0bTRANSACTION\x10\x01\"=\n\x17\x46indCoordinatorResponse\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"e\n\x15ReplicaFetchPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x03 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\"\x8d\x01\n\x13ReplicaFetchRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12:\n\npartitions\x18\x04 \x03(\x0b\x32&.logstore.api.v1.ReplicaFetchPartition\"\xc3\x01\n\x17ReplicaFetchedPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0f\n\x07records\x18\x03 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x06 \x01(\x03\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"T\n\x14ReplicaFetchResponse\x12<\n\npartitions\x18\x01 \x03(\x0b\x32(.logstore.api.v1.ReplicaFetchedPartition\"q\n\x1e\x45pochEndOffsetRequestPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x17\n\x0frequested_epoch\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\"p\n\x15\x45pochEndOffsetRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12\x43\n\npartitions\x18\x02 \x03(\x0b\x32/.logstore.api.v1.EpochEndOffsetRequestPartition\"\x82\x01\n\x0e\x45pochEndOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x05\x12\x12\n\nend_offset\x18\x04 \x01(\x03\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"M\n\x16\x45pochEndOffsetResponse\x12\x33\n\npartitions\x18\x01 \x03(\x0b\x32\x1f.logstore.api.v1.EpochEndOffset\"\xa4\x01\n\x16WriteTxnMarkersRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x08\x12\x33\n\npartitions\x18\x04 \x03(\x0b\x32\x1f.logstore.api.v1.TopicPartition\x12\x18\n\x10transactional_id\x18\x05 \x01(\t\"e\n\x14WriteTxnMarkerResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12+\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"Q\n\x17WriteTxnMarkersResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.logstore.api.v1.WriteTxnMarkerResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlogstore/api/v1/cluster.proto\x12\x0flogstore.api.v1\x1a\x1clogstore/api/v1/common.proto\"T\n\nBrokerInfo\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x13\n\x0bstream_port\x18\x04 \x01(\x05\";\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x18\n\x10include_internal\x18\x02 \x01(\x08\"\x86\x01\n\x11PartitionMetadata\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x11\n\tleader_id\x18\x02 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x05\x12\x10\n\x08replicas\x18\x04 \x03(\x05\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x12\x16\n\x0ehigh_watermark\x18\x06 \x01(\x03\"\xb0\x01\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08internal\x18\x02 \x01(\x08\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12\x36\n\npartitions\x18\x04 \x03(\x0b\x32\".logstore.api.v1.PartitionMetadata\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"\xdd\x01\n\x10MetadataResponse\x12\x11\n\tclustered\x18\x01 \x01(\x08\x12\x14\n\x0c\x63luster_name\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\x05\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\x12\x18\n\x10\x63ontroller_epoch\x18\x05 \x01(\x03\x12,\n\x07\x62rokers\x18\x06 \x03(\x0b\x32\x1b.logstore.api.v1.BrokerInfo\x12.\n\x06topics\x18\x07 \x03(\x0b\x32\x1e.logstore.api.v1.TopicMetadata\"\x8f\x01\n\x16\x46indCoordinatorRequest\x12\x41\n\x08key_type\x18\x01 \x01(\x0e\x32/.logstore.api.v1.FindCoordinatorRequest.KeyType\x12\x0b\n\x03key\x18\x02 \x01(\t\"%\n\x07KeyType\x12\t\n\x05GROUP\x10\x00\x12\x0f\n\x0bTRANSACTION\x10\x01\"=\n\x17\x46indCoordinatorResponse\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"e\n\x15ReplicaFetchPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x03 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\"\x8d\x01\n\x13ReplicaFetchRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12:\n\npartitions\x18\x04 \x03(\x0b\x32&.logstore.api.v1.ReplicaFetchPartition\"\xc3\x01\n\x17ReplicaFetchedPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0f\n\x07records\x18\x03 \x01(\x0c\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x06 \x01(\x03\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"T\n\x14ReplicaFetchResponse\x12<\n\npartitions\x18\x01 \x03(\x0b\x32(.logstore.api.v1.ReplicaFetchedPartition\"q\n\x1e\x45pochEndOffsetRequestPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x17\n\x0frequested_epoch\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\"p\n\x15\x45pochEndOffsetRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12\x43\n\npartitions\x18\x02 \x03(\x0b\x32/.logstore.api.v1.EpochEndOffsetRequestPartition\"\x82\x01\n\x0e\x45pochEndOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\r\n\x05\x65poch\x18\x03 \x01(\x05\x12\x12\n\nend_offset\x18\x04 \x01(\x03\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"M\n\x16\x45pochEndOffsetResponse\x12\x33\n\npartitions\x18\x01 \x03(\x0b\x32\x1f.logstore.api.v1.EpochEndOffset\"\xa4\x01\n\x16WriteTxnMarkersRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x08\x12\x33\n\npartitions\x18\x04 \x03(\x0b\x32\x1f.logstore.api.v1.TopicPartition\x12\x18\n\x10transactional_id\x18\x05 \x01(\t\"e\n\x14WriteTxnMarkerResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12+\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.logstore.api.v1.ErrorDetail\"Q\n\x17WriteTxnMarkersResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.logstore.api.v1.WriteTxnMarkerResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,41 +33,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'logstore.api.v1.cluster_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BROKERINFO']._serialized_start=80
-  _globals['_BROKERINFO']._serialized_end=143
-  _globals['_METADATAREQUEST']._serialized_start=145
-  _globals['_METADATAREQUEST']._serialized_end=204
-  _globals['_PARTITIONMETADATA']._serialized_start=207
-  _globals['_PARTITIONMETADATA']._serialized_end=341
-  _globals['_TOPICMETADATA']._serialized_start=344
-  _globals['_TOPICMETADATA']._serialized_end=520
-  _globals['_METADATARESPONSE']._serialized_start=523
-  _globals['_METADATARESPONSE']._serialized_end=744
-  _globals['_FINDCOORDINATORREQUEST']._serialized_start=747
-  _globals['_FINDCOORDINATORREQUEST']._serialized_end=890
-  _globals['_FINDCOORDINATORREQUEST_KEYTYPE']._serialized_start=853
-  _globals['_FINDCOORDINATORREQUEST_KEYTYPE']._serialized_end=890
-  _globals['_FINDCOORDINATORRESPONSE']._serialized_start=892
-  _globals['_FINDCOORDINATORRESPONSE']._serialized_end=953
-  _globals['_REPLICAFETCHPARTITION']._serialized_start=955
-  _globals['_REPLICAFETCHPARTITION']._serialized_end=1056
-  _globals['_REPLICAFETCHREQUEST']._serialized_start=1059
-  _globals['_REPLICAFETCHREQUEST']._serialized_end=1200
-  _globals['_REPLICAFETCHEDPARTITION']._serialized_start=1203
-  _globals['_REPLICAFETCHEDPARTITION']._serialized_end=1398
-  _globals['_REPLICAFETCHRESPONSE']._serialized_start=1400
-  _globals['_REPLICAFETCHRESPONSE']._serialized_end=1484
-  _globals['_EPOCHENDOFFSETREQUESTPARTITION']._serialized_start=1486
-  _globals['_EPOCHENDOFFSETREQUESTPARTITION']._serialized_end=1599
-  _globals['_EPOCHENDOFFSETREQUEST']._serialized_start=1601
-  _globals['_EPOCHENDOFFSETREQUEST']._serialized_end=1713
-  _globals['_EPOCHENDOFFSET']._serialized_start=1716
-  _globals['_EPOCHENDOFFSET']._serialized_end=1846
-  _globals['_EPOCHENDOFFSETRESPONSE']._serialized_start=1848
-  _globals['_EPOCHENDOFFSETRESPONSE']._serialized_end=1925
-  _globals['_WRITETXNMARKERSREQUEST']._serialized_start=1928
-  _globals['_WRITETXNMARKERSREQUEST']._serialized_end=2092
-  _globals['_WRITETXNMARKERRESULT']._serialized_start=2094
-  _globals['_WRITETXNMARKERRESULT']._serialized_end=2195
-  _globals['_WRITETXNMARKERSRESPONSE']._serialized_start=2197
-  _globals['_WRITETXNMARKERSRESPONSE']._serialized_end=2278
+  _globals['_BROKERINFO']._serialized_end=164
+  _globals['_METADATAREQUEST']._serialized_start=166
+  _globals['_METADATAREQUEST']._serialized_end=225
+  _globals['_PARTITIONMETADATA']._serialized_start=228
+  _globals['_PARTITIONMETADATA']._serialized_end=362
+  _globals['_TOPICMETADATA']._serialized_start=365
+  _globals['_TOPICMETADATA']._serialized_end=541
+  _globals['_METADATARESPONSE']._serialized_start=544
+  _globals['_METADATARESPONSE']._serialized_end=765
+  _globals['_FINDCOORDINATORREQUEST']._serialized_start=768
+  _globals['_FINDCOORDINATORREQUEST']._serialized_end=911
+  _globals['_FINDCOORDINATORREQUEST_KEYTYPE']._serialized_start=874
+  _globals['_FINDCOORDINATORREQUEST_KEYTYPE']._serialized_end=911
+  _globals['_FINDCOORDINATORRESPONSE']._serialized_start=913
+  _globals['_FINDCOORDINATORRESPONSE']._serialized_end=974
+  _globals['_REPLICAFETCHPARTITION']._serialized_start=976
+  _globals['_REPLICAFETCHPARTITION']._serialized_end=1077
+  _globals['_REPLICAFETCHREQUEST']._serialized_start=1080
+  _globals['_REPLICAFETCHREQUEST']._serialized_end=1221
+  _globals['_REPLICAFETCHEDPARTITION']._serialized_start=1224
+  _globals['_REPLICAFETCHEDPARTITION']._serialized_end=1419
+  _globals['_REPLICAFETCHRESPONSE']._serialized_start=1421
+  _globals['_REPLICAFETCHRESPONSE']._serialized_end=1505
+  _globals['_EPOCHENDOFFSETREQUESTPARTITION']._serialized_start=1507
+  _globals['_EPOCHENDOFFSETREQUESTPARTITION']._serialized_end=1620
+  _globals['_EPOCHENDOFFSETREQUEST']._serialized_start=1622
+  _globals['_EPOCHENDOFFSETREQUEST']._serialized_end=1734
+  _globals['_EPOCHENDOFFSET']._serialized_start=1737
+  _globals['_EPOCHENDOFFSET']._serialized_end=1867
+  _globals['_EPOCHENDOFFSETRESPONSE']._serialized_start=1869
+  _globals['_EPOCHENDOFFSETRESPONSE']._serialized_end=1946
+  _globals['_WRITETXNMARKERSREQUEST']._serialized_start=1949
+  _globals['_WRITETXNMARKERSREQUEST']._serialized_end=2113
+  _globals['_WRITETXNMARKERRESULT']._serialized_start=2115
+  _globals['_WRITETXNMARKERRESULT']._serialized_end=2216
+  _globals['_WRITETXNMARKERSRESPONSE']._serialized_start=2218
+  _globals['_WRITETXNMARKERSRESPONSE']._serialized_end=2299
 # @@protoc_insertion_point(module_scope)

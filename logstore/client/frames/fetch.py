@@ -6,11 +6,16 @@ one queue of ``QUEUE_MESSAGES`` slots: when the caller is slower than the broker
 blocks on the full queue, its stream is no longer read, and HTTP/2 flow control stops the
 broker. So memory stays at a few messages of ``MESSAGE_BYTES`` however long the range.
 
-Each stream is read straight off its own socket (``socket_stream``: one copy per message where
-gRPC's Python receive makes three) unless the client uses TLS or the broker's address is not a
-``host:port``; such streams, and a partition whose socket stream ended before it was done, go
-through gRPC (``subscription``) from the next offset not yet taken, which raises the typed
-error or carries on. ``SOCKET_STREAMS = False`` reads every stream through gRPC.
+Each stream is read straight off its own socket (one copy per message where gRPC's Python
+receive makes three) unless the client uses TLS or the broker's address is not a ``host:port``:
+off the broker's Subscribe data channel (``channel_stream``: the broker copies nothing either)
+when the broker advertises a ``stream_port``, else as an HTTP/2 call to its gRPC port
+(``socket_stream``). Streams that can use neither, and a partition whose socket stream ended
+before it was done, go through gRPC (``subscription``) from the next offset not yet taken, which
+raises the typed error or carries on; once a broker's data channel ended a stream early, the
+read's other streams from that broker use HTTP/2 (unless the broker's metadata, asked again,
+names another port: it restarted). ``CHANNEL_STREAMS = False`` leaves the data
+channel out, ``SOCKET_STREAMS = False`` reads every stream through gRPC.
 
 A stream is dropped as soon as a message reaches the partition's stop offset. An unreachable
 broker is retried with the consumer's backoff (``retries``) from the next offset not yet taken;
@@ -24,15 +29,14 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from logstore.client import wire
 from logstore.client.channel import is_transient
 from logstore.client.config import ISOLATION_LEVELS, backoff_seconds
-from logstore.client.frames.socket_stream import Ended, SocketStream, split_address
 from logstore.client.frames.span import Link
 from logstore.client.models import TopicPartition
-from logstore.client.subscription import Subscriptions
+from logstore.client.socket_reader import Ended, SocketReader
+from logstore.client.subscription import Stream, Subscriptions
 from logstore.errors import LogstoreError, UnavailableError
 
 #: Messages that may wait in the queue (each up to ``MESSAGE_BYTES``).
@@ -43,16 +47,12 @@ QUEUE_MESSAGES = 4
 #: ``poll()``'s 4 MiB: gRPC costs ~0.5 ms a message besides its bytes, and a table keeps them all.
 MESSAGE_BYTES = 16 << 20
 
-#: Read streams off their own sockets where that is possible (see above).
+#: Let streams be HTTP/2 calls read off their own sockets (``socket_stream``) where the data
+#: channel is not there; False reads every stream through grpcio (the benchmark's A/B rows).
 SOCKET_STREAMS = True
 
-
-def _socket_token(link: Link) -> tuple[bool, str | None]:
-    """(may streams use their own sockets, the bearer token to send): not under TLS."""
-    credentials = link.channels.credentials
-    if credentials is None:
-        return SOCKET_STREAMS, None
-    return SOCKET_STREAMS and not credentials.tls, credentials.token
+#: Read streams off the broker's Subscribe data channel when it has one (see above).
+CHANNEL_STREAMS = True
 
 
 def iter_messages(
@@ -66,28 +66,21 @@ def iter_messages(
         return
     max_bytes = config.max_partition_fetch_bytes or MESSAGE_BYTES
     isolation = ISOLATION_LEVELS[isolation_level]
-    subscriptions = Subscriptions(link.channels, link.route, isolation, max_bytes, QUEUE_MESSAGES)
-    sockets_allowed, token = _socket_token(link)
-    streams: dict[int, Any] = {}  # partition -> its current stream (a SocketStream or gRPC's)
-    through_grpc: set[int] = set()  # partitions whose socket stream ended early
+    subscriptions = Subscriptions(
+        link.channels, link.route, isolation, max_bytes, QUEUE_MESSAGES,
+        stream_port=link.stream_port if CHANNEL_STREAMS and SOCKET_STREAMS else None,
+        http2=SOCKET_STREAMS,
+    )
+    streams: dict[int, Stream | SocketReader] = {}  # partition -> its current stream
 
     def open_stream(partition: int) -> None:
         tp = TopicPartition(topic, partition)
-        if sockets_allowed and partition not in through_grpc:
-            address = link.route(tp)
-            if split_address(address) is not None:
-                streams[partition] = SocketStream(address, tp, pending[partition][0], isolation,
-                                                  max_bytes, subscriptions.queue, token)
-                return
         subscriptions.ensure(tp, pending[partition][0])
         streams[partition] = subscriptions.streams[tp]
 
     def drop(partition: int) -> None:
-        stream = streams.pop(partition, None)
-        if isinstance(stream, SocketStream):
-            stream.close()
-        elif stream is not None:
-            subscriptions.drop(stream.tp)
+        if streams.pop(partition, None) is not None:
+            subscriptions.drop(TopicPartition(topic, partition))
 
     waiting = sorted(pending)
     failures = 0
@@ -97,21 +90,24 @@ def iter_messages(
             while waiting and len(streams) < max(1, config.max_subscribed_partitions):
                 open_stream(waiting.pop(0))
             try:
-                stream, item = subscriptions.queue.get(timeout=idle_s)
+                taken, item = subscriptions.queue.get(timeout=idle_s)
             except queue.Empty:
                 stuck = ", ".join(f"{topic}/{p} at {span[0]}" for p, span in pending.items())
                 raise UnavailableError(
                     f"no records arrived for {idle_s:.0f} s while reading {stuck}"
                 ) from None
-            partition = stream.tp.partition
-            if streams.get(partition) is not stream or stream.closed:
+            partition = taken.tp.partition
+            stream = streams.get(partition)
+            if stream is None or stream is not taken or stream.closed:
                 continue
             span = pending[partition]
-            if isinstance(item, Ended):  # gRPC from here: its typed error, or it carries on
-                drop(partition)
-                through_grpc.add(partition)
-                open_stream(partition)
-                continue
+            if isinstance(item, Ended):  # another transport from here, or the channel's new port
+                streams.pop(partition, None)
+                error = subscriptions.ended(stream, item)
+                if error is None:
+                    open_stream(partition)
+                    continue
+                item = error
             if isinstance(item, LogstoreError):
                 drop(partition)
                 failures += 1

@@ -33,18 +33,16 @@ Threading: each stream has one reader thread, which alone touches its socket's r
 
 from __future__ import annotations
 
-import queue
 import socket
 import struct
-import threading
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
-from logstore.api.v1 import records_pb2
 from logstore.client import wire
-from logstore.client.models import TopicPartition
+from logstore.client.socket_reader import Closed, Ended, SocketReader, recv_exact, split_address
+
+__all__ = ["Ended", "SocketStream", "request_bytes", "split_address"]
 
 SUBSCRIBE_PATH = "/logstore.api.v1.LogStore/Subscribe"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -63,22 +61,6 @@ STREAM_ID = 1
 #: message of the broker's default ``max_subscribe_bytes``, renewed every quarter of it (64 MiB
 #: and 256 MiB read no faster, and would let a stalled reader leave more with the broker).
 WINDOW_BYTES = 16 << 20
-#: ``recv_into`` waits in the kernel for the whole frame part asked for, copying as data
-#: arrives, instead of returning each chunk to a Python loop (~4 % less client CPU). A receive
-#: low-water mark (``SO_RCVLOWAT``) was tried too and is not set: the kernel then wakes the
-#: reader only once that many bytes wait, which never happens at the end of a range.
-RECV_FLAGS = getattr(socket, "MSG_WAITALL", 0)
-#: How long ``close`` lets a reader blocked on a full queue take to notice.
-PUT_POLL_S = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """The stream stopped before it was closed (reset, ended, connection lost or refused)."""
-
-    reason: str
-
-
 def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
     return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream) + payload
 
@@ -120,94 +102,13 @@ def request_bytes(authority: str, request: bytes, token: str | None) -> bytes:
             + _frame(DATA, END_STREAM, STREAM_ID, message))
 
 
-def split_address(address: str) -> tuple[str, int] | None:
-    """``(host, port)`` of ``host:port`` or ``[v6]:port``; None for any other target form
-    (``unix:``, ``dns:///``...), which stays with gRPC."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host or "/" in host:
-        return None
-    if host.startswith("["):
-        if not host.endswith("]"):
-            return None
-        host = host[1:-1]
-    elif ":" in host:
-        return None
-    return host, int(port)
+class SocketStream(SocketReader):
+    """One partition's subscription from ``offset`` on, as an HTTP/2 call to the broker's gRPC
+    port at ``address``; puts ``(self, FetchedPartition | Ended)`` into ``out``."""
 
-
-class _Closed(Exception):
-    """The socket ran dry or was shut down."""
-
-
-class SocketStream:
-    """One partition's subscription from ``offset`` on, over its own connection; puts
-    ``(self, FetchedPartition | Ended)`` into ``out`` as ``subscription.Stream`` does."""
-
-    def __init__(self, address: str, tp: TopicPartition, offset: int, isolation: int,
-                 max_bytes: int, out: Any, token: str | None = None,
-                 connect_timeout_s: float = 10.0) -> None:
-        self.tp = tp
-        self.server = address
-        self.next_offset = offset
-        self.closed = False
-        self._out = out
-        self._token = token
-        self._connect_timeout_s = connect_timeout_s
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()  # guards _sock against close() while connecting
-        self._request = records_pb2.SubscribeRequest(
-            topic=tp.topic, partition=tp.partition, start=records_pb2.START_OFFSET,
-            offset=offset, max_bytes=max_bytes, isolation_level=isolation,  # type: ignore[arg-type]
-        ).SerializeToString()
-        self._thread = threading.Thread(
-            target=self._run, name=f"logstore-frames-socket-{tp.topic}-{tp.partition}", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.closed = True
-        with self._lock:
-            sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _put(self, item: Any) -> bool:
-        """Hand ``item`` over unless closed first (never blocks past ``close``)."""
-        while not self.closed:
-            try:
-                self._out.put((self, item), timeout=PUT_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        reason = "the broker ended the subscription"
-        try:
-            hostport = split_address(self.server)
-            if hostport is None:
-                raise _Closed(f"not a host:port address: {self.server!r}")
-            sock = socket.create_connection(hostport, timeout=self._connect_timeout_s)
-            with self._lock:
-                self._sock = sock
-                closed = self.closed
-            if closed:
-                return
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(request_bytes(self.server, self._request, self._token))
-            self._read(sock)
-        except Exception as exc:  # noqa: BLE001 - any failure: the caller goes on through gRPC
-            reason = str(exc) or type(exc).__name__
-        finally:
-            with self._lock:
-                sock_, self._sock = self._sock, None
-            if sock_ is not None:
-                sock_.close()
-        if not self.closed:
-            self._put(Ended(reason))
+    def _first_bytes(self) -> bytes:
+        """What is sent once connected (the request and all it needs)."""
+        return request_bytes(self.server, self._request, self._token)
 
     def _read(self, sock: socket.socket) -> None:
         """Frames until the stream ends; each whole gRPC message decoded and handed over."""
@@ -222,43 +123,43 @@ class SocketStream:
         credit = 0
         tp = self.tp
         while not self.closed:
-            _recv_exact(sock, head_view)
+            recv_exact(sock, head_view)
             length = int.from_bytes(head_view[0:3], "big")
             kind, flags = head[3], head[4]
             if kind != DATA:
                 payload = bytearray(length)
-                _recv_exact(sock, memoryview(payload))
+                recv_exact(sock, memoryview(payload))
                 if kind == SETTINGS and not flags & ACK:
                     sock.sendall(_frame(SETTINGS, ACK, 0))
                 elif kind == PING and not flags & ACK:
                     sock.sendall(_frame(PING, ACK, 0, bytes(payload)))
                 elif kind == HEADERS and flags & END_STREAM:
-                    raise _Closed("the broker ended the subscription")
+                    raise Closed("the broker ended the subscription")
                 elif kind == RST_STREAM:
-                    raise _Closed("the broker reset the subscription")
+                    raise Closed("the broker reset the subscription")
                 elif kind == GOAWAY:
-                    raise _Closed("the broker closed the connection")
+                    raise Closed("the broker closed the connection")
                 continue
             left = length
             padding = 0
             if flags & PADDED:
-                _recv_exact(sock, head_view[:1])
+                recv_exact(sock, head_view[:1])
                 padding = head[0]
                 left -= 1 + padding
             while left > 0:
                 if message is None:
                     take = min(GRPC_PREFIX_BYTES - prefix_got, left)
-                    _recv_exact(sock, prefix_view[prefix_got : prefix_got + take])
+                    recv_exact(sock, prefix_view[prefix_got : prefix_got + take])
                     prefix_got += take
                     left -= take
                     if prefix_got == GRPC_PREFIX_BYTES:
                         if prefix[0]:
-                            raise _Closed("a compressed gRPC message")
+                            raise Closed("a compressed gRPC message")
                         message = np.empty(int.from_bytes(prefix_view[1:5], "big"), np.uint8)
                         message_view, message_got, prefix_got = message.data, 0, 0
                 else:
                     take = min(len(message_view) - message_got, left)
-                    _recv_exact(sock, message_view[message_got : message_got + take])
+                    recv_exact(sock, message_view[message_got : message_got + take])
                     message_got += take
                     left -= take
                 if message is not None and message_got == len(message_view):
@@ -268,7 +169,7 @@ class SocketStream:
                     if not self._put(fetched):
                         return
             if padding:
-                _recv_exact(sock, memoryview(bytearray(padding)))
+                recv_exact(sock, memoryview(bytearray(padding)))
             credit += length
             if credit >= WINDOW_BYTES // 4:
                 update = struct.pack(">I", credit)
@@ -276,13 +177,4 @@ class SocketStream:
                              + _frame(WINDOW_UPDATE, 0, STREAM_ID, update))
                 credit = 0
             if flags & END_STREAM:
-                raise _Closed("the broker ended the subscription")
-
-
-def _recv_exact(sock: socket.socket, view: memoryview) -> None:
-    got, size = 0, len(view)
-    while got < size:
-        count = sock.recv_into(view[got:], size - got, RECV_FLAGS)
-        if count == 0:
-            raise _Closed("the connection closed")
-        got += count
+                raise Closed("the broker ended the subscription")

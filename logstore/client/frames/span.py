@@ -42,6 +42,9 @@ class Link:
     config: ConsumerConfig
     list_offsets: ListOffsets
     partition_count: Callable[[str], int]
+    #: stream_port(address, fresh) -> the Subscribe data channel's port of the broker at that
+    #: address (0: none, None: no broker answered), ``fresh`` asking the cluster again.
+    stream_port: Callable[[str, bool], int | None] = lambda address, fresh: 0
 
 
 def _query(bound: Bound, partition: int, default: str, name: str) -> OffsetQuery | int:

@@ -1,5 +1,6 @@
-"""``frames.socket_stream``: Subscribe read straight off its own socket, and the way back to gRPC
-(``frames.fetch``) when such a stream ends early."""
+"""``frames.socket_stream``: Subscribe read straight off its own socket as an HTTP/2 call to the
+gRPC port, and the way back to gRPC (``frames.fetch``) when such a stream ends early. The
+broker's data channel (``test_channel_stream``) is left out here, so range reads take this path."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from logstore.client import Admin, Consumer, Producer
-from logstore.client.frames import fetch
+from logstore.client.frames import fetch, socket_stream
 from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_integer, split_address
 from logstore.client.models import TopicPartition
 from logstore.errors import NotAuthenticatedError, NotAuthorizedError
@@ -25,6 +26,11 @@ from tests.client.frames.helpers import polled, table_rows
 from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
 
 Topic = Callable[..., str]
+
+
+@pytest.fixture(autouse=True)
+def _no_data_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "CHANNEL_STREAMS", False)
 
 
 def test_addresses_that_are_not_host_and_port_stay_with_grpc() -> None:
@@ -70,7 +76,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[SocketStream]:
             super().__init__(*args, **kwargs)
             streams.append(self)
 
-    monkeypatch.setattr(fetch, "SocketStream", Counted)
+    monkeypatch.setattr(socket_stream, "SocketStream", Counted)
     return streams
 
 

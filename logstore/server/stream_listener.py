@@ -1,0 +1,164 @@
+"""The Subscribe data channel: one Subscribe stream over its own plain TCP connection, each
+message written from the segment's memoryviews with ``sendmsg`` (no user-space copy).
+
+Serving a table read (``Consumer.read_arrow``, ``iter_arrow``) through gRPC, the broker's event
+loop spent ~40 % of its CPU in ``memmove``: the records joined into the serialized response,
+then grpcio copying that ``bytes`` into its own slices (docs/frames.md). Here the only copy is
+the kernel's, into the socket. What is answered is exactly what the gRPC ``Subscribe`` answers
+(``LogStoreService.subscribe_messages``: the same read right, start, long poll and messages);
+only the transport differs.
+
+Frames, integers little-endian::
+
+    hello     [u32 length][JSON {"token": "..."}]                       client -> broker
+    request   [u32 length][SubscribeRequest]                            client -> broker
+    message   [u32 length][u8 0][SubscribeResponse]                     broker -> client, repeated
+    refusal   [u32 length][u8 1][JSON {"reason": R, "message": M,       broker -> client, last
+                                       "metadata": {...}}]
+
+(``length`` counts what follows the kind byte.) The client sends its hello and request at once
+and then nothing more: any byte or the end of its side closes the stream (how a reader that is
+done says so). The hello's token is authenticated like a gRPC call's bearer token. A refused
+hello or request (a bad token, no read right, an unknown topic, an offset out of range, not the
+leader) is answered with a refusal and the connection closed: the reason, message and fields
+(``metadata``) of the error the gRPC ``Subscribe`` would have answered, so the client raises the
+same typed error (``errors.py``'s table maps it to a status for gRPC; here it travels as it is). Flow control is TCP's: a reader that stops
+reading fills the socket buffers and the broker's send waits.
+
+There is no TLS here: a broker with a certificate does not open the channel (its clients read
+through gRPC). Connections are not counted by ``max_subscriptions_per_connection`` (each carries
+one stream); streams are counted in ``logstore_requests_total{method="SubscribeChannel"}`` when
+they end (``code="OK"`` when the reader closed its side or the broker closed, the refusal's
+reason when refused).
+
+A response view of a segment stays valid while it is sent: segments keep their mapping for
+readers (``storage.segment``).
+
+Threading: event loop thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+import time
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from logstore.api.v1 import records_pb2
+from logstore.cluster.replica_channel import Connection, ReplicaChannelError
+from logstore.errors import InvalidRequestError, LogstoreError
+from logstore.server.auth import SecurityConfig, principal_var
+from logstore.server.errors import as_logstore_error
+from logstore.server.wire import subscribe_response_pieces
+
+log = logging.getLogger(__name__)
+
+METHOD = "SubscribeChannel"
+HELLO_TIMEOUT_S = 10.0
+#: A broker frame's head: the body's length, then its kind.
+HEAD = struct.Struct("<IB")
+MESSAGE, REFUSAL = 0, 1
+
+
+class StreamListener:
+    """Accepts table reads on the stream port and serves one Subscribe per connection."""
+
+    def __init__(self, service: Any, security: SecurityConfig) -> None:
+        self.service = service
+        self.security = security
+        self._listener: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0: an ephemeral port); the bound port."""
+        listener = socket.create_server((host.strip("[]"), port),
+                                        family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        listener.setblocking(False)
+        self._listener = listener
+        self._spawn(self._accept(listener))
+        return int(listener.getsockname()[1])
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                log.warning("stream listener: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self._spawn(self._serve(sock))
+
+    async def _serve(self, sock: socket.socket) -> None:
+        connection = Connection(sock)
+        started = time.perf_counter()
+        code = "OK"
+        watcher: asyncio.Task[None] | None = None
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                hello_bytes = await connection.read_frame()
+                body = await connection.read_frame()
+            try:
+                hello = json.loads(hello_bytes)
+            except ValueError:
+                raise InvalidRequestError("the stream channel's hello is not JSON", field="hello") from None
+            if not isinstance(hello, dict):
+                raise InvalidRequestError("the stream channel's hello is not a JSON object", field="hello")
+            principal_var.set(self.security.authenticate(str(hello.get("token") or "") or None, None))
+            try:
+                request = records_pb2.SubscribeRequest.FromString(body)
+            except DecodeError:
+                raise InvalidRequestError("malformed request: not a SubscribeRequest", field="request") from None
+            serving = asyncio.current_task()
+            assert serving is not None
+            watcher = self._spawn(_watch_close(sock, serving))
+            async for small, records in self.service.subscribe_messages(request):
+                pieces = subscribe_response_pieces(small, records)
+                await connection.send([HEAD.pack(sum(len(p) for p in pieces), MESSAGE), *pieces])
+        except asyncio.CancelledError:
+            pass  # the reader closed its side, as a reader that is done does (or the broker closes)
+        except (ReplicaChannelError, OSError, TimeoutError):
+            code = "CANCELLED"  # a reader that went away or never said hello
+        except Exception as exc:  # refused: its reason, as the gRPC Subscribe's status says
+            typed = as_logstore_error(exc)
+            code = typed.reason
+            if isinstance(exc, LogstoreError):
+                log.info("stream channel refused: %s (%s)", typed.message, typed.reason)
+            self.service.metrics.errors.labels(reason=typed.reason).inc()
+            refusal = json.dumps({"reason": typed.reason, "message": typed.message,
+                                  "metadata": typed.metadata}).encode()
+            with contextlib.suppress(OSError, ReplicaChannelError):
+                await connection.send([HEAD.pack(len(refusal), REFUSAL), refusal])
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            connection.close()
+            self.service._count(METHOD, code, started)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _watch_close(sock: socket.socket, serving: asyncio.Task[None]) -> None:
+    """Cancel ``serving`` once the reader closes its side (or sends anything: it must not)."""
+    with contextlib.suppress(OSError):
+        await asyncio.get_running_loop().sock_recv(sock, 1)
+    serving.cancel()
