@@ -3,7 +3,7 @@
 A ``Fetch`` is a request and an answer: while the broker reads and sends, the consumer waits, and
 while the consumer decodes, the broker idles (one fetch is kept ahead, but the next cannot go out
 before the previous answer says where it ended). A ``Subscribe`` stream lets the broker push the
-next batches as soon as the transport has room (HTTP/2 flow control bounds what is in flight), so
+next batches as soon as the transport has room (TCP's or HTTP/2's flow control bounds what is in flight), so
 both sides work at once and no call is set up per batch.
 
 Each stream goes to its partition's leader (one channel per broker; on a single node all go to

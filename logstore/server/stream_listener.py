@@ -1,8 +1,9 @@
 """The Subscribe data channel: one Subscribe stream over its own plain TCP connection, each
 message written from the segment's memoryviews with ``sendmsg`` (no user-space copy).
 
-Serving a table read (``Consumer.read_arrow``, ``iter_arrow``) through gRPC, the broker's event
-loop spent ~40 % of its CPU in ``memmove``: the records joined into the serialized response,
+Its readers are table reads (``Consumer.read_arrow``, ``iter_arrow``) and the Subscribe streams
+of consumers that are not group members (``client/channel_stream.py``). Serving a table read
+through gRPC, the broker's event loop spent ~40 % of its CPU in ``memmove``: the records joined into the serialized response,
 then grpcio copying that ``bytes`` into its own slices (docs/frames.md). Here the only copy is
 the kernel's, into the socket. What is answered is exactly what the gRPC ``Subscribe`` answers
 (``LogStoreService.subscribe_messages``: the same read right, start, long poll and messages);
@@ -67,7 +68,7 @@ MESSAGE, REFUSAL = 0, 1
 
 
 class StreamListener:
-    """Accepts table reads on the stream port and serves one Subscribe per connection."""
+    """Accepts readers on the stream port and serves one Subscribe per connection."""
 
     def __init__(self, service: Any, security: SecurityConfig) -> None:
         self.service = service

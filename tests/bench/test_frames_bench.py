@@ -23,7 +23,7 @@ def test_quick_frames_run_measures_every_workload(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     results = json.loads((tmp_path / "out.json").read_text())["results"]
-    assert [r["group"] for r in results] == (["100 B"] * 8 + ["100 B lz4"] * 2 + ["1 KiB"] * 4
+    assert [r["group"] for r in results] == (["100 B"] * 9 + ["100 B lz4"] * 2 + ["1 KiB"] * 5
                                              + ["JSON"] * 2
                                              + ["peers"] * 2 + ["memory"] * 2)
     for result in results:

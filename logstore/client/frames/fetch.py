@@ -3,7 +3,7 @@
 Each partition of the range gets a stream from its first offset (at most
 ``max_subscribed_partitions`` at once; the next opens when one finishes). The streams push into
 one queue of ``QUEUE_MESSAGES`` slots: when the caller is slower than the broker, a reader thread
-blocks on the full queue, its stream is no longer read, and HTTP/2 flow control stops the
+blocks on the full queue, its stream is no longer read, and flow control (TCP's, or HTTP/2's) stops the
 broker. So memory stays at a few messages of ``MESSAGE_BYTES`` however long the range.
 
 Each stream is read straight off its own socket (one copy per message where gRPC's Python
