@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     commands.required = True
     describe = commands.add_parser(
         "describe", help="brokers, controller, and every partition's leader, replicas and ISR",
-        description="Print the brokers (id, address, alive), the controller (id, epoch) and, per "
+        description="Print the brokers (id, address, alive, stream port), the controller (id, epoch) and, per "
                     "partition (internal topics included), the leader, leader epoch, replicas "
                     "and in-sync replicas, with the number of under-replicated partitions (ISR "
                     "shorter than the replica list). A single-node broker is a cluster of one.",
@@ -54,8 +54,9 @@ def describe_cluster(args: argparse.Namespace) -> int:
     print(f"partitions  {len(cluster.partitions)}, "
           f"under-replicated {cluster.under_replicated_partitions}")
     print()
-    _table([("broker", "address", "alive")] + [
-        (str(b.broker_id), b.address, "yes" if b.alive else "NO") for b in cluster.brokers
+    _table([("broker", "address", "alive", "stream port")] + [
+        (str(b.broker_id), b.address, "yes" if b.alive else "NO", str(b.stream_port or "-"))
+        for b in cluster.brokers
     ])
     print()
     _table([("topic", "partition", "leader", "epoch", "replicas", "isr", "")] + [

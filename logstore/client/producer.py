@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from logstore.api.v1 import records_pb2
-from logstore.client import bulk
+from logstore.client import bulk, produce_channel
 from logstore.client.accumulator import Accumulator
 from logstore.client.batch import ProducerBatch, RecordFuture, batch_group_future
 from logstore.client.channel import Channels, refused_as
@@ -408,6 +408,10 @@ class Producer:
             request_serializer=None,  # requests are serialized by wire.encode_produce_request
             response_deserializer=records_pb2.ProduceResponse.FromString,
         )
+        credentials = self._channels.credentials
+        if produce_channel.CHANNEL_PRODUCE and (credentials is None or not credentials.tls):
+            method = produce_channel.ChannelMethod(address, method, self._metadata.stream_port,
+                                                   credentials.token if credentials else None)
         return ProduceStream(
             method,
             server=address,

@@ -154,6 +154,11 @@ class ProduceStream:
                 if self._closing.is_set() and exc.code() == grpc.StatusCode.CANCELLED:
                     self._stop(error)
                     return
+            except LogstoreError as exc:  # a data channel's call (``produce_channel``)
+                error = exc
+                if self._closing.is_set():
+                    self._stop(error)
+                    return
             if error is None:  # the broker ended the stream
                 with self._lock:
                     if not self._pending:

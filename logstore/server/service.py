@@ -311,7 +311,7 @@ class LogStoreService(ClusterServiceMixin, GroupServiceMixin, ShareServiceMixin,
                 if reading is not None:
                     reading.cancel()
 
-    async def _stream_request(self, raw: bytes, held: int, peer: str) -> records_pb2.ProduceResponse:
+    async def _stream_request(self, raw: bytes | memoryview, held: int, peer: str) -> records_pb2.ProduceResponse:
         """One request of a ProduceStream (``held`` bytes of ``max_queued_request_bytes``, freed
         here): its answer, or its error as the answer's ``error``."""
         started = time.perf_counter()

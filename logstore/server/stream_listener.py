@@ -11,13 +11,15 @@ only the transport differs.
 
 Frames, integers little-endian::
 
-    hello     [u32 length][JSON {"token": "..."}]                       client -> broker
+    hello     [u32 length][JSON {"token": "...", "call": "subscribe"}]  client -> broker
     request   [u32 length][SubscribeRequest]                            client -> broker
     message   [u32 length][u8 0][SubscribeResponse]                     broker -> client, repeated
     refusal   [u32 length][u8 1][JSON {"reason": R, "message": M,       broker -> client, last
                                        "metadata": {...}}]
 
-(``length`` counts what follows the kind byte.) The client sends its hello and request at once
+(``length`` counts what follows the kind byte; ``"call"`` may be left out: ``"subscribe"``.
+A hello whose ``"call"`` is ``"produce"`` opens a produce stream instead, the frames of which
+``produce_channel`` describes.) The client sends its hello and request at once
 and then nothing more: any byte or the end of its side closes the stream (how a reader that is
 done says so). The hello's token is authenticated like a gRPC call's bearer token. A refused
 hello or request (a bad token, no read right, an unknown topic, an offset out of range, not the
@@ -56,6 +58,8 @@ from logstore.cluster.replica_channel import Connection, ReplicaChannelError
 from logstore.errors import InvalidRequestError, LogstoreError
 from logstore.server.auth import SecurityConfig, principal_var
 from logstore.server.errors import as_logstore_error
+from logstore.server.produce_channel import METHOD as PRODUCE_METHOD
+from logstore.server.produce_channel import serve_produce
 from logstore.server.wire import subscribe_response_pieces
 
 log = logging.getLogger(__name__)
@@ -106,18 +110,30 @@ class StreamListener:
         connection = Connection(sock)
         started = time.perf_counter()
         code = "OK"
+        method = METHOD
         watcher: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 hello_bytes = await connection.read_frame()
-                body = await connection.read_frame()
             try:
                 hello = json.loads(hello_bytes)
             except ValueError:
                 raise InvalidRequestError("the stream channel's hello is not JSON", field="hello") from None
             if not isinstance(hello, dict):
                 raise InvalidRequestError("the stream channel's hello is not a JSON object", field="hello")
+            call = hello.get("call", "subscribe")
+            if call not in ("subscribe", "produce"):
+                raise InvalidRequestError(f"the stream channel serves subscribe and produce, not {call!r}",
+                                          field="call")
             principal_var.set(self.security.authenticate(str(hello.get("token") or "") or None, None))
+            if call == "produce":
+                method = PRODUCE_METHOD
+                host, port = sock.getpeername()[:2]
+                await serve_produce(self.service, connection, f"stream:{host}:{port}",
+                                    lambda body: connection.send([HEAD.pack(len(body), MESSAGE), body]))
+                return
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                body = await connection.read_frame()
             try:
                 request = records_pb2.SubscribeRequest.FromString(body)
             except DecodeError:
@@ -146,7 +162,7 @@ class StreamListener:
             if watcher is not None:
                 watcher.cancel()
             connection.close()
-            self.service._count(METHOD, code, started)
+            self.service._count(method, code, started)
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -16,7 +16,9 @@ def test_describe_as_json_counts_under_replicated_partitions(
     assert run.code == 0, run.stderr
     document = json.loads(run.stdout)
     assert document["clustered"] is False
-    assert document["brokers"] == [{"broker_id": 0, "address": server, "alive": True}]
+    [broker] = document["brokers"]
+    assert broker["stream_port"] > 0  # the broker's Subscribe data channel
+    assert broker == {"broker_id": 0, "address": server, "alive": True, "stream_port": broker["stream_port"]}
     assert (document["controller_id"], document["controller_epoch"]) == (0, 0)
     mine = [p for p in document["partitions"] if p["topic"] == topic_name]
     assert [(p["partition"], p["leader_id"], p["replicas"], p["isr"], p["under_replicated"])

@@ -20,6 +20,7 @@ from logstore.errors import InvalidConfigError
 from logstore.server.config import ServerConfig
 from tests.broker_fixture import BrokerProcess, free_port
 from tests.certs import make_certificates
+from tests.server.helpers import batch, produce_request
 
 U32 = struct.Struct("<I")
 
@@ -112,3 +113,61 @@ def test_metadata_of_a_single_node_names_one_broker_with_its_stream_port(broker:
             response_deserializer=cluster_pb2.MetadataResponse.FromString,
         )(cluster_pb2.MetadataRequest(), timeout=10)
     assert [b.stream_port > 0 for b in response.brokers] == [True]
+
+
+def produce_channel(port: int, token: str = "") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    hello = json.dumps({"token": token, "call": "produce"}).encode()
+    sock.sendall(U32.pack(len(hello)) + hello)
+    return sock
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    def exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            assert chunk, "closed"
+            data += chunk
+        return data
+
+    length, kind = struct.unpack("<IB", exactly(5))
+    return kind, exactly(length)
+
+
+def test_a_produce_channel_answers_each_request_in_order_and_stays_open_after_a_bad_one(
+    broker: BrokerProcess,
+) -> None:
+    with Admin(broker.address) as admin:
+        admin.create_topic("p", 1)
+    port = advertised_port(broker.address)
+    requests = [produce_request("p", batch([b"a%d" % i, b"b%d" % i]), correlation_id=i).SerializeToString()
+                for i in (1, 2)]
+    requests.insert(1, b"\xff\xff")  # not a ProduceRequest
+    requests.append(produce_request("p", batch([b"c"]), correlation_id=3).SerializeToString())
+    with produce_channel(port) as sock:
+        sock.sendall(b"".join(U32.pack(len(r)) + r for r in requests))
+        answers = []
+        for _ in requests:
+            kind, body = read_frame(sock)
+            assert kind == 0
+            answers.append(records_pb2.ProduceResponse.FromString(body))
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""  # every request answered: the broker closes
+    assert answers[1].error.reason == "INVALID_REQUEST"
+    good = [answers[0], answers[2], answers[3]]
+    assert [a.correlation_id for a in good] == [1, 2, 3]
+    assert [a.results[0].base_offset for a in good] == [0, 2, 4]
+
+
+def test_a_produce_request_past_max_request_bytes_is_refused_unread(broker: BrokerProcess) -> None:
+    with produce_channel(advertised_port(broker.address)) as sock:
+        sock.sendall(U32.pack((64 << 20) + 1))
+        kind, body = read_frame(sock)
+    assert kind == 1 and json.loads(body)["reason"] == "LIMIT_EXCEEDED"
+
+
+def test_a_hello_for_another_call_is_refused(broker: BrokerProcess) -> None:
+    refused = exchange(advertised_port(broker.address), json.dumps({"call": "fetch"}).encode())
+    assert refused is not None and refused[1]["reason"] == "INVALID_REQUEST"
+    assert refused[1]["message"] == "the stream channel serves subscribe and produce, not 'fetch'"
