@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from logstore.client import Admin, Producer
+from logstore.client import Admin, Producer, produce_channel
 from logstore.client.config import ProducerConfig
 from logstore.errors import BatchTooLargeError
 from tests.broker_fixture import BrokerProcess
@@ -95,12 +95,15 @@ def wait_for_log_end(server: str, topic: str, end: int, timeout: float = 10.0) -
 
 
 @pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "not-idempotent"])
-def test_a_broker_killed_between_append_and_answer(broker: BrokerProcess,
-                                                   idempotent: bool) -> None:
+def test_a_broker_killed_between_append_and_answer(broker: BrokerProcess, idempotent: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The broker appends a batch, then is SIGKILLed before its answer reaches the producer
-    (a proxy holds the answers back); after the restart the producer sends the batch again.
-    Idempotent: the broker, its producer state rebuilt from the log, answers with the original
-    offsets and nothing is there twice. Without idempotence the retry is appended again."""
+    (a proxy in front of the gRPC port holds the answers back: the producer is kept off the
+    stream port, which the proxy does not stand in front of); after the restart the producer
+    sends the batch again. Idempotent: the broker, its producer state rebuilt from the log,
+    answers with the original offsets and nothing is there twice. Without idempotence the retry
+    is appended again."""
+    monkeypatch.setattr(produce_channel, "CHANNEL_PRODUCE", False)
     with Admin(broker.address) as admin:
         admin.create_topic("orders", 1)
     proxy = AnswerHoldingProxy(broker.port)
