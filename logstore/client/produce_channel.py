@@ -9,8 +9,9 @@ responses the caller iterates; when the iterator ends, the writer shuts the sock
 side, and the broker closes the channel once it has answered. A broken or closed connection
 raises ``UnavailableError`` from the iteration (``ProduceStream`` then reopens and resends what
 is pending, as after UNAVAILABLE through gRPC); a refusal (a refused token, a request over
-``max_request_bytes``) raises its typed error. A stream port that cannot be connected to is
-left out for ``NO_CHANNEL_S`` and the call goes through gRPC instead.
+``max_request_bytes``) raises its typed error. A stream port that cannot be connected to, or
+whose connection breaks before its first answer (another service listening there, a broker
+going down), is left out for ``NO_CHANNEL_S`` and the calls go through gRPC meanwhile.
 
 Threading: a call's writer thread alone sends; the caller's thread (``ProduceStream``'s reader)
 alone receives; ``cancel`` (any thread) shuts the socket down.
@@ -44,9 +45,13 @@ MAX_RESPONSE_BYTES = 64 << 20
 class ChannelCall:
     """One produce stream on its own connection: iterate it for the responses."""
 
-    def __init__(self, sock: socket.socket, requests: Iterator[bytes], server: str) -> None:
+    def __init__(self, sock: socket.socket, requests: Iterator[bytes], server: str,
+                 on_unanswered: Callable[[], None] = lambda: None) -> None:
         self._sock = sock
         self._server = server
+        self._answers = 0
+        #: Called when the channel breaks before its first answer (not this protocol, perhaps).
+        self._on_unanswered = on_unanswered
         self._writer = threading.Thread(target=self._write, args=(requests,),
                                         name="logstore-produce-channel", daemon=True)
         self._writer.start()
@@ -82,10 +87,15 @@ class ChannelCall:
                 raise UnavailableError(f"the data channel at {self._server} sent a {length}-byte frame")
             body = bytearray(length)
             recv_exact(self._sock, memoryview(body))
-        except (OSError, Closed) as exc:
+            if kind not in (MESSAGE, REFUSAL):
+                raise Closed(f"a frame of kind {kind}")
+        except (OSError, Closed, UnavailableError) as exc:
+            if not self._answers:
+                self._on_unanswered()
             raise UnavailableError(f"cannot reach the broker at {self._server}: its data channel "
                                    f"broke ({exc})") from None
         if kind == MESSAGE:
+            self._answers += 1
             return records_pb2.ProduceResponse.FromString(bytes(body))
         try:
             refusal = json.loads(body)
@@ -138,4 +148,9 @@ class ChannelMethod:
         except OSError:
             sock.close()
             return self._grpc(requests)
-        return ChannelCall(sock, requests, self._address)
+        return ChannelCall(sock, requests, self._address, self._unanswered)
+
+    def _unanswered(self) -> None:
+        """A channel broke before answering anything: gRPC for a while (the port may be some
+        other service's, or the broker is restarting: either way gRPC says which)."""
+        self._no_channel_until = time.monotonic() + NO_CHANNEL_S

@@ -82,3 +82,16 @@ def test_a_refused_token_or_write_is_the_typed_error(
             pytest.raises(NotAuthenticatedError):
         producer.send("guarded", b"c", partition=0).result(10)
     assert values(broker, "guarded", token=ADMIN_TOKEN) == [b"a"]
+
+
+def test_a_stream_port_that_speaks_something_else_leaves_the_producer_on_grpc(
+    broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with Admin(broker.address) as admin:
+        admin.create_topic("detour", 1)
+    grpc_port = int(broker.address.rpartition(":")[2])  # HTTP/2, not this protocol
+    with Producer(broker.address, retry_backoff_ms=10) as producer:
+        monkeypatch.setattr(producer._metadata, "stream_port", lambda address, fresh=False: grpc_port)
+        assert producer.send("detour", b"a", partition=0).result(20).offset == 0
+        assert producer.send("detour", b"b", partition=0).result(20).offset == 1
+    assert served(broker, "ProduceStream") == 1
