@@ -3,9 +3,12 @@ localhost, and client certificates whose common name is the principal (mutual TL
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,22 @@ def make_certificates(directory: Path, ips: tuple[str, ...] = ("127.0.0.1",)) ->
         extensions="subjectAltName=" + "".join(f"IP:{ip}," for ip in ips) + "DNS:localhost\n",
     )
     return Certificates(directory / "ca.crt", directory / "server.crt", directory / "server.key", directory)
+
+
+@contextlib.contextmanager
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    """A broker with a TLS certificate on its own data directory, killed on exit: (the
+    ``BrokerProcess``, the CA file clients pass as ``tls_ca``)."""
+    import grpc
+
+    from tests.broker_fixture import BrokerProcess
+
+    certs = make_certificates(tmp_path / "certs")
+    broker = BrokerProcess(tmp_path / "data", args=["--tls-cert", str(certs.server_cert),
+                                                    "--tls-key", str(certs.server_key)])
+    broker.start(wait=False)
+    try:
+        broker.wait_ready(credentials=grpc.ssl_channel_credentials(certs.ca.read_bytes()))
+        yield broker, str(certs.ca)
+    finally:
+        broker.kill()

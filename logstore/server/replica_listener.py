@@ -35,6 +35,7 @@ from logstore.api.v1 import cluster_pb2
 from logstore.cluster.replica_channel import Connection, ReplicaChannelError, frame, response_pieces
 from logstore.errors import InvalidRequestError, LogstoreError
 from logstore.server.auth import SecurityConfig, principal_var
+from logstore.server.tcp_listener import TcpListener
 
 log = logging.getLogger(__name__)
 
@@ -50,44 +51,27 @@ def _certificate_name(peercert: Any) -> str | None:
     return None
 
 
-class ReplicaListener:
+class ReplicaListener(TcpListener):
     """Accepts followers on the replica port and serves their fetches."""
 
+    name = "replica listener"
+
     def __init__(self, service: Any, security: SecurityConfig, ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__()
         self.service = service
         self.security = security
         self.ssl_context = ssl_context
-        self._listener: socket.socket | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: an ephemeral port); the bound port."""
         if self.ssl_context is not None:
             self._server = await asyncio.start_server(self._accepted_tls, host, port, ssl=self.ssl_context)
             return int(self._server.sockets[0].getsockname()[1])
-        listener = socket.create_server((host.strip("[]"), port), family=socket.AF_INET6 if ":" in host
-                                        else socket.AF_INET)
-        listener.setblocking(False)
-        self._listener = listener
-        self._spawn(self._accept(listener))
-        return int(listener.getsockname()[1])
+        return self._listen(host, port)
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _ = await loop.sock_accept(listener)
-            except OSError as exc:
-                log.warning("replica listener: accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            self._spawn(self._serve(Connection(sock), None))
+    async def _accepted(self, sock: socket.socket) -> None:
+        await self._serve(Connection(sock), None)
 
     async def _accepted_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -150,10 +134,4 @@ class ReplicaListener:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._listener is not None:
-            self._listener.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await super().close()

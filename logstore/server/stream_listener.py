@@ -60,6 +60,7 @@ from logstore.server.auth import SecurityConfig, principal_var
 from logstore.server.errors import as_logstore_error
 from logstore.server.produce_channel import METHOD as PRODUCE_METHOD
 from logstore.server.produce_channel import serve_produce
+from logstore.server.tcp_listener import TcpListener
 from logstore.server.wire import subscribe_response_pieces
 
 log = logging.getLogger(__name__)
@@ -71,40 +72,22 @@ HEAD = struct.Struct("<IB")
 MESSAGE, REFUSAL = 0, 1
 
 
-class StreamListener:
-    """Accepts readers on the stream port and serves one Subscribe per connection."""
+class StreamListener(TcpListener):
+    """Accepts readers and producers on the stream port, one stream per connection."""
+
+    name = "stream listener"
 
     def __init__(self, service: Any, security: SecurityConfig) -> None:
+        super().__init__()
         self.service = service
         self.security = security
-        self._listener: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: an ephemeral port); the bound port."""
-        listener = socket.create_server((host.strip("[]"), port),
-                                        family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-        listener.setblocking(False)
-        self._listener = listener
-        self._spawn(self._accept(listener))
-        return int(listener.getsockname()[1])
+        return self._listen(host, port)
 
-    def _spawn(self, work: Any) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _ = await loop.sock_accept(listener)
-            except OSError as exc:
-                log.warning("stream listener: accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            self._spawn(self._serve(sock))
+    async def _accepted(self, sock: socket.socket) -> None:
+        await self._serve(sock)
 
     async def _serve(self, sock: socket.socket) -> None:
         connection = Connection(sock)
@@ -163,15 +146,6 @@ class StreamListener:
                 watcher.cancel()
             connection.close()
             self.service._count(method, code, started)
-
-    async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 async def _watch_close(sock: socket.socket, serving: asyncio.Task[None]) -> None:

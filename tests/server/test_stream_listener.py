@@ -19,7 +19,7 @@ from logstore.client import Admin, Consumer
 from logstore.errors import InvalidConfigError
 from logstore.server.config import ServerConfig
 from tests.broker_fixture import BrokerProcess, free_port
-from tests.certs import make_certificates
+from tests.certs import tls_broker
 from tests.server.helpers import batch, produce_request
 
 U32 = struct.Struct("<I")
@@ -75,15 +75,8 @@ def test_a_bad_stream_port_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_a_broker_with_tls_opens_no_stream_port(tmp_path: Path) -> None:
-    certs = make_certificates(tmp_path / "certs")
-    broker = BrokerProcess(tmp_path / "data", args=["--tls-cert", str(certs.server_cert),
-                                                    "--tls-key", str(certs.server_key)])
-    broker.start(wait=False)
-    try:
-        broker.wait_ready(credentials=grpc.ssl_channel_credentials(certs.ca.read_bytes()))
-        assert advertised_port(broker.address, tls_ca=str(certs.ca)) == 0
-    finally:
-        broker.kill()
+    with tls_broker(tmp_path) as (broker, ca):
+        assert advertised_port(broker.address, tls_ca=ca) == 0
 
 
 def test_a_malformed_hello_or_request_is_refused_and_closed(broker: BrokerProcess) -> None:

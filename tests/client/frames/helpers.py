@@ -36,3 +36,31 @@ def table_rows(table: Any) -> list[Row]:
                                     columns["key"], columns["value"], columns["headers"],
                                     strict=True)
     ]
+
+
+RESTART_RECORDS = 240_000  # 24 MB: more than the socket buffers and the queue hold at a restart
+
+
+def read_across_a_restart(broker: Any) -> Any:
+    """Fill ``restarts`` with ``RESTART_RECORDS`` records of 100 B, start an ``iter_arrow`` of
+    it, SIGKILL and restart the broker after its first batch, and read on: the offsets read
+    (a numpy array)."""
+    import numpy as np
+
+    from logstore.client import Admin, Producer
+
+    with Admin(broker.address) as admin:
+        admin.create_topic("restarts", 1, {"flush": "never"})
+    with Producer(broker.address) as producer:
+        for first in range(0, RESTART_RECORDS, 40_000):
+            producer.send_batch("restarts", np.full((40_000, 100), first // 40_000, np.uint8),
+                                partition=0)
+        producer.flush()
+    with Consumer(broker.address, max_partition_fetch_bytes=256 << 10, retries=40,
+                  retry_backoff_ms=50, retry_backoff_max_ms=200) as consumer:
+        batches = consumer.iter_arrow("restarts", columns=["offset"])
+        offsets = [next(batches).column("offset")]
+        broker.kill()  # no grace period: the stream is cut mid-range
+        broker.start()
+        offsets += [batch.column("offset") for batch in batches]
+    return np.concatenate([column.to_numpy() for column in offsets])

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
@@ -21,8 +20,8 @@ from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_int
 from logstore.client.models import TopicPartition
 from logstore.errors import NotAuthenticatedError, NotAuthorizedError
 from tests.broker_fixture import BrokerProcess
-from tests.certs import make_certificates
-from tests.client.frames.helpers import polled, table_rows
+from tests.certs import tls_broker
+from tests.client.frames.helpers import RESTART_RECORDS, polled, read_across_a_restart, table_rows
 from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
 
 Topic = Callable[..., str]
@@ -103,24 +102,8 @@ def test_a_range_reads_through_its_own_socket_and_equals_grpc(
 def test_a_read_carries_on_through_grpc_when_the_broker_dies_under_it(
     broker_factory: Callable[..., BrokerProcess],
 ) -> None:
-    broker = broker_factory()
-    count = 240_000  # 24 MB: more than the socket buffers and the queue hold at the restart
-    with Admin(broker.address) as admin:
-        admin.create_topic("restarts", 1, {"flush": "never"})
-    with Producer(broker.address) as producer:
-        for first in range(0, count, 40_000):
-            producer.send_batch("restarts", np.full((40_000, 100), first // 40_000, np.uint8),
-                                partition=0)
-        producer.flush()
-    with Consumer(broker.address, max_partition_fetch_bytes=256 << 10, retries=40,
-                  retry_backoff_ms=50, retry_backoff_max_ms=200) as consumer:
-        batches = consumer.iter_arrow("restarts", columns=["offset"])
-        offsets = [next(batches).column("offset")]
-        broker.kill()  # no grace period: the stream is cut mid-range
-        broker.start()
-        offsets += [batch.column("offset") for batch in batches]
-    read = np.concatenate([column.to_numpy() for column in offsets])
-    assert np.array_equal(read, np.arange(count))  # nothing lost, nothing twice
+    read = read_across_a_restart(broker_factory())
+    assert np.array_equal(read, np.arange(RESTART_RECORDS))  # nothing lost, nothing twice
 
 
 def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
@@ -150,19 +133,11 @@ def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
 
 
 def test_under_tls_a_range_reads_through_grpc(tmp_path: Path, opened: list[SocketStream]) -> None:
-    certs = make_certificates(tmp_path / "certs")
-    broker = BrokerProcess(tmp_path / "data", args=["--tls-cert", str(certs.server_cert),
-                                                    "--tls-key", str(certs.server_key)])
-    broker.start(wait=False)
-    try:
-        broker.wait_ready(credentials=grpc.ssl_channel_credentials(certs.ca.read_bytes()))
-        ca = str(certs.ca)
+    with tls_broker(tmp_path) as (broker, ca):
         with Admin(broker.address, tls_ca=ca) as admin:
             admin.create_topic("sealed", 1)
         with Producer(broker.address, tls_ca=ca) as producer:
             producer.send_batch("sealed", [b"a", b"b"], partition=0).result(20)
         with Consumer(broker.address, tls_ca=ca) as consumer:
             assert consumer.read_arrow("sealed").column("value").to_pylist() == [b"a", b"b"]
-    finally:
-        broker.kill()
     assert opened == []
