@@ -32,8 +32,15 @@ from logstore.errors import (
     UnknownTopicError,
 )
 from tests.broker_fixture import BrokerProcess
-from tests.client.frames.helpers import RESTART_RECORDS, polled, read_across_a_restart, table_rows
-from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
+from tests.client.frames.helpers import (
+    RESTART_RECORDS,
+    check_guarded_reads,
+    guarded_broker,
+    polled,
+    read_across_a_restart,
+    table_rows,
+)
+from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN
 
 Topic = Callable[..., str]
 
@@ -128,23 +135,13 @@ def test_a_read_carries_on_when_the_broker_restarts_on_another_stream_port(
 def test_a_token_travels_on_the_channel_and_a_refusal_ends_the_stream(
     broker_factory: Callable[..., BrokerProcess], tmp_path: Path,
 ) -> None:
-    (tmp_path / "security.toml").write_text(SECURITY)
-    broker = broker_factory(args=["--security-file", str(tmp_path / "security.toml")])
-    with Admin(broker.address, token=ADMIN_TOKEN) as admin:
-        admin.create_topic("guarded", 1)  # the reader may read public.* only
-    with Producer(broker.address, token=ADMIN_TOKEN) as producer:
-        producer.send_batch("guarded", [b"a", b"b", b"c"], partition=0).result(20)
+    broker = guarded_broker(broker_factory, tmp_path)
     port = stream_port(broker.address, ADMIN_TOKEN)
     tp = TopicPartition("guarded", 0)
     assert bytes(getattr(first_item(broker.address, port, tp, ADMIN_TOKEN), "records", b"")).endswith(b"c")
     assert isinstance(first_item(broker.address, port, tp, READER_TOKEN), NotAuthorizedError)
     assert isinstance(first_item(broker.address, port, tp, "not-a-token"), NotAuthenticatedError)
-    with Consumer(broker.address, token=ADMIN_TOKEN) as consumer:
-        assert consumer.read_arrow("guarded").column("value").to_pylist() == [b"a", b"b", b"c"]
-    with Consumer(broker.address, token=READER_TOKEN) as consumer, pytest.raises(NotAuthorizedError):
-        consumer.read_arrow("guarded")
-    with Consumer(broker.address) as consumer, pytest.raises(NotAuthenticatedError):
-        consumer.read_arrow("guarded")
+    check_guarded_reads(broker)
 
 
 def test_a_refusal_is_the_typed_error_grpc_raises(

@@ -64,3 +64,34 @@ def read_across_a_restart(broker: Any) -> Any:
         broker.start()
         offsets += [batch.column("offset") for batch in batches]
     return np.concatenate([column.to_numpy() for column in offsets])
+
+
+def guarded_broker(broker_factory: Any, tmp_path: Any) -> Any:
+    """A broker with tokens and ACLs (``tests.server.test_security``) and a topic ``guarded``
+    of ``a``, ``b``, ``c`` that the reader's token may not read."""
+    from logstore.client import Admin, Producer
+    from tests.server.test_security import ADMIN_TOKEN, SECURITY
+
+    (tmp_path / "security.toml").write_text(SECURITY)
+    broker = broker_factory(args=["--security-file", str(tmp_path / "security.toml")])
+    with Admin(broker.address, token=ADMIN_TOKEN) as admin:
+        admin.create_topic("guarded", 1)  # the reader may read public.* only
+    with Producer(broker.address, token=ADMIN_TOKEN) as producer:
+        producer.send_batch("guarded", [b"a", b"b", b"c"], partition=0).result(20)
+    return broker
+
+
+def check_guarded_reads(broker: Any) -> None:
+    """``read_arrow`` of ``guarded``: the admin reads it, the reader and no token get the typed
+    errors, whichever transport the streams take."""
+    import pytest
+
+    from logstore.errors import NotAuthenticatedError, NotAuthorizedError
+    from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN
+
+    with Consumer(broker.address, token=ADMIN_TOKEN) as consumer:
+        assert consumer.read_arrow("guarded").column("value").to_pylist() == [b"a", b"b", b"c"]
+    with Consumer(broker.address, token=READER_TOKEN) as consumer, pytest.raises(NotAuthorizedError):
+        consumer.read_arrow("guarded")
+    with Consumer(broker.address) as consumer, pytest.raises(NotAuthenticatedError):
+        consumer.read_arrow("guarded")

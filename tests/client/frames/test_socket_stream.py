@@ -18,11 +18,17 @@ from logstore.client import Admin, Consumer, Producer
 from logstore.client.frames import fetch, socket_stream
 from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_integer, split_address
 from logstore.client.models import TopicPartition
-from logstore.errors import NotAuthenticatedError, NotAuthorizedError
 from tests.broker_fixture import BrokerProcess
 from tests.certs import tls_broker
-from tests.client.frames.helpers import RESTART_RECORDS, polled, read_across_a_restart, table_rows
-from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
+from tests.client.frames.helpers import (
+    RESTART_RECORDS,
+    check_guarded_reads,
+    guarded_broker,
+    polled,
+    read_across_a_restart,
+    table_rows,
+)
+from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN
 
 Topic = Callable[..., str]
 
@@ -109,12 +115,7 @@ def test_a_read_carries_on_through_grpc_when_the_broker_dies_under_it(
 def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
     broker_factory: Callable[..., BrokerProcess], tmp_path: Path,
 ) -> None:
-    (tmp_path / "security.toml").write_text(SECURITY)
-    broker = broker_factory(args=["--security-file", str(tmp_path / "security.toml")])
-    with Admin(broker.address, token=ADMIN_TOKEN) as admin:
-        admin.create_topic("guarded", 1)  # the reader may read public.* only
-    with Producer(broker.address, token=ADMIN_TOKEN) as producer:
-        producer.send_batch("guarded", [b"a", b"b", b"c"], partition=0).result(20)
+    broker = guarded_broker(broker_factory, tmp_path)
     tp = TopicPartition("guarded", 0)
     first: dict[str | None, object] = {}
     for token in (ADMIN_TOKEN, READER_TOKEN, None):
@@ -124,12 +125,7 @@ def test_a_token_travels_on_the_socket_and_a_refused_stream_ends(
         stream.close()
     assert bytes(getattr(first[ADMIN_TOKEN], "records", b"")).endswith(b"c")
     assert isinstance(first[READER_TOKEN], Ended) and isinstance(first[None], Ended)
-    with Consumer(broker.address, token=ADMIN_TOKEN) as consumer:
-        assert consumer.read_arrow("guarded").column("value").to_pylist() == [b"a", b"b", b"c"]
-    with Consumer(broker.address, token=READER_TOKEN) as consumer, pytest.raises(NotAuthorizedError):
-        consumer.read_arrow("guarded")
-    with Consumer(broker.address) as consumer, pytest.raises(NotAuthenticatedError):
-        consumer.read_arrow("guarded")
+    check_guarded_reads(broker)
 
 
 def test_under_tls_a_range_reads_through_grpc(tmp_path: Path, opened: list[SocketStream]) -> None:
