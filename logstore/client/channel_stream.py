@@ -71,12 +71,13 @@ class ChannelStream(SocketReader):
     def __init__(self, address: str, tp: TopicPartition, offset: int, isolation: int, max_bytes: int,
                  out: Any, token: str | None = None, *, broker_address: str = "",
                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        #: The broker's gRPC address this stream stands in for.
+        #: The broker's gRPC address this stream stands in for (also ``server``).
         self.broker_address = broker_address or address
         #: The stream port it connects to.
         self.port = int(address.rpartition(":")[2])
         self._messages = 0  # read so far: a channel that served some and broke was working
-        super().__init__(address, tp, offset, isolation, max_bytes, out, token, connect_timeout_s)
+        super().__init__(address, tp, offset, isolation, max_bytes, out, token, connect_timeout_s,
+                         server=self.broker_address)
 
     def _first_bytes(self) -> bytes:
         hello = json.dumps({"token": self._token or ""}).encode()
@@ -88,7 +89,7 @@ class ChannelStream(SocketReader):
         if connected and self._messages and isinstance(error, (Closed, ConnectionError)):
             return UnavailableError(
                 f"cannot reach the broker at {self.broker_address}: its data channel closed ({error})")
-        return Ended(f"the data channel at {self.server}: {error or type(error).__name__}")
+        return Ended(f"the data channel at {self.address}: {error or type(error).__name__}")
 
     def _read(self, sock: socket.socket) -> None:
         head = bytearray(HEAD.size)

@@ -77,10 +77,13 @@ class SocketReader:
 
     def __init__(self, address: str, tp: TopicPartition, offset: int, isolation: int,
                  max_bytes: int, out: Any, token: str | None = None,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, server: str = "") -> None:
         self.tp = tp
         #: Where it connects.
-        self.server = address
+        self.address = address
+        #: The broker it reads from, by its gRPC address (as ``subscription.Stream.server``:
+        #: what failures are reported against).
+        self.server = server or address
         self.next_offset = offset
         self.closed = False
         self._out = out
@@ -132,9 +135,9 @@ class SocketReader:
         outcome: Ended | LogstoreError = Ended("the broker ended the subscription")
         connected = False
         try:
-            hostport = split_address(self.server)
+            hostport = split_address(self.address)
             if hostport is None:
-                raise Closed(f"not a host:port address: {self.server!r}")
+                raise Closed(f"not a host:port address: {self.address!r}")
             sock = socket.create_connection(hostport, timeout=self._connect_timeout_s)
             with self._lock:
                 self._sock = sock
