@@ -13,6 +13,7 @@ A ``BrokerProcess`` can ``stop()`` (SIGTERM, returns the exit code), ``kill()`` 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,10 +30,36 @@ ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+#: Ports handed out come from below the kernel's ephemeral range: a port the kernel picks for an
+#: outgoing connection or a ``bind(0)`` (a broker's stream or replica port, an etcd member
+#: dialling its peers) can then never take one that a test has chosen but not bound yet.
+_PORT_RANGE = (max(1024, _ephemeral_low() - 12_000), _ephemeral_low())
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on now, outside the ephemeral range, not handed out before
+    in this process."""
+    for _ in range(1000):
+        port = random.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 class BrokerProcess:
