@@ -299,6 +299,7 @@ async def run(config: ServerConfig) -> int:
         "logstore serving",
         extra={
             "listen": f"{host}:{bound}",
+            "stream_port": service.stream_port,  # 0: none
             "tls": credentials is not None,
             "authentication": security.enabled,
             "metrics": metrics_address,

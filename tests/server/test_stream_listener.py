@@ -62,6 +62,9 @@ def test_the_broker_advertises_its_stream_port_and_a_fixed_one_is_used(
     assert advertised_port(broker.address) == port
     with socket.create_connection(("127.0.0.1", port), timeout=10):
         pass  # it listens there
+    serving = [json.loads(line) for line in broker.log_path.read_text().splitlines()
+               if '"logstore serving"' in line]
+    assert [line["stream_port"] for line in serving] == [port]  # the start-up line names it
 
 
 def test_a_bad_stream_port_is_a_config_error(tmp_path: Path) -> None:
