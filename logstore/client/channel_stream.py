@@ -54,6 +54,16 @@ MAX_REFUSAL_BYTES = 1 << 16
 MAX_MESSAGE_BYTES = 1 << 30
 
 
+def refusal_error(body: bytes | bytearray) -> LogstoreError | None:
+    """A refusal frame's body as the typed error it names; None when it is not one."""
+    try:
+        refusal = json.loads(body)
+        return make_error(str(refusal["reason"]), str(refusal["message"]),
+                          {str(k): str(v) for k, v in dict(refusal.get("metadata") or {}).items()})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class _Refused(Exception):
     def __init__(self, error: LogstoreError) -> None:
         super().__init__(error.message)
@@ -101,12 +111,9 @@ class ChannelStream(SocketReader):
             if kind == REFUSAL and length <= MAX_REFUSAL_BYTES:
                 body = bytearray(length)
                 recv_exact(sock, memoryview(body))
-                try:
-                    refusal = json.loads(body)
-                    error = make_error(str(refusal["reason"]), str(refusal["message"]),
-                                       {str(k): str(v) for k, v in dict(refusal.get("metadata") or {}).items()})
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    raise _NotTheProtocol(f"a malformed refusal: {bytes(body[:100])!r}") from None
+                error = refusal_error(body)
+                if error is None:
+                    raise _NotTheProtocol(f"a malformed refusal: {bytes(body[:100])!r}")
                 raise _Refused(error)
             if kind != MESSAGE:
                 raise _NotTheProtocol(f"a frame of kind {kind}")

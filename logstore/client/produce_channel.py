@@ -21,23 +21,26 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from logstore.api.v1 import records_pb2
-from logstore.client.channel import make_error
+from logstore.client.channel_stream import (
+    CONNECT_TIMEOUT_S,
+    HEAD,
+    MESSAGE,
+    REFUSAL,
+    U32,
+    refusal_error,
+)
 from logstore.client.socket_reader import Closed, recv_exact, split_address
 from logstore.errors import UnavailableError
 
-U32 = struct.Struct("<I")
-HEAD = struct.Struct("<IB")
-MESSAGE, REFUSAL = 0, 1
 #: Produce over the stream port where the broker has one (False: always gRPC; the A/B rows).
 CHANNEL_PRODUCE = True
-CONNECT_TIMEOUT_S = 2.0
+#: How long a broker's stream port is left out after it could not be used.
 NO_CHANNEL_S = 30.0
 MAX_RESPONSE_BYTES = 64 << 20
 
@@ -97,13 +100,8 @@ class ChannelCall:
         if kind == MESSAGE:
             self._answers += 1
             return records_pb2.ProduceResponse.FromString(bytes(body))
-        try:
-            refusal = json.loads(body)
-            error = make_error(str(refusal["reason"]), str(refusal["message"]),
-                               {str(k): str(v) for k, v in dict(refusal.get("metadata") or {}).items()})
-        except (ValueError, KeyError, TypeError, AttributeError):
-            error = UnavailableError(f"the data channel at {self._server} sent a malformed refusal")
-        raise error
+        raise refusal_error(body) or UnavailableError(
+            f"the data channel at {self._server} sent a malformed refusal")
 
     def cancel(self) -> None:
         try:
@@ -124,7 +122,7 @@ class ChannelMethod:
         self._stream_port = stream_port
         self._token = token
         self._no_channel_until = 0.0
-        self._fresh = False  # ask the metadata again: the last connection broke
+        self._fresh = False  # after the first call (a reopen follows a failure): ask the metadata again
 
     def __call__(self, requests: Iterator[bytes]) -> Any:
         hostport = split_address(self._address)

@@ -20,7 +20,6 @@ socket (``frames.socket_stream``); else grpcio. A data channel that cannot serve
 for ``NO_CHANNEL_S`` (the metadata is asked again first: a broker that restarted on another
 ephemeral port is read on the new one at once); an HTTP/2 stream that ended early leaves its
 partition to grpcio. A stream that moved to another transport stays there until it is reopened.
-``CHANNEL_STREAMS = False`` leaves the data channel out everywhere (the benchmarks' A/B).
 
 Threading: ``Subscriptions`` is used from the consumer's thread only; its reader threads touch
 only the shared queue.
@@ -46,8 +45,6 @@ from logstore.errors import LogstoreError, UnavailableError
 
 SUBSCRIBE = "/logstore.api.v1.LogStore/Subscribe"
 
-#: Read streams off the brokers' Subscribe data channels where they have one (see above).
-CHANNEL_STREAMS = True
 #: How long a broker's data channel is left out after it could not serve a stream.
 NO_CHANNEL_S = 30.0
 
@@ -130,7 +127,7 @@ class Subscriptions:
         credentials = channels.credentials
         sockets = credentials is None or not credentials.tls
         self._token = credentials.token if credentials is not None else None
-        self._stream_port = stream_port if sockets and CHANNEL_STREAMS else None
+        self._stream_port = stream_port if sockets else None
         self._http2 = http2 and sockets
         self._no_channel: dict[str, float] = {}  # broker address -> until when (monotonic)
         self._grpc_only: set[TopicPartition] = set()  # partitions whose HTTP/2 stream ended

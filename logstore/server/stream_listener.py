@@ -87,9 +87,6 @@ class StreamListener(TcpListener):
         return self._listen(host, port)
 
     async def _accepted(self, sock: socket.socket) -> None:
-        await self._serve(sock)
-
-    async def _serve(self, sock: socket.socket) -> None:
         connection = Connection(sock)
         started = time.perf_counter()
         code = "OK"

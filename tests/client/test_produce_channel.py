@@ -13,6 +13,7 @@ import pytest
 from logstore.client import Admin, Consumer, Producer, produce_channel
 from logstore.errors import NotAuthenticatedError, NotAuthorizedError
 from tests.broker_fixture import BrokerProcess
+from tests.server.helpers import batch, produce_request
 from tests.server.test_security import ADMIN_TOKEN, READER_TOKEN, SECURITY
 
 
@@ -81,6 +82,23 @@ def test_a_refused_token_or_write_is_the_typed_error(
     with Producer(broker.address, token="not-a-token", retries=0) as producer, \
             pytest.raises(NotAuthenticatedError):
         producer.send("guarded", b"c", partition=0).result(10)
+    # those were refused at the metadata call, through gRPC; on the channel itself:
+    with Consumer(broker.address, token=ADMIN_TOKEN) as consumer:
+        port = consumer._cluster.stream_port(broker.address)
+    request = produce_request("guarded", batch([b"d"])).SerializeToString()
+
+    def first_answer(token: str) -> object:
+        method = produce_channel.ChannelMethod(broker.address, None, lambda address, fresh: port, token)
+        call = method(iter([request]))
+        try:
+            return next(call)
+        except Exception as exc:  # noqa: BLE001 - the refusal is what is looked at
+            return exc
+        finally:
+            call.cancel()
+
+    assert isinstance(first_answer("not-a-token"), NotAuthenticatedError)
+    assert first_answer(READER_TOKEN).error.reason == "NOT_AUTHORIZED"
     assert values(broker, "guarded", token=ADMIN_TOKEN) == [b"a"]
 
 

@@ -40,9 +40,7 @@ from typing import cast
 import numpy as np
 
 from logstore.client import wire
-from logstore.client.socket_reader import Closed, Ended, SocketReader, recv_exact, split_address
-
-__all__ = ["Ended", "SocketStream", "request_bytes", "split_address"]
+from logstore.client.socket_reader import Closed, SocketReader, recv_exact
 
 SUBSCRIBE_PATH = "/logstore.api.v1.LogStore/Subscribe"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

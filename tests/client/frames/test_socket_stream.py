@@ -16,8 +16,9 @@ import pytest
 
 from logstore.client import Admin, Consumer, Producer
 from logstore.client.frames import fetch, socket_stream
-from logstore.client.frames.socket_stream import Ended, SocketStream, _hpack_integer, split_address
+from logstore.client.frames.socket_stream import SocketStream, _hpack_integer
 from logstore.client.models import TopicPartition
+from logstore.client.socket_reader import Ended, split_address
 from tests.broker_fixture import BrokerProcess
 from tests.certs import tls_broker
 from tests.client.frames.helpers import (
