@@ -1,7 +1,9 @@
 """The share-group RPCs of the LogStore service (a mixin of the service class in ``service.py``):
 protobuf in, one broker call, protobuf out. ``ShareStream`` serves ShareFetch requests over one
 bidirectional stream, one after another, each answered in order with its ``correlation_id``; a
-request that fails is answered with ``error`` set and the stream goes on.
+request that fails is answered with ``error`` set and the stream goes on. The next request is
+read while one is served: when it carries acknowledgements, the one waiting for records stops
+waiting and is answered (with nothing), so acknowledgements never queue behind a long poll.
 
 Rights: fetching and acknowledging need ``read`` on the group and on every topic (as a consumer
 group does); describing and listing need ``read`` on the group; changing the config or the start
@@ -14,6 +16,7 @@ admin calls answer for the share-partitions led here (the client asks every brok
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -50,6 +53,22 @@ def _acks(items: Any) -> list[AckRange]:
         delay = a.delay_ms if a.HasField("delay_ms") else None
         acks.append(AckRange(a.topic, a.partition, a.first_offset, a.last_offset, kind, delay, a.error))
     return acks
+
+
+async def _read_next(requests: AsyncIterator[bytes],
+                     interrupt: asyncio.Future[None]) -> share_pb2.ShareFetchRequest | LogstoreError | None:
+    """The stream's next request (None at its end; a malformed one as its error); one that
+    carries acknowledgements resolves ``interrupt``: the request before it stops waiting."""
+    raw = await anext(requests, None)
+    if raw is None:
+        return None
+    try:
+        request = share_pb2.ShareFetchRequest.FromString(raw)
+    except DecodeError as exc:
+        return InvalidRequestError(f"malformed ShareFetchRequest: {exc}", field="request")
+    if request.acknowledgements and not interrupt.done():
+        interrupt.set_result(None)
+    return request
 
 
 def _refused(results: list[AckResult]) -> list[share_pb2.ShareAcknowledgementResult]:
@@ -98,13 +117,14 @@ class ShareServiceMixin:
         for topic in topics:
             self.authorizer.check("topic", topic, "read")
 
-    async def _share_fetch(self, request: share_pb2.ShareFetchRequest) -> share_pb2.ShareFetchResponse:
+    async def _share_fetch(self, request: share_pb2.ShareFetchRequest,
+                           interrupt: asyncio.Future[None] | None = None) -> share_pb2.ShareFetchResponse:
         acks = _acks(request.acknowledgements)
         self._check_read(request.group_id, {*request.topics, *(a.topic for a in acks)})
         results, outcomes = await self.broker.share_fetch(
             request.group_id, request.member_id, list(request.topics), acks=acks,
             max_records=request.max_records or 500, max_bytes=request.max_bytes,
-            max_wait_ms=request.max_wait_ms, lock_ms=request.lock_ms,
+            max_wait_ms=request.max_wait_ms, lock_ms=request.lock_ms, interrupt=interrupt,
         )
         response = share_pb2.ShareFetchResponse(refused=_refused(results))
         for out in outcomes:
@@ -120,32 +140,41 @@ class ShareServiceMixin:
         return await self._unary("ShareFetch", context, lambda: self._share_fetch(request))
 
     async def ShareStream(self, request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[share_pb2.ShareFetchResponse]:
-        """Raw requests (``handlers.py``), each parsed, served and answered in turn."""
+        """Raw requests (``handlers.py``), each parsed, served and answered in turn; the next one
+        read meanwhile (``_read_next``)."""
         requests = aiter(request_iterator)
         async with self._rpc("ShareStream", context, in_flight=False):
-            while True:
-                raw = await anext(requests, None)
-                if raw is None:
-                    break
-                started = time.perf_counter()
-                self.in_flight += 1
-                correlation_id = 0
-                try:
-                    try:
-                        request = share_pb2.ShareFetchRequest.FromString(raw)
-                    except DecodeError as exc:
-                        raise InvalidRequestError(f"malformed ShareFetchRequest: {exc}", field="request") from None
-                    correlation_id = request.correlation_id
-                    response = await self._share_fetch(request)
-                except LogstoreError as exc:
-                    self.metrics.errors.labels(reason=exc.reason).inc()
-                    response = share_pb2.ShareFetchResponse(error=error_detail(exc))
-                finally:
-                    self.in_flight -= 1
-                response.correlation_id = correlation_id
-                self.metrics.latency.labels(method="ShareStream.request").observe(
-                    time.perf_counter() - started)
-                yield response
+            loop = asyncio.get_running_loop()
+            reading = asyncio.ensure_future(_read_next(requests, loop.create_future()))  # (the first: none to end)
+            try:
+                while True:
+                    request = await reading
+                    if request is None:
+                        break
+                    interrupt: asyncio.Future[None] = loop.create_future()
+                    reading = asyncio.ensure_future(_read_next(requests, interrupt))
+                    yield await self._serve_streamed(request, interrupt)
+            finally:
+                reading.cancel()
+
+    async def _serve_streamed(self, request: share_pb2.ShareFetchRequest | LogstoreError,
+                              interrupt: asyncio.Future[None]) -> share_pb2.ShareFetchResponse:
+        started = time.perf_counter()
+        self.in_flight += 1
+        correlation_id = 0
+        try:
+            if isinstance(request, LogstoreError):
+                raise request
+            correlation_id = request.correlation_id
+            response = await self._share_fetch(request, interrupt)
+        except LogstoreError as exc:
+            self.metrics.errors.labels(reason=exc.reason).inc()
+            response = share_pb2.ShareFetchResponse(error=error_detail(exc))
+        finally:
+            self.in_flight -= 1
+        response.correlation_id = correlation_id
+        self.metrics.latency.labels(method="ShareStream.request").observe(time.perf_counter() - started)
+        return response
 
     async def ShareAcknowledge(self, request: share_pb2.ShareAcknowledgeRequest, context: Any) -> share_pb2.ShareAcknowledgeResponse:
         async def call() -> share_pb2.ShareAcknowledgeResponse:

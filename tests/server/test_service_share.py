@@ -3,6 +3,9 @@ and every refusal with its status and reason."""
 
 from __future__ import annotations
 
+import queue
+import time
+
 import grpc
 
 from logstore.api.v1 import share_pb2
@@ -126,3 +129,55 @@ def test_share_stream_answers_in_order_and_a_failed_request_keeps_the_stream(stu
     assert failed.correlation_id == 8 and failed.error.reason == "UNKNOWN_TOPIC"
     assert failed.error.code == grpc.StatusCode.NOT_FOUND.value[0]
     assert (third.correlation_id, list(third.refused), acquired_offsets(third)) == (9, [], [2, 3])
+
+
+class Requests:
+    """A ShareStream's request iterator fed by the test, one request at a time."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[share_pb2.ShareFetchRequest | None] = queue.SimpleQueue()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.queue.get, None)
+
+
+def waiting_request(correlation_id: int, topic: str, acks=(), max_wait_ms: int = 5000):  # type: ignore[no-untyped-def]
+    return share_pb2.ShareFetchRequest(group_id="svc-w1", member_id="m1", topics=[topic],
+                                       max_records=10, max_wait_ms=max_wait_ms, correlation_id=correlation_id,
+                                       acknowledgements=list(acks))
+
+
+def test_a_stream_request_carrying_acks_ends_the_wait_of_the_one_before_it(stub, topic):
+    create_topic(stub, topic)
+    produce(stub, topic, values_of("task", 2))
+    requests = Requests()
+    call = stub.ShareStream(iter(requests), timeout=TIMEOUT_S)
+    try:
+        requests.queue.put(waiting_request(1, topic))
+        assert acquired_offsets(next(call)) == [0, 1]
+        requests.queue.put(waiting_request(2, topic))  # nothing left: waits up to 5 s
+        time.sleep(0.1)
+        sent = time.monotonic()
+        requests.queue.put(waiting_request(3, topic, [accept(topic, 0, 1)]))
+        ended = next(call)
+        assert (ended.correlation_id, acquired_offsets(ended)) == (2, [])
+        assert time.monotonic() - sent < 1.0  # answered at once, not after its 5 s
+        (state,) = stub.DescribeShareGroup(share_pb2.DescribeShareGroupRequest(group_id="svc-w1"),
+                                            timeout=TIMEOUT_S).partitions
+        assert (state.start_offset, state.acquired) == (2, 0)  # the acks behind it applied
+    finally:
+        call.cancel()
+
+
+def test_a_stream_request_without_acks_leaves_the_wait_of_the_one_before_it(stub, topic):
+    create_topic(stub, topic)
+    requests = Requests()
+    call = stub.ShareStream(iter(requests), timeout=TIMEOUT_S)
+    try:
+        sent = time.monotonic()
+        requests.queue.put(waiting_request(1, topic, max_wait_ms=600))
+        requests.queue.put(waiting_request(2, topic, max_wait_ms=600))  # a prefetch: no acks
+        first = next(call)
+        assert first.correlation_id == 1 and time.monotonic() - sent >= 0.55
+    finally:
+        call.cancel()

@@ -66,6 +66,14 @@ Pending = dict[tuple[str, int], tuple[SharePartition, Change]]
 MAX_RECORDS_LIMIT = 100_000
 
 
+def _resolver(future: asyncio.Future[bool]) -> Callable[[object], None]:
+    """A done-callback that ends ``future``'s wait (resolved False: no append)."""
+    def resolve(_: object) -> None:
+        if not future.done():
+            future.set_result(False)
+    return resolve
+
+
 class ShareCoordinator(ClusteredShares):
     def __init__(self, data_dir: DataDir, clock: Clock, partitions: int, wakeups: Wakeups,
                  executor: Executor, loop: asyncio.AbstractEventLoop, *, clustered: bool = False) -> None:
@@ -314,8 +322,12 @@ class ShareCoordinator(ClusteredShares):
         self, group_id: str, member_id: str, topics: Sequence[str], *,
         acks: Sequence[AckRange] = (), max_records: int = 500, max_bytes: int = 1 << 20,
         max_wait_ms: int = 0, lock_ms: int = 0, closing: Callable[[], bool] = lambda: False,
+        interrupt: asyncio.Future[None] | None = None,
     ) -> tuple[list[AckResult], list[AcquiredPartition]]:
-        """Apply ``acks``, then acquire records (waiting up to ``max_wait_ms`` for some)."""
+        """Apply ``acks``, then acquire records (waiting up to ``max_wait_ms`` for some; the
+        acknowledgements are written at the end of this tick, the answer waits for their
+        durability). ``interrupt`` done ends the wait (the answer then holds nothing): a
+        stream's next request carries acknowledgements, which must not queue behind it."""
         self._check_member(member_id, lock_ms)
         if not topics:
             raise InvalidRequestError("a share fetch needs at least one topic", field="topics")
@@ -341,14 +353,19 @@ class ShareCoordinator(ClusteredShares):
         while True:
             outcomes = self._acquire(group, owner, logs, max_records, max_bytes or (1 << 20), lock, pending)
             remaining = deadline - self._loop.time()
-            if outcomes or remaining <= 0 or closing():
+            if outcomes or remaining <= 0 or closing() or (interrupt is not None and interrupt.done()):
                 break
             future = self._wakeups.register(keys)
+            end_wait = _resolver(future)
+            if interrupt is not None:
+                interrupt.add_done_callback(end_wait)
             try:
                 change_s = self._next_change_s(group, logs)
                 await wait(future, remaining if change_s is None else min(remaining, change_s + 0.001))
             finally:
                 self._wakeups.unregister(keys, future)
+                if interrupt is not None:
+                    interrupt.remove_done_callback(end_wait)
         group.last_seen_ms[member_id] = self.clock.now_ms()
         await self.writer.commit()
         await self.settled([*keys, *((a.topic, a.partition) for a in acks)])
