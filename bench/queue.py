@@ -9,11 +9,14 @@ logstore share groups, Redis Streams and NATS JetStream, the fetch round trip at
   (``--batch``, default 1000: logstore ``max_records``, Redis ``XREADGROUP COUNT``, JetStream
   ``fetch(batch=)``); every worker reads each task's value and acknowledges each task on its own
   (logstore ``record.ack()``, the acks riding on the next poll, with ``--prefetch`` fetches in
-  flight over its ``ShareStream`` call; Redis one ``XACK`` per task in a pipeline; JetStream
+  flight over its share stream — on the broker's stream port, or with ``--share-grpc`` a gRPC
+  ``ShareStream`` call, the A/B rows; Redis one ``XACK`` per task in a pipeline; JetStream
   ``ack()`` per message). logstore's group allows ``workers x batch x (prefetch + 1)`` acquired
   records per partition (``max_acquired_records``; the default 2000 would keep most of 16
   workers waiting). Every worker is connected before the start; timed from the first fetch
-  sent to the last acknowledgement answered. CPU per task of the workers and of the server
+  sent to the last acknowledgement answered (with prefetch, a poll's acknowledgements count as
+  answered when that poll returns: the broker applies and writes them as it reads the fetch
+  they ride on, right after answering the one the poll returns). CPU per task of the workers and of the server
   process is printed below the table, counted to the last acknowledgement answered (each
   worker's own; the server's sampled every 10 ms) and, in brackets, to the end of the run: the
   workers' idle tail (``--idle-s`` of empty long polls before they stop) costs the same for any
@@ -29,7 +32,7 @@ logstore share groups, Redis Streams and NATS JetStream, the fetch round trip at
   a backlog no poll waits for records to be produced. The workers start at phases spread over a
   poll's period (worker i at i/4 of it: the broker sees a steady 100 polls/s, not four at once
   every 40 ms; ``--paced-phases aligned`` for bursts); each worker's first poll (which opens its
-  ``ShareStream`` call) is left out of the percentiles and printed on its own.
+  share stream) is left out of the percentiles and printed on its own.
 - **redelivery after SIGKILL**: a worker acquires a task with a 1 s lock and is SIGKILLed; a
   second member long-polls; measured from the acquisition to the redelivery, minus the lock.
 
@@ -123,6 +126,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--paced-phases", choices=("spread", "aligned"), default="spread",
                        help="paced run: workers start at phases spread over a poll's period (a steady "
                             "stream of polls, the default) or all at once (their polls in bursts)")
+    group.add_argument("--share-grpc", action="store_true",
+                       help="logstore workers poll over a gRPC ShareStream call, not the broker's stream port "
+                            "(the A/B rows of the share channel)")
     group.add_argument("--paced-unary", action="store_true",
                        help="paced run: each poll a unary ShareFetch call (ShareConsumer(stream=False)), not a "
                             "ShareStream message")
@@ -152,7 +158,8 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
             for workers in counts:
                 progress.start(f"{system}, {workers} workers")
                 prefetch = options.prefetch if system == "logstore" else 0
-                one = _run_once(system, running[system], workers, tasks, env, options.batch, prefetch)
+                one = _run_once(system, running[system], workers, tasks, env, options.batch, prefetch,
+                                grpc_only=options.share_grpc)
                 rates[(system, workers)] = tasks / one.seconds
                 goal = None
                 if system == "logstore" and workers == 16:
@@ -163,6 +170,8 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
                 label = f"{system}: {workers} worker{'s' if workers > 1 else ''}, batch {options.batch}"
                 if prefetch:
                     label += f", prefetch {prefetch}"
+                if system == "logstore" and options.share_grpc:
+                    label += ", over gRPC"
                 results.append(Result("queue", system, label, "run", tasks, tasks * VALUE_BYTES, [one.seconds], goal,
                                       params={"workers": workers, "partitions": PARTITIONS, "batch": options.batch,
                                               "prefetch": prefetch,
@@ -177,7 +186,8 @@ def run(options: argparse.Namespace, progress: Progress) -> list[Result]:
             paced_tasks = options.paced_tasks or min(plan.paced_tasks, max(tasks, PACED_WORKERS * PACED_BATCH))
             paced = _run_once("logstore", running["logstore"], PACED_WORKERS, paced_tasks, env, PACED_BATCH, 0,
                               rate=PACED_RATE / PACED_WORKERS, spread=options.paced_phases == "spread",
-                              spin_ms=options.paced_spin_ms, unary=options.paced_unary)
+                              spin_ms=options.paced_spin_ms, unary=options.paced_unary,
+                              grpc_only=options.share_grpc)
             label = (f"logstore: fetch+ack round trip at {paced_tasks / paced.seconds / 1000:.1f} k tasks/s "
                      f"(paced {PACED_RATE // 1000} k; {PACED_WORKERS} workers, batch {PACED_BATCH}, "
                      f"{options.paced_phases} phases" + (", unary ShareFetch" if options.paced_unary else ""))
@@ -226,10 +236,11 @@ def print_results(results: list[Result]) -> None:
 
 def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[str, str], batch: int,
               prefetch: int, rate: float = 0.0, spread: bool = True, spin_ms: float = 0.0,
-              unary: bool = False) -> Run:
+              unary: bool = False, grpc_only: bool = False) -> Run:
     """``rate``: pace each worker to ``rate`` tasks/s, worker i starting i/workers of a poll's
     period late with ``spread`` (else all at once), busy-waiting the last ``spin_ms`` of each pause;
-    ``unary``: logstore workers poll with ShareFetch calls."""
+    ``unary``: logstore workers poll with ShareFetch calls; ``grpc_only``: over gRPC, not the
+    stream port."""
     name = f"q{uuid.uuid4().hex[:8]}"
     {"logstore": _preload_logstore, "redis": _preload_redis, "nats": _preload_nats}[system](server, name, tasks)
     if system == "logstore":
@@ -243,7 +254,7 @@ def _run_once(system: str, server: Server, workers: int, tasks: int, env: dict[s
                           "--batch", str(batch), "--prefetch", str(prefetch), "--rate", str(rate),
                           "--idle-s", "3" if system == "nats" else "1",
                           "--phase", str(i / workers if spread else 0.0), "--spin-ms", str(spin_ms),
-                          *(["--unary"] if unary else [])],
+                          *(["--unary"] if unary else []), *(["--grpc"] if grpc_only else [])],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         for i in range(workers)
     ]

@@ -82,6 +82,10 @@ def run_logstore(args: argparse.Namespace) -> dict[str, Any]:
     from logstore.client import ShareConsumer
 
     options: dict[str, Any] = {"prefetch": args.prefetch} if args.prefetch else {}  # (older clients: no prefetch)
+    if args.grpc:
+        from logstore.client import share_channel
+
+        share_channel.CHANNEL_SHARE = False
     if args.unary:
         options["stream"] = False
     consumer = ShareConsumer(args.address, args.name, [args.name], max_records=args.batch, **options)
@@ -220,6 +224,7 @@ def main() -> int:
     parser.add_argument("--spin-ms", type=float, default=0.0,
                         help="with --rate: busy-wait the last MS of each pause instead of sleeping")
     parser.add_argument("--unary", action="store_true", help="logstore: a ShareFetch call per poll, not ShareStream")
+    parser.add_argument("--grpc", action="store_true", help="logstore: the ShareStream over gRPC, not the stream port")
     parser.add_argument("--idle-s", type=float, default=1.0)
     parser.add_argument("--lock-ms", type=int, default=1000)
     args = parser.parse_args()

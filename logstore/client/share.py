@@ -37,6 +37,12 @@ partitions' records that were acquired and not acknowledged come back at the new
 delivery counts kept, after no lock), so acknowledging one of them is refused with
 ``RECORD_NOT_ACQUIRED`` — the record is delivered again.
 
+Transport. On a single node the polls of a stream-mode consumer go over one share stream on
+the broker's stream port (``share_channel.py``: no gRPC threads), or over a gRPC
+``ShareStream`` call under TLS, when the broker has no stream port, or for ``NO_CHANNEL_S``
+after that port could not be used (not reachable, or it broke before answering anything).
+Both serve the same requests and answers.
+
 Pipelining. With ``prefetch=N`` (stream mode only) the consumer keeps N fetches in flight
 beyond the one ``poll`` waits for: while the caller works on a batch, the broker already
 acquires the next ones (each with a lock; records prefetched count as held by this member). A
@@ -59,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
@@ -68,9 +75,12 @@ import grpc
 import numpy as np
 
 from logstore.api.v1 import share_pb2
+from logstore.client import share_channel
 from logstore.client.channel import Channels, error_from_detail, translate_errors
 from logstore.client.config import Credentials, bootstrap_addresses, resolve_server
 from logstore.client.metadata import Metadata
+from logstore.client.produce_channel import NO_CHANNEL_S
+from logstore.client.share_channel import ShareChannel
 from logstore.client.share_routing import ShareRouter
 from logstore.client.share_stream import ShareStream
 from logstore.errors import LogstoreError, RecordNotAcquiredError, UnavailableError
@@ -192,7 +202,9 @@ class ShareConsumer:
         self.timeout = timeout
         self.stream = stream
         self.prefetch = prefetch
-        self._stream: ShareStream | None = None
+        self._stream: ShareStream | ShareChannel | None = None
+        #: Until then (monotonic s) the broker's stream port is left out: it could not be used.
+        self._no_channel_until = 0.0
         self._channels = Channels(Credentials.take(credentials))
         if credentials:
             raise TypeError(f"unknown ShareConsumer options: {', '.join(sorted(credentials))}")
@@ -340,7 +352,7 @@ class ShareConsumer:
         except grpc.FutureTimeoutError:
             raise UnavailableError(f"{self.server}: no connection within {wait_s:g} s") from None
         if not self._in_cluster() and self.stream and (self._stream is None or self._stream.broken):
-            self._stream = ShareStream(self._stub, self.server)
+            self._stream = self._open_stream()
 
     def poll(self, timeout: float | None = 1.0, max_records: int | None = None) -> list[ShareRecord]:
         """Acquire up to ``max_records`` records, waiting up to ``timeout`` seconds for some;
@@ -381,7 +393,7 @@ class ShareConsumer:
                       wait_ms: int) -> share_pb2.ShareFetchResponse:
         """Send ``request`` (and prefetches up to ``prefetch`` in flight); the oldest answer."""
         if self._stream is None or self._stream.broken:
-            self._stream = ShareStream(self._stub, self.server)
+            self._stream = self._open_stream()
         stream = self._stream
         stream.send(request)
         while len(stream.in_flight) <= self.prefetch:
@@ -390,12 +402,30 @@ class ShareConsumer:
         try:
             return stream.receive()
         except LogstoreError:
+            if isinstance(stream, ShareChannel) and stream.broken and not stream.answered:
+                self._no_channel_until = time.monotonic() + NO_CHANNEL_S  # (not a broker's channel?)
             # the call died: no request in flight will be answered; else only the oldest failed
             for lost in (stream.in_flight if stream.broken else [oldest]):
                 self._restore(lost.acknowledgements)
             if stream.broken:
                 stream.in_flight.clear()
             raise
+
+    def _open_stream(self) -> ShareStream | ShareChannel:
+        """The broker's share channel on its stream port where it has one (not under TLS, not
+        while left out), else a gRPC ``ShareStream`` call."""
+        credentials = self._channels.credentials
+        if (share_channel.CHANNEL_SHARE and not (credentials is not None and credentials.tls)
+                and time.monotonic() >= self._no_channel_until):
+            address = bootstrap_addresses(self.server)[0]
+            port = self._router.metadata.stream_port(address, self._stream is not None)
+            channel = ShareChannel.open(address, port, credentials.token if credentials else None,
+                                        self.server) if port else None
+            if channel is not None:
+                return channel
+            if port:
+                self._no_channel_until = time.monotonic() + NO_CHANNEL_S
+        return ShareStream(self._stub, self.server)
 
     def _records(self, part: share_pb2.AcquiredRecords) -> list[ShareRecord]:
         columns = decode_columns(part.records)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -55,11 +55,11 @@ def _acks(items: Any) -> list[AckRange]:
     return acks
 
 
-async def _read_next(requests: AsyncIterator[bytes],
+async def _read_next(next_raw: Callable[[], Awaitable[bytes | None]],
                      interrupt: asyncio.Future[None]) -> share_pb2.ShareFetchRequest | LogstoreError | None:
     """The stream's next request (None at its end; a malformed one as its error); one that
     carries acknowledgements resolves ``interrupt``: the request before it stops waiting."""
-    raw = await anext(requests, None)
+    raw = await next_raw()
     if raw is None:
         return None
     try:
@@ -140,22 +140,29 @@ class ShareServiceMixin:
         return await self._unary("ShareFetch", context, lambda: self._share_fetch(request))
 
     async def ShareStream(self, request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[share_pb2.ShareFetchResponse]:
-        """Raw requests (``handlers.py``), each parsed, served and answered in turn; the next one
-        read meanwhile (``_read_next``)."""
+        """Raw requests (``handlers.py``), each parsed, served and answered in turn."""
         requests = aiter(request_iterator)
         async with self._rpc("ShareStream", context, in_flight=False):
-            loop = asyncio.get_running_loop()
-            reading = asyncio.ensure_future(_read_next(requests, loop.create_future()))  # (the first: none to end)
-            try:
-                while True:
-                    request = await reading
-                    if request is None:
-                        break
-                    interrupt: asyncio.Future[None] = loop.create_future()
-                    reading = asyncio.ensure_future(_read_next(requests, interrupt))
-                    yield await self._serve_streamed(request, interrupt)
-            finally:
-                reading.cancel()
+            async for response in self.share_stream_answers(lambda: anext(requests, None)):
+                yield response
+
+    async def share_stream_answers(self, next_raw: Callable[[], Awaitable[bytes | None]]
+                                   ) -> AsyncIterator[share_pb2.ShareFetchResponse]:
+        """The answers of one share stream (gRPC ``ShareStream`` or the stream port's share
+        channel), in request order; ``next_raw`` gives the next serialized request (None at
+        the end). The next request is read while one is served (``_read_next``)."""
+        loop = asyncio.get_running_loop()
+        reading = asyncio.ensure_future(_read_next(next_raw, loop.create_future()))  # (the first: none to end)
+        try:
+            while True:
+                request = await reading
+                if request is None:
+                    break
+                interrupt: asyncio.Future[None] = loop.create_future()
+                reading = asyncio.ensure_future(_read_next(next_raw, interrupt))
+                yield await self._serve_streamed(request, interrupt)
+        finally:
+            reading.cancel()
 
     async def _serve_streamed(self, request: share_pb2.ShareFetchRequest | LogstoreError,
                               interrupt: asyncio.Future[None]) -> share_pb2.ShareFetchResponse:

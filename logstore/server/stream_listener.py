@@ -19,7 +19,7 @@ Frames, integers little-endian::
 
 (``length`` counts what follows the kind byte; ``"call"`` may be left out: ``"subscribe"``.
 A hello whose ``"call"`` is ``"produce"`` opens a produce stream instead, the frames of which
-``produce_channel`` describes.) The client sends its hello and request at once
+``produce_channel`` describes; ``"share"`` a share group member's stream, ``share_channel``.) The client sends its hello and request at once
 and then nothing more: any byte or the end of its side closes the stream (how a reader that is
 done says so). The hello's token is authenticated like a gRPC call's bearer token. A refused
 hello or request (a bad token, no read right, an unknown topic, an offset out of range, not the
@@ -60,6 +60,8 @@ from logstore.server.auth import SecurityConfig, principal_var
 from logstore.server.errors import as_logstore_error
 from logstore.server.produce_channel import METHOD as PRODUCE_METHOD
 from logstore.server.produce_channel import serve_produce
+from logstore.server.share_channel import METHOD as SHARE_METHOD
+from logstore.server.share_channel import serve_share
 from logstore.server.tcp_listener import TcpListener
 from logstore.server.wire import subscribe_response_pieces
 
@@ -73,7 +75,8 @@ MESSAGE, REFUSAL = 0, 1
 
 
 class StreamListener(TcpListener):
-    """Accepts readers and producers on the stream port, one stream per connection."""
+    """Accepts readers, producers and share group members on the stream port, one stream per
+    connection."""
 
     name = "stream listener"
 
@@ -102,8 +105,8 @@ class StreamListener(TcpListener):
             if not isinstance(hello, dict):
                 raise InvalidRequestError("the stream channel's hello is not a JSON object", field="hello")
             call = hello.get("call", "subscribe")
-            if call not in ("subscribe", "produce"):
-                raise InvalidRequestError(f"the stream channel serves subscribe and produce, not {call!r}",
+            if call not in ("subscribe", "produce", "share"):
+                raise InvalidRequestError(f"the stream channel serves subscribe, produce and share, not {call!r}",
                                           field="call")
             principal_var.set(self.security.authenticate(str(hello.get("token") or "") or None, None))
             if call == "produce":
@@ -111,6 +114,11 @@ class StreamListener(TcpListener):
                 host, port = sock.getpeername()[:2]
                 await serve_produce(self.service, connection, f"stream:{host}:{port}",
                                     lambda body: connection.send([HEAD.pack(len(body), MESSAGE), body]))
+                return
+            if call == "share":
+                method = SHARE_METHOD
+                await serve_share(self.service, connection,
+                                  lambda body: connection.send([HEAD.pack(len(body), MESSAGE), body]))
                 return
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 body = await connection.read_frame()

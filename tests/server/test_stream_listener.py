@@ -111,9 +111,10 @@ def test_metadata_of_a_single_node_names_one_broker_with_its_stream_port(broker:
     assert [b.stream_port > 0 for b in response.brokers] == [True]
 
 
-def produce_channel(port: int, token: str = "") -> socket.socket:
+def produce_channel(port: int, token: str = "", call: str = "produce") -> socket.socket:
+    """A connection to the stream port that said hello for ``call``."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    hello = json.dumps({"token": token, "call": "produce"}).encode()
+    hello = json.dumps({"token": token, "call": call}).encode()
     sock.sendall(U32.pack(len(hello)) + hello)
     return sock
 
@@ -166,4 +167,4 @@ def test_a_produce_request_past_max_request_bytes_is_refused_unread(broker: Brok
 def test_a_hello_for_another_call_is_refused(broker: BrokerProcess) -> None:
     refused = exchange(advertised_port(broker.address), json.dumps({"call": "fetch"}).encode())
     assert refused is not None and refused[1]["reason"] == "INVALID_REQUEST"
-    assert refused[1]["message"] == "the stream channel serves subscribe and produce, not 'fetch'"
+    assert refused[1]["message"] == "the stream channel serves subscribe, produce and share, not 'fetch'"
