@@ -341,8 +341,9 @@ class ShareConsumer:
     def connect(self, timeout: float | None = None) -> None:
         """Get ready to poll without acquiring anything: connect to the broker (waiting up to
         ``timeout`` seconds, default the consumer's ``timeout``), learn whether it is a cluster
-        and, in stream mode on a single node, open the ``ShareStream`` call. The first ``poll``
-        then costs what the others do (otherwise it does this itself). Raises
+        and, in stream mode on a single node, open the share stream (its channel or its
+        ``ShareStream`` call). The first ``poll`` then does not pay for connecting (otherwise
+        it does this itself). Raises
         ``UnavailableError`` when the broker cannot be reached in time."""
         if self._closed:
             raise ValueError("the share consumer is closed")
