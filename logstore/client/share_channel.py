@@ -25,7 +25,6 @@ import json
 import socket
 
 from logstore.api.v1 import share_pb2
-from logstore.client.channel import error_from_detail
 from logstore.client.channel_stream import (
     CONNECT_TIMEOUT_S,
     HEAD,
@@ -34,6 +33,7 @@ from logstore.client.channel_stream import (
     U32,
     refusal_error,
 )
+from logstore.client.share_stream import answer_of_oldest
 from logstore.client.socket_reader import Closed, recv_exact, split_address
 from logstore.errors import UnavailableError
 
@@ -107,15 +107,8 @@ class ShareChannel:
             self.close()
             raise refusal_error(body) or UnavailableError(
                 f"the share channel at {self._server} sent a malformed refusal")
-        response = share_pb2.ShareFetchResponse.FromString(bytes(body))
         self.answered += 1
-        expected = self.in_flight.pop(0).correlation_id
-        if response.correlation_id != expected:
-            self.close()
-            raise RuntimeError(f"the share channel answered request {response.correlation_id}, expected {expected}")
-        if response.HasField("error"):
-            raise error_from_detail(response.error)
-        return response
+        return answer_of_oldest(self, share_pb2.ShareFetchResponse.FromString(bytes(body)), "the share channel")
 
     def close(self) -> None:
         """End the stream (requests not answered are dropped)."""

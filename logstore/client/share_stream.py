@@ -21,11 +21,30 @@ from __future__ import annotations
 
 import itertools
 import queue
-from typing import Any
+from typing import Any, Protocol
 
 from logstore.api.v1 import share_pb2
 from logstore.client.channel import error_from_detail, translate_errors
 from logstore.errors import UnavailableError
+
+
+class InFlight(Protocol):
+    in_flight: list[share_pb2.ShareFetchRequest]
+
+    def close(self) -> None: ...
+
+
+def answer_of_oldest(stream: InFlight, response: share_pb2.ShareFetchResponse,
+                     name: str) -> share_pb2.ShareFetchResponse:
+    """``response`` as the answer to ``stream``'s oldest request in flight (taken off it): a
+    wrong ``correlation_id`` ends the stream (RuntimeError), an ``error`` is raised typed."""
+    expected = stream.in_flight.pop(0).correlation_id
+    if response.correlation_id != expected:
+        stream.close()
+        raise RuntimeError(f"{name} answered request {response.correlation_id}, expected {expected}")
+    if response.HasField("error"):
+        raise error_from_detail(response.error)
+    return response
 
 
 class ShareStream:
@@ -54,13 +73,7 @@ class ShareStream:
         except BaseException:
             self.close()
             raise
-        expected = self.in_flight.pop(0).correlation_id
-        if response.correlation_id != expected:
-            self.close()
-            raise RuntimeError(f"ShareStream answered request {response.correlation_id}, expected {expected}")
-        if response.HasField("error"):
-            raise error_from_detail(response.error)
-        return response
+        return answer_of_oldest(self, response, "ShareStream")
 
     def close(self) -> None:
         """End the call (requests not answered are dropped)."""
