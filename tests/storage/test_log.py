@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import threading
 import time
 
@@ -686,10 +687,17 @@ def test_readers_see_only_whole_batches_while_a_writer_appends_and_rolls(open_lo
             errors.append(exc)
 
     threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # two readers spinning in Python hold the GIL for the whole 5 ms switch interval each time
+    # the writer gives it up for a syscall: its 250 appends took 150-200 s; at 0.1 ms, under 1 s
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert errors == []
     assert reads[0] > 50
     assert len(partition_log.segments) > 5
