@@ -162,6 +162,8 @@ class ShareServiceMixin:
                 reading = asyncio.ensure_future(_read_next(next_raw, interrupt))
                 yield await self._serve_streamed(request, interrupt)
         finally:
+            if reading.done() and not reading.cancelled():
+                reading.exception()  # (a read that failed as the stream ended: nothing to answer)
             reading.cancel()
 
     async def _serve_streamed(self, request: share_pb2.ShareFetchRequest | LogstoreError,
