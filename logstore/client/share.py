@@ -48,8 +48,8 @@ beyond the one ``poll`` waits for: while the caller works on a batch, the broker
 acquires the next ones (each with a lock; records prefetched count as held by this member). A
 ``poll`` sends one fetch, carrying the acknowledgements queued so far, then returns the oldest
 answer, so an acknowledgement reaches the broker with the next ``poll`` as without prefetch (a
-fetch that carries acknowledgements ends the long poll of the prefetched fetch before it: that
-one is answered at once, possibly empty, and the acknowledgements are applied without waiting).
+fetch that carries acknowledgements ends the long polls of the prefetched fetches before it:
+they are answered at once, possibly empty, and the acknowledgements are applied without waiting).
 Default 0: a poll acquires only what it returns. Prefetched records are released at once by
 ``close()`` (or come back after their lock if the process dies). A poll may wait up to the
 timeout of the poll that sent the fetch it returns. When the stream breaks, the

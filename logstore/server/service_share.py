@@ -1,9 +1,10 @@
 """The share-group RPCs of the LogStore service (a mixin of the service class in ``service.py``):
 protobuf in, one broker call, protobuf out. ``ShareStream`` serves ShareFetch requests over one
 bidirectional stream, one after another, each answered in order with its ``correlation_id``; a
-request that fails is answered with ``error`` set and the stream goes on. The next request is
-read while one is served: when it carries acknowledgements, the one waiting for records stops
-waiting and is answered (with nothing), so acknowledgements never queue behind a long poll.
+request that fails is answered with ``error`` set and the stream goes on. Requests are read
+ahead of the one served (up to ``READ_AHEAD``): one that carries acknowledgements ends the long
+polls of the requests before it (each answered with what it acquired, possibly nothing), so
+acknowledgements never queue behind a long poll.
 
 Rights: fetching and acknowledging need ``read`` on the group and on every topic (as a consumer
 group does); describing and listing need ``read`` on the group; changing the config or the start
@@ -55,20 +56,35 @@ def _acks(items: Any) -> list[AckRange]:
     return acks
 
 
-async def _read_next(next_raw: Callable[[], Awaitable[bytes | None]],
-                     interrupt: asyncio.Future[None]) -> share_pb2.ShareFetchRequest | LogstoreError | None:
-    """The stream's next request (None at its end; a malformed one as its error); one that
-    carries acknowledgements resolves ``interrupt``: the request before it stops waiting."""
-    raw = await next_raw()
-    if raw is None:
-        return None
+#: Requests of one share stream read ahead of the one served (a ShareConsumer keeps at most 17
+#: in flight); past it the stream is not read (TCP holds the rest back).
+READ_AHEAD = 32
+
+Queued = tuple[share_pb2.ShareFetchRequest | LogstoreError, "asyncio.Future[None]"] | BaseException | None
+
+
+async def _read_ahead(next_raw: Callable[[], Awaitable[bytes | None]], queue: asyncio.Queue[Queued]) -> None:
+    """Read the stream's requests into ``queue``, each with the future that ends its wait: the
+    one current when it came, resolved by the next request that carries acknowledgements (every
+    request before that one then stops waiting). A malformed request is queued as its error; the
+    end as None; a read that fails as that exception (after the requests before it)."""
+    current: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     try:
-        request = share_pb2.ShareFetchRequest.FromString(raw)
-    except DecodeError as exc:
-        return InvalidRequestError(f"malformed ShareFetchRequest: {exc}", field="request")
-    if request.acknowledgements and not interrupt.done():
-        interrupt.set_result(None)
-    return request
+        while (raw := await next_raw()) is not None:
+            try:
+                request: share_pb2.ShareFetchRequest | LogstoreError = share_pb2.ShareFetchRequest.FromString(raw)
+            except DecodeError as exc:
+                request = InvalidRequestError(f"malformed ShareFetchRequest: {exc}", field="request")
+            if isinstance(request, share_pb2.ShareFetchRequest) and request.acknowledgements:
+                if not current.done():
+                    current.set_result(None)
+                current = asyncio.get_running_loop().create_future()
+            await queue.put((request, current))
+        await queue.put(None)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - raised by the answering loop, in order
+        await queue.put(exc)
 
 
 def _refused(results: list[AckResult]) -> list[share_pb2.ShareAcknowledgementResult]:
@@ -150,21 +166,17 @@ class ShareServiceMixin:
                                    ) -> AsyncIterator[share_pb2.ShareFetchResponse]:
         """The answers of one share stream (gRPC ``ShareStream`` or the stream port's share
         channel), in request order; ``next_raw`` gives the next serialized request (None at
-        the end). The next request is read while one is served (``_read_next``)."""
-        loop = asyncio.get_running_loop()
-        reading = asyncio.ensure_future(_read_next(next_raw, loop.create_future()))  # (the first: none to end)
+        the end). Requests are read ahead of the one served (``_read_ahead``), so one that
+        carries acknowledgements ends the long polls of those before it."""
+        queue: asyncio.Queue[Queued] = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.ensure_future(_read_ahead(next_raw, queue))
         try:
-            while True:
-                request = await reading
-                if request is None:
-                    break
-                interrupt: asyncio.Future[None] = loop.create_future()
-                reading = asyncio.ensure_future(_read_next(next_raw, interrupt))
-                yield await self._serve_streamed(request, interrupt)
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield await self._serve_streamed(*item)
         finally:
-            if reading.done() and not reading.cancelled():
-                reading.exception()  # (a read that failed as the stream ended: nothing to answer)
-            reading.cancel()
+            reader.cancel()
 
     async def _serve_streamed(self, request: share_pb2.ShareFetchRequest | LogstoreError,
                               interrupt: asyncio.Future[None]) -> share_pb2.ShareFetchResponse:

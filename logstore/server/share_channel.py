@@ -13,8 +13,8 @@ and an answer the reverse. Frames, integers little-endian, after the hello (whos
 
 Requests are served one after another and answered in request order, exactly as the gRPC
 ``ShareStream`` serves them (``ShareServiceMixin.share_stream_answers``): a request that fails
-is answered with ``error`` set and the channel stays open; the next request is read while one
-is served, and when it carries acknowledgements the one waiting for records stops waiting. A
+is answered with ``error`` set and the channel stays open; requests are read ahead of the one
+served, and one that carries acknowledgements ends the waits of those before it. A
 request longer than ``max_request_bytes`` is refused (``LIMIT_EXCEEDED``) unread and the
 connection closed. The client ends the stream by closing its side; requests it sent and that
 were not answered yet are dropped with the connection (their acquisitions come back after their

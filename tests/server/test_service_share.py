@@ -147,7 +147,7 @@ def waiting_request(correlation_id: int, topic: str, acks=(), max_wait_ms: int =
                                        acknowledgements=list(acks))
 
 
-def test_a_stream_request_carrying_acks_ends_the_wait_of_the_one_before_it(stub, topic):
+def test_a_stream_request_carrying_acks_ends_the_waits_of_those_before_it(stub, topic):
     create_topic(stub, topic)
     produce(stub, topic, values_of("task", 2))
     requests = Requests()
@@ -156,12 +156,13 @@ def test_a_stream_request_carrying_acks_ends_the_wait_of_the_one_before_it(stub,
         requests.queue.put(waiting_request(1, topic))
         assert acquired_offsets(next(call)) == [0, 1]
         requests.queue.put(waiting_request(2, topic))  # nothing left: waits up to 5 s
+        requests.queue.put(waiting_request(3, topic))  # a second prefetch, queued behind it
         time.sleep(0.1)
         sent = time.monotonic()
-        requests.queue.put(waiting_request(3, topic, [accept(topic, 0, 1)]))
-        ended = next(call)
-        assert (ended.correlation_id, acquired_offsets(ended)) == (2, [])
-        assert time.monotonic() - sent < 1.0  # answered at once, not after its 5 s
+        requests.queue.put(waiting_request(4, topic, [accept(topic, 0, 1)]))
+        ended = [next(call), next(call)]
+        assert [(e.correlation_id, acquired_offsets(e)) for e in ended] == [(2, []), (3, [])]
+        assert time.monotonic() - sent < 1.0  # answered at once, not after their 5 s
         (state,) = stub.DescribeShareGroup(share_pb2.DescribeShareGroupRequest(group_id="svc-w1"),
                                             timeout=TIMEOUT_S).partitions
         assert (state.start_offset, state.acquired) == (2, 0)  # the acks behind it applied

@@ -419,8 +419,8 @@ class LogStoreServicer:
         """ShareFetch over one bidirectional stream: requests are served one after another, each
         answered in order (acknowledgements piggybacked; the next requests may be sent before the
         answers come: they wait, already read, saving a call each). A request that carries
-        acknowledgements ends the long poll of the one before it (answered at once with what it
-        acquired, possibly nothing), so acknowledgements never wait behind a long poll.
+        acknowledgements ends the long polls of the requests before it (each answered at once with
+        what it acquired, possibly nothing), so acknowledgements never wait behind a long poll.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

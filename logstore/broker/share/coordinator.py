@@ -326,8 +326,8 @@ class ShareCoordinator(ClusteredShares):
     ) -> tuple[list[AckResult], list[AcquiredPartition]]:
         """Apply ``acks``, then acquire records (waiting up to ``max_wait_ms`` for some; the
         acknowledgements are written at the end of this tick, the answer waits for their
-        durability). ``interrupt`` done ends the wait (the answer then holds nothing): a
-        stream's next request carries acknowledgements, which must not queue behind it."""
+        durability). ``interrupt`` done ends the wait (the answer then holds nothing): a later
+        request of the same stream carries acknowledgements, which must not queue behind it."""
         self._check_member(member_id, lock_ms)
         if not topics:
             raise InvalidRequestError("a share fetch needs at least one topic", field="topics")
