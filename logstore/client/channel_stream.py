@@ -54,6 +54,15 @@ MAX_REFUSAL_BYTES = 1 << 16
 MAX_MESSAGE_BYTES = 1 << 30
 
 
+def greet(sock: socket.socket, token: str | None, call: str) -> None:
+    """Ready ``sock``, just connected to a stream port, for a ``call`` stream (``"produce"``,
+    ``"share"``): blocking, no Nagle delay, its hello sent. Raises the socket's OSError."""
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    hello = json.dumps({"token": token or "", "call": call}).encode()
+    sock.sendall(U32.pack(len(hello)) + hello)
+
+
 def refusal_error(body: bytes | bytearray) -> LogstoreError | None:
     """A refusal frame's body as the typed error it names; None when it is not one."""
     try:

@@ -19,7 +19,6 @@ alone receives; ``cancel`` (any thread) shuts the socket down.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from logstore.client.channel_stream import (
     MESSAGE,
     REFUSAL,
     U32,
+    greet,
     refusal_error,
 )
 from logstore.client.socket_reader import Closed, recv_exact, split_address
@@ -139,10 +139,7 @@ class ChannelMethod:
             return self._grpc(requests)
         self._fresh = True  # a later call (a reconnect) checks the port first
         try:
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            hello = json.dumps({"token": self._token or "", "call": "produce"}).encode()
-            sock.sendall(U32.pack(len(hello)) + hello)
+            greet(sock, self._token, "produce")
         except OSError:
             sock.close()
             return self._grpc(requests)

@@ -21,7 +21,6 @@ Threading: one thread at a time (the consumer's ``poll``/``commit``/``close``).
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 
 from logstore.api.v1 import share_pb2
@@ -31,6 +30,7 @@ from logstore.client.channel_stream import (
     MESSAGE,
     REFUSAL,
     U32,
+    greet,
     refusal_error,
 )
 from logstore.client.share_stream import answer_of_oldest
@@ -66,10 +66,7 @@ class ShareChannel:
         except OSError:
             return None
         try:
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            hello = json.dumps({"token": token or "", "call": "share"}).encode()
-            sock.sendall(U32.pack(len(hello)) + hello)
+            greet(sock, token, "share")
         except OSError:
             sock.close()
             return None
