@@ -29,6 +29,14 @@ def test_advance_drops_leading_done_records_only() -> None:
     assert len(window) == 3 and window.state.tolist() == [AVAILABLE, ACKNOWLEDGED, AVAILABLE]
 
 
+def test_advance_past_a_window_all_done_empties_it() -> None:
+    window = InFlightWindow(0)
+    window.extend(3)
+    window.set_state(slice(0, 3), ARCHIVED)
+    assert window.advance() == 3 and len(window) == 0
+    assert window.advance() == 3  # (an empty window stays where it is)
+
+
 def test_acquire_counts_deliveries_and_locks() -> None:
     window = InFlightWindow(0)
     window.extend(4)
@@ -122,5 +130,5 @@ def test_changes_mark_records_dirty_for_the_next_delta() -> None:
     window.extend(4)
     window.acquire(np.array([1, 2]), owner=1, now_ms=0, lock_ms=10)
     window.set_state(slice(3, 4), ACKNOWLEDGED)
-    assert np.flatnonzero(window.dirty).tolist() == [1, 2, 3]
-    assert window.runs(np.flatnonzero(window.dirty))["first"].tolist() == [1, 3]
+    assert window.dirty_indices().tolist() == [1, 2, 3]
+    assert window.runs(window.dirty_indices())["first"].tolist() == [1, 3]

@@ -26,8 +26,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
-import numpy as np
-
 from logstore.broker.internal import append_entries
 from logstore.broker.share.partition import SharePartition
 from logstore.broker.share.state_log import (
@@ -148,14 +146,14 @@ class StateWriter:
         """The delta (or snapshot) of ``sp``; its dirty marks cleared, its done head dropped."""
         window = sp.window
         if snapshot or sp.sequence == 0 or sp.sequence > DELTAS_PER_SNAPSHOT:
-            window.dirty[:] = 0
+            window.dirty[:] = False
             window.advance()
             sp.generation += 1
             sp.sequence = 1
             return self.state_log.state_entry(key, SNAPSHOT, sp.generation, 0, window, window.runs())
         record = self.state_log.state_entry(
-            key, DELTA, sp.generation, sp.sequence, window, window.runs(np.flatnonzero(window.dirty)))
-        window.dirty[:] = 0
+            key, DELTA, sp.generation, sp.sequence, window, window.runs(window.dirty_indices()))
+        window.dirty[:] = False
         sp.sequence += 1
         window.advance()
         return record

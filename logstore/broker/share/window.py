@@ -8,7 +8,7 @@ no delivery). Each record in it has:
 - ``count``: how many times it was delivered (acquired),
 - ``after_ms``: an Available record is not handed out before this time (delayed release),
 - ``since_ms``: when it was first delivered (the oldest unacknowledged age),
-- ``dirty``: 1 when its durable state (state, count, after_ms) changed since the last write
+- ``dirty``: True when its durable state (state, count, after_ms) changed since the last write
   (``state_writer.py`` writes the dirty records as one delta and clears the column).
 
 Records are addressed by index ``offset - start_offset``; every operation is a numpy slice or
@@ -41,7 +41,7 @@ NEVER_MS = 1 << 62
 _NO_INDICES = np.empty(0, np.int64)
 
 _FIELDS = (("state", np.uint8), ("count", np.uint32), ("after_ms", np.int64),
-           ("deadline_ms", np.int64), ("owner", np.int32), ("since_ms", np.int64), ("dirty", np.uint8))
+           ("deadline_ms", np.int64), ("owner", np.int32), ("since_ms", np.int64), ("dirty", np.bool_))
 
 
 class InFlightWindow:
@@ -97,8 +97,9 @@ class InFlightWindow:
     def advance(self) -> int:
         """Drop the leading records that are done (Acknowledged or Archived); the new start."""
         if self._n:
-            pending = np.flatnonzero(self.state < ACKNOWLEDGED)
-            done = int(pending[0]) if len(pending) else self._n
+            pending = self.state < ACKNOWLEDGED
+            first = int(pending.argmax())  # (stops at the first True: no scan of the whole window)
+            done = first if pending[first] else self._n
             if done:
                 self._head += done
                 self._n -= done
@@ -133,7 +134,8 @@ class InFlightWindow:
 
     def handable(self, now_ms: int) -> np.ndarray:
         """Indices of the records that may be acquired now."""
-        return np.flatnonzero((self.state == AVAILABLE) & (self.after_ms <= np.int64(now_ms)))
+        available = np.flatnonzero(self.state == AVAILABLE)  # (few, mostly: the rest is acquired or done)
+        return available[self.after_ms[available] <= np.int64(now_ms)]
 
     def expired(self, now_ms: int) -> np.ndarray:
         """Indices of acquired records whose lock has run out (the caller makes them
@@ -158,6 +160,10 @@ class InFlightWindow:
             times.append(int(later.min()))
         return min(times) if times else None
 
+    def dirty_indices(self) -> np.ndarray:
+        """Indices of the records whose durable state changed since the last write."""
+        return np.flatnonzero(self.dirty)
+
     def counts(self) -> np.ndarray:
         """Records per state (indexed by state)."""
         return np.bincount(self.state, minlength=4)
@@ -174,7 +180,7 @@ class InFlightWindow:
         self.owner[where] = owner
         self.deadline_ms[where] = now_ms + lock_ms
         self.next_expiry_ms = min(self.next_expiry_ms, now_ms + lock_ms)
-        self.dirty[where] = 1
+        self.dirty[where] = True
         since = self.since_ms[where]
         first = since == 0
         if isinstance(where, slice):
@@ -187,7 +193,7 @@ class InFlightWindow:
         self.after_ms[indices] = after_ms
         self.deadline_ms[indices] = 0
         self.owner[indices] = -1
-        self.dirty[indices] = 1
+        self.dirty[indices] = True
 
     def apply_runs(self, runs: np.ndarray) -> None:
         """Set state, count and available-after time from durable runs (the window is extended
