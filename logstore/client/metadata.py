@@ -284,13 +284,20 @@ class Metadata:
 
     # -- keeping it fresh ----------------------------------------------------------------------
 
-    def refresh(self, topics: Iterable[str] = (), *, retries: int | None = None) -> ClusterMap:
-        """Ask the cluster again (about every topic asked about so far, plus ``topics``)."""
+    def refresh(self, topics: Iterable[str] = (), *, retries: int | None = None,
+                wait_s: float | None = None) -> ClusterMap:
+        """Ask the cluster again (about every topic asked about so far, plus ``topics``). With
+        ``wait_s`` the call waits up to that long for the connection to come up (gRPC's
+        ``wait_for_ready``: a broker still starting is waited for, not failed at once) and is
+        not retried; its deadline passing is ``UnavailableError``."""
         with self._lock:
             self._topics.update(dict.fromkeys(topics))
             request = cluster_pb2.MetadataRequest(topics=list(self._topics))
-            response = self._ask(lambda stub: stub.Metadata(request, timeout=self._timeout),
-                                 self._retries if retries is None else retries)
+            if wait_s is None:
+                response = self._ask(lambda stub: stub.Metadata(request, timeout=self._timeout),
+                                     self._retries if retries is None else retries)
+            else:
+                response = self._ask(lambda stub: stub.Metadata(request, timeout=wait_s, wait_for_ready=True), 0)
             current = ClusterMap.from_response(response)
             self._map = current
             self._fetched_at = self._clock()

@@ -71,7 +71,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from types import TracebackType
 from typing import Any, NamedTuple
 
-import grpc
 import numpy as np
 
 from logstore.api.v1 import share_pb2
@@ -208,8 +207,7 @@ class ShareConsumer:
         self._channels = Channels(Credentials.take(credentials))
         if credentials:
             raise TypeError(f"unknown ShareConsumer options: {', '.join(sorted(credentials))}")
-        #: The first bootstrap address's channel (all calls on a single node).
-        self._channel = self._channels.channel(bootstrap_addresses(self.server)[0])
+        #: The first bootstrap address's stub (all calls on a single node).
         self._stub = self._channels.stub(bootstrap_addresses(self.server)[0])
         self._router = ShareRouter(
             Metadata(self.server, self._channels, retries=2, retry_backoff_ms=100.0,
@@ -348,9 +346,11 @@ class ShareConsumer:
         if self._closed:
             raise ValueError("the share consumer is closed")
         wait_s = self.timeout if timeout is None else timeout
+        # one Metadata call that waits for the connection (not grpc.channel_ready_future: its
+        # connectivity-polling thread spends ~0.1 s of CPU around a connect, in every worker)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=wait_s)
-        except grpc.FutureTimeoutError:
+            self._clustered = self._router.metadata.refresh(wait_s=wait_s).clustered
+        except UnavailableError:
             raise UnavailableError(f"{self.server}: no connection within {wait_s:g} s") from None
         if not self._in_cluster() and self.stream and (self._stream is None or self._stream.broken):
             self._stream = self._open_stream()

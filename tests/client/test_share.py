@@ -56,6 +56,15 @@ def test_connect_acquires_nothing_and_opens_the_stream(server: str, new_topic: T
         other.commit()
 
 
+def test_connect_leaves_no_thread_running(server: str, new_topic: Topic) -> None:
+    topic, group = new_topic(1), group_name()
+    with ShareConsumer(server, group, topic) as consumer:
+        before = set(threading.enumerate())
+        consumer.connect(timeout=5)
+        # (grpc.channel_ready_future left a connectivity-polling thread running for up to 0.2 s)
+        assert set(threading.enumerate()) - before == set()
+
+
 def test_connect_to_no_broker_is_unavailable() -> None:
     consumer = ShareConsumer(f"127.0.0.1:{free_port()}", group_name(), "t")
     started = time.monotonic()
