@@ -7,9 +7,13 @@ dead-letter topic, and counts anomalies (each should be 0):
 - ``unjustified_redelivery``: a task delivered again while its previous delivery still held
   its lock: no release was sent for it, no broker crash came between, and the lock (``lock_ms``
   from that delivery) had not run out;
-- ``count_not_increasing``: a delivery whose delivery count is not above that of the delivery
-  answered before it (deliveries are ordered by when their poll returned, ``got``: a long poll
-  asked early may return after a delivery asked later);
+- ``count_not_increasing``: two deliveries of a task with the same delivery count, or one
+  asked for after another was answered yet with a count not above it. The broker makes each
+  acquisition (its count) durable before answering, so counts order a task's deliveries as the
+  broker handed them out, across crashes too; the workers' clocks only bound each acquisition
+  (between when its fetch was asked, ``t``, and when its poll returned, ``got``): a long poll
+  asked early may return after a delivery asked later, and an answer prefetched before a broker
+  crash may be polled after the restarted broker handed the task to another worker;
 - ``not_done``: records the broker still had available or acquired at the end.
 """
 
@@ -87,13 +91,19 @@ def check(tasks: dict[tuple[int, int], int], events: list[dict[str, Any]], dead:
             report.flag("accepted_twice", f"task {number} at {key}: {accepted[key]} accepts applied")
         if poison and accepted[key]:
             report.flag("poison_accepted", f"task {number} at {key}")
+        # in the order the broker handed them out (by delivery count); each acquisition happened
+        # between its "t" and its "got"
+        ordered = sorted(deliveries[key], key=lambda d: (d["dc"], _answered(d)))
+        for i, earlier in enumerate(ordered):
+            for later in ordered[i + 1:]:
+                if later["dc"] == earlier["dc"] or earlier["t"] > _answered(later) + SLACK_S:
+                    report.flag("count_not_increasing",
+                                f"task {number}: {later['dc']} to {later['w']} answered at "
+                                f"{_answered(later):.3f}, {earlier['dc']} to {earlier['w']} asked at "
+                                f"{earlier['t']:.3f}")
         previous: dict[str, Any] | None = None
-        # in the order the deliveries were answered: a long poll asked early ("t") may be answered
-        # after a delivery asked later; "got" bounds when its records were acquired
-        for delivery in sorted(deliveries[key], key=_answered):
+        for delivery in ordered:
             if previous is not None:
-                if delivery["dc"] <= previous["dc"]:
-                    report.flag("count_not_increasing", f"task {number}: {previous['dc']} then {delivery['dc']}")
                 start, now = previous["t"], _answered(delivery)
                 released = any(start - SLACK_S <= t <= now + SLACK_S for t in releases[key])
                 crashed = any(start - SLACK_S <= t <= now + SLACK_S for t in crashes)

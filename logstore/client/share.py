@@ -53,7 +53,12 @@ they are answered at once, possibly empty, and the acknowledgements are applied 
 Default 0: a poll acquires only what it returns. Prefetched records are released at once by
 ``close()`` (or come back after their lock if the process dies). A poll may wait up to the
 timeout of the poll that sent the fetch it returns. When the stream breaks, the
-acknowledgements of every fetch not answered are queued again, as for one.
+acknowledgements of every fetch not answered are queued again, as for one. An answer that
+arrived before the broker went down is still returned by a later poll (after a restart too):
+its records' locks did not survive a restart (they became Available, their delivery counts
+kept), so the restarted broker may hand them to another member, and acknowledging them is
+refused (``RecordNotAcquiredError``) — at-least-once, as for any record a worker holds
+when its broker restarts.
 
 ``close()`` sends what is queued and leaves the group: the records it still holds become
 available to the other members at once. Thread-safety: ``ack``/``release``/``reject`` and

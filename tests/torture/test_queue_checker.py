@@ -64,5 +64,21 @@ def test_a_long_poll_asked_early_and_answered_late_is_ordered_by_its_answer() ->
     assert report.anomalies["count_not_increasing"] == 0 and report.anomalies["unjustified_redelivery"] == 0
 
 
+def test_a_lower_count_asked_after_a_higher_one_was_answered_is_flagged() -> None:
+    events = [ev("deliver", 0.0, dc=2, got=0.1), ev("deliver", 2.0, w="w1", dc=1, got=2.1),
+              ev("sent", 2.2, w="w1", kind="accept")]
+    assert check(TASKS, events, set(), [], lock_ms=1000, remaining=0).anomalies["count_not_increasing"] == 1
+
+
+def test_an_answer_prefetched_before_a_crash_and_polled_after_it_is_fine() -> None:
+    # w1 prefetched the task (count 1) at 0.0, the broker was killed at 0.2; the restarted
+    # broker handed it to w0 (count 2) at 0.5; w1's poll returned the old answer only at 0.8
+    events = [ev("deliver", 0.0, w="w1", dc=1, got=0.8), ev("deliver", 0.5, dc=2, got=0.5),
+              ev("sent", 0.6, kind="accept"), ev("ok", 0.7, kind="accept")]
+    report = check(TASKS, events, set(), [0.2], lock_ms=1000, remaining=0)
+    assert not any(report.anomalies.values())
+    assert check(TASKS, events, set(), [], lock_ms=1000, remaining=0).anomalies["unjustified_redelivery"] == 1
+
+
 def test_records_left_at_the_end_are_flagged() -> None:
     assert check({}, [], set(), [], lock_ms=1000, remaining=3).anomalies["not_done"] == 1
