@@ -6,6 +6,7 @@ See ``layout.py`` for the byte layout.
 from logstore.records.batch import (
     BatchHeader,
     iter_headers,
+    iter_spans,
     read_header,
     record_section,
     validate_batch,
@@ -42,6 +43,7 @@ __all__ = [
     "encode_columns",
     "encode_headers",
     "iter_headers",
+    "iter_spans",
     "now_ms",
     "read_header",
     "record_section",

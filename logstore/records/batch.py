@@ -38,6 +38,7 @@ from logstore.records.layout import (
     OMIT_FLAGS,
     OMITTED_FILL,
     SAME_TIMESTAMP_FLAG,
+    SPAN_STRUCT,
     TIMESTAMP_DELTA,
     TRANSACTIONAL_FLAG,
     VALUE_LENGTH,
@@ -151,6 +152,21 @@ def iter_headers(buffer: Buffer, start: int = 0, end: int | None = None) -> Iter
             return
         yield header
         position += header.batch_length
+
+
+def iter_spans(buffer: Buffer, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int, int, int]]:
+    """``(position, base_offset, next_offset, batch_length, attributes)`` of each whole batch in
+    ``buffer[start:end]``, reading 28 bytes of each header and building no ``BatchHeader`` (a
+    share fetch walks ~20 batches per 1,000 records); assumes the batches were validated."""
+    end = len(buffer) if end is None else end
+    position = start
+    unpack = SPAN_STRUCT.unpack_from
+    while position + HEADER_SIZE <= end:
+        base_offset, batch_length, attributes, last_offset_delta = unpack(buffer, position)
+        if batch_length < HEADER_SIZE or position + batch_length > end:
+            return
+        yield position, base_offset, base_offset + last_offset_delta + 1, batch_length, attributes
+        position += batch_length
 
 
 def walk_positions(buffer: Buffer, start: int, end: int) -> Iterator[tuple[int, int, int]]:

@@ -96,6 +96,10 @@ ASSIGNED_PREFIX_SIZE = 16
 
 #: Reading just enough of a header to walk a segment: base_offset, batch_length.
 WALK_STRUCT = struct.Struct("<qi")
+#: A header's first 28 bytes as a walk over batches needs them: base_offset, batch_length,
+#: attributes, last_offset_delta (leader_epoch, crc, magic and the reserved byte skipped).
+SPAN_STRUCT = struct.Struct("<qi10xHi")
+assert SPAN_STRUCT.size == LAST_OFFSET_DELTA_POSITION + 4
 
 COLUMN_COUNT = 5
 COLUMN_WIDTH = 4

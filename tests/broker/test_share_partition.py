@@ -7,7 +7,7 @@ from pathlib import Path
 from logstore.broker.share import AckKind, AckRange, ShareGroupConfig
 from logstore.broker.share.partition import Change, SharePartition
 from logstore.broker.share.window import ACKNOWLEDGED, AVAILABLE, InFlightWindow
-from logstore.records import encode_batch
+from logstore.records import decode_columns, encode_batch
 from logstore.storage import DataDir
 
 
@@ -32,5 +32,25 @@ def test_records_of_the_window_past_the_given_end_wait_and_are_not_marked_done(t
         assert (sp.window.state[5:10] == AVAILABLE).all() and not (sp.window.state == ACKNOWLEDGED).any()
         assert acquire(None) == [5, 6, 7, 8, 9]
         assert sp.window.count[5:10].tolist() == [2] * 5
+    finally:
+        data_dir.close()
+
+
+def test_adjacent_new_batches_go_as_one_piece_and_a_marker_between_splits_them(tmp_path: Path) -> None:
+    data_dir = DataDir.open(tmp_path)
+    try:
+        data_dir.create_topic("t", 1)
+        partition_log = data_dir.log("t", 0)
+        for batch in ([b"a", b"b"], [b"c", b"d"]):
+            partition_log.append(encode_batch(batch), sync=False)
+        partition_log.append(encode_batch([b""], control=True), sync=False)  # a transaction marker
+        partition_log.append(encode_batch([b"e"]), sync=False)
+        sp = SharePartition("g", "t", 0, InFlightWindow(0))
+        out = sp.acquire(partition_log, 0, 1000, 30_000, ShareGroupConfig(), 100, 1 << 20, Change())
+        assert len(out.records) == 2  # offsets 0-3 in one piece, 5 in another
+        assert decode_columns(bytes(out.records[0])).values_bytes() == [b"a", b"b", b"c", b"d"]
+        assert decode_columns(bytes(out.records[1])).values_bytes() == [b"e"]
+        assert (out.first_offsets.tolist(), out.last_offsets.tolist()) == ([0, 5], [3, 5])
+        assert sp.window.state[4] == ACKNOWLEDGED  # the marker's offset: done as met
     finally:
         data_dir.close()

@@ -17,6 +17,7 @@ from logstore.records import (
     encode_columns,
     encode_headers,
     iter_headers,
+    iter_spans,
     read_header,
     validate_batch,
     validate_batches,
@@ -98,6 +99,17 @@ def test_iter_headers_walks_batches_and_stops_at_a_partial_one():
     buffer = bytes(first + second) + bytes(second[:-1])
     assert [h.base_offset for h in iter_headers(buffer)] == [0, 3]
     assert [p for p, _, _ in walk_positions(buffer, 0, len(buffer))] == [0, len(first)]
+
+
+def test_iter_spans_gives_each_batch_its_offsets_length_and_attributes():
+    first, second = valid_batch(base_offset=0), encode_batch([b"c"], base_offset=3, control=True)
+    buffer = bytes(first) + bytes(second) + bytes(second[:-1])
+    header = read_header(second)
+    assert list(iter_spans(buffer)) == [
+        (0, 0, 3, len(first), read_header(first).attributes),
+        (len(first), 3, 4, len(second), header.attributes),
+    ]
+    assert header.is_control and list(iter_spans(buffer, len(first), len(first) + len(second)))[0][1] == 3
 
 
 def test_walk_positions_stops_at_a_length_shorter_than_a_header():

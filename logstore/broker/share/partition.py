@@ -34,7 +34,8 @@ from logstore.broker.share.window import (
     ranges,
 )
 from logstore.errors import RecordNotAcquiredError
-from logstore.records import iter_headers, read_header
+from logstore.records import iter_headers, iter_spans, read_header
+from logstore.records.layout import CONTROL_FLAG
 from logstore.storage import PartitionLog
 
 #: Bytes asked of the log per read while acquiring.
@@ -169,46 +170,54 @@ class SharePartition:
 
     def _take_new(self, partition_log: PartitionLog, end: int, room: int, must: bool,
                   out: AcquiredPartition, budget: list[int], change: Change) -> np.ndarray:
-        """Records past the window's end (below ``end``): whole batches while they fit."""
+        """Records past the window's end (below ``end``): whole batches while they fit, each
+        run of adjacent batches sent as one piece of the log."""
         window = self.window
         first_new = window.end_offset
         taken_until = first_new
         skipped: list[tuple[int, int]] = []
+        # (the redeliveries' pieces are one batch each: a batch sent already is not sent twice)
         sent_base = read_header(out.records[-1]).base_offset if out.records else -1
         while taken_until < end and room > 0 and budget[0] > 0:
-            result = partition_log.read(taken_until, min(READ_CHUNK_BYTES, budget[0]))
-            if not len(result.data):
+            data = partition_log.read(taken_until, min(READ_CHUNK_BYTES, budget[0])).data
+            if not len(data):
                 break
             progressed = False
-            for header in iter_headers(result.data):
-                if header.next_offset <= taken_until:
+            piece_start = piece_end = -1  # the run of adjacent batches taken from ``data``
+            for position, base, following, length, attributes in iter_spans(data):
+                if following <= taken_until:
                     continue
-                if header.base_offset >= end:  # past the readable end (a cluster's high watermark)
+                if base >= end:  # past the readable end (a cluster's high watermark)
                     room = 0
                     break
-                lo = max(header.base_offset, taken_until)
+                lo = max(base, taken_until)
                 if lo > taken_until:
                     skipped.append((taken_until, lo))  # offsets with no batch (compacted)
-                if header.is_control:
-                    skipped.append((lo, header.next_offset))
-                    taken_until = header.next_offset
+                if attributes & CONTROL_FLAG:
+                    skipped.append((lo, following))
+                    taken_until = following
                     progressed = True
                     continue
-                fresh = header.next_offset - lo
-                if fresh > room and not must:
+                if following - lo > room and not must:
                     room = 0
                     break
-                upto = min(header.next_offset, lo + room, end)
-                if header.base_offset != sent_base:
-                    out.records.append(result.data[header.position:header.end_position])
-                    budget[0] -= header.batch_length  # (else: sent already for its redeliveries)
-                    sent_base = header.base_offset
+                upto = min(following, lo + room, end)
+                if base != sent_base:
+                    if position != piece_end:
+                        if piece_end >= 0:
+                            out.records.append(data[piece_start:piece_end])
+                        piece_start = position
+                    piece_end = position + length
+                    budget[0] -= length
+                    sent_base = base
                 room -= upto - lo
                 must = False
                 taken_until = upto
                 progressed = True
                 if room <= 0 or budget[0] <= 0:
                     break
+            if piece_end >= 0:
+                out.records.append(data[piece_start:piece_end])
             if not progressed:
                 break
         if taken_until == first_new:

@@ -39,9 +39,9 @@ class AckRange:
 class AcquiredPartition:
     """What one share fetch took from one partition.
 
-    ``records`` are whole batches (bytes as stored, each once, in offset order) holding the
-    acquired records; a batch may hold
-    records not acquired (taken by another member, acknowledged): only the offsets in the ranges
+    ``records`` are pieces of the log (bytes as stored, each one or more whole batches; every
+    batch once, in offset order) holding the acquired records; a batch may hold records not
+    acquired (taken by another member, acknowledged): only the offsets in the ranges
     ``first_offsets[i]..last_offsets[i]`` are this member's, each delivered ``delivery_counts[i]``
     times (this delivery included).
     """
