@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import tune_malloc
+from bench.common import freeze_startup_objects, tune_malloc
 
 PARTITIONS = 2
 #: This process's CPU seconds at "go" (the report's ``cpu_s`` counts from there).
@@ -39,7 +39,9 @@ def done() -> float:
 
 
 def wait_for() -> None:
-    """Say "ready" (connected, imported), then wait for the harness's "go" line on stdin."""
+    """Freeze the start-up objects (``freeze_startup_objects``), say "ready" (connected,
+    imported), then wait for the harness's "go" line on stdin."""
+    freeze_startup_objects()
     print("ready", flush=True)
     sys.stdin.readline()
     global CPU_AT_GO, CPU_AT_LAST
