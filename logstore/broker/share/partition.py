@@ -34,7 +34,7 @@ from logstore.broker.share.window import (
     ranges,
 )
 from logstore.errors import RecordNotAcquiredError
-from logstore.records import iter_headers, iter_spans, read_header
+from logstore.records import iter_spans, read_header
 from logstore.records.layout import CONTROL_FLAG
 from logstore.storage import PartitionLog
 
@@ -141,20 +141,20 @@ class SharePartition:
             if not len(data):
                 gone.append(candidates[i:])  # past the log end (a recovery cut it)
                 break
-            for header in iter_headers(data):
-                if header.last_offset < offset:
+            for position, base, following, length, attributes in iter_spans(data):
+                if following <= offset:
                     continue
-                j = int(np.searchsorted(offsets, np.int64(header.next_offset)))
-                below = int(np.searchsorted(offsets, np.int64(header.base_offset)))
+                j = int(np.searchsorted(offsets, np.int64(following)))
+                below = int(np.searchsorted(offsets, np.int64(base)))
                 if below > i:
                     gone.append(candidates[i:below])  # offsets with no batch (compacted)
                 if j > below:
-                    if header.is_control:
+                    if attributes & CONTROL_FLAG:
                         gone.append(candidates[below:j])
                     else:
                         chosen.append(candidates[below:j])
-                        out.records.append(data[header.position:header.end_position])
-                        budget[0] -= header.batch_length
+                        out.records.append(data[position:position + length])  # (one batch a piece)
+                        budget[0] -= length
                 i = j
                 if i >= len(offsets) or budget[0] <= 0:
                     break
